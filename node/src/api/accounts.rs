@@ -1,0 +1,232 @@
+//! Node info, health, metrics, accounts, sessions and invites.
+
+use std::time::Instant;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use http::{header, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{empty_response, header_value, json_response, ok_json, token_hash, Api, ApiError, ApiResult, Call};
+use crate::core::text;
+use crate::os;
+use crate::store::Admission;
+
+pub const PASSWORD_CHARS_MIN: usize = 8;
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+
+/// Argon2id with OWASP's minimum (19 MiB, 2 passes): about 50 ms on a Raspberry Pi 4,
+/// and bounded memory even with several logins at once.
+fn argon2() -> Argon2<'static> {
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+fn hash_password(password: &str) -> String {
+    let salt = SaltString::encode_b64(&os::random_bytes::<16>()).expect("16 bytes is a valid salt");
+    argon2().hash_password(password.as_bytes(), &salt).expect("Argon2 hashing with valid parameters").to_string()
+}
+
+fn password_matches(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// A dummy hash to verify against when the handle is unknown, so a response's timing
+/// does not reveal which handles exist.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not a real password"))
+}
+
+pub fn healthz(_api: &Api, _call: &mut Call<'_>) -> ApiResult {
+    ok_json(json!({"status": "ok"}))
+}
+
+pub fn metrics(api: &Api, _call: &mut Call<'_>) -> ApiResult {
+    let users = api.store.user_count()?;
+    let body = api.metrics.render(users);
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(body.into())
+        .expect("static response parts are valid"))
+}
+
+pub fn node(api: &Api, _call: &mut Call<'_>) -> ApiResult {
+    ok_json(json!({
+        "node_id": api.store.node_id().to_string(),
+        "name": api.node.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "region": api.node.region,
+        "roles": api.node.roles,
+        "pin": api.node.pin,
+        "addresses": api.node.addresses,
+        "peers": [],
+        "claimed": api.store.claimed_by()?.is_some(),
+        "open_registration": api.open_registration,
+        "uptime_seconds": api.started.elapsed().as_secs(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    handle: String,
+    password: String,
+    claim: Option<String>,
+    invite: Option<String>,
+}
+
+pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let request: NewAccount = call.json()?;
+    let handle = request.handle.trim().to_lowercase();
+    text::check_handle(&handle).map_err(|message| ApiError::bad_request("invalid_handle", message))?;
+    check_password(&request.password)?;
+    let admission = if let Some(claim) = &request.claim {
+        let expected = api.claim_code.lock().expect("claim lock").clone();
+        match expected {
+            Some(code) if constant_time_eq(code.as_bytes(), claim.trim().as_bytes()) => Admission::Claim,
+            _ => {
+                return Err(ApiError::forbidden_code(
+                    "bad_claim_code",
+                    "the claim code is wrong or the node is already claimed",
+                ))
+            }
+        }
+    } else if let Some(invite) = &request.invite {
+        Admission::Invite(invite.trim())
+    } else if api.store.claimed_by()?.is_none() {
+        return Err(ApiError::forbidden_code(
+            "claim_required",
+            "this node is not claimed yet: the first account needs the claim code (see `edgenode status`)",
+        ));
+    } else if api.open_registration {
+        Admission::Open
+    } else {
+        return Err(ApiError::forbidden_code("invite_required", "registration needs an invite code from an admin"));
+    };
+    let user = api.store.create_user(&handle, hash_password(&request.password), admission)?;
+    if matches!(admission, Admission::Claim) {
+        *api.claim_code.lock().expect("claim lock") = None;
+        if let Err(error) = std::fs::remove_file(&api.claim_code_file) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, "could not remove the claim code file");
+            }
+        }
+        tracing::info!(handle = %user.handle, "node claimed; first admin created");
+    }
+    let token = api.start_session(&user.user_id)?;
+    json_response(
+        StatusCode::CREATED,
+        &json!({"user_id": user.user_id, "handle": user.handle, "token": token, "admin": user.admin}),
+    )
+}
+
+fn check_password(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() < PASSWORD_CHARS_MIN || password.len() > PASSWORD_BYTES_MAX {
+        return Err(ApiError::bad_request(
+            "weak_password",
+            format!("a password is {PASSWORD_CHARS_MIN} to {PASSWORD_BYTES_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    handle: String,
+    password: String,
+}
+
+pub fn login(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let request: Credentials = call.json()?;
+    let handle = request.handle.trim().to_lowercase();
+    let keys = [Some(format!("handle:{handle}")), call.client_addr.map(|addr| format!("addr:{}", addr.ip()))];
+    let now = Instant::now();
+    let locked_for = {
+        let throttle = api.login_throttle.lock().expect("throttle lock");
+        keys.iter().flatten().filter_map(|key| throttle.locked_for(key, now)).max()
+    };
+    if let Some(wait) = locked_for {
+        api.metrics.logins_throttled_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seconds = wait.as_secs().max(1);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed sign-ins; try again in {seconds} s"),
+        )
+        .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, header_value(&seconds.to_string()));
+        return Ok(response);
+    }
+    let user = api.store.user_by_handle(&handle)?;
+    let credential = match &user {
+        Some(user) => api.store.credential(&user.user_id)?,
+        None => None,
+    };
+    let hash = credential.as_ref().map_or(dummy_hash(), |credential| credential.password_hash.as_str());
+    let matches = password_matches(&request.password, hash);
+    let mut throttle = api.login_throttle.lock().expect("throttle lock");
+    match user.filter(|_| matches && credential.is_some()) {
+        Some(user) => {
+            keys.iter().flatten().for_each(|key| throttle.record_success(key));
+            drop(throttle);
+            let token = api.start_session(&user.user_id)?;
+            ok_json(json!({"token": token, "user_id": user.user_id}))
+        }
+        None => {
+            keys.iter().flatten().for_each(|key| throttle.record_failure(key, now));
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong handle or password"))
+        }
+    }
+}
+
+pub fn logout(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    call.user()?;
+    let token = call
+        .header(header::AUTHORIZATION)
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    api.store.delete_session(&token_hash(token))?;
+    empty_response(StatusCode::NO_CONTENT)
+}
+
+pub fn create_invite(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user = call.user()?;
+    if !user.admin {
+        return Err(ApiError::forbidden("only an admin can create invites"));
+    }
+    let invite = api.store.create_invite(&user.user_id)?;
+    json_response(StatusCode::CREATED, &json!({"code": invite.code}))
+}
+
+impl Api {
+    /// A new random bearer token for `user_id`; only its hash is stored.
+    fn start_session(&self, user_id: &str) -> Result<String, ApiError> {
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os::random_bytes::<32>());
+        self.store.create_session(&token_hash(&token), user_id)?;
+        Ok(token)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hashes_verify_and_differ_by_salt() {
+        let first = hash_password("correct horse");
+        let second = hash_password("correct horse");
+        assert_ne!(first, second);
+        assert!(first.starts_with("$argon2id$"));
+        assert!(password_matches("correct horse", &first));
+        assert!(!password_matches("wrong horse", &first));
+        assert!(!password_matches("anything", "not a hash"));
+    }
+}

@@ -1,0 +1,286 @@
+//! Media routes: content-addressed upload (coalesced per hash) and download of
+//! derivatives and originals with ETag, immutable caching and Range.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, Method, Response, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{header_value, json_response, Api, ApiError, ApiResult, Call};
+use crate::core::model::may_view;
+use crate::media::{MediaKind, Processed};
+use crate::os;
+use crate::store::blobs::is_sha256_hex;
+use crate::store::{hex, BlobInfo, BlobKind, MediaInfo};
+
+pub fn mime(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Jpeg => "image/jpeg",
+        MediaKind::Png => "image/png",
+        MediaKind::Webp => "image/webp",
+    }
+}
+
+pub fn media_json(info: &MediaInfo) -> Value {
+    json!({
+        "id": info.media_id,
+        "width": info.width,
+        "height": info.height,
+        "blurhash": info.blurhash,
+        "mime": info.mime,
+        "variants": {
+            "thumb": {"width": info.thumb.width, "height": info.thumb.height},
+            "display": {"width": info.display.width, "height": info.display.height},
+        }
+    })
+}
+
+/// `PUT /api/v1/media/{sha256}` and `POST /api/v1/media`.
+pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let owner = call.user()?.user_id.clone();
+    let media_id = hex(&Sha256::digest(&call.body));
+    if call.parts.method == Method::PUT {
+        let claimed = call.param(0).to_ascii_lowercase();
+        if !is_sha256_hex(&claimed) {
+            return Err(ApiError::bad_request(
+                "bad_media_id",
+                "the path must end in the SHA-256 of the body as 64 hex digits",
+            ));
+        }
+        if claimed != media_id {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "hash_mismatch",
+                format!("the body's SHA-256 is {media_id}, not {claimed}; the upload was damaged or the hash is wrong"),
+            ));
+        }
+    }
+    let info = match api.store.media(&media_id)? {
+        Some(info) => info,
+        None => {
+            let body = call.body.clone();
+            let (result, coalesced) = api.media_work.run(media_id.clone(), || api.convert_and_store(&media_id, &body));
+            if coalesced {
+                api.metrics.media_coalesced_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            result?
+        }
+    };
+    let is_new = api.store.put_media(&info, &owner)?;
+    json_response(if is_new { StatusCode::CREATED } else { StatusCode::OK }, &media_json(&info))
+}
+
+impl Api {
+    /// Converts an upload and writes its blobs durably; the database row comes after.
+    fn convert_and_store(&self, media_id: &str, body: &[u8]) -> Result<MediaInfo, ApiError> {
+        let started = Instant::now();
+        let processed = self.pipeline.process(body)?;
+        self.metrics.media_processed_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .media_processing_micros_total
+            .fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.write_blobs(media_id, &processed, true)
+    }
+
+    fn write_blobs(&self, media_id: &str, processed: &Processed, with_original: bool) -> Result<MediaInfo, ApiError> {
+        let write = |kind: BlobKind, bytes: &[u8], width: u32, height: u32| -> Result<BlobInfo, ApiError> {
+            self.store.blobs.write_durable(media_id, kind, bytes, u64::from_le_bytes(os::random_bytes())).map_err(
+                |error| {
+                    tracing::error!(%error, media_id, "could not write media file");
+                    ApiError::new(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "storage_failed",
+                        format!("could not store the image: {error}"),
+                    )
+                },
+            )?;
+            Ok(BlobInfo { width, height, bytes: bytes.len() as u64, sha256: hex(&Sha256::digest(bytes)) })
+        };
+        let original = if with_original {
+            write(BlobKind::Original, &processed.original, processed.width, processed.height)?
+        } else {
+            BlobInfo {
+                width: processed.width,
+                height: processed.height,
+                bytes: processed.original.len() as u64,
+                sha256: hex(&Sha256::digest(&processed.original)),
+            }
+        };
+        let display =
+            write(BlobKind::Display, &processed.display.bytes, processed.display.width, processed.display.height)?;
+        let thumb = write(BlobKind::Thumb, &processed.thumb.bytes, processed.thumb.width, processed.thumb.height)?;
+        Ok(MediaInfo {
+            media_id: media_id.to_owned(),
+            mime: mime(processed.kind).to_owned(),
+            width: processed.width,
+            height: processed.height,
+            blurhash: processed.blurhash.clone(),
+            original,
+            display,
+            thumb,
+            created_at: os::now_ms(),
+        })
+    }
+
+    /// Whether `viewer` may fetch `kind` of a media item: owners always; others a
+    /// derivative when it is on a post they may see; never someone else's original.
+    fn may_fetch(&self, media_id: &str, kind: BlobKind, viewer: Option<&str>) -> Result<bool, ApiError> {
+        if let Some(viewer) = viewer {
+            if self.store.owns_media(media_id, viewer)? {
+                return Ok(true);
+            }
+        }
+        if kind == BlobKind::Original {
+            return Ok(false);
+        }
+        for post in self.store.posts_with_media(media_id)? {
+            let follows = match viewer {
+                Some(viewer) => self.store.follows(viewer, &post.author_id)?,
+                None => false,
+            };
+            if may_view(&post, viewer, follows) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Makes a missing derivative again from the original (a cache miss), coalesced
+    /// so a burst of requests for it converts once.
+    fn rebuild_derivatives(&self, info: &MediaInfo) -> Result<MediaInfo, ApiError> {
+        let (result, coalesced) = self.media_work.run(info.media_id.clone(), || {
+            let original = self.store.blobs.read(&info.media_id, BlobKind::Original).map_err(|error| {
+                tracing::error!(%error, media_id = info.media_id, "original missing; cannot rebuild derivatives");
+                ApiError::not_found("media file")
+            })?;
+            let processed = self.pipeline.derive(&original)?;
+            let mut rebuilt = self.write_blobs(&info.media_id, &processed, false)?;
+            rebuilt.original = info.original.clone();
+            self.store.update_media(&rebuilt)?;
+            tracing::info!(media_id = info.media_id, "rebuilt missing derivatives");
+            Ok(rebuilt)
+        });
+        if coalesced {
+            self.metrics.media_coalesced_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+/// `GET /api/v1/media/{id}/{variant}`.
+pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let media_id = call.param(0).to_ascii_lowercase();
+    let kind = BlobKind::from_name(call.param(1))
+        .ok_or_else(|| ApiError::bad_request("bad_variant", "variant must be thumb, display or original"))?;
+    if !is_sha256_hex(&media_id) {
+        return Err(ApiError::not_found("media"));
+    }
+    let mut info = api.store.media(&media_id)?.ok_or_else(|| ApiError::not_found("media"))?;
+    if !api.may_fetch(&media_id, kind, call.viewer_id())? {
+        return Err(ApiError::not_found("media"));
+    }
+    if kind != BlobKind::Original && !api.store.blobs.exists(&media_id, kind) {
+        info = api.rebuild_derivatives(&info)?;
+    }
+    let blob = info.blob(kind);
+    let etag = format!("\"{}\"", blob.sha256);
+    let content_type = if kind == BlobKind::Original { info.mime.as_str() } else { "image/jpeg" };
+    let builder = Response::builder()
+        .header(header::ETAG, header_value(&etag))
+        .header(header::CACHE_CONTROL, "private, max-age=31536000, immutable")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, content_type);
+    if call
+        .header(header::IF_NONE_MATCH)
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
+    {
+        return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
+    }
+    let read_failed = |error: std::io::Error| {
+        tracing::error!(%error, media_id, "media file unreadable");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the media file could not be read")
+    };
+    match call.header(header::RANGE).map(|range| parse_range(range, blob.bytes)) {
+        Some(RangeRequest::Satisfiable { start, end }) => {
+            let bytes = api.store.blobs.read_range(&media_id, kind, start, end - start + 1).map_err(read_failed)?;
+            Ok(builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{}", blob.bytes)))
+                .body(Bytes::from(bytes))
+                .expect("valid response"))
+        }
+        Some(RangeRequest::Unsatisfiable) => Ok(builder
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, header_value(&format!("bytes */{}", blob.bytes)))
+            .body(Bytes::new())
+            .expect("valid response")),
+        Some(RangeRequest::Ignored) | None => {
+            let bytes = api.store.blobs.read(&media_id, kind).map_err(read_failed)?;
+            Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    /// Inclusive byte positions.
+    Satisfiable {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+    /// Malformed or multi-range: serve the whole file, as RFC 9110 allows.
+    Ignored,
+}
+
+fn parse_range(header: &str, length: u64) -> RangeRequest {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else { return RangeRequest::Ignored };
+    if spec.contains(',') {
+        return RangeRequest::Ignored;
+    }
+    let Some((first, last)) = spec.split_once('-') else { return RangeRequest::Ignored };
+    let (first, last) = (first.trim(), last.trim());
+    let range = if first.is_empty() {
+        match last.parse::<u64>() {
+            Ok(0) => return RangeRequest::Unsatisfiable,
+            Ok(suffix) => (length.saturating_sub(suffix), length.saturating_sub(1)),
+            Err(_) => return RangeRequest::Ignored,
+        }
+    } else {
+        let Ok(start) = first.parse::<u64>() else { return RangeRequest::Ignored };
+        let end = if last.is_empty() {
+            length.saturating_sub(1)
+        } else {
+            match last.parse::<u64>() {
+                Ok(end) if end >= start => end.min(length.saturating_sub(1)),
+                _ => return RangeRequest::Ignored,
+            }
+        };
+        (start, end)
+    };
+    if length == 0 || range.0 >= length {
+        RangeRequest::Unsatisfiable
+    } else {
+        RangeRequest::Satisfiable { start: range.0, end: range.1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeRequest::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Satisfiable { start: 0, end: 9 });
+        assert_eq!(parse_range("bytes=90-", 100), Satisfiable { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-10", 100), Satisfiable { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=50-500", 100), Satisfiable { start: 50, end: 99 });
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignored);
+        assert_eq!(parse_range("items=0-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=9-2", 100), Ignored);
+    }
+}

@@ -1,0 +1,352 @@
+//! The HTTP API: one blocking `http::Request -> http::Response` service that every
+//! transport (HTTPS over TCP, HTTP/3 over QUIC) adapts to. Routes live in one table
+//! (`routes.rs`) that both dispatch and `/openapi.json` are made from.
+
+mod accounts;
+pub mod coalesce;
+mod media;
+pub mod metrics;
+mod routes;
+mod social;
+pub mod throttle;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::core::model::User;
+use crate::media::{MediaError, Pipeline};
+use crate::store::{MediaInfo, Store, StoreError};
+use coalesce::Coalescer;
+use metrics::Metrics;
+use throttle::LoginThrottle;
+
+/// How a request reached us; transports put this in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http1,
+    Http2,
+    Http3,
+}
+
+/// The peer's socket address; transports put this in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The JSON error every failure is answered with: `{"error":{"code","message"}}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Bytes> {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Bytes::from(body.to_string()))
+        .expect("static response parts are valid")
+}
+
+/// A failed request: status, stable machine-readable code, and a message for people.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "sign in first: send `Authorization: Bearer <token>` with a token from POST /api/v1/sessions",
+        )
+    }
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    fn into_response(self) -> Response<Bytes> {
+        error_response(self.status, self.code, &self.message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::HandleTaken => ApiError::new(StatusCode::CONFLICT, "handle_taken", "that handle is taken"),
+            StoreError::BadInvite => {
+                ApiError::forbidden_code("bad_invite", "the invite code is unknown or already used")
+            }
+            StoreError::AlreadyClaimed => {
+                ApiError::forbidden_code("bad_claim_code", "this node is already claimed; ask its admin for an invite")
+            }
+            StoreError::UnknownMedia(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_media",
+                format!("media {id} is not one of your uploads; upload it first with PUT /api/v1/media/{{sha256}}"),
+            ),
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the node could not read or write its storage",
+                )
+            }
+        }
+    }
+}
+
+impl From<MediaError> for ApiError {
+    fn from(error: MediaError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            MediaError::Unsupported => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+            }
+            MediaError::TooManyPixels { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message)
+            }
+            MediaError::Undecodable(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", message),
+        }
+    }
+}
+
+impl ApiError {
+    fn forbidden_code(code: &'static str, message: &str) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, code, message)
+    }
+}
+
+pub type ApiResult = Result<Response<Bytes>, ApiError>;
+
+/// What `GET /api/v1/node` and user profiles say about this node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub name: String,
+    pub region: String,
+    pub roles: Vec<String>,
+    pub pin: String,
+    /// Addresses clients can reach this node at (`host:port`).
+    pub addresses: Vec<String>,
+}
+
+pub struct Api {
+    pub metrics: Metrics,
+    store: Arc<Store>,
+    pipeline: Pipeline,
+    node: NodeInfo,
+    claim_code: Mutex<Option<String>>,
+    /// Deleted when the node is claimed; `edgenode status` reads it.
+    claim_code_file: std::path::PathBuf,
+    open_registration: bool,
+    json_body_bytes_max: usize,
+    upload_bytes_max: usize,
+    started: Instant,
+    login_throttle: Mutex<LoginThrottle>,
+    /// Uploads (and derivative rebuilds) in flight, by media id.
+    media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
+}
+
+impl Api {
+    pub fn new(
+        config: &Config,
+        store: Arc<Store>,
+        pipeline: Pipeline,
+        node: NodeInfo,
+        claim_code: Option<String>,
+    ) -> Api {
+        Api {
+            metrics: Metrics::default(),
+            store,
+            pipeline,
+            node,
+            claim_code: Mutex::new(claim_code),
+            claim_code_file: config.data_dir.join("claim-code"),
+            open_registration: config.open_registration,
+            json_body_bytes_max: config.limits.json_body_bytes_max,
+            upload_bytes_max: config.limits.upload_bytes_max,
+            started: Instant::now(),
+            login_throttle: Mutex::new(LoginThrottle::default()),
+            media_work: Coalescer::default(),
+        }
+    }
+
+    /// Largest body this request may carry (uploads are larger than JSON bodies).
+    pub fn body_bytes_max(&self, method: &Method, path: &str) -> usize {
+        let is_upload = path.starts_with("/api/v1/media") && (method == Method::PUT || method == Method::POST);
+        if is_upload {
+            self.upload_bytes_max
+        } else {
+            self.json_body_bytes_max
+        }
+    }
+
+    /// Serves one request whose body the transport has already read (within
+    /// `body_bytes_max`). Blocking: call it from `spawn_blocking`.
+    pub fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let started = Instant::now();
+        let transport = request.extensions().get::<Transport>().copied();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = match self.dispatch(request) {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        self.metrics.record_request(transport, response.status(), started.elapsed());
+        tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        response
+    }
+
+    fn dispatch(&self, request: Request<Bytes>) -> ApiResult {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        if body.len() > self.body_bytes_max(&parts.method, path) {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large"));
+        }
+        let (route, params) = routes::find(&parts.method, path)?;
+        let viewer = self.viewer(&parts.headers)?;
+        let client_addr = parts.extensions.get::<ClientAddr>().map(|addr| addr.0);
+        let mut call = Call { parts: &parts, body, params, viewer, client_addr };
+        (route.handler)(self, &mut call)
+    }
+
+    /// The signed-in user, if the request carries a token. A token that is present
+    /// but unknown is an error, so a client learns its session ended.
+    fn viewer(&self, headers: &http::HeaderMap) -> Result<Option<User>, ApiError> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+        let token =
+            value.to_str().ok().and_then(|value| value.strip_prefix("Bearer ")).ok_or_else(ApiError::unauthorized)?;
+        let user_id = self.store.session_user(&token_hash(token))?.ok_or_else(ApiError::unauthorized)?;
+        self.store.user(&user_id)?.map(Some).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// One request as a handler sees it.
+pub struct Call<'a> {
+    parts: &'a http::request::Parts,
+    body: Bytes,
+    params: Vec<String>,
+    viewer: Option<User>,
+    client_addr: Option<SocketAddr>,
+}
+
+impl Call<'_> {
+    /// The signed-in user, or 401.
+    fn user(&self) -> Result<&User, ApiError> {
+        self.viewer.as_ref().ok_or_else(ApiError::unauthorized)
+    }
+
+    fn viewer_id(&self) -> Option<&str> {
+        self.viewer.as_ref().map(|user| user.user_id.as_str())
+    }
+
+    fn param(&self, index: usize) -> &str {
+        &self.params[index]
+    }
+
+    fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body).map_err(|error| {
+            ApiError::bad_request("bad_json", format!("request body is not the expected JSON: {error}"))
+        })
+    }
+
+    fn query(&self, name: &str) -> Option<String> {
+        query_param(self.parts.uri.query().unwrap_or(""), name)
+    }
+
+    /// `limit` from the query: 1..=100, default 20.
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.query("limit") {
+            None => Ok(20),
+            Some(text) => match text.parse::<usize>() {
+                Ok(limit @ 1..=100) => Ok(limit),
+                _ => Err(ApiError::bad_request("bad_query", "`limit` must be a number from 1 to 100")),
+            },
+        }
+    }
+
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.parts.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Finds `name` in a URL query string and percent-decodes its value.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key) == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => decoded.push(b' '),
+            b'%' => match bytes.get(index + 1..index + 3) {
+                Some(&[high, low]) if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => {
+                    let digits = [high, low];
+                    let text = std::str::from_utf8(&digits).expect("hex digits are ASCII");
+                    decoded.push(u8::from_str_radix(text, 16).expect("checked hex digits"));
+                    index += 2;
+                }
+                _ => decoded.push(b'%'),
+            },
+            byte => decoded.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> ApiResult {
+    Ok(Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Bytes::from(value.to_string()))
+        .expect("static response parts are valid"))
+}
+
+fn ok_json(value: serde_json::Value) -> ApiResult {
+    json_response(StatusCode::OK, &value)
+}
+
+fn empty_response(status: StatusCode) -> ApiResult {
+    Ok(Response::builder().status(status).body(Bytes::new()).expect("static response parts are valid"))
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).expect("generated header values are visible ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        assert_eq!(query_param("q=%23harbour&limit=5", "q").as_deref(), Some("#harbour"));
+        assert_eq!(query_param("q=sunset+sea", "q").as_deref(), Some("sunset sea"));
+        assert_eq!(query_param("q=100%", "q").as_deref(), Some("100%"));
+        assert_eq!(query_param("a=1", "q"), None);
+    }
+}

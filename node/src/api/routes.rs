@@ -1,0 +1,213 @@
+//! The route table: the one list that dispatch and `/openapi.json` are both made
+//! from, so the document always matches what is served.
+
+use http::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::{accounts, media, social, Api, ApiError, ApiResult, Call};
+
+/// Who may call a route (documentation; handlers enforce it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Anyone,
+    /// Anyone; a signed-in caller may see more.
+    OptionalUser,
+    User,
+    Admin,
+}
+
+pub struct Route {
+    pub method: Method,
+    /// Path with `{name}` placeholders for one segment each.
+    pub pattern: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    /// Request body: `None`, `Some("json")` or `Some("image")`.
+    pub body: Option<&'static str>,
+    pub handler: fn(&Api, &mut Call<'_>) -> ApiResult,
+}
+
+macro_rules! route {
+    ($method:ident $pattern:literal, $access:ident, $body:expr, $handler:path, $summary:literal) => {
+        Route {
+            method: Method::$method,
+            pattern: $pattern,
+            summary: $summary,
+            access: Access::$access,
+            body: $body,
+            handler: $handler,
+        }
+    };
+}
+
+const JSON: Option<&str> = Some("json");
+const IMAGE: Option<&str> = Some("image");
+
+pub fn table() -> &'static [Route] {
+    static TABLE: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        vec![
+            route!(GET "/healthz", Anyone, None, accounts::healthz, "Liveness: {\"status\":\"ok\"}"),
+            route!(GET "/metrics", Anyone, None, accounts::metrics, "Prometheus metrics"),
+            route!(GET "/openapi.json", Anyone, None, openapi, "This document"),
+            route!(GET "/api/v1/node", Anyone, None, accounts::node, "Node id, name, version, region, roles, pin, peers"),
+            route!(POST "/api/v1/accounts", Anyone, JSON, accounts::create_account,
+                "Create an account: {handle, password, claim?|invite?}"),
+            route!(POST "/api/v1/sessions", Anyone, JSON, accounts::login, "Sign in: {handle, password} -> {token, user_id}"),
+            route!(DELETE "/api/v1/sessions", User, None, accounts::logout, "Sign out: revoke the token used"),
+            route!(POST "/api/v1/invites", Admin, None, accounts::create_invite, "Create a one-time invite code"),
+            route!(POST "/api/v1/media", User, IMAGE, media::upload, "Upload an image; the node computes its SHA-256"),
+            route!(PUT "/api/v1/media/{sha256}", User, IMAGE, media::upload,
+                "Upload an image under its SHA-256 (hex); 200 if already stored"),
+            route!(GET "/api/v1/media/{id}/{variant}", OptionalUser, None, media::download,
+                "Image bytes: variant thumb (fits 256 px), display (fits 1080 px) or original (owner only)"),
+            route!(POST "/api/v1/posts", User, JSON, social::create_post, "Post: {caption, media: [id], visibility}"),
+            route!(GET "/api/v1/posts/{id}", OptionalUser, None, social::get_post, "One post"),
+            route!(DELETE "/api/v1/posts/{id}", User, None, social::delete_post, "Delete one of your posts"),
+            route!(PUT "/api/v1/posts/{id}/like", User, None, social::like, "Like a post"),
+            route!(DELETE "/api/v1/posts/{id}/like", User, None, social::unlike, "Take back a like"),
+            route!(POST "/api/v1/posts/{id}/comments", User, JSON, social::add_comment, "Comment: {text}"),
+            route!(GET "/api/v1/posts/{id}/comments", OptionalUser, None, social::comments,
+                "Comments, oldest first: {items, next_cursor}"),
+            route!(GET "/api/v1/users/{handle}", OptionalUser, None, social::get_user,
+                "Profile, with the nodes that hold the user's data"),
+            route!(GET "/api/v1/users/{handle}/posts", OptionalUser, None, social::user_posts,
+                "A user's posts visible to the caller, newest first: {items, next_cursor}"),
+            route!(PUT "/api/v1/users/{handle}/follow", User, None, social::follow, "Follow a user"),
+            route!(DELETE "/api/v1/users/{handle}/follow", User, None, social::unfollow, "Stop following a user"),
+            route!(GET "/api/v1/feed", User, None, social::feed,
+                "Your and followed users' posts, newest first: {items, next_cursor}"),
+            route!(GET "/api/v1/search", OptionalUser, None, social::search,
+                "Search public posts (words, #tags) and handles: {users, posts}"),
+        ]
+    })
+}
+
+/// The route for a request and its path parameters; 404 or 405 otherwise.
+pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Vec<String>), ApiError> {
+    let mut path_matched = false;
+    for route in table() {
+        if let Some(params) = match_pattern(route.pattern, path) {
+            if route.method == method {
+                return Ok((route, params));
+            }
+            path_matched = true;
+        }
+    }
+    if path_matched {
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        ))
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}; see /openapi.json")))
+    }
+}
+
+fn match_pattern(pattern: &str, path: &str) -> Option<Vec<String>> {
+    let mut pattern_segments = pattern.split('/');
+    let mut path_segments = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (pattern_segments.next(), path_segments.next()) {
+            (None, None) => return Some(params),
+            (Some(expected), Some(actual)) => {
+                if expected.starts_with('{') {
+                    if actual.is_empty() {
+                        return None;
+                    }
+                    params.push(super::percent_decode(actual));
+                } else if expected != actual {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn openapi(_api: &Api, _call: &mut Call<'_>) -> ApiResult {
+    super::ok_json(openapi_document())
+}
+
+pub fn openapi_document() -> Value {
+    let mut paths = Map::new();
+    for route in table() {
+        let parameters: Vec<Value> = route
+            .pattern
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut operation = json!({
+            "summary": route.summary,
+            "parameters": parameters,
+            "responses": {
+                "default": {"description": "Error: {\"error\":{\"code\",\"message\"}}",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        let success = if route.method == Method::POST && route.pattern != "/api/v1/sessions" { "201" } else { "200" };
+        operation["responses"][success] = json!({"description": "Success"});
+        if matches!(route.access, Access::User | Access::Admin) {
+            operation["security"] = json!([{"bearer": []}]);
+        }
+        match route.body {
+            Some("json") => {
+                operation["requestBody"] =
+                    json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}})
+            }
+            Some(_) => {
+                operation["requestBody"] = json!({"required": true, "content": {
+                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "image/webp": {"schema": {"type": "string", "format": "binary"}}}})
+            }
+            None => {}
+        }
+        let entry = paths.entry(route.pattern.to_owned()).or_insert_with(|| json!({}));
+        entry[route.method.as_str().to_lowercase()] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Edgenode API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}}}}}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_capture_segments() {
+        assert_eq!(
+            match_pattern("/api/v1/media/{id}/{variant}", "/api/v1/media/ab/thumb"),
+            Some(vec!["ab".into(), "thumb".into()])
+        );
+        assert_eq!(match_pattern("/api/v1/posts/{id}", "/api/v1/posts/"), None);
+        assert_eq!(match_pattern("/api/v1/posts/{id}", "/api/v1/posts/x/y"), None);
+    }
+
+    #[test]
+    fn unknown_routes_and_methods_are_told_apart() {
+        assert_eq!(find(&Method::GET, "/nope").err().unwrap().status, StatusCode::NOT_FOUND);
+        assert_eq!(find(&Method::PATCH, "/api/v1/feed").err().unwrap().status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(find(&Method::DELETE, "/api/v1/posts/abc").is_ok());
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let document = openapi_document();
+        for route in table() {
+            let operation = &document["paths"][route.pattern][route.method.as_str().to_lowercase()];
+            assert!(operation.is_object(), "{} {} missing", route.method, route.pattern);
+        }
+    }
+}

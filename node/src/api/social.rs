@@ -1,0 +1,293 @@
+//! Posts, follows, likes, comments, feeds, profiles and search, with the visibility
+//! rules of `core::model::may_view` applied on every read path.
+
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::media::media_json;
+use super::{empty_response, json_response, ok_json, Api, ApiError, ApiResult, Call};
+use crate::core::model::{may_view, Post, User, Visibility};
+use crate::core::text;
+
+pub const CAPTION_CHARS_MAX: usize = 2_200;
+pub const MEDIA_PER_POST_MAX: usize = 10;
+pub const COMMENT_CHARS_MAX: usize = 1_000;
+const QUERY_CHARS_MAX: usize = 200;
+
+impl Api {
+    fn may_view_post(&self, post: &Post, viewer: Option<&str>) -> Result<bool, ApiError> {
+        let follows = match viewer {
+            Some(viewer) if post.visibility == Visibility::Followers => self.store.follows(viewer, &post.author_id)?,
+            _ => false,
+        };
+        Ok(may_view(post, viewer, follows))
+    }
+
+    /// The post if it exists and the caller may see it; 404 otherwise, so hidden
+    /// posts are indistinguishable from missing ones.
+    fn visible_post(&self, post_id: &str, viewer: Option<&str>) -> Result<Post, ApiError> {
+        match self.store.post(post_id)? {
+            Some(post) if self.may_view_post(&post, viewer)? => Ok(post),
+            _ => Err(ApiError::not_found("post")),
+        }
+    }
+
+    fn user_by_handle(&self, handle: &str) -> Result<User, ApiError> {
+        self.store.user_by_handle(&handle.to_lowercase())?.ok_or_else(|| ApiError::not_found("user"))
+    }
+
+    fn post_json(&self, post: &Post, viewer: Option<&str>) -> Result<Value, ApiError> {
+        let author_handle = self.store.user(&post.author_id)?.map(|user| user.handle).unwrap_or_default();
+        let mut media = Vec::new();
+        for media_id in &post.media {
+            media.extend(self.store.media(media_id)?.as_ref().map(media_json));
+        }
+        let (like_count, liked_by_me) = self.store.likes(&post.post_id, viewer)?;
+        Ok(json!({
+            "id": post.post_id,
+            "author": {"user_id": post.author_id, "handle": author_handle},
+            "caption": post.caption,
+            "media": media,
+            "visibility": post.visibility,
+            "tags": post.tags,
+            "created_at": post.created_at,
+            "like_count": like_count,
+            "comment_count": self.store.comment_count(&post.post_id)?,
+            "liked_by_me": liked_by_me,
+        }))
+    }
+
+    fn post_list_json(&self, posts: &[Post], limit: usize, viewer: Option<&str>) -> ApiResult {
+        let items = posts.iter().map(|post| self.post_json(post, viewer)).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = (posts.len() == limit).then(|| posts.last().map(|post| post.post_id.clone())).flatten();
+        ok_json(json!({"items": items, "next_cursor": next_cursor}))
+    }
+
+    fn user_json(&self, user: &User, viewer: Option<&str>) -> Result<Value, ApiError> {
+        let followed_by_me = match viewer {
+            Some(viewer) => self.store.follows(viewer, &user.user_id)?,
+            None => false,
+        };
+        Ok(json!({
+            "user_id": user.user_id,
+            "handle": user.handle,
+            "display_name": user.display_name,
+            "bio": user.bio,
+            "admin": user.admin,
+            "created_at": user.created_at,
+            "follower_count": self.store.follower_count(&user.user_id)?,
+            "following_count": self.store.followees(&user.user_id)?.len(),
+            "followed_by_me": followed_by_me,
+            // Until replication exists, this node alone holds every local user's data.
+            "nodes": [{"id": self.store.node_id().to_string(), "name": self.node.name, "addresses": self.node.addresses}],
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPost {
+    #[serde(default)]
+    caption: String,
+    #[serde(default)]
+    media: Vec<String>,
+    visibility: Visibility,
+}
+
+pub fn create_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let author = call.user()?.user_id.clone();
+    let request: NewPost = call.json()?;
+    if request.caption.chars().count() > CAPTION_CHARS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_post",
+            format!("a caption is at most {CAPTION_CHARS_MAX} characters"),
+        ));
+    }
+    if request.media.is_empty() && request.caption.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid_post", "a post needs a caption or at least one photo"));
+    }
+    if request.media.len() > MEDIA_PER_POST_MAX {
+        return Err(ApiError::bad_request("invalid_post", format!("a post has at most {MEDIA_PER_POST_MAX} photos")));
+    }
+    let media: Vec<String> = request.media.iter().map(|id| id.to_ascii_lowercase()).collect();
+    let post = api.store.create_post(&author, request.caption, media, request.visibility)?;
+    json_response(StatusCode::CREATED, &api.post_json(&post, Some(&author))?)
+}
+
+pub fn get_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let post = api.visible_post(call.param(0), call.viewer_id())?;
+    ok_json(api.post_json(&post, call.viewer_id())?)
+}
+
+pub fn delete_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    let post = api.visible_post(call.param(0), Some(&user_id))?;
+    if post.author_id != user_id {
+        return Err(ApiError::forbidden("only its author can delete a post"));
+    }
+    api.store.delete_post(&post)?;
+    empty_response(StatusCode::NO_CONTENT)
+}
+
+fn set_like(api: &Api, call: &mut Call<'_>, liked: bool) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    let post = api.visible_post(call.param(0), Some(&user_id))?;
+    api.store.set_like(&post.post_id, &user_id, liked)?;
+    let (like_count, _) = api.store.likes(&post.post_id, None)?;
+    ok_json(json!({"liked": liked, "like_count": like_count}))
+}
+
+pub fn like(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_like(api, call, true)
+}
+
+pub fn unlike(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_like(api, call, false)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewComment {
+    text: String,
+}
+
+pub fn add_comment(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let author = call.user()?.clone();
+    let request: NewComment = call.json()?;
+    let text = request.text.trim();
+    if text.is_empty() || text.chars().count() > COMMENT_CHARS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_comment",
+            format!("a comment is 1 to {COMMENT_CHARS_MAX} characters"),
+        ));
+    }
+    let post = api.visible_post(call.param(0), Some(&author.user_id))?;
+    let comment = api.store.add_comment(&post.post_id, &author.user_id, text.to_owned())?;
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "id": comment.comment_id,
+            "post_id": comment.post_id,
+            "author": {"user_id": author.user_id, "handle": author.handle},
+            "text": comment.text,
+            "created_at": comment.created_at,
+        }),
+    )
+}
+
+pub fn comments(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let post = api.visible_post(call.param(0), call.viewer_id())?;
+    let limit = call.limit()?;
+    let cursor = call.query("cursor");
+    let comments = api.store.comments(&post.post_id, cursor.as_deref(), limit)?;
+    let mut items = Vec::new();
+    for comment in &comments {
+        let handle = api.store.user(&comment.author_id)?.map(|user| user.handle).unwrap_or_default();
+        items.push(json!({
+            "id": comment.comment_id,
+            "post_id": comment.post_id,
+            "author": {"user_id": comment.author_id, "handle": handle},
+            "text": comment.text,
+            "created_at": comment.created_at,
+        }));
+    }
+    let next_cursor =
+        (comments.len() == limit).then(|| comments.last().map(|comment| comment.comment_id.clone())).flatten();
+    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+}
+
+pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user = api.user_by_handle(call.param(0))?;
+    ok_json(api.user_json(&user, call.viewer_id())?)
+}
+
+pub fn user_posts(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let author = api.user_by_handle(call.param(0))?;
+    let limit = call.limit()?;
+    let cursor = call.query("cursor");
+    let viewer = call.viewer_id();
+    let follows = match viewer {
+        Some(viewer) => api.store.follows(viewer, &author.user_id)?,
+        None => false,
+    };
+    let posts =
+        api.store.posts_by_author(&author.user_id, cursor.as_deref(), limit, |post| may_view(post, viewer, follows))?;
+    api.post_list_json(&posts, limit, viewer)
+}
+
+fn set_follow(api: &Api, call: &mut Call<'_>, following: bool) -> ApiResult {
+    let follower = call.user()?.user_id.clone();
+    let followee = api.user_by_handle(call.param(0))?;
+    if followee.user_id == follower {
+        return Err(ApiError::bad_request("cannot_follow_self", "you cannot follow yourself"));
+    }
+    api.store.set_follow(&follower, &followee.user_id, following)?;
+    ok_json(json!({"following": following}))
+}
+
+pub fn follow(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_follow(api, call, true)
+}
+
+pub fn unfollow(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_follow(api, call, false)
+}
+
+/// The home feed: the newest posts of the caller and everyone they follow, merged.
+pub fn feed(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let viewer = call.user()?.user_id.clone();
+    let limit = call.limit()?;
+    let cursor = call.query("cursor");
+    let mut authors = api.store.followees(&viewer)?;
+    authors.push(viewer.clone());
+    let mut posts = Vec::new();
+    for author in &authors {
+        // Every followed author passes the followers rule; private posts only for the viewer.
+        let follows = author != &viewer;
+        posts.extend(
+            api.store
+                .posts_by_author(author, cursor.as_deref(), limit, |post| may_view(post, Some(&viewer), follows))?,
+        );
+    }
+    posts.sort_by(|a, b| b.post_id.cmp(&a.post_id));
+    posts.truncate(limit);
+    api.post_list_json(&posts, limit, Some(&viewer))
+}
+
+pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let query = call.query("q").unwrap_or_default();
+    let query = query.trim();
+    if query.is_empty() || query.chars().count() > QUERY_CHARS_MAX {
+        return Err(ApiError::bad_request("bad_query", format!("`q` must be 1 to {QUERY_CHARS_MAX} characters")));
+    }
+    match call.query("scope").as_deref() {
+        None | Some("node") => {}
+        Some(scope) => {
+            return Err(ApiError::bad_request(
+                "unsupported_scope",
+                format!(
+                    "scope `{scope}` needs siblings or an aggregator, which this node does not have; use scope=node"
+                ),
+            ))
+        }
+    }
+    let limit = call.limit()?;
+    let terms = text::query_terms(query);
+    let posts = api.store.search_posts(&terms, limit)?;
+    let handle_prefix: String = query
+        .split_whitespace()
+        .find(|word| !word.starts_with('#'))
+        .unwrap_or("")
+        .trim_start_matches('@')
+        .to_lowercase();
+    let users = if handle_prefix.is_empty() {
+        Vec::new()
+    } else {
+        api.store.users_with_handle_prefix(&handle_prefix, limit)?
+    };
+    let viewer = call.viewer_id();
+    let posts = posts.iter().map(|post| api.post_json(post, viewer)).collect::<Result<Vec<_>, _>>()?;
+    let users = users.iter().map(|user| api.user_json(user, viewer)).collect::<Result<Vec<_>, _>>()?;
+    ok_json(json!({"users": users, "posts": posts}))
+}

@@ -1,0 +1,195 @@
+//! Node configuration: one TOML file where every key has a default, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// mDNS instance and host name.
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// One address and port for both TCP (HTTPS) and UDP (HTTP/3).
+    pub listen: SocketAddr,
+    /// Region path, e.g. `earth/africa/ng/lagos`.
+    pub region: String,
+    pub roles: Vec<String>,
+    /// Code that claims the first (admin) account; generated on first start if unset.
+    pub claim_code: Option<String>,
+    pub open_registration: bool,
+    pub mdns: MdnsConfig,
+    pub peers: PeersConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MdnsConfig {
+    pub enabled: bool,
+    /// Interface names to announce on; empty means every suitable interface.
+    pub interfaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeersConfig {
+    pub siblings: Vec<SiblingConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiblingConfig {
+    pub address: String,
+    pub pin: String,
+}
+
+/// Limits on every input. Units are last in the names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest JSON request body.
+    pub json_body_bytes_max: usize,
+    /// Largest media upload body.
+    pub upload_bytes_max: usize,
+    /// Largest image, in declared pixels.
+    pub image_pixels_max: u64,
+    /// Image conversions running at once.
+    pub media_workers: usize,
+    /// Decoded pixel buffers alive at once, in bytes.
+    pub media_decoded_bytes_in_flight_max: u64,
+    /// Total size of request headers.
+    pub header_bytes_max: usize,
+    /// Open TCP connections plus QUIC connections.
+    pub connections_max: usize,
+    /// Concurrent bidirectional streams per QUIC connection (= HTTP/3 requests).
+    pub quic_streams_per_connection_max: u32,
+    /// QUIC receive window per stream and per connection.
+    pub quic_stream_receive_window_bytes: u32,
+    pub quic_receive_window_bytes: u32,
+    /// Connections idle longer than this are closed.
+    pub idle_timeout_seconds: u64,
+    /// Time for graceful shutdown before in-flight requests are dropped.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: default_name(),
+            data_dir: PathBuf::from("edgenode-data"),
+            listen: "[::]:8443".parse().expect("valid default address"),
+            region: String::new(),
+            roles: vec!["home".to_owned()],
+            claim_code: None,
+            open_registration: false,
+            mdns: MdnsConfig::default(),
+            peers: PeersConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        MdnsConfig { enabled: true, interfaces: Vec::new() }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            json_body_bytes_max: 64 * 1024,
+            upload_bytes_max: 40 * 1024 * 1024,
+            image_pixels_max: 64_000_000,
+            // Sized for a Raspberry Pi 4 with 2 GiB: two conversions of 12 MP at once.
+            media_workers: 2,
+            media_decoded_bytes_in_flight_max: 256 * 1024 * 1024,
+            header_bytes_max: 16 * 1024,
+            connections_max: 1024,
+            quic_streams_per_connection_max: 64,
+            quic_stream_receive_window_bytes: 1024 * 1024,
+            quic_receive_window_bytes: 8 * 1024 * 1024,
+            idle_timeout_seconds: 60,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "edgenode".to_owned())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` if given; with no file every key takes its default.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else { return Ok(Config::default()) };
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Rejects values the node cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+        if self.name.is_empty() || self.name.len() > 63 {
+            return invalid("`name` must be 1 to 63 characters");
+        }
+        if self.limits.media_workers == 0 {
+            return invalid("`limits.media_workers` must be at least 1");
+        }
+        if self.limits.connections_max == 0 {
+            return invalid("`limits.connections_max` must be at least 1");
+        }
+        if let Some(code) = &self.claim_code {
+            if code.len() < 8 {
+                return invalid("`claim_code` must be at least 8 characters");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.listen.port(), 8443);
+        assert!(config.mdns.enabled);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn keys_override_defaults_and_unknown_keys_are_refused() {
+        let config = Config::parse(
+            "name = \"kitchen\"\nregion = \"earth/eu/nl\"\n[mdns]\nenabled = false\n[limits]\nmedia_workers = 1\n",
+        )
+        .unwrap();
+        assert_eq!(config.name, "kitchen");
+        assert!(!config.mdns.enabled);
+        assert_eq!(config.limits.media_workers, 1);
+        assert!(Config::parse("nmae = \"typo\"").is_err());
+    }
+}

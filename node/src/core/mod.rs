@@ -1,0 +1,7 @@
+//! Sans-IO logic: the data model, the hybrid logical clock, text rules.
+//! Nothing here touches tokio, sockets, files, the wall clock or the OS RNG:
+//! time and randomness are passed in, so it can be driven by a simulator.
+
+pub mod hlc;
+pub mod model;
+pub mod text;

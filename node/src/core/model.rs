@@ -1,0 +1,224 @@
+//! The data model: every record a user authors, versioned so that replicas can ship
+//! and merge records as they are (last writer wins on the version).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::hlc::Timestamp;
+
+/// A node's identity in versions and placement; shown as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for NodeId {
+    type Err = std::num::ParseIntError;
+    fn from_str(text: &str) -> Result<NodeId, Self::Err> {
+        u64::from_str_radix(text, 16).map(NodeId)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<NodeId, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// When and where a record was last written. Totally ordered: the timestamp decides,
+/// the origin breaks ties, so every replica picks the same winner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub at: Timestamp,
+    pub origin: NodeId,
+}
+
+/// Wire and storage format of records; bump with a migration and a test that reads
+/// the previous format.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// A versioned record; `body: None` is a tombstone (the record was deleted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record<T> {
+    pub format: u32,
+    pub version: Version,
+    pub body: Option<T>,
+}
+
+impl<T> Record<T> {
+    pub fn live(version: Version, body: T) -> Record<T> {
+        Record { format: RECORD_FORMAT, version, body: Some(body) }
+    }
+
+    pub fn tombstone(version: Version) -> Record<T> {
+        Record { format: RECORD_FORMAT, version, body: None }
+    }
+
+    /// Last-writer-wins merge: commutative, associative and idempotent, because the
+    /// version order is total.
+    pub fn merge(self, other: Record<T>) -> Record<T> {
+        if other.version > self.version {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Followers,
+    Private,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub user_id: String,
+    pub handle: String,
+    pub display_name: String,
+    pub bio: String,
+    pub admin: bool,
+    pub created_at: u64,
+}
+
+/// Replicates with the user so a replica can log them in when the home node is down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    /// Argon2id in PHC string format.
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Post {
+    pub post_id: String,
+    pub author_id: String,
+    pub caption: String,
+    /// Media ids (SHA-256 hex of the uploaded bytes).
+    pub media: Vec<String>,
+    pub visibility: Visibility,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+}
+
+/// `follower` follows `followee`; keyed by the pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Follow {
+    pub since: u64,
+}
+
+/// A user likes a post; keyed by (post, user).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Like {
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comment {
+    pub comment_id: String,
+    pub post_id: String,
+    pub author_id: String,
+    pub text: String,
+    pub created_at: u64,
+}
+
+/// A user owns a media item they uploaded; keyed by (media, user).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaOwner {
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invite {
+    pub code: String,
+    pub created_by: String,
+    pub created_at: u64,
+    pub used_by: Option<String>,
+}
+
+/// An id that sorts by creation time across the neighbourhood: timestamp then origin.
+pub fn time_ordered_id(version: Version) -> String {
+    format!("{:016x}{}", version.at.0, version.origin)
+}
+
+/// Who may read a post: the rules every read path applies.
+pub fn may_view(post: &Post, viewer: Option<&str>, viewer_follows_author: bool) -> bool {
+    let is_author = viewer == Some(post.author_id.as_str());
+    match post.visibility {
+        Visibility::Public => true,
+        Visibility::Followers => is_author || viewer_follows_author,
+        Visibility::Private => is_author,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(at: u64, origin: u64) -> Version {
+        Version { at: Timestamp(at), origin: NodeId(origin) }
+    }
+
+    #[test]
+    fn merge_is_last_writer_wins_in_either_order() {
+        let older = Record::live(version(1, 9), "old");
+        let newer = Record::tombstone(version(2, 1));
+        assert_eq!(older.clone().merge(newer.clone()), newer);
+        assert_eq!(newer.clone().merge(older.clone()), newer);
+        assert_eq!(newer.clone().merge(newer.clone()), newer);
+    }
+
+    #[test]
+    fn origin_breaks_ties_between_equal_timestamps() {
+        let a = Record::live(version(5, 1), "a");
+        let b = Record::live(version(5, 2), "b");
+        assert_eq!(a.clone().merge(b.clone()).body, Some("b"));
+        assert_eq!(b.merge(a).body, Some("b"));
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let record = Record::live(version(7, 0xabc), Follow { since: 3 });
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains("\"origin\":\"0000000000000abc\""));
+        assert_eq!(serde_json::from_str::<Record<Follow>>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn time_ordered_ids_sort_by_time() {
+        assert!(time_ordered_id(version(9, 5)) < time_ordered_id(version(10, 1)));
+    }
+
+    #[test]
+    fn visibility_rules() {
+        let mut post = Post {
+            post_id: "p".into(),
+            author_id: "author".into(),
+            caption: String::new(),
+            media: vec![],
+            visibility: Visibility::Public,
+            tags: vec![],
+            created_at: 0,
+        };
+        assert!(may_view(&post, None, false));
+        post.visibility = Visibility::Followers;
+        assert!(!may_view(&post, None, false));
+        assert!(!may_view(&post, Some("stranger"), false));
+        assert!(may_view(&post, Some("fan"), true));
+        assert!(may_view(&post, Some("author"), false));
+        post.visibility = Visibility::Private;
+        assert!(!may_view(&post, Some("fan"), true));
+        assert!(may_view(&post, Some("author"), false));
+    }
+}

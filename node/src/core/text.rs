@@ -1,0 +1,103 @@
+//! Text rules: handles, hashtags and the search terms of captions and queries.
+
+use std::collections::BTreeSet;
+
+pub const HANDLE_CHARS_MIN: usize = 3;
+pub const HANDLE_CHARS_MAX: usize = 30;
+pub const TAGS_PER_POST_MAX: usize = 30;
+const TERM_CHARS_MAX: usize = 40;
+
+/// Handles are lowercase ASCII letters, digits and `_`, so they are safe in URLs,
+/// mDNS names and file names, and cannot be confused with one another.
+pub fn check_handle(handle: &str) -> Result<(), String> {
+    let length_ok = (HANDLE_CHARS_MIN..=HANDLE_CHARS_MAX).contains(&handle.len());
+    let chars_ok = handle.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+    if length_ok && chars_ok {
+        Ok(())
+    } else {
+        Err(format!("a handle is {HANDLE_CHARS_MIN} to {HANDLE_CHARS_MAX} characters of a-z, 0-9 and _"))
+    }
+}
+
+/// The `#tags` of a caption, lowercased, in order of first use, without repeats.
+pub fn hashtags(caption: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut tags = Vec::new();
+    for (index, _) in caption.match_indices('#') {
+        let tag: String = caption[index + 1..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .flat_map(char::to_lowercase)
+            .collect();
+        if !tag.is_empty() && tag.chars().count() <= TERM_CHARS_MAX && seen.insert(tag.clone()) {
+            tags.push(tag);
+            if tags.len() == TAGS_PER_POST_MAX {
+                break;
+            }
+        }
+    }
+    tags
+}
+
+/// Lowercased words of a text (a tag's word counts as a word too), without repeats.
+pub fn words(text: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map(str::to_lowercase)
+        .filter(|word| !word.is_empty() && word.chars().count() <= TERM_CHARS_MAX)
+        .filter(|word| seen.insert(word.clone()))
+        .collect()
+}
+
+/// Index terms for a post: `w:<word>` for each word and `t:<tag>` for each tag.
+pub fn index_terms(caption: &str, tags: &[String]) -> Vec<String> {
+    let mut terms: Vec<String> = words(caption).into_iter().map(|word| format!("w:{word}")).collect();
+    terms.extend(tags.iter().map(|tag| format!("t:{tag}")));
+    terms
+}
+
+/// Terms of a search query: `#tag` matches tags, anything else caption words.
+pub fn query_terms(query: &str) -> Vec<String> {
+    let mut terms = BTreeSet::new();
+    for part in query.split_whitespace() {
+        if let Some(tag) = part.strip_prefix('#') {
+            for tag in words(tag) {
+                terms.insert(format!("t:{tag}"));
+            }
+        } else {
+            for word in words(part) {
+                terms.insert(format!("w:{word}"));
+            }
+        }
+    }
+    terms.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles() {
+        assert!(check_handle("ada_99").is_ok());
+        assert!(check_handle("Ada").is_err());
+        assert!(check_handle("ab").is_err());
+        assert!(check_handle("a/b/c").is_err());
+        assert!(check_handle(&"a".repeat(31)).is_err());
+    }
+
+    #[test]
+    fn hashtags_are_lowercased_and_unique() {
+        assert_eq!(hashtags("Sunset at the #Harbour, #harbour #sea_side! #"), vec!["harbour", "sea_side"]);
+    }
+
+    #[test]
+    fn index_and_query_terms_meet() {
+        let caption = "Sunset at the #harbour with friends";
+        let terms = index_terms(caption, &hashtags(caption));
+        for query in ["sunset", "#harbour", "harbour", "SUNSET friends"] {
+            assert!(query_terms(query).iter().all(|term| terms.contains(term)), "{query}");
+        }
+        assert!(!terms.contains(&"t:sunset".to_owned()));
+    }
+}

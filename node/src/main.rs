@@ -1,0 +1,319 @@
+//! `edgenode`: the command line. Thin: parse flags, load config, start the runtime,
+//! wire the layers together (store → media → api → net) and wait for a signal.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use edgenode::api::{Api, NodeInfo};
+use edgenode::config::Config;
+use edgenode::media::{MediaLimits, Pipeline};
+use edgenode::net::{self, systemd, Identity};
+use edgenode::os;
+use edgenode::store::Store;
+
+#[derive(Parser)]
+#[command(name = "edgenode", version, about = "A self-hosted neighbourhood photo-sharing node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node: HTTPS and HTTP/3 on one port, storage in the data directory.
+    Serve {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Address and port for both TCP (HTTPS) and UDP (HTTP/3).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Node name (mDNS instance and host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Claim code for the first (admin) account; generated when not given.
+        #[arg(long)]
+        claim_code: Option<String>,
+        /// Do not advertise or browse with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+    },
+    /// Show this node's identity, claim state and whether it is serving.
+    Status {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// TOML configuration file (every key has a default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the database, media and identity live.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    fn load(&self) -> Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,quinn=warn,h3=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    match cli.command {
+        Command::Serve { common, listen, name, claim_code, no_mdns } => {
+            let mut config = common.load()?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            if let Some(name) = name {
+                config.name = name;
+            }
+            if claim_code.is_some() {
+                config.claim_code = claim_code;
+            }
+            if no_mdns {
+                config.mdns.enabled = false;
+            }
+            config.validate()?;
+            runtime.block_on(serve(config))
+        }
+        Command::Status { common, json } => runtime.block_on(status(common.load()?, json)),
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    create_private_dir(&config.data_dir)?;
+    let identity = Identity::load_or_create(&config.data_dir, &config.name)?;
+    let store = Arc::new(
+        Store::open(&config.data_dir)
+            .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?,
+    );
+    let claim_code = claim_code(&config, &store)?;
+    let limits = &config.limits;
+    let pipeline = Pipeline::new(MediaLimits {
+        upload_bytes_max: limits.upload_bytes_max,
+        pixels_max: limits.image_pixels_max,
+        workers: limits.media_workers,
+        decoded_bytes_in_flight_max: limits.media_decoded_bytes_in_flight_max,
+    });
+    let listeners = net::bind(config.listen, &identity, limits).await?;
+    let local_addr = listeners.local_addr;
+    let node = NodeInfo {
+        name: config.name.clone(),
+        region: config.region.clone(),
+        roles: config.roles.clone(),
+        pin: identity.pin.clone(),
+        addresses: vec![local_addr.to_string()],
+    };
+    let api = Arc::new(Api::new(&config, store.clone(), pipeline, node, claim_code));
+    if config.mdns.enabled {
+        tracing::info!("mDNS discovery is not built yet; nothing is advertised");
+    }
+
+    let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        systemd::notify("STOPPING=1");
+        let _ = shutdown_sender.send(true);
+    });
+    if let Some(interval) = systemd::watchdog_interval() {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                systemd::notify("WATCHDOG=1");
+            }
+        });
+    }
+    let serving = tokio::spawn(net::serve(listeners, api, config.limits.clone(), shutdown));
+
+    let ready = format!("edgenode ready listen={local_addr} pin={} node_id={}", identity.pin, store.node_id());
+    tracing::info!(listen = %local_addr, pin = %identity.pin, node_id = %store.node_id(), name = %config.name, "ready");
+    println!("{ready}");
+    std::io::stdout().flush()?;
+    // Tells `edgenode status` where this node answers, whatever flags started it.
+    let address_file = config.data_dir.join("serving-address");
+    write_private_file(&address_file, local_addr.to_string().as_bytes())?;
+    systemd::notify("READY=1");
+
+    serving.await.context("the server task failed")??;
+    let _ = std::fs::remove_file(&address_file);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The claim code while the node is unclaimed: from config, else the one saved on an
+/// earlier start, else a new one. Saved to `<data_dir>/claim-code` for `edgenode status`.
+fn claim_code(config: &Config, store: &Store) -> Result<Option<String>> {
+    let path = config.data_dir.join("claim-code");
+    if store.claimed_by()?.is_some() {
+        let _ = std::fs::remove_file(&path);
+        return Ok(None);
+    }
+    let code = match &config.claim_code {
+        Some(code) => code.clone(),
+        None => {
+            let code = match std::fs::read_to_string(&path) {
+                Ok(saved) if !saved.trim().is_empty() => saved.trim().to_owned(),
+                _ => new_claim_code(),
+            };
+            println!("edgenode claim-code={code}");
+            tracing::info!("unclaimed: create the first (admin) account with claim code {code}");
+            code
+        }
+    };
+    write_private_file(&path, code.as_bytes())?;
+    Ok(Some(code))
+}
+
+/// Twelve characters from an alphabet without look-alikes (0/O, 1/I/L), in groups of four.
+fn new_claim_code() -> String {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+    let random = os::random_bytes::<12>();
+    let chars: Vec<char> = random.iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect();
+    chars.chunks(4).map(|group| group.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create the data directory {}", path.display()))
+}
+
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn status(config: Config, json: bool) -> Result<()> {
+    let identity = Identity::load(&config.data_dir)?;
+    let claim_code =
+        std::fs::read_to_string(config.data_dir.join("claim-code")).ok().map(|code| code.trim().to_owned());
+    let saved_address = std::fs::read_to_string(config.data_dir.join("serving-address")).ok();
+    let mut target = saved_address.and_then(|address| address.trim().parse().ok()).unwrap_or(config.listen);
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let live =
+        match tokio::time::timeout(std::time::Duration::from_secs(5), fetch_node_info(target, &identity.pin)).await {
+            Ok(Ok(info)) => Some(info),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "node not answering");
+                None
+            }
+            Err(_) => None,
+        };
+    if json {
+        let value = serde_json::json!({
+            "data_dir": config.data_dir,
+            "pin": identity.pin,
+            "claim_code": claim_code,
+            "serving": live.is_some(),
+            "node": live,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let field = |info: &Option<serde_json::Value>, key: &str| {
+        info.as_ref().and_then(|info| info.get(key)).map(|value| value.to_string().trim_matches('"').to_owned())
+    };
+    let mut rows: Vec<(&str, String)> = vec![
+        ("data dir", config.data_dir.display().to_string()),
+        ("pin", identity.pin.clone()),
+        ("serving", if live.is_some() { format!("yes, https://{target}") } else { format!("no answer on {target}") }),
+    ];
+    for (label, key) in [
+        ("name", "name"),
+        ("node id", "node_id"),
+        ("version", "version"),
+        ("region", "region"),
+        ("uptime s", "uptime_seconds"),
+    ] {
+        if let Some(value) = field(&live, key) {
+            rows.push((label, value));
+        }
+    }
+    rows.push((
+        "claimed",
+        match (&claim_code, field(&live, "claimed")) {
+            (Some(code), _) => format!("no — claim code {code}"),
+            (None, Some(claimed)) => {
+                if claimed == "true" {
+                    "yes".into()
+                } else {
+                    "no".into()
+                }
+            }
+            (None, None) => "yes (no claim code saved)".into(),
+        },
+    ));
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, value) in rows {
+        println!("{label:<width$}  {value}");
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/node` from the local node over HTTPS, checking its pin.
+async fn fetch_node_info(target: std::net::SocketAddr, pin: &str) -> Result<serde_json::Value> {
+    use http_body_util::{BodyExt, Empty};
+    let tls = net::tls::pinned_client_config(pin.to_owned(), vec![b"http/1.1".to_vec()]);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(target).await?;
+    let server_name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let stream = connector.connect(server_name, tcp).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::get("/api/v1/node").header("host", "localhost").body(Empty::<bytes::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    if !response.status().is_success() {
+        bail!("node answered {}", response.status());
+    }
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}

@@ -1,0 +1,240 @@
+//! HTTP/3 over QUIC: the quinn endpoint's limits, the accept loop with the shared
+//! connection cap, and one h3 connection per QUIC connection adapted to the service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::h3::error::{Code, ConnectionError, StreamError};
+use ::h3::server::{RequestResolver, RequestStream};
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use http::Response;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{IdleTimeout, VarInt};
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use super::tls::{self, Identity};
+use super::{
+    api_request, body_too_large, call_service, declared_length_exceeds, shutdown_requested, ConnectionSlot, NetError,
+    Service, Shared, HANDSHAKE_TIMEOUT,
+};
+use crate::api::Transport;
+use crate::config::Limits;
+
+/// Unidirectional streams a client may open: HTTP/3 needs three (control, QPACK
+/// encoder and decoder); the rest leaves room for grease streams.
+const UNI_STREAMS_PER_CONNECTION_MAX: u32 = 8;
+/// Time for a closing endpoint to tell its peers.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+type H3Connection = ::h3::server::Connection<h3_quinn::Connection, Bytes>;
+type H3RequestStream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// The QUIC server configuration: TLS 1.3 with ALPN `h3` and the transport limits.
+pub(super) fn server_config(identity: &Identity, limits: &Limits) -> Result<quinn::ServerConfig, NetError> {
+    let crypto = QuicServerConfig::try_from(tls::quic_server_config(identity)?)
+        .map_err(|error| NetError::Quic(error.to_string()))?;
+    let idle_timeout = match limits.idle_timeout_seconds {
+        0 => None,
+        seconds => Some(
+            IdleTimeout::try_from(Duration::from_secs(seconds))
+                .map_err(|_| NetError::Quic(format!("idle_timeout_seconds = {seconds} is too large")))?,
+        ),
+    };
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(limits.quic_streams_per_connection_max))
+        .max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS_PER_CONNECTION_MAX))
+        .stream_receive_window(VarInt::from_u32(limits.quic_stream_receive_window_bytes))
+        .receive_window(VarInt::from_u32(limits.quic_receive_window_bytes))
+        .max_idle_timeout(idle_timeout)
+        // Clients keep connections alive if they want to; the server lets idle ones go.
+        .keep_alive_interval(None)
+        .datagram_receive_buffer_size(None);
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Accepts QUIC connections until shutdown, then drains them within the grace period
+/// and closes the endpoint.
+pub(super) async fn serve<S: Service>(endpoint: quinn::Endpoint, shared: Shared<S>) {
+    let mut connections = JoinSet::new();
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let remote = incoming.remote_address();
+                match shared.open_connection() {
+                    Some(slot) => {
+                        let span = tracing::info_span!("h3", %remote);
+                        connections.spawn(serve_connection(incoming, slot, shared.clone()).instrument(span));
+                    }
+                    None => {
+                        tracing::debug!(%remote, "connection limit reached; refusing QUIC connection");
+                        incoming.refuse();
+                    }
+                }
+            }
+            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(error) = joined {
+                    tracing::error!(%error, "an HTTP/3 connection task failed");
+                }
+            }
+            () = shutdown_requested(&mut shutdown) => break,
+        }
+    }
+    // New handshakes are answered with a stateless reset from now on.
+    endpoint.set_server_config(None);
+    tracing::debug!(open = connections.len(), "HTTP/3: stopped accepting; finishing in-flight requests");
+    let drained =
+        tokio::time::timeout(shared.grace(), async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(open = connections.len(), "HTTP/3: shutdown grace expired; closing remaining connections");
+        // Aborting drops each h3 connection, which closes it with H3_NO_ERROR.
+        connections.shutdown().await;
+    }
+    endpoint.close(VarInt::from_u64(Code::H3_NO_ERROR.value()).unwrap_or(VarInt::MAX), b"server shutting down");
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle()).await;
+}
+
+async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: ConnectionSlot<S>, shared: Shared<S>) {
+    let mut shutdown = shared.shutdown.clone();
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(error) => {
+            tracing::debug!(%error, "QUIC connection attempt failed");
+            return;
+        }
+    };
+    let connection = tokio::select! {
+        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting) => match handshake {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "QUIC handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("QUIC handshake timed out");
+                return;
+            }
+        },
+        () = shutdown_requested(&mut shutdown) => return,
+    };
+    let remote = connection.remote_address();
+    let header_bytes_max = u64::try_from(shared.limits.header_bytes_max).unwrap_or(u64::MAX);
+    let h3_connection: Result<H3Connection, _> = ::h3::server::builder()
+        .max_field_section_size(header_bytes_max)
+        .build(h3_quinn::Connection::new(connection))
+        .await;
+    let mut h3_connection = match h3_connection {
+        Ok(h3_connection) => h3_connection,
+        Err(error) => {
+            tracing::debug!(%error, "HTTP/3 connection setup failed");
+            return;
+        }
+    };
+    let mut requests = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = h3_connection.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let service = shared.service.clone();
+                    requests.spawn(serve_request(resolver, remote, service).in_current_span());
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    log_connection_end(&error);
+                    break;
+                }
+            },
+            Some(joined) = requests.join_next(), if !requests.is_empty() => {
+                if let Err(error) = joined {
+                    tracing::error!(%error, "an HTTP/3 request task failed");
+                }
+            }
+            () = shutdown_requested(&mut shutdown) => {
+                // GOAWAY tells the client which of its requests will still be answered.
+                if let Err(error) = h3_connection.shutdown(0).await {
+                    tracing::debug!(%error, "sending GOAWAY failed");
+                }
+                break;
+            }
+        }
+    }
+    while requests.join_next().await.is_some() {}
+    // Dropping the h3 connection closes QUIC with H3_NO_ERROR.
+    drop(h3_connection);
+}
+
+fn log_connection_end(error: &ConnectionError) {
+    if error.is_h3_no_error() || matches!(error, ConnectionError::Timeout { .. }) {
+        tracing::debug!(%error, "HTTP/3 connection closed");
+    } else {
+        tracing::debug!(%error, "HTTP/3 connection ended with an error");
+    }
+}
+
+async fn serve_request<S: Service>(
+    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    remote: SocketAddr,
+    service: Arc<S>,
+) {
+    let (request, mut stream) = match resolver.resolve_request().await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            tracing::debug!(%error, "reading HTTP/3 request headers failed");
+            return;
+        }
+    };
+    let limit_bytes = service.body_bytes_max(request.method(), request.uri().path());
+    let (parts, ()) = request.into_parts();
+    let body = if declared_length_exceeds(&parts.headers, limit_bytes) {
+        Err(BodyError::TooLarge)
+    } else {
+        read_body(&mut stream, limit_bytes).await
+    };
+    let response = match body {
+        Ok(body) => call_service(&service, api_request(parts, body, Transport::Http3, remote)).await,
+        Err(BodyError::TooLarge) => {
+            // RFC 9114 §4.1: a server that needs no more of the request asks the client
+            // to stop sending with H3_NO_ERROR and still answers.
+            stream.stop_sending(Code::H3_NO_ERROR);
+            body_too_large(limit_bytes)
+        }
+        Err(BodyError::Stream(error)) => {
+            tracing::debug!(%error, "reading an HTTP/3 request body failed");
+            return;
+        }
+    };
+    if let Err(error) = send_response(&mut stream, response).await {
+        tracing::debug!(%error, "sending an HTTP/3 response failed");
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Stream(StreamError),
+}
+
+async fn read_body(stream: &mut H3RequestStream, limit_bytes: usize) -> Result<Bytes, BodyError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = stream.recv_data().await.map_err(BodyError::Stream)? {
+        if body.len().saturating_add(chunk.remaining()) > limit_bytes {
+            return Err(BodyError::TooLarge);
+        }
+        body.put(chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn send_response(stream: &mut H3RequestStream, response: Response<Bytes>) -> Result<(), StreamError> {
+    let (parts, body) = response.into_parts();
+    stream.send_response(Response::from_parts(parts, ())).await?;
+    if !body.is_empty() {
+        stream.send_data(body).await?;
+    }
+    stream.finish().await
+}

@@ -1,0 +1,376 @@
+//! HTTPS over TCP: accept loop with the shared connection cap, TLS handshake, then hyper
+//! serving HTTP/1.1 or HTTP/2 as negotiated by ALPN, adapted to the blocking service.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALT_SVC};
+use http::{Request, Response};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument as _;
+
+use super::tls::{ALPN_H2, ALPN_HTTP1};
+use super::{
+    api_request, body_too_large, body_unreadable, call_service, declared_length_exceeds, shutdown_requested,
+    ConnectionSlot, Service, Shared, HANDSHAKE_TIMEOUT,
+};
+use crate::api::Transport;
+
+/// HTTP/1 clients must send a request's headers within this time, and an idle
+/// keep-alive connection is closed after it (hyper starts the same timer while waiting
+/// for the next request).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 requests in flight per connection.
+const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 100;
+/// hyper refuses an HTTP/1 read buffer smaller than this.
+const HTTP1_BUFFER_BYTES_MIN: usize = 8 * 1024;
+/// After refusing an oversized body, read (and drop) at most this much of it so the
+/// connection closes cleanly instead of with a reset that can hide our 413 response.
+const REFUSED_BODY_DRAIN_BYTES_MAX: u64 = 256 * 1024;
+const REFUSED_BODY_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Accepts TCP connections until shutdown, then drains them within the grace period.
+pub(super) async fn serve<S: Service>(listener: TcpListener, tls_acceptor: TlsAcceptor, port: u16, shared: Shared<S>) {
+    let builders = Arc::new(Builders::new(&shared));
+    let alt_svc =
+        HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).expect("a port number makes a valid header value");
+    let mut connections = JoinSet::new();
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    let Some(slot) = shared.open_connection() else {
+                        tracing::debug!(%remote, "connection limit reached; refusing TCP connection");
+                        continue; // dropping `tcp` closes it
+                    };
+                    let connection = Connection {
+                        remote,
+                        slot,
+                        tls_acceptor: tls_acceptor.clone(),
+                        builders: builders.clone(),
+                        alt_svc: alt_svc.clone(),
+                        shared: shared.clone(),
+                    };
+                    let span = tracing::info_span!("https", %remote);
+                    connections.spawn(connection.serve(tcp).instrument(span));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a TCP connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(error) = joined {
+                    tracing::error!(%error, "an HTTPS connection task failed");
+                }
+            }
+            () = shutdown_requested(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let open = connections.len();
+    tracing::debug!(open, "HTTPS: stopped accepting; finishing in-flight requests");
+    // Each connection task saw the same signal and is finishing gracefully.
+    let drained =
+        tokio::time::timeout(shared.grace(), async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(open = connections.len(), "HTTPS: shutdown grace expired; closing remaining connections");
+        connections.shutdown().await;
+    }
+}
+
+/// One builder per ALPN outcome: forcing the protocol ALPN chose avoids sniffing; with
+/// no ALPN, hyper detects the HTTP/2 preface.
+struct Builders {
+    detect: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new<S>(shared: &Shared<S>) -> Builders {
+        let limits = &shared.limits;
+        let builder = || {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(limits.header_bytes_max.max(HTTP1_BUFFER_BYTES_MIN))
+                .keep_alive(true);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX)
+                .max_header_list_size(u32::try_from(limits.header_bytes_max).unwrap_or(u32::MAX));
+            builder
+        };
+        Builders { detect: builder(), http1: builder().http1_only(), http2: builder().http2_only() }
+    }
+
+    fn for_alpn(&self, alpn: Option<&[u8]>) -> &auto::Builder<TokioExecutor> {
+        match alpn {
+            Some(ALPN_H2) => &self.http2,
+            Some(ALPN_HTTP1) => &self.http1,
+            _ => &self.detect,
+        }
+    }
+}
+
+/// Everything one accepted TCP connection needs.
+struct Connection<S: Service> {
+    remote: SocketAddr,
+    slot: ConnectionSlot<S>,
+    tls_acceptor: TlsAcceptor,
+    builders: Arc<Builders>,
+    alt_svc: HeaderValue,
+    shared: Shared<S>,
+}
+
+impl<S: Service> Connection<S> {
+    async fn serve(self, tcp: TcpStream) {
+        let Connection { remote, slot: _slot, tls_acceptor, builders, alt_svc, shared } = self;
+        // Responses are written whole; Nagle would only delay their last segment.
+        let _ = tcp.set_nodelay(true);
+        let mut shutdown = shared.shutdown.clone();
+        let tls = tokio::select! {
+            handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_acceptor.accept(tcp)) => {
+                match handshake {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+            () = shutdown_requested(&mut shutdown) => return,
+        };
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(ActivityIo { inner: tls, activity: activity.clone() });
+        let service = {
+            let activity = activity.clone();
+            let service = shared.service.clone();
+            hyper::service::service_fn(move |request| {
+                handle_request(request, service.clone(), remote, activity.clone(), alt_svc.clone())
+            })
+        };
+        let connection = builders.for_alpn(alpn.as_deref()).serve_connection(io, service);
+        tokio::pin!(connection);
+        let idle = activity.until_idle(shared.idle_timeout());
+        tokio::pin!(idle);
+        let mut shutting_down = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "HTTPS connection ended with an error");
+                    }
+                    return;
+                }
+                () = &mut idle => {
+                    tracing::debug!("closing idle HTTPS connection");
+                    return;
+                }
+                // HTTP/1 closes once the current response is written; HTTP/2 sends
+                // GOAWAY and finishes the streams it has. `serve` bounds the wait.
+                () = shutdown_requested(&mut shutdown), if !shutting_down => {
+                    shutting_down = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Reads the body within the service's limit, calls the service, adds `alt-svc`.
+async fn handle_request<S: Service>(
+    request: Request<Incoming>,
+    service: Arc<S>,
+    remote: SocketAddr,
+    activity: Arc<Activity>,
+    alt_svc: HeaderValue,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let transport = if request.version() == http::Version::HTTP_2 { Transport::Http2 } else { Transport::Http1 };
+    let limit_bytes = service.body_bytes_max(request.method(), request.uri().path());
+    let (parts, mut body) = request.into_parts();
+    let mut response = if declared_length_exceeds(&parts.headers, limit_bytes) {
+        // A client that sent `Expect: 100-continue` waits for our answer and has sent
+        // no body; reading would make hyper send `100 Continue`.
+        if !parts.headers.contains_key(http::header::EXPECT) {
+            drain_refused_body(&mut body).await;
+        }
+        body_too_large(limit_bytes)
+    } else {
+        match Limited::new(&mut body, limit_bytes).collect().await {
+            Ok(collected) => {
+                let request = api_request(parts, collected.to_bytes(), transport, remote);
+                let _handler = activity.handler_started();
+                call_service(&service, request).await
+            }
+            Err(error) if error.is::<LengthLimitError>() => {
+                drain_refused_body(&mut body).await;
+                body_too_large(limit_bytes)
+            }
+            Err(error) => {
+                tracing::debug!(%error, "reading the request body failed");
+                body_unreadable()
+            }
+        }
+    };
+    response.headers_mut().insert(ALT_SVC, alt_svc);
+    Ok(response.map(Full::new))
+}
+
+/// Reads what is left of a refused body, bounded in bytes and time, so the client sees
+/// the 413 rather than a connection reset; a larger remainder is left unread and
+/// hyper closes the connection.
+async fn drain_refused_body(body: &mut Incoming) {
+    let remaining = hyper::body::Body::size_hint(body).upper();
+    if remaining.is_some_and(|remaining| remaining > REFUSED_BODY_DRAIN_BYTES_MAX) {
+        return;
+    }
+    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIMEOUT, async {
+        let mut drained_bytes = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            drained_bytes += frame.data_ref().map_or(0, |data| data.len() as u64);
+            if drained_bytes > REFUSED_BODY_DRAIN_BYTES_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// When a connection last moved bytes, and whether the service is working for it.
+/// hyper has no idle timeout for HTTP/2 (and HTTP/1 only between requests), so the
+/// connection task closes a connection that has been silent for `idle_timeout_seconds`
+/// while no handler runs for it.
+struct Activity {
+    started: Instant,
+    last_io_millis: AtomicU64,
+    handlers_running: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { started: Instant::now(), last_io_millis: AtomicU64::new(0), handlers_running: AtomicUsize::new(0) }
+    }
+
+    fn touch(&self) {
+        let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_io_millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last_io = Duration::from_millis(self.last_io_millis.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last_io)
+    }
+
+    fn handler_started(self: &Arc<Self>) -> HandlerRunning {
+        self.handlers_running.fetch_add(1, Ordering::Relaxed);
+        HandlerRunning(self.clone())
+    }
+
+    /// Resolves once the connection is idle; never when `idle_timeout` is `None`.
+    async fn until_idle(&self, idle_timeout: Option<Duration>) {
+        let Some(idle_timeout) = idle_timeout else { return std::future::pending().await };
+        loop {
+            let silent = self.silent_for();
+            if silent >= idle_timeout && self.handlers_running.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            // Check again when the silence could first reach the timeout (at least a
+            // second apart while a handler keeps the connection busy).
+            let wait = idle_timeout.saturating_sub(silent).max(Duration::from_secs(1));
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+struct HandlerRunning(Arc<Activity>);
+
+impl Drop for HandlerRunning {
+    fn drop(&mut self) {
+        self.0.handlers_running.fetch_sub(1, Ordering::Relaxed);
+        // The response is about to be written: start counting silence from now.
+        self.0.touch();
+    }
+}
+
+/// The TLS stream, noting every successful read and write in `Activity`.
+struct ActivityIo {
+    inner: TlsStream<TcpStream>,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for ActivityIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let filled_before = buffer.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(context, buffer);
+        if buffer.filled().len() > filled_before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for ActivityIo {
+    fn poll_write(mut self: Pin<&mut Self>, context: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(context, data);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffers: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(context, buffers);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+}

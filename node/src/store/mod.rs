@@ -1,0 +1,731 @@
+//! Storage: redb tables for every record and index, plus content-addressed blob files.
+//!
+//! Each public method is one transaction. Replicated records are stored as
+//! `core::model::Record<T>` JSON so a later replication layer ships them as they are;
+//! indexes (handles, per-author posts, followers, search terms) are derived from them
+//! inside the same transaction and never replicated.
+
+pub mod blobs;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::core::hlc::{HybridClock, Timestamp};
+use crate::core::model::{
+    time_ordered_id, Comment, Credential, Follow, Invite, Like, MediaOwner, NodeId, Post, Record, User, Version,
+    Visibility,
+};
+use crate::core::text;
+use crate::os;
+pub use blobs::{BlobKind, BlobStore};
+
+/// Version of the table layout; bump with a migration in `migrate`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const HANDLES: TableDefinition<&str, &str> = TableDefinition::new("handles");
+const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
+const POSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("posts");
+const POSTS_BY_AUTHOR: TableDefinition<(&str, &str), ()> = TableDefinition::new("posts_by_author");
+const MEDIA: TableDefinition<&str, &[u8]> = TableDefinition::new("media");
+const MEDIA_OWNERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("media_owners");
+const MEDIA_POSTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("media_posts");
+const FOLLOWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("follows");
+const FOLLOWERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("followers");
+const LIKES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("likes");
+const COMMENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("comments");
+const TERMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("terms");
+
+/// Sorts after every id we issue (ids are lowercase hex and `_`-free ASCII).
+const KEY_MAX: &str = "\u{7f}";
+/// Index entries a search looks at before it stops, so one query cannot scan forever.
+const SEARCH_SCAN_MAX: usize = 20_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] redb::Error),
+    #[error("file error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the database has schema version {found}, newer than this edgenode understands ({supported}); run a newer edgenode")]
+    NewerSchema { found: u32, supported: u32 },
+    #[error("handle is taken")]
+    HandleTaken,
+    #[error("invite code is unknown or already used")]
+    BadInvite,
+    #[error("the node is already claimed")]
+    AlreadyClaimed,
+    #[error("media {0} is not yours or does not exist")]
+    UnknownMedia(String),
+}
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StoreError {
+            fn from(error: $error) -> StoreError {
+                StoreError::Database(error.into())
+            }
+        }
+    )*};
+}
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What we know about a stored media item; local, derived from the blobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    pub media_id: String,
+    pub mime: String,
+    pub width: u32,
+    pub height: u32,
+    pub blurhash: String,
+    pub original: BlobInfo,
+    pub display: BlobInfo,
+    pub thumb: BlobInfo,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    /// SHA-256 hex of the stored file: the strong ETag.
+    pub sha256: String,
+}
+
+impl MediaInfo {
+    pub fn blob(&self, kind: BlobKind) -> &BlobInfo {
+        match kind {
+            BlobKind::Original => &self.original,
+            BlobKind::Display => &self.display,
+            BlobKind::Thumb => &self.thumb,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    user_id: String,
+    created_at: u64,
+}
+
+pub struct Store {
+    db: Database,
+    pub blobs: BlobStore,
+    node_id: NodeId,
+    clock: Mutex<HybridClock>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Store").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialize")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+/// The live body of a stored record, `None` for a tombstone.
+fn live<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<Option<T>> {
+    Ok(decode::<Record<T>>(bytes)?.body)
+}
+
+impl Store {
+    /// Opens (or creates) the database in `data_dir`, migrating it if it is older,
+    /// refusing it if it is newer, and removing blob files a crash left behind.
+    pub fn open(data_dir: &Path) -> StoreResult<Store> {
+        std::fs::create_dir_all(data_dir)?;
+        let db = Database::create(data_dir.join("edgenode.redb"))?;
+        let txn = db.begin_write()?;
+        let node_id;
+        let clock_high_water;
+        {
+            let mut meta = txn.open_table(META)?;
+            let stored_schema = meta.get("schema_version")?.map(|v| read_u64(v.value()) as u32);
+            match stored_schema {
+                Some(found) if found > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION })
+                }
+                Some(found) => migrate(found)?,
+                None => {
+                    meta.insert("schema_version", (SCHEMA_VERSION as u64).to_le_bytes().as_slice())?;
+                }
+            }
+            let stored_node_id = meta.get("node_id")?.map(|v| read_u64(v.value()));
+            node_id = match stored_node_id {
+                Some(id) => NodeId(id),
+                None => {
+                    let id = u64::from_le_bytes(os::random_bytes());
+                    meta.insert("node_id", id.to_le_bytes().as_slice())?;
+                    NodeId(id)
+                }
+            };
+            clock_high_water = meta.get("clock_high_water")?.map(|v| read_u64(v.value())).unwrap_or(0);
+            // Create every table so read transactions never meet a missing one.
+            txn.open_table(USERS)?;
+            txn.open_table(HANDLES)?;
+            txn.open_table(CREDENTIALS)?;
+            txn.open_table(SESSIONS)?;
+            txn.open_table(INVITES)?;
+            txn.open_table(POSTS)?;
+            txn.open_table(POSTS_BY_AUTHOR)?;
+            txn.open_table(MEDIA)?;
+            txn.open_table(MEDIA_OWNERS)?;
+            txn.open_table(MEDIA_POSTS)?;
+            txn.open_table(FOLLOWS)?;
+            txn.open_table(FOLLOWERS)?;
+            txn.open_table(LIKES)?;
+            txn.open_table(COMMENTS)?;
+            txn.open_table(TERMS)?;
+        }
+        txn.commit()?;
+        let blobs = BlobStore::open(data_dir.join("media"))?;
+        let store =
+            Store { db, blobs, node_id, clock: Mutex::new(HybridClock::starting_after(Timestamp(clock_high_water))) };
+        let removed = store.blobs.remove_orphans(|media_id| store.media(media_id).ok().flatten().is_some())?;
+        if removed > 0 {
+            tracing::info!(removed, "removed blob files left behind by an interrupted upload");
+        }
+        Ok(store)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// A fresh version for a local write; the clock's high-water mark is saved in the
+    /// same transaction so a restart never reissues a timestamp.
+    fn next_version(&self, txn: &redb::WriteTransaction) -> StoreResult<Version> {
+        let at = self.clock.lock().expect("clock lock").tick(os::now_ms());
+        txn.open_table(META)?.insert("clock_high_water", at.0.to_le_bytes().as_slice())?;
+        Ok(Version { at, origin: self.node_id })
+    }
+
+    // ----- node -----
+
+    /// The user id of the admin who claimed the node, if any.
+    pub fn claimed_by(&self) -> StoreResult<Option<String>> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let claimed_by = meta.get("claimed_by")?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        Ok(claimed_by)
+    }
+
+    pub fn user_count(&self) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(HANDLES)?.len()?)
+    }
+
+    // ----- accounts -----
+
+    /// Creates an account. `how` says what admits it: the claim (first admin), an
+    /// invite code (consumed in the same transaction), or open registration.
+    pub fn create_user(&self, handle: &str, password_hash: String, how: Admission<'_>) -> StoreResult<User> {
+        let txn = self.db.begin_write()?;
+        let version = self.next_version(&txn)?;
+        let user_id = hex(&os::random_bytes::<16>());
+        let user = User {
+            user_id: user_id.clone(),
+            handle: handle.to_owned(),
+            display_name: handle.to_owned(),
+            bio: String::new(),
+            admin: matches!(how, Admission::Claim),
+            created_at: version.at.physical_ms(),
+        };
+        {
+            let mut handles = txn.open_table(HANDLES)?;
+            if handles.get(handle)?.is_some() {
+                return Err(StoreError::HandleTaken);
+            }
+            match how {
+                Admission::Claim => {
+                    let mut meta = txn.open_table(META)?;
+                    if meta.get("claimed_by")?.is_some() {
+                        return Err(StoreError::AlreadyClaimed);
+                    }
+                    meta.insert("claimed_by", user_id.as_bytes())?;
+                }
+                Admission::Invite(code) => {
+                    let mut invites = txn.open_table(INVITES)?;
+                    let invite = match invites.get(code)? {
+                        Some(bytes) => live::<Invite>(bytes.value())?,
+                        None => None,
+                    };
+                    let Some(mut invite) = invite.filter(|invite| invite.used_by.is_none()) else {
+                        return Err(StoreError::BadInvite);
+                    };
+                    invite.used_by = Some(user_id.clone());
+                    invites.insert(code, encode(&Record::live(version, invite)).as_slice())?;
+                }
+                Admission::Open => {}
+            }
+            handles.insert(handle, user_id.as_str())?;
+            txn.open_table(USERS)?.insert(user_id.as_str(), encode(&Record::live(version, user.clone())).as_slice())?;
+            let credential = Credential { password_hash };
+            txn.open_table(CREDENTIALS)?
+                .insert(user_id.as_str(), encode(&Record::live(version, credential)).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(user)
+    }
+
+    pub fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(USERS)?;
+        let user = users.get(user_id)?;
+        user.map(|bytes| live::<User>(bytes.value())).transpose().map(Option::flatten)
+    }
+
+    pub fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>> {
+        let user_id = {
+            let txn = self.db.begin_read()?;
+            let handles = txn.open_table(HANDLES)?;
+            let user_id = handles.get(handle)?.map(|id| id.value().to_owned());
+            user_id
+        };
+        match user_id {
+            Some(user_id) => self.user(&user_id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn credential(&self, user_id: &str) -> StoreResult<Option<Credential>> {
+        let txn = self.db.begin_read()?;
+        let credentials = txn.open_table(CREDENTIALS)?;
+        let credential = credentials.get(user_id)?;
+        credential.map(|bytes| live::<Credential>(bytes.value())).transpose().map(Option::flatten)
+    }
+
+    /// Handles starting with `prefix`, in order.
+    pub fn users_with_handle_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<User>> {
+        let user_ids: Vec<String> = {
+            let txn = self.db.begin_read()?;
+            let handles = txn.open_table(HANDLES)?;
+            let mut user_ids = Vec::new();
+            for entry in handles.range(prefix..)? {
+                let (handle, user_id) = entry?;
+                if !handle.value().starts_with(prefix) || user_ids.len() == limit {
+                    break;
+                }
+                user_ids.push(user_id.value().to_owned());
+            }
+            user_ids
+        };
+        let mut users = Vec::new();
+        for user_id in user_ids {
+            users.extend(self.user(&user_id)?);
+        }
+        Ok(users)
+    }
+
+    pub fn create_session(&self, token_hash: &[u8], user_id: &str) -> StoreResult<()> {
+        let session = Session { user_id: user_id.to_owned(), created_at: os::now_ms() };
+        let txn = self.db.begin_write()?;
+        txn.open_table(SESSIONS)?.insert(token_hash, encode(&session).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<String>> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSIONS)?;
+        let session = sessions.get(token_hash)?;
+        Ok(session.map(|bytes| decode::<Session>(bytes.value())).transpose()?.map(|session| session.user_id))
+    }
+
+    pub fn delete_session(&self, token_hash: &[u8]) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(SESSIONS)?.remove(token_hash)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn create_invite(&self, created_by: &str) -> StoreResult<Invite> {
+        let txn = self.db.begin_write()?;
+        let version = self.next_version(&txn)?;
+        let invite = Invite {
+            code: hex(&os::random_bytes::<10>()),
+            created_by: created_by.to_owned(),
+            created_at: version.at.physical_ms(),
+            used_by: None,
+        };
+        txn.open_table(INVITES)?
+            .insert(invite.code.as_str(), encode(&Record::live(version, invite.clone())).as_slice())?;
+        txn.commit()?;
+        Ok(invite)
+    }
+
+    // ----- media -----
+
+    pub fn media(&self, media_id: &str) -> StoreResult<Option<MediaInfo>> {
+        let txn = self.db.begin_read()?;
+        let media = txn.open_table(MEDIA)?;
+        let info = media.get(media_id)?;
+        info.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    /// Records a media item whose blob files are already durable, owned by `owner`.
+    /// Returns false when the item was already known (only the owner was added).
+    pub fn put_media(&self, info: &MediaInfo, owner: &str) -> StoreResult<bool> {
+        let txn = self.db.begin_write()?;
+        let version = self.next_version(&txn)?;
+        let is_new;
+        {
+            let mut media = txn.open_table(MEDIA)?;
+            is_new = media.get(info.media_id.as_str())?.is_none();
+            if is_new {
+                media.insert(info.media_id.as_str(), encode(info).as_slice())?;
+            }
+            let mut owners = txn.open_table(MEDIA_OWNERS)?;
+            let key = (info.media_id.as_str(), owner);
+            let owned = match owners.get(key)? {
+                Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
+                None => false,
+            };
+            if !owned {
+                let record = Record::live(version, MediaOwner { since: version.at.physical_ms() });
+                owners.insert(key, encode(&record).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(is_new)
+    }
+
+    /// Replaces the metadata of a known media item (after regenerating a derivative).
+    pub fn update_media(&self, info: &MediaInfo) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(MEDIA)?.insert(info.media_id.as_str(), encode(info).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn owns_media(&self, media_id: &str, user_id: &str) -> StoreResult<bool> {
+        let txn = self.db.begin_read()?;
+        let owners = txn.open_table(MEDIA_OWNERS)?;
+        let owner = owners.get((media_id, user_id))?;
+        Ok(match owner {
+            Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
+            None => false,
+        })
+    }
+
+    /// Live posts that carry a media item.
+    pub fn posts_with_media(&self, media_id: &str) -> StoreResult<Vec<Post>> {
+        let post_ids: Vec<String> = {
+            let txn = self.db.begin_read()?;
+            let media_posts = txn.open_table(MEDIA_POSTS)?;
+            let mut post_ids = Vec::new();
+            for entry in media_posts.range((media_id, "")..(media_id, KEY_MAX))? {
+                post_ids.push(entry?.0.value().1.to_owned());
+            }
+            post_ids
+        };
+        let mut posts = Vec::new();
+        for post_id in post_ids {
+            posts.extend(self.post(&post_id)?);
+        }
+        Ok(posts)
+    }
+
+    // ----- posts -----
+
+    pub fn create_post(
+        &self,
+        author_id: &str,
+        caption: String,
+        media: Vec<String>,
+        visibility: Visibility,
+    ) -> StoreResult<Post> {
+        let txn = self.db.begin_write()?;
+        let version = self.next_version(&txn)?;
+        let tags = text::hashtags(&caption);
+        let post = Post {
+            post_id: time_ordered_id(version),
+            author_id: author_id.to_owned(),
+            caption,
+            media,
+            visibility,
+            tags,
+            created_at: version.at.physical_ms(),
+        };
+        {
+            let owners = txn.open_table(MEDIA_OWNERS)?;
+            for media_id in &post.media {
+                let owned = match owners.get((media_id.as_str(), author_id))? {
+                    Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
+                    None => false,
+                };
+                if !owned {
+                    return Err(StoreError::UnknownMedia(media_id.clone()));
+                }
+            }
+            let post_id = post.post_id.as_str();
+            txn.open_table(POSTS)?.insert(post_id, encode(&Record::live(version, post.clone())).as_slice())?;
+            txn.open_table(POSTS_BY_AUTHOR)?.insert((author_id, post_id), ())?;
+            let mut media_posts = txn.open_table(MEDIA_POSTS)?;
+            for media_id in &post.media {
+                media_posts.insert((media_id.as_str(), post_id), ())?;
+            }
+            if post.visibility == Visibility::Public {
+                let mut terms = txn.open_table(TERMS)?;
+                for term in text::index_terms(&post.caption, &post.tags) {
+                    terms.insert((term.as_str(), post_id), ())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(post)
+    }
+
+    pub fn post(&self, post_id: &str) -> StoreResult<Option<Post>> {
+        let txn = self.db.begin_read()?;
+        let posts = txn.open_table(POSTS)?;
+        let post = posts.get(post_id)?;
+        post.map(|bytes| live::<Post>(bytes.value())).transpose().map(Option::flatten)
+    }
+
+    /// Replaces the post with a tombstone and drops it from every index.
+    pub fn delete_post(&self, post: &Post) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        let version = self.next_version(&txn)?;
+        {
+            let post_id = post.post_id.as_str();
+            txn.open_table(POSTS)?.insert(post_id, encode(&Record::<Post>::tombstone(version)).as_slice())?;
+            txn.open_table(POSTS_BY_AUTHOR)?.remove((post.author_id.as_str(), post_id))?;
+            let mut media_posts = txn.open_table(MEDIA_POSTS)?;
+            for media_id in &post.media {
+                media_posts.remove((media_id.as_str(), post_id))?;
+            }
+            let mut terms = txn.open_table(TERMS)?;
+            for term in text::index_terms(&post.caption, &post.tags) {
+                terms.remove((term.as_str(), post_id))?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` of an author's posts older than `before`, newest first, that
+    /// pass `keep`.
+    pub fn posts_by_author(
+        &self,
+        author_id: &str,
+        before: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&Post) -> bool,
+    ) -> StoreResult<Vec<Post>> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(POSTS_BY_AUTHOR)?;
+        let posts_table = txn.open_table(POSTS)?;
+        let mut posts = Vec::new();
+        for entry in index.range((author_id, "")..(author_id, before.unwrap_or(KEY_MAX)))?.rev() {
+            if posts.len() == limit {
+                break;
+            }
+            let (key, _) = entry?;
+            let post_id = key.value().1;
+            let post = match posts_table.get(post_id)? {
+                Some(bytes) => live::<Post>(bytes.value())?,
+                None => None,
+            };
+            posts.extend(post.filter(|post| keep(post)));
+        }
+        Ok(posts)
+    }
+
+    /// Public posts whose index holds every term, newest first.
+    pub fn search_posts(&self, terms: &[String], limit: usize) -> StoreResult<Vec<Post>> {
+        let Some((first, rest)) = terms.split_first() else { return Ok(Vec::new()) };
+        let post_ids: Vec<String> = {
+            let txn = self.db.begin_read()?;
+            let index = txn.open_table(TERMS)?;
+            let mut post_ids = Vec::new();
+            let first = first.as_str();
+            for entry in index.range((first, "")..(first, KEY_MAX))?.rev().take(SEARCH_SCAN_MAX) {
+                if post_ids.len() == limit {
+                    break;
+                }
+                let (key, _) = entry?;
+                let post_id = key.value().1;
+                let mut matches_all = true;
+                for term in rest {
+                    matches_all &= index.get((term.as_str(), post_id))?.is_some();
+                }
+                if matches_all {
+                    post_ids.push(post_id.to_owned());
+                }
+            }
+            post_ids
+        };
+        let mut posts = Vec::new();
+        for post_id in post_ids {
+            posts.extend(self.post(&post_id)?.filter(|post| post.visibility == Visibility::Public));
+        }
+        Ok(posts)
+    }
+
+    // ----- follows -----
+
+    pub fn follows(&self, follower_id: &str, followee_id: &str) -> StoreResult<bool> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(FOLLOWERS)?.get((followee_id, follower_id))?.is_some())
+    }
+
+    pub fn set_follow(&self, follower_id: &str, followee_id: &str, following: bool) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        let version = self.next_version(&txn)?;
+        {
+            let record = if following {
+                Record::live(version, Follow { since: version.at.physical_ms() })
+            } else {
+                Record::tombstone(version)
+            };
+            txn.open_table(FOLLOWS)?.insert((follower_id, followee_id), encode(&record).as_slice())?;
+            let mut followers = txn.open_table(FOLLOWERS)?;
+            if following {
+                followers.insert((followee_id, follower_id), ())?;
+            } else {
+                followers.remove((followee_id, follower_id))?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Users `user_id` follows (live follows only).
+    pub fn followees(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let txn = self.db.begin_read()?;
+        let follows = txn.open_table(FOLLOWS)?;
+        let mut followees = Vec::new();
+        for entry in follows.range((user_id, "")..(user_id, KEY_MAX))? {
+            let (key, value) = entry?;
+            if live::<Follow>(value.value())?.is_some() {
+                followees.push(key.value().1.to_owned());
+            }
+        }
+        Ok(followees)
+    }
+
+    pub fn follower_count(&self, user_id: &str) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        let followers = txn.open_table(FOLLOWERS)?;
+        let count = followers.range((user_id, "")..(user_id, KEY_MAX))?.count();
+        Ok(count as u64)
+    }
+
+    // ----- likes and comments -----
+
+    pub fn set_like(&self, post_id: &str, user_id: &str, liked: bool) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        let version = self.next_version(&txn)?;
+        let record = if liked {
+            Record::live(version, Like { at: version.at.physical_ms() })
+        } else {
+            Record::tombstone(version)
+        };
+        txn.open_table(LIKES)?.insert((post_id, user_id), encode(&record).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// (number of likes, whether `viewer` likes it).
+    pub fn likes(&self, post_id: &str, viewer: Option<&str>) -> StoreResult<(u64, bool)> {
+        let txn = self.db.begin_read()?;
+        let likes = txn.open_table(LIKES)?;
+        let mut count = 0;
+        let mut liked_by_viewer = false;
+        for entry in likes.range((post_id, "")..(post_id, KEY_MAX))? {
+            let (key, value) = entry?;
+            if live::<Like>(value.value())?.is_some() {
+                count += 1;
+                liked_by_viewer |= Some(key.value().1) == viewer;
+            }
+        }
+        Ok((count, liked_by_viewer))
+    }
+
+    pub fn add_comment(&self, post_id: &str, author_id: &str, text: String) -> StoreResult<Comment> {
+        let txn = self.db.begin_write()?;
+        let version = self.next_version(&txn)?;
+        let comment = Comment {
+            comment_id: time_ordered_id(version),
+            post_id: post_id.to_owned(),
+            author_id: author_id.to_owned(),
+            text,
+            created_at: version.at.physical_ms(),
+        };
+        let key = (post_id, comment.comment_id.as_str());
+        txn.open_table(COMMENTS)?.insert(key, encode(&Record::live(version, comment.clone())).as_slice())?;
+        txn.commit()?;
+        Ok(comment)
+    }
+
+    /// Up to `limit` comments after `after`, oldest first.
+    pub fn comments(&self, post_id: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Comment>> {
+        let txn = self.db.begin_read()?;
+        let comments_table = txn.open_table(COMMENTS)?;
+        let mut comments = Vec::new();
+        for entry in comments_table.range((post_id, after.unwrap_or(""))..(post_id, KEY_MAX))? {
+            let (key, value) = entry?;
+            if Some(key.value().1) == after {
+                continue;
+            }
+            if comments.len() == limit {
+                break;
+            }
+            comments.extend(live::<Comment>(value.value())?);
+        }
+        Ok(comments)
+    }
+
+    pub fn comment_count(&self, post_id: &str) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        let comments = txn.open_table(COMMENTS)?;
+        let mut count = 0;
+        for entry in comments.range((post_id, "")..(post_id, KEY_MAX))? {
+            if live::<Comment>(entry?.1.value())?.is_some() {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// What lets a new account in.
+#[derive(Debug, Clone, Copy)]
+pub enum Admission<'a> {
+    /// The first account, with the claim code: becomes admin.
+    Claim,
+    Invite(&'a str),
+    Open,
+}
+
+/// Brings an older layout up to `SCHEMA_VERSION`. There is only version 1 so far.
+fn migrate(found: u32) -> StoreResult<()> {
+    debug_assert!(found <= SCHEMA_VERSION);
+    Ok(())
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,353 @@
+//! An HTTPS client for one transport (HTTP/1.1, HTTP/2 or HTTP/3) that trusts the
+//! node only by its SPKI pin, exactly as a paired phone does.
+//!
+//! The API is blocking: each `Client` owns a small tokio runtime, so tests read as
+//! plain sequences of requests. Each request gets its own connection: a server that
+//! closes a connection after an error (say, an oversized body) cannot spoil the
+//! next request, and every request is one independent, reproducible event.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, Method, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::node::Node;
+
+/// How long one request (connection, handshake, body, response) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many requests the transcript keeps for failure reports.
+const TRANSCRIPT_ENTRIES_MAX: usize = 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http1,
+    Http2,
+    Http3,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Http1, Transport::Http2, Transport::Http3];
+
+    fn alpn(self) -> &'static [u8] {
+        match self {
+            Transport::Http1 => b"http/1.1",
+            Transport::Http2 => b"h2",
+            Transport::Http3 => b"h3",
+        }
+    }
+
+    fn version(self) -> Version {
+        match self {
+            Transport::Http1 => Version::HTTP_11,
+            Transport::Http2 => Version::HTTP_2,
+            Transport::Http3 => Version::HTTP_3,
+        }
+    }
+}
+
+/// One answer from the node.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The request this answers, e.g. `GET /api/v1/feed (with token)`, for messages.
+    pub request: String,
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A header's value as text, if present and printable.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The body as JSON; `Null` for an empty body. Panics when the body is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        if self.body.is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!("{}: answer {} is not JSON ({error}): {}", self.request, self.status, self.body_text())
+        })
+    }
+
+    /// The body as text (lossy), cut to a readable length for messages.
+    pub fn body_text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        if text.chars().count() > 600 {
+            format!("{}… ({} bytes)", text.chars().take(600).collect::<String>(), self.body.len())
+        } else {
+            text.into_owned()
+        }
+    }
+}
+
+/// A client of one node over one transport.
+pub struct Client {
+    runtime: tokio::runtime::Runtime,
+    transport: Transport,
+    server: SocketAddr,
+    pin: String,
+    source_ip: IpAddr,
+    /// The last requests and their answers, printed when a test fails.
+    transcript: RefCell<Vec<String>>,
+}
+
+impl Client {
+    /// A client that connects from 127.0.0.1.
+    pub fn new(node: &Node, transport: Transport) -> Client {
+        Client::from_address(node, transport, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// A client whose connections come from `source_ip` (any 127.x.y.z works on
+    /// Linux loopback), so the node sees a different client address.
+    pub fn from_address(node: &Node, transport: Transport, source_ip: IpAddr) -> Client {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a tokio runtime for the client");
+        Client {
+            runtime,
+            transport,
+            server: node.addr(),
+            pin: node.pin().to_owned(),
+            source_ip,
+            transcript: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Follows the node after a restart (new port, same pin expected by the caller).
+    pub fn reconnect_to(&mut self, node: &Node) {
+        self.server = node.addr();
+        self.pin = node.pin().to_owned();
+    }
+
+    /// Sends one request and returns the whole answer. Panics (with the request) when
+    /// the exchange fails below HTTP, or the answer's HTTP version is not the one this
+    /// client's transport speaks.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Response {
+        let method = Method::from_bytes(method.as_bytes()).expect("a valid method");
+        let request_line = format!("{method} {path}{}", if token.is_some() { " (with token)" } else { "" });
+        let mut builder = http::Request::builder().method(method).uri(self.uri(path));
+        if self.transport == Transport::Http1 {
+            builder = builder.header(http::header::HOST, self.server.to_string());
+        }
+        if let Some(token) = token {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Bytes::from(body)).expect("a valid request");
+
+        let exchange = async {
+            match self.transport {
+                Transport::Http1 | Transport::Http2 => self.send_over_tls_tcp(request).await,
+                Transport::Http3 => self.send_over_quic(request).await,
+            }
+        };
+        let result = self.runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await });
+        let (version, mut response) = match result {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                self.record(format!("{request_line} -> transport error: {error:#}"));
+                panic!("{request_line} over {:?} failed: {error:#}", self.transport)
+            }
+            Err(_) => {
+                self.record(format!("{request_line} -> timed out"));
+                panic!("{request_line} over {:?}: no answer within {REQUEST_TIMEOUT:?}", self.transport)
+            }
+        };
+        self.record(format!("{request_line} -> {} {}", response.status, error_code_of(&response)));
+        response.request = request_line.clone();
+        assert_eq!(
+            version,
+            self.transport.version(),
+            "{request_line}: answered over {version:?}, but this client speaks {:?}",
+            self.transport
+        );
+        response
+    }
+
+    /// GET → (status, JSON body).
+    pub fn get_json(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        status_and_json(self.request("GET", path, token, &[], Vec::new()))
+    }
+
+    /// POST a JSON body → (status, JSON body).
+    pub fn post_json(&self, path: &str, token: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.send_json("POST", path, token, body)
+    }
+
+    /// PUT a JSON body → (status, JSON body).
+    pub fn put_json(&self, path: &str, token: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.send_json("PUT", path, token, body)
+    }
+
+    /// DELETE → (status, JSON body or `Null`).
+    pub fn delete_json(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        status_and_json(self.request("DELETE", path, token, &[], Vec::new()))
+    }
+
+    /// `method` with a JSON body → (status, JSON body).
+    pub fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let body = serde_json::to_vec(body).expect("serialising JSON");
+        status_and_json(self.request(method, path, token, &[("content-type", "application/json")], body))
+    }
+
+    /// PUT raw bytes with a content type → (status, JSON body).
+    pub fn put_bytes(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        status_and_json(self.request("PUT", path, token, &[("content-type", content_type)], body))
+    }
+
+    fn uri(&self, path: &str) -> String {
+        match self.transport {
+            // HTTP/1.1 sends origin-form plus a Host header.
+            Transport::Http1 => path.to_owned(),
+            Transport::Http2 | Transport::Http3 => format!("https://{}{path}", self.server),
+        }
+    }
+
+    fn record(&self, entry: String) {
+        let mut transcript = self.transcript.borrow_mut();
+        if transcript.len() == TRANSCRIPT_ENTRIES_MAX {
+            transcript.remove(0);
+        }
+        transcript.push(entry);
+    }
+
+    fn tls_config(&self) -> rustls::ClientConfig {
+        edgenode::net::tls::pinned_client_config(self.pin.clone(), vec![self.transport.alpn().to_vec()])
+    }
+
+    async fn send_over_tls_tcp(&self, request: http::Request<Bytes>) -> anyhow::Result<(Version, Response)> {
+        let socket = match self.source_ip {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(self.source_ip, 0))?;
+        let tcp = socket.connect(self.server).await?;
+        tcp.set_nodelay(true)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(self.tls_config()));
+        let server_name = rustls::pki_types::ServerName::IpAddress(self.server.ip().into());
+        let tls = connector.connect(server_name, tcp).await?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        anyhow::ensure!(
+            alpn.as_deref() == Some(self.transport.alpn()),
+            "ALPN: asked for {:?}, the node chose {:?}",
+            String::from_utf8_lossy(self.transport.alpn()),
+            alpn.map(|protocol| String::from_utf8_lossy(&protocol).into_owned())
+        );
+        let io = TokioIo::new(tls);
+        let request = request.map(Full::new);
+        let response = if self.transport == Transport::Http2 {
+            let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(connection);
+            sender.send_request(request).await?
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(connection);
+            sender.send_request(request).await?
+        };
+        let version = response.version();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes().to_vec();
+        Ok((version, Response { request: String::new(), status: parts.status.as_u16(), headers: parts.headers, body }))
+    }
+
+    async fn send_over_quic(&self, request: http::Request<Bytes>) -> anyhow::Result<(Version, Response)> {
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::new(self.source_ip, 0))?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(self.tls_config())?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let connection = endpoint.connect(self.server, &self.server.ip().to_string())?.await?;
+        let (mut driver, mut send_request) = h3::client::new(h3_quinn::Connection::new(connection)).await?;
+        let driver = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+
+        let (mut head, body) = request.into_parts();
+        // hyper labels HTTP/1.1 and HTTP/2 bodies with their length; browsers do the
+        // same over HTTP/3, so this client does too.
+        if !body.is_empty() && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
+            head.headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+        }
+        let mut stream = send_request.send_request(http::Request::from_parts(head, ())).await?;
+        // The node may answer before it has read the whole body (say, 413 for an
+        // oversized upload) and stop our sending; the answer is what counts then.
+        let sent = async {
+            if !body.is_empty() {
+                stream.send_data(body).await?;
+            }
+            stream.finish().await
+        }
+        .await;
+        let response = match stream.recv_response().await {
+            Ok(response) => response,
+            Err(receive_error) => match sent {
+                Err(send_error) => anyhow::bail!("sending the request: {send_error}; then: {receive_error}"),
+                Ok(()) => return Err(receive_error.into()),
+            },
+        };
+        let mut body = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await? {
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        let version = response.version();
+        let (parts, ()) = response.into_parts();
+        drop(stream);
+        drop(send_request);
+        driver.abort();
+        endpoint.close(0u32.into(), b"done");
+        Ok((version, Response { request: String::new(), status: parts.status.as_u16(), headers: parts.headers, body }))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- last requests over {:?} (oldest first) ----", self.transport);
+            for entry in self.transcript.borrow().iter() {
+                eprintln!("  {entry}");
+            }
+        }
+    }
+}
+
+fn status_and_json(response: Response) -> (u16, serde_json::Value) {
+    let json = response.json();
+    (response.status, json)
+}
+
+/// The `error.code` of an error body, for the transcript; empty when there is none.
+fn error_code_of(response: &Response) -> String {
+    serde_json::from_slice::<serde_json::Value>(&response.body)
+        .ok()
+        .and_then(|json| json["error"]["code"].as_str().map(|code| format!("({code})")))
+        .unwrap_or_default()
+}
