@@ -729,3 +729,92 @@ fn read_u64(bytes: &[u8]) -> u64 {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("edgenode-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn records_survive_reopen_and_the_clock_moves_past_them() {
+        let dir = temp_dir("reopen");
+        let (node_id, post_id) = {
+            let store = Store::open(&dir).unwrap();
+            let user = store.create_user("ada", "hash".into(), Admission::Claim).unwrap();
+            let post = store.create_post(&user.user_id, "hi #there".into(), vec![], Visibility::Public).unwrap();
+            (store.node_id(), post.post_id)
+        };
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.node_id(), node_id);
+        let user = store.user_by_handle("ada").unwrap().unwrap();
+        assert!(user.admin);
+        assert_eq!(store.claimed_by().unwrap(), Some(user.user_id.clone()));
+        assert_eq!(store.post(&post_id).unwrap().unwrap().tags, vec!["there"]);
+        let later = store.create_post(&user.user_id, "later".into(), vec![], Visibility::Public).unwrap();
+        assert!(later.post_id > post_id, "ids keep increasing across restarts");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = temp_dir("newer");
+        drop(Store::open(&dir).unwrap());
+        {
+            let db = Database::create(dir.join("edgenode.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", 99u64.to_le_bytes().as_slice()).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(Store::open(&dir), Err(StoreError::NewerSchema { found: 99, .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn claims_and_invites_admit_once() {
+        let dir = temp_dir("admit");
+        let store = Store::open(&dir).unwrap();
+        let admin = store.create_user("ada", "h".into(), Admission::Claim).unwrap();
+        assert!(matches!(store.create_user("eve", "h".into(), Admission::Claim), Err(StoreError::AlreadyClaimed)));
+        let invite = store.create_invite(&admin.user_id).unwrap();
+        store.create_user("bob", "h".into(), Admission::Invite(&invite.code)).unwrap();
+        assert!(matches!(store.create_user("cy", "h".into(), Admission::Invite(&invite.code)), Err(StoreError::BadInvite)));
+        assert!(matches!(store.create_user("bob", "h".into(), Admission::Open), Err(StoreError::HandleTaken)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn deleted_posts_leave_a_tombstone_and_every_index() {
+        let dir = temp_dir("delete");
+        let store = Store::open(&dir).unwrap();
+        let user = store.create_user("ada", "h".into(), Admission::Claim).unwrap();
+        let post = store.create_post(&user.user_id, "boats #harbour".into(), vec![], Visibility::Public).unwrap();
+        assert_eq!(store.search_posts(&["t:harbour".into()], 10).unwrap().len(), 1);
+        store.delete_post(&post).unwrap();
+        assert!(store.post(&post.post_id).unwrap().is_none());
+        assert!(store.search_posts(&["t:harbour".into()], 10).unwrap().is_empty());
+        assert!(store.posts_by_author(&user.user_id, None, 10, |_| true).unwrap().is_empty());
+        let txn = store.db.begin_read().unwrap();
+        let posts = txn.open_table(POSTS).unwrap();
+        let stored: Record<Post> = decode(posts.get(post.post_id.as_str()).unwrap().unwrap().value()).unwrap();
+        assert!(stored.body.is_none() && stored.version.at.0 > 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_public_posts_are_searchable_and_media_must_be_owned() {
+        let dir = temp_dir("search");
+        let store = Store::open(&dir).unwrap();
+        let user = store.create_user("ada", "h".into(), Admission::Claim).unwrap();
+        store.create_post(&user.user_id, "secret #harbour".into(), vec![], Visibility::Followers).unwrap();
+        assert!(store.search_posts(&["t:harbour".into()], 10).unwrap().is_empty());
+        let missing = "c".repeat(64);
+        let result = store.create_post(&user.user_id, "x".into(), vec![missing], Visibility::Public);
+        assert!(matches!(result, Err(StoreError::UnknownMedia(_))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
