@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod core;
+pub mod discovery;
 pub mod media;
 pub mod net;
 pub mod os;

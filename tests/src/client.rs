@@ -20,6 +20,8 @@ use crate::node::Node;
 
 /// How long one request (connection, handshake, body, response) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a finished request waits for its connection to close.
+const CONNECTION_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How many requests the transcript keeps for failure reports.
 const TRANSCRIPT_ENTRIES_MAX: usize = 40;
 
@@ -107,7 +109,10 @@ impl Client {
     /// A client whose connections come from `source_ip` (any 127.x.y.z works on
     /// Linux loopback), so the node sees a different client address.
     pub fn from_address(node: &Node, transport: Transport, source_ip: IpAddr) -> Client {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker thread, so connection tasks (QUIC close, hyper shutdown) run on
+        // between requests too.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .expect("building a tokio runtime for the client");
@@ -266,21 +271,22 @@ impl Client {
             String::from_utf8_lossy(self.transport.alpn()),
             alpn.map(|protocol| String::from_utf8_lossy(&protocol).into_owned())
         );
-        let io = TokioIo::new(tls);
+        let io = TokioIo::new(EarlyAnswerTolerant { inner: tls, write_failed: false });
         let request = request.map(Full::new);
-        let response = if self.transport == Transport::Http2 {
+        let (version, response) = if self.transport == Transport::Http2 {
             let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            tokio::spawn(connection);
-            sender.send_request(request).await?
+            let connection = tokio::spawn(connection);
+            let answer = read_answer(sender.send_request(request).await?).await?;
+            close_connection(sender, connection).await;
+            answer
         } else {
             let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(connection);
-            sender.send_request(request).await?
+            let connection = tokio::spawn(connection);
+            let answer = read_answer(sender.send_request(request).await?).await?;
+            close_connection(sender, connection).await;
+            answer
         };
-        let version = response.version();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes().to_vec();
-        Ok((version, Response { request: String::new(), status: parts.status.as_u16(), headers: parts.headers, body }))
+        Ok((version, response))
     }
 
     async fn send_over_quic(&self, request: http::Request<Bytes>) -> anyhow::Result<(Version, Response)> {
@@ -288,7 +294,7 @@ impl Client {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(self.tls_config())?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let connection = endpoint.connect(self.server, &self.server.ip().to_string())?.await?;
-        let (mut driver, mut send_request) = h3::client::new(h3_quinn::Connection::new(connection)).await?;
+        let (mut driver, mut send_request) = h3::client::new(h3_quinn::Connection::new(connection.clone())).await?;
         let driver = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
 
         let (mut head, body) = request.into_parts();
@@ -323,9 +329,85 @@ impl Client {
         drop(stream);
         drop(send_request);
         driver.abort();
-        endpoint.close(0u32.into(), b"done");
+        // The runtime's worker sends CONNECTION_CLOSE in the background.
+        connection.close(0u32.into(), b"done");
         Ok((version, Response { request: String::new(), status: parts.status.as_u16(), headers: parts.headers, body }))
     }
+}
+
+/// Lets hyper read an answer the node sent before it had read the whole request.
+///
+/// A node may refuse an oversized HTTP/1.1 body early (413) and close the connection
+/// without reading the rest; our remaining writes then fail with EPIPE or a reset,
+/// and hyper would report that instead of the answer waiting in the socket. Browsers
+/// and curl read that answer, so this client does too: once a write fails, further
+/// writes are dropped and reading goes on. If there is no answer to read, hyper still
+/// reports the closed connection.
+struct EarlyAnswerTolerant<T> {
+    inner: T,
+    write_failed: bool,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for EarlyAnswerTolerant<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for EarlyAnswerTolerant<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.write_failed {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(Err(error)) if is_peer_gone(&error) => {
+                self.write_failed = true;
+                std::task::Poll::Ready(Ok(buf.len()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.write_failed {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Ready(Err(error)) if is_peer_gone(&error) => {
+                self.write_failed = true;
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.write_failed {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn is_peer_gone(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+    )
 }
 
 impl Drop for Client {
@@ -337,6 +419,22 @@ impl Drop for Client {
             }
         }
     }
+}
+
+/// Reads a hyper response whole: (its HTTP version, our `Response`).
+async fn read_answer(response: http::Response<hyper::body::Incoming>) -> anyhow::Result<(Version, Response)> {
+    let version = response.version();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes().to_vec();
+    Ok((version, Response { request: String::new(), status: parts.status.as_u16(), headers: parts.headers, body }))
+}
+
+/// Drops the request sender, which makes hyper close the connection (HTTP/2
+/// GOAWAY, TLS close_notify), and waits briefly for that, so that no request
+/// leaves an idle connection open on the node.
+async fn close_connection<S, C>(sender: S, connection: tokio::task::JoinHandle<C>) {
+    drop(sender);
+    let _ = tokio::time::timeout(CONNECTION_CLOSE_WAIT, connection).await;
 }
 
 fn status_and_json(response: Response) -> (u16, serde_json::Value) {

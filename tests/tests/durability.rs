@@ -1,9 +1,9 @@
 //! An acknowledged write survives `kill -9`: Alice uploads and posts, and the
 //! moment the node has acknowledged both, it is killed without warning. Started
 //! again on the same data dir, it is the same node (same pin, same id) and has her
-//! account, her post and her photo.
+//! account, her post and her photo. An orderly stop afterwards loses nothing either.
 
-use edgenode_tests::checks::{expect_jpeg_without_exif, expect_status, id_of, text};
+use edgenode_tests::checks::{expect_jpeg_without_exif, expect_status, holds, id_of, text};
 use edgenode_tests::fixtures::{decode, exif_gps_present, exif_orientation, sideways_sunset_photo};
 use edgenode_tests::steps::PASSWORD;
 use edgenode_tests::{Client, Node, NodeOptions, Transport, ANONYMOUS};
@@ -41,5 +41,12 @@ fn acknowledged_writes_survive_kill_9() {
     assert_eq!(exif_orientation(&original.body), Some(6), "the original keeps its orientation tag");
 
     let alices_posts = client.user_posts(ANONYMOUS, "alice");
-    assert!(edgenode_tests::checks::holds(&alices_posts, &post_id), "the post is listed after restart");
+    assert!(holds(&alices_posts, &post_id), "the post is listed after restart");
+
+    // An orderly stop (SIGTERM, as systemd sends) loses nothing either.
+    node.terminate();
+    let ready = node.restart();
+    assert_eq!(ready.pin, pin_before, "the node keeps its pin across a clean stop");
+    client.reconnect_to(&node);
+    expect_status("anyone opens the post after a clean stop", client.get_post(ANONYMOUS, &post_id), 200);
 }

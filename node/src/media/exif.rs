@@ -135,7 +135,7 @@ fn metadata_blocks(kind: MediaKind, bytes: &[u8]) -> Vec<Block> {
 /// Payload range that starts after `prefix` if `payload` begins with it.
 fn after_prefix(bytes: &[u8], payload: &Range<usize>, prefix: &[u8]) -> Option<Range<usize>> {
     let start = payload.start.checked_add(prefix.len())?;
-    (start <= payload.end && bytes.get(payload.start..start)? == prefix).then(|| start..payload.end)
+    (start <= payload.end && bytes.get(payload.start..start)? == prefix).then_some(start..payload.end)
 }
 
 /// APP1 segments before the first scan. A segment cut short by a truncated upload is

@@ -27,6 +27,9 @@ use crate::config::Limits;
 const UNI_STREAMS_PER_CONNECTION_MAX: u32 = 8;
 /// Time for a closing endpoint to tell its peers.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Upper bound on waiting, before closing a connection, for the last responses to be
+/// delivered (see `linger`).
+const LINGER_MAX: Duration = Duration::from_secs(2);
 
 type H3Connection = ::h3::server::Connection<h3_quinn::Connection, Bytes>;
 type H3RequestStream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
@@ -96,7 +99,8 @@ pub(super) async fn serve<S: Service>(endpoint: quinn::Endpoint, shared: Shared<
         // Aborting drops each h3 connection, which closes it with H3_NO_ERROR.
         connections.shutdown().await;
     }
-    endpoint.close(VarInt::from_u64(Code::H3_NO_ERROR.value()).unwrap_or(VarInt::MAX), b"server shutting down");
+    let h3_no_error = VarInt::from_u64(Code::H3_NO_ERROR.value()).expect("H3_NO_ERROR is a valid varint");
+    endpoint.close(h3_no_error, b"server shutting down");
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle()).await;
 }
 
@@ -124,6 +128,7 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: Connecti
         () = shutdown_requested(&mut shutdown) => return,
     };
     let remote = connection.remote_address();
+    let quic_connection = connection.clone();
     let header_bytes_max = u64::try_from(shared.limits.header_bytes_max).unwrap_or(u64::MAX);
     let h3_connection: Result<H3Connection, _> = ::h3::server::builder()
         .max_field_section_size(header_bytes_max)
@@ -165,8 +170,17 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: Connecti
         }
     }
     while requests.join_next().await.is_some() {}
+    linger(&quic_connection).await;
     // Dropping the h3 connection closes QUIC with H3_NO_ERROR.
     drop(h3_connection);
+}
+
+/// Closing a QUIC connection discards stream data the peer has not acknowledged yet, so
+/// the last responses could be lost. h3 does not expose acknowledgements; wait a few
+/// round trips (enough for a retransmission), or until the client closes first.
+async fn linger(connection: &quinn::Connection) {
+    let round_trips = (connection.rtt() * 2 + Duration::from_millis(25)) * 3;
+    let _ = tokio::time::timeout(round_trips.min(LINGER_MAX), connection.closed()).await;
 }
 
 fn log_connection_end(error: &ConnectionError) {

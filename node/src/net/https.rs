@@ -219,7 +219,7 @@ async fn handle_request<S: Service>(
     let mut response = if declared_length_exceeds(&parts.headers, limit_bytes) {
         // A client that sent `Expect: 100-continue` waits for our answer and has sent
         // no body; reading would make hyper send `100 Continue`.
-        if !parts.headers.contains_key(http::header::EXPECT) {
+        if transport == Transport::Http1 && !parts.headers.contains_key(http::header::EXPECT) {
             drain_refused_body(&mut body).await;
         }
         body_too_large(limit_bytes)
@@ -231,7 +231,9 @@ async fn handle_request<S: Service>(
                 call_service(&service, request).await
             }
             Err(error) if error.is::<LengthLimitError>() => {
-                drain_refused_body(&mut body).await;
+                if transport == Transport::Http1 {
+                    drain_refused_body(&mut body).await;
+                }
                 body_too_large(limit_bytes)
             }
             Err(error) => {
@@ -244,9 +246,10 @@ async fn handle_request<S: Service>(
     Ok(response.map(Full::new))
 }
 
-/// Reads what is left of a refused body, bounded in bytes and time, so the client sees
-/// the 413 rather than a connection reset; a larger remainder is left unread and
-/// hyper closes the connection.
+/// Reads what is left of a refused HTTP/1 body, bounded in bytes and time, so the
+/// client sees the 413 rather than a connection reset; a larger remainder is left
+/// unread and hyper closes the connection. (HTTP/2 needs none of this: hyper ends the
+/// unread stream with RST_STREAM(NO_ERROR) and the connection carries on.)
 async fn drain_refused_body(body: &mut Incoming) {
     let remaining = hyper::body::Body::size_hint(body).upper();
     if remaining.is_some_and(|remaining| remaining > REFUSED_BODY_DRAIN_BYTES_MAX) {

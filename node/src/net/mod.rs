@@ -153,7 +153,7 @@ pub async fn serve<S: Service>(
     let connection_permits = Arc::new(Semaphore::new(limits.connections_max));
     let shared = Shared { service, limits, connection_permits, shutdown };
     tracing::debug!(%local_addr, "serving HTTPS and HTTP/3");
-    tokio::join!(https::serve(tcp, tls_acceptor, local_addr.port(), shared.clone()), h3::serve(quic, shared),);
+    tokio::join!(https::serve(tcp, tls_acceptor, local_addr.port(), shared.clone()), h3::serve(quic, shared));
     Ok(())
 }
 
@@ -394,14 +394,44 @@ pub(crate) mod tests {
         Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
     }
 
-    async fn http1_send(server: &TestServer, request: Request<Full<Bytes>>) -> Reply {
+    /// A request body sent in chunks with no declared length (chunked on HTTP/1.1).
+    struct Chunked(std::collections::VecDeque<Bytes>);
+
+    impl hyper::body::Body for Chunked {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _context: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|chunk| Ok(hyper::body::Frame::data(chunk))))
+        }
+    }
+
+    fn chunked_request(uri: &str, n_chunks: usize, chunk_bytes: usize) -> Request<Chunked> {
+        let chunks = (0..n_chunks).map(|_| Bytes::from(vec![3u8; chunk_bytes])).collect();
+        Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(http::header::HOST, "localhost")
+            .body(Chunked(chunks))
+            .unwrap()
+    }
+
+    /// Request bodies the hyper test clients can send.
+    trait TestBody: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+    impl<B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static> TestBody for B {}
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    async fn http1_send(server: &TestServer, request: Request<impl TestBody>) -> Reply {
         let tls = tls_connect(server.address, &server.pin, ALPN_HTTP1).await.unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(connection);
         reply_of(sender.send_request(request).await.unwrap()).await
     }
 
-    async fn http2_send(server: &TestServer, request: Request<Full<Bytes>>) -> Reply {
+    async fn http2_send(server: &TestServer, request: Request<impl TestBody>) -> Reply {
         let tls = tls_connect(server.address, &server.pin, ALPN_H2).await.unwrap();
         let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
@@ -498,6 +528,18 @@ pub(crate) mod tests {
         let undeclared = http3_request(Method::POST, "/echo");
         assert_body_too_large(&http3_send(&server, undeclared, &too_large).await);
 
+        // Larger than the HTTP/2 flow-control window and the HTTP/1 drain allowance.
+        let far_too_large = vec![1u8; 512 * 1024];
+        assert_body_too_large(
+            &http2_send(&server, request(Method::POST, "https://localhost/echo", &far_too_large)).await,
+        );
+
+        // Undeclared (chunked HTTP/1.1, HTTP/2 without content-length): refused while reading.
+        assert_body_too_large(&http1_send(&server, chunked_request("/echo", 4, 300)).await);
+        assert_body_too_large(&http2_send(&server, chunked_request("https://localhost/echo", 4, 300)).await);
+        let reply = http1_send(&server, chunked_request("/echo", 4, 256)).await;
+        assert_eq!(reply.text(), "POST /echo Some(Http1) Some(127.0.0.1) 1024");
+
         // Exactly at the limit is fine.
         let at_limit = vec![1u8; STUB_BODY_BYTES_MAX];
         let reply = http1_send(&server, request(Method::POST, "/echo", &at_limit)).await;
@@ -563,6 +605,32 @@ pub(crate) mod tests {
         tokio::time::timeout(Duration::from_secs(5), server.task).await.unwrap().unwrap().unwrap();
         assert_eq!(server.service.metrics.connections_open.load(Ordering::Relaxed), 0);
         assert!(TcpStream::connect(address).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_finishes_http3_requests_and_closes_with_no_error() {
+        let server = start_server(Limits::default()).await;
+        let (_endpoint, connection) = quic_connect(server.address, &server.pin).await.unwrap();
+        let (mut driver, mut sender) = ::h3::client::new(h3_quinn::Connection::new(connection)).await.unwrap();
+        let closed = tokio::spawn(async move { driver.wait_idle().await });
+        let mut stream = sender.send_request(http3_request(Method::GET, "/slow")).await.unwrap();
+        stream.finish().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        server.shutdown.send(true).unwrap();
+        let response = stream.recv_response().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = BytesMut::new();
+        while let Some(chunk) = stream.recv_data().await.unwrap() {
+            body.put(chunk);
+        }
+        assert_eq!(&body[..], b"GET /slow Some(Http3) Some(127.0.0.1) 0");
+        let close = tokio::time::timeout(Duration::from_secs(5), closed).await.unwrap().unwrap();
+        assert!(close.is_h3_no_error(), "{close:?}");
+        tokio::time::timeout(Duration::from_secs(5), server.task).await.unwrap().unwrap().unwrap();
+        // Nobody answers on the port any more: the handshake fails or never completes.
+        let attempt = tokio::time::timeout(Duration::from_secs(1), quic_connect(server.address, &server.pin)).await;
+        assert!(!matches!(attempt, Ok(Ok(_))));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,8 +50,9 @@ const SEARCH_SCAN_MAX: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Boxed: redb's error is large and would bloat every `Result` on the hot path.
     #[error("database error: {0}")]
-    Database(#[from] redb::Error),
+    Database(Box<redb::Error>),
     #[error("file error: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored record is unreadable: {0}")]
@@ -72,12 +73,19 @@ macro_rules! from_redb {
     ($($error:ty),*) => {$(
         impl From<$error> for StoreError {
             fn from(error: $error) -> StoreError {
-                StoreError::Database(error.into())
+                StoreError::Database(Box::new(error.into()))
             }
         }
     )*};
 }
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -782,7 +790,10 @@ mod tests {
         assert!(matches!(store.create_user("eve", "h".into(), Admission::Claim), Err(StoreError::AlreadyClaimed)));
         let invite = store.create_invite(&admin.user_id).unwrap();
         store.create_user("bob", "h".into(), Admission::Invite(&invite.code)).unwrap();
-        assert!(matches!(store.create_user("cy", "h".into(), Admission::Invite(&invite.code)), Err(StoreError::BadInvite)));
+        assert!(matches!(
+            store.create_user("cy", "h".into(), Admission::Invite(&invite.code)),
+            Err(StoreError::BadInvite)
+        ));
         assert!(matches!(store.create_user("bob", "h".into(), Admission::Open), Err(StoreError::HandleTaken)));
         std::fs::remove_dir_all(dir).unwrap();
     }
