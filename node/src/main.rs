@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use edgenode::api::{Api, NodeInfo};
 use edgenode::config::Config;
+use edgenode::discovery::{self, Advertisement, Discovery};
 use edgenode::media::{MediaLimits, Pipeline};
 use edgenode::net::{self, systemd, Identity};
 use edgenode::os;
@@ -41,7 +42,16 @@ enum Command {
         #[arg(long)]
         no_mdns: bool,
     },
-    /// Show this node's identity, claim state and whether it is serving.
+    /// Browse the local network for Edgenode nodes (no node needs to run here).
+    Discover {
+        /// Seconds to listen for adverts.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show this node's identity, claim state, whether it is serving, and nearby nodes.
     Status {
         #[command(flatten)]
         common: CommonArgs,
@@ -101,6 +111,7 @@ fn main() -> Result<()> {
             runtime.block_on(serve(config))
         }
         Command::Status { common, json } => runtime.block_on(status(common.load()?, json)),
+        Command::Discover { timeout, json } => discover(std::time::Duration::from_secs(timeout), json),
     }
 }
 
@@ -128,10 +139,28 @@ async fn serve(config: Config) -> Result<()> {
         pin: identity.pin.clone(),
         addresses: vec![local_addr.to_string()],
     };
-    let api = Arc::new(Api::new(&config, store.clone(), pipeline, node, claim_code));
-    if config.mdns.enabled {
-        tracing::info!("mDNS discovery is not built yet; nothing is advertised");
-    }
+    let control_token = base64_url(&os::random_bytes::<32>());
+    write_private_file(&config.data_dir.join("control-token"), control_token.as_bytes())?;
+    let mut api = Api::new(&config, store.clone(), pipeline, node, claim_code).with_control_token(&control_token);
+    let discovery = if config.mdns.enabled {
+        let advertisement = Advertisement {
+            name: config.name.clone(),
+            node_id: store.node_id().to_string(),
+            pin: identity.pin.clone(),
+            region: config.region.clone(),
+            port: local_addr.port(),
+            listen_ip: local_addr.ip(),
+            interfaces: config.mdns.interfaces.clone(),
+            siblings_pins: config.peers.siblings.iter().map(|sibling| sibling.pin.clone()).collect(),
+        };
+        let discovery = tokio::task::spawn_blocking(move || Discovery::start(advertisement)).await?;
+        api = api.with_nearby(discovery.nearby_handle());
+        Some(discovery)
+    } else {
+        tracing::info!("mDNS is off (--no-mdns or [mdns] enabled = false)");
+        None
+    };
+    let api = Arc::new(api);
 
     let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -139,6 +168,11 @@ async fn serve(config: Config) -> Result<()> {
         tracing::info!("shutting down: finishing requests in flight");
         systemd::notify("STOPPING=1");
         let _ = shutdown_sender.send(true);
+        // Goodbye packets go out at once, not after the drain, so phones stop
+        // offering a node that is going away.
+        if let Some(discovery) = discovery {
+            let _ = tokio::task::spawn_blocking(move || discovery.shutdown()).await;
+        }
     });
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(async move {
@@ -190,6 +224,21 @@ fn claim_code(config: &Config, store: &Store) -> Result<Option<String>> {
     Ok(Some(code))
 }
 
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn discover(timeout: std::time::Duration, json: bool) -> Result<()> {
+    let nodes = discovery::browse_once(timeout)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+    } else {
+        print!("{}", discovery::render_table(&nodes));
+    }
+    Ok(())
+}
+
 /// Twelve characters from an alphabet without look-alikes (0/O, 1/I/L), in groups of four.
 fn new_claim_code() -> String {
     const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
@@ -239,15 +288,20 @@ async fn status(config: Config, json: bool) -> Result<()> {
     if target.ip().is_unspecified() {
         target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let live =
-        match tokio::time::timeout(std::time::Duration::from_secs(5), fetch_node_info(target, &identity.pin)).await {
-            Ok(Ok(info)) => Some(info),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "node not answering");
-                None
-            }
-            Err(_) => None,
-        };
+    let control_token = std::fs::read_to_string(config.data_dir.join("control-token")).unwrap_or_default();
+    let fetch = async {
+        let info = fetch_json(target, &identity.pin, "/api/v1/node", None).await?;
+        let nearby = fetch_json(target, &identity.pin, "/api/v1/node/nearby", Some(control_token.trim())).await.ok();
+        anyhow::Ok((info, nearby))
+    };
+    let (live, nearby) = match tokio::time::timeout(std::time::Duration::from_secs(5), fetch).await {
+        Ok(Ok((info, nearby))) => (Some(info), nearby),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "node not answering");
+            (None, None)
+        }
+        Err(_) => (None, None),
+    };
     if json {
         let value = serde_json::json!({
             "data_dir": config.data_dir,
@@ -255,6 +309,7 @@ async fn status(config: Config, json: bool) -> Result<()> {
             "claim_code": claim_code,
             "serving": live.is_some(),
             "node": live,
+            "nearby": nearby,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -296,11 +351,24 @@ async fn status(config: Config, json: bool) -> Result<()> {
     for (label, value) in rows {
         println!("{label:<width$}  {value}");
     }
+    if let Some(nearby) = nearby {
+        let nodes: Vec<discovery::NearbyNode> = serde_json::from_value(nearby["items"].clone()).unwrap_or_default();
+        if nearby["mdns"] == serde_json::Value::Bool(false) {
+            println!("\nnearby: mDNS is off");
+        } else {
+            print!("\nnearby:\n{}", discovery::render_table(&nodes));
+        }
+    }
     Ok(())
 }
 
-/// `GET /api/v1/node` from the local node over HTTPS, checking its pin.
-async fn fetch_node_info(target: std::net::SocketAddr, pin: &str) -> Result<serde_json::Value> {
+/// GET `path` from the local node over HTTPS, checking its pin.
+async fn fetch_json(
+    target: std::net::SocketAddr,
+    pin: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<serde_json::Value> {
     use http_body_util::{BodyExt, Empty};
     let tls = net::tls::pinned_client_config(pin.to_owned(), vec![b"http/1.1".to_vec()]);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
@@ -309,7 +377,11 @@ async fn fetch_node_info(target: std::net::SocketAddr, pin: &str) -> Result<serd
     let stream = connector.connect(server_name, tcp).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = http::Request::get("/api/v1/node").header("host", "localhost").body(Empty::<bytes::Bytes>::new())?;
+    let mut request = http::Request::get(path).header("host", "localhost");
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(Empty::<bytes::Bytes>::new())?;
     let response = sender.send_request(request).await?;
     if !response.status().is_success() {
         bail!("node answered {}", response.status());

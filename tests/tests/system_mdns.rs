@@ -321,5 +321,5 @@ fn txt_record_bytes(txt: &Value) -> usize {
 fn answers_are_read_as_lists_of_nodes() {
     let list = serde_json::json!([{ "name": "b" }, { "name": "a" }]);
     assert_eq!(names_of(&nodes_in(&list)), ["a", "b"]);
-    assert_eq!(names_of(&nodes_in(&serde_json::json!({ "nodes": list }))), ["a", "b"]);
+    assert_eq!(names_of(&nodes_in(&serde_json::json!({ "mdns": true, "items": list }))), ["a", "b"]);
 }

@@ -69,6 +69,15 @@ pub fn node(api: &Api, _call: &mut Call<'_>) -> ApiResult {
     }))
 }
 
+/// Admins, or the local CLI with the control token.
+pub fn nearby(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    if !call.local_control && !call.user()?.admin {
+        return Err(ApiError::forbidden("only an admin can list nearby nodes"));
+    }
+    let items = api.nearby.as_ref().map(|nearby| nearby.nearby()).unwrap_or_default();
+    ok_json(json!({"mdns": api.nearby.is_some(), "items": items}))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewAccount {
@@ -211,7 +220,7 @@ impl Api {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 

@@ -158,6 +158,11 @@ pub struct Api {
     login_throttle: Mutex<LoginThrottle>,
     /// Uploads (and derivative rebuilds) in flight, by media id.
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
+    /// Nodes seen over mDNS; `None` when discovery is off.
+    nearby: Option<crate::discovery::NearbyHandle>,
+    /// SHA-256 of the local control token in `<data_dir>/control-token`: whoever can
+    /// read the data dir (the `edgenode` CLI on the box) may read admin node info.
+    control_token_hash: [u8; 32],
 }
 
 impl Api {
@@ -181,7 +186,21 @@ impl Api {
             started: Instant::now(),
             login_throttle: Mutex::new(LoginThrottle::default()),
             media_work: Coalescer::default(),
+            nearby: None,
+            control_token_hash: [0; 32],
         }
+    }
+
+    /// Answers `GET /api/v1/node/nearby` from this discovery table.
+    pub fn with_nearby(mut self, nearby: crate::discovery::NearbyHandle) -> Api {
+        self.nearby = Some(nearby);
+        self
+    }
+
+    /// Accepts `token` (from `<data_dir>/control-token`) as admin for node routes.
+    pub fn with_control_token(mut self, token: &str) -> Api {
+        self.control_token_hash = token_hash(token);
+        self
     }
 
     /// Largest body this request may carry (uploads are larger than JSON bodies).
@@ -217,20 +236,25 @@ impl Api {
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large"));
         }
         let (route, params) = routes::find(&parts.method, path)?;
-        let viewer = self.viewer(&parts.headers)?;
+        let (viewer, local_control) = self.viewer(&parts.headers)?;
         let client_addr = parts.extensions.get::<ClientAddr>().map(|addr| addr.0);
-        let mut call = Call { parts: &parts, body, params, viewer, client_addr };
+        let mut call = Call { parts: &parts, body, params, viewer, local_control, client_addr };
         (route.handler)(self, &mut call)
     }
 
-    /// The signed-in user, if the request carries a token. A token that is present
-    /// but unknown is an error, so a client learns its session ended.
-    fn viewer(&self, headers: &http::HeaderMap) -> Result<Option<User>, ApiError> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    /// The signed-in user if the request carries a session token, and whether it
+    /// carries the local control token instead. A token that is present but unknown
+    /// is an error, so a client learns its session ended.
+    fn viewer(&self, headers: &http::HeaderMap) -> Result<(Option<User>, bool), ApiError> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok((None, false)) };
         let token =
             value.to_str().ok().and_then(|value| value.strip_prefix("Bearer ")).ok_or_else(ApiError::unauthorized)?;
-        let user_id = self.store.session_user(&token_hash(token))?.ok_or_else(ApiError::unauthorized)?;
-        self.store.user(&user_id)?.map(Some).ok_or_else(ApiError::unauthorized)
+        let hash = token_hash(token);
+        if self.control_token_hash != [0; 32] && accounts::constant_time_eq(&hash, &self.control_token_hash) {
+            return Ok((None, true));
+        }
+        let user_id = self.store.session_user(&hash)?.ok_or_else(ApiError::unauthorized)?;
+        Ok((Some(self.store.user(&user_id)?.ok_or_else(ApiError::unauthorized)?), false))
     }
 }
 
@@ -240,6 +264,8 @@ pub struct Call<'a> {
     body: Bytes,
     params: Vec<String>,
     viewer: Option<User>,
+    /// The caller holds the local control token (the CLI on this box).
+    local_control: bool,
     client_addr: Option<SocketAddr>,
 }
 

@@ -596,37 +596,3 @@ mod tests {
         assert_eq!(info.get_addresses_v4().into_iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.213.0.11"]);
     }
 }
-
-// DEV-ONLY (to be removed): run inside a namespace to try the glue by hand.
-#[cfg(test)]
-mod dev_live {
-    #[test]
-    fn dev_live() {
-        let Ok(name) = std::env::var("DEV_MDNS_NAME") else { return };
-        let advertisement = super::Advertisement {
-            name: name.clone(),
-            node_id: std::env::var("DEV_MDNS_ID").unwrap_or_else(|_| format!("id-{name}")),
-            pin: std::env::var("DEV_MDNS_PIN").unwrap_or_else(|_| format!("sha256/{name}")),
-            region: "earth/lab".into(),
-            port: 8443,
-            listen_ip: "0.0.0.0".parse().unwrap(),
-            interfaces: Vec::new(),
-            siblings_pins: vec!["sha256/b".into()],
-        };
-        let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr).finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        let discovery = super::Discovery::start(advertisement);
-        let seconds: u64 = std::env::var("DEV_MDNS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
-        for _ in 0..seconds {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            eprintln!(
-                "instance={} nearby={}",
-                discovery.instance_name(),
-                serde_json::to_string(&discovery.nearby()).unwrap()
-            );
-        }
-        let t = std::time::Instant::now();
-        discovery.shutdown();
-        eprintln!("shutdown took {:?}", t.elapsed());
-    }
-}

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rules::{PROTOCOL_VERSION, TXT_KEY_NODE_ID, TXT_KEY_PIN, TXT_KEY_REGION, TXT_KEY_VERSION};
 
@@ -25,7 +25,7 @@ pub const INSTANCE_NAME_BYTES_MAX: usize = 255;
 
 /// One node seen on the link, as `GET /api/v1/node/nearby` and `edgenode discover`
 /// show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NearbyNode {
     pub node_id: String,
     /// The mDNS instance name (the node's name, or `name (2)` after a clash).
@@ -352,6 +352,17 @@ mod tests {
                 conflict: false,
             }]
         );
+    }
+
+    #[test]
+    fn nearby_nodes_round_trip_through_json() {
+        let t0 = Instant::now();
+        let mut table = table_with_sibling("sha256/kitchen");
+        table.handle_resolved(t0, advert("kitchen", "id-k", "sha256/kitchen", &["10.0.0.2", "fe80::2%eth0"])).unwrap();
+        let nodes = table.nodes(t0);
+        let json = serde_json::to_value(&nodes).unwrap();
+        assert_eq!(json[0]["last_seen_ms_ago"], 0);
+        assert_eq!(serde_json::from_value::<Vec<NearbyNode>>(json).unwrap(), nodes);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use image::codecs::webp::WebPDecoder;
 use image::metadata::Orientation;
 use image::{ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageError, RgbImage};
 
+use super::header::Declared;
 use super::{MediaError, MediaKind, Variant};
 
 /// Long edge of the `display` derivative, in pixels.
@@ -50,17 +51,17 @@ pub(crate) fn open_decoder(
     Ok(decoder)
 }
 
-/// Bytes of pixel buffers a job holds at its peak, estimated from the opened decoder:
-/// the decoded image, its RGB8 copy when it was not RGB8 already, a progressive JPEG's
-/// coefficients, and the (small, bounded) derivatives.
-pub(crate) fn decoded_bytes_estimate(decoder: &OpenDecoder<'_>, progressive_jpeg: bool) -> u64 {
-    let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    let decoded = decoder.total_bytes();
-    let flattened = if decoder.color_type() == ColorType::Rgb8 { 0 } else { pixels.saturating_mul(3) };
+/// Bytes of pixel buffers a job holds at its peak, bounded from the header alone (so the
+/// gate can be entered before a decoder exists): the decoded image, its RGB8 copy when
+/// the decoder may produce something else, a progressive JPEG's coefficients, and the
+/// (small, bounded) derivatives.
+pub(crate) fn decoded_bytes_estimate(declared: &Declared) -> u64 {
+    let pixels = u64::from(declared.width) * u64::from(declared.height);
+    let decoded = pixels.saturating_mul(declared.decoded_bytes_per_pixel);
+    let flattened = if declared.decoded_bytes_per_pixel == 3 { 0 } else { pixels.saturating_mul(3) };
     // zune-jpeg holds an i16 per component sample for the whole image (upper bound: no
     // chroma subsampling).
-    let coefficients = if progressive_jpeg { pixels.saturating_mul(3 * 2) } else { 0 };
+    let coefficients = if declared.progressive { pixels.saturating_mul(3 * 2) } else { 0 };
     let display_edge = u64::from(DISPLAY_EDGE_PIXELS);
     // The display buffer, its rotated copy and the resizer's scratch, roughly.
     let derivatives = display_edge * display_edge * 3 * 3;
@@ -77,11 +78,8 @@ pub(crate) struct Derived {
 /// Decodes, then makes the derivatives. Consumes the decoder; the full-size pixels are
 /// dropped before encoding starts.
 pub(crate) fn decode_and_derive(decoder: OpenDecoder<'_>, orientation: Orientation) -> Result<Derived, MediaError> {
-    let t = std::time::Instant::now();
     let full = flatten_to_rgb8(DynamicImage::from_decoder(decoder).map_err(undecodable)?);
-    let t1 = t.elapsed();
     let display = resize_to_fit(&full, DISPLAY_EDGE_PIXELS)?;
-    let t2 = t.elapsed();
     drop(full);
     // From the display image, not the source: resizing 0.9 MP instead of 12 MP, and the
     // result is indistinguishable at 256 px (see bench/media).
@@ -90,14 +88,11 @@ pub(crate) fn decode_and_derive(decoder: OpenDecoder<'_>, orientation: Orientati
     let display = orient(display, orientation);
     let thumb = orient(thumb, orientation);
     let blurhash = blurhash_of(&thumb);
-    let t3 = t.elapsed();
-    let d = Derived {
+    Ok(Derived {
         display: encode_jpeg(&display, DISPLAY_JPEG_QUALITY)?,
         thumb: encode_jpeg(&thumb, THUMB_JPEG_QUALITY)?,
         blurhash,
-    };
-    eprintln!("decode {t1:?} resize {:?} thumb+orient+blurhash {:?} encode {:?}", t2 - t1, t3 - t2, t.elapsed() - t3);
-    Ok(d)
+    })
 }
 
 /// RGB8, with any transparency composited over white: dropping alpha would show

@@ -1,10 +1,10 @@
 //! EXIF in place: find the metadata blocks in JPEG, PNG and WebP containers, remove GPS
 //! from them without moving a single byte, and read Orientation and GPS presence back.
 //!
-//! Why in place: the stored original must keep its pixels bit-for-bit (it is
-//! content-addressed by the uploader's hash of what they sent, minus GPS) and every other
-//! tag (Orientation above all) must keep working. Zeroing what the GPS IFD owns and
-//! leaving an empty GPS IFD behind keeps the TIFF structure valid for every reader.
+//! Why in place: the stored original is the user's photo and must keep its pixels
+//! bit-for-bit, and every other tag (Orientation above all) must keep working. Zeroing
+//! what the GPS IFD owns and leaving an empty GPS IFD behind keeps the TIFF structure valid
+//! for every reader, and nothing after it has to move.
 //!
 //! Everything here reads untrusted bytes: every access is bounds-checked, offsets are
 //! checked arithmetic, IFD chains are bounded, and nothing panics.
@@ -580,6 +580,29 @@ mod tests {
         assert_eq!(jpeg.len(), length);
         assert!(!contains(&jpeg, b"51,30.4N"));
         assert!(contains(&jpeg, br#"tiff:Make="Cam""#));
+    }
+
+    #[test]
+    fn xmp_gps_in_png_itxt_is_blanked_and_crc_fixed() {
+        use image::ImageEncoder;
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&[90u8; 2 * 2 * 3], 2, 2, image::ExtendedColorType::Rgb8)
+            .expect("encode png");
+        let mut chunk = b"iTXt".to_vec();
+        chunk.extend_from_slice(b"XML:com.adobe.xmp\0\0\0en\0\0");
+        chunk.extend_from_slice(br#"<rdf:Description exif:GPSLatitude="51,30.4N"/>"#);
+        let mut framed = ((chunk.len() - 4) as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&chunk);
+        framed.extend_from_slice(&crc32fast::hash(&chunk).to_be_bytes());
+        png.splice(33..33, framed);
+        let before = decode_rgb(&png);
+        assert_eq!(strip_gps(&mut png).xmp_gps_fields_blanked, 1);
+        assert!(!contains(&png, b"51,30.4N"));
+        let block = &png_blocks(&png)[0];
+        let crc = block.png_crc.clone().expect("whole chunk");
+        assert_eq!(be_u32(&png, crc.at), Some(crc32fast::hash(&png[crc.covered])));
+        assert_eq!(decode_rgb(&png), before);
     }
 
     #[test]

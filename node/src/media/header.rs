@@ -1,7 +1,9 @@
-//! Declared image dimensions read straight from the container header, without a decoder.
+//! What an image's header declares (size, and enough to bound its decoded size), read
+//! straight from the container without a decoder.
 //!
 //! This runs before anything is allocated for an upload, so a file that merely *claims*
-//! to be enormous (a 100000×100000 PNG is 33 bytes) is turned away in microseconds.
+//! to be enormous (a 100000×100000 PNG is 33 bytes) is turned away in microseconds, and
+//! the memory gate can be entered before a decoder (which copies the input) exists.
 //! Every read is bounds-checked; a header we cannot read returns `None`.
 
 use super::MediaKind;
@@ -11,18 +13,20 @@ use super::MediaKind;
 pub(crate) struct Declared {
     pub width: u32,
     pub height: u32,
+    /// Upper bound on the bytes per pixel the decoder will produce (before we flatten to
+    /// RGB8): 3 for JPEG, up to 8 for a 16-bit RGBA PNG.
+    pub decoded_bytes_per_pixel: u64,
     /// A progressive JPEG keeps every DCT coefficient of the whole image while decoding,
     /// which costs more memory than the decoded pixels themselves.
     pub progressive: bool,
 }
 
 pub(crate) fn declared(kind: MediaKind, bytes: &[u8]) -> Option<Declared> {
-    let (width, height, progressive) = match kind {
-        MediaKind::Jpeg => jpeg_frame(bytes)?,
-        MediaKind::Png => png_dimensions(bytes).map(|(width, height)| (width, height, false))?,
-        MediaKind::Webp => webp_dimensions(bytes).map(|(width, height)| (width, height, false))?,
-    };
-    Some(Declared { width, height, progressive })
+    match kind {
+        MediaKind::Jpeg => jpeg_frame(bytes),
+        MediaKind::Png => png_header(bytes),
+        MediaKind::Webp => webp_header(bytes),
+    }
 }
 
 fn u16_be(bytes: &[u8], at: usize) -> Option<u16> {
@@ -40,17 +44,34 @@ fn u24_le(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes([triple[0], triple[1], triple[2], 0]))
 }
 
-/// PNG: IHDR must be the first chunk, so width and height sit at fixed offsets 16 and 20.
-fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+/// PNG: IHDR must be the first chunk: width, height, bit depth and colour type sit at
+/// fixed offsets 16, 20, 24 and 25.
+fn png_header(bytes: &[u8]) -> Option<Declared> {
     if bytes.get(12..16)? != b"IHDR" {
         return None;
     }
-    Some((u32_be(bytes, 16)?, u32_be(bytes, 20)?))
+    let bit_depth = *bytes.get(24)?;
+    // Channels after the decoder expands palettes (to RGBA when a tRNS chunk may follow).
+    let channels = match *bytes.get(25)? {
+        0 => 1, // grey
+        2 => 3, // RGB
+        3 => 4, // palette
+        4 => 2, // grey + alpha
+        6 => 4, // RGBA
+        _ => return None,
+    };
+    let channel_bytes = if bit_depth == 16 { 2 } else { 1 };
+    Some(Declared {
+        width: u32_be(bytes, 16)?,
+        height: u32_be(bytes, 20)?,
+        decoded_bytes_per_pixel: channels * channel_bytes,
+        progressive: false,
+    })
 }
 
 /// JPEG: walk the marker segments up to the first start-of-frame (SOFn) and read its size
 /// and whether it is progressive (SOF2, SOF6, SOF10, SOF14).
-fn jpeg_frame(bytes: &[u8]) -> Option<(u32, u32, bool)> {
+fn jpeg_frame(bytes: &[u8]) -> Option<Declared> {
     let mut at = 2; // after SOI
     loop {
         // Markers may be preceded by any number of 0xFF fill bytes.
@@ -72,8 +93,13 @@ fn jpeg_frame(bytes: &[u8]) -> Option<(u32, u32, bool)> {
                 // Length(2) precision(1) height(2) width(2).
                 let height = u16_be(bytes, at + 3)?;
                 let width = u16_be(bytes, at + 5)?;
-                let progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
-                return Some((u32::from(width), u32::from(height), progressive));
+                return Some(Declared {
+                    width: u32::from(width),
+                    height: u32::from(height),
+                    // The decoder outputs grey or RGB (CMYK is converted to RGB).
+                    decoded_bytes_per_pixel: 3,
+                    progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+                });
             }
             _ => {
                 let length = usize::from(u16_be(bytes, at)?);
@@ -87,24 +113,23 @@ fn jpeg_frame(bytes: &[u8]) -> Option<(u32, u32, bool)> {
 }
 
 /// WebP: the first chunk after the RIFF header is `VP8 `, `VP8L` or `VP8X`, each of which
-/// states the canvas size in its own way.
-fn webp_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+/// states the canvas size in its own way. The decoder outputs RGBA when there may be alpha.
+fn webp_header(bytes: &[u8]) -> Option<Declared> {
     let fourcc = bytes.get(12..16)?;
-    match fourcc {
+    let (width, height, alpha) = match fourcc {
         b"VP8X" => {
-            // Flags(4), then canvas width-1 and height-1 as 24-bit little-endian.
-            let width = u24_le(bytes, 24)? + 1;
-            let height = u24_le(bytes, 27)? + 1;
-            Some((width, height))
+            // Flags(4; bit 4 = alpha), then canvas width-1 and height-1 as 24-bit LE.
+            let alpha = *bytes.get(20)? & 0x10 != 0;
+            (u24_le(bytes, 24)? + 1, u24_le(bytes, 27)? + 1, alpha)
         }
         b"VP8L" => {
-            // Signature byte 0x2F, then 14 bits width-1 and 14 bits height-1, LSB first.
+            // Signature byte 0x2F, then 14 bits width-1, 14 bits height-1, 1 bit alpha used.
             if *bytes.get(20)? != 0x2F {
                 return None;
             }
             let packed = bytes.get(21..25)?;
             let bits = u32::from_le_bytes([packed[0], packed[1], packed[2], packed[3]]);
-            Some(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1))
+            ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bits & (1 << 28) != 0)
         }
         b"VP8 " => {
             // Frame tag(3), start code 9D 01 2A, then 14-bit width and height (2 scale bits).
@@ -113,39 +138,56 @@ fn webp_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
             }
             let width = u16::from_le_bytes([*bytes.get(26)?, *bytes.get(27)?]) & 0x3FFF;
             let height = u16::from_le_bytes([*bytes.get(28)?, *bytes.get(29)?]) & 0x3FFF;
-            Some((u32::from(width), u32::from(height)))
+            (u32::from(width), u32::from(height), false)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(Declared { width, height, decoded_bytes_per_pixel: if alpha { 4 } else { 3 }, progressive: false })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn size(declared: Option<Declared>) -> Option<(u32, u32)> {
+        declared.map(|declared| (declared.width, declared.height))
+    }
+
     #[test]
-    fn jpeg_dimensions_skip_app_segments_and_fill_bytes() {
+    fn jpeg_frame_skips_app_segments_and_fill_bytes() {
         let mut jpeg = vec![0xFF, 0xD8];
         jpeg.extend_from_slice(&[0xFF, 0xE1, 0x00, 0x04, 0xAA, 0xBB]); // APP1, 2 bytes payload
         jpeg.extend_from_slice(&[0xFF, 0xFF]); // fill
         jpeg.extend_from_slice(&[0xC2, 0x00, 0x11, 0x08, 0x0B, 0xB8, 0x0F, 0xA0]); // SOF2 3000x4000
-        assert_eq!(jpeg_frame(&jpeg), Some((4000, 3000, true)));
+        let declared = jpeg_frame(&jpeg).expect("frame found");
+        assert_eq!((declared.width, declared.height, declared.progressive), (4000, 3000, true));
         assert_eq!(jpeg_frame(&jpeg[..jpeg.len() - 1]), None);
     }
 
     #[test]
+    fn png_bytes_per_pixel_follow_colour_type_and_depth() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 5, 16, 6, 0, 0, 0]);
+        let declared = png_header(&png).expect("IHDR read");
+        assert_eq!((declared.width, declared.height, declared.decoded_bytes_per_pixel), (7, 5, 8));
+        png[25] = 1; // not a PNG colour type
+        assert_eq!(png_header(&png), None);
+    }
+
+    #[test]
     fn webp_dimensions_of_each_flavour() {
-        let mut vp8x = b"RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0".to_vec();
+        let mut vp8x = b"RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0\x10\0\0\0".to_vec();
         vp8x.extend_from_slice(&[0x9F, 0x0F, 0x00, 0xB7, 0x0B, 0x00]); // 4000x3000
-        assert_eq!(webp_dimensions(&vp8x), Some((4000, 3000)));
+        assert_eq!(size(webp_header(&vp8x)), Some((4000, 3000)));
+        assert_eq!(webp_header(&vp8x).map(|declared| declared.decoded_bytes_per_pixel), Some(4));
 
         let mut vp8l = b"RIFF\0\0\0\0WEBPVP8L\0\0\0\0\x2f".to_vec();
-        let bits: u32 = (99) | (49 << 14); // 100x50
+        let bits: u32 = 99 | (49 << 14); // 100x50, no alpha
         vp8l.extend_from_slice(&bits.to_le_bytes());
-        assert_eq!(webp_dimensions(&vp8l), Some((100, 50)));
+        assert_eq!(size(webp_header(&vp8l)), Some((100, 50)));
 
         let mut vp8 = b"RIFF\0\0\0\0WEBPVP8 \0\0\0\0\0\0\0\x9d\x01\x2a".to_vec();
         vp8.extend_from_slice(&[0x40, 0x01, 0xF0, 0x00]); // 320x240
-        assert_eq!(webp_dimensions(&vp8), Some((320, 240)));
+        assert_eq!(size(webp_header(&vp8)), Some((320, 240)));
     }
 }

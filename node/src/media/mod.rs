@@ -167,18 +167,24 @@ impl Pipeline {
             .ok_or_else(|| MediaError::Undecodable(format!("no image size found in the {} header", kind.mime())))?;
         self.check_pixels(declared.width, declared.height)?;
 
-        let mut decoder = convert::open_decoder(kind, bytes, self.decoder_limits())?;
-        // The decoder's own reading is the one that counts if it disagrees with ours.
-        let (width, height) = decoder.dimensions();
-        self.check_pixels(width, height)?;
-        // Unreadable orientation metadata is not worth refusing a photo over.
-        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-        let (width, height) = upright(width, height, orientation);
-
-        let estimate_bytes = convert::decoded_bytes_estimate(&decoder, declared.progressive);
-        let derived = {
-            let _permit = self.gate.acquire(estimate_bytes);
-            convert::decode_and_derive(decoder, orientation)?
+        // Everything from opening the decoder (it copies the input) to the last derivative
+        // runs inside the gate.
+        let (width, height, derived) = {
+            let _permit = self.gate.acquire(convert::decoded_bytes_estimate(&declared));
+            let mut decoder = convert::open_decoder(kind, bytes, self.decoder_limits())?;
+            // The reservation was sized from our reading of the header; a decoder that reads
+            // it differently is looking at a malformed file.
+            let (width, height) = decoder.dimensions();
+            if (width, height) != (declared.width, declared.height) {
+                return Err(MediaError::Undecodable(format!(
+                    "header declares {}x{} but the image data is {width}x{height}",
+                    declared.width, declared.height
+                )));
+            }
+            // Unreadable orientation metadata is not worth refusing a photo over.
+            let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+            let (width, height) = upright(width, height, orientation);
+            (width, height, convert::decode_and_derive(decoder, orientation)?)
         };
 
         let mut original = bytes.to_vec();
