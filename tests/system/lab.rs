@@ -469,10 +469,10 @@ pub fn discover(host: &Host, timeout_seconds: u64) -> Vec<Value> {
     nodes_in(&answer)
 }
 
-/// The node list of an answer: a bare array, or an object with `nodes` or `nearby`.
+/// The node list of an answer: a bare array (`discover --json`), or the `items` of
+/// an object (`GET /api/v1/node/nearby`).
 pub fn nodes_in(answer: &Value) -> Vec<Value> {
-    let list =
-        if answer.is_array() { answer } else { answer.get("nodes").or_else(|| answer.get("nearby")).unwrap_or(answer) };
+    let list = if answer.is_array() { answer } else { answer.get("items").unwrap_or(answer) };
     list.as_array().unwrap_or_else(|| panic!("no list of nodes in {answer}")).clone()
 }
 

@@ -46,7 +46,14 @@ pub fn healthz(_api: &Api, _call: &mut Call<'_>) -> ApiResult {
 
 pub fn metrics(api: &Api, _call: &mut Call<'_>) -> ApiResult {
     let users = api.store.user_count()?;
-    let body = api.metrics.render(users);
+    let gate = api.pipeline.gate_stats();
+    let mut body = api.metrics.render(users);
+    body.push_str(&format!(
+        "# TYPE edgenode_media_conversions_running gauge\nedgenode_media_conversions_running {}\n\
+         # TYPE edgenode_media_conversions_waiting gauge\nedgenode_media_conversions_waiting {}\n\
+         # TYPE edgenode_media_decoded_bytes_reserved gauge\nedgenode_media_decoded_bytes_reserved {}\n",
+        gate.jobs_running, gate.jobs_waiting, gate.bytes_reserved
+    ));
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(body.into())

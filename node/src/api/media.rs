@@ -72,10 +72,21 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
     json_response(if is_new { StatusCode::CREATED } else { StatusCode::OK }, &media_json(&info))
 }
 
+/// Uploads allowed to wait for a conversion slot; past this the node answers 503 so
+/// clients back off instead of piling up blocked threads.
+pub const CONVERSIONS_WAITING_MAX: usize = 32;
+
 impl Api {
     /// Converts an upload and writes its blobs durably; the database row comes after.
     fn convert_and_store(&self, media_id: &str, body: &[u8]) -> Result<MediaInfo, ApiError> {
         let started = Instant::now();
+        if self.pipeline.gate_stats().jobs_waiting >= CONVERSIONS_WAITING_MAX {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the node is converting many photos right now; retry in a few seconds",
+            ));
+        }
         let processed = self.pipeline.process(body)?;
         self.metrics.media_processed_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics

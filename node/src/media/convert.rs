@@ -14,7 +14,7 @@ use image::codecs::jpeg::{JpegDecoder, JpegEncoder};
 use image::codecs::png::PngDecoder;
 use image::codecs::webp::WebPDecoder;
 use image::metadata::Orientation;
-use image::{ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageError, RgbImage};
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageError, RgbImage};
 
 use super::header::Declared;
 use super::{MediaError, MediaKind, Variant};
@@ -27,8 +27,9 @@ const DISPLAY_JPEG_QUALITY: u8 = 82;
 const THUMB_JPEG_QUALITY: u8 = 80;
 const BLURHASH_COMPONENTS_X: u32 = 4;
 const BLURHASH_COMPONENTS_Y: u32 = 3;
-/// Lanczos3 is the sharpest of the usual filters for downscaling; fast_image_resize runs
-/// it with SIMD, so it costs little more than bilinear (see bench/media).
+/// Lanczos3 is the sharpest of the usual filters for downscaling. With fast_image_resize's
+/// SIMD it took 30–50 ms for 12 MP → 1080 px on the 2-core x86 dev box (CatmullRom: ~18 ms,
+/// the image crate's own Lanczos3: ~400 ms), against ~130–200 ms for decoding the JPEG.
 const RESIZE: ResizeAlg = ResizeAlg::Convolution(FilterType::Lanczos3);
 
 /// A decoder whose header has been read, ready to decode pixels.
@@ -81,8 +82,9 @@ pub(crate) fn decode_and_derive(decoder: OpenDecoder<'_>, orientation: Orientati
     let full = flatten_to_rgb8(DynamicImage::from_decoder(decoder).map_err(undecodable)?);
     let display = resize_to_fit(&full, DISPLAY_EDGE_PIXELS)?;
     drop(full);
-    // From the display image, not the source: resizing 0.9 MP instead of 12 MP, and the
-    // result is indistinguishable at 256 px (see bench/media).
+    // From the display image, not the source: a few ms for 0.9 MP instead of ~30 ms for
+    // 12 MP, and at 1080 px the display still has four times the thumb's resolution, so
+    // nothing the thumb could show is lost.
     let thumb = resize_to_fit(&display, THUMB_EDGE_PIXELS)?;
 
     let display = orient(display, orientation);

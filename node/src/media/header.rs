@@ -29,6 +29,85 @@ pub(crate) fn declared(kind: MediaKind, bytes: &[u8]) -> Option<Declared> {
     }
 }
 
+/// Whether the container holds a whole image: decoders fill in a cut-off image with grey
+/// rather than fail, so a half-sent upload would otherwise be stored as a damaged photo.
+/// Returns what is missing when it is not whole.
+pub(crate) fn check_complete(kind: MediaKind, bytes: &[u8]) -> Result<(), &'static str> {
+    let complete = match kind {
+        MediaKind::Jpeg => jpeg_has_end(bytes),
+        MediaKind::Png => png_has_end(bytes),
+        MediaKind::Webp => u32_le(bytes, 4).is_some_and(|riff_bytes| riff_bytes as usize + 8 <= bytes.len()),
+    };
+    if complete {
+        Ok(())
+    } else {
+        Err(match kind {
+            MediaKind::Jpeg => "the JPEG is cut off: it has no end-of-image marker",
+            MediaKind::Png => "the PNG is cut off: it has no IEND chunk",
+            MediaKind::Webp => "the WebP is cut off: it is shorter than its RIFF header says",
+        })
+    }
+}
+
+/// Walks JPEG segments and entropy-coded scans to the end-of-image marker (FFD9).
+/// Inside a scan, FF is followed by 00 (stuffing), D0–D7 (restart) or FF (fill);
+/// anything else is the next marker (progressive images have many scans).
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let mut at = 2; // after SOI
+    loop {
+        let Some(&0xFF) = bytes.get(at) else { return false };
+        while bytes.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let Some(&marker) = bytes.get(at) else { return false };
+        at += 1;
+        match marker {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {
+                let Some(length) = u16_be(bytes, at) else { return false };
+                at += usize::from(length);
+                if marker == 0xDA {
+                    // Skip entropy-coded data up to the next real marker.
+                    loop {
+                        let Some(offset) = bytes.get(at..).and_then(|rest| rest.iter().position(|&byte| byte == 0xFF))
+                        else {
+                            return false;
+                        };
+                        at += offset;
+                        match bytes.get(at + 1) {
+                            None => return false,
+                            Some(0x00 | 0xD0..=0xD7) => at += 2,
+                            Some(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Walks PNG chunks (length, type, data, CRC) to IEND.
+fn png_has_end(bytes: &[u8]) -> bool {
+    let mut at = 8; // after the signature
+    while let Some(length) = u32_be(bytes, at) {
+        let Some(chunk_type) = bytes.get(at + 4..at + 8) else { return false };
+        if chunk_type == b"IEND" {
+            return true;
+        }
+        let Some(next) = (length as usize).checked_add(12).and_then(|chunk_bytes| at.checked_add(chunk_bytes)) else {
+            return false;
+        };
+        at = next;
+    }
+    false
+}
+
+fn u32_le(bytes: &[u8], at: usize) -> Option<u32> {
+    let quad = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]))
+}
+
 fn u16_be(bytes: &[u8], at: usize) -> Option<u16> {
     let pair = bytes.get(at..at.checked_add(2)?)?;
     Some(u16::from_be_bytes([pair[0], pair[1]]))

@@ -127,6 +127,9 @@ pub fn sniff(bytes: &[u8]) -> Option<MediaKind> {
     }
 }
 
+/// Allocation allowed to a decoder beyond the pixels themselves (ICC profile, text chunks).
+const METADATA_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
 /// Converts uploads. Blocking: runs on the caller's thread, but waits at a gate so at
 /// most `limits.workers` conversions run at once and at most
 /// `decoded_bytes_in_flight_max` bytes of decoded pixels are alive at once (a job
@@ -166,12 +169,13 @@ impl Pipeline {
         let declared = header::declared(kind, bytes)
             .ok_or_else(|| MediaError::Undecodable(format!("no image size found in the {} header", kind.mime())))?;
         self.check_pixels(declared.width, declared.height)?;
+        header::check_complete(kind, bytes).map_err(|missing| MediaError::Undecodable(missing.to_owned()))?;
 
         // Everything from opening the decoder (it copies the input) to the last derivative
         // runs inside the gate.
         let (width, height, derived) = {
             let _permit = self.gate.acquire(convert::decoded_bytes_estimate(&declared));
-            let mut decoder = convert::open_decoder(kind, bytes, self.decoder_limits())?;
+            let mut decoder = convert::open_decoder(kind, bytes, Self::decoder_limits(&declared))?;
             // The reservation was sized from our reading of the header; a decoder that reads
             // it differently is looking at a malformed file.
             let (width, height) = decoder.dimensions();
@@ -218,15 +222,16 @@ impl Pipeline {
         Ok(())
     }
 
-    /// No side may exceed the pixel limit on its own, and the decoder may allocate the
-    /// largest permitted image at 8 bytes per pixel (16-bit RGBA PNG) plus room for
-    /// metadata chunks.
-    fn decoder_limits(&self) -> image::Limits {
-        let side_max = u32::try_from(self.limits.pixels_max).unwrap_or(u32::MAX);
+    /// The image must be exactly what the header declared, and the decoder may allocate
+    /// its decoded size plus a little for metadata chunks (ICC profiles, text) — nothing
+    /// the header did not announce.
+    fn decoder_limits(declared: &header::Declared) -> image::Limits {
+        let decoded_bytes =
+            (u64::from(declared.width) * u64::from(declared.height)).saturating_mul(declared.decoded_bytes_per_pixel);
         let mut limits = image::Limits::default();
-        limits.max_image_width = Some(side_max);
-        limits.max_image_height = Some(side_max);
-        limits.max_alloc = Some(self.limits.pixels_max.saturating_mul(8).saturating_add(16 * 1024 * 1024));
+        limits.max_image_width = Some(declared.width);
+        limits.max_image_height = Some(declared.height);
+        limits.max_alloc = Some(decoded_bytes.saturating_add(METADATA_BYTES_MAX));
         limits
     }
 }

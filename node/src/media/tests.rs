@@ -128,13 +128,14 @@ fn pixel_limit_is_configurable() {
 fn truncated_and_corrupt_images_are_errors_not_panics() {
     let jpeg = jpeg_with_exif(96, 64, 6, true, quadrants(96, 64));
     let pipeline = pipeline();
-    // Cuts through the headers must fail; cuts in the scan may decode partially.
-    for cut in (0..jpeg.len()).step_by(37) {
-        let result = pipeline.process(&jpeg[..cut]);
-        if cut < 400 {
-            assert!(result.is_err(), "cut at {cut} of the headers decoded");
-        }
+    // Every cut fails: in the headers, and in the scan (decoders would fill the rest grey).
+    for cut in (0..jpeg.len() - 1).step_by(37).chain([jpeg.len() / 2, jpeg.len() - 2]) {
+        assert!(pipeline.process(&jpeg[..cut]).is_err(), "cut at {cut} of {} decoded", jpeg.len());
     }
+    assert!(pipeline.process(&jpeg).is_ok(), "the whole JPEG converts");
+    let mut progressive_like = jpeg.clone();
+    progressive_like.extend_from_slice(b"trailing bytes after EOI are allowed");
+    assert!(pipeline.process(&progressive_like).is_ok());
 
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
@@ -250,9 +251,9 @@ fn grayscale_jpeg_converts() {
     assert_eq!((processed.thumb.width, processed.thumb.height), (50, 40));
 }
 
-#[test]
-fn pipeline_runs_at_most_workers_conversions_at_once() {
-    let limits = MediaLimits { workers: 2, ..MediaLimits::default_for_pi() };
+/// Converts six photos on six threads through one pipeline and returns the most
+/// conversions seen inside the gate at once.
+fn most_conversions_at_once(limits: MediaLimits) -> usize {
     let pipeline = Arc::new(Pipeline::new(limits));
     // Small enough to keep the test quick in an unoptimised build, big enough to need a resize.
     let jpeg = Arc::new(jpeg_with_exif(600, 400, 1, false, |x, y| [(x % 256) as u8, (y % 256) as u8, 0]));
@@ -278,9 +279,21 @@ fn pipeline_runs_at_most_workers_conversions_at_once() {
     }
     done.store(true, Ordering::SeqCst);
     monitor.join().expect("monitor");
-    let observed = running_max.load(Ordering::SeqCst);
+    assert_eq!(pipeline.gate_stats(), GateStats::default(), "every permit returned");
+    running_max.load(Ordering::SeqCst)
+}
+
+#[test]
+fn pipeline_runs_at_most_workers_conversions_at_once() {
+    let observed = most_conversions_at_once(MediaLimits { workers: 2, ..MediaLimits::default_for_pi() });
     assert!((1..=2).contains(&observed), "saw {observed} conversions at once");
-    assert_eq!(pipeline.gate_stats(), GateStats::default());
+}
+
+#[test]
+fn decoded_bytes_budget_limits_conversions_at_once() {
+    // Each 600x400 job reserves 0.7 MB of pixels plus about 10.5 MB for its derivatives.
+    let limits = MediaLimits { workers: 6, decoded_bytes_in_flight_max: 15_000_000, ..MediaLimits::default_for_pi() };
+    assert_eq!(most_conversions_at_once(limits), 1);
 }
 
 #[test]
