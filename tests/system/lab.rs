@@ -203,6 +203,14 @@ impl Host {
     pub fn address(&self) -> Ipv4Addr {
         self.address.unwrap_or_else(|| panic!("host {} is not on the lab's link", self.namespace))
     }
+
+    /// Adds 10.213.<lab>.<last_octet>/24 to `eth0`, as DHCP would when it renews.
+    pub fn add_address(&self, last_octet: u8) -> Ipv4Addr {
+        let [a, b, c, _] = self.address().octets();
+        let address = Ipv4Addr::new(a, b, c, last_octet);
+        ip(&["-n", &self.namespace, "addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+        address
+    }
 }
 
 /// A real `edgenode serve` inside a lab host.

@@ -9,6 +9,7 @@
 #[path = "../system/lab.rs"]
 mod lab;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lab::{browse, discover, eventually, names_of, nodes_in, Lab, LabNode, Probe};
@@ -24,6 +25,8 @@ const TERMINATE_ALLOWANCE: Duration = Duration::from_secs(20);
 /// How long nodes get to find each other (probing, announcing, browsing).
 const NEARBY_WITHIN: Duration = Duration::from_secs(10);
 const TXT_RECORD_BYTES_MAX: usize = 400;
+/// How long two nodes started with one name get to end up under two.
+const NAMES_SETTLE_WITHIN: Duration = Duration::from_secs(20);
 
 /// Check 1: a client on the link resolves both services of the node, with its port,
 /// address and TXT values, and resolves `<name>.local`, each within 3 s.
@@ -150,7 +153,7 @@ fn three_nodes_on_a_link_find_each_other_and_discover_lists_them() {
             assert_eq!(listed["conflict"], false, "{listed}");
         }
         println!(
-            "check 3: {} lists {:?} over GET /api/v1/node/nearby ({} ms after all were up)",
+            "check 3: {} lists {:?} over GET /api/v1/node/nearby ({} ms after the nodes were up, the 3 s discover included)",
             node.name,
             names_of(&nearby),
             started.elapsed().as_millis()
@@ -170,33 +173,53 @@ fn two_nodes_with_one_name_come_up_under_distinct_names() {
     let mut first = LabNode::start(&first_host, "twin", "");
     let mut second = LabNode::start(&second_host, "twin", "");
 
-    let resolved = browse(&client, EDGENODE_SERVICE, 8, 2);
-    let mut names = names_of(&resolved);
-    names.dedup();
-    assert_eq!(names.len(), 2, "two distinct instance names: {resolved:#?}");
-    assert!(names.contains(&"twin".to_owned()), "one keeps the name: {names:?}");
-    let mut servers: Vec<&str> = resolved.iter().filter_map(|advert| advert["server"].as_str()).collect();
-    servers.sort();
-    servers.dedup();
-    assert_eq!(servers.len(), 2, "two distinct host names: {resolved:#?}");
-    let ids: Vec<&str> = resolved.iter().filter_map(|advert| advert["txt"]["id"].as_str()).collect();
-    assert!(
-        ids.contains(&first.ready.node_id.as_str()) && ids.contains(&second.ready.node_id.as_str()),
-        "{resolved:#?}"
-    );
+    let started = Instant::now();
+    // The names settle once both have probed and, where probing missed the clash
+    // (both probing at once), one of them has seen the other and renamed.
+    let adverts = eventually(NAMES_SETTLE_WITHIN, "two adverts with distinct names and hosts", || {
+        let latest = latest_per_instance(&browse(&client, EDGENODE_SERVICE, 3, 0));
+        let servers: BTreeSet<&str> = latest.values().filter_map(|advert| advert["server"].as_str()).collect();
+        let one_address_each =
+            latest.values().all(|advert| advert["addresses"].as_array().is_some_and(|addresses| addresses.len() == 1));
+        if latest.len() == 2 && servers.len() == 2 && one_address_each {
+            Ok(latest)
+        } else {
+            Err(format!("{latest:#?}"))
+        }
+    });
+    let settled_after = started.elapsed();
+    for node in [&first, &second] {
+        let advert = adverts
+            .values()
+            .find(|advert| advert["txt"]["id"] == node.ready.node_id.as_str())
+            .unwrap_or_else(|| panic!("no advert of node {}: {adverts:#?}", node.ready.node_id));
+        assert_eq!(advert["addresses"], serde_json::json!([node.address().to_string()]), "{advert}");
+        let server = advert["server"].as_str().expect("a host name");
+        let mut probe = Probe::spawn(&client, &["host", server, "--timeout", "3"]);
+        let answer = probe.wait_for(Duration::from_secs(8), "host answer", |event| event["event"] == "host");
+        assert_eq!(answer["addresses"], serde_json::json!([node.address().to_string()]), "{server}: {answer}");
+    }
+    let names: Vec<&String> = adverts.keys().collect();
+    let servers: Vec<&str> = adverts.values().filter_map(|advert| advert["server"].as_str()).collect();
 
     assert!(first.is_running() && second.is_running(), "a name clash never stops a node");
     for node in [&first, &second] {
         let (status, health) = node.https("GET", "/healthz", None, None);
         assert_eq!(status, 200, "{}: {health}", node.name);
     }
-    let renamed = [&first, &second]
+    let renames: Vec<String> = [&first, &second]
         .into_iter()
-        .find(|node| node.stderr_text().contains("already taken"))
-        .unwrap_or_else(|| panic!("neither node logged the rename"));
+        .flat_map(|node| {
+            let log = node.stderr_text();
+            let lines: Vec<String> = log.lines().filter(|line| is_rename_line(line)).map(str::to_owned).collect();
+            lines.into_iter().map(move |line| format!("{}: {line}", node.host().namespace))
+        })
+        .collect();
+    assert!(!renames.is_empty(), "the rename is logged");
     println!(
-        "check 4: instance names {names:?}, host names {servers:?}; {} logged the rename",
-        renamed.host().namespace
+        "check 4: settled after {} ms on {names:?} with hosts {servers:?}; renames logged:\n  {}",
+        settled_after.as_millis(),
+        renames.join("\n  ")
     );
 }
 
@@ -295,6 +318,50 @@ fn without_multicast_the_node_serves_and_logs_the_problem_once() {
         assert_eq!(complaints.len(), 1, "{}: the mDNS problem logged exactly once:\n{log}", node.name);
         println!("check 6: {} answered /healthz {status}; logged once: {}", node.name, complaints[0]);
     }
+}
+
+/// Beyond the six checks: a new address on the node's interface is announced
+/// (mdns-sd looks for address changes every 5 s).
+#[test]
+fn a_new_address_is_announced() {
+    if !lab::enabled() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (server, client) = (lab.host(), lab.host());
+    let _node = LabNode::start(&server, "mover", "");
+    let mut watcher = Probe::spawn(&client, &["browse", EDGENODE_SERVICE, "--timeout", "60"]);
+    watcher.wait_for(RESOLVE_WITHIN + Duration::from_secs(2), "mover resolved", |event| {
+        event["event"] == "resolved" && event["name"] == "mover"
+    });
+
+    let new_address = server.add_address(99);
+    let added = Instant::now();
+    let event = watcher.wait_for(Duration::from_secs(15), &format!("mover re-announced with {new_address}"), |event| {
+        event["event"] == "resolved"
+            && event["addresses"]
+                .as_array()
+                .is_some_and(|addresses| addresses.contains(&Value::from(new_address.to_string())))
+    });
+    println!(
+        "re-announce: {new_address} seen {} ms after it was added: {}",
+        watcher.last_arrival().saturating_duration_since(added).as_millis(),
+        event["addresses"]
+    );
+}
+
+/// A rename, by mdns-sd while probing or by the node after seeing the other advert.
+fn is_rename_line(line: &str) -> bool {
+    line.contains("WARN") && (line.contains("already taken") || line.contains("also uses our name"))
+}
+
+/// The last resolved event of each instance, by full name.
+fn latest_per_instance(resolved: &[Value]) -> BTreeMap<String, Value> {
+    let mut latest = BTreeMap::new();
+    for advert in resolved {
+        latest.insert(advert["fullname"].as_str().unwrap_or("?").to_owned(), advert.clone());
+    }
+    latest
 }
 
 fn only_instance<'a>(resolved: &'a [Value], name: &str, service_type: &str) -> &'a Value {

@@ -7,6 +7,11 @@
 //! Discovery is an address hint only: identity is always checked against a pinned
 //! key, and an advert is never trusted for being on the link. mDNS failing (no
 //! multicast, no interface) is logged once; the node keeps serving without it.
+//!
+//! Names: mdns-sd probes and renames what it catches (`name (2)`, `name-2.local`);
+//! `Announcer::check_names` renames what its probing misses (two nodes probing at
+//! once both keep a name). Threads: mdns-sd's daemon, one following our browse
+//! (`Browser`), one following daemon events (renames, errors, address changes).
 
 pub mod rules;
 pub mod table;
@@ -36,6 +41,12 @@ const UNREGISTER_WAIT: Duration = Duration::from_secs(1);
 const GOODBYE_RESEND_WAIT: Duration = Duration::from_millis(300);
 /// How often the event threads look at their stop flag.
 const EVENT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long our names must have been still before a clash with another advert is
+/// acted on (mdns-sd probes for about a second, and renames what it catches).
+const NAMES_SETTLE_TIME: Duration = Duration::from_secs(3);
+/// Renames after clashes per run; past this the node keeps its name (a rogue could
+/// otherwise chase it through names forever).
+const RENAMES_MAX: usize = 16;
 /// Distinct messages remembered by the log-once filter; past this, repeats may be logged.
 const LOGGED_ONCE_MAX: usize = 256;
 
@@ -79,7 +90,8 @@ pub enum DiscoveryError {
 pub struct Discovery {
     running: Option<Running>,
     nearby: NearbyHandle,
-    instance_name: Arc<Mutex<String>>,
+    /// The configured name, for a Discovery that does nothing.
+    name: String,
 }
 
 /// A cheap, cloneable view of the nearby table, for whoever answers
@@ -91,10 +103,25 @@ pub struct NearbyHandle {
 
 struct Running {
     daemon: ServiceDaemon,
-    /// Full names we registered (before any rename: mdns-sd keeps them as keys).
-    registered: Vec<String>,
+    announcer: Arc<Mutex<Announcer>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Our two registrations and the names they use, renamed after a clash.
+struct Announcer {
+    daemon: ServiceDaemon,
+    advertisement: Advertisement,
+    names: rules::OwnNames,
+    /// Full names as registered (mdns-sd keys its services by them, also after it
+    /// renamed one on the link).
+    registered: Vec<String>,
+    renames: usize,
+    /// When the names last changed (registered, or renamed by mdns-sd): clashes are
+    /// judged only once they have settled.
+    names_changed: Instant,
+    /// Set on shutdown: nothing is registered again.
+    withdrawn: bool,
 }
 
 impl Discovery {
@@ -107,8 +134,7 @@ impl Discovery {
             advertisement.siblings_pins.clone(),
         );
         let nearby = NearbyHandle { table: Arc::new(Mutex::new(table)) };
-        let instance_name = Arc::new(Mutex::new(advertisement.name.clone()));
-        let running = match Running::start(&advertisement, &nearby, &instance_name) {
+        let running = match Running::start(&advertisement, &nearby) {
             Ok(running) => Some(running),
             Err(error) => {
                 tracing::warn!(
@@ -118,7 +144,7 @@ impl Discovery {
                 None
             }
         };
-        Discovery { running, nearby, instance_name }
+        Discovery { running, nearby, name: advertisement.name }
     }
 
     /// A snapshot of the nearby nodes, this node excluded.
@@ -133,7 +159,10 @@ impl Discovery {
 
     /// The instance name on the link: the node name, or e.g. `name (2)` after a clash.
     pub fn instance_name(&self) -> String {
-        lock(&self.instance_name).clone()
+        match &self.running {
+            Some(running) => lock(&running.announcer).names.instance.clone(),
+            None => self.name.clone(),
+        }
     }
 
     /// Whether mDNS runs (false when it failed to start).
@@ -169,13 +198,9 @@ impl NearbyHandle {
 }
 
 impl Running {
-    fn start(
-        advertisement: &Advertisement,
-        nearby: &NearbyHandle,
-        instance_name: &Arc<Mutex<String>>,
-    ) -> Result<Running, DiscoveryError> {
+    fn start(advertisement: &Advertisement, nearby: &NearbyHandle) -> Result<Running, DiscoveryError> {
         let daemon = ServiceDaemon::new().map_err(DiscoveryError::Daemon)?;
-        match Running::configure(daemon.clone(), advertisement, nearby, instance_name) {
+        match Running::configure(daemon.clone(), advertisement, nearby) {
             Ok(running) => Ok(running),
             Err(error) => {
                 let _ = daemon.shutdown();
@@ -188,7 +213,6 @@ impl Running {
         daemon: ServiceDaemon,
         advertisement: &Advertisement,
         nearby: &NearbyHandle,
-        instance_name: &Arc<Mutex<String>>,
     ) -> Result<Running, DiscoveryError> {
         let configured = advertisement.interfaces.clone();
         let listen_ip = advertisement.listen_ip;
@@ -196,13 +220,9 @@ impl Running {
             rules::interface_selected(&configured, facts) && rules::address_served(listen_ip, address)
         })?;
         let monitor = daemon.monitor().map_err(DiscoveryError::Command)?;
-        let browse = daemon.browse(SERVICE_TYPE).map_err(DiscoveryError::Command)?;
-        let mut registered = Vec::new();
-        for service_type in [SERVICE_TYPE, HTTPS_SERVICE_TYPE] {
-            let info = service_info(service_type, advertisement)?;
-            registered.push(info.get_fullname().to_owned());
-            daemon.register(info).map_err(DiscoveryError::Command)?;
-        }
+        let browser = Browser::start(&daemon)?;
+        let mut announcer = Announcer::new(daemon.clone(), advertisement.clone());
+        announcer.register()?;
         wait_for_daemon(&daemon)?;
 
         let logged = LogOnce::default();
@@ -224,21 +244,67 @@ impl Running {
             );
         }
 
+        let announcer = Arc::new(Mutex::new(announcer));
         let stop = Arc::new(AtomicBool::new(false));
         let browse_thread = spawn_named("edgenode-mdns-browse", {
-            let (nearby, stop, logged) = (nearby.clone(), stop.clone(), logged.clone());
-            move || follow_browse_events(browse, &nearby, &stop, &logged)
+            let (nearby, announcer, stop, logged) = (nearby.clone(), announcer.clone(), stop.clone(), logged.clone());
+            move || follow_browse_events(browser, &nearby, &announcer, &stop, &logged)
         })?;
         let monitor_thread = spawn_named("edgenode-mdns-monitor", {
-            let (instance_name, stop) = (instance_name.clone(), stop.clone());
-            move || follow_daemon_events(monitor, &instance_name, listen_ip, &stop, &logged)
-        })?;
-        Ok(Running { daemon, registered, stop, threads: vec![browse_thread, monitor_thread] })
+            let (announcer, stop) = (announcer.clone(), stop.clone());
+            move || follow_daemon_events(monitor, &announcer, listen_ip, &stop, &logged)
+        })
+        .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+        Ok(Running { daemon, announcer, stop, threads: vec![browse_thread, monitor_thread] })
     }
 
     fn stop(self) {
-        for fullname in &self.registered {
-            match self.daemon.unregister(fullname) {
+        self.stop.store(true, Ordering::Relaxed);
+        lock(&self.announcer).withdraw();
+        std::thread::sleep(GOODBYE_RESEND_WAIT);
+        if let Ok(status) = self.daemon.shutdown() {
+            let _ = status.recv_timeout(DAEMON_ANSWER_WAIT);
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        tracing::info!("mDNS: adverts withdrawn");
+    }
+}
+
+impl Announcer {
+    fn new(daemon: ServiceDaemon, advertisement: Advertisement) -> Announcer {
+        let names = rules::OwnNames {
+            instance: advertisement.name.clone(),
+            host_label: rules::host_label(&advertisement.name),
+        };
+        Announcer {
+            daemon,
+            advertisement,
+            names,
+            registered: Vec::new(),
+            renames: 0,
+            names_changed: Instant::now(),
+            withdrawn: false,
+        }
+    }
+
+    /// Registers both services under the current names.
+    fn register(&mut self) -> Result<(), DiscoveryError> {
+        for service_type in [SERVICE_TYPE, HTTPS_SERVICE_TYPE] {
+            let info = service_info(service_type, &self.advertisement, &self.names)?;
+            let fullname = info.get_fullname().to_owned();
+            self.daemon.register(info).map_err(DiscoveryError::Command)?;
+            self.registered.push(fullname);
+        }
+        self.names_changed = Instant::now();
+        Ok(())
+    }
+
+    /// Unregisters what is registered (mdns-sd sends the goodbye packets).
+    fn unregister(&mut self) {
+        for fullname in self.registered.drain(..) {
+            match self.daemon.unregister(&fullname) {
                 Ok(status) => {
                     if status.recv_timeout(UNREGISTER_WAIT).is_err() {
                         tracing::debug!(%fullname, "mDNS: unregister not acknowledged in time");
@@ -247,15 +313,61 @@ impl Running {
                 Err(error) => tracing::debug!(%fullname, %error, "mDNS: cannot unregister"),
             }
         }
-        std::thread::sleep(GOODBYE_RESEND_WAIT);
-        if let Ok(status) = self.daemon.shutdown() {
-            let _ = status.recv_timeout(DAEMON_ANSWER_WAIT);
+    }
+
+    fn withdraw(&mut self) {
+        self.withdrawn = true;
+        self.unregister();
+    }
+
+    /// Follows a rename mdns-sd made itself after a clash it saw while probing.
+    fn handle_name_change(&mut self, change: &mdns_sd::DnsNameChange) {
+        self.names_changed = Instant::now();
+        if matches!(change.rr_type, mdns_sd::RRType::A | mdns_sd::RRType::AAAA) {
+            let new_host = change.new_name.trim_end_matches('.');
+            if let Some(label) = new_host.strip_suffix(".local").filter(|label| !label.is_empty()) {
+                self.names.host_label = label.to_owned();
+            }
+        } else if let Some(instance) = table::instance_name(&change.new_name, SERVICE_TYPE) {
+            self.names.instance = instance;
         }
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            let _ = thread.join();
+    }
+
+    /// Renames and re-registers if another node's advert uses one of our names and
+    /// the rule says we yield (`rules::name_clash`). Judged only after our names have
+    /// been still for `NAMES_SETTLE_TIME`, so mdns-sd's own probing, which renames
+    /// what it catches, goes first; this fixes what it missed. Returns the names
+    /// before and after, and the other node's id.
+    fn check_names(
+        &mut self,
+        now: Instant,
+        others: &[table::AdvertNames],
+    ) -> Option<(rules::OwnNames, rules::OwnNames, String)> {
+        if self.withdrawn || self.renames >= RENAMES_MAX {
+            return None;
         }
-        tracing::info!("mDNS: adverts withdrawn");
+        if now.saturating_duration_since(self.names_changed) < NAMES_SETTLE_TIME {
+            return None;
+        }
+        let own_identity = (self.advertisement.node_id.as_str(), self.advertisement.pin.as_str());
+        let (clash, other) = others.iter().find_map(|other| {
+            let other_identity = (other.node_id.as_str(), other.pin.as_str());
+            rules::name_clash(&self.names, own_identity, &other.instance, &other.host, other_identity)
+                .map(|clash| (clash, other))
+        })?;
+        self.renames += 1;
+        let before = self.names.clone();
+        if clash.instance {
+            self.names.instance = rules::next_instance_name(&self.names.instance);
+        }
+        if clash.host {
+            self.names.host_label = rules::next_host_label(&self.names.host_label);
+        }
+        self.unregister();
+        if let Err(error) = self.register() {
+            tracing::warn!(%error, "mDNS: cannot advertise under the new name");
+        }
+        Some((before, self.names.clone(), other.node_id.clone()))
     }
 }
 
@@ -272,7 +384,7 @@ pub fn browse_once(timeout: Duration) -> Result<Vec<NearbyNode>, DiscoveryError>
 
 fn browse_with(daemon: &ServiceDaemon, timeout: Duration) -> Result<Vec<NearbyNode>, DiscoveryError> {
     let chosen = select_interfaces(daemon, |facts, _address| rules::interface_browsed(facts))?;
-    let events = daemon.browse(SERVICE_TYPE).map_err(DiscoveryError::Command)?;
+    let browser = Browser::start(daemon)?;
     wait_for_daemon(daemon)?;
     if lock(&chosen).is_empty() {
         return Err(DiscoveryError::NoInterfaces);
@@ -284,7 +396,7 @@ fn browse_with(daemon: &ServiceDaemon, timeout: Duration) -> Result<Vec<NearbyNo
         if remaining.is_zero() {
             break;
         }
-        match events.recv_timeout(remaining) {
+        match browser.next_event(remaining.min(EVENT_POLL_INTERVAL)) {
             Ok(ServiceEvent::ServiceResolved(service)) => {
                 if let Err(rejected) = table.handle_resolved(Instant::now(), advert_from(&service)) {
                     tracing::debug!(fullname = %service.fullname, %rejected, "mDNS: advert ignored");
@@ -294,7 +406,7 @@ fn browse_with(daemon: &ServiceDaemon, timeout: Duration) -> Result<Vec<NearbyNo
                 table.handle_removed(&fullname);
             }
             Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -377,13 +489,17 @@ fn wait_for_daemon(daemon: &ServiceDaemon) -> Result<(), DiscoveryError> {
     status.recv_timeout(DAEMON_ANSWER_WAIT).map(|_| ()).map_err(|_| DiscoveryError::Unresponsive(DAEMON_ANSWER_WAIT))
 }
 
-fn service_info(service_type: &str, advertisement: &Advertisement) -> Result<ServiceInfo, DiscoveryError> {
-    let host = format!("{}.local.", rules::host_label(&advertisement.name));
+fn service_info(
+    service_type: &str,
+    advertisement: &Advertisement,
+    names: &rules::OwnNames,
+) -> Result<ServiceInfo, DiscoveryError> {
+    let host = format!("{}.local.", names.host_label);
     let properties = rules::txt_properties(&advertisement.node_id, &advertisement.pin, &advertisement.region);
     let all_addresses = advertisement.listen_ip.is_unspecified();
     let addresses: Vec<IpAddr> = if all_addresses { Vec::new() } else { vec![advertisement.listen_ip] };
     let info =
-        ServiceInfo::new(service_type, &advertisement.name, &host, &addresses[..], advertisement.port, &properties[..])
+        ServiceInfo::new(service_type, &names.instance, &host, &addresses[..], advertisement.port, &properties[..])
             .map_err(DiscoveryError::Advertisement)?;
     // With all addresses, mdns-sd fills in those of the chosen interfaces and
     // re-announces when they change.
@@ -393,6 +509,7 @@ fn service_info(service_type: &str, advertisement: &Advertisement) -> Result<Ser
 fn advert_from(service: &mdns_sd::ResolvedService) -> Advert {
     Advert {
         fullname: service.fullname.clone(),
+        host: service.host.clone(),
         port: service.port,
         addresses: service.addresses.iter().map(ToString::to_string).collect(),
         txt: service
@@ -403,50 +520,96 @@ fn advert_from(service: &mdns_sd::ResolvedService) -> Advert {
     }
 }
 
-fn follow_browse_events(events: Receiver<ServiceEvent>, nearby: &NearbyHandle, stop: &AtomicBool, logged: &LogOnce) {
+/// The daemon's subscriptions: `_edgenode._udp`, and a cache-only one to `_https._tcp`.
+///
+/// Why the second: mdns-sd keeps only records that answer a question it asked. Our
+/// two services share the host's A/AAAA records, and RFC 6762's once-a-second rule
+/// puts those in whichever announcement goes out first, so they often come only with
+/// the `_https._tcp` one; answers to a direct query are then held back for a second.
+/// Subscribing to `_https._tcp` (no queries sent) keeps those address records, and
+/// `_edgenode._udp` adverts resolve at once instead of seconds later.
+struct Browser {
+    events: Receiver<ServiceEvent>,
+    https_events: Receiver<ServiceEvent>,
+}
+
+impl Browser {
+    fn start(daemon: &ServiceDaemon) -> Result<Browser, DiscoveryError> {
+        let events = daemon.browse(SERVICE_TYPE).map_err(DiscoveryError::Command)?;
+        let https_events = daemon.browse_cache(HTTPS_SERVICE_TYPE).map_err(DiscoveryError::Command)?;
+        Ok(Browser { events, https_events })
+    }
+
+    /// The next `_edgenode._udp` event within `timeout`. The `_https._tcp` events are
+    /// dropped unread, but read: mdns-sd ends a subscription whose channel is full.
+    fn next_event(&self, timeout: Duration) -> Result<ServiceEvent, RecvTimeoutError> {
+        let event = self.events.recv_timeout(timeout);
+        self.https_events.try_iter().for_each(drop);
+        event
+    }
+}
+
+fn follow_browse_events(
+    browser: Browser,
+    nearby: &NearbyHandle,
+    announcer: &Mutex<Announcer>,
+    stop: &AtomicBool,
+    logged: &LogOnce,
+) {
     while !stop.load(Ordering::Relaxed) {
-        let event = match events.recv_timeout(EVENT_POLL_INTERVAL) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Timeout) => continue,
+        match browser.next_event(EVENT_POLL_INTERVAL) {
+            Ok(event) => handle_browse_event(event, nearby, logged),
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
-        };
-        match event {
-            ServiceEvent::ServiceResolved(service) => {
-                let advert = advert_from(&service);
-                let addresses = advert.addresses.clone();
-                let outcome = lock(&nearby.table).handle_resolved(Instant::now(), advert);
-                match outcome {
-                    Ok(sighting) => {
-                        if sighting.seen == Seen::NewNode {
-                            tracing::info!(
-                                node_id = %sighting.node_id, name = %sighting.name, ?addresses,
-                                port = service.port, "mDNS: nearby node seen"
-                            );
-                        }
-                        if sighting.conflict {
-                            logged.warn(&format!("conflict {}", sighting.node_id), || {
-                                tracing::warn!(
-                                    node_id = %sighting.node_id, name = %sighting.name,
-                                    "mDNS: this node id is advertised with more than one pin; \
-                                     both adverts are listed as conflicting and neither is trusted"
-                                )
-                            });
-                        }
-                    }
-                    Err(rejected) => tracing::debug!(fullname = %service.fullname, %rejected, "mDNS: advert ignored"),
-                }
-            }
-            ServiceEvent::ServiceRemoved(_, fullname) if lock(&nearby.table).handle_removed(&fullname) => {
-                tracing::info!(%fullname, "mDNS: nearby node gone");
-            }
-            _ => {}
         }
+        let others = lock(&nearby.table).other_adverts();
+        if let Some((before, after, other_node_id)) = lock(announcer).check_names(Instant::now(), &others) {
+            tracing::warn!(
+                %other_node_id, name = %after.instance, host = %format!("{}.local", after.host_label),
+                "mDNS: another node also uses our name ({} on {}.local); advertising under a new one",
+                before.instance, before.host_label
+            );
+        }
+    }
+}
+
+fn handle_browse_event(event: ServiceEvent, nearby: &NearbyHandle, logged: &LogOnce) {
+    match event {
+        ServiceEvent::ServiceResolved(service) => {
+            let advert = advert_from(&service);
+            let addresses = advert.addresses.clone();
+            let outcome = lock(&nearby.table).handle_resolved(Instant::now(), advert);
+            match outcome {
+                Ok(sighting) => {
+                    if sighting.seen == Seen::NewNode {
+                        tracing::info!(
+                            node_id = %sighting.node_id, name = %sighting.name, ?addresses,
+                            port = service.port, "mDNS: nearby node seen"
+                        );
+                    }
+                    if sighting.conflict {
+                        logged.warn(&format!("conflict {}", sighting.node_id), || {
+                            tracing::warn!(
+                                node_id = %sighting.node_id, name = %sighting.name,
+                                "mDNS: this node id is advertised with more than one pin; \
+                                 both adverts are listed as conflicting and neither is trusted"
+                            )
+                        });
+                    }
+                }
+                Err(rejected) => tracing::debug!(fullname = %service.fullname, %rejected, "mDNS: advert ignored"),
+            }
+        }
+        ServiceEvent::ServiceRemoved(_, fullname) if lock(&nearby.table).handle_removed(&fullname) => {
+            tracing::info!(%fullname, "mDNS: nearby node gone");
+        }
+        _ => {}
     }
 }
 
 fn follow_daemon_events(
     events: Receiver<DaemonEvent>,
-    instance_name: &Mutex<String>,
+    announcer: &Mutex<Announcer>,
     listen_ip: IpAddr,
     stop: &AtomicBool,
     logged: &LogOnce,
@@ -459,9 +622,7 @@ fn follow_daemon_events(
         };
         match event {
             DaemonEvent::NameChange(change) => {
-                if let Some(new_instance) = table::instance_name(&change.new_name, SERVICE_TYPE) {
-                    *lock(instance_name) = new_instance;
-                }
+                lock(announcer).handle_name_change(&change);
                 logged.warn(&format!("rename {} {}", change.original, change.new_name), || {
                     tracing::warn!(
                         original = %change.original, new_name = %change.new_name, interface = %change.intf_name,
@@ -582,7 +743,8 @@ mod tests {
             interfaces: Vec::new(),
             siblings_pins: Vec::new(),
         };
-        let info = service_info(SERVICE_TYPE, &advertisement).expect("a valid service");
+        let names = rules::OwnNames { instance: "Kitchen node".into(), host_label: "kitchen-node".into() };
+        let info = service_info(SERVICE_TYPE, &advertisement, &names).expect("a valid service");
         assert_eq!(info.get_fullname(), "Kitchen node._edgenode._udp.local.");
         assert_eq!(info.get_hostname(), "kitchen-node.local.");
         assert_eq!(info.get_port(), 8443);
@@ -591,7 +753,7 @@ mod tests {
         assert_eq!(info.get_property_val_str("v"), Some("1"));
 
         let pinned = Advertisement { listen_ip: "10.213.0.11".parse().unwrap(), ..advertisement };
-        let info = service_info(HTTPS_SERVICE_TYPE, &pinned).expect("a valid service");
+        let info = service_info(HTTPS_SERVICE_TYPE, &pinned, &names).expect("a valid service");
         assert!(!info.is_addr_auto());
         assert_eq!(info.get_addresses_v4().into_iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.213.0.11"]);
     }

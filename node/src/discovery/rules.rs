@@ -115,6 +115,70 @@ pub fn address_served(listen_ip: IpAddr, address: IpAddr) -> bool {
     }
 }
 
+/// The names this node holds on the link: its instance name (the same for both
+/// services) and the label of its host `<label>.local`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnNames {
+    pub instance: String,
+    pub host_label: String,
+}
+
+/// Which of our names another node's advert also uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameClash {
+    pub instance: bool,
+    pub host: bool,
+}
+
+/// Whether another node advertises one of our names (instance or host) *and* we are
+/// the one to give it up: the node whose `(node id, pin)` sorts later yields, so of
+/// two nodes that both notice, exactly one renames.
+///
+/// mdns-sd resolves clashes it sees while probing; this catches what its probing
+/// misses (two nodes probing at once, after a power cut, can both keep a name).
+pub fn name_clash(
+    own: &OwnNames,
+    own_identity: (&str, &str),
+    other_instance: &str,
+    other_host: &str,
+    other_identity: (&str, &str),
+) -> Option<NameClash> {
+    if own_identity <= other_identity {
+        return None; // ourselves (equal), or the other node yields
+    }
+    let other_host = other_host.trim_end_matches('.');
+    let clash = NameClash {
+        instance: own.instance.eq_ignore_ascii_case(other_instance),
+        host: other_host.eq_ignore_ascii_case(&format!("{}.local", own.host_label)),
+    };
+    (clash.instance || clash.host).then_some(clash)
+}
+
+/// The next instance name after a clash, as RFC 6763 suggests: `twin` → `twin (2)`
+/// → `twin (3)`.
+pub fn next_instance_name(current: &str) -> String {
+    if let Some((base, number)) = current.strip_suffix(')').and_then(|rest| rest.rsplit_once(" (")) {
+        if let Ok(number) = number.parse::<u32>() {
+            return format!("{base} ({})", number.saturating_add(1));
+        }
+    }
+    format!("{current} (2)")
+}
+
+/// The next host label after a clash: `twin` → `twin-2` → `twin-3`, within one DNS label.
+pub fn next_host_label(current: &str) -> String {
+    let (base, next) = match current.rsplit_once('-') {
+        Some((base, number)) if !base.is_empty() => match number.parse::<u32>() {
+            Ok(number) => (base, number.saturating_add(1)),
+            Err(_) => (current, 2),
+        },
+        _ => (current, 2),
+    };
+    let suffix = format!("-{next}");
+    let base = truncate_at_char_boundary(base, HOST_LABEL_BYTES_MAX - suffix.len());
+    format!("{base}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +270,40 @@ mod tests {
         assert!(address_served(any_v4, v4) && !address_served(any_v4, v6));
         assert!(address_served(any_v6, v4) && address_served(any_v6, v6));
         assert!(address_served(v4, "192.168.1.2".parse().unwrap()) && !address_served(v4, v6));
+    }
+
+    fn own_names() -> OwnNames {
+        OwnNames { instance: "twin".into(), host_label: "twin".into() }
+    }
+
+    #[test]
+    fn of_two_nodes_on_one_name_the_later_identity_yields() {
+        let clash = name_clash(&own_names(), ("b-id", "pin"), "Twin", "twin.local.", ("a-id", "pin"));
+        assert_eq!(clash, Some(NameClash { instance: true, host: true }));
+        assert_eq!(name_clash(&own_names(), ("a-id", "pin"), "twin", "twin.local.", ("b-id", "pin")), None);
+    }
+
+    #[test]
+    fn a_clash_on_the_host_alone_is_told_apart() {
+        let clash = name_clash(&own_names(), ("b", "p"), "twin (2)", "TWIN.local", ("a", "p"));
+        assert_eq!(clash, Some(NameClash { instance: false, host: true }));
+        assert_eq!(name_clash(&own_names(), ("b", "p"), "twin (2)", "twin-2.local.", ("a", "p")), None);
+    }
+
+    #[test]
+    fn our_own_advert_and_an_impostor_with_a_smaller_pin_are_handled() {
+        assert_eq!(name_clash(&own_names(), ("id", "pin"), "twin", "twin.local.", ("id", "pin")), None);
+        assert!(name_clash(&own_names(), ("id", "pin-b"), "twin", "twin.local.", ("id", "pin-a")).is_some());
+    }
+
+    #[test]
+    fn renamed_names_count_up() {
+        assert_eq!(next_instance_name("twin"), "twin (2)");
+        assert_eq!(next_instance_name("twin (2)"), "twin (3)");
+        assert_eq!(next_instance_name("twin (x)"), "twin (x) (2)");
+        assert_eq!(next_host_label("twin"), "twin-2");
+        assert_eq!(next_host_label("twin-2"), "twin-3");
+        assert_eq!(next_host_label("my-node"), "my-node-2");
+        assert_eq!(next_host_label(&"a".repeat(63)), format!("{}-2", "a".repeat(61)));
     }
 }

@@ -47,6 +47,8 @@ pub struct NearbyNode {
 pub struct Advert {
     /// `<instance>._edgenode._udp.local.`, the key of the advert on the link.
     pub fullname: String,
+    /// The SRV target, e.g. `kitchen.local.`.
+    pub host: String,
     pub port: u16,
     pub addresses: Vec<String>,
     /// TXT key/value pairs; a key without value has an empty one.
@@ -82,6 +84,7 @@ pub enum Seen {
 pub struct Sighting {
     pub seen: Seen,
     pub node_id: String,
+    /// The instance name (unescaped).
     pub name: String,
     /// The node id is now claimed with more than one pin.
     pub conflict: bool,
@@ -92,10 +95,21 @@ struct Entry {
     name: String,
     node_id: String,
     pin: String,
+    host: String,
     region: String,
     addresses: Vec<String>,
     port: u16,
     last_seen: Instant,
+}
+
+/// The names and identity of an advert from another node, for name-clash checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertNames {
+    pub instance: String,
+    /// The SRV target, e.g. `kitchen.local.`.
+    pub host: String,
+    pub node_id: String,
+    pub pin: String,
 }
 
 /// The nearby nodes, keyed by advert full name.
@@ -159,7 +173,8 @@ impl NearbyTable {
         let entry = Entry {
             name: name.clone(),
             node_id: node_id.clone(),
-            pin,
+            pin: pin.clone(),
+            host: advert.host,
             region,
             addresses,
             port: advert.port,
@@ -232,6 +247,20 @@ impl NearbyTable {
         }
         nodes.sort_by(|a, b| (&a.name, &a.node_id, &a.pin).cmp(&(&b.name, &b.node_id, &b.pin)));
         nodes
+    }
+
+    /// Names and identities of every advert but our own.
+    pub fn other_adverts(&self) -> Vec<AdvertNames> {
+        self.adverts
+            .values()
+            .filter(|entry| !self.is_ourselves(&entry.node_id, &entry.pin))
+            .map(|entry| AdvertNames {
+                instance: entry.name.clone(),
+                host: entry.host.clone(),
+                node_id: entry.node_id.clone(),
+                pin: entry.pin.clone(),
+            })
+            .collect()
     }
 
     /// How many adverts the table holds (ourselves included).
@@ -316,6 +345,7 @@ mod tests {
             .collect();
         Advert {
             fullname: format!("{instance}.{SERVICE}"),
+            host: format!("{instance}.local."),
             port: 8443,
             addresses: addresses.iter().map(|address| address.to_string()).collect(),
             txt,
@@ -350,6 +380,24 @@ mod tests {
                 last_seen_ms_ago: 1500,
                 paired: true,
                 conflict: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn the_names_of_other_adverts_are_listed_for_clash_checks() {
+        let t0 = Instant::now();
+        let mut table = table_with_sibling("sha256/x");
+        table.handle_resolved(t0, advert("me", OWN_ID, OWN_PIN, &[])).unwrap();
+        table.handle_resolved(t0, advert("twin", "id-t", "sha256/t", &[])).unwrap();
+        let others = table.other_adverts();
+        assert_eq!(
+            others,
+            vec![AdvertNames {
+                instance: "twin".into(),
+                host: "twin.local.".into(),
+                node_id: "id-t".into(),
+                pin: "sha256/t".into()
             }]
         );
     }
