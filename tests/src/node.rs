@@ -127,21 +127,9 @@ impl Node {
     /// Asks the node to stop with SIGTERM and waits for it to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("the node is running");
-        let status =
-            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("running `kill -TERM`");
-        assert!(status.success(), "`kill -TERM {}` failed: {status}", child.id());
-        let deadline = Instant::now() + TERMINATE_TIMEOUT;
-        loop {
-            if let Some(exit) = child.try_wait().expect("waiting for the node") {
-                return exit;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the node did not exit within {TERMINATE_TIMEOUT:?} of SIGTERM\n{}", self.stderr_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate_child(&mut child).unwrap_or_else(|| {
+            panic!("the node did not exit within {TERMINATE_TIMEOUT:?} of SIGTERM\n{}", self.stderr_text())
+        })
     }
 
     /// Starts the node again on the same data dir with the same arguments (killing it
@@ -194,6 +182,25 @@ impl Drop for Node {
 
 /// The `edgenode` binary that cargo built: `EDGENODE_BIN`, else
 /// `$CARGO_TARGET_DIR/debug/edgenode`, else `<workspace>/target/debug/edgenode`.
+/// Sends SIGTERM to a node process we started and waits up to `TERMINATE_TIMEOUT`
+/// for it to exit; `None` (after killing it) when it did not.
+pub fn terminate_child(child: &mut Child) -> Option<ExitStatus> {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("running `kill -TERM`");
+    assert!(status.success(), "`kill -TERM {}` failed: {status}", child.id());
+    let deadline = Instant::now() + TERMINATE_TIMEOUT;
+    loop {
+        if let Some(exit) = child.try_wait().expect("waiting for the node") {
+            return Some(exit);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn edgenode_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("EDGENODE_BIN") {
         return PathBuf::from(path);

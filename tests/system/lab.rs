@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgenode_tests::node::{edgenode_binary, parse_ready_line, ReadyLine};
+use edgenode_tests::node::{edgenode_binary, parse_ready_line, terminate_child, ReadyLine};
 use serde_json::{json, Value};
 
 /// The tier runs only when this is `1`.
@@ -30,7 +30,6 @@ pub const CLAIM_CODE: &str = "CODE12345";
 const ADMIN_PASSWORD: &str = "sunsets over the harbour 42";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const TERMINATE_TIMEOUT: Duration = Duration::from_secs(20);
 const OUTPUT_KEPT_BYTES_MAX: usize = 1024 * 1024;
 const HTTPS_TIMEOUT_SECONDS: &str = "5";
 
@@ -293,23 +292,9 @@ impl LabNode {
     /// Sends SIGTERM to the node (our own child) and waits for it to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("the node is running");
-        run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
-        let deadline = Instant::now() + TERMINATE_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for the node") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "node {} did not exit within {TERMINATE_TIMEOUT:?} of SIGTERM\n{}",
-                    self.name,
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate_child(&mut child).unwrap_or_else(|| {
+            panic!("node {} did not exit within its time of SIGTERM\n{}", self.name, self.stderr_text())
+        })
     }
 
     /// One HTTPS request from inside the node's namespace, with curl pinned to the
