@@ -9,6 +9,7 @@ pub mod metrics;
 mod routes;
 mod social;
 pub mod throttle;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -81,6 +81,14 @@ pub fn table() -> &'static [Route] {
                 "Your and followed users' posts, newest first: {items, next_cursor}"),
             route!(GET "/api/v1/search", OptionalUser, None, social::search,
                 "Search public posts (words, #tags) and handles: {users, posts}"),
+            route!(GET "/", Anyone, None, super::web::index, "The web app: the page every screen starts from"),
+            route!(GET "/app/app.js", Anyone, None, super::web::asset, "Web app: screens and navigation"),
+            route!(GET "/app/api.js", Anyone, None, super::web::asset, "Web app: calls to this API, uploads with progress"),
+            route!(GET "/app/blurhash.js", Anyone, None, super::web::asset, "Web app: blurhash placeholders"),
+            route!(GET "/app/app.css", Anyone, None, super::web::asset, "Web app: style sheet"),
+            route!(GET "/app/sw.js", Anyone, None, super::web::asset, "Web app: service worker (caches the app shell only)"),
+            route!(GET "/app/manifest.webmanifest", Anyone, None, super::web::asset, "Web app: manifest for installing"),
+            route!(GET "/app/icon.svg", Anyone, None, super::web::asset, "Web app: icon"),
         ]
     })
 }
