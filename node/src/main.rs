@@ -290,7 +290,7 @@ async fn status(config: Config, json: bool) -> Result<()> {
     }
     let control_token = std::fs::read_to_string(config.data_dir.join("control-token")).unwrap_or_default();
     let fetch = async {
-        let info = fetch_json(target, &identity.pin, "/api/v1/node", None).await?;
+        let info = fetch_json(target, &identity.pin, "/api/v1/node", Some(control_token.trim())).await?;
         let nearby = fetch_json(target, &identity.pin, "/api/v1/node/nearby", Some(control_token.trim())).await.ok();
         anyhow::Ok((info, nearby))
     };
@@ -332,6 +332,15 @@ async fn status(config: Config, json: bool) -> Result<()> {
         if let Some(value) = field(&live, key) {
             rows.push((label, value));
         }
+    }
+    if let Some(storage) = live.as_ref().map(|info| &info["storage"]).filter(|storage| storage.is_object()) {
+        let gigabytes =
+            |key: &str| storage[key].as_f64().map_or("?".to_owned(), |bytes| format!("{:.2} GB", bytes / 1e9));
+        let used = gigabytes("used_bytes");
+        rows.push((
+            "storage",
+            format!("{used} used, {} free of {}", gigabytes("free_bytes"), gigabytes("total_bytes")),
+        ));
     }
     rows.push((
         "claimed",

@@ -20,6 +20,19 @@ const DRAFT_CAPTION_KEY = 'edgenode.draft.caption';
 const $ = (selector) => document.querySelector(selector);
 
 /** `h('a', {href, class, onclick}, 'text', child, [children])`: one DOM element. */
+/** "1.2 GB used · 20 GB free of 32 GB" from the node's storage figures. */
+function storageText(storage) {
+  if (!storage) return 'not reported by this node';
+  const size = (bytes) => {
+    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let value = bytes, unit = 0;
+    while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
+    return `${value >= 10 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
+  };
+  const used = `${size(storage.used_bytes)} used`;
+  return storage.free_bytes == null ? used : `${used} · ${size(storage.free_bytes)} free of ${size(storage.total_bytes)}`;
+}
+
 function h(tag, props, ...children) {
   const element = document.createElement(tag);
   for (const [name, value] of Object.entries(props || {})) {
@@ -973,7 +986,7 @@ async function adminView({ view, signal }) {
     ['Registration', node.open_registration ? 'open to anyone' : 'by invite'],
     ['Addresses', (node.addresses || []).join(', ') || '–'],
     ['Siblings', node.peers && node.peers.length ? String(node.peers.length) : 'none paired yet'],
-    ['Storage', h('span', { class: 'muted' }, 'not reported by this node yet')],
+    ['Storage', storageText(node.storage)],
   ];
   const invites = h('ul', { class: 'invites' });
   const createInvite = async (button) => {

@@ -60,8 +60,8 @@ pub fn metrics(api: &Api, _call: &mut Call<'_>) -> ApiResult {
         .expect("static response parts are valid"))
 }
 
-pub fn node(api: &Api, _call: &mut Call<'_>) -> ApiResult {
-    ok_json(json!({
+pub fn node(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let mut info = json!({
         "node_id": api.store.node_id().to_string(),
         "name": api.node.name,
         "version": env!("CARGO_PKG_VERSION"),
@@ -73,7 +73,28 @@ pub fn node(api: &Api, _call: &mut Call<'_>) -> ApiResult {
         "claimed": api.store.claimed_by()?.is_some(),
         "open_registration": api.open_registration,
         "uptime_seconds": api.started.elapsed().as_secs(),
-    }))
+    });
+    if call.local_control || call.viewer.as_ref().is_some_and(|user| user.admin) {
+        info["storage"] = storage_json(api);
+    }
+    ok_json(info)
+}
+
+/// Bytes the node stores, and free/total space of the file system holding the data dir.
+fn storage_json(api: &Api) -> serde_json::Value {
+    let (free_bytes, total_bytes) = match nix::sys::statvfs::statvfs(&api.data_dir) {
+        // The statvfs field types are narrower on 32-bit targets (e.g. 32-bit Pi OS).
+        #[allow(clippy::unnecessary_cast)]
+        Ok(stats) => {
+            let fragment_bytes = stats.fragment_size() as u64;
+            (Some(stats.blocks_available() as u64 * fragment_bytes), Some(stats.blocks() as u64 * fragment_bytes))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read free space of the data dir");
+            (None, None)
+        }
+    };
+    json!({"used_bytes": api.store.used_bytes(), "free_bytes": free_bytes, "total_bytes": total_bytes})
 }
 
 /// Admins, or the local CLI with the control token.

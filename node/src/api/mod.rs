@@ -152,6 +152,7 @@ pub struct Api {
     claim_code: Mutex<Option<String>>,
     /// Deleted when the node is claimed; `edgenode status` reads it.
     claim_code_file: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
     open_registration: bool,
     json_body_bytes_max: usize,
     upload_bytes_max: usize,
@@ -181,6 +182,7 @@ impl Api {
             node,
             claim_code: Mutex::new(claim_code),
             claim_code_file: config.data_dir.join("claim-code"),
+            data_dir: config.data_dir.clone(),
             open_registration: config.open_registration,
             json_body_bytes_max: config.limits.json_body_bytes_max,
             upload_bytes_max: config.limits.upload_bytes_max,

@@ -130,7 +130,10 @@ struct Session {
 
 pub struct Store {
     db: Database,
+    db_path: std::path::PathBuf,
     pub blobs: BlobStore,
+    /// Bytes of blob files the database knows of; kept current by `put_media`.
+    blob_bytes: std::sync::atomic::AtomicU64,
     node_id: NodeId,
     clock: Mutex<HybridClock>,
 }
@@ -159,7 +162,8 @@ impl Store {
     /// refusing it if it is newer, and removing blob files a crash left behind.
     pub fn open(data_dir: &Path) -> StoreResult<Store> {
         std::fs::create_dir_all(data_dir)?;
-        let db = Database::create(data_dir.join("edgenode.redb"))?;
+        let db_path = data_dir.join("edgenode.redb");
+        let db = Database::create(&db_path)?;
         let txn = db.begin_write()?;
         let node_id;
         let clock_high_water;
@@ -204,17 +208,40 @@ impl Store {
         }
         txn.commit()?;
         let blobs = BlobStore::open(data_dir.join("media"))?;
-        let store =
-            Store { db, blobs, node_id, clock: Mutex::new(HybridClock::starting_after(Timestamp(clock_high_water))) };
+        let store = Store {
+            db,
+            db_path,
+            blobs,
+            blob_bytes: std::sync::atomic::AtomicU64::new(0),
+            node_id,
+            clock: Mutex::new(HybridClock::starting_after(Timestamp(clock_high_water))),
+        };
         let removed = store.blobs.remove_orphans(|media_id| store.media(media_id).ok().flatten().is_some())?;
         if removed > 0 {
             tracing::info!(removed, "removed blob files left behind by an interrupted upload");
         }
+        store.blob_bytes.store(store.sum_blob_bytes()?, std::sync::atomic::Ordering::Relaxed);
         Ok(store)
     }
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Bytes this node stores: the database file plus every media file.
+    pub fn used_bytes(&self) -> u64 {
+        let db_bytes = std::fs::metadata(&self.db_path).map(|metadata| metadata.len()).unwrap_or(0);
+        db_bytes + self.blob_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn sum_blob_bytes(&self) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        let mut total = 0;
+        for entry in txn.open_table(MEDIA)?.iter()? {
+            let info: MediaInfo = decode(entry?.1.value())?;
+            total += info.original.bytes + info.display.bytes + info.thumb.bytes;
+        }
+        Ok(total)
     }
 
     /// A fresh version for a local write; the clock's high-water mark is saved in the
@@ -412,6 +439,10 @@ impl Store {
             }
         }
         txn.commit()?;
+        if is_new {
+            let bytes = info.original.bytes + info.display.bytes + info.thumb.bytes;
+            self.blob_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(is_new)
     }
 
