@@ -10,18 +10,10 @@ use sha2::{Digest, Sha256};
 
 use super::{header_value, json_response, Api, ApiError, ApiResult, Call};
 use crate::core::model::may_view;
-use crate::media::{MediaKind, Processed};
+use crate::media::Processed;
 use crate::os;
 use crate::store::blobs::is_sha256_hex;
 use crate::store::{hex, BlobInfo, BlobKind, MediaInfo};
-
-pub fn mime(kind: MediaKind) -> &'static str {
-    match kind {
-        MediaKind::Jpeg => "image/jpeg",
-        MediaKind::Png => "image/png",
-        MediaKind::Webp => "image/webp",
-    }
-}
 
 pub fn media_json(info: &MediaInfo) -> Value {
     json!({
@@ -124,7 +116,7 @@ impl Api {
         let thumb = write(BlobKind::Thumb, &processed.thumb.bytes, processed.thumb.width, processed.thumb.height)?;
         Ok(MediaInfo {
             media_id: media_id.to_owned(),
-            mime: mime(processed.kind).to_owned(),
+            mime: processed.kind.mime().to_owned(),
             width: processed.width,
             height: processed.height,
             blurhash: processed.blurhash.clone(),

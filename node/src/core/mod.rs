@@ -4,4 +4,5 @@
 
 pub mod hlc;
 pub mod model;
+pub mod replication;
 pub mod text;
