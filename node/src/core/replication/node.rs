@@ -1,0 +1,917 @@
+//! `ReplicaNode`: one node's replication state machine, sans-IO. The driver feeds it
+//! local writes, peer messages, connection events and the time; it answers with
+//! messages to send (`poll_transmit`) and when to wake it (`poll_timeout`).
+//!
+//! Driver contract:
+//! - call `poll_transmit` until `None` and `poll_timeout` after every `handle_*`;
+//! - make `store()` and `durable()` durable before sending what `poll_transmit`
+//!   returned after the same call (persist, then send), and before acknowledging a
+//!   local write to its client;
+//! - deliver each peer's messages to `handle_message` in any order, any number of
+//!   times or not at all: the protocol copes; only `handle_connected` /
+//!   `handle_disconnected` must follow the transport's view of the connection.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::fingerprint::HashRange;
+use super::item::{Item, RecordKey, ShardId};
+use super::log::{ChangeLog, LogMark};
+use super::placement::{place, Sibling, REPLICAS_DEFAULT};
+use super::store::{MemoryStore, ReplicaStore, Summary};
+use super::wire::{
+    item_bytes, probe_bytes, wanted_bytes, Hello, Items, LogAck, LogBatch, Message, Probe, ProbeBody, Wanted,
+    FRAME_HEADER_BYTES,
+};
+use crate::core::hlc::{HybridClock, Timestamp};
+use crate::core::model::{NodeId, Version};
+
+/// Limits and periods. Units are last in the names; times are milliseconds of the
+/// `now` the driver passes in.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Copies of each user's shard (home included), `R`.
+    pub replicas_wanted: usize,
+    /// Largest frame sent or accepted, header included.
+    pub frame_bytes_max: usize,
+    /// Target size of a batch of items or probes; a frame holds one batch.
+    pub batch_bytes_max: usize,
+    /// Largest record body a local write may carry.
+    pub body_bytes_max: usize,
+    /// Largest shard id and largest record key a local write may carry.
+    pub key_bytes_max: usize,
+    /// Log entries sent to a peer and not yet acknowledged.
+    pub log_entries_in_flight_max: u64,
+    /// Log entries kept before the log is compacted into a new epoch.
+    pub log_entries_max: usize,
+    /// A range holding at most this many records (on the larger side) is listed
+    /// instead of split.
+    pub repair_list_items_max: usize,
+    /// Messages waiting for `poll_transmit`; past this, new ones are dropped (every
+    /// message is retried or re-derived later).
+    pub outbox_messages_max: usize,
+    /// An idle log stream sends an empty batch this often, so peers' horizons move.
+    pub heartbeat_interval_ms: u64,
+    /// Unacknowledged log entries and unanswered Hellos are resent after this.
+    pub retransmit_after_ms: u64,
+    /// A repair round with each connected peer this often (and on connect).
+    pub repair_interval_ms: u64,
+    /// Tombstone collection and log truncation this often.
+    pub gc_interval_ms: u64,
+    pub tombstones_per_gc_max: usize,
+    /// Records stamped further than this in the future (of `now`) are refused until
+    /// the local clock catches up, so one broken clock cannot drag every HLC along.
+    pub remote_clock_ahead_max_ms: u64,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            replicas_wanted: REPLICAS_DEFAULT,
+            frame_bytes_max: 1024 * 1024,
+            batch_bytes_max: 256 * 1024,
+            body_bytes_max: 64 * 1024,
+            key_bytes_max: 1024,
+            log_entries_in_flight_max: 4096,
+            log_entries_max: 1_000_000,
+            repair_list_items_max: 32,
+            outbox_messages_max: 4096,
+            heartbeat_interval_ms: 5_000,
+            retransmit_after_ms: 3_000,
+            repair_interval_ms: 5 * 60_000,
+            gc_interval_ms: 60_000,
+            tombstones_per_gc_max: 10_000,
+            remote_clock_ahead_max_ms: 10 * 60_000,
+        }
+    }
+}
+
+/// A write a local client made, before it has a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalWrite {
+    pub shard: ShardId,
+    pub key: RecordKey,
+    /// `None` deletes the record (writes a tombstone).
+    pub body: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("this node does not hold shard {shard}; send the write to one of its replicas {replicas:?}")]
+    NotAReplica { shard: ShardId, replicas: Vec<NodeId> },
+    #[error("record body of {body_bytes} bytes is over the {body_bytes_max}-byte limit")]
+    BodyTooLarge { body_bytes: usize, body_bytes_max: usize },
+    #[error("shard id or record key of {key_bytes} bytes is over the {key_bytes_max}-byte limit")]
+    KeyTooLarge { key_bytes: usize, key_bytes_max: usize },
+}
+
+/// What must survive a restart, besides the store. The wiring keeps it in redb, in
+/// the same transaction as the store changes it goes with.
+#[derive(Debug, Clone, Default)]
+pub struct DurableState {
+    /// The node's HLC high-water mark: versions and log clocks are never reissued.
+    pub clock: HybridClock,
+    pub log: ChangeLog,
+    /// How far this node has applied each origin's log.
+    pub received: BTreeMap<NodeId, LogMark>,
+    /// Tombstones older than this are collected; messages stamped with a horizon
+    /// older than this are stale and dropped. Only grows.
+    pub purge_floor: Timestamp,
+}
+
+/// Counters for metrics and for the simulator's coverage report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    pub items_applied: u64,
+    /// Items already held at that version or newer.
+    pub items_stale: u64,
+    /// Items of shards this node does not hold, or stamped too far in the future.
+    pub items_refused: u64,
+    /// Messages dropped because their sender's horizon was behind the purge floor.
+    pub messages_stale: u64,
+    /// Messages dropped because the outbox was full.
+    pub messages_dropped: u64,
+    pub log_batches_sent: u64,
+    pub log_retransmits: u64,
+    pub repair_rounds: u64,
+    pub repair_items_pushed: u64,
+    pub tombstones_purged: u64,
+    pub epochs_started: u64,
+}
+
+/// The volatile state of one sibling's session.
+#[derive(Debug, Default)]
+struct PeerState {
+    connected: bool,
+    hello_received: bool,
+    hello_sent_at: u64,
+    /// The peer's position in this node's log (current epoch); `None` until its Hello.
+    acked_seq: Option<u64>,
+    /// Sent through here; goes back to `acked_seq` when acknowledgements stall.
+    sent_seq: u64,
+    /// Last acknowledged progress, or when sending started from idle.
+    progress_at: u64,
+    ack_due: bool,
+    next_heartbeat_at: u64,
+    next_repair_at: u64,
+}
+
+/// Placements remembered at once; the cache is dropped when it fills.
+const PLACEMENT_CACHE_MAX: usize = 100_000;
+/// Fixed fields of a `LogBatch` or `Items` frame, for packing.
+const BATCH_OVERHEAD_BYTES: usize = FRAME_HEADER_BYTES + 6 * 8;
+
+/// One node's replication state: its store, its change log, its sessions with peers.
+pub struct ReplicaNode<S: ReplicaStore = MemoryStore> {
+    id: NodeId,
+    config: ReplicaConfig,
+    siblings: Vec<Sibling>,
+    store: S,
+    durable: DurableState,
+    peers: BTreeMap<NodeId, PeerState>,
+    /// Each sibling's completeness horizon, as last reported (the max seen).
+    reported_complete: BTreeMap<NodeId, Timestamp>,
+    placement_cache: BTreeMap<ShardId, Vec<NodeId>>,
+    outbox: VecDeque<(NodeId, Message)>,
+    next_gc_at: u64,
+    stats: ReplicaStats,
+}
+
+impl<S: ReplicaStore> ReplicaNode<S> {
+    /// Starts (or restarts) a node from its durable parts. `siblings` are the paired
+    /// nodes, this one included.
+    pub fn new(
+        id: NodeId,
+        config: ReplicaConfig,
+        siblings: Vec<Sibling>,
+        store: S,
+        durable: DurableState,
+        now: u64,
+    ) -> ReplicaNode<S> {
+        assert!(
+            config.body_bytes_max + 2 * config.key_bytes_max + 64 + BATCH_OVERHEAD_BYTES <= config.batch_bytes_max
+                && config.batch_bytes_max * 2 <= config.frame_bytes_max,
+            "replication limits do not nest: a body must fit a batch and a batch a frame"
+        );
+        assert!(config.log_entries_in_flight_max > 0 && config.repair_list_items_max > 0);
+        let peers =
+            siblings.iter().filter(|sibling| sibling.id != id).map(|sibling| (sibling.id, PeerState::default()));
+        ReplicaNode {
+            id,
+            next_gc_at: now.saturating_add(config.gc_interval_ms),
+            config,
+            peers: peers.collect(),
+            siblings,
+            store,
+            durable,
+            reported_complete: BTreeMap::new(),
+            placement_cache: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            stats: ReplicaStats::default(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn durable(&self) -> &DurableState {
+        &self.durable
+    }
+
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    /// The durable parts, for a restart (everything else is volatile).
+    pub fn into_parts(self) -> (S, DurableState) {
+        (self.store, self.durable)
+    }
+
+    /// The replicas of `shard`, home first.
+    pub fn replicas_of(&self, shard: &ShardId) -> Vec<NodeId> {
+        place(shard, &self.siblings, self.config.replicas_wanted)
+    }
+
+    /// A client's write: versioned by this node's clock, stored, logged. Acknowledge
+    /// it to the client once `store()` and `durable()` are durable.
+    pub fn handle_local_write(&mut self, now: u64, write: LocalWrite) -> Result<Item, WriteError> {
+        let body_bytes = write.body.as_ref().map_or(0, Bytes::len);
+        if body_bytes > self.config.body_bytes_max {
+            return Err(WriteError::BodyTooLarge { body_bytes, body_bytes_max: self.config.body_bytes_max });
+        }
+        let key_bytes = write.key.key.len().max(write.shard.0.len());
+        if key_bytes > self.config.key_bytes_max {
+            return Err(WriteError::KeyTooLarge { key_bytes, key_bytes_max: self.config.key_bytes_max });
+        }
+        if !self.replicates(self.id, &write.shard) {
+            return Err(WriteError::NotAReplica { replicas: self.replicas_of(&write.shard), shard: write.shard });
+        }
+        let version = Version { at: self.durable.clock.tick(now), origin: self.id };
+        let item = Item { shard: write.shard, key: write.key, version, body: write.body };
+        debug_assert!(
+            self.store.get(&item.shard, &item.key).is_none_or(|stored| stored.version < version),
+            "every stored version was observed by the clock, so a local write is the newest"
+        );
+        self.store.put(item.clone());
+        self.durable.log.append(item.shard.clone(), item.key.clone(), version);
+        self.pump(now);
+        Ok(item)
+    }
+
+    pub fn handle_connected(&mut self, now: u64, peer: NodeId) {
+        let Some(state) = self.peers.get_mut(&peer) else { return };
+        *state = PeerState {
+            connected: true,
+            hello_sent_at: now,
+            next_heartbeat_at: now.saturating_add(self.config.heartbeat_interval_ms),
+            next_repair_at: u64::MAX,
+            ..PeerState::default()
+        };
+        self.send_hello(peer, true);
+    }
+
+    pub fn handle_disconnected(&mut self, _now: u64, peer: NodeId) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            *state = PeerState::default();
+        }
+        self.outbox.retain(|(to, _)| *to != peer);
+    }
+
+    pub fn handle_message(&mut self, now: u64, from: NodeId, message: Message) {
+        if !self.peers.contains_key(&from) {
+            // Not a sibling (or ourselves): the transport should not have let it in.
+            return;
+        }
+        match message {
+            Message::Hello(hello) => self.on_hello(now, from, hello),
+            Message::LogBatch(batch) => self.on_log_batch(now, from, batch),
+            Message::LogAck(ack) => self.on_log_ack(now, from, ack),
+            Message::Repair(probes) => self.on_repair(from, probes),
+            Message::Items(items) => {
+                if items.complete < self.durable.purge_floor {
+                    self.stats.messages_stale += 1;
+                } else {
+                    for item in items.items {
+                        self.apply(now, item);
+                    }
+                }
+            }
+            Message::Want(wanted) => self.on_want(from, wanted),
+        }
+        self.pump(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: u64) {
+        let peer_ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for peer in peer_ids {
+            let log_end = self.durable.log.end_seq();
+            let config = &self.config;
+            let state = self.peers.get_mut(&peer).expect("listed above");
+            if !state.connected {
+                continue;
+            }
+            if !state.hello_received && now >= state.hello_sent_at.saturating_add(config.retransmit_after_ms) {
+                state.hello_sent_at = now;
+                self.send_hello(peer, true);
+                continue;
+            }
+            let mut heartbeat_due = false;
+            if let Some(acked) = state.acked_seq {
+                if state.sent_seq > acked && now >= state.progress_at.saturating_add(config.retransmit_after_ms) {
+                    // Go back N: whatever was lost is resent, duplicates are ignored.
+                    state.sent_seq = acked;
+                    state.progress_at = now;
+                    self.stats.log_retransmits += 1;
+                }
+                if now >= state.next_heartbeat_at {
+                    state.next_heartbeat_at = now.saturating_add(config.heartbeat_interval_ms);
+                    heartbeat_due = state.sent_seq == log_end;
+                }
+            }
+            let repair_due = state.hello_received && now >= state.next_repair_at;
+            if repair_due {
+                state.next_repair_at = now.saturating_add(config.repair_interval_ms);
+            }
+            if heartbeat_due {
+                self.send_heartbeat(now, peer);
+            }
+            if repair_due {
+                self.start_repair(peer);
+            }
+        }
+        if now >= self.next_gc_at {
+            self.next_gc_at = now.saturating_add(self.config.gc_interval_ms);
+            self.collect_garbage(now);
+        }
+        self.pump(now);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {
+        self.outbox.pop_front()
+    }
+
+    /// When `handle_timeout` wants to run next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut next = self.next_gc_at;
+        for state in self.peers.values().filter(|state| state.connected) {
+            if !state.hello_received {
+                next = next.min(state.hello_sent_at.saturating_add(self.config.retransmit_after_ms));
+                continue;
+            }
+            next = next.min(state.next_repair_at);
+            if let Some(acked) = state.acked_seq {
+                next = next.min(state.next_heartbeat_at);
+                if state.sent_seq > acked {
+                    next = next.min(state.progress_at.saturating_add(self.config.retransmit_after_ms));
+                }
+            }
+        }
+        Some(next)
+    }
+
+    /// Starts a new log epoch: call when the durable log was lost or cannot be
+    /// trusted (the store survived). Peers re-read the whole new epoch, which begins
+    /// with every record this node wrote.
+    pub fn start_new_epoch(&mut self, now: u64) {
+        self.start_epoch_above(now, 0);
+    }
+
+    /// Everything of every origin up to this timestamp has been applied here (for
+    /// the shards this node holds): the minimum of the log clocks of every sibling.
+    pub fn complete(&self) -> Timestamp {
+        let mut others = self.siblings.iter().filter(|sibling| sibling.id != self.id).peekable();
+        if others.peek().is_none() {
+            return self.durable.clock.last();
+        }
+        others
+            .map(|sibling| self.durable.received.get(&sibling.id).map_or(Timestamp::default(), |mark| mark.clock))
+            .min()
+            .expect("at least one other sibling")
+    }
+
+    /// The minimum of every sibling's completeness horizon: every replica has applied
+    /// every write older than this, so tombstones older than it can go.
+    pub fn stable_horizon(&self) -> Timestamp {
+        self.siblings
+            .iter()
+            .filter(|sibling| sibling.id != self.id)
+            .map(|sibling| self.reported_complete.get(&sibling.id).copied().unwrap_or_default())
+            .fold(self.complete(), Timestamp::min)
+    }
+
+    /// The siblings known to have applied every write up to `at`: for a tombstone
+    /// at `at`, the replicas that acknowledged it. Acknowledgements are horizons
+    /// rather than one message per tombstone, because an ack must also promise that
+    /// no older write to the record is still on its way (see `replication`).
+    pub fn acknowledged_by(&self, at: Timestamp) -> Vec<NodeId> {
+        self.siblings
+            .iter()
+            .filter(|sibling| {
+                let complete = if sibling.id == self.id {
+                    self.complete()
+                } else {
+                    self.reported_complete.get(&sibling.id).copied().unwrap_or_default()
+                };
+                complete > at
+            })
+            .map(|sibling| sibling.id)
+            .collect()
+    }
+
+    fn replicates(&mut self, node: NodeId, shard: &ShardId) -> bool {
+        if !self.placement_cache.contains_key(shard) {
+            if self.placement_cache.len() >= PLACEMENT_CACHE_MAX {
+                self.placement_cache.clear();
+            }
+            let replicas = place(shard, &self.siblings, self.config.replicas_wanted);
+            self.placement_cache.insert(shard.clone(), replicas);
+        }
+        self.placement_cache[shard].contains(&node)
+    }
+
+    fn send(&mut self, peer: NodeId, message: Message) {
+        if !self.peers.get(&peer).is_some_and(|state| state.connected) {
+            return;
+        }
+        if self.outbox.len() >= self.config.outbox_messages_max {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        debug_assert!(message.frame_bytes() <= self.config.frame_bytes_max, "batches are packed below the frame limit");
+        self.outbox.push_back((peer, message));
+    }
+
+    /// Sends `elements` in as many messages as `batch_bytes_max` needs.
+    fn send_packed<T>(
+        &mut self,
+        peer: NodeId,
+        elements: Vec<T>,
+        element_bytes: impl Fn(&T) -> usize,
+        wrap: impl Fn(Vec<T>) -> Message,
+    ) {
+        let mut batch = Vec::new();
+        let mut batch_bytes = BATCH_OVERHEAD_BYTES;
+        for element in elements {
+            let bytes = element_bytes(&element);
+            if !batch.is_empty() && batch_bytes + bytes > self.config.batch_bytes_max {
+                self.send(peer, wrap(std::mem::take(&mut batch)));
+                batch_bytes = BATCH_OVERHEAD_BYTES;
+            }
+            batch_bytes += bytes;
+            batch.push(element);
+        }
+        if !batch.is_empty() {
+            self.send(peer, wrap(batch));
+        }
+    }
+
+    fn send_hello(&mut self, peer: NodeId, reply_wanted: bool) {
+        let hello = Hello {
+            epoch: self.durable.log.epoch(),
+            log_end: self.durable.log.end_seq(),
+            marks: self.durable.received.iter().map(|(origin, mark)| (*origin, *mark)).collect(),
+            complete: self.complete(),
+            reply_wanted,
+        };
+        self.send(peer, Message::Hello(hello));
+    }
+
+    fn note_complete(&mut self, peer: NodeId, complete: Timestamp) {
+        let reported = self.reported_complete.entry(peer).or_default();
+        *reported = (*reported).max(complete);
+    }
+
+    /// A newer epoch of `origin`'s log: its seqs start over, so the mark does too
+    /// (keeping its clock, which stays true), and a repair pass runs at once rather
+    /// than trusting seqs across the gap.
+    fn note_epoch(&mut self, now: u64, origin: NodeId, epoch: u64) -> bool {
+        let mark = self.durable.received.entry(origin).or_default();
+        if epoch <= mark.epoch {
+            return false;
+        }
+        *mark = LogMark { epoch, seq: 0, clock: mark.clock };
+        if let Some(state) = self.peers.get_mut(&origin).filter(|state| state.hello_received) {
+            state.next_repair_at = now;
+        }
+        true
+    }
+
+    fn on_hello(&mut self, now: u64, from: NodeId, hello: Hello) {
+        self.note_complete(from, hello.complete);
+        self.note_epoch(now, from, hello.epoch);
+        let Some(state) = self.peers.get_mut(&from).filter(|state| state.connected) else { return };
+        state.hello_received = true;
+        state.next_repair_at = now;
+        let first_of_session = state.acked_seq.is_none();
+        if hello.reply_wanted {
+            self.send_hello(from, false);
+        }
+        if !first_of_session {
+            // A repeated Hello carries a mark no newer than the acks since.
+            return;
+        }
+        let mark = hello.marks.iter().find(|(origin, _)| *origin == self.id).map(|(_, mark)| *mark).unwrap_or_default();
+        let log = &self.durable.log;
+        let resume_at = if mark.epoch == log.epoch() && mark.seq <= log.end_seq() && mark.seq + 1 >= log.first_seq() {
+            Some(mark.seq)
+        } else if mark.epoch < log.epoch() && log.first_seq() == 1 {
+            Some(0)
+        } else {
+            None
+        };
+        match resume_at {
+            Some(seq) => {
+                let state = self.peers.get_mut(&from).expect("checked above");
+                state.acked_seq = Some(seq);
+                state.sent_seq = seq;
+                state.progress_at = now;
+            }
+            // The peer needs entries this log no longer has (or claims an epoch of ours
+            // we never had): a new epoch holds everything again.
+            None => {
+                self.peers.get_mut(&from).expect("checked above").acked_seq = Some(0);
+                self.start_epoch_above(now, mark.epoch);
+            }
+        }
+    }
+
+    fn start_epoch_above(&mut self, now: u64, above: u64) {
+        let epoch = self.durable.clock.tick(now).0.max(self.durable.log.epoch() + 1).max(above + 1);
+        let records = self.store.originated_by(self.id);
+        self.durable
+            .log
+            .start_epoch(epoch, records.into_iter().map(|record| (record.shard, record.key, record.version)));
+        for state in self.peers.values_mut() {
+            if state.acked_seq.is_some() {
+                state.acked_seq = Some(0);
+                state.sent_seq = 0;
+                state.progress_at = now;
+            }
+        }
+        self.stats.epochs_started += 1;
+    }
+
+    fn on_log_batch(&mut self, now: u64, from: NodeId, batch: LogBatch) {
+        if batch.complete < self.durable.purge_floor {
+            self.stats.messages_stale += 1;
+            return;
+        }
+        let current = self.durable.received.get(&from).copied().unwrap_or_default();
+        if batch.epoch < current.epoch {
+            return;
+        }
+        self.note_epoch(now, from, batch.epoch);
+        let mark = self.durable.received[&from];
+        if let Some(state) = self.peers.get_mut(&from).filter(|state| state.connected) {
+            state.ack_due = true;
+        }
+        if batch.after_seq > mark.seq {
+            // A gap (an earlier batch was lost or is late): the ack sends it back.
+            return;
+        }
+        let horizon_ms = now.saturating_add(self.config.remote_clock_ahead_max_ms);
+        if batch.clock.physical_ms() > horizon_ms
+            || batch.items.iter().any(|item| item.version.at.physical_ms() > horizon_ms)
+        {
+            // Taken again once this clock catches up; the mark stays until then.
+            self.stats.items_refused += batch.items.len() as u64;
+            return;
+        }
+        for item in batch.items {
+            self.apply(now, item);
+        }
+        let mark = self.durable.received.get_mut(&from).expect("noted above");
+        mark.seq = mark.seq.max(batch.through_seq);
+        mark.clock = mark.clock.max(batch.clock);
+    }
+
+    fn on_log_ack(&mut self, now: u64, from: NodeId, ack: LogAck) {
+        self.note_complete(from, ack.complete);
+        let log = &self.durable.log;
+        let Some(state) = self.peers.get_mut(&from).filter(|state| state.connected) else { return };
+        let Some(acked) = state.acked_seq else { return };
+        if ack.epoch != log.epoch() || ack.seq <= acked || ack.seq > log.end_seq() {
+            return;
+        }
+        state.acked_seq = Some(ack.seq);
+        state.sent_seq = state.sent_seq.max(ack.seq);
+        state.progress_at = now;
+    }
+
+    /// Merges a peer's version of a record: last writer wins.
+    fn apply(&mut self, now: u64, item: Item) {
+        if !self.replicates(self.id, &item.shard)
+            || item.version.at.physical_ms() > now.saturating_add(self.config.remote_clock_ahead_max_ms)
+        {
+            self.stats.items_refused += 1;
+            return;
+        }
+        if self.store.get(&item.shard, &item.key).is_some_and(|stored| stored.version >= item.version) {
+            self.stats.items_stale += 1;
+            return;
+        }
+        self.durable.clock.observe(item.version.at, now);
+        self.store.put(item);
+        self.stats.items_applied += 1;
+    }
+
+    /// Sends each connected peer its due acks and the log entries its window allows.
+    fn pump(&mut self, now: u64) {
+        let peer_ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for peer in peer_ids {
+            let state = &mut self.peers.get_mut(&peer).expect("listed above");
+            if !state.connected {
+                continue;
+            }
+            if std::mem::take(&mut state.ack_due) {
+                let mark = self.durable.received.get(&peer).copied().unwrap_or_default();
+                let ack = LogAck { epoch: mark.epoch, seq: mark.seq, complete: self.complete() };
+                self.send(peer, Message::LogAck(ack));
+            }
+            loop {
+                let state = &self.peers[&peer];
+                let Some(acked) = state.acked_seq else { break };
+                let window_end = acked.saturating_add(self.config.log_entries_in_flight_max);
+                if state.sent_seq >= self.durable.log.end_seq()
+                    || state.sent_seq >= window_end
+                    || self.outbox.len() >= self.config.outbox_messages_max / 2
+                {
+                    break;
+                }
+                let after = state.sent_seq;
+                if after == acked {
+                    self.peers.get_mut(&peer).expect("listed above").progress_at = now;
+                }
+                let batch = self.build_batch(now, peer, after, window_end);
+                self.peers.get_mut(&peer).expect("listed above").sent_seq = batch.through_seq;
+                self.stats.log_batches_sent += 1;
+                self.send(peer, Message::LogBatch(batch));
+            }
+        }
+    }
+
+    fn build_batch(&mut self, now: u64, peer: NodeId, after: u64, window_end: u64) -> LogBatch {
+        let end = self.durable.log.end_seq().min(window_end);
+        let mut items = Vec::new();
+        let mut batch_bytes = BATCH_OVERHEAD_BYTES;
+        let mut through = after;
+        let mut seq = (after + 1).max(self.durable.log.first_seq());
+        while seq <= end {
+            let entry = self.durable.log.get(seq).expect("seq within the kept log").clone();
+            if self.replicates(peer, &entry.shard) {
+                // The record as it is now: overwritten since means newer, purged means
+                // a tombstone every sibling has (so there is nothing to send).
+                if let Some(item) = self.store.get(&entry.shard, &entry.key) {
+                    let bytes = item_bytes(&item);
+                    if !items.is_empty() && batch_bytes + bytes > self.config.batch_bytes_max {
+                        break;
+                    }
+                    batch_bytes += bytes;
+                    items.push(item);
+                }
+            }
+            through = seq;
+            seq += 1;
+        }
+        let clock = if through == self.durable.log.end_seq() {
+            // Every later write of ours gets a later timestamp.
+            self.durable.clock.tick(now)
+        } else {
+            self.durable.log.get(through).map_or(Timestamp::default(), |entry| entry.version.at)
+        };
+        LogBatch {
+            epoch: self.durable.log.epoch(),
+            after_seq: after,
+            through_seq: through,
+            clock,
+            complete: self.complete(),
+            items,
+        }
+    }
+
+    fn send_heartbeat(&mut self, now: u64, peer: NodeId) {
+        let state = &self.peers[&peer];
+        let end = self.durable.log.end_seq();
+        debug_assert_eq!(state.sent_seq, end);
+        let batch = LogBatch {
+            epoch: self.durable.log.epoch(),
+            after_seq: end,
+            through_seq: end,
+            clock: self.durable.clock.tick(now),
+            complete: self.complete(),
+            items: Vec::new(),
+        };
+        self.send(peer, Message::LogBatch(batch));
+    }
+
+    /// Compares every shard both hold, whole-range fingerprints first.
+    fn start_repair(&mut self, peer: NodeId) {
+        let mut probes = Vec::new();
+        for shard in self.store.shards() {
+            if self.replicates(self.id, &shard) && self.replicates(peer, &shard) {
+                let fingerprint = self.store.fingerprint(&shard, HashRange::ALL);
+                probes.push(Probe { shard, range: HashRange::ALL, body: ProbeBody::Fingerprint(fingerprint) });
+            }
+        }
+        self.stats.repair_rounds += 1;
+        self.send_packed(peer, probes, probe_bytes, Message::Repair);
+    }
+
+    /// Range-based set reconciliation: equal ranges end, small ones are listed,
+    /// large ones split; listed ones end in pushes and wants.
+    fn on_repair(&mut self, from: NodeId, probes: Vec<Probe>) {
+        let list_max = self.config.repair_list_items_max;
+        let mut replies = Vec::new();
+        let mut pushes = Vec::new();
+        let mut wanted = Vec::new();
+        for probe in probes {
+            if !self.replicates(self.id, &probe.shard) || !self.replicates(from, &probe.shard) {
+                continue;
+            }
+            let Probe { shard, range, body } = probe;
+            match body {
+                ProbeBody::Fingerprint(theirs) => {
+                    let mine = self.store.fingerprint(&shard, range);
+                    if mine == theirs {
+                        continue;
+                    }
+                    if mine.count.max(theirs.count) as usize <= list_max || !range.can_split() {
+                        let summaries = self.store.summaries(&shard, range, list_max * 4);
+                        replies.push(Probe { shard, range, body: ProbeBody::Summaries(summaries) });
+                    } else {
+                        for child in range.children() {
+                            let fingerprint = self.store.fingerprint(&shard, child);
+                            replies.push(Probe {
+                                shard: shard.clone(),
+                                range: child,
+                                body: ProbeBody::Fingerprint(fingerprint),
+                            });
+                        }
+                    }
+                }
+                ProbeBody::Summaries(theirs) => {
+                    let mine = self.store.summaries(&shard, range, list_max * 4);
+                    let theirs_by_key: BTreeMap<&RecordKey, Version> =
+                        theirs.iter().map(|summary| (&summary.key, summary.version)).collect();
+                    let mine_by_key: BTreeMap<&RecordKey, Version> =
+                        mine.iter().map(|summary| (&summary.key, summary.version)).collect();
+                    for Summary { key, version } in &mine {
+                        if theirs_by_key.get(key).is_none_or(|theirs| theirs < version) {
+                            pushes.extend(self.store.get(&shard, key));
+                        }
+                    }
+                    for Summary { key, version } in &theirs {
+                        if mine_by_key.get(key).is_none_or(|mine| mine < version) {
+                            wanted.push(Wanted { shard: shard.clone(), key: key.clone() });
+                        }
+                    }
+                }
+            }
+        }
+        self.send_packed(from, replies, probe_bytes, Message::Repair);
+        self.push_items(from, pushes);
+        self.send_packed(from, wanted, wanted_bytes, Message::Want);
+    }
+
+    fn on_want(&mut self, from: NodeId, wanted: Vec<Wanted>) {
+        let mut pushes = Vec::new();
+        for Wanted { shard, key } in wanted {
+            if self.replicates(self.id, &shard) && self.replicates(from, &shard) {
+                pushes.extend(self.store.get(&shard, &key));
+            }
+        }
+        self.push_items(from, pushes);
+    }
+
+    fn push_items(&mut self, peer: NodeId, items: Vec<Item>) {
+        self.stats.repair_items_pushed += items.len() as u64;
+        let complete = self.complete();
+        self.send_packed(peer, items, item_bytes, |items| Message::Items(Items { complete, items }));
+    }
+
+    /// Raises the purge floor to the stable horizon, collects tombstones under it,
+    /// drops log entries every sibling has, and compacts an overgrown log.
+    fn collect_garbage(&mut self, now: u64) {
+        let horizon = self.stable_horizon();
+        if horizon > self.durable.purge_floor {
+            self.durable.purge_floor = horizon;
+        }
+        for doomed in self.store.tombstones_before(self.durable.purge_floor, self.config.tombstones_per_gc_max) {
+            self.store.purge(&doomed.shard, &doomed.key);
+            self.stats.tombstones_purged += 1;
+        }
+        let acked_by_all = self.peers.values().map(|state| state.acked_seq).min().flatten();
+        if let Some(seq) = acked_by_all {
+            self.durable.log.truncate_through(seq);
+        }
+        let log = &self.durable.log;
+        if log.len() > self.config.log_entries_max && log.len() >= 2 * log.entries_at_epoch_start() {
+            self.start_new_epoch(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::replication::item::Table;
+    use crate::core::replication::placement::TRUST_MAX;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn siblings(count: u64) -> Vec<Sibling> {
+        (1..=count).map(|id| Sibling { id: NodeId(id), zone: format!("z{id}"), trust: TRUST_MAX }).collect()
+    }
+
+    fn node(id: u64, sibling_count: u64) -> ReplicaNode {
+        let config = ReplicaConfig::default();
+        ReplicaNode::new(
+            NodeId(id),
+            config,
+            siblings(sibling_count),
+            MemoryStore::default(),
+            DurableState::default(),
+            NOW,
+        )
+    }
+
+    fn write(shard: &ShardId, key: &str, body: Option<&'static str>) -> LocalWrite {
+        LocalWrite {
+            shard: shard.clone(),
+            key: RecordKey::new(Table::Post, key),
+            body: body.map(|text| Bytes::from_static(text.as_bytes())),
+        }
+    }
+
+    #[test]
+    fn local_writes_are_versioned_stored_and_logged_in_order() {
+        let mut node = node(1, 1);
+        let shard = ShardId("u1".into());
+        let first = node.handle_local_write(NOW, write(&shard, "p1", Some("a"))).unwrap();
+        // Same millisecond, then a clock that went back: versions still increase.
+        let second = node.handle_local_write(NOW, write(&shard, "p1", Some("b"))).unwrap();
+        let third = node.handle_local_write(NOW - 5_000, write(&shard, "p1", None)).unwrap();
+        assert!(first.version < second.version && second.version < third.version);
+        assert_eq!(node.store().get(&shard, &RecordKey::new(Table::Post, "p1")), Some(third));
+        assert_eq!(node.durable().log.end_seq(), 3);
+        // Alone, a node's horizon is its own clock: a tombstone goes at the first pass
+        // after something newer happened.
+        node.handle_local_write(NOW, write(&shard, "p2", Some("c"))).unwrap();
+        node.handle_timeout(NOW + ReplicaConfig::default().gc_interval_ms);
+        assert_eq!(node.store().tombstone_count(), 0);
+    }
+
+    #[test]
+    fn writes_outside_the_limits_or_the_placement_are_refused() {
+        let mut node = node(1, 5);
+        let limits = ReplicaConfig::default();
+        let foreign = (0..)
+            .map(|index| ShardId(format!("{index:04x}")))
+            .find(|shard| !node.replicas_of(shard).contains(&NodeId(1)))
+            .unwrap();
+        assert!(matches!(
+            node.handle_local_write(NOW, write(&foreign, "p", Some("x"))),
+            Err(WriteError::NotAReplica { .. })
+        ));
+        let mine = (0..)
+            .map(|index| ShardId(format!("{index:04x}")))
+            .find(|shard| node.replicas_of(shard).contains(&NodeId(1)))
+            .unwrap();
+        let huge = LocalWrite {
+            shard: mine.clone(),
+            key: RecordKey::new(Table::Post, "p"),
+            body: Some(Bytes::from(vec![0; limits.body_bytes_max + 1])),
+        };
+        assert!(matches!(node.handle_local_write(NOW, huge), Err(WriteError::BodyTooLarge { .. })));
+        let long_key = LocalWrite {
+            shard: mine,
+            key: RecordKey::new(Table::Post, "k".repeat(limits.key_bytes_max + 1)),
+            body: None,
+        };
+        assert!(matches!(node.handle_local_write(NOW, long_key), Err(WriteError::KeyTooLarge { .. })));
+        assert_eq!(node.durable().log.end_seq(), 0, "nothing refused is logged");
+    }
+
+    #[test]
+    fn a_session_starts_with_hello_and_wakes_for_its_retransmit() {
+        let mut node = node(1, 2);
+        assert_eq!(node.poll_transmit(), None);
+        node.handle_connected(NOW, NodeId(2));
+        match node.poll_transmit() {
+            Some((NodeId(2), Message::Hello(hello))) => assert!(hello.reply_wanted),
+            other => panic!("expected a Hello to node 2, got {other:?}"),
+        }
+        assert_eq!(node.poll_timeout(), Some(NOW + ReplicaConfig::default().retransmit_after_ms));
+        node.handle_timeout(NOW + ReplicaConfig::default().retransmit_after_ms);
+        assert!(matches!(node.poll_transmit(), Some((NodeId(2), Message::Hello(_)))), "Hello is resent");
+        // Messages from strangers are ignored.
+        node.handle_message(NOW, NodeId(99), Message::Want(Vec::new()));
+        assert_eq!(node.poll_transmit(), None);
+    }
+}

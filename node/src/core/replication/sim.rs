@@ -1,0 +1,965 @@
+//! Deterministic simulator for replication (TigerBeetle's VOPR, quinn-proto's test
+//! harness): N `ReplicaNode`s on a seeded network that loses, delays, reorders and
+//! duplicates frames, partitions and heals, crashes nodes (keeping only their durable
+//! parts), loses a node's log, and skews each node's clock by up to ±60 s, while
+//! clients write, update and delete across shards at any replica. After faults stop
+//! and the system quiesces, a checker compares every replica with the history of
+//! acknowledged writes. Every run is a function of its seed.
+//!
+//! `EDGENODE_SIM_SEED=<seed>` replays one seed; `EDGENODE_SIM_SEEDS=<n>` runs n seeds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use super::item::{Item, RecordKey, ShardId, Table};
+use super::log::ChangeLog;
+use super::node::{DurableState, LocalWrite, ReplicaConfig, ReplicaNode, ReplicaStats};
+use super::placement::{place, Sibling, TRUST_MAX};
+use super::store::{MemoryStore, ReplicaStore};
+use super::wire;
+use crate::core::model::NodeId;
+
+/// splitmix64: tiny, fast, and good enough to drive a simulation.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut mixed = self.0;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        mixed ^ (mixed >> 31)
+    }
+
+    /// Uniform in `0..bound` (bound > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    /// Uniform in `low..=high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high - low + 1)
+    }
+
+    pub fn chance(&mut self, probability: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= probability
+    }
+}
+
+/// Wall time of the simulated world at its start (a plausible Unix time, in ms).
+const WORLD_START_MS: u64 = 1_700_000_000_000;
+/// Steps after which a run is declared live-locked.
+const STEPS_MAX: u64 = 2_000_000;
+
+/// Small limits so batching, windows, splits, compaction and GC all happen in a
+/// run of a few dozen writes.
+pub fn sim_config() -> ReplicaConfig {
+    ReplicaConfig {
+        replicas_wanted: 3,
+        frame_bytes_max: 4096,
+        batch_bytes_max: 1024,
+        body_bytes_max: 128,
+        key_bytes_max: 64,
+        log_entries_in_flight_max: 8,
+        log_entries_max: 24,
+        repair_list_items_max: 3,
+        outbox_messages_max: 256,
+        heartbeat_interval_ms: 5_000,
+        retransmit_after_ms: 1_500,
+        repair_interval_ms: 15_000,
+        gc_interval_ms: 4_000,
+        tombstones_per_gc_max: 16,
+        remote_clock_ahead_max_ms: 10 * 60_000,
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver { from: usize, to: usize, frame: Vec<u8> },
+    Write,
+    Crash(usize),
+    Restart { node: usize, lose_log: bool },
+    Partition(Vec<usize>),
+    Heal(Vec<usize>),
+}
+
+struct SimNode {
+    replica: Option<ReplicaNode<MemoryStore>>,
+    /// What survives a crash, while the node is down.
+    parked: Option<(MemoryStore, DurableState)>,
+    skew_ms: i64,
+    /// `poll_timeout` in global time, refreshed after every call into the node.
+    deadline: Option<u64>,
+}
+
+/// Faults applied to frames while they are on.
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkFaults {
+    pub loss: f64,
+    pub duplication: f64,
+    pub delay_ms_max: u64,
+    /// Frames held back for 20–120 s (a stuck buffer): they arrive long after the
+    /// state they were made from, e.g. after a tombstone they predate was collected.
+    pub held_back: f64,
+}
+
+const CALM: NetworkFaults = NetworkFaults { loss: 0.0, duplication: 0.0, delay_ms_max: 5, held_back: 0.0 };
+
+/// A world of sibling nodes and their network.
+pub struct Sim {
+    rng: Rng,
+    /// Global time, ms since the world started.
+    now: u64,
+    ids: Vec<NodeId>,
+    siblings: Vec<Sibling>,
+    config: ReplicaConfig,
+    nodes: Vec<SimNode>,
+    events: BTreeMap<(u64, u64), Event>,
+    event_seq: u64,
+    /// Per unordered pair: partitions currently cutting it.
+    cuts: BTreeMap<(usize, usize), u32>,
+    connected: BTreeSet<(usize, usize)>,
+    faults: NetworkFaults,
+    steps: u64,
+    /// Every write a client got acknowledged.
+    pub history: Vec<Item>,
+    pub frames_sent: u64,
+    pub frames_lost: u64,
+    pub crashes: u64,
+    /// Stats of node incarnations that crashed.
+    retired_stats: Vec<ReplicaStats>,
+}
+
+fn pair(left: usize, right: usize) -> (usize, usize) {
+    (left.min(right), left.max(right))
+}
+
+impl Sim {
+    pub fn new(seed: u64, node_count: usize, config: ReplicaConfig) -> Sim {
+        let ids: Vec<NodeId> = (0..node_count).map(|index| NodeId(0xa000 + index as u64)).collect();
+        let siblings: Vec<Sibling> = ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| Sibling { id: *id, zone: format!("zone{}", index % 3), trust: TRUST_MAX })
+            .collect();
+        let mut sim = Sim {
+            rng: Rng::new(seed),
+            now: 0,
+            ids,
+            siblings,
+            config,
+            nodes: Vec::new(),
+            events: BTreeMap::new(),
+            event_seq: 0,
+            cuts: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            faults: CALM,
+            steps: 0,
+            history: Vec::new(),
+            frames_sent: 0,
+            frames_lost: 0,
+            crashes: 0,
+            retired_stats: Vec::new(),
+        };
+        for index in 0..node_count {
+            sim.nodes.push(SimNode {
+                replica: None,
+                parked: Some((MemoryStore::default(), DurableState::default())),
+                skew_ms: 0,
+                deadline: None,
+            });
+            sim.boot(index, false);
+        }
+        sim.reconnect();
+        sim
+    }
+
+    pub fn set_faults(&mut self, faults: NetworkFaults) {
+        self.faults = faults;
+    }
+
+    pub fn set_skew(&mut self, node: usize, skew_ms: i64) {
+        self.nodes[node].skew_ms = skew_ms;
+        self.flush(node);
+    }
+
+    pub fn node(&self, node: usize) -> &ReplicaNode<MemoryStore> {
+        self.nodes[node].replica.as_ref().expect("node is up")
+    }
+
+    pub fn id(&self, node: usize) -> NodeId {
+        self.ids[node]
+    }
+
+    pub fn replicas(&self, shard: &ShardId) -> Vec<usize> {
+        let ids = place(shard, &self.siblings, self.config.replicas_wanted);
+        (0..self.ids.len()).filter(|index| ids.contains(&self.ids[*index])).collect()
+    }
+
+    fn local_time(&self, node: usize) -> u64 {
+        (WORLD_START_MS + self.now).saturating_add_signed(self.nodes[node].skew_ms)
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.event_seq += 1;
+        self.events.insert((at, self.event_seq), event);
+    }
+
+    fn link_up(&self, left: usize, right: usize) -> bool {
+        self.nodes[left].replica.is_some()
+            && self.nodes[right].replica.is_some()
+            && self.cuts.get(&pair(left, right)).copied().unwrap_or(0) == 0
+    }
+
+    /// Tells nodes about every link that came up or went down.
+    fn reconnect(&mut self) {
+        for left in 0..self.ids.len() {
+            for right in left + 1..self.ids.len() {
+                let up = self.link_up(left, right);
+                if up == self.connected.contains(&(left, right)) {
+                    continue;
+                }
+                for (node, peer) in [(left, right), (right, left)] {
+                    let now = self.local_time(node);
+                    let peer_id = self.ids[peer];
+                    if let Some(replica) = self.nodes[node].replica.as_mut() {
+                        if up {
+                            replica.handle_connected(now, peer_id);
+                        } else {
+                            replica.handle_disconnected(now, peer_id);
+                        }
+                    }
+                }
+                if up {
+                    self.connected.insert((left, right));
+                } else {
+                    self.connected.remove(&(left, right));
+                }
+                self.flush(left);
+                self.flush(right);
+            }
+        }
+    }
+
+    /// Puts `node`'s outgoing frames on the wire and notes when it wants to wake.
+    fn flush(&mut self, node: usize) {
+        let local_now = self.local_time(node);
+        let now = self.now;
+        let sim_node = &mut self.nodes[node];
+        sim_node.deadline = sim_node
+            .replica
+            .as_ref()
+            .and_then(ReplicaNode::poll_timeout)
+            .map(|deadline| deadline.saturating_sub(local_now).saturating_add(now));
+        while let Some((to, message)) = self.nodes[node].replica.as_mut().and_then(ReplicaNode::poll_transmit) {
+            let frame = wire::encode(&message, self.config.frame_bytes_max)
+                .unwrap_or_else(|error| panic!("node {node} built an unsendable message: {error}"));
+            let to = self.ids.iter().position(|id| *id == to).expect("messages go to siblings");
+            self.frames_sent += 1;
+            if !self.link_up(node, to) || self.rng.chance(self.faults.loss) {
+                self.frames_lost += 1;
+                continue;
+            }
+            let copies = if self.rng.chance(self.faults.duplication) { 2 } else { 1 };
+            for _ in 0..copies {
+                let mut at = self.now + 1 + self.rng.below(self.faults.delay_ms_max);
+                if self.rng.chance(self.faults.held_back) {
+                    at += self.rng.between(20_000, 120_000);
+                }
+                self.schedule(at, Event::Deliver { from: node, to, frame: frame.clone() });
+            }
+        }
+    }
+
+    fn boot(&mut self, node: usize, lose_log: bool) {
+        let (store, mut durable) = self.nodes[node].parked.take().expect("node is down");
+        if lose_log {
+            durable.log = ChangeLog::default();
+        }
+        let now = self.local_time(node);
+        let mut replica =
+            ReplicaNode::new(self.ids[node], self.config.clone(), self.siblings.clone(), store, durable, now);
+        if lose_log {
+            replica.start_new_epoch(now);
+        }
+        self.nodes[node].replica = Some(replica);
+        self.flush(node);
+    }
+
+    pub fn crash(&mut self, node: usize) {
+        let Some(replica) = self.nodes[node].replica.take() else { return };
+        self.retired_stats.push(replica.stats().clone());
+        self.nodes[node].parked = Some(replica.into_parts());
+        self.crashes += 1;
+        self.reconnect();
+    }
+
+    pub fn restart(&mut self, node: usize, lose_log: bool) {
+        if self.nodes[node].replica.is_some() {
+            return;
+        }
+        self.boot(node, lose_log);
+        self.reconnect();
+    }
+
+    /// Cuts every link between `side` and the rest, until `heal`.
+    pub fn partition(&mut self, side: &[usize]) {
+        for inside in side {
+            for outside in (0..self.ids.len()).filter(|node| !side.contains(node)) {
+                *self.cuts.entry(pair(*inside, outside)).or_default() += 1;
+            }
+        }
+        self.reconnect();
+    }
+
+    pub fn heal(&mut self, side: &[usize]) {
+        for inside in side {
+            for outside in (0..self.ids.len()).filter(|node| !side.contains(node)) {
+                let cut = self.cuts.get_mut(&pair(*inside, outside)).expect("healing a partition that was made");
+                *cut -= 1;
+            }
+        }
+        self.reconnect();
+    }
+
+    pub fn heal_everything(&mut self) {
+        self.cuts.clear();
+        for node in 0..self.ids.len() {
+            if self.nodes[node].replica.is_none() {
+                self.boot(node, false);
+            }
+        }
+        self.reconnect();
+    }
+
+    /// A client's write at `node`; returns the acknowledged item.
+    pub fn write(&mut self, node: usize, shard: &ShardId, key: RecordKey, body: Option<&str>) -> Item {
+        let now = self.local_time(node);
+        let write =
+            LocalWrite { shard: shard.clone(), key, body: body.map(|text| Bytes::copy_from_slice(text.as_bytes())) };
+        let replica = self.nodes[node].replica.as_mut().expect("writes go to a running node");
+        let item = replica.handle_local_write(now, write).expect("the simulator writes only at replicas");
+        self.history.push(item.clone());
+        self.flush(node);
+        item
+    }
+
+    /// Runs the world until global time `until`.
+    pub fn run_until(&mut self, until: u64) -> Result<(), String> {
+        loop {
+            self.steps += 1;
+            if self.steps > STEPS_MAX {
+                return Err(format!("live-locked: {STEPS_MAX} steps by t={} ms", self.now));
+            }
+            let next_event = self.events.keys().next().map(|(at, _)| *at);
+            let mut next_timer: Option<(u64, usize)> = None;
+            for (node, sim_node) in self.nodes.iter().enumerate() {
+                let Some(deadline) = sim_node.deadline.filter(|_| sim_node.replica.is_some()) else { continue };
+                if next_timer.is_none_or(|(at, _)| deadline < at) {
+                    next_timer = Some((deadline, node));
+                }
+            }
+            let timer_first = match (next_timer, next_event) {
+                (Some((timer_at, _)), Some(event_at)) => timer_at < event_at,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if timer_first {
+                let (at, node) = next_timer.expect("checked");
+                if at > until {
+                    break;
+                }
+                self.now = self.now.max(at);
+                let now = self.local_time(node);
+                self.nodes[node].replica.as_mut().expect("up").handle_timeout(now);
+                self.flush(node);
+                continue;
+            }
+            let Some(&key) = self.events.keys().next() else {
+                self.now = until;
+                break;
+            };
+            if key.0 > until {
+                break;
+            }
+            self.now = key.0;
+            let event = self.events.remove(&key).expect("peeked");
+            self.handle_event(event)?;
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    pub fn run_for(&mut self, duration_ms: u64) -> Result<(), String> {
+        self.run_until(self.now + duration_ms)
+    }
+
+    fn handle_event(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Deliver { from, to, frame } => {
+                if !self.link_up(from, to) {
+                    self.frames_lost += 1;
+                    return Ok(());
+                }
+                let (message, used) = wire::decode(&frame, self.config.frame_bytes_max)
+                    .map_err(|error| format!("a frame from node {from} did not decode: {error}"))?
+                    .ok_or("a whole frame decoded as incomplete")?;
+                if used != frame.len() {
+                    return Err("a frame decoded shorter than it is".into());
+                }
+                let now = self.local_time(to);
+                let from_id = self.ids[from];
+                self.nodes[to].replica.as_mut().expect("link is up").handle_message(now, from_id, message);
+                self.flush(to);
+            }
+            Event::Write => self.random_write(),
+            Event::Crash(node) => {
+                self.check_marks()?;
+                self.crash(node);
+            }
+            Event::Restart { node, lose_log } => {
+                self.nodes[node].skew_ms = self.random_skew();
+                self.restart(node, lose_log);
+            }
+            Event::Partition(side) => self.partition(&side),
+            Event::Heal(side) => self.heal(&side),
+        }
+        Ok(())
+    }
+
+    fn random_skew(&mut self) -> i64 {
+        self.rng.between(0, 120_000) as i64 - 60_000
+    }
+
+    fn random_write(&mut self) {
+        let shard = ShardId(format!("{:04x}", self.rng.below(SHARDS)));
+        let up: Vec<usize> =
+            self.replicas(&shard).into_iter().filter(|node| self.nodes[*node].replica.is_some()).collect();
+        if up.is_empty() {
+            return;
+        }
+        let node = up[self.rng.below(up.len() as u64) as usize];
+        let table = [Table::Post, Table::Like, Table::Comment, Table::Follow][self.rng.below(4) as usize];
+        let key = RecordKey::new(table, format!("k{}", self.rng.below(KEYS_PER_SHARD)));
+        let body = if self.rng.chance(0.3) { None } else { Some(format!("{shard}/{key:?}#{}", self.history.len())) };
+        self.write(node, &shard, key, body.as_deref());
+    }
+
+    /// Every replica of every shard holds exactly the newest acknowledged version of
+    /// every record (a newest tombstone may be gone: collected), nothing else, and
+    /// non-replicas hold nothing.
+    pub fn check(&self) -> Result<(), String> {
+        let mut newest: BTreeMap<(ShardId, RecordKey), &Item> = BTreeMap::new();
+        for item in &self.history {
+            let slot = newest.entry((item.shard.clone(), item.key.clone())).or_insert(item);
+            if item.version > slot.version {
+                *slot = item;
+            }
+        }
+        let mut shards: BTreeSet<ShardId> = newest.keys().map(|(shard, _)| shard.clone()).collect();
+        for node in &self.nodes {
+            shards.extend(node.replica.as_ref().expect("all up when checking").store().shards());
+        }
+        for shard in &shards {
+            let replicas = self.replicas(shard);
+            for (index, node) in self.nodes.iter().enumerate() {
+                let held: BTreeMap<RecordKey, Item> = node
+                    .replica
+                    .as_ref()
+                    .expect("up")
+                    .store()
+                    .items(shard)
+                    .into_iter()
+                    .map(|item| (item.key.clone(), item))
+                    .collect();
+                if !replicas.contains(&index) {
+                    if !held.is_empty() {
+                        return Err(format!(
+                            "node {index} holds {} records of shard {shard} it does not replicate",
+                            held.len()
+                        ));
+                    }
+                    continue;
+                }
+                for ((item_shard, key), expected) in newest.range((shard.clone(), lowest_key())..) {
+                    if item_shard != shard {
+                        break;
+                    }
+                    match held.get(key) {
+                        Some(actual) if actual == *expected => {}
+                        Some(actual) if actual.version < expected.version => {
+                            let what =
+                                if expected.is_tombstone() { "deleted record came back" } else { "acked write lost" };
+                            return Err(format!(
+                                "{what}: node {index} holds {shard}/{key:?} at {:?} (tombstone: {}), newest acked is {:?} (tombstone: {})",
+                                actual.version, actual.is_tombstone(), expected.version, expected.is_tombstone()
+                            ));
+                        }
+                        Some(actual) => {
+                            return Err(format!(
+                                "node {index} holds {shard}/{key:?} as {actual:?}, newest acked is {expected:?}"
+                            ))
+                        }
+                        None if expected.is_tombstone() => {}
+                        None => {
+                            return Err(format!(
+                                "acked write lost: node {index} has nothing for {shard}/{key:?}, newest acked is {:?}",
+                                expected.version
+                            ))
+                        }
+                    }
+                }
+                for key in held.keys() {
+                    if !newest.contains_key(&(shard.clone(), key.clone())) {
+                        return Err(format!("node {index} holds {shard}/{key:?} that no client wrote"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariant 4, checked mid-run where repair has not yet hidden a wrong mark:
+    /// a node whose mark for an origin has passed a write holds that write (or newer)
+    /// whenever it is still the newest write of its record, or has collected it if it
+    /// is a tombstone under the node's purge floor.
+    pub fn check_marks(&self) -> Result<(), String> {
+        let mut newest: BTreeMap<(&ShardId, &RecordKey), &Item> = BTreeMap::new();
+        for item in &self.history {
+            let slot = newest.entry((&item.shard, &item.key)).or_insert(item);
+            if item.version > slot.version {
+                *slot = item;
+            }
+        }
+        for (index, node) in self.nodes.iter().enumerate() {
+            let Some(replica) = &node.replica else { continue };
+            let durable = replica.durable();
+            for write in newest.values() {
+                let covered =
+                    durable.received.get(&write.version.origin).is_some_and(|mark| write.version.at <= mark.clock);
+                if !covered || !self.replicas(&write.shard).contains(&index) {
+                    continue;
+                }
+                let held = replica.store().get(&write.shard, &write.key);
+                let collected = held.is_none() && write.is_tombstone() && write.version.at < durable.purge_floor;
+                if !collected && held.as_ref().is_none_or(|held| held.version < write.version) {
+                    return Err(format!(
+                        "node {index}'s mark for {} claims {:?} but it holds {:?} of {}/{:?}",
+                        write.version.origin,
+                        write.version,
+                        held.map(|held| held.version),
+                        write.shard,
+                        write.key
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every tombstone is collected once everyone has had time to see it.
+    pub fn check_tombstones_collected(&self) -> Result<(), String> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            let left = node.replica.as_ref().expect("up").store().tombstone_count();
+            if left > 0 {
+                return Err(format!("node {index} still holds {left} tombstones after quiescing"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stats of every node incarnation, summed.
+    pub fn total_stats(&self) -> ReplicaStats {
+        let mut total = ReplicaStats::default();
+        let live = self.nodes.iter().filter_map(|node| node.replica.as_ref()).map(|replica| replica.stats());
+        for stats in self.retired_stats.iter().chain(live) {
+            total.items_applied += stats.items_applied;
+            total.items_stale += stats.items_stale;
+            total.items_refused += stats.items_refused;
+            total.messages_stale += stats.messages_stale;
+            total.messages_dropped += stats.messages_dropped;
+            total.log_batches_sent += stats.log_batches_sent;
+            total.log_retransmits += stats.log_retransmits;
+            total.repair_rounds += stats.repair_rounds;
+            total.repair_items_pushed += stats.repair_items_pushed;
+            total.tombstones_purged += stats.tombstones_purged;
+            total.epochs_started += stats.epochs_started;
+        }
+        total
+    }
+
+    /// One line per node with its horizons and counters, for failure reports.
+    pub fn describe_nodes(&self) -> String {
+        let mut text = String::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            let Some(replica) = &node.replica else { continue };
+            let durable = replica.durable();
+            let _ = write!(
+                text,
+                "\n  node {index} ({}): epoch {} log {}..={}, complete {:?}, horizon {:?}, floor {:?}, received {:?}, {:?}",
+                replica.id(),
+                durable.log.epoch(),
+                durable.log.first_seq(),
+                durable.log.end_seq(),
+                replica.complete(),
+                replica.stable_horizon(),
+                durable.purge_floor,
+                durable.received,
+                replica.stats()
+            );
+        }
+        text
+    }
+
+    /// A digest of every node's contents and durable marks, to compare replays.
+    pub fn digest(&self) -> String {
+        let mut digest = String::new();
+        for node in &self.nodes {
+            let replica = node.replica.as_ref().expect("up");
+            for shard in replica.store().shards() {
+                for item in replica.store().items(&shard) {
+                    let _ = write!(digest, "{shard}/{:?}@{:?};", item.key, item.version);
+                }
+            }
+            let _ = writeln!(digest, "|{:?}|{:?}", replica.durable().received, replica.durable().purge_floor);
+        }
+        digest
+    }
+}
+
+fn lowest_key() -> RecordKey {
+    RecordKey::new(Table::User, "")
+}
+
+const SHARDS: u64 = 6;
+const KEYS_PER_SHARD: u64 = 5;
+/// Client writes happen in this window; faults too.
+const WORKLOAD_MS: u64 = 60_000;
+/// Long enough after the faults stop for repair rounds and for every node's horizon
+/// to pass the newest tombstone, clock skew included.
+const QUIESCE_MS: u64 = 150_000;
+
+/// What one random run did, for the coverage summary.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub nodes: usize,
+    pub writes: usize,
+    pub frames_sent: u64,
+    pub frames_lost: u64,
+    pub crashes: u64,
+    pub stats: ReplicaStats,
+}
+
+/// One seeded run: random world, random workload, random faults, then the checks.
+pub fn run_seed(seed: u64) -> Result<RunReport, String> {
+    let mut rng = Rng::new(seed ^ 0x00ed_9e0d_e5ee_d000);
+    let node_count = rng.between(3, 5) as usize;
+    let mut sim = Sim::new(seed, node_count, sim_config());
+    for node in 0..node_count {
+        let skew = rng.between(0, 120_000) as i64 - 60_000;
+        sim.set_skew(node, skew);
+    }
+    sim.set_faults(NetworkFaults {
+        loss: rng.between(0, 100) as f64 / 1000.0,
+        duplication: rng.between(0, 50) as f64 / 1000.0,
+        delay_ms_max: rng.between(5, 400),
+        held_back: rng.between(0, 20) as f64 / 1000.0,
+    });
+    for _ in 0..rng.between(20, 80) {
+        sim.schedule(rng.below(WORKLOAD_MS), Event::Write);
+    }
+    for _ in 0..rng.between(0, 3) {
+        let at = rng.below(WORKLOAD_MS);
+        let mut side: Vec<usize> = (0..node_count).filter(|_| rng.chance(0.5)).collect();
+        if side.is_empty() || side.len() == node_count {
+            side = vec![rng.below(node_count as u64) as usize];
+        }
+        sim.schedule(at, Event::Partition(side.clone()));
+        sim.schedule(at + rng.between(1_000, 20_000), Event::Heal(side));
+    }
+    for _ in 0..rng.between(0, 3) {
+        let node = rng.below(node_count as u64) as usize;
+        let at = rng.below(WORKLOAD_MS);
+        sim.schedule(at, Event::Crash(node));
+        let lose_log = rng.chance(0.35);
+        sim.schedule(at + rng.between(100, 15_000), Event::Restart { node, lose_log });
+    }
+    sim.run_until(WORKLOAD_MS)?;
+    sim.check_marks().map_err(|error| error + &sim.describe_nodes())?;
+    // Faults stop: partitions heal, crashed nodes come back, frames arrive.
+    sim.events.retain(|_, event| matches!(event, Event::Deliver { .. }));
+    sim.set_faults(CALM);
+    sim.heal_everything();
+    sim.run_until(WORKLOAD_MS + QUIESCE_MS)?;
+    sim.check()
+        .and_then(|()| sim.check_marks())
+        .and_then(|()| sim.check_tombstones_collected())
+        .map_err(|error| error + &sim.describe_nodes())?;
+    Ok(RunReport {
+        nodes: node_count,
+        writes: sim.history.len(),
+        frames_sent: sim.frames_sent,
+        frames_lost: sim.frames_lost,
+        crashes: sim.crashes,
+        stats: sim.total_stats(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::core::hlc::Timestamp;
+
+    const SEEDS_DEFAULT: u64 = 1000;
+
+    fn reproduce_hint(seed: u64) -> String {
+        format!("reproduce: EDGENODE_SIM_SEED={seed} cargo test -p edgenode --lib replication")
+    }
+
+    fn env_u64(name: &str) -> Option<u64> {
+        let text = std::env::var(name).ok()?;
+        Some(text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
+    }
+
+    #[test]
+    fn simulated_siblings_converge_under_faults() {
+        let seeds: Vec<u64> = match env_u64("EDGENODE_SIM_SEED") {
+            Some(seed) => vec![seed],
+            None => (1..=env_u64("EDGENODE_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT)).collect(),
+        };
+        let started = Instant::now();
+        let next = AtomicU64::new(0);
+        let failures = Mutex::new(Vec::new());
+        let totals = Mutex::new(RunReport::default());
+        let threads = std::thread::available_parallelism().map_or(2, |count| count.get()).min(8);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&seed) = seeds.get(index) else { break };
+                    match run_seed(seed) {
+                        Ok(report) => {
+                            let mut totals = totals.lock().unwrap();
+                            totals.nodes += report.nodes;
+                            totals.writes += report.writes;
+                            totals.frames_sent += report.frames_sent;
+                            totals.frames_lost += report.frames_lost;
+                            totals.crashes += report.crashes;
+                            let stats = &mut totals.stats;
+                            stats.items_applied += report.stats.items_applied;
+                            stats.messages_stale += report.stats.messages_stale;
+                            stats.log_retransmits += report.stats.log_retransmits;
+                            stats.repair_items_pushed += report.stats.repair_items_pushed;
+                            stats.tombstones_purged += report.stats.tombstones_purged;
+                            stats.epochs_started += report.stats.epochs_started;
+                            stats.items_refused += report.stats.items_refused;
+                        }
+                        Err(reason) => failures.lock().unwrap().push((seed, reason)),
+                    }
+                });
+            }
+        });
+        let totals = totals.into_inner().unwrap();
+        eprintln!(
+            "replication sim: {} seeds in {:.1} s; {} writes, {} frames ({} lost), {} crashes; \
+             applied {}, repair pushes {}, retransmits {}, stale messages dropped {}, \
+             tombstones purged {}, epochs started {}",
+            seeds.len(),
+            started.elapsed().as_secs_f64(),
+            totals.writes,
+            totals.frames_sent,
+            totals.frames_lost,
+            totals.crashes,
+            totals.stats.items_applied,
+            totals.stats.repair_items_pushed,
+            totals.stats.log_retransmits,
+            totals.stats.messages_stale,
+            totals.stats.tombstones_purged,
+            totals.stats.epochs_started,
+        );
+        let mut failures = failures.into_inner().unwrap();
+        failures.sort();
+        if let Some((seed, reason)) = failures.first() {
+            panic!(
+                "{} of {} seeds failed; first: seed {seed}: {reason}\n{}",
+                failures.len(),
+                seeds.len(),
+                reproduce_hint(*seed)
+            );
+        }
+        if seeds.len() >= 100 {
+            // The faults the run claims to cover did happen.
+            assert!(totals.crashes > 0 && totals.frames_lost > 0 && totals.stats.log_retransmits > 0);
+            assert!(totals.stats.tombstones_purged > 0 && totals.stats.epochs_started > 0);
+            assert!(totals.stats.repair_items_pushed > 0);
+        }
+    }
+
+    #[test]
+    fn a_seed_replays_identically() {
+        let digests: Vec<String> = (0..2)
+            .map(|_| {
+                let mut sim = Sim::new(42, 4, sim_config());
+                sim.set_faults(NetworkFaults { loss: 0.05, duplication: 0.05, delay_ms_max: 200, held_back: 0.01 });
+                for _ in 0..30 {
+                    let at = sim.rng.below(20_000);
+                    sim.schedule(at, Event::Write);
+                }
+                sim.run_until(60_000).unwrap();
+                sim.digest()
+            })
+            .collect();
+        assert_eq!(digests[0], digests[1]);
+    }
+
+    fn shard_on(sim: &Sim, nodes: &[usize]) -> ShardId {
+        (0..)
+            .map(|index| ShardId(format!("{index:04x}")))
+            .find(|shard| {
+                let mut replicas = sim.replicas(shard);
+                replicas.sort();
+                replicas == nodes
+            })
+            .expect("some shard lands there")
+    }
+
+    fn post(key: &str) -> RecordKey {
+        RecordKey::new(Table::Post, key)
+    }
+
+    #[test]
+    fn a_write_reaches_every_replica_by_the_log_alone() {
+        let mut sim = Sim::new(1, 3, sim_config());
+        sim.run_for(1_000).unwrap();
+        let shard = shard_on(&sim, &[0, 1, 2]);
+        let rounds_before: u64 = (0..3).map(|node| sim.node(node).stats().repair_rounds).sum();
+        let item = sim.write(0, &shard, post("p1"), Some("hello"));
+        // Far less than a repair interval: only the log stream can have carried it.
+        sim.run_for(100).unwrap();
+        let rounds_after: u64 = (0..3).map(|node| sim.node(node).stats().repair_rounds).sum();
+        assert_eq!(rounds_before, rounds_after);
+        for node in 1..3 {
+            assert_eq!(sim.node(node).store().get(&shard, &post("p1")), Some(item.clone()));
+        }
+    }
+
+    #[test]
+    fn a_late_old_write_loses_to_a_tombstone_which_is_collected_only_once_every_replica_has_it() {
+        let mut sim = Sim::new(2, 3, sim_config());
+        sim.set_skew(2, -60_000);
+        sim.run_for(1_000).unwrap();
+        let shard = shard_on(&sim, &[0, 1, 2]);
+        sim.write(0, &shard, post("p1"), Some("v1"));
+        sim.run_for(1_000).unwrap();
+
+        sim.partition(&[2]);
+        let tombstone = sim.write(1, &shard, post("p1"), None);
+        // Node 2, a minute behind and cut off, updates the record after the delete in
+        // real time but before it in version order: a late old write.
+        sim.run_for(1_000).unwrap();
+        let late = sim.write(2, &shard, post("p1"), Some("late"));
+        assert!(late.version < tombstone.version);
+        sim.run_for(30_000).unwrap();
+        for node in 0..2 {
+            let held = sim.node(node).store().get(&shard, &post("p1")).expect("tombstone kept while node 2 lacks it");
+            assert!(held.is_tombstone());
+            let acks = sim.node(node).acknowledged_by(tombstone.version.at);
+            assert!(!acks.contains(&sim.id(2)), "node 2 cannot have acknowledged it: {acks:?}");
+        }
+
+        sim.heal(&[2]);
+        sim.run_for(150_000).unwrap();
+        for node in 0..3 {
+            assert_eq!(sim.node(node).store().get(&shard, &post("p1")), None, "node {node}");
+            assert!(sim.node(node).durable().purge_floor > tombstone.version.at);
+            assert_eq!(sim.node(node).acknowledged_by(tombstone.version.at).len(), 3);
+        }
+        sim.check().unwrap();
+    }
+
+    #[test]
+    fn a_node_that_loses_its_log_starts_a_new_epoch_and_peers_still_get_everything() {
+        let mut sim = Sim::new(3, 3, sim_config());
+        sim.run_for(1_000).unwrap();
+        let shard = shard_on(&sim, &[0, 1, 2]);
+        sim.partition(&[0]);
+        for index in 0..10 {
+            sim.write(0, &shard, post(&format!("p{index}")), Some("x"));
+        }
+        let epoch_before = sim.node(0).durable().log.epoch();
+        sim.crash(0);
+        sim.restart(0, true);
+        assert!(sim.node(0).durable().log.epoch() > epoch_before);
+        sim.heal(&[0]);
+        sim.run_for(5_000).unwrap();
+        sim.check().unwrap();
+        let marks = &sim.node(1).durable().received;
+        assert_eq!(marks[&sim.id(0)].epoch, sim.node(0).durable().log.epoch());
+    }
+
+    #[test]
+    fn an_overgrown_log_is_compacted_and_a_returning_peer_catches_up() {
+        let mut sim = Sim::new(4, 3, sim_config());
+        sim.run_for(1_000).unwrap();
+        let shard = shard_on(&sim, &[0, 1, 2]);
+        sim.crash(2);
+        // Node 2 is away, so nothing can be truncated and the log outgrows its limit.
+        for index in 0..40 {
+            sim.write(0, &shard, post(&format!("p{}", index % 8)), Some(&format!("v{index}")));
+            sim.run_for(100).unwrap();
+        }
+        sim.run_for(10_000).unwrap();
+        assert!(sim.node(0).stats().epochs_started > 0, "compacted");
+        let log = &sim.node(0).durable().log;
+        assert_eq!(log.entries_at_epoch_start(), 8, "the new epoch starts with one entry per record");
+        sim.restart(2, false);
+        sim.run_for(10_000).unwrap();
+        sim.check().unwrap();
+    }
+
+    #[test]
+    fn a_stale_repair_push_from_before_a_purge_is_dropped() {
+        let mut sim = Sim::new(5, 3, sim_config());
+        sim.run_for(1_000).unwrap();
+        let shard = shard_on(&sim, &[0, 1, 2]);
+        let old = sim.write(0, &shard, post("p1"), Some("old"));
+        sim.run_for(1_000).unwrap();
+        let stale_push = Message::Items(Items { complete: sim.node(1).complete(), items: vec![old] });
+        sim.write(0, &shard, post("p1"), None);
+        sim.run_for(60_000).unwrap();
+        assert_eq!(sim.node(2).store().get(&shard, &post("p1")), None, "tombstone collected");
+        assert!(sim.node(2).durable().purge_floor > Timestamp(0));
+        // The push node 1 sent before the delete arrives only now.
+        let now = sim.local_time(2);
+        let from = sim.id(1);
+        sim.nodes[2].replica.as_mut().unwrap().handle_message(now, from, stale_push);
+        assert_eq!(sim.node(2).store().get(&shard, &post("p1")), None, "the deleted record stays deleted");
+        assert_eq!(sim.node(2).stats().messages_stale, 1);
+    }
+
+    use super::super::wire::{Items, Message};
+
+    #[test]
+    fn only_shard_replicas_receive_a_shard() {
+        let mut sim = Sim::new(6, 5, sim_config());
+        sim.run_for(1_000).unwrap();
+        for index in 0..12 {
+            let shard = ShardId(format!("{index:04x}"));
+            let home = sim.replicas(&shard)[0];
+            sim.write(home, &shard, post("p"), Some("x"));
+        }
+        sim.run_for(20_000).unwrap();
+        sim.check().unwrap();
+    }
+}
