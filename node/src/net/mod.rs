@@ -3,6 +3,7 @@
 
 mod h3;
 mod https;
+pub mod peer;
 pub mod systemd;
 pub mod tls;
 

@@ -1,0 +1,881 @@
+//! The peer transport: a quinn endpoint of its own (`peer_listen`) where siblings
+//! speak `edgenode-peer/1` over mutual TLS, and `PeerDriver`, the async shell that
+//! runs a sans-IO `ReplicaNode` over it.
+//!
+//! Why a separate endpoint rather than the HTTP/3 port with another ALPN: rustls
+//! decides whether to ask for a client certificate before ALPN is known, so sharing
+//! would mean asking every browser for one; and peers want other transport limits
+//! (few connections, keep-alive, larger windows) than the public endpoint.
+//!
+//! One connection per sibling pair, carrying one bidirectional control stream of
+//! `wire` frames. Both sides dial (jittered, capped backoff); when two connections
+//! meet, both keep the one dialled by the lower node id (or the newer of two from
+//! the same dialler). A frame that does not decode closes the connection with
+//! `close_code::BAD_FRAME` and counts against the peer; the endpoint keeps serving.
+//! Each connection's send queue is a bounded channel; when it is full, frames for that
+//! peer are dropped and counted rather than buffered (the replication protocol
+//! resends or re-derives every message). `ReplicaNode` has one outbox for every peer,
+//! so "stop polling that peer's outbox" is not possible without a per-peer poll in
+//! core; dropping is the next best bound.
+//!
+//! Peers are identified by the pin of the certificate they presented (the verifier
+//! checked it against the sibling list and checked the handshake signature with that
+//! key), mapped to a node id by the sibling list; no node id travels unauthenticated.
+//!
+//! # What is absent (for now)
+//!
+//! - The sibling list is fixed for the life of a driver (as in `ReplicaNode`): a
+//!   sibling learned by pairing is persisted by the caller and takes effect on restart.
+//! - The node runs on the driver task; with a redb store each step is a short
+//!   transaction on a runtime worker (a `block_in_place` may be wanted then).
+//! - Media streams, trust scores (bad frames are only counted), metrics export.
+
+mod crypto;
+pub mod pairing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::VarInt;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::core::model::NodeId;
+use crate::core::replication::placement::TRUST_MAX;
+use crate::core::replication::{
+    wire, DurableState, Item, LocalWrite, Message, ReplicaConfig, ReplicaNode, ReplicaStore, Sibling, WriteError,
+};
+use crate::net::tls::Identity;
+pub use pairing::{join_standalone, PairingCode, PairingError, PairingState, SiblingInfo};
+
+/// ALPN of the sibling protocol.
+pub const ALPN_PEER: &[u8] = b"edgenode-peer/1";
+/// ALPN of pairing: the only protocol a key not on the sibling list may speak.
+pub const ALPN_PAIR: &[u8] = b"edgenode-pair/1";
+
+/// QUIC application close codes of the peer endpoint.
+pub mod close_code {
+    pub const DONE: u32 = 0;
+    /// The peer sent a frame that does not decode or is over the size limit.
+    pub const BAD_FRAME: u32 = 1;
+    /// The key is not a sibling's (only possible while pairing is open).
+    pub const UNKNOWN_PEER: u32 = 2;
+    /// Another connection between the same two nodes won the tie-break.
+    pub const DUPLICATE: u32 = 3;
+    pub const SHUTDOWN: u32 = 4;
+    /// Another pairing conversation is in progress.
+    pub const BUSY: u32 = 5;
+    /// Closed on request (`PeerDriver::disconnect`).
+    pub const DISCONNECTED: u32 = 6;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot listen for peers on {address}: {source} — choose another peer_listen address")]
+    Listen { address: SocketAddr, source: std::io::Error },
+    #[error("cannot configure peer TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot configure the peer endpoint: {0}")]
+    Quic(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("the peer driver has stopped")]
+    Stopped,
+}
+
+/// Limits and timings of the peer transport. Units are last in the names.
+#[derive(Debug, Clone)]
+pub struct PeerLimits {
+    /// Frames queued for one connection's writer; past this, frames are dropped.
+    pub send_queue_frames_max: usize,
+    /// Connection events waiting for the driver; readers wait (QUIC flow control
+    /// then slows the sender) when it is full.
+    pub events_max: usize,
+    pub dial_backoff_initial_ms: u64,
+    pub dial_backoff_max_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub keep_alive_interval_ms: u64,
+    /// Incoming connections being served at once (siblings, pairing, strangers).
+    pub incoming_connections_max: usize,
+    pub stream_receive_window_bytes: u32,
+    pub receive_window_bytes: u32,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            send_queue_frames_max: 32,
+            events_max: 1024,
+            dial_backoff_initial_ms: 500,
+            dial_backoff_max_ms: 60_000,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            keep_alive_interval_ms: 5_000,
+            incoming_connections_max: 64,
+            stream_receive_window_bytes: 4 * 1024 * 1024,
+            receive_window_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// A paired sibling as the transport sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSibling {
+    pub node_id: NodeId,
+    pub pin: String,
+    /// `host:port` of its peer endpoint; `None` when only it dials us.
+    pub address: Option<String>,
+    pub zone: String,
+    pub trust: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerDriverConfig {
+    pub node_id: NodeId,
+    pub zone: String,
+    /// The other siblings (not this node).
+    pub siblings: Vec<PeerSibling>,
+    pub replica: ReplicaConfig,
+    pub limits: PeerLimits,
+    /// Where siblings reach this node's peer endpoint (told to joiners when pairing);
+    /// empty means "where I dial from".
+    pub advertised_address: String,
+}
+
+/// One sibling's connection and counters, for `edgenode peer list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerState {
+    pub node_id: NodeId,
+    pub pin: String,
+    pub address: Option<String>,
+    pub connected: bool,
+    /// Since the last frame from it; `None` if never.
+    pub last_contact_ms_ago: Option<u64>,
+    pub frames_in: u64,
+    /// Frames queued for sending.
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Frames that did not decode (each closed a connection).
+    pub bad_frames: u64,
+    /// Frames dropped because the connection's send queue was full.
+    pub frames_dropped: u64,
+}
+
+/// Called after every step of the node, before anything it produced is sent and
+/// before a local write is acknowledged: where the wiring makes the store and the
+/// `DurableState` durable (the driver contract of `ReplicaNode`).
+pub type PersistHook<S> = Box<dyn FnMut(&S, &DurableState) + Send>;
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn close(connection: &quinn::Connection, code: u32, reason: &[u8]) {
+    connection.close(VarInt::from_u32(code), reason);
+}
+
+/// The bound peer endpoint, before its driver starts (so tests and the wiring can
+/// learn the port first).
+pub struct PeerEndpoint {
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    pairing: Arc<Mutex<PairingState>>,
+    transport: Arc<quinn::TransportConfig>,
+}
+
+impl PeerEndpoint {
+    /// Binds UDP `listen`; the TLS layer admits exactly the keys in `sibling_pins`
+    /// (and, while a pairing code is outstanding, others for pairing only).
+    pub fn bind(
+        identity: &Identity,
+        listen: SocketAddr,
+        sibling_pins: impl IntoIterator<Item = String>,
+        limits: &PeerLimits,
+    ) -> Result<PeerEndpoint, PeerError> {
+        let transport = Arc::new(transport_config(limits)?);
+        let pairing = Arc::new(Mutex::new(PairingState::default()));
+        let pins: BTreeSet<String> = sibling_pins.into_iter().collect();
+        let server_config = crypto::server_config(identity, pins, pairing.clone(), transport.clone())?;
+        let endpoint = quinn::Endpoint::server(server_config, listen)
+            .map_err(|source| PeerError::Listen { address: listen, source })?;
+        Ok(PeerEndpoint { endpoint, identity: identity.clone(), pairing, transport })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("a bound endpoint has an address")
+    }
+}
+
+fn transport_config(limits: &PeerLimits) -> Result<quinn::TransportConfig, PeerError> {
+    let idle_timeout = quinn::IdleTimeout::try_from(Duration::from_millis(limits.idle_timeout_ms))
+        .map_err(|_| PeerError::Quic(format!("idle_timeout_ms = {} is too large", limits.idle_timeout_ms)))?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        // One control stream each way is all the protocol uses for now.
+        .max_concurrent_bidi_streams(VarInt::from_u32(2))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(limits.stream_receive_window_bytes))
+        .receive_window(VarInt::from_u32(limits.receive_window_bytes))
+        .max_idle_timeout(Some(idle_timeout))
+        .keep_alive_interval(Some(Duration::from_millis(limits.keep_alive_interval_ms)))
+        .datagram_receive_buffer_size(None);
+    Ok(transport)
+}
+
+/// What connection tasks share; not generic over the store.
+#[derive(Clone)]
+struct Shared {
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    node_id: NodeId,
+    advertised_address: String,
+    pin_to_node: Arc<BTreeMap<String, NodeId>>,
+    events: mpsc::Sender<NetEvent>,
+    limits: PeerLimits,
+    frame_bytes_max: usize,
+    next_connection_id: Arc<AtomicU64>,
+    pairing: Arc<Mutex<PairingState>>,
+    pairing_busy: Arc<Semaphore>,
+    incoming_slots: Arc<Semaphore>,
+    transport: Arc<quinn::TransportConfig>,
+}
+
+enum NetEvent {
+    Connected {
+        node_id: NodeId,
+        connection_id: u64,
+        dialer: NodeId,
+        connection: quinn::Connection,
+        frames: mpsc::Sender<Bytes>,
+    },
+    DialFailed {
+        node_id: NodeId,
+    },
+    Frame {
+        node_id: NodeId,
+        connection_id: u64,
+        message: Message,
+        frame_bytes: usize,
+    },
+    BadFrame {
+        node_id: NodeId,
+    },
+    Closed {
+        node_id: NodeId,
+        connection_id: u64,
+    },
+}
+
+enum Command<S> {
+    LocalWrite { write: LocalWrite, reply: oneshot::Sender<Result<Item, WriteError>> },
+    PeerStates { reply: oneshot::Sender<Vec<PeerState>> },
+    ReadStore { read: Box<dyn FnOnce(&S) + Send> },
+    Disconnect { node_id: NodeId, reply: oneshot::Sender<bool> },
+    Shutdown,
+}
+
+/// Runs a `ReplicaNode<S>` over the peer endpoint on one task. Dropping it (or
+/// `shutdown`) stops the node and closes every connection.
+pub struct PeerDriver<S: ReplicaStore> {
+    commands: mpsc::Sender<Command<S>>,
+    task: JoinHandle<(S, DurableState)>,
+    shared: Shared,
+    local_addr: SocketAddr,
+}
+
+impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
+    /// Starts the node from its durable parts and starts serving and dialling.
+    pub fn start(
+        endpoint: PeerEndpoint,
+        config: PeerDriverConfig,
+        store: S,
+        durable: DurableState,
+        persist: Option<PersistHook<S>>,
+    ) -> PeerDriver<S> {
+        let now = crate::os::now_ms();
+        let mut siblings: Vec<Sibling> = config
+            .siblings
+            .iter()
+            .map(|sibling| Sibling { id: sibling.node_id, zone: sibling.zone.clone(), trust: sibling.trust })
+            .collect();
+        siblings.push(Sibling { id: config.node_id, zone: config.zone.clone(), trust: TRUST_MAX });
+        let frame_bytes_max = config.replica.frame_bytes_max;
+        let node = ReplicaNode::new(config.node_id, config.replica.clone(), siblings, store, durable, now);
+        let (event_sender, event_receiver) = mpsc::channel(config.limits.events_max);
+        let (command_sender, command_receiver) = mpsc::channel(64);
+        let local_addr = endpoint.local_addr();
+        let shared = Shared {
+            endpoint: endpoint.endpoint,
+            identity: endpoint.identity,
+            node_id: config.node_id,
+            advertised_address: config.advertised_address.clone(),
+            pin_to_node: Arc::new(
+                config.siblings.iter().map(|sibling| (sibling.pin.clone(), sibling.node_id)).collect(),
+            ),
+            events: event_sender,
+            limits: config.limits.clone(),
+            frame_bytes_max,
+            next_connection_id: Arc::new(AtomicU64::new(1)),
+            pairing: endpoint.pairing,
+            pairing_busy: Arc::new(Semaphore::new(1)),
+            incoming_slots: Arc::new(Semaphore::new(config.limits.incoming_connections_max)),
+            transport: endpoint.transport,
+        };
+        let peers = config
+            .siblings
+            .iter()
+            .map(|sibling| {
+                let entry = PeerEntry {
+                    sibling: sibling.clone(),
+                    current: None,
+                    dialing: false,
+                    dial_attempts: 0,
+                    next_dial_at: Instant::now(),
+                    last_contact: None,
+                    counters: Counters::default(),
+                };
+                (sibling.node_id, entry)
+            })
+            .collect();
+        let state = DriverState { node, peers, shared: shared.clone(), persist, dials: JoinSet::new() };
+        let accept_task = tokio::spawn(accept_loop(shared.clone()));
+        let span = tracing::info_span!("peer_driver", node_id = %config.node_id);
+        let task = tokio::spawn(run(state, command_receiver, event_receiver, accept_task).instrument(span));
+        PeerDriver { commands: command_sender, task, shared, local_addr }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn pin(&self) -> &str {
+        &self.shared.identity.pin
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// Applies a client's write on this node; returns once it is applied (and passed
+    /// to the persist hook), before siblings have it.
+    pub async fn handle_local_write(&self, write: LocalWrite) -> Result<Item, PeerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::LocalWrite { write, reply }).await?;
+        Ok(answer.await.map_err(|_| PeerError::Stopped)??)
+    }
+
+    /// Every sibling's connection state and counters, in node id order.
+    pub async fn peer_states(&self) -> Result<Vec<PeerState>, PeerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::PeerStates { reply }).await?;
+        answer.await.map_err(|_| PeerError::Stopped)
+    }
+
+    /// Runs `read` on the node's store, between two steps of the node.
+    pub async fn read_store<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&S) -> R + Send + 'static,
+    ) -> Result<R, PeerError> {
+        let (reply, answer) = oneshot::channel();
+        let read = Box::new(move |store: &S| {
+            let _ = reply.send(read(store));
+        });
+        self.send(Command::ReadStore { read }).await?;
+        answer.await.map_err(|_| PeerError::Stopped)
+    }
+
+    /// Closes the connection to `node_id` (it is redialled with backoff); false when
+    /// there was none.
+    pub async fn disconnect(&self, node_id: NodeId) -> Result<bool, PeerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Disconnect { node_id, reply }).await?;
+        answer.await.map_err(|_| PeerError::Stopped)
+    }
+
+    /// Makes a one-time pairing code (see `pairing`), replacing any outstanding one.
+    pub fn start_pairing(&self) -> PairingCode {
+        lock(&self.shared.pairing).start_pairing(crate::os::now_ms(), crate::os::random_bytes::<8>())
+    }
+
+    /// Siblings that joined with a code of ours since the last call.
+    pub fn take_paired(&self) -> Vec<SiblingInfo> {
+        lock(&self.shared.pairing).take_paired()
+    }
+
+    /// Joins the node at `address` with the code it showed.
+    pub async fn join(&self, address: &str, code: &str) -> Result<SiblingInfo, PairingError> {
+        pairing::join(&self.shared, address, code).await
+    }
+
+    /// Stops the node and the endpoint; returns the durable parts for a restart.
+    pub async fn shutdown(self) -> Result<(S, DurableState), PeerError> {
+        let _ = self.commands.send(Command::Shutdown).await;
+        self.task.await.map_err(|_| PeerError::Stopped)
+    }
+
+    async fn send(&self, command: Command<S>) -> Result<(), PeerError> {
+        self.commands.send(command).await.map_err(|_| PeerError::Stopped)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    frames_in: u64,
+    frames_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    bad_frames: u64,
+    frames_dropped: u64,
+}
+
+struct LiveConnection {
+    connection_id: u64,
+    dialer: NodeId,
+    connection: quinn::Connection,
+    frames: mpsc::Sender<Bytes>,
+}
+
+struct PeerEntry {
+    sibling: PeerSibling,
+    current: Option<LiveConnection>,
+    dialing: bool,
+    dial_attempts: u32,
+    next_dial_at: Instant,
+    last_contact: Option<Instant>,
+    counters: Counters,
+}
+
+struct DriverState<S: ReplicaStore> {
+    node: ReplicaNode<S>,
+    peers: BTreeMap<NodeId, PeerEntry>,
+    shared: Shared,
+    persist: Option<PersistHook<S>>,
+    dials: JoinSet<()>,
+}
+
+async fn run<S: ReplicaStore>(
+    mut state: DriverState<S>,
+    mut commands: mpsc::Receiver<Command<S>>,
+    mut events: mpsc::Receiver<NetEvent>,
+    accept_task: JoinHandle<()>,
+) -> (S, DurableState) {
+    loop {
+        state.start_due_dials();
+        let wake_at = state.wake_at();
+        tokio::select! {
+            command = commands.recv() => match command {
+                None | Some(Command::Shutdown) => break,
+                Some(command) => state.on_command(command),
+            },
+            Some(event) = events.recv() => state.on_event(event),
+            () = tokio::time::sleep_until(wake_at) => state.on_wake(),
+            Some(_) = state.dials.join_next(), if !state.dials.is_empty() => {}
+        }
+        state.flush();
+    }
+    let endpoint = state.shared.endpoint.clone();
+    endpoint.close(VarInt::from_u32(close_code::SHUTDOWN), b"node shutting down");
+    accept_task.abort();
+    let _ = accept_task.await;
+    state.dials.shutdown().await;
+    // Tell siblings we are going, so they redial at once rather than at idle timeout.
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    state.node.into_parts()
+}
+
+/// A delay in `[delay/2, delay]`, so siblings that lost each other at once do not
+/// redial in lockstep.
+fn jittered(delay_ms: u64) -> Duration {
+    let random = u64::from_le_bytes(crate::os::random_bytes::<8>());
+    let half = delay_ms / 2;
+    Duration::from_millis(half + random % (delay_ms - half + 1))
+}
+
+impl<S: ReplicaStore> DriverState<S> {
+    fn node_timeout_at(&self) -> Option<Instant> {
+        let timeout_ms = self.node.poll_timeout()?;
+        let now_ms = crate::os::now_ms();
+        Some(Instant::now() + Duration::from_millis(timeout_ms.saturating_sub(now_ms)))
+    }
+
+    fn wake_at(&self) -> Instant {
+        let mut wake_at = self.node_timeout_at().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        for entry in self.peers.values() {
+            if entry.current.is_none() && !entry.dialing && entry.sibling.address.is_some() {
+                wake_at = wake_at.min(entry.next_dial_at);
+            }
+        }
+        wake_at
+    }
+
+    fn on_wake(&mut self) {
+        if self.node_timeout_at().is_some_and(|at| at <= Instant::now()) {
+            self.node.handle_timeout(crate::os::now_ms());
+        }
+    }
+
+    fn start_due_dials(&mut self) {
+        let now = Instant::now();
+        for entry in self.peers.values_mut() {
+            let Some(address) = &entry.sibling.address else { continue };
+            if entry.current.is_some() || entry.dialing || entry.next_dial_at > now {
+                continue;
+            }
+            entry.dialing = true;
+            let shared = self.shared.clone();
+            let span = tracing::info_span!("peer", peer = %entry.sibling.node_id, %address);
+            let dial = dial(shared, entry.sibling.node_id, entry.sibling.pin.clone(), address.clone());
+            self.dials.spawn(dial.instrument(span));
+        }
+    }
+
+    fn on_command(&mut self, command: Command<S>) {
+        let now = crate::os::now_ms();
+        match command {
+            Command::LocalWrite { write, reply } => {
+                let result = self.node.handle_local_write(now, write);
+                self.persist();
+                let _ = reply.send(result);
+            }
+            Command::PeerStates { reply } => {
+                let _ = reply.send(self.peer_states());
+            }
+            Command::ReadStore { read } => read(self.node.store()),
+            Command::Disconnect { node_id, reply } => {
+                let closed = match self.peers.get_mut(&node_id).and_then(|entry| entry.current.take()) {
+                    Some(live) => {
+                        close(&live.connection, close_code::DISCONNECTED, b"disconnected on request");
+                        self.node.handle_disconnected(now, node_id);
+                        self.schedule_redial(node_id);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(closed);
+            }
+            Command::Shutdown => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn peer_states(&self) -> Vec<PeerState> {
+        let now = Instant::now();
+        self.peers
+            .values()
+            .map(|entry| PeerState {
+                node_id: entry.sibling.node_id,
+                pin: entry.sibling.pin.clone(),
+                address: entry.sibling.address.clone(),
+                connected: entry.current.is_some(),
+                last_contact_ms_ago: entry.last_contact.map(|at| now.duration_since(at).as_millis() as u64),
+                frames_in: entry.counters.frames_in,
+                frames_out: entry.counters.frames_out,
+                bytes_in: entry.counters.bytes_in,
+                bytes_out: entry.counters.bytes_out,
+                bad_frames: entry.counters.bad_frames,
+                frames_dropped: entry.counters.frames_dropped,
+            })
+            .collect()
+    }
+
+    fn schedule_redial(&mut self, node_id: NodeId) {
+        let limits = &self.shared.limits;
+        let Some(entry) = self.peers.get_mut(&node_id) else { return };
+        let exponent = entry.dial_attempts.min(20);
+        let delay_ms = limits.dial_backoff_initial_ms.saturating_mul(1 << exponent).min(limits.dial_backoff_max_ms);
+        entry.dial_attempts = entry.dial_attempts.saturating_add(1);
+        entry.next_dial_at = Instant::now() + jittered(delay_ms.max(1));
+    }
+
+    fn on_event(&mut self, event: NetEvent) {
+        let now = crate::os::now_ms();
+        let own_id = self.shared.node_id;
+        match event {
+            NetEvent::Connected { node_id, connection_id, dialer, connection, frames } => {
+                let Some(entry) = self.peers.get_mut(&node_id) else {
+                    close(&connection, close_code::UNKNOWN_PEER, b"not a sibling");
+                    return;
+                };
+                if dialer == own_id {
+                    entry.dialing = false;
+                }
+                let preferred_dialer = own_id.min(node_id);
+                if let Some(current) = &entry.current {
+                    let current_alive = current.connection.close_reason().is_none();
+                    if current_alive && current.dialer == preferred_dialer && dialer != preferred_dialer {
+                        tracing::debug!(peer = %node_id, "closing a duplicate connection");
+                        close(&connection, close_code::DUPLICATE, b"duplicate connection");
+                        return;
+                    }
+                    close(&current.connection, close_code::DUPLICATE, b"replaced by a newer connection");
+                    entry.current = None;
+                    self.node.handle_disconnected(now, node_id);
+                }
+                let entry = self.peers.get_mut(&node_id).expect("looked up above");
+                tracing::info!(peer = %node_id, remote = %connection.remote_address(), "sibling connected");
+                entry.current = Some(LiveConnection { connection_id, dialer, connection, frames });
+                entry.dial_attempts = 0;
+                entry.last_contact = Some(Instant::now());
+                self.node.handle_connected(now, node_id);
+            }
+            NetEvent::DialFailed { node_id } => {
+                if let Some(entry) = self.peers.get_mut(&node_id) {
+                    entry.dialing = false;
+                }
+                self.schedule_redial(node_id);
+            }
+            NetEvent::Frame { node_id, connection_id, message, frame_bytes } => {
+                let Some(entry) = self.peers.get_mut(&node_id) else { return };
+                if entry.current.as_ref().is_none_or(|live| live.connection_id != connection_id) {
+                    return; // from a connection that lost the tie-break or was replaced
+                }
+                entry.counters.frames_in += 1;
+                entry.counters.bytes_in += frame_bytes as u64;
+                entry.last_contact = Some(Instant::now());
+                self.node.handle_message(now, node_id, message);
+            }
+            NetEvent::BadFrame { node_id } => {
+                if let Some(entry) = self.peers.get_mut(&node_id) {
+                    entry.counters.bad_frames += 1;
+                }
+            }
+            NetEvent::Closed { node_id, connection_id } => {
+                let Some(entry) = self.peers.get_mut(&node_id) else { return };
+                if entry.current.as_ref().is_some_and(|live| live.connection_id == connection_id) {
+                    entry.current = None;
+                    tracing::info!(peer = %node_id, "sibling disconnected");
+                    self.node.handle_disconnected(now, node_id);
+                    self.schedule_redial(node_id);
+                }
+            }
+        }
+    }
+
+    fn persist(&mut self) {
+        if let Some(persist) = &mut self.persist {
+            persist(self.node.store(), self.node.durable());
+        }
+    }
+
+    /// Persist, then send whatever the node wants sent.
+    fn flush(&mut self) {
+        self.persist();
+        while let Some((to, message)) = self.node.poll_transmit() {
+            let Some(entry) = self.peers.get_mut(&to) else { continue };
+            let Some(live) = &entry.current else { continue };
+            let frame = match wire::encode(&message, self.shared.frame_bytes_max) {
+                Ok(frame) => Bytes::from(frame),
+                Err(error) => {
+                    tracing::error!(peer = %to, %error, "replication produced a frame over the limit; dropped");
+                    continue;
+                }
+            };
+            let frame_bytes = frame.len() as u64;
+            match live.frames.try_send(frame) {
+                Ok(()) => {
+                    entry.counters.frames_out += 1;
+                    entry.counters.bytes_out += frame_bytes;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    entry.counters.frames_dropped += 1;
+                    tracing::debug!(peer = %to, "send queue full; frame dropped (it will be resent)");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+async fn accept_loop(shared: Shared) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = shared.endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let remote = incoming.remote_address();
+                let Ok(slot) = shared.incoming_slots.clone().try_acquire_owned() else {
+                    tracing::debug!(%remote, "too many incoming peer connections; refusing");
+                    incoming.refuse();
+                    continue;
+                };
+                let span = tracing::info_span!("peer_incoming", %remote);
+                let shared = shared.clone();
+                connections.spawn(
+                    async move {
+                        let _slot = slot;
+                        accept_connection(shared, incoming).await;
+                    }
+                    .instrument(span),
+                );
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn accept_connection(shared: Shared, incoming: quinn::Incoming) {
+    let handshake_timeout = Duration::from_millis(shared.limits.handshake_timeout_ms);
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(error) => {
+            tracing::debug!(%error, "peer connection attempt failed");
+            return;
+        }
+    };
+    let connection = match tokio::time::timeout(handshake_timeout, connecting).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
+            // Unpaired keys end here: the TLS verifier refused them.
+            tracing::debug!(%error, "peer handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("peer handshake timed out");
+            return;
+        }
+    };
+    if crypto::negotiated_alpn(&connection).as_deref() == Some(ALPN_PAIR) {
+        pairing::serve(shared, connection).await;
+        return;
+    }
+    let node_id = crypto::remote_pin(&connection).and_then(|pin| shared.pin_to_node.get(&pin).copied());
+    let Some(node_id) = node_id else {
+        // Only reachable while pairing admits unpinned keys at the TLS layer.
+        tracing::info!("a key that is not a sibling's asked for the sibling protocol; closing");
+        close(&connection, close_code::UNKNOWN_PEER, b"not a sibling; pair first");
+        return;
+    };
+    let span = tracing::info_span!("peer", peer = %node_id);
+    async move {
+        match tokio::time::timeout(handshake_timeout, connection.accept_bi()).await {
+            Ok(Ok((send, recv))) => run_connection(shared, connection, node_id, node_id, send, recv).await,
+            Ok(Err(error)) => tracing::debug!(%error, "sibling closed before opening its control stream"),
+            Err(_) => {
+                tracing::debug!("sibling did not open its control stream in time");
+                close(&connection, close_code::DONE, b"no control stream");
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn dial(shared: Shared, node_id: NodeId, pin: String, address: String) {
+    let handshake_timeout = Duration::from_millis(shared.limits.handshake_timeout_ms);
+    let attempt = async {
+        let socket_address = tokio::net::lookup_host(&address)
+            .await
+            .map_err(|error| error.to_string())?
+            .next()
+            .ok_or_else(|| "the name has no address".to_owned())?;
+        let config = crypto::client_config(&shared.identity, Some(&pin), ALPN_PEER, shared.transport.clone())
+            .map_err(|error| error.to_string())?;
+        let connecting =
+            shared.endpoint.connect_with(config, socket_address, "edgenode").map_err(|error| error.to_string())?;
+        let connection = tokio::time::timeout(handshake_timeout, connecting)
+            .await
+            .map_err(|_| "handshake timed out".to_owned())?
+            .map_err(|error| error.to_string())?;
+        let (send, recv) = connection.open_bi().await.map_err(|error| error.to_string())?;
+        Ok::<_, String>((connection, send, recv))
+    };
+    match attempt.await {
+        Ok((connection, send, recv)) => {
+            let own_id = shared.node_id;
+            run_connection(shared, connection, node_id, own_id, send, recv).await;
+        }
+        Err(reason) => {
+            tracing::debug!(%reason, "cannot reach sibling");
+            let _ = shared.events.send(NetEvent::DialFailed { node_id }).await;
+        }
+    }
+}
+
+/// Why a connection's reader stopped.
+enum ReadEnd {
+    BadFrame(String),
+    Closed(String),
+    DriverGone,
+}
+
+/// Registers an established connection with the driver, writes what it queues, reads
+/// frames until the connection ends, and reports the end.
+async fn run_connection(
+    shared: Shared,
+    connection: quinn::Connection,
+    node_id: NodeId,
+    dialer: NodeId,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let (frames, queued) = mpsc::channel(shared.limits.send_queue_frames_max);
+    let connected = NetEvent::Connected { node_id, connection_id, dialer, connection: connection.clone(), frames };
+    if shared.events.send(connected).await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(write_frames(send, queued).in_current_span());
+    match read_frames(&shared, recv, node_id, connection_id).await {
+        ReadEnd::BadFrame(reason) => {
+            tracing::warn!(peer = %node_id, %reason, "sibling sent a bad frame; closing the connection");
+            close(&connection, close_code::BAD_FRAME, b"bad frame");
+            let _ = shared.events.send(NetEvent::BadFrame { node_id }).await;
+        }
+        ReadEnd::Closed(reason) => {
+            tracing::debug!(peer = %node_id, %reason, "connection ended");
+            close(&connection, close_code::DONE, b"");
+        }
+        ReadEnd::DriverGone => close(&connection, close_code::SHUTDOWN, b"node shutting down"),
+    }
+    writer.abort();
+    let _ = shared.events.send(NetEvent::Closed { node_id, connection_id }).await;
+}
+
+async fn write_frames(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = queued.recv().await {
+        if let Err(error) = send.write_chunk(frame).await {
+            tracing::debug!(%error, "cannot write to sibling");
+            return;
+        }
+    }
+}
+
+/// Reads whole frames. The length prefix is checked by `wire::decode` against
+/// `frame_bytes_max` before the frame's buffer is allocated.
+async fn read_frames(shared: &Shared, mut recv: quinn::RecvStream, node_id: NodeId, connection_id: u64) -> ReadEnd {
+    let frame_bytes_max = shared.frame_bytes_max;
+    loop {
+        let mut prefix = [0u8; 4];
+        if let Err(error) = recv.read_exact(&mut prefix).await {
+            return ReadEnd::Closed(error.to_string());
+        }
+        // With only the prefix, decode either refuses the length or asks for more.
+        if let Err(error) = wire::decode(&prefix, frame_bytes_max) {
+            return ReadEnd::BadFrame(error.to_string());
+        }
+        let frame_bytes = u32::from_be_bytes(prefix) as usize + 4;
+        let mut frame = vec![0u8; frame_bytes];
+        frame[..4].copy_from_slice(&prefix);
+        if let Err(error) = recv.read_exact(&mut frame[4..]).await {
+            return ReadEnd::Closed(error.to_string());
+        }
+        let message = match wire::decode(&frame, frame_bytes_max) {
+            Ok(Some((message, used))) if used == frame_bytes => message,
+            Ok(_) => return ReadEnd::BadFrame("the frame's payload does not match its length".to_owned()),
+            Err(error) => return ReadEnd::BadFrame(error.to_string()),
+        };
+        let event = NetEvent::Frame { node_id, connection_id, message, frame_bytes };
+        if shared.events.send(event).await.is_err() {
+            return ReadEnd::DriverGone;
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! TLS for the peer endpoint: mutual TLS where each side accepts exactly the keys on
+//! its sibling list (by SPKI pin), the rustls and quinn configurations built on it,
+//! and HMAC-SHA256 for the pairing proof.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use sha2::{Digest as _, Sha256};
+
+use super::pairing::PairingState;
+use super::{PeerError, ALPN_PAIR, ALPN_PEER};
+use crate::net::tls::{spki_pin_of_certificate, Identity};
+
+fn ring_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certificate_chain(identity: &Identity) -> Vec<CertificateDer<'static>> {
+    vec![CertificateDer::from(identity.certificate_der.clone())]
+}
+
+fn private_key(identity: &Identity) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.private_key_der.clone()))
+}
+
+/// Which certificates a verifier lets in. Signatures over the handshake are always
+/// checked against the presented certificate's key, so a pin cannot be claimed by
+/// someone who merely copied the certificate.
+#[derive(Debug)]
+enum Admission {
+    /// Exactly these pins.
+    Pins(BTreeSet<String>),
+    /// The sibling pins, plus any key while a pairing code is outstanding (the
+    /// connection must then speak `edgenode-pair/1`; checked after the handshake).
+    SiblingsOrPairing { pins: BTreeSet<String>, pairing: Arc<Mutex<PairingState>> },
+    /// Any well-formed certificate: only for a joiner dialling a node it has no pin
+    /// for yet, where the pairing proof (bound to both pins) is the authentication.
+    Any,
+}
+
+#[derive(Debug)]
+struct PinVerifier {
+    admission: Admission,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinVerifier {
+    fn admit(&self, certificate: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let Some(pin) = spki_pin_of_certificate(certificate) else {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding));
+        };
+        let admitted = match &self.admission {
+            Admission::Pins(pins) => pins.contains(&pin),
+            Admission::SiblingsOrPairing { pins, pairing } => {
+                pins.contains(&pin) || super::lock(pairing).admit_unpinned(crate::os::now_ms())
+            }
+            Admission::Any => true,
+        };
+        if admitted {
+            Ok(())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.admit(end_entity).map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, certificate, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PinVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.admit(end_entity).map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, certificate, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The peer endpoint's server side: TLS 1.3, a client certificate required, ALPN
+/// `edgenode-peer/1` and `edgenode-pair/1`.
+pub(super) fn server_config(
+    identity: &Identity,
+    sibling_pins: BTreeSet<String>,
+    pairing: Arc<Mutex<PairingState>>,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ServerConfig, PeerError> {
+    let provider = ring_provider();
+    let verifier = PinVerifier {
+        admission: Admission::SiblingsOrPairing { pins: sibling_pins, pairing },
+        provider: provider.clone(),
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(certificate_chain(identity), private_key(identity))?;
+    config.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_PAIR.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config)
+        .map_err(|error| PeerError::Quic(error.to_string()))?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server_config.transport_config(transport);
+    Ok(server_config)
+}
+
+/// A client configuration that presents `identity` and accepts a server whose pin is
+/// `pin` (a sibling), or any server when `pin` is `None` (a joiner; see `Admission::Any`).
+pub(super) fn client_config(
+    identity: &Identity,
+    pin: Option<&str>,
+    alpn: &[u8],
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig, PeerError> {
+    let provider = ring_provider();
+    let admission = match pin {
+        Some(pin) => Admission::Pins(BTreeSet::from([pin.to_owned()])),
+        None => Admission::Any,
+    };
+    let verifier = PinVerifier { admission, provider: provider.clone() };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(certificate_chain(identity), private_key(identity))?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
+        .map_err(|error| PeerError::Quic(error.to_string()))?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    client_config.transport_config(transport);
+    Ok(client_config)
+}
+
+/// The pin of the other side of an established connection (its certificate was
+/// verified during the handshake).
+pub(super) fn remote_pin(connection: &quinn::Connection) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    spki_pin_of_certificate(chain.first()?)
+}
+
+/// The ALPN protocol negotiated on an established connection.
+pub(super) fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    let data = connection.handshake_data()?;
+    data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+const HMAC_BLOCK_BYTES: usize = 64;
+
+/// HMAC-SHA256 (RFC 2104): H((K ^ opad) || H((K ^ ipad) || message)), with K hashed
+/// first when longer than a block. Written here over `sha2` rather than adding the
+/// `hmac` crate for one function; checked against RFC 4231 test vectors.
+pub(super) fn hmac_sha256(key: &[u8], message_parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = [0u8; HMAC_BLOCK_BYTES];
+    if key.len() > HMAC_BLOCK_BYTES {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|byte| byte ^ 0x36));
+    for part in message_parts {
+        inner.update(part);
+    }
+    let inner_digest = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(block.map(|byte| byte ^ 0x5c));
+    outer.update(inner_digest);
+    outer.finalize().into()
+}
+
+/// Compares two MACs in time that does not depend on where they differ.
+pub(super) fn macs_equal(left: &[u8; 32], right: &[u8; 32]) -> bool {
+    left.iter().zip(right).fold(0u8, |difference, (a, b)| difference | (a ^ b)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 1.
+        assert_eq!(
+            hex(&hmac_sha256(&[0x0b; 20], &[b"Hi There"])),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        // Test case 2, with the message in two parts.
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"])),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than a block.
+        assert_eq!(
+            hex(&hmac_sha256(&[0xaa; 131], &[b"Test Using Larger Than Block-Size Key - Hash Key First"])),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        let mac = hmac_sha256(b"k", &[b"m"]);
+        let mut other = mac;
+        other[31] ^= 1;
+        assert!(macs_equal(&mac, &mac));
+        assert!(!macs_equal(&mac, &other));
+    }
+}
