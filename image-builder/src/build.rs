@@ -1,0 +1,660 @@
+//! `image-builder build`: a flashable disk image from Debian packages, without loop
+//! devices: mmdebstrap makes the root tree, `mkfs.ext4 -d` and `mkfs.vfat` + `mcopy`
+//! make each file system as a file, `sfdisk` writes the GPT into the image file and
+//! `dd` places the file systems. Partition layout (GPT, fixed UUIDs so builds are
+//! reproducible):
+//!
+//! | # | label          | what                                                        |
+//! |---|----------------|-------------------------------------------------------------|
+//! | 1 | edgenode-boot  | ESP (x86_64: systemd-boot, kernel, initrd) or RASPIFIRM (Pi) |
+//! | 2 | edgenode-root-a| root file system, mounted read-only (active slot)           |
+//! | 3 | edgenode-root-b| same size, empty: reserved for updates                      |
+//! | 4 | edgenode-data  | /var (ext4): /var/lib/edgenode; grows to fill the disk      |
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context as _, Result};
+
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// Debian release the image is made from; the same as the build machine's, so
+/// binaries built here link against the same glibc.
+pub const SUITE: &str = "bookworm";
+/// Timestamps in the image when SOURCE_DATE_EPOCH is not set (2025-01-01T00:00:00Z).
+pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 1_735_689_600;
+const BOOT_PARTITION_MIB: u64 = 256;
+const SECTOR_BYTES: u64 = 512;
+const MIB: u64 = 1024 * 1024;
+const DISK_GUID: &str = "6E6F6465-0000-4000-8000-000000000000";
+const BOOT_UUID: &str = "6E6F6465-0001-4000-8000-000000000001";
+const ROOT_A_UUID: &str = "6E6F6465-0002-4000-8000-000000000002";
+const ROOT_B_UUID: &str = "6E6F6465-0003-4000-8000-000000000003";
+const DATA_UUID: &str = "6E6F6465-0004-4000-8000-000000000004";
+/// ext4 file system UUIDs (not partition UUIDs), fixed for reproducible builds.
+const ROOT_FS_UUID: &str = "6e6f6465-0102-4000-8000-000000000002";
+const DATA_FS_UUID: &str = "6e6f6465-0104-4000-8000-000000000004";
+const HASH_SEED: &str = "6e6f6465-0999-4000-8000-000000000999";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    #[value(name = "x86_64")]
+    X86_64,
+    #[value(name = "rpi-arm64")]
+    RpiArm64,
+}
+
+impl Target {
+    fn debian_architecture(self) -> &'static str {
+        match self {
+            Target::X86_64 => "amd64",
+            Target::RpiArm64 => "arm64",
+        }
+    }
+
+    fn rust_target(self) -> &'static str {
+        match self {
+            Target::X86_64 => "x86_64-unknown-linux-gnu",
+            Target::RpiArm64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    fn packages(self) -> &'static [&'static str] {
+        const COMMON: &[&str] = &[
+            "systemd",
+            "systemd-sysv",
+            "systemd-timesyncd",
+            "systemd-resolved",
+            "udev",
+            "dbus",
+            "kmod",
+            "iproute2",
+            "initramfs-tools",
+            "cloud-guest-utils",
+            "fdisk",
+            "e2fsprogs",
+            "wpasupplicant",
+            "openssh-server",
+        ];
+        match self {
+            Target::X86_64 => {
+                const X86: &[&str] = &["linux-image-amd64", "systemd-boot-efi"];
+                // Leaked once per build: a static list is what the callers want.
+                Box::leak([COMMON, X86].concat().into_boxed_slice())
+            }
+            Target::RpiArm64 => {
+                const PI: &[&str] = &["linux-image-arm64", "raspi-firmware", "firmware-brcm80211"];
+                Box::leak([COMMON, PI].concat().into_boxed_slice())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub target: Target,
+    pub out: PathBuf,
+    pub provision: Option<PathBuf>,
+    pub mirror: String,
+    pub binaries: Option<PathBuf>,
+    pub work_dir: PathBuf,
+    /// Keeps downloaded .deb files between builds (same packages, no download).
+    pub deb_cache: Option<PathBuf>,
+}
+
+/// Progress: one line per phase with the time since the build started.
+struct Phases {
+    started: Instant,
+    current: usize,
+    total: usize,
+}
+
+impl Phases {
+    fn begin(&mut self, what: &str) {
+        self.current += 1;
+        eprintln!("[{}/{}] {what} ({:.0} s)", self.current, self.total, self.started.elapsed().as_secs_f64());
+    }
+}
+
+pub fn build(options: &BuildOptions) -> Result<()> {
+    let mut phases = Phases { started: Instant::now(), current: 0, total: 7 };
+    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(DEFAULT_SOURCE_DATE_EPOCH);
+    let provisioning = match &options.provision {
+        Some(path) => {
+            let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            crate::provisioning::Provisioning::parse(&text)
+                .with_context(|| format!("{} is refused", path.display()))?;
+            Some(text)
+        }
+        None => None,
+    };
+    let work = &options.work_dir;
+    if work.exists() {
+        fs::remove_dir_all(work).with_context(|| format!("cannot clear the work dir {}", work.display()))?;
+    }
+    fs::create_dir_all(work)?;
+    let rootfs = work.join("rootfs");
+
+    phases.begin(&format!("edgenode binaries for {}", options.target.rust_target()));
+    let binaries = match &options.binaries {
+        Some(dir) => dir.clone(),
+        None => build_binaries(options.target)?,
+    };
+    for binary in ["edgenode", "edgenode-firstboot"] {
+        ensure!(binaries.join(binary).is_file(), "{} is missing in {}", binary, binaries.display());
+    }
+
+    phases.begin(&format!("Debian {SUITE} root file system with mmdebstrap ({})", options.mirror));
+    mmdebstrap(options, &rootfs, source_date_epoch)?;
+
+    phases.begin("edgenode, systemd units and defaults into the root file system");
+    customize(options.target, &rootfs, &binaries)?;
+
+    phases.begin("boot partition");
+    let boot_tree = work.join("boot");
+    fs::create_dir_all(&boot_tree)?;
+    populate_boot(options.target, &rootfs, &boot_tree)?;
+    if let Some(text) = &provisioning {
+        fs::write(boot_tree.join(crate::provisioning::FILE_NAME), text)?;
+    }
+    let boot_image = work.join("boot.img");
+    make_vfat(options.target, &boot_tree, &boot_image, source_date_epoch)?;
+
+    phases.begin("root and data file systems (ext4, no loop devices)");
+    // /var lives on the data partition: move its content there.
+    let var_tree = work.join("var");
+    fs::rename(rootfs.join("var"), &var_tree)?;
+    fs::create_dir(rootfs.join("var"))?;
+    // The image is up to date: without these, units with ConditionNeedsUpdate=
+    // (ldconfig, hwdb) would try to write the read-only /etc on first boot.
+    let updated = format!(
+        "# Written by image-builder like systemd-update-done.\nTIMESTAMP_NSEC={}\n",
+        u128::from(source_date_epoch) * 1_000_000_000
+    );
+    fs::write(rootfs.join("etc/.updated"), &updated)?;
+    fs::write(var_tree.join(".updated"), &updated)?;
+    touch_tree(&rootfs, source_date_epoch)?;
+    touch_tree(&var_tree, source_date_epoch)?;
+    let root_bytes = round_up_mib(tree_bytes(&rootfs)? * 5 / 4 + 64 * MIB);
+    let data_bytes = round_up_mib(tree_bytes(&var_tree)? * 5 / 4 + 128 * MIB);
+    let root_image = work.join("root.img");
+    let data_image = work.join("data.img");
+    make_ext4(&rootfs, &root_image, root_bytes, "edgenode-root", ROOT_FS_UUID, source_date_epoch)?;
+    make_ext4(&var_tree, &data_image, data_bytes, "edgenode-data", DATA_FS_UUID, source_date_epoch)?;
+
+    phases.begin("disk image (GPT with sfdisk, file systems with dd)");
+    assemble(&options.out, &boot_image, &root_image, root_bytes, &data_image, data_bytes)?;
+
+    phases.begin("done");
+    let size = fs::metadata(&options.out)?.len();
+    eprintln!(
+        "image: {} ({} MiB; boot {BOOT_PARTITION_MIB} MiB, root slots 2 × {} MiB, data {} MiB growing on first boot) in {:.0} s",
+        options.out.display(),
+        size / MIB,
+        root_bytes / MIB,
+        data_bytes / MIB,
+        phases.started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("image-builder sits in the workspace").to_owned()
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed: {status}");
+    Ok(())
+}
+
+fn build_binaries(target: Target) -> Result<PathBuf> {
+    let root = workspace_root();
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cargo.current_dir(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "edgenode",
+        "-p",
+        "image-builder",
+        "--bin",
+        "edgenode",
+        "--bin",
+        "edgenode-firstboot",
+    ]);
+    // A native build shares target/release with everyone else's release builds.
+    let native = target == Target::X86_64 && cfg!(target_arch = "x86_64");
+    if native {
+        run(&mut cargo)?;
+        return Ok(root.join("target").join("release"));
+    }
+    cargo.args(["--target", target.rust_target()]);
+    if target == Target::RpiArm64 {
+        // Debian's cross toolchain (gcc-aarch64-linux-gnu) links, and builds ring's C.
+        cargo
+            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
+            .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
+            .env("AR_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-ar");
+    }
+    run(&mut cargo)?;
+    Ok(root.join("target").join(target.rust_target()).join("release"))
+}
+
+fn mmdebstrap(options: &BuildOptions, rootfs: &Path, source_date_epoch: u64) -> Result<()> {
+    let components = match options.target {
+        Target::X86_64 => "main",
+        Target::RpiArm64 => "main,non-free-firmware",
+    };
+    let mut command = Command::new("mmdebstrap");
+    command
+        .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
+        .arg("--variant=minbase")
+        .arg(format!("--architectures={}", options.target.debian_architecture()))
+        .arg(format!("--components={components}"))
+        .arg(format!("--include={}", options.target.packages().join(",")))
+        // Lean root: no docs, man pages or translations.
+        .args([
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--dpkgopt=path-exclude=/usr/share/info/*",
+            "--aptopt=Acquire::Retries \"3\"",
+            // A Pi firmware hook wants /boot/firmware to exist while the kernel installs.
+            "--setup-hook=mkdir -p \"$1/boot/firmware\"",
+        ]);
+    if let Some(cache) = &options.deb_cache {
+        let cache =
+            fs::canonicalize(cache).or_else(|_| fs::create_dir_all(cache).and_then(|()| fs::canonicalize(cache)))?;
+        let cache = cache.display();
+        // mmdebstrap's documented cache recipe: packages in before download, out before cleanup.
+        command
+            .arg("--skip=essential/unlink")
+            .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
+            .arg(format!("--setup-hook=sync-in {cache} /var/cache/apt/archives/"))
+            .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {cache}"));
+    }
+    // After the cache hook: drop apt's package lists and caches from the image.
+    command
+        .arg("--customize-hook=rm -f \"$1\"/var/cache/apt/*.bin \"$1\"/var/lib/apt/lists/*_Packages")
+        .arg(SUITE)
+        .arg(rootfs)
+        .arg(&options.mirror);
+    run(&mut command)
+}
+
+/// Installs the node, our units and defaults, and prepares a read-only root.
+fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
+    let systemd_dir = workspace_root().join("systemd");
+    let install = |from: &Path, to: &str, mode: u32| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let to = rootfs.join(to.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().expect("absolute path"))?;
+        fs::copy(from, &to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+        fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    let write = |to: &str, text: &str| -> Result<()> {
+        let to = rootfs.join(to.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().expect("absolute path"))?;
+        fs::write(&to, text).with_context(|| format!("cannot write {}", to.display()))
+    };
+    let symlink = |target: &str, link: &str| -> Result<()> {
+        let link = rootfs.join(link.trim_start_matches('/'));
+        fs::create_dir_all(link.parent().expect("absolute path"))?;
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).with_context(|| format!("cannot link {}", link.display()))
+    };
+    install(&binaries.join("edgenode"), "/usr/bin/edgenode", 0o755)?;
+    install(&binaries.join("edgenode-firstboot"), "/usr/libexec/edgenode/edgenode-firstboot", 0o755)?;
+    for script in ["grow-data", "console-issue"] {
+        install(&systemd_dir.join("libexec").join(script), &format!("/usr/libexec/edgenode/{script}"), 0o755)?;
+    }
+    copy_tree(&systemd_dir.join("system"), &rootfs.join("usr/lib/systemd/system"))?;
+    for (dir, to) in [
+        ("journald.conf.d", "usr/lib/systemd/journald.conf.d"),
+        ("timesyncd.conf.d", "usr/lib/systemd/timesyncd.conf.d"),
+        ("resolved.conf.d", "usr/lib/systemd/resolved.conf.d"),
+        ("network", "usr/lib/systemd/network"),
+        ("sysusers.d", "usr/lib/sysusers.d"),
+        ("tmpfiles.d", "usr/lib/tmpfiles.d"),
+    ] {
+        copy_tree(&systemd_dir.join(dir), &rootfs.join(to))?;
+    }
+    let workspace = workspace_root();
+    for document in ["README.md", "hardware.md", "image-builder/provisioning.md"] {
+        let name = Path::new(document).file_name().expect("file").to_string_lossy().into_owned();
+        install(&workspace.join(document), &format!("/usr/share/doc/edgenode/{name}"), 0o644)?;
+    }
+
+    // /etc is read-only on the box: whatever first boot writes lives on /var.
+    symlink("/var/lib/edgenode-config/node.toml", "/etc/edgenode/node.toml")?;
+    symlink("/var/lib/edgenode-config/wpa_supplicant-wlan0.conf", "/etc/wpa_supplicant/wpa_supplicant-wlan0.conf")?;
+    symlink("/run/edgenode/console.issue", "/etc/issue.d/50-edgenode.issue")?;
+    symlink("../run/systemd/resolve/stub-resolv.conf", "/etc/resolv.conf")?;
+    write("/etc/hostname", "edgenode\n")?;
+    write("/etc/hosts", "127.0.0.1 localhost\n127.0.1.1 edgenode\n::1 localhost ip6-localhost ip6-loopback\n")?;
+    // Empty: systemd makes a transient machine id at each boot on a read-only root,
+    // and it is not a "first boot" (that would try to write presets to /etc).
+    write("/etc/machine-id", "")?;
+    let _ = fs::remove_file(rootfs.join("var/lib/dbus/machine-id"));
+    let boot_mount = "/boot/firmware";
+    write(
+        "/etc/fstab",
+        &format!(
+            "# Root is mounted read-only from the kernel command line (slot A or B).\n\
+             PARTLABEL=edgenode-data  /var  ext4  defaults,noatime,commit=60  0  2\n\
+             PARTLABEL=edgenode-boot  {boot_mount}  vfat  umask=0077,noatime,flush  0  2\n\
+             tmpfs  /tmp  tmpfs  mode=1777,nosuid,nodev,size=25%  0  0\n"
+        ),
+    )?;
+    // SSH: installed but off unless provisioning enabled it with keys; keys only.
+    write(
+        "/etc/ssh/sshd_config.d/edgenode.conf",
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+         AuthorizedKeysFile /var/lib/edgenode-config/authorized_keys\n\
+         HostKey /var/lib/edgenode-config/ssh/ssh_host_ed25519_key\n",
+    )?;
+    write(
+        "/etc/systemd/system/ssh.service.d/edgenode.conf",
+        "[Unit]\nConditionPathExists=/var/lib/edgenode-config/ssh-enabled\n\n[Service]\n\
+         ExecStartPre=\nExecStartPre=/bin/sh -c 'mkdir -p /var/lib/edgenode-config/ssh && test -e /var/lib/edgenode-config/ssh/ssh_host_ed25519_key || ssh-keygen -q -t ed25519 -N \"\" -f /var/lib/edgenode-config/ssh/ssh_host_ed25519_key'\n\
+         ExecStartPre=/usr/sbin/sshd -t\n",
+    )?;
+    // Wi-Fi starts only when the device appears and first boot wrote its config.
+    write(
+        "/etc/systemd/system/wpa_supplicant@wlan0.service.d/edgenode.conf",
+        "[Unit]\nConditionPathExists=/var/lib/edgenode-config/wpa_supplicant-wlan0.conf\n",
+    )?;
+    symlink(
+        "/lib/systemd/system/wpa_supplicant@.service",
+        "/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/wpa_supplicant@wlan0.service",
+    )?;
+
+    // Host keys made at package install would be shared by every box: SSH makes its
+    // own on the box when provisioning enables it.
+    for entry in fs::read_dir(rootfs.join("etc/ssh"))? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("ssh_host_")) {
+            fs::remove_file(&path)?;
+        }
+    }
+    write(
+        "/etc/systemd/system/systemd-networkd-wait-online.service.d/edgenode.conf",
+        "# One link up is enough; do not hold the node back for long without a network.\n\
+         [Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30\n",
+    )?;
+    run(Command::new("systemd-sysusers").arg(format!("--root={}", rootfs.display())))?;
+    // What tmpfiles would make at boot, made now: /etc cannot be written on the box.
+    let tmpfiles = Command::new("systemd-tmpfiles")
+        .arg(format!("--root={}", rootfs.display()))
+        .args([
+            "--create",
+            "--exclude-prefix=/dev",
+            "--exclude-prefix=/proc",
+            "--exclude-prefix=/sys",
+            "--exclude-prefix=/run",
+            "--exclude-prefix=/tmp",
+        ])
+        .status()?;
+    if !tmpfiles.success() {
+        eprintln!("warning: systemd-tmpfiles --create in the image reported problems ({tmpfiles})");
+    }
+    let mut enable = Command::new("systemctl");
+    enable.arg(format!("--root={}", rootfs.display())).arg("enable").args([
+        "edgenode.service",
+        "edgenode-firstboot.service",
+        "edgenode-grow-data.service",
+        "edgenode-console.timer",
+        "systemd-networkd.service",
+        "systemd-resolved.service",
+        "systemd-timesyncd.service",
+    ]);
+    run(&mut enable)?;
+    // Off by default; provisioning turns it on through the condition above.
+    run(Command::new("systemctl").arg(format!("--root={}", rootfs.display())).args(["enable", "ssh.service"]))?;
+    if target == Target::X86_64 {
+        run(Command::new("systemctl")
+            .arg(format!("--root={}", rootfs.display()))
+            .args(["enable", "serial-getty@ttyS0.service"]))?;
+    }
+    Ok(())
+}
+
+fn kernel_and_initrd(rootfs: &Path) -> Result<(PathBuf, PathBuf)> {
+    let boot = rootfs.join("boot");
+    let mut kernels: Vec<PathBuf> = fs::read_dir(&boot)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-")))
+        .collect();
+    kernels.sort();
+    let Some(kernel) = kernels.pop() else { bail!("no kernel in {}", boot.display()) };
+    let version = kernel.file_name().expect("file").to_string_lossy().trim_start_matches("vmlinuz-").to_owned();
+    let initrd = boot.join(format!("initrd.img-{version}"));
+    ensure!(initrd.is_file(), "no initrd for kernel {version}");
+    Ok((kernel, initrd))
+}
+
+fn kernel_command_line(target: Target) -> String {
+    let console = match target {
+        Target::X86_64 => "console=tty0 console=ttyS0,115200",
+        Target::RpiArm64 => "console=tty1 console=serial0,115200",
+    };
+    format!(
+        "root=PARTUUID={} ro rootwait {console} systemd.show_status=auto systemd.gpt_auto=0",
+        ROOT_A_UUID.to_lowercase()
+    )
+}
+
+fn populate_boot(target: Target, rootfs: &Path, boot_tree: &Path) -> Result<()> {
+    let (kernel, initrd) = kernel_and_initrd(rootfs)?;
+    match target {
+        Target::X86_64 => {
+            fs::create_dir_all(boot_tree.join("EFI/BOOT"))?;
+            fs::create_dir_all(boot_tree.join("loader/entries"))?;
+            fs::create_dir_all(boot_tree.join("edgenode-a"))?;
+            fs::copy(
+                rootfs.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+                boot_tree.join("EFI/BOOT/BOOTX64.EFI"),
+            )?;
+            fs::copy(&kernel, boot_tree.join("edgenode-a/vmlinuz"))?;
+            fs::copy(&initrd, boot_tree.join("edgenode-a/initrd.img"))?;
+            fs::write(boot_tree.join("loader/loader.conf"), "default edgenode-a.conf\ntimeout 0\n")?;
+            fs::write(
+                boot_tree.join("loader/entries/edgenode-a.conf"),
+                format!(
+                    "title Edgenode (slot A)\nlinux /edgenode-a/vmlinuz\ninitrd /edgenode-a/initrd.img\noptions {}\n",
+                    kernel_command_line(target)
+                ),
+            )?;
+        }
+        Target::RpiArm64 => {
+            // raspi-firmware's hooks filled /boot/firmware during the kernel install.
+            copy_tree(&rootfs.join("boot/firmware"), boot_tree)?;
+            fs::copy(&kernel, boot_tree.join("vmlinuz"))?;
+            fs::copy(&initrd, boot_tree.join("initrd.img"))?;
+            fs::write(boot_tree.join("cmdline.txt"), kernel_command_line(target) + "\n")?;
+            fs::write(
+                boot_tree.join("config.txt"),
+                "# Edgenode on Raspberry Pi 4/5 (Debian's kernel and raspi-firmware)\n\
+                 arm_64bit=1\nenable_uart=1\nupstream_kernel=1\nkernel=vmlinuz\ninitramfs initrd.img followkernel\n\
+                 disable_overscan=1\n[pi4]\nmax_framebuffers=2\n",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn make_vfat(target: Target, tree: &Path, image: &Path, source_date_epoch: u64) -> Result<()> {
+    let label = match target {
+        Target::X86_64 => "EDGEBOOT",
+        Target::RpiArm64 => "RASPIFIRM",
+    };
+    touch_tree(tree, source_date_epoch)?;
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", label, "-i", "6e6f6465", "--invariant", "-C"])
+        .arg(image)
+        .arg((BOOT_PARTITION_MIB * 1024).to_string()))?;
+    let mut entries: Vec<PathBuf> =
+        fs::read_dir(tree)?.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect();
+    entries.sort();
+    if !entries.is_empty() {
+        run(Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
+            .args(["-s", "-p", "-m", "-i"])
+            .arg(image)
+            .args(&entries)
+            .arg("::"))?;
+    }
+    Ok(())
+}
+
+fn make_ext4(tree: &Path, image: &Path, bytes: u64, label: &str, uuid: &str, source_date_epoch: u64) -> Result<()> {
+    let file = fs::File::create(image)?;
+    file.set_len(bytes)?;
+    drop(file);
+    run(Command::new("mkfs.ext4")
+        .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
+        .env("E2FSPROGS_FAKE_TIME", source_date_epoch.to_string())
+        .args(["-q", "-F", "-L", label, "-U", uuid, "-E"])
+        .arg(format!("hash_seed={HASH_SEED},lazy_itable_init=0,root_owner=0:0"))
+        .args(["-O", "^metadata_csum_seed", "-d"])
+        .arg(tree)
+        .arg(image))
+}
+
+/// Where each partition starts and how big it is, in bytes; the disk's total size.
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    partitions: Vec<Partition>,
+    total_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Partition {
+    name: &'static str,
+    start_bytes: u64,
+    size_bytes: u64,
+    type_guid: &'static str,
+    uuid: &'static str,
+}
+
+fn layout(root_bytes: u64, data_bytes: u64) -> Layout {
+    // ESP type on x86_64; the Pi firmware reads the first FAT partition of any type.
+    let esp = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+    let linux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+    let mut start_bytes = MIB;
+    let mut partitions = Vec::new();
+    for (name, size_bytes, type_guid, uuid) in [
+        ("edgenode-boot", BOOT_PARTITION_MIB * MIB, esp, BOOT_UUID),
+        ("edgenode-root-a", root_bytes, linux, ROOT_A_UUID),
+        ("edgenode-root-b", root_bytes, linux, ROOT_B_UUID),
+        ("edgenode-data", data_bytes, linux, DATA_UUID),
+    ] {
+        partitions.push(Partition { name, start_bytes, size_bytes, type_guid, uuid });
+        start_bytes += size_bytes;
+    }
+    // One MiB at the end for the backup GPT.
+    Layout { partitions, total_bytes: start_bytes + MIB }
+}
+
+fn sfdisk_script(layout: &Layout) -> String {
+    let mut script = format!("label: gpt\nlabel-id: {DISK_GUID}\nunit: sectors\nsector-size: 512\n\n");
+    for partition in &layout.partitions {
+        let _ = writeln!(
+            script,
+            "start={}, size={}, type={}, uuid={}, name=\"{}\"",
+            partition.start_bytes / SECTOR_BYTES,
+            partition.size_bytes / SECTOR_BYTES,
+            partition.type_guid,
+            partition.uuid,
+            partition.name
+        );
+    }
+    script
+}
+
+fn assemble(out: &Path, boot: &Path, root: &Path, root_bytes: u64, data: &Path, data_bytes: u64) -> Result<()> {
+    let layout = layout(root_bytes, data_bytes);
+    let _ = fs::remove_file(out);
+    fs::File::create(out)?.set_len(layout.total_bytes)?;
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run sfdisk (apt-get install fdisk)")?;
+    std::io::Write::write_all(sfdisk.stdin.as_mut().expect("piped"), sfdisk_script(&layout).as_bytes())?;
+    let status = sfdisk.wait()?;
+    ensure!(status.success(), "sfdisk failed: {status}");
+    // Root slot B stays empty until an update writes it.
+    for (image, index) in [(boot, 0), (root, 1), (data, 3)] {
+        run(Command::new("dd")
+            .arg(format!("if={}", image.display()))
+            .arg(format!("of={}", out.display()))
+            .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+            .arg(format!("seek={}", layout.partitions[index].start_bytes / MIB)))?;
+    }
+    Ok(())
+}
+
+fn round_up_mib(bytes: u64) -> u64 {
+    bytes.div_ceil(MIB) * MIB
+}
+
+fn tree_bytes(tree: &Path) -> Result<u64> {
+    let output = Command::new("du").args(["-s", "-B1", "--apparent-size"]).arg(tree).output()?;
+    ensure!(output.status.success(), "du failed on {}", tree.display());
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace().next().and_then(|bytes| bytes.parse().ok()).context("du printed no size")
+}
+
+/// Every file's times set to SOURCE_DATE_EPOCH, for reproducible file systems.
+fn touch_tree(tree: &Path, source_date_epoch: u64) -> Result<()> {
+    run(Command::new("find")
+        .arg(tree)
+        .args(["-newermt", &format!("@{source_date_epoch}"), "-exec", "touch", "--no-dereference", "-d"])
+        .arg(format!("@{source_date_epoch}"))
+        .args(["{}", "+"]))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    run(Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_mib_aligned_in_order_with_equal_root_slots() {
+        let layout = layout(885 * MIB, 137 * MIB);
+        let names: Vec<&str> = layout.partitions.iter().map(|partition| partition.name).collect();
+        assert_eq!(names, ["edgenode-boot", "edgenode-root-a", "edgenode-root-b", "edgenode-data"]);
+        for pair in layout.partitions.windows(2) {
+            assert_eq!(pair[0].start_bytes + pair[0].size_bytes, pair[1].start_bytes, "no gaps, no overlap");
+        }
+        assert!(layout.partitions.iter().all(|partition| partition.start_bytes % MIB == 0));
+        assert_eq!(layout.partitions[1].size_bytes, layout.partitions[2].size_bytes);
+        let data = layout.partitions.last().unwrap();
+        assert_eq!(layout.total_bytes, data.start_bytes + data.size_bytes + MIB, "room for the backup GPT");
+        let script = sfdisk_script(&layout);
+        assert!(script.contains("start=2048, size=524288, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
+    }
+
+    #[test]
+    fn kernel_boots_slot_a_read_only() {
+        let command_line = kernel_command_line(Target::X86_64);
+        assert!(command_line.starts_with("root=PARTUUID=6e6f6465-0002-4000-8000-000000000002 ro "));
+        assert!(command_line.contains("console=ttyS0"));
+    }
+}

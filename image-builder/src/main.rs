@@ -1,0 +1,86 @@
+//! `image-builder`: build flashable Edgenode images, and provision boxes for an ISP.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use image_builder::build::{self, BuildOptions, Target};
+use image_builder::provision;
+
+#[derive(Parser)]
+#[command(version, about = "Flashable Edgenode images and provisioning files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a flashable disk image from Debian packages (needs root, mmdebstrap,
+    /// e2fsprogs, dosfstools, mtools, fdisk).
+    Build {
+        #[arg(long, value_enum)]
+        target: Target,
+        #[arg(long)]
+        out: PathBuf,
+        /// A provisioning file to put on the boot partition as edgenode.toml.
+        #[arg(long)]
+        provision: Option<PathBuf>,
+        /// Debian mirror.
+        #[arg(long, default_value = build::DEFAULT_MIRROR)]
+        mirror: String,
+        /// Directory with already built `edgenode` and `edgenode-firstboot` for the
+        /// target; without it they are built with cargo.
+        #[arg(long)]
+        binaries: Option<PathBuf>,
+        /// Work directory (kept for inspection); default: next to --out.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Directory that keeps downloaded .deb files between builds.
+        #[arg(long)]
+        deb_cache: Option<PathBuf>,
+    },
+    /// Turn an inventory CSV into one provisioning file and one label per box.
+    Provision {
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Provision { inventory, out } => {
+            let started = Instant::now();
+            let rows = provision::read_inventory(&inventory)?;
+            eprintln!("provision: {} boxes from {}", rows.len(), inventory.display());
+            let boxes = provision::provision(&rows, &out, &mut |done, total, name| {
+                if done == total || done % 10 == 0 {
+                    eprintln!("provision: [{done:>5}/{total}] {name}");
+                }
+            })?;
+            let width = boxes.iter().map(|b| b.name.len()).max().unwrap_or(4).max(4);
+            println!("{:<width$}  {:<14}  pin", "name", "claim code");
+            for provisioned in &boxes {
+                println!(
+                    "{:<width$}  {:<14}  {}",
+                    provisioned.name, provisioned.label.claim_code, provisioned.label.pin
+                );
+            }
+            eprintln!(
+                "provision: wrote {n} edgenode.toml and {n} label.png under {} in {:.1} s",
+                out.display(),
+                started.elapsed().as_secs_f64(),
+                n = boxes.len()
+            );
+            Ok(())
+        }
+        Command::Build { target, out, provision, mirror, binaries, work_dir, deb_cache } => {
+            let work_dir = work_dir.unwrap_or_else(|| out.with_extension("work"));
+            let options = BuildOptions { target, out, provision, mirror, binaries, work_dir, deb_cache };
+            build::build(&options).context("image build failed")
+        }
+    }
+}
