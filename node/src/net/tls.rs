@@ -13,7 +13,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use super::NetError;
@@ -126,11 +127,11 @@ impl Identity {
         Ok(Identity { certificate_der, private_key_der, pin })
     }
 
-    fn certificate_chain(&self) -> Vec<CertificateDer<'static>> {
+    pub(crate) fn certificate_chain(&self) -> Vec<CertificateDer<'static>> {
         vec![CertificateDer::from(self.certificate_der.clone())]
     }
 
-    fn private_key(&self) -> PrivateKeyDer<'static> {
+    pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.private_key_der.clone()))
     }
 }
@@ -207,7 +208,7 @@ fn warn_if_readable_by_others(key_path: &Path) {
     }
 }
 
-fn ring_provider() -> Arc<CryptoProvider> {
+pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -237,7 +238,7 @@ pub fn quic_server_config(identity: &Identity) -> Result<rustls::ServerConfig, N
 /// verified against that certificate's key.
 pub fn pinned_client_config(pin: String, alpn: Vec<Vec<u8>>) -> rustls::ClientConfig {
     let provider = ring_provider();
-    let verifier = PinnedServerVerifier { pin, provider: provider.clone() };
+    let verifier = PinVerifier::new(provider.clone(), move |presented| presented == pin);
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("the ring provider supports TLS 1.3 and 1.2")
@@ -248,29 +249,36 @@ pub fn pinned_client_config(pin: String, alpn: Vec<Vec<u8>>) -> rustls::ClientCo
     config
 }
 
-#[derive(Debug)]
-struct PinnedServerVerifier {
-    pin: String,
+/// The one certificate verifier of the node, for servers (browsers' pinned clients,
+/// siblings) and for clients (siblings under mutual TLS): a certificate is accepted
+/// when `admit` approves its SPKI pin, whatever its names or dates. Signatures over
+/// the handshake are always checked against the presented certificate's key, so a pin
+/// cannot be claimed by someone who merely copied the certificate.
+pub(crate) struct PinVerifier {
+    admit: Box<dyn Fn(&str) -> bool + Send + Sync>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match spki_pin_of_certificate(end_entity) {
-            Some(pin) if pin == self.pin => Ok(ServerCertVerified::assertion()),
+impl std::fmt::Debug for PinVerifier {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("PinVerifier").finish_non_exhaustive()
+    }
+}
+
+impl PinVerifier {
+    pub(crate) fn new(provider: Arc<CryptoProvider>, admit: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        PinVerifier { admit: Box::new(admit), provider }
+    }
+
+    fn check(&self, certificate: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        match spki_pin_of_certificate(certificate) {
+            Some(pin) if (self.admit)(&pin) => Ok(()),
             Some(_) => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)),
             None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)),
         }
     }
 
-    fn verify_tls12_signature(
+    fn tls12(
         &self,
         message: &[u8],
         certificate: &CertificateDer<'_>,
@@ -284,7 +292,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
         )
     }
 
-    fn verify_tls13_signature(
+    fn tls13(
         &self,
         message: &[u8],
         certificate: &CertificateDer<'_>,
@@ -296,6 +304,74 @@ impl ServerCertVerifier for PinnedServerVerifier {
             signature,
             &self.provider.signature_verification_algorithms,
         )
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.check(end_entity).map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, certificate, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PinVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity).map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, certificate, signature)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -5,32 +5,15 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 use sha2::{Digest as _, Sha256};
 
 use super::pairing::PairingState;
 use super::{PeerError, ALPN_PAIR, ALPN_PEER};
-use crate::net::tls::{spki_pin_of_certificate, Identity};
+use crate::net::tls::{ring_provider, spki_pin_of_certificate, Identity, PinVerifier};
 
-fn ring_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn certificate_chain(identity: &Identity) -> Vec<CertificateDer<'static>> {
-    vec![CertificateDer::from(identity.certificate_der.clone())]
-}
-
-fn private_key(identity: &Identity) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.private_key_der.clone()))
-}
-
-/// Which certificates a verifier lets in. Signatures over the handshake are always
-/// checked against the presented certificate's key, so a pin cannot be claimed by
-/// someone who merely copied the certificate.
+/// Which certificates a peer verifier lets in (by SPKI pin; see `tls::PinVerifier`).
 #[derive(Debug)]
 enum Admission {
     /// Exactly these pins.
@@ -43,129 +26,15 @@ enum Admission {
     Any,
 }
 
-#[derive(Debug)]
-struct PinVerifier {
-    admission: Admission,
-    provider: Arc<CryptoProvider>,
-}
-
-impl PinVerifier {
-    fn admit(&self, certificate: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let Some(pin) = spki_pin_of_certificate(certificate) else {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding));
-        };
-        let admitted = match &self.admission {
-            Admission::Pins(pins) => pins.contains(&pin),
+impl Admission {
+    fn into_verifier(self, provider: Arc<CryptoProvider>) -> PinVerifier {
+        PinVerifier::new(provider, move |pin| match &self {
+            Admission::Pins(pins) => pins.contains(pin),
             Admission::SiblingsOrPairing { pins, pairing } => {
-                pins.contains(&pin) || super::lock(pairing).admit_unpinned(crate::os::now_ms())
+                pins.contains(pin) || super::lock(pairing).admit_unpinned(crate::os::now_ms())
             }
             Admission::Any => true,
-        };
-        if admitted {
-            Ok(())
-        } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn tls12(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            certificate,
-            signature,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn tls13(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            certificate,
-            signature,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.admit(end_entity).map(|()| ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.tls12(message, certificate, signature)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.tls13(message, certificate, signature)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-impl ClientCertVerifier for PinVerifier {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.admit(end_entity).map(|()| ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.tls12(message, certificate, signature)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.tls13(message, certificate, signature)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        })
     }
 }
 
@@ -178,14 +47,11 @@ pub(super) fn server_config(
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ServerConfig, PeerError> {
     let provider = ring_provider();
-    let verifier = PinVerifier {
-        admission: Admission::SiblingsOrPairing { pins: sibling_pins, pairing },
-        provider: provider.clone(),
-    };
+    let verifier = Admission::SiblingsOrPairing { pins: sibling_pins, pairing }.into_verifier(provider.clone());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
-        .with_single_cert(certificate_chain(identity), private_key(identity))?;
+        .with_single_cert(identity.certificate_chain(), identity.private_key())?;
     config.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_PAIR.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config)
         .map_err(|error| PeerError::Quic(error.to_string()))?;
@@ -207,12 +73,12 @@ pub(super) fn client_config(
         Some(pin) => Admission::Pins(BTreeSet::from([pin.to_owned()])),
         None => Admission::Any,
     };
-    let verifier = PinVerifier { admission, provider: provider.clone() };
+    let verifier = admission.into_verifier(provider.clone());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(certificate_chain(identity), private_key(identity))?;
+        .with_client_auth_cert(identity.certificate_chain(), identity.private_key())?;
     config.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
         .map_err(|error| PeerError::Quic(error.to_string()))?;
