@@ -35,14 +35,37 @@ pub struct MdnsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PeersConfig {
+    /// UDP address of the sibling endpoint; default: `listen`'s IP with the next port
+    /// (port 0, any free one, when `listen`'s port is 0).
+    pub listen: Option<SocketAddr>,
+    /// Failure domain (house, street cabinet, rack); replicas prefer distinct zones.
+    /// Default: the node name.
+    pub zone: Option<String>,
+    /// Copies of each user's data, home included.
+    pub replicas: Option<usize>,
     pub siblings: Vec<SiblingConfig>,
+}
+
+impl PeersConfig {
+    pub fn listen_address(&self, listen: SocketAddr) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            let port = if listen.port() == 0 { 0 } else { listen.port().wrapping_add(1) };
+            SocketAddr::new(listen.ip(), port)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiblingConfig {
+    /// `host:port` of the sibling's peer endpoint (for mDNS, its HTTPS address).
     pub address: String,
     pub pin: String,
+    /// The sibling's node id (16 hex digits, printed in its ready line and by
+    /// `edgenode status`). Siblings without one are known by pin only (mDNS) and do
+    /// not replicate.
+    pub node_id: Option<String>,
+    pub zone: Option<String>,
 }
 
 /// Limits on every input. Units are last in the names.
@@ -159,6 +182,16 @@ impl Config {
         }
         if self.limits.connections_max == 0 {
             return invalid("`limits.connections_max` must be at least 1");
+        }
+        if self.peers.replicas == Some(0) {
+            return invalid("`peers.replicas` must be at least 1");
+        }
+        for sibling in &self.peers.siblings {
+            if let Some(node_id) = &sibling.node_id {
+                if u64::from_str_radix(node_id, 16).is_err() || node_id.len() != 16 {
+                    return invalid("`peers.siblings.node_id` must be 16 hex digits");
+                }
+            }
         }
         if let Some(code) = &self.claim_code {
             if code.len() < 8 {

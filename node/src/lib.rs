@@ -11,4 +11,5 @@ pub mod discovery;
 pub mod media;
 pub mod net;
 pub mod os;
+pub mod siblings;
 pub mod store;

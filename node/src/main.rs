@@ -14,6 +14,7 @@ use edgenode::discovery::{self, Advertisement, Discovery};
 use edgenode::media::{MediaLimits, Pipeline};
 use edgenode::net::{self, systemd, Identity};
 use edgenode::os;
+use edgenode::siblings::Siblings;
 use edgenode::store::Store;
 
 #[derive(Parser)]
@@ -131,6 +132,8 @@ async fn serve(config: Config) -> Result<()> {
         decoded_bytes_in_flight_max: limits.media_decoded_bytes_in_flight_max,
     });
     let listeners = net::bind(config.listen, &identity, limits).await?;
+    let siblings = Siblings::start(&config, &identity, store.clone()).await?;
+    let peer_address = siblings.peer_address();
     let local_addr = listeners.local_addr;
     let node = NodeInfo {
         name: config.name.clone(),
@@ -141,7 +144,9 @@ async fn serve(config: Config) -> Result<()> {
     };
     let control_token = base64_url(&os::random_bytes::<32>());
     write_private_file(&config.data_dir.join("control-token"), control_token.as_bytes())?;
-    let mut api = Api::new(&config, store.clone(), pipeline, node, claim_code).with_control_token(&control_token);
+    let mut api = Api::new(&config, store.clone(), pipeline, node, claim_code)
+        .with_control_token(&control_token)
+        .with_siblings(siblings.handle(&config));
     let discovery = if config.mdns.enabled {
         let advertisement = Advertisement {
             name: config.name.clone(),
@@ -185,7 +190,11 @@ async fn serve(config: Config) -> Result<()> {
     }
     let serving = tokio::spawn(net::serve(listeners, api, config.limits.clone(), shutdown));
 
-    let ready = format!("edgenode ready listen={local_addr} pin={} node_id={}", identity.pin, store.node_id());
+    let ready = format!(
+        "edgenode ready listen={local_addr} pin={} node_id={} peer={peer_address}",
+        identity.pin,
+        store.node_id()
+    );
     tracing::info!(listen = %local_addr, pin = %identity.pin, node_id = %store.node_id(), name = %config.name, "ready");
     println!("{ready}");
     std::io::stdout().flush()?;
@@ -194,7 +203,10 @@ async fn serve(config: Config) -> Result<()> {
     write_private_file(&address_file, local_addr.to_string().as_bytes())?;
     systemd::notify("READY=1");
 
+    write_private_file(&config.data_dir.join("peer-address"), peer_address.to_string().as_bytes())?;
+
     serving.await.context("the server task failed")??;
+    siblings.shutdown().await;
     let _ = std::fs::remove_file(&address_file);
     tracing::info!("stopped");
     Ok(())

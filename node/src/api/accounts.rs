@@ -106,6 +106,16 @@ pub fn nearby(api: &Api, call: &mut Call<'_>) -> ApiResult {
     ok_json(json!({"mdns": api.nearby.is_some(), "items": items}))
 }
 
+pub fn replication(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    if !call.local_control && !call.user()?.admin {
+        return Err(ApiError::forbidden("only an admin can see replication state"));
+    }
+    match &api.siblings {
+        Some(siblings) => ok_json(siblings.status()?),
+        None => ok_json(json!({"replication": false})),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewAccount {

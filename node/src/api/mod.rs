@@ -162,6 +162,7 @@ pub struct Api {
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
     /// Nodes seen over mDNS; `None` when discovery is off.
     nearby: Option<crate::discovery::NearbyHandle>,
+    siblings: Option<crate::siblings::SiblingsHandle>,
     /// SHA-256 of the local control token in `<data_dir>/control-token`: whoever can
     /// read the data dir (the `edgenode` CLI on the box) may read admin node info.
     control_token_hash: [u8; 32],
@@ -190,8 +191,15 @@ impl Api {
             login_throttle: Mutex::new(LoginThrottle::default()),
             media_work: Coalescer::default(),
             nearby: None,
+            siblings: None,
             control_token_hash: [0; 32],
         }
+    }
+
+    /// Answers `GET /api/v1/node/replication` and lists users' replicas from this.
+    pub fn with_siblings(mut self, siblings: crate::siblings::SiblingsHandle) -> Api {
+        self.siblings = Some(siblings);
+        self
     }
 
     /// Answers `GET /api/v1/node/nearby` from this discovery table.

@@ -51,6 +51,8 @@ pub fn table() -> &'static [Route] {
             route!(GET "/metrics", Anyone, None, accounts::metrics, "Prometheus metrics"),
             route!(GET "/openapi.json", Anyone, None, openapi, "This document"),
             route!(GET "/api/v1/node", Anyone, None, accounts::node, "Node id, name, version, region, roles, pin, peers"),
+            route!(GET "/api/v1/node/replication", Admin, None, accounts::replication,
+                "Replication state for operators: {node_id, records, tombstones, digest, media_missing, epoch, log_end, peers}"),
             route!(GET "/api/v1/node/nearby", Admin, None, accounts::nearby,
                 "Nodes seen nearby over mDNS (hints only: pins are checked, never trusted): {mdns, items}"),
             route!(POST "/api/v1/accounts", Anyone, JSON, accounts::create_account,

@@ -199,7 +199,16 @@ pub fn comments(api: &Api, call: &mut Call<'_>) -> ApiResult {
 
 pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let user = api.user_by_handle(call.param(0))?;
-    ok_json(api.user_json(&user, call.viewer_id())?)
+    let mut answer = api.user_json(&user, call.viewer_id())?;
+    if let Some(siblings) = &api.siblings {
+        let nodes: Vec<serde_json::Value> = siblings
+            .replicas_of(&user.user_id)
+            .into_iter()
+            .map(|(node_id, address, this_node)| json!({"node_id": node_id.to_string(), "peer_address": address, "this_node": this_node}))
+            .collect();
+        answer["nodes"] = json!(nodes);
+    }
+    ok_json(answer)
 }
 
 pub fn user_posts(api: &Api, call: &mut Call<'_>) -> ApiResult {

@@ -8,9 +8,11 @@
 //! (few connections, keep-alive, larger windows) than the public endpoint.
 //!
 //! One connection per sibling pair, carrying one bidirectional control stream of
-//! `wire` frames. Both sides dial (jittered, capped backoff); when two connections
-//! meet, both keep the one dialled by the lower node id (or the newer of two from
-//! the same dialler). A frame that does not decode closes the connection with
+//! `wire` frames (the first stream the dialler opens) and short-lived media streams
+//! either side opens to fetch a media item's files (`media`). Both sides dial
+//! (jittered, capped backoff); when two connections meet, both keep the one dialled
+//! by the lower node id (or the newer of two from the same dialler). A frame that
+//! does not decode closes the connection with
 //! `close_code::BAD_FRAME` and counts against the peer; the endpoint keeps serving.
 //! Each connection's send queue is a bounded channel; when it is full, frames for that
 //! peer are dropped and counted rather than buffered (the replication protocol
@@ -28,9 +30,10 @@
 //!   sibling learned by pairing is persisted by the caller and takes effect on restart.
 //! - The node runs on the driver task; with a redb store each step is a short
 //!   transaction on a runtime worker (a `block_in_place` may be wanted then).
-//! - Media streams, trust scores (bad frames are only counted), metrics export.
+//! - Trust scores (bad frames are only counted), metrics export.
 
 mod crypto;
+pub mod media;
 pub mod pairing;
 #[cfg(test)]
 mod tests;
@@ -149,6 +152,8 @@ pub struct PeerDriverConfig {
     /// Where siblings reach this node's peer endpoint (told to joiners when pairing);
     /// empty means "where I dial from".
     pub advertised_address: String,
+    /// Where media streams are answered from; `None` refuses them.
+    pub media_store: Option<Arc<crate::store::Store>>,
 }
 
 /// One sibling's connection and counters, for `edgenode peer list`.
@@ -175,6 +180,57 @@ pub struct PeerState {
 /// before a local write is acknowledged: where the wiring makes the store and the
 /// `DurableState` durable (the driver contract of `ReplicaNode`).
 pub type PersistHook<S> = Box<dyn FnMut(&S, &DurableState) + Send>;
+
+/// The replication node, shared by the driver (peer traffic, timers) and by local
+/// writers (API threads, through `step`). Every step runs under one lock and ends with
+/// the persist hook, so "persist, then send" holds whoever stepped; the driver is
+/// woken to send what a local step produced.
+pub struct SharedNode<S: ReplicaStore> {
+    inner: Mutex<NodeSlot<S>>,
+    transmit: tokio::sync::Notify,
+}
+
+struct NodeSlot<S: ReplicaStore> {
+    node: ReplicaNode<S>,
+    persist: Option<PersistHook<S>>,
+}
+
+impl<S: ReplicaStore> SharedNode<S> {
+    pub fn new(node: ReplicaNode<S>, persist: Option<PersistHook<S>>) -> SharedNode<S> {
+        SharedNode { inner: Mutex::new(NodeSlot { node, persist }), transmit: tokio::sync::Notify::new() }
+    }
+
+    /// Runs one step of the node, then the persist hook; wakes the driver to send.
+    pub fn step<R>(&self, step: impl FnOnce(&mut ReplicaNode<S>) -> R) -> R {
+        let result = self.step_and_persist(step);
+        self.transmit.notify_one();
+        result
+    }
+
+    fn step_and_persist<R>(&self, step: impl FnOnce(&mut ReplicaNode<S>) -> R) -> R {
+        let mut slot = lock(&self.inner);
+        let result = step(&mut slot.node);
+        let NodeSlot { node, persist } = &mut *slot;
+        if let Some(persist) = persist {
+            persist(node.store(), node.durable());
+        }
+        result
+    }
+
+    /// Reads the node between steps (nothing to persist).
+    pub fn read<R>(&self, read: impl FnOnce(&ReplicaNode<S>) -> R) -> R {
+        read(&lock(&self.inner).node)
+    }
+
+    /// Persists, then takes every message the node wants sent.
+    fn take_outgoing(&self) -> Vec<(NodeId, Message)> {
+        self.step_and_persist(|node| std::iter::from_fn(|| node.poll_transmit()).collect())
+    }
+
+    fn into_node(self) -> ReplicaNode<S> {
+        self.inner.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).node
+    }
+}
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -221,8 +277,9 @@ fn transport_config(limits: &PeerLimits) -> Result<quinn::TransportConfig, PeerE
         .map_err(|_| PeerError::Quic(format!("idle_timeout_ms = {} is too large", limits.idle_timeout_ms)))?;
     let mut transport = quinn::TransportConfig::default();
     transport
-        // One control stream each way is all the protocol uses for now.
-        .max_concurrent_bidi_streams(VarInt::from_u32(2))
+        // The control stream, plus media streams (`media` serves a few at once per
+        // connection; the rest wait within this limit).
+        .max_concurrent_bidi_streams(VarInt::from_u32(2 + 8))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(limits.stream_receive_window_bytes))
         .receive_window(VarInt::from_u32(limits.receive_window_bytes))
@@ -248,6 +305,8 @@ struct Shared {
     pairing_busy: Arc<Semaphore>,
     incoming_slots: Arc<Semaphore>,
     transport: Arc<quinn::TransportConfig>,
+    media_store: Option<Arc<crate::store::Store>>,
+    connections: media::SiblingConnections,
 }
 
 enum NetEvent {
@@ -288,9 +347,10 @@ enum Command<S> {
 /// `shutdown`) stops the node and closes every connection.
 pub struct PeerDriver<S: ReplicaStore> {
     commands: mpsc::Sender<Command<S>>,
-    task: JoinHandle<(S, DurableState)>,
+    task: JoinHandle<Option<(S, DurableState)>>,
     shared: Shared,
     local_addr: SocketAddr,
+    node: Arc<SharedNode<S>>,
 }
 
 impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
@@ -311,6 +371,7 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
         siblings.push(Sibling { id: config.node_id, zone: config.zone.clone(), trust: TRUST_MAX });
         let frame_bytes_max = config.replica.frame_bytes_max;
         let node = ReplicaNode::new(config.node_id, config.replica.clone(), siblings, store, durable, now);
+        let node = Arc::new(SharedNode::new(node, persist));
         let (event_sender, event_receiver) = mpsc::channel(config.limits.events_max);
         let (command_sender, command_receiver) = mpsc::channel(64);
         let local_addr = endpoint.local_addr();
@@ -330,6 +391,8 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
             pairing_busy: Arc::new(Semaphore::new(1)),
             incoming_slots: Arc::new(Semaphore::new(config.limits.incoming_connections_max)),
             transport: endpoint.transport,
+            media_store: config.media_store.clone(),
+            connections: media::SiblingConnections::default(),
         };
         let peers = config
             .siblings
@@ -347,11 +410,21 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
                 (sibling.node_id, entry)
             })
             .collect();
-        let state = DriverState { node, peers, shared: shared.clone(), persist, dials: JoinSet::new() };
+        let state = DriverState { node: node.clone(), peers, shared: shared.clone(), dials: JoinSet::new() };
         let accept_task = tokio::spawn(accept_loop(shared.clone()));
         let span = tracing::info_span!("peer_driver", node_id = %config.node_id);
         let task = tokio::spawn(run(state, command_receiver, event_receiver, accept_task).instrument(span));
-        PeerDriver { commands: command_sender, task, shared, local_addr }
+        PeerDriver { commands: command_sender, task, shared, local_addr, node }
+    }
+
+    /// A handle for asking the running driver about its peers.
+    pub fn handle(&self) -> PeerHandle<S> {
+        PeerHandle { commands: self.commands.clone() }
+    }
+
+    /// The node, for local writers (`SharedNode::step`).
+    pub fn node(&self) -> &Arc<SharedNode<S>> {
+        &self.node
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -364,6 +437,17 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
 
     pub fn node_id(&self) -> NodeId {
         self.shared.node_id
+    }
+
+    /// The open connection to each connected sibling, in node id order.
+    pub fn connections(&self) -> Vec<(NodeId, quinn::Connection)> {
+        self.shared.connections.current()
+    }
+
+    /// A live view of `connections`, for tasks that outlive a borrow of the driver
+    /// (`media::spawn_media_fetcher(store, move || view.current(), wake)`).
+    pub fn sibling_connections(&self) -> media::SiblingConnections {
+        self.shared.connections.clone()
     }
 
     /// Applies a client's write on this node; returns once it is applied (and passed
@@ -418,13 +502,30 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
     }
 
     /// Stops the node and the endpoint; returns the durable parts for a restart.
+    /// Fails with `Stopped` while another holder of `node()` remains.
     pub async fn shutdown(self) -> Result<(S, DurableState), PeerError> {
-        let _ = self.commands.send(Command::Shutdown).await;
-        self.task.await.map_err(|_| PeerError::Stopped)
+        let PeerDriver { commands, task, node, .. } = self;
+        drop(node);
+        let _ = commands.send(Command::Shutdown).await;
+        task.await.map_err(|_| PeerError::Stopped)?.ok_or(PeerError::Stopped)
     }
 
     async fn send(&self, command: Command<S>) -> Result<(), PeerError> {
         self.commands.send(command).await.map_err(|_| PeerError::Stopped)
+    }
+}
+
+/// A cloneable handle on a running `PeerDriver`.
+pub struct PeerHandle<S: ReplicaStore> {
+    commands: mpsc::Sender<Command<S>>,
+}
+
+impl<S: ReplicaStore> PeerHandle<S> {
+    /// Every sibling's connection state and counters, in node id order.
+    pub async fn peer_states(&self) -> Result<Vec<PeerState>, PeerError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::PeerStates { reply }).await.map_err(|_| PeerError::Stopped)?;
+        answer.await.map_err(|_| PeerError::Stopped)
     }
 }
 
@@ -456,10 +557,9 @@ struct PeerEntry {
 }
 
 struct DriverState<S: ReplicaStore> {
-    node: ReplicaNode<S>,
+    node: Arc<SharedNode<S>>,
     peers: BTreeMap<NodeId, PeerEntry>,
     shared: Shared,
-    persist: Option<PersistHook<S>>,
     dials: JoinSet<()>,
 }
 
@@ -468,7 +568,7 @@ async fn run<S: ReplicaStore>(
     mut commands: mpsc::Receiver<Command<S>>,
     mut events: mpsc::Receiver<NetEvent>,
     accept_task: JoinHandle<()>,
-) -> (S, DurableState) {
+) -> Option<(S, DurableState)> {
     loop {
         state.start_due_dials();
         let wake_at = state.wake_at();
@@ -480,6 +580,7 @@ async fn run<S: ReplicaStore>(
             Some(event) = events.recv() => state.on_event(event),
             () = tokio::time::sleep_until(wake_at) => state.on_wake(),
             Some(_) = state.dials.join_next(), if !state.dials.is_empty() => {}
+            () = state.node.transmit.notified() => {}
         }
         state.flush();
     }
@@ -490,7 +591,8 @@ async fn run<S: ReplicaStore>(
     state.dials.shutdown().await;
     // Tell siblings we are going, so they redial at once rather than at idle timeout.
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-    state.node.into_parts()
+    let node = Arc::try_unwrap(state.node).ok()?;
+    Some(node.into_node().into_parts())
 }
 
 /// A delay in `[delay/2, delay]`, so siblings that lost each other at once do not
@@ -503,7 +605,7 @@ fn jittered(delay_ms: u64) -> Duration {
 
 impl<S: ReplicaStore> DriverState<S> {
     fn node_timeout_at(&self) -> Option<Instant> {
-        let timeout_ms = self.node.poll_timeout()?;
+        let timeout_ms = self.node.read(ReplicaNode::poll_timeout)?;
         let now_ms = crate::os::now_ms();
         Some(Instant::now() + Duration::from_millis(timeout_ms.saturating_sub(now_ms)))
     }
@@ -520,7 +622,7 @@ impl<S: ReplicaStore> DriverState<S> {
 
     fn on_wake(&mut self) {
         if self.node_timeout_at().is_some_and(|at| at <= Instant::now()) {
-            self.node.handle_timeout(crate::os::now_ms());
+            self.node.step_and_persist(|node| node.handle_timeout(crate::os::now_ms()));
         }
     }
 
@@ -543,19 +645,18 @@ impl<S: ReplicaStore> DriverState<S> {
         let now = crate::os::now_ms();
         match command {
             Command::LocalWrite { write, reply } => {
-                let result = self.node.handle_local_write(now, write);
-                self.persist();
+                let result = self.node.step_and_persist(|node| node.handle_local_write(now, write));
                 let _ = reply.send(result);
             }
             Command::PeerStates { reply } => {
                 let _ = reply.send(self.peer_states());
             }
-            Command::ReadStore { read } => read(self.node.store()),
+            Command::ReadStore { read } => self.node.read(|node| read(node.store())),
             Command::Disconnect { node_id, reply } => {
                 let closed = match self.peers.get_mut(&node_id).and_then(|entry| entry.current.take()) {
                     Some(live) => {
                         close(&live.connection, close_code::DISCONNECTED, b"disconnected on request");
-                        self.node.handle_disconnected(now, node_id);
+                        self.node.step_and_persist(|node| node.handle_disconnected(now, node_id));
                         self.schedule_redial(node_id);
                         true
                     }
@@ -618,14 +719,15 @@ impl<S: ReplicaStore> DriverState<S> {
                     }
                     close(&current.connection, close_code::DUPLICATE, b"replaced by a newer connection");
                     entry.current = None;
-                    self.node.handle_disconnected(now, node_id);
+                    self.node.step_and_persist(|node| node.handle_disconnected(now, node_id));
                 }
                 let entry = self.peers.get_mut(&node_id).expect("looked up above");
                 tracing::info!(peer = %node_id, remote = %connection.remote_address(), "sibling connected");
+                self.shared.connections.connected(node_id, connection_id, &connection);
                 entry.current = Some(LiveConnection { connection_id, dialer, connection, frames });
                 entry.dial_attempts = 0;
                 entry.last_contact = Some(Instant::now());
-                self.node.handle_connected(now, node_id);
+                self.node.step_and_persist(|node| node.handle_connected(now, node_id));
             }
             NetEvent::DialFailed { node_id } => {
                 if let Some(entry) = self.peers.get_mut(&node_id) {
@@ -641,7 +743,7 @@ impl<S: ReplicaStore> DriverState<S> {
                 entry.counters.frames_in += 1;
                 entry.counters.bytes_in += frame_bytes as u64;
                 entry.last_contact = Some(Instant::now());
-                self.node.handle_message(now, node_id, message);
+                self.node.step_and_persist(|node| node.handle_message(now, node_id, message));
             }
             NetEvent::BadFrame { node_id } => {
                 if let Some(entry) = self.peers.get_mut(&node_id) {
@@ -649,27 +751,21 @@ impl<S: ReplicaStore> DriverState<S> {
                 }
             }
             NetEvent::Closed { node_id, connection_id } => {
+                self.shared.connections.closed(node_id, connection_id);
                 let Some(entry) = self.peers.get_mut(&node_id) else { return };
                 if entry.current.as_ref().is_some_and(|live| live.connection_id == connection_id) {
                     entry.current = None;
                     tracing::info!(peer = %node_id, "sibling disconnected");
-                    self.node.handle_disconnected(now, node_id);
+                    self.node.step_and_persist(|node| node.handle_disconnected(now, node_id));
                     self.schedule_redial(node_id);
                 }
             }
         }
     }
 
-    fn persist(&mut self) {
-        if let Some(persist) = &mut self.persist {
-            persist(self.node.store(), self.node.durable());
-        }
-    }
-
     /// Persist, then send whatever the node wants sent.
     fn flush(&mut self) {
-        self.persist();
-        while let Some((to, message)) = self.node.poll_transmit() {
+        for (to, message) in self.node.take_outgoing() {
             let Some(entry) = self.peers.get_mut(&to) else { continue };
             let Some(live) = &entry.current else { continue };
             let frame = match wire::encode(&message, self.shared.frame_bytes_max) {
@@ -824,6 +920,8 @@ async fn run_connection(
         return;
     }
     let writer = tokio::spawn(write_frames(send, queued).in_current_span());
+    let media_streams =
+        tokio::spawn(media::accept_media_streams(connection.clone(), shared.media_store.clone()).in_current_span());
     match read_frames(&shared, recv, node_id, connection_id).await {
         ReadEnd::BadFrame(reason) => {
             tracing::warn!(peer = %node_id, %reason, "sibling sent a bad frame; closing the connection");
@@ -837,6 +935,7 @@ async fn run_connection(
         ReadEnd::DriverGone => close(&connection, close_code::SHUTDOWN, b"node shutting down"),
     }
     writer.abort();
+    media_streams.abort();
     let _ = shared.events.send(NetEvent::Closed { node_id, connection_id }).await;
 }
 

@@ -6,6 +6,8 @@
 //! inside the same transaction and never replicated.
 
 pub mod blobs;
+mod media_sync;
+pub mod replica;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -19,12 +21,18 @@ use crate::core::model::{
     time_ordered_id, Comment, Credential, Follow, Invite, Like, MediaOwner, NodeId, Post, Record, User, Version,
     Visibility,
 };
+use crate::core::replication::{RecordKey, ShardId, Table, VersionedKey};
 use crate::core::text;
 use crate::os;
 pub use blobs::{BlobKind, BlobStore};
+use replica::write_record;
+pub use replica::ShardTrees;
+pub use replica::{pair_key, split_pair_key, RedbReplicaStore};
 
 /// Version of the table layout; bump with a migration in `migrate`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the replica index (`replica_index`, `replica_tombstones`), `placement`, and the
+/// replication state (`replica_state`, `replica_log`); see `replica`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -136,6 +144,49 @@ pub struct Store {
     blob_bytes: std::sync::atomic::AtomicU64,
     node_id: NodeId,
     clock: Mutex<HybridClock>,
+    /// Per-shard fingerprints of the replicated records, kept with every write.
+    trees: Mutex<ShardTrees>,
+    /// The replication node local writes go through, once attached.
+    local: std::sync::RwLock<Option<std::sync::Weak<dyn LocalTransactions>>>,
+}
+
+/// Where a client's replicated writes run when the node replicates: the wiring holds
+/// the replication node and implements this by running `body` as one local
+/// transaction of it (in its store's transaction, with versions from its clock,
+/// logging what `body` returns), then making it durable.
+pub trait LocalTransactions: Send + Sync {
+    fn transact(&self, body: &mut LocalBody<'_>) -> StoreResult<()>;
+}
+
+/// A client's replicated writes: given the write transaction, the fingerprint trees
+/// and a version source, writes and returns what it wrote.
+pub type LocalBody<'a> = dyn FnMut(&redb::WriteTransaction, &mut ShardTrees, &mut dyn FnMut() -> Version) -> StoreResult<Vec<VersionedKey>>
+    + 'a;
+
+/// One transaction of a client's replicated writes.
+struct Tx<'a> {
+    txn: &'a redb::WriteTransaction,
+    trees: &'a mut ShardTrees,
+    next_version: &'a mut dyn FnMut() -> Version,
+    written: Vec<VersionedKey>,
+}
+
+impl Tx<'_> {
+    /// A new version from the node's clock: one per record written.
+    fn version(&mut self) -> Version {
+        (self.next_version)()
+    }
+
+    fn write_record<T: replica::Replicated>(
+        &mut self,
+        shard: &str,
+        key: &RecordKey,
+        record: &Record<T>,
+    ) -> StoreResult<()> {
+        write_record(self.txn, self.trees, shard, key, record)?;
+        self.written.push(VersionedKey { shard: ShardId(shard.to_owned()), key: key.clone(), version: record.version });
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -170,15 +221,14 @@ impl Store {
         {
             let mut meta = txn.open_table(META)?;
             let stored_schema = meta.get("schema_version")?.map(|v| read_u64(v.value()) as u32);
-            match stored_schema {
-                Some(found) if found > SCHEMA_VERSION => {
-                    return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION })
-                }
-                Some(found) => migrate(found)?,
-                None => {
-                    meta.insert("schema_version", (SCHEMA_VERSION as u64).to_le_bytes().as_slice())?;
-                }
+            if let Some(found) = stored_schema.filter(|found| *found > SCHEMA_VERSION) {
+                return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
             }
+            create_tables(&txn)?;
+            if let Some(found) = stored_schema.filter(|found| *found < SCHEMA_VERSION) {
+                migrate(&txn, found)?;
+            }
+            meta.insert("schema_version", (SCHEMA_VERSION as u64).to_le_bytes().as_slice())?;
             let stored_node_id = meta.get("node_id")?.map(|v| read_u64(v.value()));
             node_id = match stored_node_id {
                 Some(id) => NodeId(id),
@@ -189,24 +239,11 @@ impl Store {
                 }
             };
             clock_high_water = meta.get("clock_high_water")?.map(|v| read_u64(v.value())).unwrap_or(0);
-            // Create every table so read transactions never meet a missing one.
-            txn.open_table(USERS)?;
-            txn.open_table(HANDLES)?;
-            txn.open_table(CREDENTIALS)?;
-            txn.open_table(SESSIONS)?;
-            txn.open_table(INVITES)?;
-            txn.open_table(POSTS)?;
-            txn.open_table(POSTS_BY_AUTHOR)?;
-            txn.open_table(MEDIA)?;
-            txn.open_table(MEDIA_OWNERS)?;
-            txn.open_table(MEDIA_POSTS)?;
-            txn.open_table(FOLLOWS)?;
-            txn.open_table(FOLLOWERS)?;
-            txn.open_table(LIKES)?;
-            txn.open_table(COMMENTS)?;
-            txn.open_table(TERMS)?;
         }
         txn.commit()?;
+        let started = std::time::Instant::now();
+        let trees = ShardTrees::build(&db)?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "fingerprint trees built");
         let blobs = BlobStore::open(data_dir.join("media"))?;
         let store = Store {
             db,
@@ -215,6 +252,8 @@ impl Store {
             blob_bytes: std::sync::atomic::AtomicU64::new(0),
             node_id,
             clock: Mutex::new(HybridClock::starting_after(Timestamp(clock_high_water))),
+            trees: Mutex::new(trees),
+            local: std::sync::RwLock::new(None),
         };
         let removed = store.blobs.remove_orphans(|media_id| store.media(media_id).ok().flatten().is_some())?;
         if removed > 0 {
@@ -252,6 +291,66 @@ impl Store {
         Ok(Version { at, origin: self.node_id })
     }
 
+    /// Moves the local clock past a version applied from a sibling, so every later
+    /// local write is newer than everything the node holds.
+    fn observe_clock(&self, at: Timestamp) {
+        self.clock.lock().expect("clock lock").observe(at, os::now_ms());
+    }
+
+    /// (replicated records held, tombstones among them, digest of every shard).
+    pub fn replication_digest(&self) -> StoreResult<(u64, u64, u64)> {
+        let (records, digest) = self.trees.lock().expect("trees lock").digest();
+        let txn = self.db.begin_read()?;
+        let tombstones = txn.open_table(replica::REPLICA_TOMBSTONES)?.len()?;
+        Ok((records, tombstones, digest))
+    }
+
+    /// Routes this store's replicated writes through the replication node from now on
+    /// (see `LocalTransactions`); while `local` is dropped they commit on their own.
+    pub fn attach_replication(&self, local: std::sync::Weak<dyn LocalTransactions>) {
+        *self.local.write().expect("replication lock") = Some(local);
+    }
+
+    /// Runs `body`, a client's replicated writes, in one write transaction: through
+    /// the replication node when one is attached (its clock versions them, its log
+    /// carries them), else committed here with this store's clock. A transaction that
+    /// fails after touching the fingerprint trees rebuilds them from the committed index.
+    fn write<R>(&self, body: impl FnOnce(&mut Tx<'_>) -> StoreResult<R>) -> StoreResult<R> {
+        let attached = self.local.read().expect("replication lock").as_ref().and_then(std::sync::Weak::upgrade);
+        if let Some(local) = attached {
+            let mut body = Some(body);
+            let mut value = None;
+            local.transact(&mut |txn, trees, next_version| {
+                let mut tx = Tx { txn, trees, next_version, written: Vec::new() };
+                value = Some((body.take().expect("a local transaction runs its body once"))(&mut tx)?);
+                Ok(tx.written)
+            })?;
+            return Ok(value.expect("set when the transaction succeeded"));
+        }
+        let txn = self.db.begin_write()?;
+        let mut trees = self.trees.lock().expect("trees lock");
+        trees.changed = false;
+        let high_water = std::cell::Cell::new(None);
+        let mut next_version = || {
+            let at = self.clock.lock().expect("clock lock").tick(os::now_ms());
+            high_water.set(Some(at));
+            Version { at, origin: self.node_id }
+        };
+        let result =
+            body(&mut Tx { txn: &txn, trees: &mut trees, next_version: &mut next_version, written: Vec::new() });
+        let result = result.and_then(|value| {
+            if let Some(at) = high_water.get() {
+                txn.open_table(META)?.insert("clock_high_water", at.0.to_le_bytes().as_slice())?;
+            }
+            txn.commit()?;
+            Ok(value)
+        });
+        if result.is_err() && trees.changed {
+            *trees = ShardTrees::build(&self.db)?;
+        }
+        result
+    }
+
     // ----- node -----
 
     /// The user id of the admin who claimed the node, if any.
@@ -272,52 +371,55 @@ impl Store {
     /// Creates an account. `how` says what admits it: the claim (first admin), an
     /// invite code (consumed in the same transaction), or open registration.
     pub fn create_user(&self, handle: &str, password_hash: String, how: Admission<'_>) -> StoreResult<User> {
-        let txn = self.db.begin_write()?;
-        let version = self.next_version(&txn)?;
-        let user_id = hex(&os::random_bytes::<16>());
-        let user = User {
-            user_id: user_id.clone(),
-            handle: handle.to_owned(),
-            display_name: handle.to_owned(),
-            bio: String::new(),
-            admin: matches!(how, Admission::Claim),
-            created_at: version.at.physical_ms(),
-        };
-        {
-            let mut handles = txn.open_table(HANDLES)?;
-            if handles.get(handle)?.is_some() {
-                return Err(StoreError::HandleTaken);
-            }
-            match how {
-                Admission::Claim => {
-                    let mut meta = txn.open_table(META)?;
-                    if meta.get("claimed_by")?.is_some() {
-                        return Err(StoreError::AlreadyClaimed);
+        self.write(|tx| {
+            let version = tx.version();
+            let user_id = hex(&os::random_bytes::<16>());
+            let user = User {
+                user_id: user_id.clone(),
+                handle: handle.to_owned(),
+                display_name: handle.to_owned(),
+                bio: String::new(),
+                admin: matches!(how, Admission::Claim),
+                created_at: version.at.physical_ms(),
+            };
+            {
+                if tx.txn.open_table(HANDLES)?.get(handle)?.is_some() {
+                    return Err(StoreError::HandleTaken);
+                }
+                match how {
+                    Admission::Claim => {
+                        let mut meta = tx.txn.open_table(META)?;
+                        if meta.get("claimed_by")?.is_some() {
+                            return Err(StoreError::AlreadyClaimed);
+                        }
+                        meta.insert("claimed_by", user_id.as_bytes())?;
                     }
-                    meta.insert("claimed_by", user_id.as_bytes())?;
+                    Admission::Invite(code) => {
+                        let mut invites = tx.txn.open_table(INVITES)?;
+                        let invite = match invites.get(code)? {
+                            Some(bytes) => live::<Invite>(bytes.value())?,
+                            None => None,
+                        };
+                        let Some(mut invite) = invite.filter(|invite| invite.used_by.is_none()) else {
+                            return Err(StoreError::BadInvite);
+                        };
+                        invite.used_by = Some(user_id.clone());
+                        invites.insert(code, encode(&Record::live(version, invite)).as_slice())?;
+                    }
+                    Admission::Open => {}
                 }
-                Admission::Invite(code) => {
-                    let mut invites = txn.open_table(INVITES)?;
-                    let invite = match invites.get(code)? {
-                        Some(bytes) => live::<Invite>(bytes.value())?,
-                        None => None,
-                    };
-                    let Some(mut invite) = invite.filter(|invite| invite.used_by.is_none()) else {
-                        return Err(StoreError::BadInvite);
-                    };
-                    invite.used_by = Some(user_id.clone());
-                    invites.insert(code, encode(&Record::live(version, invite)).as_slice())?;
-                }
-                Admission::Open => {}
+                let shard = user_id.as_str();
+                let user_key = RecordKey::new(Table::User, user_id.as_str());
+                tx.write_record(shard, &user_key, &Record::live(version, user.clone()))?;
+                // Its own version: a version names one write (the replication log needs
+                // strictly increasing versions).
+                let version = tx.version();
+                let credential = Credential { password_hash };
+                let credential_key = RecordKey::new(Table::Credential, user_id.as_str());
+                tx.write_record(shard, &credential_key, &Record::live(version, credential))?;
             }
-            handles.insert(handle, user_id.as_str())?;
-            txn.open_table(USERS)?.insert(user_id.as_str(), encode(&Record::live(version, user.clone())).as_slice())?;
-            let credential = Credential { password_hash };
-            txn.open_table(CREDENTIALS)?
-                .insert(user_id.as_str(), encode(&Record::live(version, credential)).as_slice())?;
-        }
-        txn.commit()?;
-        Ok(user)
+            Ok(user)
+        })
     }
 
     pub fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
@@ -418,27 +520,24 @@ impl Store {
     /// Records a media item whose blob files are already durable, owned by `owner`.
     /// Returns false when the item was already known (only the owner was added).
     pub fn put_media(&self, info: &MediaInfo, owner: &str) -> StoreResult<bool> {
-        let txn = self.db.begin_write()?;
-        let version = self.next_version(&txn)?;
-        let is_new;
-        {
-            let mut media = txn.open_table(MEDIA)?;
-            is_new = media.get(info.media_id.as_str())?.is_none();
+        let is_new = self.write(|tx| {
+            let version = tx.version();
+            let mut media = tx.txn.open_table(MEDIA)?;
+            let is_new = media.get(info.media_id.as_str())?.is_none();
             if is_new {
                 media.insert(info.media_id.as_str(), encode(info).as_slice())?;
             }
-            let mut owners = txn.open_table(MEDIA_OWNERS)?;
-            let key = (info.media_id.as_str(), owner);
-            let owned = match owners.get(key)? {
+            let owned = match tx.txn.open_table(MEDIA_OWNERS)?.get((info.media_id.as_str(), owner))? {
                 Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
                 None => false,
             };
             if !owned {
                 let record = Record::live(version, MediaOwner { since: version.at.physical_ms() });
-                owners.insert(key, encode(&record).as_slice())?;
+                let key = RecordKey::new(Table::MediaOwner, pair_key(&info.media_id, owner));
+                tx.write_record(owner, &key, &record)?;
             }
-        }
-        txn.commit()?;
+            Ok(is_new)
+        })?;
         if is_new {
             let bytes = info.original.bytes + info.display.bytes + info.thumb.bytes;
             self.blob_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -491,45 +590,34 @@ impl Store {
         media: Vec<String>,
         visibility: Visibility,
     ) -> StoreResult<Post> {
-        let txn = self.db.begin_write()?;
-        let version = self.next_version(&txn)?;
-        let tags = text::hashtags(&caption);
-        let post = Post {
-            post_id: time_ordered_id(version),
-            author_id: author_id.to_owned(),
-            caption,
-            media,
-            visibility,
-            tags,
-            created_at: version.at.physical_ms(),
-        };
-        {
-            let owners = txn.open_table(MEDIA_OWNERS)?;
-            for media_id in &post.media {
-                let owned = match owners.get((media_id.as_str(), author_id))? {
-                    Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
-                    None => false,
-                };
-                if !owned {
-                    return Err(StoreError::UnknownMedia(media_id.clone()));
+        self.write(|tx| {
+            let version = tx.version();
+            let tags = text::hashtags(&caption);
+            let post = Post {
+                post_id: time_ordered_id(version),
+                author_id: author_id.to_owned(),
+                caption,
+                media,
+                visibility,
+                tags,
+                created_at: version.at.physical_ms(),
+            };
+            {
+                let owners = tx.txn.open_table(MEDIA_OWNERS)?;
+                for media_id in &post.media {
+                    let owned = match owners.get((media_id.as_str(), author_id))? {
+                        Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
+                        None => false,
+                    };
+                    if !owned {
+                        return Err(StoreError::UnknownMedia(media_id.clone()));
+                    }
                 }
             }
-            let post_id = post.post_id.as_str();
-            txn.open_table(POSTS)?.insert(post_id, encode(&Record::live(version, post.clone())).as_slice())?;
-            txn.open_table(POSTS_BY_AUTHOR)?.insert((author_id, post_id), ())?;
-            let mut media_posts = txn.open_table(MEDIA_POSTS)?;
-            for media_id in &post.media {
-                media_posts.insert((media_id.as_str(), post_id), ())?;
-            }
-            if post.visibility == Visibility::Public {
-                let mut terms = txn.open_table(TERMS)?;
-                for term in text::index_terms(&post.caption, &post.tags) {
-                    terms.insert((term.as_str(), post_id), ())?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(post)
+            let key = RecordKey::new(Table::Post, post.post_id.as_str());
+            tx.write_record(author_id, &key, &Record::live(version, post.clone()))?;
+            Ok(post)
+        })
     }
 
     pub fn post(&self, post_id: &str) -> StoreResult<Option<Post>> {
@@ -541,23 +629,11 @@ impl Store {
 
     /// Replaces the post with a tombstone and drops it from every index.
     pub fn delete_post(&self, post: &Post) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        let version = self.next_version(&txn)?;
-        {
-            let post_id = post.post_id.as_str();
-            txn.open_table(POSTS)?.insert(post_id, encode(&Record::<Post>::tombstone(version)).as_slice())?;
-            txn.open_table(POSTS_BY_AUTHOR)?.remove((post.author_id.as_str(), post_id))?;
-            let mut media_posts = txn.open_table(MEDIA_POSTS)?;
-            for media_id in &post.media {
-                media_posts.remove((media_id.as_str(), post_id))?;
-            }
-            let mut terms = txn.open_table(TERMS)?;
-            for term in text::index_terms(&post.caption, &post.tags) {
-                terms.remove((term.as_str(), post_id))?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+        self.write(|tx| {
+            let version = tx.version();
+            let key = RecordKey::new(Table::Post, post.post_id.as_str());
+            tx.write_record(&post.author_id, &key, &Record::<Post>::tombstone(version))
+        })
     }
 
     /// Up to `limit` of an author's posts older than `before`, newest first, that
@@ -627,24 +703,16 @@ impl Store {
     }
 
     pub fn set_follow(&self, follower_id: &str, followee_id: &str, following: bool) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        let version = self.next_version(&txn)?;
-        {
+        self.write(|tx| {
+            let version = tx.version();
             let record = if following {
                 Record::live(version, Follow { since: version.at.physical_ms() })
             } else {
                 Record::tombstone(version)
             };
-            txn.open_table(FOLLOWS)?.insert((follower_id, followee_id), encode(&record).as_slice())?;
-            let mut followers = txn.open_table(FOLLOWERS)?;
-            if following {
-                followers.insert((followee_id, follower_id), ())?;
-            } else {
-                followers.remove((followee_id, follower_id))?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+            let key = RecordKey::new(Table::Follow, pair_key(follower_id, followee_id));
+            tx.write_record(follower_id, &key, &record)
+        })
     }
 
     /// Users `user_id` follows (live follows only).
@@ -671,16 +739,16 @@ impl Store {
     // ----- likes and comments -----
 
     pub fn set_like(&self, post_id: &str, user_id: &str, liked: bool) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        let version = self.next_version(&txn)?;
-        let record = if liked {
-            Record::live(version, Like { at: version.at.physical_ms() })
-        } else {
-            Record::tombstone(version)
-        };
-        txn.open_table(LIKES)?.insert((post_id, user_id), encode(&record).as_slice())?;
-        txn.commit()?;
-        Ok(())
+        self.write(|tx| {
+            let version = tx.version();
+            let record = if liked {
+                Record::live(version, Like { at: version.at.physical_ms() })
+            } else {
+                Record::tombstone(version)
+            };
+            let key = RecordKey::new(Table::Like, pair_key(post_id, user_id));
+            tx.write_record(user_id, &key, &record)
+        })
     }
 
     /// (number of likes, whether `viewer` likes it).
@@ -700,19 +768,19 @@ impl Store {
     }
 
     pub fn add_comment(&self, post_id: &str, author_id: &str, text: String) -> StoreResult<Comment> {
-        let txn = self.db.begin_write()?;
-        let version = self.next_version(&txn)?;
-        let comment = Comment {
-            comment_id: time_ordered_id(version),
-            post_id: post_id.to_owned(),
-            author_id: author_id.to_owned(),
-            text,
-            created_at: version.at.physical_ms(),
-        };
-        let key = (post_id, comment.comment_id.as_str());
-        txn.open_table(COMMENTS)?.insert(key, encode(&Record::live(version, comment.clone())).as_slice())?;
-        txn.commit()?;
-        Ok(comment)
+        self.write(|tx| {
+            let version = tx.version();
+            let comment = Comment {
+                comment_id: time_ordered_id(version),
+                post_id: post_id.to_owned(),
+                author_id: author_id.to_owned(),
+                text,
+                created_at: version.at.physical_ms(),
+            };
+            let key = RecordKey::new(Table::Comment, pair_key(post_id, &comment.comment_id));
+            tx.write_record(author_id, &key, &Record::live(version, comment.clone()))?;
+            Ok(comment)
+        })
     }
 
     /// Up to `limit` comments after `after`, oldest first.
@@ -755,9 +823,38 @@ pub enum Admission<'a> {
     Open,
 }
 
-/// Brings an older layout up to `SCHEMA_VERSION`. There is only version 1 so far.
-fn migrate(found: u32) -> StoreResult<()> {
-    debug_assert!(found <= SCHEMA_VERSION);
+/// Creates every table so read transactions never meet a missing one.
+fn create_tables(txn: &redb::WriteTransaction) -> StoreResult<()> {
+    txn.open_table(USERS)?;
+    txn.open_table(HANDLES)?;
+    txn.open_table(CREDENTIALS)?;
+    txn.open_table(SESSIONS)?;
+    txn.open_table(INVITES)?;
+    txn.open_table(POSTS)?;
+    txn.open_table(POSTS_BY_AUTHOR)?;
+    txn.open_table(MEDIA)?;
+    txn.open_table(MEDIA_OWNERS)?;
+    txn.open_table(MEDIA_POSTS)?;
+    txn.open_table(FOLLOWS)?;
+    txn.open_table(FOLLOWERS)?;
+    txn.open_table(LIKES)?;
+    txn.open_table(COMMENTS)?;
+    txn.open_table(TERMS)?;
+    txn.open_table(replica::REPLICA_INDEX)?;
+    txn.open_table(replica::REPLICA_TOMBSTONES)?;
+    txn.open_table(replica::PLACEMENT)?;
+    txn.open_table(replica::REPLICA_STATE)?;
+    txn.open_table(replica::REPLICA_LOG)?;
+    Ok(())
+}
+
+/// Brings an older layout up to `SCHEMA_VERSION`, in the opening transaction.
+/// 1 → 2: index every replicated row by shard and key hash (`replica::index_v1_rows`).
+fn migrate(txn: &redb::WriteTransaction, found: u32) -> StoreResult<()> {
+    debug_assert!(found < SCHEMA_VERSION);
+    if found < 2 {
+        replica::index_v1_rows(txn)?;
+    }
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use super::fingerprint::HashRange;
 use super::item::{Item, RecordKey, ShardId};
 use super::log::{ChangeLog, LogMark};
 use super::placement::{place, Sibling, REPLICAS_DEFAULT};
-use super::store::{MemoryStore, ReplicaStore, Summary};
+use super::store::{MemoryStore, ReplicaStore, Summary, VersionedKey};
 use super::wire::{
     item_bytes, probe_bytes, wanted_bytes, Hello, Items, LogAck, LogBatch, Message, Probe, ProbeBody, Wanted,
     FRAME_HEADER_BYTES,
@@ -262,6 +262,32 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         self.durable.log.append(item.shard.clone(), item.key.clone(), version);
         self.pump(now);
         Ok(item)
+    }
+
+    /// A client's transaction that writes records itself (validation and derived
+    /// indexes belong to the store): `body` gets the store and a source of versions
+    /// from this node's clock, and returns what it wrote; each record written is
+    /// logged. On `Err` nothing is logged (the store must have rolled back).
+    ///
+    /// The written versions must come from `next_version`, each record at most once
+    /// per call, so the log stays in version order (invariant 3). Placement is not
+    /// checked here: the store writes shards of users homed on this node.
+    pub fn handle_local_transaction<R, E>(
+        &mut self,
+        now: u64,
+        body: impl FnOnce(&mut S, &mut dyn FnMut() -> Version) -> Result<(R, Vec<VersionedKey>), E>,
+    ) -> Result<R, E> {
+        let id = self.id;
+        let clock = &mut self.durable.clock;
+        let mut next_version = || Version { at: clock.tick(now), origin: id };
+        let (result, mut written) = body(&mut self.store, &mut next_version)?;
+        written.sort_by_key(|record| record.version);
+        for record in written {
+            debug_assert_eq!(record.version.origin, id, "a local transaction writes versions of this node");
+            self.durable.log.append(record.shard, record.key, record.version);
+        }
+        self.pump(now);
+        Ok(result)
     }
 
     pub fn handle_connected(&mut self, now: u64, peer: NodeId) {

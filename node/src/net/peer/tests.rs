@@ -14,7 +14,7 @@ use crate::net::tests::TempDir;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn fast_limits() -> PeerLimits {
+pub(super) fn fast_limits() -> PeerLimits {
     PeerLimits {
         dial_backoff_initial_ms: 50,
         dial_backoff_max_ms: 400,
@@ -25,7 +25,7 @@ fn fast_limits() -> PeerLimits {
     }
 }
 
-fn fast_replica_config() -> ReplicaConfig {
+pub(super) fn fast_replica_config() -> ReplicaConfig {
     ReplicaConfig {
         heartbeat_interval_ms: 200,
         retransmit_after_ms: 300,
@@ -34,19 +34,19 @@ fn fast_replica_config() -> ReplicaConfig {
     }
 }
 
-struct TestNode {
-    node_id: NodeId,
-    identity: Identity,
+pub(super) struct TestNode {
+    pub(super) node_id: NodeId,
+    pub(super) identity: Identity,
     _dir: TempDir,
 }
 
-fn test_node(index: u64) -> TestNode {
+pub(super) fn test_node(index: u64) -> TestNode {
     let dir = TempDir::new("peer");
     let identity = Identity::load_or_create(dir.path(), &format!("node{index}")).unwrap();
     TestNode { node_id: NodeId(index), identity, _dir: dir }
 }
 
-fn loopback() -> SocketAddr {
+pub(super) fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
@@ -84,13 +84,14 @@ fn start_cluster(all: &[TestNode], running: usize) -> Vec<PeerDriver<MemoryStore
                 replica: fast_replica_config(),
                 limits: fast_limits(),
                 advertised_address: endpoint.local_addr().to_string(),
+                media_store: None,
             };
             PeerDriver::start(endpoint, config, MemoryStore::default(), DurableState::default(), None)
         })
         .collect()
 }
 
-async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+pub(super) async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
@@ -227,6 +228,7 @@ async fn a_killed_connection_reconverges() {
         replica: fast_replica_config(),
         limits: fast_limits(),
         advertised_address: String::new(),
+        media_store: None,
     };
     let b = PeerDriver::start(endpoint, config, store, durable, None);
     eventually("the restarted B has the later write", || holds(&b, &later)).await;

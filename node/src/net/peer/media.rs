@@ -1,0 +1,581 @@
+//! Media streams between siblings: records (owners, posts) replicate on the control
+//! stream, but a media item's files do not; a node that holds owners of an item
+//! without its files fetches them from a sibling on a stream of their own.
+//!
+//! # The stream protocol (one request per bidirectional stream, opened by the fetcher)
+//!
+//! ```text
+//! request:  "EMED1" <media id: 64 lowercase hex bytes>                     then FIN
+//! answer:   0x01                                                 (not here) then FIN
+//!         | 0x00 <u32 BE n ≤ 16 KiB> <n bytes: MediaInfo JSON>
+//!                <u64 BE> <original> <u64 BE> <display> <u64 BE> <thumb>   then FIN
+//! ```
+//!
+//! Every length is checked before its buffer is allocated: the description against
+//! `MEDIA_INFO_BYTES_MAX`, each file against `MEDIA_BLOB_BYTES_MAX` and against the
+//! length the description gives. The fetcher trusts nothing else the sibling says:
+//! `Store::put_fetched_media` checks every file's SHA-256 before anything is written.
+//! A node without a media store (tests, tools) resets media streams with
+//! `stream_code::NOT_SERVED`.
+//!
+//! # What is absent
+//!
+//! - Files travel whole through memory (at most `fetches_in_flight_max` items on the
+//!   fetching side, one file per served stream on the serving side), not streamed to disk.
+//! - No preference among siblings beyond spreading ids over them; no per-sibling
+//!   failure memory (a failed id is retried later, from any sibling).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::VarInt;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::lock;
+use crate::core::model::NodeId;
+use crate::store::blobs::is_sha256_hex;
+use crate::store::{BlobKind, MediaInfo, Store, StoreError};
+
+/// Opens every request: the protocol and its version.
+pub const MEDIA_REQUEST_MAGIC: &[u8; 5] = b"EMED1";
+const MEDIA_ID_BYTES: usize = 64;
+const REQUEST_BYTES: usize = MEDIA_REQUEST_MAGIC.len() + MEDIA_ID_BYTES;
+const STATUS_FOUND: u8 = 0;
+const STATUS_NOT_FOUND: u8 = 1;
+/// The largest `MediaInfo` JSON accepted (a real one is well under 1 KiB).
+pub const MEDIA_INFO_BYTES_MAX: usize = 16 * 1024;
+/// The largest file accepted; uploads are capped at 40 MiB by default.
+pub const MEDIA_BLOB_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Media streams one connection serves at once; the others wait (QUIC's stream limit
+/// bounds how many can wait).
+pub const MEDIA_STREAMS_SERVED_PER_CONNECTION_MAX: usize = 4;
+/// How long `fetch_media` waits for a whole answer.
+pub const MEDIA_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a served stream may take, from its request to the last byte.
+const MEDIA_SERVE_TIMEOUT: Duration = Duration::from_secs(180);
+/// The order of the files in an answer.
+const BLOB_KINDS: [BlobKind; 3] = [BlobKind::Original, BlobKind::Display, BlobKind::Thumb];
+
+/// QUIC stream error codes of media streams.
+pub mod stream_code {
+    /// This node does not serve media (no media store configured).
+    pub const NOT_SERVED: u32 = 1;
+    /// The request or the answer could not be completed (bad request, unreadable file,
+    /// timeout).
+    pub const FAILED: u32 = 2;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaFetchError {
+    #[error("media id {0:?} is not a SHA-256 hex digest")]
+    BadMediaId(String),
+    #[error("cannot open a media stream to the sibling: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("cannot send the media request: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("cannot finish the media request: {0}")]
+    Finish(#[from] quinn::ClosedStream),
+    #[error("the sibling's media answer ended early or was reset: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("the sibling's media answer is malformed: {0}")]
+    Malformed(String),
+    #[error("the sibling did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+}
+
+/// A media item as a sibling sent it: not yet checked against its description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedMedia {
+    pub info: MediaInfo,
+    pub original: Vec<u8>,
+    pub display: Vec<u8>,
+    pub thumb: Vec<u8>,
+}
+
+// ----- serving -----
+
+/// Accepts the media streams a sibling opens on `connection` (after its control
+/// stream) until the connection ends, serving at most
+/// `MEDIA_STREAMS_SERVED_PER_CONNECTION_MAX` at once. Dropping the future stops the
+/// streams being served.
+pub(super) async fn accept_media_streams(connection: quinn::Connection, store: Option<Arc<Store>>) {
+    let slots = Arc::new(Semaphore::new(MEDIA_STREAMS_SERVED_PER_CONNECTION_MAX));
+    let mut serving = JoinSet::new();
+    loop {
+        let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let (mut send, mut recv) = match connection.accept_bi().await {
+            Ok(streams) => streams,
+            Err(error) => {
+                tracing::trace!(%error, "no more media streams");
+                break;
+            }
+        };
+        while serving.try_join_next().is_some() {}
+        let Some(store) = store.clone() else {
+            let _ = send.reset(VarInt::from_u32(stream_code::NOT_SERVED));
+            let _ = recv.stop(VarInt::from_u32(stream_code::NOT_SERVED));
+            continue;
+        };
+        serving.spawn(
+            async move {
+                let _slot = slot;
+                serve_media_stream(store, send, recv).await;
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Answers one media request on a stream a sibling opened.
+pub async fn serve_media_stream(store: Arc<Store>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let failure = match tokio::time::timeout(MEDIA_SERVE_TIMEOUT, answer(&store, &mut send, &mut recv)).await {
+        Ok(Ok(())) => return,
+        Ok(Err(reason)) => reason,
+        Err(_) => format!("not done within {} s", MEDIA_SERVE_TIMEOUT.as_secs()),
+    };
+    tracing::debug!(reason = %failure, "media stream failed");
+    let _ = send.reset(VarInt::from_u32(stream_code::FAILED));
+    let _ = recv.stop(VarInt::from_u32(stream_code::FAILED));
+}
+
+async fn answer(store: &Arc<Store>, send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) -> Result<(), String> {
+    let mut request = [0u8; REQUEST_BYTES];
+    recv.read_exact(&mut request).await.map_err(|error| format!("cannot read the request: {error}"))?;
+    let (magic, media_id) = request.split_at(MEDIA_REQUEST_MAGIC.len());
+    if magic != MEDIA_REQUEST_MAGIC {
+        return Err("the request does not start with the media protocol's magic".to_owned());
+    }
+    let media_id = std::str::from_utf8(media_id)
+        .ok()
+        .filter(|media_id| is_sha256_hex(media_id))
+        .ok_or("the requested media id is not a SHA-256 hex digest")?
+        .to_owned();
+    let info = blocking({
+        let (store, media_id) = (store.clone(), media_id.clone());
+        move || store.media(&media_id)
+    })
+    .await?
+    .map_err(|error| format!("cannot look up media {media_id}: {error}"))?;
+    let write_error = |error: quinn::WriteError| format!("cannot write the answer: {error}");
+    let Some(info) = info else {
+        tracing::debug!(media_id, "asked for media this node does not have");
+        send.write_all(&[STATUS_NOT_FOUND]).await.map_err(write_error)?;
+        return send.finish().map_err(|error| error.to_string());
+    };
+    let info_json = serde_json::to_vec(&info).expect("media descriptions serialize");
+    let mut header = Vec::with_capacity(1 + 4 + info_json.len());
+    header.push(STATUS_FOUND);
+    header.extend_from_slice(&(info_json.len() as u32).to_be_bytes());
+    header.extend_from_slice(&info_json);
+    send.write_all(&header).await.map_err(write_error)?;
+    // One file in memory at a time.
+    for kind in BLOB_KINDS {
+        let bytes = blocking({
+            let (store, media_id) = (store.clone(), media_id.clone());
+            move || store.blobs.read(&media_id, kind)
+        })
+        .await?
+        .map_err(|error| format!("cannot read the {} file of {media_id}: {error}", kind.name()))?;
+        if bytes.len() as u64 != info.blob(kind).bytes {
+            // Replaced since the row was read (derivatives are regenerated in place);
+            // the fetcher retries.
+            return Err(format!("the {} file of {media_id} changed while being sent", kind.name()));
+        }
+        send.write_all(&(bytes.len() as u64).to_be_bytes()).await.map_err(write_error)?;
+        send.write_all(&bytes).await.map_err(write_error)?;
+    }
+    tracing::debug!(media_id, "served media to a sibling");
+    send.finish().map_err(|error| error.to_string())
+}
+
+/// Runs blocking file or database work off the runtime's workers.
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| format!("blocking task failed: {error}"))
+}
+
+// ----- fetching -----
+
+/// Asks the sibling at the other end of `connection` for `media_id`: `None` when it
+/// does not have it. The files are not checked against the description here (see
+/// `Store::put_fetched_media`).
+pub async fn fetch_media(
+    connection: &quinn::Connection,
+    media_id: &str,
+) -> Result<Option<FetchedMedia>, MediaFetchError> {
+    fetch_media_within(connection, media_id, MEDIA_FETCH_TIMEOUT).await
+}
+
+async fn fetch_media_within(
+    connection: &quinn::Connection,
+    media_id: &str,
+    timeout: Duration,
+) -> Result<Option<FetchedMedia>, MediaFetchError> {
+    if !is_sha256_hex(media_id) {
+        return Err(MediaFetchError::BadMediaId(media_id.to_owned()));
+    }
+    tokio::time::timeout(timeout, fetch(connection, media_id)).await.map_err(|_| MediaFetchError::Timeout(timeout))?
+}
+
+async fn fetch(connection: &quinn::Connection, media_id: &str) -> Result<Option<FetchedMedia>, MediaFetchError> {
+    let (mut send, mut recv) = connection.open_bi().await?;
+    let mut request = Vec::with_capacity(REQUEST_BYTES);
+    request.extend_from_slice(MEDIA_REQUEST_MAGIC);
+    request.extend_from_slice(media_id.as_bytes());
+    send.write_all(&request).await?;
+    send.finish()?;
+
+    let mut status = [0u8; 1];
+    recv.read_exact(&mut status).await?;
+    match status[0] {
+        STATUS_FOUND => {}
+        STATUS_NOT_FOUND => {
+            expect_end(&mut recv).await?;
+            return Ok(None);
+        }
+        other => return Err(MediaFetchError::Malformed(format!("unknown status {other}"))),
+    }
+    let mut info_length = [0u8; 4];
+    recv.read_exact(&mut info_length).await?;
+    let info_length = u32::from_be_bytes(info_length) as usize;
+    if info_length > MEDIA_INFO_BYTES_MAX {
+        return Err(MediaFetchError::Malformed(format!(
+            "the description has {info_length} bytes; the limit is {MEDIA_INFO_BYTES_MAX}"
+        )));
+    }
+    let mut info_json = vec![0u8; info_length];
+    recv.read_exact(&mut info_json).await?;
+    let info: MediaInfo = serde_json::from_slice(&info_json)
+        .map_err(|error| MediaFetchError::Malformed(format!("the description does not decode: {error}")))?;
+    if info.media_id != media_id {
+        return Err(MediaFetchError::Malformed(format!("asked for {media_id}, got {}", info.media_id)));
+    }
+    for kind in BLOB_KINDS {
+        if info.blob(kind).bytes > MEDIA_BLOB_BYTES_MAX {
+            return Err(MediaFetchError::Malformed(format!(
+                "the {} file has {} bytes; the limit is {MEDIA_BLOB_BYTES_MAX}",
+                kind.name(),
+                info.blob(kind).bytes
+            )));
+        }
+    }
+    let mut files = Vec::with_capacity(BLOB_KINDS.len());
+    for kind in BLOB_KINDS {
+        let mut length = [0u8; 8];
+        recv.read_exact(&mut length).await?;
+        let length = u64::from_be_bytes(length);
+        let expected = info.blob(kind).bytes;
+        if length != expected {
+            return Err(MediaFetchError::Malformed(format!(
+                "the {} file has {length} bytes; its description says {expected}",
+                kind.name()
+            )));
+        }
+        // Bounded: `expected` is at most `MEDIA_BLOB_BYTES_MAX`, checked above.
+        let mut bytes = vec![0u8; expected as usize];
+        recv.read_exact(&mut bytes).await?;
+        files.push(bytes);
+    }
+    expect_end(&mut recv).await?;
+    let [original, display, thumb]: [Vec<u8>; 3] = files.try_into().expect("one file per kind");
+    Ok(Some(FetchedMedia { info, original, display, thumb }))
+}
+
+/// The answer must end here.
+async fn expect_end(recv: &mut quinn::RecvStream) -> Result<(), MediaFetchError> {
+    recv.read_to_end(0)
+        .await
+        .map(drop)
+        .map_err(|error| MediaFetchError::Malformed(format!("the answer does not end where it should: {error}")))
+}
+
+// ----- the live connections -----
+
+/// The live connection to each sibling: kept by the driver as connections come and
+/// go, read by the media fetcher. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct SiblingConnections {
+    by_node: Arc<Mutex<BTreeMap<NodeId, (u64, quinn::Connection)>>>,
+}
+
+impl SiblingConnections {
+    /// The connections that are still open, in node id order.
+    pub fn current(&self) -> Vec<(NodeId, quinn::Connection)> {
+        lock(&self.by_node)
+            .iter()
+            .filter(|(_, (_, connection))| connection.close_reason().is_none())
+            .map(|(node_id, (_, connection))| (*node_id, connection.clone()))
+            .collect()
+    }
+
+    /// `connection` (number `connection_id`) is now the one to `node_id`.
+    pub(super) fn connected(&self, node_id: NodeId, connection_id: u64, connection: &quinn::Connection) {
+        lock(&self.by_node).insert(node_id, (connection_id, connection.clone()));
+    }
+
+    /// Connection `connection_id` to `node_id` ended; a newer one is kept.
+    pub(super) fn closed(&self, node_id: NodeId, connection_id: u64) {
+        let mut by_node = lock(&self.by_node);
+        if by_node.get(&node_id).is_some_and(|(current, _)| *current == connection_id) {
+            by_node.remove(&node_id);
+        }
+    }
+}
+
+// ----- the fetcher -----
+
+/// Limits and timings of the media fetcher. Units are last in the names.
+#[derive(Debug, Clone)]
+pub struct MediaFetchLimits {
+    /// Missing media ids looked at per round (one scan of the owners table).
+    pub ids_scanned_per_round_max: usize,
+    /// Fetches started per round.
+    pub ids_per_round_max: usize,
+    pub fetches_in_flight_max: usize,
+    /// A round runs this often, and whenever the fetcher is woken.
+    pub round_interval_ms: u64,
+    /// After a failed round for an id, it waits this long (doubling per failure, up
+    /// to the max) before it is tried again.
+    pub retry_backoff_initial_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for MediaFetchLimits {
+    fn default() -> Self {
+        MediaFetchLimits {
+            ids_scanned_per_round_max: 4096,
+            ids_per_round_max: 64,
+            fetches_in_flight_max: 4,
+            round_interval_ms: 2_000,
+            retry_backoff_initial_ms: 2_000,
+            retry_backoff_max_ms: 300_000,
+            fetch_timeout_ms: MEDIA_FETCH_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+/// Counters of the media fetcher, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct MediaFetchStats {
+    /// Items fetched and stored.
+    pub fetched: AtomicU64,
+    /// Items no sibling gave this round (not found, unreachable, refused); retried later.
+    pub failed: AtomicU64,
+    /// Answers whose files did not match their description (counted per answer).
+    pub refused: AtomicU64,
+    /// Missing items at the end of the last round's scan (at most
+    /// `ids_scanned_per_round_max`).
+    pub missing: AtomicU64,
+}
+
+type ConnectionSource = dyn Fn() -> Vec<(NodeId, quinn::Connection)> + Send + Sync;
+
+/// Fetches the files of media items this node has owners of but no files for, from
+/// whichever connected sibling has them.
+pub struct MediaFetcher {
+    store: Arc<Store>,
+    connections: Box<ConnectionSource>,
+    limits: MediaFetchLimits,
+    stats: Arc<MediaFetchStats>,
+    /// Ids whose last round failed: (failures, not before).
+    retry_at: BTreeMap<String, (u32, Instant)>,
+    /// Where the next scan starts, when more are missing than one scan looks at.
+    scan_after: Option<String>,
+}
+
+/// How one item's fetch ended.
+enum Outcome {
+    Stored,
+    Unavailable,
+}
+
+impl MediaFetcher {
+    pub fn new(
+        store: Arc<Store>,
+        connections: impl Fn() -> Vec<(NodeId, quinn::Connection)> + Send + Sync + 'static,
+        limits: MediaFetchLimits,
+    ) -> MediaFetcher {
+        MediaFetcher {
+            store,
+            connections: Box::new(connections),
+            limits,
+            stats: Arc::new(MediaFetchStats::default()),
+            retry_at: BTreeMap::new(),
+            scan_after: None,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<MediaFetchStats> {
+        self.stats.clone()
+    }
+
+    /// Runs a round every `round_interval_ms` and whenever `wake` is notified
+    /// (`notify_one`, so a wake during a round is not lost), until the task is aborted.
+    pub fn spawn(mut self, wake: Arc<Notify>) -> JoinHandle<()> {
+        let run = async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(self.limits.round_interval_ms.max(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    _ = tick.tick() => {}
+                }
+                self.round().await;
+            }
+        };
+        tokio::spawn(run.instrument(tracing::info_span!("media_fetcher")))
+    }
+
+    /// One pass: scan for missing items, fetch those not waiting for a retry.
+    async fn round(&mut self) {
+        let connections = (self.connections)();
+        if connections.is_empty() {
+            return;
+        }
+        let scan_limit = self.limits.ids_scanned_per_round_max.max(1);
+        let scan = blocking({
+            let (store, after) = (self.store.clone(), self.scan_after.clone());
+            move || store.missing_media_after(after.as_deref(), scan_limit)
+        })
+        .await;
+        let missing = match scan {
+            Ok(Ok(missing)) => missing,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot list missing media");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot list missing media");
+                return;
+            }
+        };
+        if missing.len() < scan_limit {
+            if self.scan_after.is_none() {
+                // A whole scan: forget retries of ids that are no longer missing.
+                self.retry_at.retain(|media_id, _| missing.binary_search(media_id).is_ok());
+            }
+            self.scan_after = None;
+        } else {
+            self.scan_after = missing.last().cloned();
+        }
+        self.stats.missing.store(missing.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        let due: Vec<String> = missing
+            .into_iter()
+            .filter(|media_id| self.retry_at.get(media_id).is_none_or(|(_, at)| *at <= now))
+            .take(self.limits.ids_per_round_max)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        tracing::debug!(due = due.len(), siblings = connections.len(), "fetching missing media");
+        let connections = Arc::new(connections);
+        let timeout = Duration::from_millis(self.limits.fetch_timeout_ms);
+        let mut fetches = JoinSet::new();
+        let mut due = due.into_iter();
+        loop {
+            while fetches.len() < self.limits.fetches_in_flight_max.max(1) {
+                let Some(media_id) = due.next() else { break };
+                let fetch = fetch_from_any(
+                    self.store.clone(),
+                    connections.clone(),
+                    media_id.clone(),
+                    timeout,
+                    self.stats.clone(),
+                );
+                fetches.spawn(async move { (media_id, fetch.await) }.in_current_span());
+            }
+            let Some(done) = fetches.join_next().await else { break };
+            let Ok((media_id, outcome)) = done else { continue };
+            self.record(media_id, outcome);
+        }
+    }
+
+    fn record(&mut self, media_id: String, outcome: Outcome) {
+        match outcome {
+            Outcome::Stored => {
+                self.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                self.retry_at.remove(&media_id);
+            }
+            Outcome::Unavailable => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let failures = self.retry_at.get(&media_id).map_or(0, |(failures, _)| *failures);
+                let delay_ms = self
+                    .limits
+                    .retry_backoff_initial_ms
+                    .saturating_mul(1 << failures.min(20))
+                    .min(self.limits.retry_backoff_max_ms);
+                self.retry_at
+                    .insert(media_id, (failures.saturating_add(1), Instant::now() + Duration::from_millis(delay_ms)));
+            }
+        }
+    }
+}
+
+/// Tries each sibling in turn (starting at one chosen by the id, to spread the load)
+/// until one gives the item and it is stored.
+async fn fetch_from_any(
+    store: Arc<Store>,
+    connections: Arc<Vec<(NodeId, quinn::Connection)>>,
+    media_id: String,
+    timeout: Duration,
+    stats: Arc<MediaFetchStats>,
+) -> Outcome {
+    let start = usize::from(media_id.as_bytes()[0]) % connections.len();
+    for index in 0..connections.len() {
+        let (peer, connection) = &connections[(start + index) % connections.len()];
+        let fetched = match fetch_media_within(connection, &media_id, timeout).await {
+            Ok(Some(fetched)) => fetched,
+            Ok(None) => {
+                tracing::debug!(%peer, media_id, "sibling does not have the media");
+                continue;
+            }
+            Err(error) => {
+                tracing::debug!(%peer, media_id, %error, "cannot fetch media from sibling");
+                continue;
+            }
+        };
+        let stored = blocking({
+            let store = store.clone();
+            move || store.put_fetched_media(&fetched.info, &fetched.original, &fetched.display, &fetched.thumb)
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => {
+                tracing::info!(%peer, media_id, "fetched media from sibling");
+                return Outcome::Stored;
+            }
+            Ok(Err(StoreError::Corrupt(reason))) => {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, media_id, %reason, "refused media from sibling");
+            }
+            Ok(Err(error)) => {
+                // A local failure (disk, database): another sibling would not help.
+                tracing::error!(media_id, %error, "cannot store fetched media");
+                return Outcome::Unavailable;
+            }
+            Err(error) => {
+                tracing::error!(media_id, %error, "cannot store fetched media");
+                return Outcome::Unavailable;
+            }
+        }
+    }
+    Outcome::Unavailable
+}
+
+/// Starts a `MediaFetcher` with the default limits.
+pub fn spawn_media_fetcher(
+    store: Arc<Store>,
+    connections: impl Fn() -> Vec<(NodeId, quinn::Connection)> + Send + Sync + 'static,
+    wake: Arc<Notify>,
+) -> JoinHandle<()> {
+    MediaFetcher::new(store, connections, MediaFetchLimits::default()).spawn(wake)
+}
+
+#[cfg(test)]
+mod tests;
