@@ -52,10 +52,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pair with sibling nodes and list them (talks to the node running on this data dir).
+    Peer {
+        #[command(subcommand)]
+        action: PeerAction,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Show this node's identity, claim state, whether it is serving, and nearby nodes.
     Status {
         #[command(flatten)]
         common: CommonArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeerAction {
+    /// Show a one-time code; run `edgenode peer join` with it on the other node.
+    Pair {
+        /// Seconds to wait for the other node to join (0: print the code and return).
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+    },
+    /// Join the node at ADDRESS (its peer address, `host:port`) with the code it showed.
+    Join { address: String, code: String },
+    /// Siblings with state, last contact, lag and trust.
+    List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -112,6 +137,7 @@ fn main() -> Result<()> {
             runtime.block_on(serve(config))
         }
         Command::Status { common, json } => runtime.block_on(status(common.load()?, json)),
+        Command::Peer { action, common } => runtime.block_on(peer(common.load()?, action)),
         Command::Discover { timeout, json } => discover(std::time::Duration::from_secs(timeout), json),
     }
 }
@@ -146,7 +172,7 @@ async fn serve(config: Config) -> Result<()> {
     write_private_file(&config.data_dir.join("control-token"), control_token.as_bytes())?;
     let mut api = Api::new(&config, store.clone(), pipeline, node, claim_code)
         .with_control_token(&control_token)
-        .with_siblings(siblings.handle(&config));
+        .with_siblings(siblings.clone());
     let discovery = if config.mdns.enabled {
         let advertisement = Advertisement {
             name: config.name.clone(),
@@ -156,7 +182,10 @@ async fn serve(config: Config) -> Result<()> {
             port: local_addr.port(),
             listen_ip: local_addr.ip(),
             interfaces: config.mdns.interfaces.clone(),
-            siblings_pins: config.peers.siblings.iter().map(|sibling| sibling.pin.clone()).collect(),
+            siblings_pins: edgenode::siblings::all_siblings(&config)?
+                .iter()
+                .map(|sibling| sibling.pin.clone())
+                .collect(),
         };
         let discovery = tokio::task::spawn_blocking(move || Discovery::start(advertisement)).await?;
         api = api.with_nearby(discovery.nearby_handle());
@@ -383,6 +412,126 @@ async fn status(config: Config, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The node running on this data dir, as the CLI reaches it: address, pin, control token.
+struct LocalNode {
+    target: std::net::SocketAddr,
+    pin: String,
+    control_token: String,
+}
+
+impl LocalNode {
+    fn of(config: &Config) -> Result<LocalNode> {
+        let identity = Identity::load(&config.data_dir)?;
+        let saved_address = std::fs::read_to_string(config.data_dir.join("serving-address")).ok();
+        let mut target = saved_address.and_then(|address| address.trim().parse().ok()).unwrap_or(config.listen);
+        if target.ip().is_unspecified() {
+            target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let control_token = std::fs::read_to_string(config.data_dir.join("control-token")).with_context(|| {
+            format!("no node has run on {} yet: start it with `edgenode serve`", config.data_dir.display())
+        })?;
+        Ok(LocalNode { target, pin: identity.pin, control_token: control_token.trim().to_owned() })
+    }
+
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let call = call_json(self.target, &self.pin, method, path, Some(&self.control_token), body);
+        match tokio::time::timeout(std::time::Duration::from_secs(30), call).await {
+            Ok(answer) => answer.with_context(|| format!("asking the node on {}", self.target)),
+            Err(_) => bail!("the node on {} did not answer within 30 s", self.target),
+        }
+    }
+}
+
+async fn peer(config: Config, action: PeerAction) -> Result<()> {
+    let node = LocalNode::of(&config)?;
+    match action {
+        PeerAction::Pair { wait } => {
+            let before = node.call(http::Method::GET, "/api/v1/node/peers", None).await?;
+            let known = |answer: &serde_json::Value| -> Vec<String> {
+                answer["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|item| item["node_id"].as_str().map(str::to_owned))
+                    .collect()
+            };
+            let known_before = known(&before);
+            let answer = node.call(http::Method::POST, "/api/v1/node/peers/pair", None).await?;
+            let code = answer["code"].as_str().unwrap_or_default();
+            println!("pairing code  {code}  (valid {} s, one use)", answer["expires_in_seconds"]);
+            println!("on the other node run:");
+            println!("  edgenode peer join {} {code}", answer["peer_address"].as_str().unwrap_or_default());
+            println!(
+                "and check that it reports this node as {} with pin {}",
+                answer["node_id"].as_str().unwrap_or_default(),
+                answer["pin"].as_str().unwrap_or_default()
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            while std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let now = node.call(http::Method::GET, "/api/v1/node/peers", None).await?;
+                if let Some(new) = known(&now).into_iter().find(|id| !known_before.contains(id)) {
+                    println!("paired with {new}");
+                    return Ok(());
+                }
+            }
+            if wait > 0 {
+                bail!("nobody joined within {wait} s; the code stays valid until it expires");
+            }
+            Ok(())
+        }
+        PeerAction::Join { address, code } => {
+            let body = serde_json::json!({"address": address, "code": code});
+            let answer = node.call(http::Method::POST, "/api/v1/node/peers/join", Some(body)).await?;
+            println!(
+                "paired with {} at {} (pin {})",
+                answer["node_id"].as_str().unwrap_or_default(),
+                answer["address"].as_str().unwrap_or_default(),
+                answer["pin"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        }
+        PeerAction::List { json } => {
+            let answer = node.call(http::Method::GET, "/api/v1/node/peers", None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer["items"])?);
+                return Ok(());
+            }
+            let items = answer["items"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                println!("no siblings: pair with `edgenode peer pair` here and `edgenode peer join` there");
+                return Ok(());
+            }
+            println!(
+                "{:<16}  {:<22}  {:<12}  {:>12}  {:>6}  {:>5}  {:<6}",
+                "NODE ID", "ADDRESS", "STATE", "LAST CONTACT", "LAG", "TRUST", "SOURCE"
+            );
+            for item in items {
+                let contact = item["last_contact_ms_ago"]
+                    .as_u64()
+                    .map_or("never".to_owned(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0));
+                let lag = item["lag_entries"].as_u64().map_or("-".to_owned(), |lag| lag.to_string());
+                println!(
+                    "{:<16}  {:<22}  {:<12}  {:>12}  {:>6}  {:>5}  {:<6}",
+                    item["node_id"].as_str().unwrap_or_default(),
+                    item["address"].as_str().unwrap_or("-"),
+                    item["state"].as_str().unwrap_or_default(),
+                    contact,
+                    lag,
+                    item["trust"],
+                    item["source"].as_str().unwrap_or_default(),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 /// GET `path` from the local node over HTTPS, checking its pin.
 async fn fetch_json(
     target: std::net::SocketAddr,
@@ -390,7 +539,20 @@ async fn fetch_json(
     path: &str,
     bearer: Option<&str>,
 ) -> Result<serde_json::Value> {
-    use http_body_util::{BodyExt, Empty};
+    call_json(target, pin, http::Method::GET, path, bearer, None).await
+}
+
+/// Calls `path` on the local node over HTTPS, checking its pin; an error answer
+/// becomes an error with the node's message.
+async fn call_json(
+    target: std::net::SocketAddr,
+    pin: &str,
+    method: http::Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    use http_body_util::{BodyExt, Full};
     let tls = net::tls::pinned_client_config(pin.to_owned(), vec![b"http/1.1".to_vec()]);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect(target).await?;
@@ -398,15 +560,26 @@ async fn fetch_json(
     let stream = connector.connect(server_name, tcp).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let mut request = http::Request::get(path).header("host", "localhost");
+    let mut request = http::Request::builder().method(method).uri(path).header("host", "localhost");
     if let Some(token) = bearer {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let request = request.body(Empty::<bytes::Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    if !response.status().is_success() {
-        bail!("node answered {}", response.status());
-    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            bytes::Bytes::from(serde_json::to_vec(&body)?)
+        }
+        None => bytes::Bytes::new(),
+    };
+    let response = sender.send_request(request.body(Full::new(body))?).await?;
+    let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|error| error["error"]["message"].as_str().or(error["message"].as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        bail!("node answered {status}: {message}");
+    }
     Ok(serde_json::from_slice(&body)?)
 }

@@ -1,53 +1,68 @@
 //! The sibling service: the replication node (`core::replication`) over this node's
 //! redb store (`store::replica`), driven over the peer endpoint (`net::peer`), with
 //! clients' writes routed through it so one clock versions them and one log carries
-//! them to the siblings.
+//! them to the siblings. Also pairing (`edgenode peer pair|join`), which persists new
+//! siblings in `<data-dir>/siblings.toml` and restarts the driver with them.
 //!
 //! Every node runs it, with or without siblings: a node alone still keeps its change
 //! log, so pairing later ships everything it wrote.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, SiblingConfig};
 use crate::core::model::NodeId;
 use crate::core::replication::placement::TRUST_MAX;
 use crate::core::replication::{ReplicaConfig, ShardId};
-use crate::net::peer::{PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, PeerState, SharedNode};
+use crate::net::peer::media::{MediaFetchLimits, MediaFetcher};
+use crate::net::peer::{PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode, SiblingInfo};
 use crate::net::tls::Identity;
-use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreResult};
+use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreError, StoreResult};
 
-/// The running sibling service. Dropping it without `shutdown` leaves the database
-/// open until the process ends; call `shutdown`.
+/// Where siblings learned by pairing are kept (config siblings stay in the config).
+const PAIRED_FILE: &str = "siblings.toml";
+/// How often the driver is asked whether someone joined with our code.
+const PAIRED_POLL: Duration = Duration::from_secs(1);
+
+type Node = SharedNode<RedbReplicaStore>;
+
+/// The running sibling service, shared by the API and the pairing watcher.
 pub struct Siblings {
-    driver: PeerDriver<RedbReplicaStore>,
+    config: Config,
+    identity: Identity,
+    store: Arc<Store>,
     /// The strong handle of what `Store` reaches through a `Weak`.
     local: Arc<LocalWriter>,
-    store: Arc<Store>,
+    running: tokio::sync::Mutex<Option<Running>>,
     peer_address: SocketAddr,
 }
 
-/// What the API shows of replication (`GET /api/v1/node/replication`).
-#[derive(Clone)]
-pub struct SiblingsHandle {
-    node: Arc<SharedNode<RedbReplicaStore>>,
-    store: Arc<Store>,
-    peers: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Vec<PeerState>>>,
-    /// Public HTTPS addresses of siblings, by node id, as configured.
-    addresses: Arc<Vec<(NodeId, String)>>,
+struct Running {
+    driver: PeerDriver<RedbReplicaStore>,
+    media_fetcher: tokio::task::JoinHandle<()>,
+    siblings: Vec<SiblingConfig>,
 }
 
 /// Routes `Store`'s replicated writes through the node: one step of it per client
-/// transaction, committed before the client hears back.
+/// transaction, committed before the client hears back. While the driver restarts
+/// (new siblings) writers wait on the lock rather than bypass the log.
 struct LocalWriter {
-    node: Arc<SharedNode<RedbReplicaStore>>,
+    node: tokio::sync::RwLock<Option<Arc<Node>>>,
 }
 
 impl LocalTransactions for LocalWriter {
     fn transact(&self, body: &mut LocalBody<'_>) -> StoreResult<()> {
-        self.node.step(|node| {
+        let node = self.node.blocking_read();
+        let Some(node) = node.as_ref() else {
+            return Err(StoreError::Corrupt("replication has stopped; the node is shutting down".into()));
+        };
+        node.step(|node| {
             let now = crate::os::now_ms();
             node.handle_local_transaction(now, |store, next_version| {
                 store.local_transaction(next_version, body).map(|written| ((), written))
@@ -59,147 +74,187 @@ impl LocalTransactions for LocalWriter {
     }
 }
 
-impl Siblings {
-    pub async fn start(config: &Config, identity: &Identity, store: Arc<Store>) -> Result<Siblings> {
-        let listen = config.peers.listen_address(config.listen);
-        let mut siblings = Vec::new();
-        let mut addresses = Vec::new();
-        for sibling in &config.peers.siblings {
-            let Some(node_id) = &sibling.node_id else {
-                tracing::warn!(address = %sibling.address, "sibling without node_id: known for mDNS only, not replicated");
-                continue;
-            };
-            let node_id = NodeId(u64::from_str_radix(node_id, 16).context("sibling node_id")?);
-            addresses.push((node_id, sibling.address.clone()));
-            siblings.push(PeerSibling {
-                node_id,
-                pin: sibling.pin.clone(),
-                address: Some(sibling.address.clone()),
-                zone: sibling.zone.clone().unwrap_or_else(|| format!("{node_id}")),
-                trust: TRUST_MAX,
+/// A sibling learned by pairing, as `siblings.toml` keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PairedSibling {
+    node_id: String,
+    address: String,
+    pin: String,
+    paired_at_ms: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PairedFile {
+    #[serde(default)]
+    sibling: Vec<PairedSibling>,
+}
+
+/// The config's siblings plus those learned by pairing (config first; one per node id).
+pub fn all_siblings(config: &Config) -> Result<Vec<SiblingConfig>> {
+    let mut siblings = config.peers.siblings.clone();
+    for paired in read_paired(&config.data_dir)?.sibling {
+        if !siblings.iter().any(|sibling| sibling.node_id.as_deref() == Some(paired.node_id.as_str())) {
+            siblings.push(SiblingConfig {
+                address: paired.address,
+                pin: paired.pin,
+                node_id: Some(paired.node_id),
+                zone: None,
             });
         }
-        let limits = PeerLimits::default();
-        let endpoint =
-            PeerEndpoint::bind(identity, listen, siblings.iter().map(|sibling| sibling.pin.clone()), &limits)?;
-        let peer_address = endpoint.local_addr();
-        let replica = ReplicaConfig {
-            replicas_wanted: config.peers.replicas.unwrap_or(ReplicaConfig::default().replicas_wanted),
-            ..ReplicaConfig::default()
-        };
-        let (replica_store, durable) = tokio::task::block_in_place(|| RedbReplicaStore::open(store.clone()))?;
-        let fresh = durable.log.epoch() == 0;
-        let driver_config = PeerDriverConfig {
-            node_id: store.node_id(),
-            zone: config.peers.zone.clone().unwrap_or_else(|| config.name.clone()),
-            siblings,
-            replica,
-            limits,
-            advertised_address: peer_address.to_string(),
-            media_store: Some(store.clone()),
-        };
-        let persist = Box::new(|store: &RedbReplicaStore, durable: &_| {
-            if let Err(error) = store.commit(durable) {
-                tracing::error!(%error, "cannot persist replication state; the step was rolled back");
-            }
-        });
-        let driver = PeerDriver::start(endpoint, driver_config, replica_store, durable, Some(persist));
-        if fresh {
-            // First start with replication (or after an upgrade): a new epoch logs
-            // every record this node wrote, so siblings get what predates the log.
-            driver.node().step(|node| node.start_new_epoch(crate::os::now_ms()));
-        }
-        let local = Arc::new(LocalWriter { node: driver.node().clone() });
+    }
+    Ok(siblings)
+}
+
+fn paired_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(PAIRED_FILE)
+}
+
+fn read_paired(data_dir: &Path) -> Result<PairedFile> {
+    let path = paired_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not a valid siblings file", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(PairedFile::default()),
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Adds (or updates) a paired sibling: written to a temporary file, synced, renamed.
+fn save_paired(data_dir: &Path, info: &SiblingInfo) -> Result<()> {
+    let mut file = read_paired(data_dir)?;
+    let node_id = info.node_id.to_string();
+    file.sibling.retain(|sibling| sibling.node_id != node_id);
+    file.sibling.push(PairedSibling {
+        node_id,
+        address: info.address.clone(),
+        pin: info.pin.clone(),
+        paired_at_ms: crate::os::now_ms(),
+    });
+    let text = format!(
+        "# Siblings learned by `edgenode peer pair` / `edgenode peer join`; read at start with\n\
+         # the [peers] siblings of the config. Remove an entry and restart to unpair.\n{}",
+        toml::to_string(&file).context("siblings file")?
+    );
+    let path = paired_path(data_dir);
+    let temporary = path.with_extension("toml.tmp");
+    {
+        use std::io::Write as _;
+        let mut out = std::fs::File::create(&temporary)?;
+        out.write_all(text.as_bytes())?;
+        out.sync_all()?;
+    }
+    std::fs::rename(&temporary, &path)?;
+    Ok(())
+}
+
+fn node_id_of(sibling: &SiblingConfig) -> Option<NodeId> {
+    u64::from_str_radix(sibling.node_id.as_deref()?, 16).ok().map(NodeId)
+}
+
+impl Siblings {
+    /// Binds the sibling endpoint and starts replication over `store`; from now on
+    /// the store's replicated writes go through it.
+    pub async fn start(config: &Config, identity: &Identity, store: Arc<Store>) -> Result<Arc<Siblings>> {
+        let siblings = all_siblings(config)?;
+        let listen = config.peers.listen_address(config.listen);
+        let local = Arc::new(LocalWriter { node: tokio::sync::RwLock::new(None) });
+        let running = start_driver(config, identity, &store, listen, siblings).await?;
+        let peer_address = running.driver.local_addr();
+        *local.node.write().await = Some(running.driver.node().clone());
         let local_dyn: Arc<dyn LocalTransactions> = local.clone();
         store.attach_replication(Arc::downgrade(&local_dyn));
-        tracing::info!(peer = %peer_address, siblings = addresses.len(), "sibling endpoint ready");
-        Ok(Siblings { driver, local, store, peer_address })
+        let service = Arc::new(Siblings {
+            config: config.clone(),
+            identity: identity.clone(),
+            store,
+            local,
+            running: tokio::sync::Mutex::new(Some(running)),
+            peer_address,
+        });
+        tokio::spawn(watch_paired(Arc::downgrade(&service)));
+        Ok(service)
     }
 
     pub fn peer_address(&self) -> SocketAddr {
         self.peer_address
     }
 
-    pub fn handle(&self, config: &Config) -> SiblingsHandle {
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Vec<PeerState>>>(8);
-        let driver_commands = self.driver.handle();
-        tokio::spawn(async move {
-            while let Some(reply) = receiver.recv().await {
-                let states = driver_commands.peer_states().await.unwrap_or_default();
-                let _ = reply.send(states);
-            }
-        });
-        let addresses = config
-            .peers
-            .siblings
-            .iter()
-            .filter_map(|sibling| {
-                let node_id = u64::from_str_radix(sibling.node_id.as_deref()?, 16).ok()?;
-                Some((NodeId(node_id), sibling.address.clone()))
-            })
-            .collect();
-        SiblingsHandle {
-            node: self.driver.node().clone(),
-            store: self.store.clone(),
-            peers: sender,
-            addresses: Arc::new(addresses),
+    /// Restarts the driver with `siblings` (same store, log and endpoint address).
+    /// Local writers wait meanwhile, so none bypasses the log.
+    async fn restart(&self, siblings: Vec<SiblingConfig>) -> Result<()> {
+        let mut running = self.running.lock().await;
+        let mut local = self.local.node.write().await;
+        local.take();
+        if let Some(old) = running.take() {
+            stop(old).await;
+        }
+        let started = start_driver(&self.config, &self.identity, &self.store, self.peer_address, siblings).await?;
+        *local = Some(started.driver.node().clone());
+        *running = Some(started);
+        Ok(())
+    }
+
+    /// Stops replication: the driver stops and the replication store is dropped (so
+    /// the database can close); later local writes fail.
+    pub async fn shutdown(&self) {
+        let mut running = self.running.lock().await;
+        self.local.node.write().await.take();
+        if let Some(old) = running.take() {
+            stop(old).await;
         }
     }
 
-    /// Stops replication: local writes commit on their own again, the driver stops
-    /// and the replication store is dropped (so the database can close).
-    pub async fn shutdown(self) {
-        let Siblings { driver, local, .. } = self;
-        drop(local);
-        match driver.shutdown().await {
-            Ok((replica_store, durable)) => {
-                if let Err(error) = replica_store.commit(&durable) {
-                    tracing::error!(%error, "cannot persist replication state at shutdown");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "replication did not stop cleanly"),
-        }
-    }
-}
+    // ----- for the API (blocking threads) -----
 
-impl SiblingsHandle {
-    /// The replicas of a user, home first: (node id, address if known, whether it is this node).
+    fn node(&self) -> Option<Arc<Node>> {
+        self.local.node.blocking_read().clone()
+    }
+
+    /// The replicas of a user, home first: (node id, peer address if known, whether
+    /// it is this node).
     pub fn replicas_of(&self, user_id: &str) -> Vec<(NodeId, Option<String>, bool)> {
         let own = self.store.node_id();
-        let replicas = self.node.read(|node| node.replicas_of(&ShardId(user_id.to_owned())));
+        let Some(node) = self.node() else { return Vec::new() };
+        let siblings =
+            self.running.blocking_lock().as_ref().map(|running| running.siblings.clone()).unwrap_or_default();
+        let replicas = node.read(|node| node.replicas_of(&ShardId(user_id.to_owned())));
         replicas
             .into_iter()
             .map(|node_id| {
-                let address = self.addresses.iter().find(|(id, _)| *id == node_id).map(|(_, address)| address.clone());
+                let address = if node_id == own {
+                    Some(self.peer_address.to_string())
+                } else {
+                    siblings.iter().find(|sibling| node_id_of(sibling) == Some(node_id)).map(|s| s.address.clone())
+                };
                 (node_id, address, node_id == own)
             })
             .collect()
     }
 
-    /// Replication figures for operators and tests. Blocking: call from a blocking thread.
-    pub fn status(&self) -> StoreResult<serde_json::Value> {
-        let (records, tombstones, digest) = self.store.replication_digest()?;
-        let media_missing = self.store.missing_media_count()?;
-        let (epoch, log_end, stats) = self
-            .node
-            .read(|node| (node.durable().log.epoch(), node.durable().log.end_seq(), format!("{:?}", node.stats())));
-        let peers = {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let sent = self.peers.blocking_send(reply).is_ok();
-            if sent {
-                answer.blocking_recv().unwrap_or_default()
-            } else {
-                Vec::new()
-            }
-        };
-        let peers: Vec<serde_json::Value> = peers
+    /// Every sibling with its connection state and counters (`edgenode peer list`).
+    pub fn peers(&self) -> Vec<Value> {
+        let running = self.running.blocking_lock();
+        let Some(running) = running.as_ref() else { return Vec::new() };
+        let handle = running.driver.handle();
+        let states = tokio::runtime::Handle::current().block_on(handle.peer_states()).unwrap_or_default();
+        let lags = running
+            .driver
+            .node()
+            .read(|node| states.iter().map(|state| node.peer_lag(state.node_id)).collect::<Vec<_>>());
+        states
             .into_iter()
-            .map(|peer| {
-                serde_json::json!({
+            .zip(lags)
+            .map(|(peer, lag)| {
+                let paired = running.siblings.iter().find(|sibling| node_id_of(sibling) == Some(peer.node_id));
+                json!({
                     "node_id": peer.node_id.to_string(),
                     "address": peer.address,
+                    "pin": peer.pin,
+                    "state": if peer.connected { "connected" } else { "disconnected" },
                     "connected": peer.connected,
                     "last_contact_ms_ago": peer.last_contact_ms_ago,
+                    "lag_entries": lag,
+                    "trust": TRUST_MAX,
+                    "source": if paired.is_some_and(|sibling| self.config.peers.siblings.iter().any(|c| c.node_id == sibling.node_id)) { "config" } else { "paired" },
                     "bytes_in": peer.bytes_in,
                     "bytes_out": peer.bytes_out,
                     "frames_in": peer.frames_in,
@@ -208,9 +263,55 @@ impl SiblingsHandle {
                     "frames_dropped": peer.frames_dropped,
                 })
             })
-            .collect();
-        Ok(serde_json::json!({
+            .collect()
+    }
+
+    /// A one-time pairing code for `edgenode peer join` on the other node.
+    pub fn start_pairing(&self) -> Result<Value> {
+        let running = self.running.blocking_lock();
+        let Some(running) = running.as_ref() else { bail!("replication has stopped") };
+        let code = running.driver.start_pairing();
+        Ok(json!({
+            "code": code.as_str(),
+            "expires_in_seconds": crate::net::peer::pairing::PAIRING_CODE_LIFETIME_MS / 1000,
+            "peer_address": self.peer_address.to_string(),
             "node_id": self.store.node_id().to_string(),
+            "pin": self.identity.pin,
+        }))
+    }
+
+    /// Joins the node at `address` with the code it showed; both sides then list
+    /// each other and replicate (this side restarts its driver at once).
+    pub fn join(&self, address: &str, code: &str) -> Result<SiblingInfo> {
+        let runtime = tokio::runtime::Handle::current();
+        let info = {
+            let running = self.running.blocking_lock();
+            let Some(running) = running.as_ref() else { bail!("replication has stopped") };
+            runtime.block_on(running.driver.join(address, code))?
+        };
+        self.adopt(&runtime, &info)?;
+        Ok(info)
+    }
+
+    fn adopt(&self, runtime: &tokio::runtime::Handle, info: &SiblingInfo) -> Result<()> {
+        save_paired(&self.config.data_dir, info)?;
+        let siblings = all_siblings(&self.config)?;
+        tracing::info!(peer = %info.node_id, address = %info.address, "paired; restarting replication with the new sibling");
+        runtime.block_on(self.restart(siblings))
+    }
+
+    /// Replication figures for operators and tests.
+    pub fn status(&self) -> StoreResult<Value> {
+        let (records, tombstones, digest) = self.store.replication_digest()?;
+        let media_missing = self.store.missing_media_count()?;
+        let (epoch, log_end, stats) = match self.node() {
+            Some(node) => node
+                .read(|node| (node.durable().log.epoch(), node.durable().log.end_seq(), format!("{:?}", node.stats()))),
+            None => (0, 0, String::new()),
+        };
+        Ok(json!({
+            "node_id": self.store.node_id().to_string(),
+            "peer_address": self.peer_address.to_string(),
             "records": records - tombstones,
             "tombstones": tombstones,
             "digest": format!("{digest:016x}"),
@@ -218,7 +319,129 @@ impl SiblingsHandle {
             "epoch": epoch,
             "log_end": log_end,
             "stats": stats,
-            "peers": peers,
+            "peers": self.peers(),
         }))
+    }
+}
+
+/// Siblings who joined with our code: persisted, then the driver restarts with them.
+async fn watch_paired(service: std::sync::Weak<Siblings>) {
+    loop {
+        tokio::time::sleep(PAIRED_POLL).await;
+        let Some(service) = service.upgrade() else { return };
+        let joined = match service.running.lock().await.as_ref() {
+            Some(running) => running.driver.take_paired(),
+            None => return,
+        };
+        if joined.is_empty() {
+            continue;
+        }
+        let adopt = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Handle::current();
+            for info in &joined {
+                if let Err(error) = service.adopt(&runtime, info) {
+                    tracing::error!(%error, peer = %info.node_id, "cannot adopt a paired sibling");
+                }
+            }
+        });
+        let _ = adopt.await;
+    }
+}
+
+async fn start_driver(
+    config: &Config,
+    identity: &Identity,
+    store: &Arc<Store>,
+    listen: SocketAddr,
+    sibling_configs: Vec<SiblingConfig>,
+) -> Result<Running> {
+    let mut siblings = Vec::new();
+    for sibling in &sibling_configs {
+        let Some(node_id) = node_id_of(sibling) else {
+            tracing::warn!(address = %sibling.address, "sibling without node_id: known for mDNS only, not replicated");
+            continue;
+        };
+        siblings.push(PeerSibling {
+            node_id,
+            pin: sibling.pin.clone(),
+            address: Some(sibling.address.clone()),
+            zone: sibling.zone.clone().unwrap_or_else(|| format!("{node_id}")),
+            trust: TRUST_MAX,
+        });
+    }
+    let limits = PeerLimits::default();
+    let endpoint = bind_with_retry(identity, listen, &siblings, &limits).await?;
+    let peer_address = endpoint.local_addr();
+    let replica = ReplicaConfig {
+        replicas_wanted: config.peers.replicas.unwrap_or(ReplicaConfig::default().replicas_wanted),
+        ..ReplicaConfig::default()
+    };
+    let opened = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || RedbReplicaStore::open(store)).await?
+    };
+    let (replica_store, durable) = opened?;
+    let fresh = durable.log.epoch() == 0;
+    let sibling_count = siblings.len();
+    let driver_config = PeerDriverConfig {
+        node_id: store.node_id(),
+        zone: config.peers.zone.clone().unwrap_or_else(|| config.name.clone()),
+        siblings,
+        replica,
+        limits,
+        advertised_address: peer_address.to_string(),
+        media_store: Some(store.clone()),
+    };
+    let persist = Box::new(|store: &RedbReplicaStore, durable: &_| {
+        if let Err(error) = store.commit(durable) {
+            tracing::error!(%error, "cannot persist replication state; the step was rolled back");
+        }
+    });
+    let driver = PeerDriver::start(endpoint, driver_config, replica_store, durable, Some(persist));
+    if fresh {
+        // First start with replication (or after an upgrade): a new epoch logs
+        // every record this node wrote, so siblings get what predates the log.
+        driver.node().step(|node| node.start_new_epoch(crate::os::now_ms()));
+    }
+    let connections = driver.sibling_connections();
+    let media_fetcher = MediaFetcher::new(store.clone(), move || connections.current(), MediaFetchLimits::default())
+        .spawn(Arc::new(tokio::sync::Notify::new()));
+    tracing::info!(peer = %peer_address, siblings = sibling_count, "sibling endpoint ready");
+    Ok(Running { driver, media_fetcher, siblings: sibling_configs })
+}
+
+/// A restart rebinds the port the old endpoint just released; give it a moment.
+async fn bind_with_retry(
+    identity: &Identity,
+    listen: SocketAddr,
+    siblings: &[PeerSibling],
+    limits: &PeerLimits,
+) -> Result<PeerEndpoint> {
+    let mut attempt = 0;
+    loop {
+        match PeerEndpoint::bind(identity, listen, siblings.iter().map(|sibling| sibling.pin.clone()), limits) {
+            Ok(endpoint) => return Ok(endpoint),
+            Err(error) if attempt < 20 => {
+                tracing::debug!(%error, "sibling endpoint not bound yet; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+async fn stop(running: Running) {
+    let Running { driver, media_fetcher, .. } = running;
+    media_fetcher.abort();
+    let _ = media_fetcher.await;
+    match driver.shutdown().await {
+        Ok((replica_store, durable)) => {
+            let committed = tokio::task::spawn_blocking(move || replica_store.commit(&durable)).await;
+            if !matches!(committed, Ok(Ok(()))) {
+                tracing::error!("cannot persist replication state when stopping");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "replication did not stop cleanly"),
     }
 }

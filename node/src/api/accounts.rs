@@ -116,6 +116,38 @@ pub fn replication(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
 }
 
+fn siblings<'a>(api: &'a Api, call: &mut Call<'_>) -> Result<&'a crate::siblings::Siblings, ApiError> {
+    if !call.local_control && !call.user()?.admin {
+        return Err(ApiError::forbidden("only an admin can manage siblings"));
+    }
+    api.siblings.as_deref().ok_or_else(|| ApiError::unavailable("replication is not running on this node"))
+}
+
+pub fn peers(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    ok_json(json!({"items": siblings(api, call)?.peers()}))
+}
+
+pub fn pair(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let answer = siblings(api, call)?.start_pairing().map_err(|error| ApiError::unavailable(error.to_string()))?;
+    ok_json(answer)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    address: String,
+    code: String,
+}
+
+pub fn join(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let request: JoinRequest = call.json()?;
+    let service = siblings(api, call)?;
+    match service.join(request.address.trim(), request.code.trim()) {
+        Ok(info) => ok_json(json!({"node_id": info.node_id.to_string(), "address": info.address, "pin": info.pin})),
+        Err(error) => Err(ApiError::bad_request("pairing_failed", format!("{error:#}"))),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewAccount {

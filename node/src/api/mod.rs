@@ -78,6 +78,9 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
     fn into_response(self) -> Response<Bytes> {
         error_response(self.status, self.code, &self.message)
     }
@@ -162,7 +165,7 @@ pub struct Api {
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
     /// Nodes seen over mDNS; `None` when discovery is off.
     nearby: Option<crate::discovery::NearbyHandle>,
-    siblings: Option<crate::siblings::SiblingsHandle>,
+    siblings: Option<std::sync::Arc<crate::siblings::Siblings>>,
     /// SHA-256 of the local control token in `<data_dir>/control-token`: whoever can
     /// read the data dir (the `edgenode` CLI on the box) may read admin node info.
     control_token_hash: [u8; 32],
@@ -197,7 +200,7 @@ impl Api {
     }
 
     /// Answers `GET /api/v1/node/replication` and lists users' replicas from this.
-    pub fn with_siblings(mut self, siblings: crate::siblings::SiblingsHandle) -> Api {
+    pub fn with_siblings(mut self, siblings: std::sync::Arc<crate::siblings::Siblings>) -> Api {
         self.siblings = Some(siblings);
         self
     }

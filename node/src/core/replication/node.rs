@@ -233,6 +233,13 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         (self.store, self.durable)
     }
 
+    /// Entries of this node's log the peer has not acknowledged; `None` until its
+    /// session's Hello (or when it is not a sibling).
+    pub fn peer_lag(&self, peer: NodeId) -> Option<u64> {
+        let acked = self.peers.get(&peer)?.acked_seq?;
+        Some(self.durable.log.end_seq().saturating_sub(acked))
+    }
+
     /// The replicas of `shard`, home first.
     pub fn replicas_of(&self, shard: &ShardId) -> Vec<NodeId> {
         place(shard, &self.siblings, self.config.replicas_wanted)
