@@ -219,6 +219,8 @@ async fn serve(config: Config) -> Result<()> {
     }
     let serving = tokio::spawn(net::serve(listeners, api, config.limits.clone(), shutdown));
 
+    // Written before the ready line, so whoever waits for that line finds it.
+    write_private_file(&config.data_dir.join("peer-address"), peer_address.to_string().as_bytes())?;
     let ready = format!(
         "edgenode ready listen={local_addr} pin={} node_id={} peer={peer_address}",
         identity.pin,
@@ -231,8 +233,6 @@ async fn serve(config: Config) -> Result<()> {
     let address_file = config.data_dir.join("serving-address");
     write_private_file(&address_file, local_addr.to_string().as_bytes())?;
     systemd::notify("READY=1");
-
-    write_private_file(&config.data_dir.join("peer-address"), peer_address.to_string().as_bytes())?;
 
     serving.await.context("the server task failed")??;
     siblings.shutdown().await;

@@ -1,0 +1,197 @@
+//! Siblings on loopback: two real nodes paired with the CLI (`edgenode peer pair` on
+//! one, `peer join` on the other), records and photos replicated both ways, a user
+//! who logs in on the replica while the home node is down, and a key that was never
+//! paired, refused. The multi-host version (namespaces, partitions, kill -9) is the
+//! system tier's `system_replication`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgenode_tests::client::{Client, Transport};
+use edgenode_tests::fixtures::distinct_photo;
+use edgenode_tests::node::{edgenode_binary, Node, NodeOptions};
+use edgenode_tests::steps::{Account, ANONYMOUS, PASSWORD};
+use serde_json::{json, Value};
+
+/// Replicas agree within this, on loopback, for the handful of records here.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
+
+fn start(name: &str) -> Node {
+    Node::start(NodeOptions { name: name.to_owned(), ..NodeOptions::default() })
+}
+
+fn control_token(node: &Node) -> String {
+    std::fs::read_to_string(node.data_dir().join("control-token")).expect("control-token in the data dir")
+}
+
+fn peer_address(node: &Node) -> String {
+    std::fs::read_to_string(node.data_dir().join("peer-address")).expect("peer-address in the data dir")
+}
+
+/// `edgenode peer --data-dir D <args>`; panics with its output unless it succeeds.
+fn peer_cli(node: &Node, args: &[&str]) -> String {
+    let output = Command::new(edgenode_binary())
+        .arg("peer")
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .args(args)
+        .output()
+        .expect("running edgenode peer");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "edgenode peer {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Pairs `a` and `b` as a person would: the code `peer pair` prints on one, typed
+/// into `peer join` on the other. Returns what `peer pair` printed in the end.
+fn pair(a: &Node, b: &Node) -> String {
+    let mut pairing = Command::new(edgenode_binary())
+        .args(["peer", "--data-dir"])
+        .arg(a.data_dir())
+        .args(["pair", "--wait", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running edgenode peer pair");
+    let mut lines = BufReader::new(pairing.stdout.take().expect("piped stdout")).lines();
+    let first = lines.next().expect("peer pair prints a line").expect("utf-8");
+    let code = first
+        .strip_prefix("pairing code")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no code in {first:?}"))
+        .to_owned();
+    let joined = peer_cli(b, &["join", peer_address(a).trim(), &code]);
+    assert!(joined.contains(a.node_id()), "join names the node it paired with: {joined}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = pairing.wait().expect("peer pair exits");
+    assert!(status.success(), "peer pair ends once someone joined: {rest:?}");
+    rest.join("\n")
+}
+
+fn replication(client: &Client, node: &Node) -> Value {
+    let (status, answer) = client.get_json("/api/v1/node/replication", Some(control_token(node).trim()));
+    assert_eq!(status, 200, "replication state: {answer}");
+    answer
+}
+
+/// Waits until every node holds the same records and every photo; returns how long.
+fn converge(nodes: &[(&Client, &Node)]) -> Duration {
+    let started = Instant::now();
+    let mut last = Vec::new();
+    while started.elapsed() < CONVERGE_WITHIN {
+        last = nodes.iter().map(|(client, node)| replication(client, node)).collect::<Vec<_>>();
+        let same = last.iter().all(|state| state["digest"] == last[0]["digest"]);
+        if same && last.iter().all(|state| state["media_missing"] == json!(0)) {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("replicas did not converge within {CONVERGE_WITHIN:?}: {last:#?}");
+}
+
+fn log_in(client: &Client, handle: &str) -> Account {
+    let (status, answer) = client.log_in(handle, PASSWORD);
+    assert_eq!(status, 200, "{handle} logs in: {answer}");
+    Account {
+        handle: handle.to_owned(),
+        password: PASSWORD.to_owned(),
+        user_id: answer["user_id"].as_str().expect("user_id").to_owned(),
+        token: answer["token"].as_str().expect("token").to_owned(),
+    }
+}
+
+#[test]
+fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
+    let mut home = start("sib-home");
+    let replica = start("sib-replica");
+    let printed = pair(&home, &replica);
+    assert!(printed.contains(replica.node_id()), "peer pair reports who joined: {printed}");
+    for (node, other) in [(&home, &replica), (&replica, &home)] {
+        let listed: Value = serde_json::from_str(&peer_cli(node, &["list", "--json"])).expect("peer list --json");
+        let sibling = listed
+            .as_array()
+            .and_then(|items| items.iter().find(|item| item["node_id"] == json!(other.node_id())))
+            .unwrap_or_else(|| panic!("{} lists {} after pairing: {listed}", node.name(), other.node_id()));
+        assert!(sibling["trust"].is_number() && sibling.get("lag_entries").is_some(), "{sibling}");
+    }
+
+    // Ada's home is the node she claimed; her photo and posts are written there.
+    let at_home = Client::new(&home, Transport::Http2);
+    let at_replica = Client::new(&replica, Transport::Http3);
+    let ada = at_home.claim_admin(&home, "ada");
+    let photo = distinct_photo(7);
+    let media = at_home.upload_jpeg(&ada, &photo);
+    let media_id = media["id"].as_str().expect("media id").to_owned();
+    let public = at_home.create_post(&ada, "the harbour at dawn #harbour", &[&media_id], "public");
+    let private = at_home.create_post(&ada, "note to self", &[], "private");
+    let took = converge(&[(&at_home, &home), (&at_replica, &replica)]);
+    println!("records and the photo on both siblings {} ms after the last write", took.as_millis());
+
+    // On the replica: her credentials work, her posts and photo are there.
+    let ada_there = log_in(&at_replica, "ada");
+    let (status, post) = at_replica.get_post(Some(&ada_there), public["id"].as_str().unwrap());
+    assert_eq!(status, 200, "the public post replicated: {post}");
+    assert_eq!(post["media"][0]["id"], json!(media_id), "{post}");
+    let (status, _) = at_replica.get_post(ANONYMOUS, private["id"].as_str().unwrap());
+    assert_eq!(status, 404, "a private post stays private on the replica too");
+    let (status, _) = at_replica.get_post(Some(&ada_there), private["id"].as_str().unwrap());
+    assert_eq!(status, 200, "but its author sees it there");
+    let thumb_there = at_replica.fetch_media(ANONYMOUS, &media_id, "thumb");
+    let thumb_home = at_home.fetch_media(ANONYMOUS, &media_id, "thumb");
+    assert_eq!(thumb_there.status, 200);
+    assert_eq!(thumb_there.body, thumb_home.body, "the replica serves the same thumbnail bytes");
+    let (status, user) = at_replica.get_json("/api/v1/users/ada", None);
+    assert_eq!(status, 200);
+    let nodes: Vec<&str> =
+        user["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["node_id"].as_str()).collect();
+    assert!(nodes.contains(&home.node_id()) && nodes.contains(&replica.node_id()), "ada's replicas: {user}");
+
+    // Failover: home is down; Ada logs in on the replica, posts and likes there.
+    home.terminate();
+    let ada_there = log_in(&at_replica, "ada");
+    let written = at_replica.create_post(&ada_there, "posted while home was away", &[], "public");
+    let written_id = written["id"].as_str().expect("post id").to_owned();
+    let liked = at_replica.like(&ada_there, &written_id);
+    assert_eq!(liked["like_count"], json!(1), "{liked}");
+
+    // Home comes back and has both.
+    home.restart();
+    let at_home = Client::new(&home, Transport::Http1);
+    let took = converge(&[(&at_home, &home), (&at_replica, &replica)]);
+    println!("home caught up {} ms after it restarted", took.as_millis());
+    let ada_home = log_in(&at_home, "ada");
+    let (status, post) = at_home.get_post(Some(&ada_home), &written_id);
+    assert_eq!(status, 200, "the post made on the replica is on the home node: {post}");
+    assert_eq!(post["like_count"], json!(1), "and so is the like: {post}");
+    assert_eq!(post["liked_by_me"], json!(true), "{post}");
+}
+
+#[test]
+fn a_node_whose_key_was_never_paired_is_refused() {
+    let home = start("sib-alone");
+    // The stranger knows the node's pin, id and address, but the node does not know it.
+    let config = format!(
+        "[peers]\n[[peers.siblings]]\nnode_id = \"{}\"\naddress = \"{}\"\npin = \"{}\"\n",
+        home.node_id(),
+        peer_address(&home).trim(),
+        home.pin()
+    );
+    let stranger = Node::start(NodeOptions { name: "stranger".to_owned(), ..NodeOptions::with_config(&config) });
+    let at_stranger = Client::new(&stranger, Transport::Http2);
+    let at_home = Client::new(&home, Transport::Http2);
+    let mallory = at_stranger.claim_admin(&stranger, "mallory");
+    at_stranger.create_post(&mallory, "let me in", &[], "public");
+    std::thread::sleep(Duration::from_secs(3));
+    let peers = &replication(&at_stranger, &stranger)["peers"];
+    assert_eq!(peers[0]["connected"], json!(false), "the node refused the stranger's key: {peers}");
+    assert_eq!(peers[0]["bytes_in"], json!(0), "{peers}");
+    assert_eq!(replication(&at_home, &home)["peers"], json!([]), "the node lists no sibling");
+    let (status, _) = at_home.get_json("/api/v1/users/mallory", None);
+    assert_eq!(status, 404, "nothing of the stranger's reached the node");
+    let (status, _) = at_home.get_json("/healthz", None);
+    assert_eq!(status, 200, "and it keeps serving");
+}
