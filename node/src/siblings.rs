@@ -230,6 +230,19 @@ impl Siblings {
             .collect()
     }
 
+    /// The siblings this node replicates with: `[{id, peer_address}]` (public).
+    pub fn sibling_list(&self) -> Vec<Value> {
+        let running = self.running.blocking_lock();
+        let siblings = running.as_ref().map(|running| running.siblings.as_slice()).unwrap_or_default();
+        siblings
+            .iter()
+            .filter_map(|sibling| {
+                let id = node_id_of(sibling)?;
+                Some(json!({"id": id.to_string(), "peer_address": sibling.address}))
+            })
+            .collect()
+    }
+
     /// Every sibling with its connection state and counters (`edgenode peer list`).
     pub fn peers(&self) -> Vec<Value> {
         let running = self.running.blocking_lock();

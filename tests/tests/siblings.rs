@@ -146,8 +146,7 @@ fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
     assert_eq!(thumb_there.body, thumb_home.body, "the replica serves the same thumbnail bytes");
     let (status, user) = at_replica.get_json("/api/v1/users/ada", None);
     assert_eq!(status, 200);
-    let nodes: Vec<&str> =
-        user["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["node_id"].as_str()).collect();
+    let nodes: Vec<&str> = user["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["id"].as_str()).collect();
     assert!(nodes.contains(&home.node_id()) && nodes.contains(&replica.node_id()), "ada's replicas: {user}");
 
     // Failover: home is down; Ada logs in on the replica, posts and likes there.

@@ -69,7 +69,7 @@ pub fn node(api: &Api, call: &mut Call<'_>) -> ApiResult {
         "roles": api.node.roles,
         "pin": api.node.pin,
         "addresses": api.node.addresses,
-        "peers": [],
+        "peers": api.siblings.as_ref().map(|siblings| siblings.sibling_list()).unwrap_or_default(),
         "claimed": api.store.claimed_by()?.is_some(),
         "open_registration": api.open_registration,
         "uptime_seconds": api.started.elapsed().as_secs(),

@@ -37,14 +37,19 @@ impl Api {
         self.store.user_by_handle(&handle.to_lowercase())?.ok_or_else(|| ApiError::not_found("user"))
     }
 
-    fn post_json(&self, post: &Post, viewer: Option<&str>) -> Result<Value, ApiError> {
+    /// The post as clients see it; `None` while a sibling's photos for it are still
+    /// on their way (a post counts as replicated only with its media).
+    fn post_json(&self, post: &Post, viewer: Option<&str>) -> Result<Option<Value>, ApiError> {
         let author_handle = self.store.user(&post.author_id)?.map(|user| user.handle).unwrap_or_default();
         let mut media = Vec::new();
         for media_id in &post.media {
-            media.extend(self.store.media(media_id)?.as_ref().map(media_json));
+            match self.store.media(media_id)? {
+                Some(info) => media.push(media_json(&info)),
+                None => return Ok(None),
+            }
         }
         let (like_count, liked_by_me) = self.store.likes(&post.post_id, viewer)?;
-        Ok(json!({
+        Ok(Some(json!({
             "id": post.post_id,
             "author": {"user_id": post.author_id, "handle": author_handle},
             "caption": post.caption,
@@ -55,11 +60,14 @@ impl Api {
             "like_count": like_count,
             "comment_count": self.store.comment_count(&post.post_id)?,
             "liked_by_me": liked_by_me,
-        }))
+        })))
     }
 
     fn post_list_json(&self, posts: &[Post], limit: usize, viewer: Option<&str>) -> ApiResult {
-        let items = posts.iter().map(|post| self.post_json(post, viewer)).collect::<Result<Vec<_>, _>>()?;
+        let mut items = Vec::with_capacity(posts.len());
+        for post in posts {
+            items.extend(self.post_json(post, viewer)?);
+        }
         let next_cursor = (posts.len() == limit).then(|| posts.last().map(|post| post.post_id.clone())).flatten();
         ok_json(json!({"items": items, "next_cursor": next_cursor}))
     }
@@ -112,12 +120,12 @@ pub fn create_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
     let media: Vec<String> = request.media.iter().map(|id| id.to_ascii_lowercase()).collect();
     let post = api.store.create_post(&author, request.caption, media, request.visibility)?;
-    json_response(StatusCode::CREATED, &api.post_json(&post, Some(&author))?)
+    json_response(StatusCode::CREATED, &api.post_json(&post, Some(&author))?.ok_or_else(not_replicated_yet)?)
 }
 
 pub fn get_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let post = api.visible_post(call.param(0), call.viewer_id())?;
-    ok_json(api.post_json(&post, call.viewer_id())?)
+    ok_json(api.post_json(&post, call.viewer_id())?.ok_or_else(not_replicated_yet)?)
 }
 
 pub fn delete_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -204,7 +212,15 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
         let nodes: Vec<serde_json::Value> = siblings
             .replicas_of(&user.user_id)
             .into_iter()
-            .map(|(node_id, address, this_node)| json!({"node_id": node_id.to_string(), "peer_address": address, "this_node": this_node}))
+            .map(|(node_id, peer_address, this_node)| {
+                let (name, addresses) = if this_node {
+                    (Some(api.node.name.clone()), api.node.addresses.clone())
+                } else {
+                    (None, Vec::new())
+                };
+                json!({"id": node_id.to_string(), "name": name, "addresses": addresses,
+                       "peer_address": peer_address, "this_node": this_node})
+            })
             .collect();
         answer["nodes"] = json!(nodes);
     }
@@ -296,7 +312,19 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
         api.store.users_with_handle_prefix(&handle_prefix, limit)?
     };
     let viewer = call.viewer_id();
-    let posts = posts.iter().map(|post| api.post_json(post, viewer)).collect::<Result<Vec<_>, _>>()?;
+    let mut shown = Vec::with_capacity(posts.len());
+    for post in &posts {
+        shown.extend(api.post_json(post, viewer)?);
+    }
+    let posts = shown;
     let users = users.iter().map(|user| api.user_json(user, viewer)).collect::<Result<Vec<_>, _>>()?;
     ok_json(json!({"users": users, "posts": posts}))
+}
+
+fn not_replicated_yet() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_replicated_yet",
+        "this post's photos are still on their way from a sibling node; try again shortly",
+    )
 }
