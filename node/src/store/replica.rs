@@ -60,8 +60,7 @@ use crate::core::text;
 
 /// (shard, key hash, table code, key) → (at, origin, tombstone).
 type IndexKey<'a> = (&'a str, u64, u8, &'a str);
-pub(super) const REPLICA_INDEX: TableDefinition<IndexKey, (u64, u64, bool)> =
-    TableDefinition::new("replica_index");
+pub(super) const REPLICA_INDEX: TableDefinition<IndexKey, (u64, u64, bool)> = TableDefinition::new("replica_index");
 pub(super) const REPLICA_TOMBSTONES: TableDefinition<(u64, u64, &str, u8, &str), ()> =
     TableDefinition::new("replica_tombstones");
 pub(super) const PLACEMENT: TableDefinition<&str, &[u8]> = TableDefinition::new("placement");
