@@ -246,9 +246,22 @@ impl Replicated for User {
             }
         }
         if let Some(new) = new {
-            // A handle taken by another user on another node moves to this one: handle
-            // uniqueness across nodes is not enforced by replication (yet).
-            handles.insert(new.handle.as_str(), key)?;
+            // Two nodes can admit one handle at once (each checks only what it holds).
+            // Every replica then resolves it alike, whatever order the users arrive
+            // in: the handle belongs to the earliest account (then the smaller id).
+            let holder = handles.get(new.handle.as_str())?.map(|user_id| user_id.value().to_owned());
+            let keep_holder = match holder.filter(|holder| holder != key) {
+                Some(holder) => match txn.open_table(USERS)?.get(holder.as_str())? {
+                    Some(bytes) => decode::<Record<User>>(bytes.value())?
+                        .body
+                        .is_some_and(|other| (other.created_at, other.user_id.as_str()) < (new.created_at, key)),
+                    None => false,
+                },
+                None => false,
+            };
+            if !keep_holder {
+                handles.insert(new.handle.as_str(), key)?;
+            }
         }
         Ok(())
     }
@@ -1553,6 +1566,33 @@ mod tests {
         for dir in dirs {
             std::fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    #[test]
+    fn a_handle_admitted_on_two_nodes_at_once_resolves_alike_everywhere() {
+        let user = |user_id: &str, created_at: u64| User {
+            user_id: user_id.into(),
+            handle: "ada".into(),
+            display_name: "Ada".into(),
+            bio: String::new(),
+            admin: false,
+            created_at,
+        };
+        let first = item("aa01", Table::User, "aa01".into(), 10, 1, Some(user("aa01", 10)));
+        let second = item("bb02", Table::User, "bb02".into(), 20, 2, Some(user("bb02", 20)));
+        let mut holders = Vec::new();
+        for (name, order) in [("order-a", [&first, &second]), ("order-b", [&second, &first])] {
+            let dir = temp_dir(name);
+            let (mut redb, durable) = open(&dir);
+            for applied in order {
+                redb.put(applied.clone());
+            }
+            redb.commit(&durable).unwrap();
+            holders.push(redb.store().user_by_handle("ada").unwrap().map(|user| user.user_id));
+            drop(redb);
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        assert_eq!(holders, vec![Some("aa01".to_owned()), Some("aa01".to_owned())], "the earlier account keeps it");
     }
 
     #[test]
