@@ -62,8 +62,8 @@ pub struct SiblingConfig {
     pub address: String,
     pub pin: String,
     /// The sibling's node id (16 hex digits, printed in its ready line and by
-    /// `edgenode status`). Siblings without one are known by pin only (mDNS) and do
-    /// not replicate.
+    /// `edgenode status`). Default: the id its pin gives, which is every node's id
+    /// whose database was created by a version that derives ids from pins.
     pub node_id: Option<String>,
     pub zone: Option<String>,
 }

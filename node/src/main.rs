@@ -146,7 +146,7 @@ async fn serve(config: Config) -> Result<()> {
     create_private_dir(&config.data_dir)?;
     let identity = Identity::load_or_create(&config.data_dir, &config.name)?;
     let store = Arc::new(
-        Store::open(&config.data_dir)
+        Store::open_as(&config.data_dir, edgenode::core::model::NodeId::from_pin(&identity.pin))
             .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?,
     );
     let claim_code = claim_code(&config, &store)?;

@@ -146,8 +146,13 @@ fn save_paired(data_dir: &Path, info: &SiblingInfo) -> Result<()> {
     Ok(())
 }
 
+/// A sibling's node id: as configured, else the one its pin gives (`NodeId::from_pin`,
+/// true of every node whose database this version created).
 fn node_id_of(sibling: &SiblingConfig) -> Option<NodeId> {
-    u64::from_str_radix(sibling.node_id.as_deref()?, 16).ok().map(NodeId)
+    match sibling.node_id.as_deref() {
+        Some(node_id) => u64::from_str_radix(node_id, 16).ok().map(NodeId),
+        None => Some(NodeId::from_pin(&sibling.pin)),
+    }
 }
 
 impl Siblings {
@@ -370,10 +375,7 @@ async fn start_driver(
 ) -> Result<Running> {
     let mut siblings = Vec::new();
     for sibling in &sibling_configs {
-        let Some(node_id) = node_id_of(sibling) else {
-            tracing::warn!(address = %sibling.address, "sibling without node_id: known for mDNS only, not replicated");
-            continue;
-        };
+        let Some(node_id) = node_id_of(sibling) else { continue };
         siblings.push(PeerSibling {
             node_id,
             pin: sibling.pin.clone(),

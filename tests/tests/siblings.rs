@@ -169,6 +169,33 @@ fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
     assert_eq!(post["liked_by_me"], json!(true), "{post}");
 }
 
+/// The ISP's way: no pairing, each node's config lists the other's pin and address
+/// (node ids follow from pins), and they replicate.
+#[test]
+fn siblings_preloaded_with_pins_in_the_config_replicate() {
+    let mut first = Node::start(NodeOptions { name: "preloaded-1".to_owned(), ..NodeOptions::with_config("") });
+    assert_eq!(
+        first.node_id(),
+        edgenode::core::model::NodeId::from_pin(first.pin()).to_string(),
+        "a new node's id is the one its pin gives"
+    );
+    let sibling_of = |node: &Node| {
+        format!("[peers]\n[[peers.siblings]]\naddress = \"{}\"\npin = \"{}\"\n", peer_address(node).trim(), node.pin())
+    };
+    let second =
+        Node::start(NodeOptions { name: "preloaded-2".to_owned(), ..NodeOptions::with_config(&sibling_of(&first)) });
+    std::fs::write(first.data_dir().with_extension("toml"), sibling_of(&second)).expect("rewriting the first config");
+    first.restart();
+    let (at_first, at_second) = (Client::new(&first, Transport::Http2), Client::new(&second, Transport::Http2));
+    let grace = at_first.claim_admin(&first, "grace");
+    at_first.create_post(&grace, "provisioned, not paired", &[], "public");
+    let took = converge(&[(&at_first, &first), (&at_second, &second)]);
+    println!("preloaded siblings converged {} ms after the last write", took.as_millis());
+    log_in(&at_second, "grace");
+    let posts = at_second.user_posts(ANONYMOUS, "grace");
+    assert_eq!(posts.len(), 1, "the post reached the sibling: {posts:?}");
+}
+
 #[test]
 fn a_node_whose_key_was_never_paired_is_refused() {
     let home = start("sib-alone");

@@ -9,6 +9,17 @@ use super::hlc::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u64);
 
+impl NodeId {
+    /// The id a node takes when its database is created: derived from its key's pin,
+    /// so whoever knows a sibling's pin (an ISP's inventory, a `[peers]` entry)
+    /// knows its id too. Databases created before this keep their random id.
+    pub fn from_pin(pin: &str) -> NodeId {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new().chain_update(b"edgenode/node-id\0").chain_update(pin.as_bytes()).finalize();
+        NodeId(u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")))
+    }
+}
+
 impl std::fmt::Display for NodeId {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(formatter, "{:016x}", self.0)

@@ -212,6 +212,12 @@ impl Store {
     /// Opens (or creates) the database in `data_dir`, migrating it if it is older,
     /// refusing it if it is newer, and removing blob files a crash left behind.
     pub fn open(data_dir: &Path) -> StoreResult<Store> {
+        Store::open_as(data_dir, NodeId(u64::from_le_bytes(os::random_bytes())))
+    }
+
+    /// Opens the database, creating it with `new_node_id` as its node id if it does
+    /// not exist yet (an existing database keeps its id).
+    pub fn open_as(data_dir: &Path, new_node_id: NodeId) -> StoreResult<Store> {
         std::fs::create_dir_all(data_dir)?;
         let db_path = data_dir.join("edgenode.redb");
         let db = Database::create(&db_path)?;
@@ -233,9 +239,8 @@ impl Store {
             node_id = match stored_node_id {
                 Some(id) => NodeId(id),
                 None => {
-                    let id = u64::from_le_bytes(os::random_bytes());
-                    meta.insert("node_id", id.to_le_bytes().as_slice())?;
-                    NodeId(id)
+                    meta.insert("node_id", new_node_id.0.to_le_bytes().as_slice())?;
+                    new_node_id
                 }
             };
             clock_high_water = meta.get("clock_high_water")?.map(|v| read_u64(v.value())).unwrap_or(0);
