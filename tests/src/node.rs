@@ -54,6 +54,8 @@ pub struct ReadyLine {
     /// `sha256/BASE64` of the node's SubjectPublicKeyInfo.
     pub pin: String,
     pub node_id: String,
+    /// The UDP endpoint for sibling replication (`peer=…`), on nodes that print it.
+    pub peer: Option<SocketAddr>,
 }
 
 /// A running `edgenode serve`. Dropping it kills the process (only the one we
@@ -145,21 +147,26 @@ impl Node {
 
     /// The node's peak resident set size so far (`VmHWM` in /proc/PID/status), in bytes.
     pub fn peak_resident_bytes(&self) -> u64 {
-        let status_path = format!("/proc/{}/status", self.pid());
-        let status =
-            std::fs::read_to_string(&status_path).unwrap_or_else(|error| panic!("reading {status_path}: {error}"));
-        let kilobytes = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no VmHWM line in {status_path}:\n{status}"));
-        kilobytes * 1024
+        peak_resident_bytes_of(self.pid())
     }
 
     /// Everything the node wrote to stderr so far (its newest megabyte).
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().expect("stderr buffer")).into_owned()
     }
+}
+
+/// The peak resident set size so far (`VmHWM` in /proc/PID/status) of a live
+/// process, in bytes.
+pub fn peak_resident_bytes_of(pid: u32) -> u64 {
+    let status_path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&status_path).unwrap_or_else(|error| panic!("reading {status_path}: {error}"));
+    let kilobytes = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmHWM line in {status_path}:\n{status}"));
+    kilobytes * 1024
 }
 
 impl Drop for Node {
@@ -283,13 +290,18 @@ fn spawn_until_ready(
     }
 }
 
-/// Parses `edgenode ready listen=127.0.0.1:PORT pin=sha256/… node_id=…`.
+/// Parses `edgenode ready listen=127.0.0.1:PORT pin=sha256/… node_id=… [peer=IP:PORT]`.
 pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
     let fields = line.trim().strip_prefix("edgenode ready ")?;
     let field = |key: &str| {
         fields.split_whitespace().find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
     };
-    Some(ReadyLine { listen: field("listen")?.parse().ok()?, pin: field("pin")?, node_id: field("node_id")? })
+    Some(ReadyLine {
+        listen: field("listen")?.parse().ok()?,
+        pin: field("pin")?,
+        node_id: field("node_id")?,
+        peer: field("peer").and_then(|peer| peer.parse().ok()),
+    })
 }
 
 fn drain_stderr(mut stderr: impl Read + Send + 'static, buffer: Arc<Mutex<Vec<u8>>>) {
@@ -334,6 +346,12 @@ mod tests {
         assert_eq!(ready.listen, "127.0.0.1:40123".parse().unwrap());
         assert_eq!(ready.pin, "sha256/AbC+/=");
         assert_eq!(ready.node_id, "0123456789abcdef");
+        assert_eq!(ready.peer, None);
+        let with_peer = parse_ready_line(
+            "edgenode ready listen=10.0.0.2:8443 pin=sha256/AbC+/= node_id=0123456789abcdef peer=10.0.0.2:8444",
+        )
+        .expect("a ready line with peer=");
+        assert_eq!(with_peer.peer, Some("10.0.0.2:8444".parse().unwrap()));
         assert_eq!(parse_ready_line("edgenode claim-code=XYZ"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The system tier's lab: network namespaces joined by a bridge, real `edgenode`
 //! processes in them, and an independent mDNS client (python-zeroconf,
-//! `mdns_probe.py`) beside them. Included by `tests/tests/system_mdns.rs`.
+//! `mdns_probe.py`) beside them. Included by `tests/tests/system_mdns.rs` and
+//! `tests/tests/system_replication.rs`.
 //!
 //! Everything happens inside namespaces this process creates (`en<pid>l<lab><host>`,
 //! addresses from 10.213.<lab>.0/24): the host's own interfaces are never touched.
@@ -10,7 +11,7 @@
 #![allow(dead_code)] // each test uses a part of the lab
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgenode_tests::node::{edgenode_binary, parse_ready_line, terminate_child, ReadyLine};
+use edgenode_tests::node::{edgenode_binary, parse_ready_line, peak_resident_bytes_of, terminate_child, ReadyLine};
 use serde_json::{json, Value};
 
 /// The tier runs only when this is `1`.
@@ -27,11 +28,11 @@ pub const SKIPPED_LINE: &str = "skipped: system tier, set EDGENODE_SYSTEM_TESTS=
 /// Every lab node listens on this port, on all IPv4 addresses.
 pub const PORT: u16 = 8443;
 pub const CLAIM_CODE: &str = "CODE12345";
-const ADMIN_PASSWORD: &str = "sunsets over the harbour 42";
+pub const ADMIN_PASSWORD: &str = "sunsets over the harbour 42";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const OUTPUT_KEPT_BYTES_MAX: usize = 1024 * 1024;
-const HTTPS_TIMEOUT_SECONDS: &str = "5";
+const HTTPS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether the tier runs. When it does not, prints the one skip line; when it does,
 /// every tool it needs must be there, or this panics saying what is missing.
@@ -113,6 +114,8 @@ pub struct Lab {
 pub struct Host {
     pub namespace: String,
     address: Option<Ipv4Addr>,
+    /// `(switch namespace, port)`: where this host's cable plugs into the bridge.
+    switch_port: Option<(String, String)>,
 }
 
 impl Lab {
@@ -156,7 +159,7 @@ impl Lab {
         ip(&["-n", &self.switch, "link", "set", &switch_port, "up"]);
         ip(&["-n", &host.namespace, "addr", "add", &format!("{address}/24"), "dev", "eth0"]);
         ip(&["-n", &host.namespace, "link", "set", "eth0", "up"]);
-        Host { address: Some(address), ..host }
+        Host { address: Some(address), switch_port: Some((self.switch.clone(), switch_port)), ..host }
     }
 
     /// A host with only loopback: no multicast anywhere.
@@ -168,7 +171,7 @@ impl Lab {
         ip(&["netns", "add", &namespace]);
         self.namespaces.push(namespace.clone());
         ip(&["-n", &namespace, "link", "set", "lo", "up"]);
-        Host { namespace, address: None }
+        Host { namespace, address: None, switch_port: None }
     }
 
     /// A host on the bridge whose `eth0` has multicast switched off.
@@ -210,6 +213,33 @@ impl Host {
         ip(&["-n", &self.namespace, "addr", "add", &format!("{address}/24"), "dev", "eth0"]);
         address
     }
+
+    /// Bytes sent on this host's `eth0` so far, every frame counted (headers too).
+    pub fn link_bytes_sent(&self) -> u64 {
+        let stats = ip(&["-n", &self.namespace, "-json", "-statistics", "link", "show", "eth0"]);
+        let stats: Value = serde_json::from_str(&stats)
+            .unwrap_or_else(|error| panic!("`ip -json` printed no JSON ({error}): {stats}"));
+        stats[0]["stats64"]["tx"]["bytes"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no stats64.tx.bytes for eth0 in {}: {stats}", self.namespace))
+    }
+
+    /// Pulls this host's cable out of the switch (its port goes down): the host can
+    /// no longer reach anyone on the link, nor they it, but the host still reaches
+    /// its own address (the kernel keeps local routes on an interface without
+    /// carrier), so clients inside its namespace still reach a node there.
+    pub fn unplug(&self) {
+        let (switch, port) =
+            self.switch_port.as_ref().unwrap_or_else(|| panic!("host {} has no cable", self.namespace));
+        ip(&["-n", switch, "link", "set", port, "down"]);
+    }
+
+    /// Plugs the cable back in.
+    pub fn plug(&self) {
+        let (switch, port) =
+            self.switch_port.as_ref().unwrap_or_else(|| panic!("host {} has no cable", self.namespace));
+        ip(&["-n", switch, "link", "set", port, "up"]);
+    }
 }
 
 /// A real `edgenode serve` inside a lab host.
@@ -217,56 +247,114 @@ pub struct LabNode {
     pub name: String,
     pub ready: ReadyLine,
     host: Host,
+    mdns: bool,
     child: Option<Child>,
+    /// The stderr of every process this node has been, oldest first.
     stderr: Arc<Mutex<Vec<u8>>>,
     data_dir: PathBuf,
     config_file: Option<PathBuf>,
+}
+
+/// Where a lab node answers HTTPS, reached with curl from inside the node's host and
+/// pinned to its key. Cheap to clone, so client threads can keep writing while the
+/// node itself is killed and restarted (its identity, so its pin, survives restarts).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    host: Host,
+    address: Ipv4Addr,
+    pin: String,
 }
 
 impl LabNode {
     /// Starts `edgenode serve --listen 0.0.0.0:8443 --name NAME` in `host` with mDNS
     /// on, and `config_toml` (if not empty) as its config file; waits for `ready`.
     pub fn start(host: &Host, name: &str, config_toml: &str) -> LabNode {
+        LabNode::start_with(host, name, config_toml, true)
+    }
+
+    /// As `start`, with `--no-mdns`.
+    pub fn start_without_mdns(host: &Host, name: &str, config_toml: &str) -> LabNode {
+        LabNode::start_with(host, name, config_toml, false)
+    }
+
+    fn start_with(host: &Host, name: &str, config_toml: &str, mdns: bool) -> LabNode {
         let data_dir = unique_temp_path(&format!("node-{name}"));
         std::fs::create_dir_all(&data_dir).unwrap_or_else(|error| panic!("creating {}: {error}", data_dir.display()));
-        let config_file = (!config_toml.is_empty()).then(|| {
-            let path = data_dir.with_extension("toml");
-            std::fs::write(&path, config_toml).unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
-            path
-        });
-        let mut command = host.command(edgenode_binary());
-        command.arg("serve").arg("--data-dir").arg(&data_dir);
-        command.args(["--listen", &format!("0.0.0.0:{PORT}"), "--name", name, "--claim-code", CLAIM_CODE]);
-        if let Some(config_file) = &config_file {
+        let mut node = LabNode {
+            name: name.to_owned(),
+            ready: ReadyLine {
+                listen: ([0, 0, 0, 0], 0).into(),
+                pin: String::new(),
+                node_id: String::new(),
+                peer: None,
+            },
+            host: host.clone(),
+            mdns,
+            child: None,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            data_dir,
+            config_file: None,
+        };
+        node.write_config(config_toml);
+        node.spawn();
+        node
+    }
+
+    /// Starts the stopped node again on the same data dir, with `config_toml` (if not
+    /// empty) as its config file now; waits for `ready`.
+    pub fn restart(&mut self, config_toml: &str) {
+        assert!(self.child.is_none(), "node {} is still running: stop it before restarting it", self.name);
+        self.write_config(config_toml);
+        self.spawn();
+    }
+
+    fn write_config(&mut self, config_toml: &str) {
+        if let Some(old) = self.config_file.take() {
+            let _ = std::fs::remove_file(old);
+        }
+        if config_toml.is_empty() {
+            return;
+        }
+        let path = self.data_dir.with_extension("toml");
+        std::fs::write(&path, config_toml).unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+        self.config_file = Some(path);
+    }
+
+    /// Runs `edgenode serve` on the data dir and waits for its ready line.
+    fn spawn(&mut self) {
+        let mut command = self.host.command(edgenode_binary());
+        command.arg("serve").arg("--data-dir").arg(&self.data_dir);
+        command.args(["--listen", &format!("0.0.0.0:{PORT}"), "--name", &self.name, "--claim-code", CLAIM_CODE]);
+        if !self.mdns {
+            command.arg("--no-mdns");
+        }
+        if let Some(config_file) = &self.config_file {
             command.arg("--config").arg(config_file);
         }
         command.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
-        let stderr = keep_output(child.stderr.take().expect("piped stderr"));
+        keep_output(child.stderr.take().expect("piped stderr"), &self.stderr);
         let stdout_lines = forward_lines(child.stdout.take().expect("piped stdout"));
-        let mut node = LabNode {
-            name: name.to_owned(),
-            ready: ReadyLine { listen: ([0, 0, 0, 0], 0).into(), pin: String::new(), node_id: String::new() },
-            host: host.clone(),
-            child: Some(child),
-            stderr,
-            data_dir,
-            config_file,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match stdout_lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok((_, line)) => {
                     if let Some(ready) = parse_ready_line(&line) {
-                        node.ready = ready;
-                        return node;
+                        self.ready = ready;
+                        return;
                     }
                 }
-                Err(error) => panic!(
-                    "node {name} in {} printed no ready line within {READY_TIMEOUT:?} ({error})\n{}",
-                    host.namespace,
-                    node.stderr_text()
-                ),
+                Err(error) => {
+                    // Give the stderr reader a moment to collect the last words.
+                    std::thread::sleep(Duration::from_millis(200));
+                    panic!(
+                        "node {} in {} printed no ready line within {READY_TIMEOUT:?} ({error})\n{}",
+                        self.name,
+                        self.host.namespace,
+                        self.stderr_text()
+                    )
+                }
             }
         }
     }
@@ -280,6 +368,23 @@ impl LabNode {
         self.host.address.unwrap_or(Ipv4Addr::LOCALHOST)
     }
 
+    /// Where the node answers HTTPS, for clients that outlive this borrow.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { host: self.host.clone(), address: self.address(), pin: self.ready.pin.clone() }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A file the node keeps in its data dir, as text (trimmed).
+    pub fn read_data_file(&self, file_name: &str) -> String {
+        let path = self.data_dir.join(file_name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("node {}: reading {}: {error}", self.name, path.display()));
+        text.trim().to_owned()
+    }
+
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().expect("stderr buffer")).into_owned()
     }
@@ -287,6 +392,16 @@ impl LabNode {
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|child| child.try_wait().expect("waiting for the node").is_none())
+    }
+
+    /// The process id of the running node (`ip netns exec` execs it: it is our child).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap_or_else(|| panic!("node {} is not running", self.name)).id()
+    }
+
+    /// The running node's peak resident set size so far (`VmHWM`), in bytes.
+    pub fn peak_resident_bytes(&self) -> u64 {
+        peak_resident_bytes_of(self.pid())
     }
 
     /// Sends SIGTERM to the node (our own child) and waits for it to exit.
@@ -297,33 +412,29 @@ impl LabNode {
         })
     }
 
+    /// Kills the node with SIGKILL (`kill -9`, to our own child only) and reaps it.
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().unwrap_or_else(|| panic!("node {} is not running", self.name));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// One HTTPS request from inside the node's namespace, with curl pinned to the
     /// node's key: `(status, body as JSON, or as a JSON string if it is not JSON)`.
     pub fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
-        let pin = self.ready.pin.strip_prefix("sha256/").expect("a sha256/ pin");
-        let mut command = self.host.command("curl");
-        command.args(["--silent", "--show-error", "--insecure", "--max-time", HTTPS_TIMEOUT_SECONDS]);
-        command.args(["--pinnedpubkey", &format!("sha256//{pin}"), "--request", method]);
-        command.args(["--write-out", "\n%{http_code}"]);
-        if let Some(token) = token {
-            command.args(["--header", &format!("authorization: Bearer {token}")]);
-        }
-        if let Some(body) = body {
-            command.args(["--header", "content-type: application/json", "--data", &body.to_string()]);
-        }
-        command.arg(format!("https://{}:{PORT}{path}", self.address()));
-        let output = run(&mut command);
-        let (body, status) = output.rsplit_once('\n').unwrap_or(("", output.as_str()));
-        let status = status.trim().parse().unwrap_or_else(|_| panic!("curl printed no status: {output:?}"));
-        let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
-        (status, body)
+        self.endpoint().https(method, path, token, body)
     }
 
-    /// Claims the node (first, admin account) and returns the admin's token.
+    /// Claims the node (first, admin account) as `admin` and returns the admin's token.
     pub fn claim(&self) -> String {
-        let body = json!({ "handle": "admin", "password": ADMIN_PASSWORD, "claim": CLAIM_CODE });
+        self.claim_as("admin")
+    }
+
+    /// Claims the node (first, admin account) as `handle` and returns its token.
+    pub fn claim_as(&self, handle: &str) -> String {
+        let body = json!({ "handle": handle, "password": ADMIN_PASSWORD, "claim": CLAIM_CODE });
         let (status, created) = self.https("POST", "/api/v1/accounts", None, Some(&body));
-        assert_eq!(status, 201, "claiming node {}: {created}", self.name);
+        assert_eq!(status, 201, "claiming node {} as {handle}: {created}", self.name);
         created["token"].as_str().unwrap_or_else(|| panic!("no token in {created}")).to_owned()
     }
 
@@ -359,6 +470,61 @@ impl Drop for LabNode {
     }
 }
 
+impl Endpoint {
+    /// One HTTPS request (JSON body, if any); panics when no HTTP answer comes back.
+    pub fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let body = body.map(|body| body.to_string().into_bytes());
+        let body = body.as_deref().map(|bytes| ("application/json", bytes));
+        self.request(method, path, token, body, HTTPS_TIMEOUT).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// One HTTPS request with an optional `(content type, bytes)` body: `(status, body
+    /// as JSON, or as a JSON string if it is not JSON)`, or `Err` saying why no HTTP
+    /// answer came within `timeout` (the node is down, say).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &[u8])>,
+        timeout: Duration,
+    ) -> Result<(u16, Value), String> {
+        let pin = self.pin.strip_prefix("sha256/").expect("a sha256/ pin");
+        let url = format!("https://{}:{PORT}{path}", self.address);
+        let mut command = self.host.command("curl");
+        command.args(["--silent", "--show-error", "--insecure", "--max-time", &timeout.as_secs_f64().to_string()]);
+        command.args(["--pinnedpubkey", &format!("sha256//{pin}"), "--request", method]);
+        command.args(["--write-out", "\n%{http_code}"]);
+        if let Some(token) = token {
+            command.args(["--header", &format!("authorization: Bearer {token}")]);
+        }
+        if let Some((content_type, _)) = body {
+            command.args(["--header", &format!("content-type: {content_type}"), "--data-binary", "@-"]);
+        }
+        command.arg(&url);
+        command.stdin(if body.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap_or_else(|error| panic!("running {command:?}: {error}"));
+        if let Some((_, bytes)) = body {
+            // curl reads `@-` whole before it connects; a write error shows in its exit.
+            let _ = child.stdin.take().expect("piped stdin").write_all(bytes);
+        }
+        let output = child.wait_with_output().unwrap_or_else(|error| panic!("waiting for {command:?}: {error}"));
+        if !output.status.success() {
+            return Err(format!(
+                "{method} {url}: no answer ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let output = String::from_utf8_lossy(&output.stdout);
+        let (body, status) = output.rsplit_once('\n').unwrap_or(("", &output));
+        let status = status.trim().parse().unwrap_or_else(|_| panic!("curl printed no status: {output:?}"));
+        let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+        Ok((status, body))
+    }
+}
+
 /// `tests/system/mdns_probe.py` running in a lab host; its JSON lines arrive as events.
 pub struct Probe {
     child: Option<Child>,
@@ -377,7 +543,8 @@ impl Probe {
         command.arg("-u").arg(&script).args(args);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
-        let stderr = keep_output(child.stderr.take().expect("piped stderr"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        keep_output(child.stderr.take().expect("piped stderr"), &stderr);
         let lines = forward_lines(child.stdout.take().expect("piped stdout"));
         Probe {
             child: Some(child),
@@ -497,9 +664,8 @@ fn unique_temp_path(label: &str) -> PathBuf {
     ))
 }
 
-/// Keeps the newest `OUTPUT_KEPT_BYTES_MAX` bytes a process writes.
-fn keep_output(mut output: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
-    let kept = Arc::new(Mutex::new(Vec::new()));
+/// Appends what a process writes to `kept`, keeping its newest `OUTPUT_KEPT_BYTES_MAX` bytes.
+fn keep_output(mut output: impl Read + Send + 'static, kept: &Arc<Mutex<Vec<u8>>>) {
     let buffer = kept.clone();
     std::thread::spawn(move || {
         let mut chunk = [0u8; 8192];
@@ -513,7 +679,6 @@ fn keep_output(mut output: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
             buffer.drain(..excess);
         }
     });
-    kept
 }
 
 /// Sends each line, with the time it arrived, to the returned channel; keeps
