@@ -215,13 +215,18 @@ impl Siblings {
     }
 
     /// The replicas of a user, home first: (node id, peer address if known, whether
-    /// it is this node).
-    pub fn replicas_of(&self, user_id: &str) -> Vec<(NodeId, Option<String>, bool)> {
+    /// it is this node). `home` is where the account was created; it leads the list
+    /// (rendezvous order would put any replica first).
+    pub fn replicas_of(&self, user_id: &str, home: Option<NodeId>) -> Vec<(NodeId, Option<String>, bool)> {
         let own = self.store.node_id();
         let Some(node) = self.node() else { return Vec::new() };
         let siblings =
             self.running.blocking_lock().as_ref().map(|running| running.siblings.clone()).unwrap_or_default();
-        let replicas = node.read(|node| node.replicas_of(&ShardId(user_id.to_owned())));
+        let mut replicas = node.read(|node| node.replicas_of(&ShardId(user_id.to_owned())));
+        if let Some(home) = home {
+            replicas.retain(|node_id| *node_id != home);
+            replicas.insert(0, home);
+        }
         replicas
             .into_iter()
             .map(|node_id| {
@@ -279,6 +284,8 @@ impl Siblings {
                     "frames_out": peer.frames_out,
                     "bad_frames": peer.bad_frames,
                     "frames_dropped": peer.frames_dropped,
+                    "connection_bytes_sent": peer.connection_bytes_sent,
+                    "connection_bytes_received": peer.connection_bytes_received,
                 })
             })
             .collect()

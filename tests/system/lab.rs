@@ -1,6 +1,8 @@
 //! The system tier's lab: network namespaces joined by a bridge, real `edgenode`
 //! processes in them, and an independent mDNS client (python-zeroconf,
-//! `mdns_probe.py`) beside them. Included by `tests/tests/system_mdns.rs` and
+//! `mdns_probe.py`) beside them. Nodes can be stopped, killed with SIGKILL and
+//! restarted on their data dir; a host's cable can be pulled out of the switch and
+//! plugged back in. Included by `tests/tests/system_mdns.rs` and
 //! `tests/tests/system_replication.rs`.
 //!
 //! Everything happens inside namespaces this process creates (`en<pid>l<lab><host>`,

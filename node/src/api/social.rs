@@ -210,11 +210,21 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let mut answer = api.user_json(&user, call.viewer_id())?;
     if let Some(siblings) = &api.siblings {
         let nodes: Vec<serde_json::Value> = siblings
-            .replicas_of(&user.user_id)
+            .replicas_of(&user.user_id, user.home)
             .into_iter()
             .map(|(node_id, peer_address, this_node)| {
                 let (name, addresses) = if this_node {
-                    (Some(api.node.name.clone()), api.node.addresses.clone())
+                    // A wildcard listen address tells a client nothing; it knows how it reached us.
+                    let addresses: Vec<String> = api
+                        .node
+                        .addresses
+                        .iter()
+                        .filter(|address| {
+                            address.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified())
+                        })
+                        .cloned()
+                        .collect();
+                    (Some(api.node.name.clone()), addresses)
                 } else {
                     (None, Vec::new())
                 };

@@ -102,6 +102,10 @@ pub struct User {
     pub bio: String,
     pub admin: bool,
     pub created_at: u64,
+    /// The node the account was created on: listed first among the user's replicas
+    /// (clients try it first). Absent in records written before homes were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<NodeId>,
 }
 
 /// Replicates with the user so a replica can log them in when the home node is down.

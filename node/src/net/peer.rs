@@ -119,7 +119,8 @@ impl Default for PeerLimits {
             send_queue_frames_max: 32,
             events_max: 1024,
             dial_backoff_initial_ms: 500,
-            dial_backoff_max_ms: 60_000,
+            // Short enough that siblings find each other soon after a link heals.
+            dial_backoff_max_ms: 10_000,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             keep_alive_interval_ms: 5_000,
@@ -174,6 +175,9 @@ pub struct PeerState {
     pub bad_frames: u64,
     /// Frames dropped because the connection's send queue was full.
     pub frames_dropped: u64,
+    /// UDP payload bytes of the current connection, media streams included.
+    pub connection_bytes_sent: u64,
+    pub connection_bytes_received: u64,
 }
 
 /// Called after every step of the node, before anything it produced is sent and
@@ -684,6 +688,11 @@ impl<S: ReplicaStore> DriverState<S> {
                 bytes_out: entry.counters.bytes_out,
                 bad_frames: entry.counters.bad_frames,
                 frames_dropped: entry.counters.frames_dropped,
+                connection_bytes_sent: entry.current.as_ref().map_or(0, |live| live.connection.stats().udp_tx.bytes),
+                connection_bytes_received: entry
+                    .current
+                    .as_ref()
+                    .map_or(0, |live| live.connection.stats().udp_rx.bytes),
             })
             .collect()
     }

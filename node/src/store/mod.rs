@@ -386,6 +386,7 @@ impl Store {
                 bio: String::new(),
                 admin: matches!(how, Admission::Claim),
                 created_at: version.at.physical_ms(),
+                home: Some(self.node_id),
             };
             {
                 if tx.txn.open_table(HANDLES)?.get(handle)?.is_some() {

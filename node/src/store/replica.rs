@@ -1108,6 +1108,7 @@ mod tests {
                     bio: String::new(),
                     admin: false,
                     created_at: at,
+                    home: None,
                 };
                 item(shard, Table::User, shard.into(), at, origin, live.then_some(user))
             }
@@ -1256,6 +1257,7 @@ mod tests {
             bio: String::new(),
             admin: false,
             created_at: 1,
+            home: None,
         };
         redb.put(item(author, Table::User, author.into(), 10, 77, Some(user.clone())));
         let boats = post("aa0101", author, "boats in the #harbour", Visibility::Public);
@@ -1355,6 +1357,7 @@ mod tests {
                     bio: String::new(),
                     admin: true,
                     created_at: 1,
+                    home: None,
                 };
                 txn.open_table(USERS)
                     .unwrap()
@@ -1493,6 +1496,7 @@ mod tests {
             bio: String::new(),
             admin: false,
             created_at: now,
+            home: None,
         };
         local_write(&mut nodes[1], now, "bb02", Table::User, "bb02".into(), Some(&bob));
         local_write(
@@ -1577,6 +1581,7 @@ mod tests {
             bio: String::new(),
             admin: false,
             created_at,
+            home: None,
         };
         let first = item("aa01", Table::User, "aa01".into(), 10, 1, Some(user("aa01", 10)));
         let second = item("bb02", Table::User, "bb02".into(), 20, 2, Some(user("bb02", 20)));
