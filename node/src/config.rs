@@ -76,6 +76,9 @@ pub struct Limits {
     pub json_body_bytes_max: usize,
     /// Largest media upload body.
     pub upload_bytes_max: usize,
+    /// Free bytes kept on the data partition: clients' writes are refused (507)
+    /// rather than let the database meet a full disk; reads go on. 0 turns it off.
+    pub disk_free_bytes_min: u64,
     /// Largest image, in declared pixels.
     pub image_pixels_max: u64,
     /// Image conversions running at once.
@@ -125,6 +128,7 @@ impl Default for Limits {
         Limits {
             json_body_bytes_max: 64 * 1024,
             upload_bytes_max: 40 * 1024 * 1024,
+            disk_free_bytes_min: 64 * 1024 * 1024,
             image_pixels_max: 64_000_000,
             // Sized for a Raspberry Pi 4 with 2 GiB: two conversions of 12 MP at once.
             media_workers: 2,

@@ -149,6 +149,7 @@ async fn serve(config: Config) -> Result<()> {
         Store::open_as(&config.data_dir, edgenode::core::model::NodeId::from_pin(&identity.pin))
             .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?,
     );
+    store.set_disk_reserve(config.limits.disk_free_bytes_min);
     let claim_code = claim_code(&config, &store)?;
     let limits = &config.limits;
     let pipeline = Pipeline::new(MediaLimits {

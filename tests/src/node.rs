@@ -32,11 +32,19 @@ pub struct NodeOptions {
     /// Extra TOML written to a file and passed as `--config`, e.g.
     /// `"[limits]\nupload_bytes_max = 2000000\n"`.
     pub config_toml: Option<String>,
+    /// Where the data lives (e.g. a small file system the test mounted); default: a
+    /// fresh temporary dir.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        NodeOptions { name: "test-node".to_owned(), claim_code: CLAIM_CODE.to_owned(), config_toml: None }
+        NodeOptions {
+            name: "test-node".to_owned(),
+            claim_code: CLAIM_CODE.to_owned(),
+            config_toml: None,
+            data_dir: None,
+        }
     }
 }
 
@@ -73,7 +81,7 @@ pub struct Node {
 impl Node {
     /// Starts a node on a fresh data dir and waits for its `ready` line.
     pub fn start(options: NodeOptions) -> Node {
-        let data_dir = unique_temp_dir();
+        let data_dir = options.data_dir.clone().unwrap_or_else(unique_temp_dir);
         std::fs::create_dir_all(&data_dir)
             .unwrap_or_else(|error| panic!("creating data dir {}: {error}", data_dir.display()));
         let config_file = options.config_toml.as_ref().map(|toml| {

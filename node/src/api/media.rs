@@ -79,6 +79,8 @@ impl Api {
                 "the node is converting many photos right now; retry in a few seconds",
             ));
         }
+        // The original, display and thumb together stay under twice the upload.
+        self.store.ensure_space(2 * body.len() as u64)?;
         let processed = self.pipeline.process(body)?;
         self.metrics.media_processed_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics

@@ -96,6 +96,11 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyClaimed => {
                 ApiError::forbidden_code("bad_claim_code", "this node is already claimed; ask its admin for an invite")
             }
+            error if error.is_disk_full() => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                format!("the node's storage is full ({error}); reading still works, and writing resumes once space is freed"),
+            ),
             StoreError::UnknownMedia(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_media",

@@ -75,6 +75,23 @@ pub enum StoreError {
     AlreadyClaimed,
     #[error("media {0} is not yours or does not exist")]
     UnknownMedia(String),
+    #[error("the data partition is full: {free_bytes} bytes free, {reserve_bytes} kept in reserve")]
+    DiskFull { free_bytes: u64, reserve_bytes: u64 },
+}
+
+impl StoreError {
+    /// Out of space, whether our reserve said so or the file system did (ENOSPC).
+    pub fn is_disk_full(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        match self {
+            StoreError::DiskFull { .. } => true,
+            StoreError::Io(error) => error.raw_os_error() == Some(ENOSPC),
+            StoreError::Database(error) => {
+                matches!(&**error, redb::Error::Io(io) if io.raw_os_error() == Some(ENOSPC))
+            }
+            _ => false,
+        }
+    }
 }
 
 macro_rules! from_redb {
@@ -146,6 +163,10 @@ pub struct Store {
     clock: Mutex<HybridClock>,
     /// Per-shard fingerprints of the replicated records, kept with every write.
     trees: Mutex<ShardTrees>,
+    /// Where the database lives, for free-space checks.
+    data_dir: std::path::PathBuf,
+    /// Free bytes the file system must keep after a client's write (0: no check).
+    disk_reserve_bytes: std::sync::atomic::AtomicU64,
     /// The replication node local writes go through, once attached.
     local: std::sync::RwLock<Option<std::sync::Weak<dyn LocalTransactions>>>,
 }
@@ -259,6 +280,8 @@ impl Store {
             clock: Mutex::new(HybridClock::starting_after(Timestamp(clock_high_water))),
             trees: Mutex::new(trees),
             local: std::sync::RwLock::new(None),
+            data_dir: data_dir.to_owned(),
+            disk_reserve_bytes: std::sync::atomic::AtomicU64::new(0),
         };
         let removed = store.blobs.remove_orphans(|media_id| store.media(media_id).ok().flatten().is_some())?;
         if removed > 0 {
@@ -310,6 +333,35 @@ impl Store {
         Ok((records, tombstones, digest))
     }
 
+    /// Refuse clients' writes (`DiskFull`) once fewer than `bytes` would stay free, so
+    /// the database never meets a full disk mid-commit and reads go on. Replication
+    /// and sessions may still use the reserve.
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.disk_reserve_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Free bytes of the file system holding the data dir, for unprivileged users.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let stats = nix::sys::statvfs::statvfs(&self.data_dir).ok()?;
+        // The statvfs field types are narrower on 32-bit targets (e.g. 32-bit Pi OS).
+        #[allow(clippy::unnecessary_cast)]
+        Some(stats.blocks_available() as u64 * stats.fragment_size() as u64)
+    }
+
+    /// `DiskFull` unless `incoming_bytes` more leave the reserve free.
+    pub fn ensure_space(&self, incoming_bytes: u64) -> StoreResult<()> {
+        let reserve_bytes = self.disk_reserve_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        if reserve_bytes == 0 {
+            return Ok(());
+        }
+        match self.free_bytes() {
+            Some(free_bytes) if free_bytes < reserve_bytes.saturating_add(incoming_bytes) => {
+                Err(StoreError::DiskFull { free_bytes, reserve_bytes })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Routes this store's replicated writes through the replication node from now on
     /// (see `LocalTransactions`); while `local` is dropped they commit on their own.
     pub fn attach_replication(&self, local: std::sync::Weak<dyn LocalTransactions>) {
@@ -321,6 +373,7 @@ impl Store {
     /// carries them), else committed here with this store's clock. A transaction that
     /// fails after touching the fingerprint trees rebuilds them from the committed index.
     fn write<R>(&self, body: impl FnOnce(&mut Tx<'_>) -> StoreResult<R>) -> StoreResult<R> {
+        self.ensure_space(0)?;
         let attached = self.local.read().expect("replication lock").as_ref().and_then(std::sync::Weak::upgrade);
         if let Some(local) = attached {
             let mut body = Some(body);
@@ -500,6 +553,7 @@ impl Store {
     }
 
     pub fn create_invite(&self, created_by: &str) -> StoreResult<Invite> {
+        self.ensure_space(0)?;
         let txn = self.db.begin_write()?;
         let version = self.next_version(&txn)?;
         let invite = Invite {
