@@ -325,6 +325,37 @@ impl Siblings {
         runtime.block_on(self.restart(siblings))
     }
 
+    /// Replication counters in Prometheus text format, for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let Some(node) = self.node() else { return String::new() };
+        let (stats, log_end) = node.read(|node| (node.stats().clone(), node.durable().log.end_seq()));
+        let (siblings, connected) = match self.running.blocking_lock().as_ref() {
+            Some(running) => (running.siblings.len(), running.driver.sibling_connections().current().len()),
+            None => (0, 0),
+        };
+        let rows = [
+            ("edgenode_siblings", "gauge", siblings as u64),
+            ("edgenode_siblings_connected", "gauge", connected as u64),
+            ("edgenode_replication_log_end", "gauge", log_end),
+            ("edgenode_replication_items_applied_total", "counter", stats.items_applied),
+            ("edgenode_replication_items_stale_total", "counter", stats.items_stale),
+            ("edgenode_replication_items_refused_total", "counter", stats.items_refused),
+            ("edgenode_replication_messages_stale_total", "counter", stats.messages_stale),
+            ("edgenode_replication_messages_dropped_total", "counter", stats.messages_dropped),
+            ("edgenode_replication_log_batches_sent_total", "counter", stats.log_batches_sent),
+            ("edgenode_replication_log_retransmits_total", "counter", stats.log_retransmits),
+            ("edgenode_replication_repair_rounds_total", "counter", stats.repair_rounds),
+            ("edgenode_replication_repair_items_pushed_total", "counter", stats.repair_items_pushed),
+            ("edgenode_replication_tombstones_purged_total", "counter", stats.tombstones_purged),
+            ("edgenode_replication_epochs_started_total", "counter", stats.epochs_started),
+        ];
+        let mut text = String::new();
+        for (name, kind, value) in rows {
+            text.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
+        }
+        text
+    }
+
     /// Replication figures for operators and tests.
     pub fn status(&self) -> StoreResult<Value> {
         let (records, tombstones, digest) = self.store.replication_digest()?;

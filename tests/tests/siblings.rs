@@ -131,6 +131,16 @@ fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
     let took = converge(&[(&at_home, &home), (&at_replica, &replica)]);
     println!("records and the photo on both siblings {} ms after the last write", took.as_millis());
 
+    let metrics = String::from_utf8(at_replica.request("GET", "/metrics", None, &[], Vec::new()).body).expect("utf-8");
+    let replication_lines: Vec<&str> =
+        metrics.lines().filter(|line| line.contains("sibling") || line.contains("replication")).collect();
+    assert!(metrics.contains("edgenode_siblings_connected 1\n"), "{replication_lines:?}");
+    let applied = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("edgenode_replication_items_applied_total "))
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(applied.is_some_and(|applied| applied >= 4), "the replica counts what it applied: {metrics}");
+
     // On the replica: her credentials work, her posts and photo are there.
     let ada_there = log_in(&at_replica, "ada");
     let (status, post) = at_replica.get_post(Some(&ada_there), public["id"].as_str().unwrap());

@@ -54,6 +54,9 @@ pub fn metrics(api: &Api, _call: &mut Call<'_>) -> ApiResult {
          # TYPE edgenode_media_decoded_bytes_reserved gauge\nedgenode_media_decoded_bytes_reserved {}\n",
         gate.jobs_running, gate.jobs_waiting, gate.bytes_reserved
     ));
+    if let Some(siblings) = &api.siblings {
+        body.push_str(&siblings.metrics_text());
+    }
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(body.into())
