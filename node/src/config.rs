@@ -89,6 +89,9 @@ pub struct Limits {
     pub header_bytes_max: usize,
     /// Open TCP connections plus QUIC connections.
     pub connections_max: usize,
+    /// Open connections from one client address (a household behind one NAT shares
+    /// one), so a single address cannot take every slot.
+    pub connections_per_address_max: usize,
     /// Concurrent bidirectional streams per QUIC connection (= HTTP/3 requests).
     pub quic_streams_per_connection_max: u32,
     /// QUIC receive window per stream and per connection.
@@ -135,6 +138,7 @@ impl Default for Limits {
             media_decoded_bytes_in_flight_max: 256 * 1024 * 1024,
             header_bytes_max: 16 * 1024,
             connections_max: 1024,
+            connections_per_address_max: 256,
             quic_streams_per_connection_max: 64,
             quic_stream_receive_window_bytes: 1024 * 1024,
             quic_receive_window_bytes: 8 * 1024 * 1024,

@@ -147,6 +147,20 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Response {
+        self.try_request(method, path, token, headers, body).unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// Like `request`, but an exchange that fails below HTTP (refused, reset, timed
+    /// out: say, the node was killed mid-request) is returned as `Err` with the same
+    /// message `request` panics with, for tests where that is an expected outcome.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Response, String> {
         let method = Method::from_bytes(method.as_bytes()).expect("a valid method");
         let request_line = format!("{method} {path}{}", if token.is_some() { " (with token)" } else { "" });
         let mut builder = http::Request::builder().method(method).uri(self.uri(path));
@@ -172,11 +186,11 @@ impl Client {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
                 self.record(format!("{request_line} -> transport error: {error:#}"));
-                panic!("{request_line} over {:?} failed: {error:#}", self.transport)
+                return Err(format!("{request_line} over {:?} failed: {error:#}", self.transport));
             }
             Err(_) => {
                 self.record(format!("{request_line} -> timed out"));
-                panic!("{request_line} over {:?}: no answer within {REQUEST_TIMEOUT:?}", self.transport)
+                return Err(format!("{request_line} over {:?}: no answer within {REQUEST_TIMEOUT:?}", self.transport));
             }
         };
         self.record(format!("{request_line} -> {} {}", response.status, error_code_of(&response)));
@@ -187,7 +201,7 @@ impl Client {
             "{request_line}: answered over {version:?}, but this client speaks {:?}",
             self.transport
         );
-        response
+        Ok(response)
     }
 
     /// GET → (status, JSON body).

@@ -8,6 +8,7 @@
 //! - `checks`: assertions on answers (status, error body, lists, media).
 //! - `steps`: one helper per user action (claim, invite, upload, post, follow, …).
 //! - `contract`: the route table of docs/api.md, matched against `/openapi.json`.
+//! - `faults`: for the fault-injection tier: opt-in switch, seeded RNG, node memory.
 //!
 //! The tests themselves live in `tests/tests/*.rs`, one story per file.
 
@@ -15,6 +16,7 @@ pub mod cases;
 pub mod checks;
 pub mod client;
 pub mod contract;
+pub mod faults;
 pub mod fixtures;
 pub mod node;
 pub mod steps;

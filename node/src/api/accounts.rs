@@ -2,13 +2,12 @@
 
 use std::time::Instant;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::Engine as _;
 use http::{header, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::password;
 use super::{empty_response, header_value, json_response, ok_json, token_hash, Api, ApiError, ApiResult, Call};
 use crate::core::text;
 use crate::os;
@@ -17,27 +16,19 @@ use crate::store::Admission;
 pub const PASSWORD_CHARS_MIN: usize = 8;
 pub const PASSWORD_BYTES_MAX: usize = 1024;
 
-/// Argon2id with OWASP's minimum (19 MiB, 2 passes): about 50 ms on a Raspberry Pi 4,
-/// and bounded memory even with several logins at once.
-fn argon2() -> Argon2<'static> {
-    let params = argon2::Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters");
-    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-}
-
-fn hash_password(password: &str) -> String {
-    let salt = SaltString::encode_b64(&os::random_bytes::<16>()).expect("16 bytes is a valid salt");
-    argon2().hash_password(password.as_bytes(), &salt).expect("Argon2 hashing with valid parameters").to_string()
-}
-
-fn password_matches(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+fn password_busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the node is checking many passwords right now; retry in a few seconds",
+    )
 }
 
 /// A dummy hash to verify against when the handle is unknown, so a response's timing
 /// does not reveal which handles exist.
 fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("not a real password"))
+    DUMMY.get_or_init(|| password::hash_with("not a real password", &mut Vec::new()))
 }
 
 pub fn healthz(_api: &Api, _call: &mut Call<'_>) -> ApiResult {
@@ -188,7 +179,8 @@ pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
     } else {
         return Err(ApiError::forbidden_code("invite_required", "registration needs an invite code from an admin"));
     };
-    let user = api.store.create_user(&handle, hash_password(&request.password), admission)?;
+    let password_hash = api.password_gate.hash(&request.password).ok_or_else(password_busy)?;
+    let user = api.store.create_user(&handle, password_hash, admission)?;
     if matches!(admission, Admission::Claim) {
         *api.claim_code.lock().expect("claim lock") = None;
         if let Err(error) = std::fs::remove_file(&api.claim_code_file) {
@@ -226,10 +218,26 @@ pub fn login(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let request: Credentials = call.json()?;
     let handle = request.handle.trim().to_lowercase();
     let keys = [Some(format!("handle:{handle}")), call.client_addr.map(|addr| format!("addr:{}", addr.ip()))];
+    let keys: Vec<String> = keys.into_iter().flatten().collect();
     let now = Instant::now();
     let locked_for = {
-        let throttle = api.login_throttle.lock().expect("throttle lock");
-        keys.iter().flatten().filter_map(|key| throttle.locked_for(key, now)).max()
+        // Every key takes an attempt up front, so concurrent guesses count at once.
+        let mut throttle = api.login_throttle.lock().expect("throttle lock");
+        let mut begun = Vec::new();
+        let mut locked_for = None;
+        for key in &keys {
+            match throttle.try_begin(key, now) {
+                Ok(()) => begun.push(key),
+                Err(wait) => {
+                    locked_for = Some(wait);
+                    break;
+                }
+            }
+        }
+        if locked_for.is_some() {
+            begun.into_iter().for_each(|key| throttle.cancel(key));
+        }
+        locked_for
     };
     if let Some(wait) = locked_for {
         api.metrics.logins_throttled_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -249,19 +257,21 @@ pub fn login(api: &Api, call: &mut Call<'_>) -> ApiResult {
         None => None,
     };
     let hash = credential.as_ref().map_or(dummy_hash(), |credential| credential.password_hash.as_str());
-    let matches = password_matches(&request.password, hash);
+    let checked = api.password_gate.matches(&request.password, hash);
     let mut throttle = api.login_throttle.lock().expect("throttle lock");
-    match user.filter(|_| matches && credential.is_some()) {
+    let Some(matches) = checked else {
+        keys.iter().for_each(|key| throttle.cancel(key));
+        return Err(password_busy());
+    };
+    let succeeded = matches && credential.is_some() && user.is_some();
+    keys.iter().for_each(|key| throttle.finish(key, Instant::now(), succeeded));
+    drop(throttle);
+    match user.filter(|_| succeeded) {
         Some(user) => {
-            keys.iter().flatten().for_each(|key| throttle.record_success(key));
-            drop(throttle);
             let token = api.start_session(&user.user_id)?;
             ok_json(json!({"token": token, "user_id": user.user_id}))
         }
-        None => {
-            keys.iter().flatten().for_each(|key| throttle.record_failure(key, now));
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong handle or password"))
-        }
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong handle or password")),
     }
 }
 
@@ -295,20 +305,4 @@ impl Api {
 
 pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_hashes_verify_and_differ_by_salt() {
-        let first = hash_password("correct horse");
-        let second = hash_password("correct horse");
-        assert_ne!(first, second);
-        assert!(first.starts_with("$argon2id$"));
-        assert!(password_matches("correct horse", &first));
-        assert!(!password_matches("wrong horse", &first));
-        assert!(!password_matches("anything", "not a hash"));
-    }
 }

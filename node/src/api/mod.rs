@@ -6,6 +6,7 @@ mod accounts;
 pub mod coalesce;
 mod media;
 pub mod metrics;
+pub mod password;
 mod routes;
 mod social;
 pub mod throttle;
@@ -51,6 +52,10 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 }
 
 /// A failed request: status, stable machine-readable code, and a message for people.
+/// Logins and sign-ups allowed to wait for a password-hashing slot; past this the
+/// node answers 503 rather than pile up threads (and 19 MiB each).
+pub const PASSWORD_CHECKS_WAITING_MAX: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -166,6 +171,8 @@ pub struct Api {
     upload_bytes_max: usize,
     started: Instant,
     login_throttle: Mutex<LoginThrottle>,
+    /// Bounds Argon2id work (logins and new accounts) to the cores there are.
+    password_gate: password::PasswordGate,
     /// Uploads (and derivative rebuilds) in flight, by media id.
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
     /// Nodes seen over mDNS; `None` when discovery is off.
@@ -197,6 +204,10 @@ impl Api {
             upload_bytes_max: config.limits.upload_bytes_max,
             started: Instant::now(),
             login_throttle: Mutex::new(LoginThrottle::default()),
+            password_gate: password::PasswordGate::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+                PASSWORD_CHECKS_WAITING_MAX,
+            ),
             media_work: Coalescer::default(),
             nearby: None,
             siblings: None,

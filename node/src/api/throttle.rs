@@ -1,5 +1,7 @@
 //! Login throttling: too many failed logins for one handle or from one address lock
 //! further attempts for a while, so passwords cannot be guessed at line speed.
+//! Attempts still being checked count against the limit too, so a burst of guesses
+//! sent at once cannot all be checked before the first failure is recorded.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ pub struct LoginThrottle {
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
+    /// Attempts begun and not finished yet.
+    pending: u32,
     first_at: Instant,
     last_at: Instant,
 }
@@ -33,28 +37,78 @@ impl LoginThrottle {
         (until > now).then(|| until - now)
     }
 
-    pub fn record_failure(&mut self, key: &str, now: Instant) {
+    /// Starts an attempt for `key`: `Err(wait)` when it is locked, or when the
+    /// attempts in flight would use up its remaining tries.
+    pub fn try_begin(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
+        if let Some(wait) = self.locked_for(key, now) {
+            return Err(wait);
+        }
+        let failures = self.entry(key, now);
+        if failures.count + failures.pending >= FAILURES_MAX {
+            return Err(Duration::from_secs(1));
+        }
+        failures.pending += 1;
+        Ok(())
+    }
+
+    /// Ends an attempt begun with `try_begin`.
+    pub fn finish(&mut self, key: &str, now: Instant, succeeded: bool) {
+        let Some(failures) = self.failures.get_mut(key) else { return };
+        failures.pending = failures.pending.saturating_sub(1);
+        if succeeded {
+            if failures.pending == 0 {
+                self.failures.remove(key);
+            } else {
+                failures.count = 0;
+            }
+        } else {
+            failures.count += 1;
+            failures.last_at = now;
+        }
+    }
+
+    /// Takes back an attempt begun with `try_begin` that was never made.
+    pub fn cancel(&mut self, key: &str) {
+        if let Some(failures) = self.failures.get_mut(key) {
+            failures.pending = failures.pending.saturating_sub(1);
+        }
+    }
+
+    fn entry(&mut self, key: &str, now: Instant) -> &mut Failures {
         if self.failures.len() >= KEYS_MAX && !self.failures.contains_key(key) {
             self.forget_oldest(now);
         }
-        let failures =
-            self.failures.entry(key.to_owned()).or_insert(Failures { count: 0, first_at: now, last_at: now });
+        let fresh = Failures { count: 0, pending: 0, first_at: now, last_at: now };
+        let failures = self.failures.entry(key.to_owned()).or_insert(fresh);
         if now.duration_since(failures.first_at) > FAILURE_WINDOW {
-            *failures = Failures { count: 0, first_at: now, last_at: now };
+            *failures = Failures { pending: failures.pending, ..fresh };
         }
-        failures.count += 1;
-        failures.last_at = now;
+        failures
     }
 
-    pub fn record_success(&mut self, key: &str) {
-        self.failures.remove(key);
+    #[cfg(test)]
+    fn record_failure(&mut self, key: &str, now: Instant) {
+        self.try_begin(key, now).expect("not locked");
+        self.finish(key, now, false);
+    }
+
+    #[cfg(test)]
+    fn record_success(&mut self, key: &str) {
+        let now = Instant::now();
+        self.try_begin(key, now).expect("not locked");
+        self.finish(key, now, true);
     }
 
     fn forget_oldest(&mut self, now: Instant) {
-        self.failures.retain(|_, failures| now.duration_since(failures.last_at) < FAILURE_WINDOW);
+        self.failures
+            .retain(|_, failures| failures.pending > 0 || now.duration_since(failures.last_at) < FAILURE_WINDOW);
         if self.failures.len() >= KEYS_MAX {
-            if let Some(oldest) =
-                self.failures.iter().min_by_key(|(_, failures)| failures.last_at).map(|(key, _)| key.clone())
+            if let Some(oldest) = self
+                .failures
+                .iter()
+                .filter(|(_, failures)| failures.pending == 0)
+                .min_by_key(|(_, failures)| failures.last_at)
+                .map(|(key, _)| key.clone())
             {
                 self.failures.remove(&oldest);
             }
@@ -65,6 +119,20 @@ impl LoginThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guesses_in_flight_count_against_the_limit() {
+        let mut throttle = LoginThrottle::default();
+        let now = Instant::now();
+        for _ in 0..FAILURES_MAX {
+            throttle.try_begin("h:ada", now).expect("within the limit");
+        }
+        assert!(throttle.try_begin("h:ada", now).is_err(), "a sixth guess waits for the five in flight");
+        for _ in 0..FAILURES_MAX {
+            throttle.finish("h:ada", now, false);
+        }
+        assert!(throttle.locked_for("h:ada", now).is_some(), "five failures lock");
+    }
 
     #[test]
     fn locks_after_the_limit_and_unlocks_after_the_lockout() {

@@ -70,7 +70,7 @@ pub(super) async fn serve<S: Service>(endpoint: quinn::Endpoint, shared: Shared<
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let remote = incoming.remote_address();
-                match shared.open_connection() {
+                match shared.open_connection(remote) {
                     Some(slot) => {
                         let span = tracing::info_span!("h3", %remote);
                         connections.spawn(serve_connection(incoming, slot, shared.clone()).instrument(span));
@@ -142,10 +142,17 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: Connecti
         }
     };
     let mut requests = JoinSet::new();
+    // QUIC's own idle timeout does not fire while the client sends keep-alives, so an
+    // idle connection could hold its slot forever: close one that has had no request
+    // in flight for `idle_timeout_seconds`.
+    let idle_timeout = shared.idle_timeout().unwrap_or(Duration::MAX);
+    let mut last_request = tokio::time::Instant::now();
     loop {
+        let idle_at = last_request.checked_add(idle_timeout);
         tokio::select! {
             accepted = h3_connection.accept() => match accepted {
                 Ok(Some(resolver)) => {
+                    last_request = tokio::time::Instant::now();
                     let service = shared.service.clone();
                     requests.spawn(serve_request(resolver, remote, service).in_current_span());
                 }
@@ -156,9 +163,15 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: Connecti
                 }
             },
             Some(joined) = requests.join_next(), if !requests.is_empty() => {
+                last_request = tokio::time::Instant::now();
                 if let Err(error) = joined {
                     tracing::error!(%error, "an HTTP/3 request task failed");
                 }
+            }
+            () = sleep_until_or_forever(idle_at), if requests.is_empty() => {
+                tracing::debug!("closing idle HTTP/3 connection");
+                quic_connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
+                break;
             }
             () = shutdown_requested(&mut shutdown) => {
                 // GOAWAY tells the client which of its requests will still be answered.
@@ -251,4 +264,14 @@ async fn send_response(stream: &mut H3RequestStream, response: Response<Bytes>) 
         stream.send_data(body).await?;
     }
     stream.finish().await
+}
+
+/// HTTP/3's "no error" application close code (RFC 9114, 8.1).
+const H3_NO_ERROR: u32 = 0x100;
+
+async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

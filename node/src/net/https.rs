@@ -45,6 +45,11 @@ const REFUSED_BODY_DRAIN_BYTES_MAX: u64 = 256 * 1024;
 const REFUSED_BODY_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// A request body must arrive within this (40 MB at ~1 Mbit/s), so a client trickling
+/// a body cannot hold a connection forever.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(600);
+/// Writes at least this large are response data and count as activity.
+const ACTIVE_WRITE_BYTES_MIN: usize = 128;
 
 /// Accepts TCP connections until shutdown, then drains them within the grace period.
 pub(super) async fn serve<S: Service>(listener: TcpListener, tls_acceptor: TlsAcceptor, port: u16, shared: Shared<S>) {
@@ -57,7 +62,7 @@ pub(super) async fn serve<S: Service>(listener: TcpListener, tls_acceptor: TlsAc
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
-                    let Some(slot) = shared.open_connection() else {
+                    let Some(slot) = shared.open_connection(remote) else {
                         tracing::debug!(%remote, "connection limit reached; refusing TCP connection");
                         continue; // dropping `tcp` closes it
                     };
@@ -215,6 +220,8 @@ async fn handle_request<S: Service>(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let transport = if request.version() == http::Version::HTTP_2 { Transport::Http2 } else { Transport::Http1 };
     let limit_bytes = service.body_bytes_max(request.method(), request.uri().path());
+    // From here the connection is busy: a slow body is bounded by BODY_READ_TIMEOUT.
+    let _handler = activity.handler_started();
     let (parts, mut body) = request.into_parts();
     let mut response = if declared_length_exceeds(&parts.headers, limit_bytes) {
         // A client that sent `Expect: 100-continue` waits for our answer and has sent
@@ -224,19 +231,22 @@ async fn handle_request<S: Service>(
         }
         body_too_large(limit_bytes)
     } else {
-        match Limited::new(&mut body, limit_bytes).collect().await {
-            Ok(collected) => {
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(&mut body, limit_bytes).collect()).await {
+            Err(_) => {
+                tracing::debug!("request body not read within {BODY_READ_TIMEOUT:?}");
+                body_unreadable()
+            }
+            Ok(Ok(collected)) => {
                 let request = api_request(parts, collected.to_bytes(), transport, remote);
-                let _handler = activity.handler_started();
                 call_service(&service, request).await
             }
-            Err(error) if error.is::<LengthLimitError>() => {
+            Ok(Err(error)) if error.is::<LengthLimitError>() => {
                 if transport == Transport::Http1 {
                     drain_refused_body(&mut body).await;
                 }
                 body_too_large(limit_bytes)
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::debug!(%error, "reading the request body failed");
                 body_unreadable()
             }
@@ -267,10 +277,12 @@ async fn drain_refused_body(body: &mut Incoming) {
     .await;
 }
 
-/// When a connection last moved bytes, and whether the service is working for it.
+/// When a connection last did work for a client, and whether a request is in progress.
 /// hyper has no idle timeout for HTTP/2 (and HTTP/1 only between requests), so the
-/// connection task closes a connection that has been silent for `idle_timeout_seconds`
-/// while no handler runs for it.
+/// connection task closes a connection without a request in progress for
+/// `idle_timeout_seconds`. Bytes read do not count (a client trickling a header one
+/// byte at a time, or sending pings, is not working with us); responses being
+/// written do (a large download on a slow link).
 struct Activity {
     started: Instant,
     last_io_millis: AtomicU64,
@@ -323,7 +335,8 @@ impl Drop for HandlerRunning {
     }
 }
 
-/// The TLS stream, noting every successful read and write in `Activity`.
+/// The TLS stream, noting response-sized writes in `Activity` (control frames such as
+/// PING or SETTINGS acknowledgements are smaller than `ACTIVE_WRITE_BYTES_MIN`).
 struct ActivityIo {
     inner: TlsStream<TcpStream>,
     activity: Arc<Activity>,
@@ -335,19 +348,14 @@ impl AsyncRead for ActivityIo {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let filled_before = buffer.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(context, buffer);
-        if buffer.filled().len() > filled_before {
-            self.activity.touch();
-        }
-        result
+        Pin::new(&mut self.inner).poll_read(context, buffer)
     }
 }
 
 impl AsyncWrite for ActivityIo {
     fn poll_write(mut self: Pin<&mut Self>, context: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(context, data);
-        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+        if matches!(result, Poll::Ready(Ok(written)) if written >= ACTIVE_WRITE_BYTES_MIN) {
             self.activity.touch();
         }
         result
@@ -359,7 +367,7 @@ impl AsyncWrite for ActivityIo {
         buffers: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(context, buffers);
-        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+        if matches!(result, Poll::Ready(Ok(written)) if written >= ACTIVE_WRITE_BYTES_MIN) {
             self.activity.touch();
         }
         result

@@ -7,6 +7,7 @@ pub mod peer;
 pub mod systemd;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -152,7 +153,8 @@ pub async fn serve<S: Service>(
     let Listeners { tcp, tls_acceptor, quic, local_addr } = listeners;
     // One budget for TCP and QUIC connections together.
     let connection_permits = Arc::new(Semaphore::new(limits.connections_max));
-    let shared = Shared { service, limits, connection_permits, shutdown };
+    let per_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let shared = Shared { service, limits, connection_permits, per_address, shutdown };
     tracing::debug!(%local_addr, "serving HTTPS and HTTP/3");
     tokio::join!(https::serve(tcp, tls_acceptor, local_addr.port(), shared.clone()), h3::serve(quic, shared));
     Ok(())
@@ -163,6 +165,8 @@ struct Shared<S> {
     service: Arc<S>,
     limits: Limits,
     connection_permits: Arc<Semaphore>,
+    /// Open connections by client address, so one address cannot take every slot.
+    per_address: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -172,23 +176,36 @@ impl<S> Clone for Shared<S> {
             service: self.service.clone(),
             limits: self.limits.clone(),
             connection_permits: self.connection_permits.clone(),
+            per_address: self.per_address.clone(),
             shutdown: self.shutdown.clone(),
         }
     }
 }
 
 impl<S: Service> Shared<S> {
-    /// Takes a connection slot, or counts the connection as refused.
-    fn open_connection(&self) -> Option<ConnectionSlot<S>> {
+    /// Takes a connection slot for a client at `remote`, or counts the connection as
+    /// refused (every slot taken, or this address holds its share already).
+    fn open_connection(&self, remote: SocketAddr) -> Option<ConnectionSlot<S>> {
+        let address = remote.ip().to_canonical();
+        let refused = || {
+            self.service.metrics().connections_refused_total.fetch_add(1, Ordering::Relaxed);
+            None
+        };
+        {
+            let mut per_address = self.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let open = per_address.entry(address).or_insert(0);
+            if *open >= self.limits.connections_per_address_max {
+                return refused();
+            }
+            *open += 1;
+        }
+        let owner = AddressShare { address, per_address: self.per_address.clone() };
         match self.connection_permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 self.service.metrics().connections_open.fetch_add(1, Ordering::Relaxed);
-                Some(ConnectionSlot { _permit: permit, service: self.service.clone() })
+                Some(ConnectionSlot { _permit: permit, _address: owner, service: self.service.clone() })
             }
-            Err(_) => {
-                self.service.metrics().connections_refused_total.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+            Err(_) => refused(),
         }
     }
 
@@ -206,7 +223,26 @@ impl<S: Service> Shared<S> {
 /// `connections_open`.
 struct ConnectionSlot<S: Service> {
     _permit: OwnedSemaphorePermit,
+    _address: AddressShare,
     service: Arc<S>,
+}
+
+/// One connection's count against its client address; given back when dropped.
+struct AddressShare {
+    address: IpAddr,
+    per_address: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for AddressShare {
+    fn drop(&mut self) {
+        let mut per_address = self.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(open) = per_address.get_mut(&self.address) {
+            *open -= 1;
+            if *open == 0 {
+                per_address.remove(&self.address);
+            }
+        }
+    }
 }
 
 impl<S: Service> Drop for ConnectionSlot<S> {

@@ -185,6 +185,13 @@ async fn a_replica_fetches_missing_media_and_refuses_files_that_do_not_match() {
         assert_eq!(b.blobs.read(&media_id, kind).unwrap(), a.blobs.read(&media_id, kind).unwrap(), "{}", kind.name());
     }
     assert_eq!(b.missing_media_count().unwrap(), 0);
+    // The counter moves just after the row commits.
+    let fetched = stats.clone();
+    eventually("the fetch is counted", move || {
+        let fetched = fetched.clone();
+        async move { fetched.fetched.load(Ordering::Relaxed) >= 1 }
+    })
+    .await;
     assert_eq!(stats.fetched.load(Ordering::Relaxed), 1);
     assert!(stats.failed.load(Ordering::Relaxed) >= 1);
     assert!(b.used_bytes() > a.blobs.read(&media_id, BlobKind::Original).unwrap().len() as u64);

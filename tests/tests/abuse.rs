@@ -1,0 +1,655 @@
+//! Abuse: 10,000 idle QUIC connections, slow-header TCP clients and a flood of wrong
+//! passwords, each against its own node on loopback. Throughout, the node's memory
+//! (VmRSS, VmHWM) stays bounded and a legitimate person's requests (health, log in,
+//! post) keep succeeding within a few seconds.
+//!
+//! System tier: runs only with `EDGENODE_SYSTEM_TESTS=1` (the tests are slow and
+//! load the machine); prints every figure as `abuse: …`. The tests take turns.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgenode_tests::checks::{id_of, text};
+use edgenode_tests::faults::{system_tests_enabled, Memory};
+use edgenode_tests::steps::PASSWORD;
+use edgenode_tests::{Account, Client, Node, NodeOptions, Transport};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The tests load the machine; running them at once would measure each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// How long each legitimate request may take while the node is under abuse.
+const LEGIT_REQUEST_TIME_MAX: Duration = Duration::from_secs(5);
+
+// ----- idle QUIC connections -----
+
+/// Where the QUIC abuser connects from: its own address, not the legitimate client's.
+const QUIC_ABUSER_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 3, 0, 1));
+const QUIC_CONNECTIONS_WANTED: usize = 10_000;
+const QUIC_CONNECTIONS_PER_ENDPOINT: usize = 100;
+/// Handshakes started at once.
+const QUIC_HANDSHAKES_IN_FLIGHT: usize = 500;
+const QUIC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const QUIC_OPENING_TIME_MAX: Duration = Duration::from_secs(90);
+/// The node's default `[limits] connections_max` (node/src/config.rs).
+const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// How much 10,000 idle QUIC connections may grow the node's peak memory.
+const QUIC_RESIDENT_GROWTH_BYTES_MAX: u64 = 256 << 20;
+
+// ----- slow headers -----
+
+/// Close the TLS handshake within HANDSHAKE_TIMEOUT (node/src/net/mod.rs, 10 s), the
+/// HTTP/1 header within HEADER_READ_TIMEOUT (net/https.rs, 10 s); idle connections
+/// within `idle_timeout_seconds`, set to this for the test.
+const SLOW_IDLE_TIMEOUT_SECONDS: u64 = 15;
+const SLOW_PARTIAL_TLS_CONNECTIONS: usize = 200;
+const SLOW_HTTP1_CONNECTIONS: usize = 200;
+const SLOW_HTTP2_CONNECTIONS: usize = 100;
+/// One byte per connection this often.
+const SLOW_BYTE_INTERVAL: Duration = Duration::from_secs(2);
+/// Every slow connection must be closed by the node within this (the longest
+/// timeout above plus slack for a loaded machine).
+const SLOW_CLOSED_WITHIN: Duration = Duration::from_secs(SLOW_IDLE_TIMEOUT_SECONDS + 15);
+const SLOW_RESIDENT_GROWTH_BYTES_MAX: u64 = 128 << 20;
+
+// ----- login flood -----
+
+const LOGIN_FLOOD_ATTEMPTS: usize = 2_000;
+const LOGIN_FLOOD_WORKERS: usize = 32;
+const LOGIN_FLOOD_HANDLES: usize = 200;
+const LOGIN_FLOOD_TIME_MAX: Duration = Duration::from_secs(150);
+/// docs/api.md: 5 failed logins within 5 minutes lock the handle and the address.
+const FAILED_LOGINS_BEFORE_LOCK: usize = 5;
+/// Concurrent wrong passwords for one handle from one address.
+const CONCURRENT_GUESSES: usize = 32;
+/// Argon2id takes 19 MiB per check; the node must bound how many run at once.
+const LOGIN_FLOOD_RESIDENT_GROWTH_BYTES_MAX: u64 = 256 << 20;
+
+#[test]
+fn ten_thousand_idle_quic_connections() {
+    if !system_tests_enabled("ten_thousand_idle_quic_connections") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let node = Node::start(NodeOptions::default());
+    let legit = Legit::new(&node);
+    let before = Memory::of(node.pid());
+    println!("abuse: quic: node before: {before}");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let started = Instant::now();
+    let opened = runtime.block_on(open_idle_quic_connections(node.addr(), node.pin()));
+    let opening_time = started.elapsed();
+    let during = Memory::of(node.pid());
+    println!(
+        "abuse: quic: {} connections attempted in {opening_time:.1?}: {} accepted, {} refused, {} timed out, \
+         {} other errors {:?}",
+        opened.attempted,
+        opened.connections.len(),
+        opened.refused,
+        opened.timed_out,
+        opened.other_errors.len(),
+        opened.other_errors.iter().take(3).collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let alive = opened.connections.iter().filter(|connection| connection.close_reason().is_none()).count();
+    println!("abuse: quic: {alive} of the accepted connections still open after 3 s idle; node: {during}");
+
+    let legit_during = legit.try_everything(&node, "while the idle QUIC connections are held");
+    let held = Memory::of(node.pid());
+    println!("abuse: quic: node while held: {held}");
+
+    for connection in &opened.connections {
+        connection.close(0u32.into(), b"done");
+    }
+    runtime.block_on(async { tokio::time::sleep(Duration::from_secs(2)).await });
+    drop(opened.endpoints);
+    let legit_after = legit.try_everything(&node, "after the idle QUIC connections closed");
+    let after = Memory::of(node.pid());
+    println!("abuse: quic: node after closing them: {after}; test took {:.1?}", started.elapsed());
+
+    let mut problems = Vec::new();
+    if opened.attempted != QUIC_CONNECTIONS_WANTED {
+        problems.push(format!(
+            "only {} of {QUIC_CONNECTIONS_WANTED} QUIC connections were attempted within {QUIC_OPENING_TIME_MAX:?}",
+            opened.attempted
+        ));
+    }
+    if opened.connections.len() > CONNECTIONS_MAX_DEFAULT {
+        problems.push(format!(
+            "the node accepted {} QUIC connections, past connections_max = {CONNECTIONS_MAX_DEFAULT}",
+            opened.connections.len()
+        ));
+    }
+    if !opened.other_errors.is_empty() {
+        problems.push(format!("QUIC connection attempts failed oddly: {:?}", &opened.other_errors[..1]));
+    }
+    let growth = held.peak_resident_bytes.saturating_sub(before.peak_resident_bytes);
+    if growth >= QUIC_RESIDENT_GROWTH_BYTES_MAX {
+        problems.push(format!("idle QUIC connections grew VmHWM by {} MiB", growth >> 20));
+    }
+    problems.extend(legit_during.failures());
+    problems.extend(legit_after.failures());
+    assert_no_problems("idle QUIC connections", &problems);
+}
+
+#[test]
+fn slow_header_clients_are_closed_and_do_not_block_others() {
+    if !system_tests_enabled("slow_header_clients_are_closed_and_do_not_block_others") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let config = format!("[limits]\nidle_timeout_seconds = {SLOW_IDLE_TIMEOUT_SECONDS}\n");
+    let node = Node::start(NodeOptions::with_config(&config));
+    let legit = Legit::new(&node);
+    let before = Memory::of(node.pid());
+    println!("abuse: slow: node before: {before}");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let started = Instant::now();
+    let (addr, pin) = (node.addr(), node.pin().to_owned());
+    let slow = runtime.spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (kind_index, kind) in
+            [SlowKind::PartialTls, SlowKind::Http1Header, SlowKind::Http2Headers].into_iter().enumerate()
+        {
+            for index in 0..kind.connections() {
+                let pin = pin.clone();
+                // The slow clients come from their own addresses (a few per address),
+                // never from the legitimate client's 127.0.0.1.
+                let source = IpAddr::V4(Ipv4Addr::new(127, 4, kind_index as u8, (index / 4 + 1) as u8));
+                tasks.spawn(async move { (kind, slow_connection(kind, addr, source, pin).await) });
+            }
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            outcomes.push(joined.expect("a slow connection task"));
+        }
+        outcomes
+    });
+
+    std::thread::sleep(Duration::from_secs(5));
+    let legit_early = legit.try_everything(&node, "5 s into the slow clients");
+    let early = Memory::of(node.pid());
+    std::thread::sleep(Duration::from_secs(15));
+    let legit_late = legit.try_everything(&node, "20 s into the slow clients");
+    let late = Memory::of(node.pid());
+    let outcomes = runtime.block_on(slow).expect("the slow clients");
+    let after = Memory::of(node.pid());
+    println!("abuse: slow: node at 5 s: {early}; at 20 s: {late}; at the end: {after}");
+
+    let mut failures = Vec::new();
+    for kind in [SlowKind::PartialTls, SlowKind::Http1Header, SlowKind::Http2Headers] {
+        let mut closed_after: Vec<Duration> = Vec::new();
+        let (mut still_open, mut not_started) = (0, Vec::new());
+        for (_, outcome) in outcomes.iter().filter(|(of, _)| *of == kind) {
+            match outcome {
+                SlowOutcome::ClosedAfter(elapsed) => closed_after.push(*elapsed),
+                SlowOutcome::StillOpen => still_open += 1,
+                SlowOutcome::NotStarted(error) => not_started.push(error.clone()),
+            }
+        }
+        closed_after.sort();
+        let median = closed_after.get(closed_after.len() / 2).copied().unwrap_or_default();
+        let slowest = closed_after.last().copied().unwrap_or_default();
+        println!(
+            "abuse: slow: {kind:?}: {} connections: {} closed by the node (median after {median:.1?}, \
+             last after {slowest:.1?}), {still_open} still open after {SLOW_CLOSED_WITHIN:?}, {} failed to start",
+            kind.connections(),
+            closed_after.len(),
+            not_started.len()
+        );
+        if still_open > 0 {
+            failures.push(format!("{kind:?}: {still_open} connections still open after {SLOW_CLOSED_WITHIN:?}"));
+        }
+        if !not_started.is_empty() {
+            failures.push(format!("{kind:?}: {} failed to start: {:?}", not_started.len(), &not_started[..1]));
+        }
+    }
+    println!("abuse: slow: test took {:.1?}", started.elapsed());
+    let growth = after.peak_resident_bytes.saturating_sub(before.peak_resident_bytes);
+    if growth >= SLOW_RESIDENT_GROWTH_BYTES_MAX {
+        failures.push(format!("slow clients grew VmHWM by {} MiB", growth >> 20));
+    }
+    failures.extend(legit_early.failures());
+    failures.extend(legit_late.failures());
+    assert_no_problems("slow-header clients", &failures);
+}
+
+#[test]
+fn a_login_flood_is_throttled_and_bounded() {
+    if !system_tests_enabled("a_login_flood_is_throttled_and_bounded") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let node = Node::start(NodeOptions::default());
+    let legit = Legit::new(&node);
+    let setup = Client::new(&node, Transport::Http2);
+    let victim = setup.join(&setup.create_invite(&legit.account), "victim");
+    let before = Memory::of(node.pid());
+    println!("abuse: logins: node before: {before}");
+
+    // Part 1: many wrong passwords at once for one handle, from one address.
+    let started = Instant::now();
+    let statuses = concurrent_guesses(&node, &victim.handle, IpAddr::V4(Ipv4Addr::new(127, 0, 9, 9)));
+    let evaluated = statuses.iter().filter(|&&status| status == 401).count();
+    let throttled = statuses.iter().filter(|&&status| status == 429).count();
+    println!(
+        "abuse: logins: {CONCURRENT_GUESSES} concurrent wrong passwords for one handle from one address: \
+         {evaluated} checked (401), {throttled} throttled (429), others {:?}, in {:.1?}",
+        statuses.iter().filter(|&&status| status != 401 && status != 429).collect::<Vec<_>>(),
+        started.elapsed()
+    );
+    let after_concurrent = Memory::of(node.pid());
+    println!("abuse: logins: node after the concurrent guesses: {after_concurrent}");
+
+    // Part 2: the flood, from many addresses over many handles.
+    let flood_started = Instant::now();
+    let sent = AtomicUsize::new(0);
+    let counts = Mutex::new(std::collections::BTreeMap::<u16, usize>::new());
+    let transport_errors = Mutex::new(Vec::new());
+    let peak_during = Mutex::new(before);
+    let legit_during = std::thread::scope(|scope| {
+        for _ in 0..LOGIN_FLOOD_WORKERS {
+            let (node, sent, counts, transport_errors) = (&node, &sent, &counts, &transport_errors);
+            scope.spawn(move || {
+                flood_worker(node, sent, counts, transport_errors, flood_started);
+            });
+        }
+        let sampler_node = &node;
+        let peak_during = &peak_during;
+        let sent = &sent;
+        scope.spawn(move || {
+            while sent.load(Ordering::Relaxed) < LOGIN_FLOOD_ATTEMPTS && flood_started.elapsed() < LOGIN_FLOOD_TIME_MAX
+            {
+                let now = Memory::of(sampler_node.pid());
+                let mut peak = peak_during.lock().expect("peak");
+                peak.resident_bytes = peak.resident_bytes.max(now.resident_bytes);
+                peak.peak_resident_bytes = now.peak_resident_bytes;
+                drop(peak);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        legit.try_everything(&node, "during the login flood")
+    });
+    let flood_time = flood_started.elapsed();
+    let counts = counts.into_inner().expect("counts");
+    let transport_errors = transport_errors.into_inner().expect("errors");
+    let answered: usize = counts.values().sum();
+    let after = Memory::of(node.pid());
+    let peak_during = peak_during.into_inner().expect("peak");
+    println!(
+        "abuse: logins: flood of {answered} wrong-password logins ({} transport errors) over {LOGIN_FLOOD_HANDLES} \
+         handles from {answered} addresses with {LOGIN_FLOOD_WORKERS} workers in {flood_time:.1?} \
+         ({:.0} attempts/s): {counts:?}",
+        transport_errors.len(),
+        answered as f64 / flood_time.as_secs_f64()
+    );
+    println!(
+        "abuse: logins: node during the flood: VmRSS up to {} MiB; after: {after}",
+        peak_during.resident_bytes >> 20
+    );
+    let legit_after = legit.try_everything(&node, "after the login flood");
+
+    let mut problems = Vec::new();
+    if counts.keys().any(|&status| status != 401 && status != 429) {
+        problems.push(format!("the flood got answers other than 401/429: {counts:?}"));
+    }
+    if !transport_errors.is_empty() {
+        problems.push(format!(
+            "{} flood requests failed below HTTP: {:?}",
+            transport_errors.len(),
+            &transport_errors[..1]
+        ));
+    }
+    if answered != LOGIN_FLOOD_ATTEMPTS {
+        problems.push(format!("the flood was cut at {LOGIN_FLOOD_TIME_MAX:?} after {answered} answers"));
+    }
+    problems.extend(legit_during.failures());
+    problems.extend(legit_after.failures());
+    let growth = after.peak_resident_bytes.saturating_sub(before.peak_resident_bytes);
+    if growth >= LOGIN_FLOOD_RESIDENT_GROWTH_BYTES_MAX {
+        problems.push(format!(
+            "wrong-password logins grew the node's VmHWM by {} MiB ({} → {} MiB; VmRSS after: {} MiB): \
+             Argon2id checks (19 MiB each) run without a bound on how many at once",
+            growth >> 20,
+            before.peak_resident_bytes >> 20,
+            after.peak_resident_bytes >> 20,
+            after.resident_bytes >> 20
+        ));
+    }
+    if evaluated > FAILED_LOGINS_BEFORE_LOCK {
+        problems.push(format!(
+            "{CONCURRENT_GUESSES} concurrent wrong passwords for one handle from one address: {evaluated} were \
+             checked (401) although docs/api.md locks after {FAILED_LOGINS_BEFORE_LOCK}"
+        ));
+    }
+    assert_no_problems("login flood", &problems);
+}
+
+// ----- the legitimate person -----
+
+/// Someone who uses the node normally while it is abused: their own account, from
+/// 127.0.0.1 (no abuser uses that address).
+struct Legit {
+    account: Account,
+}
+
+/// What one round of legitimate requests got: each request, its time and outcome.
+struct LegitRound {
+    when: String,
+    results: Vec<(String, Duration, Result<u16, String>)>,
+}
+
+impl Legit {
+    fn new(node: &Node) -> Legit {
+        let client = Client::new(node, Transport::Http2);
+        let account = client.claim_admin(node, "alice");
+        Legit { account }
+    }
+
+    /// GET /healthz over every transport, log in, post: never panics, records all.
+    fn try_everything(&self, node: &Node, when: &str) -> LegitRound {
+        let mut results = Vec::new();
+        for transport in Transport::ALL {
+            let client = Client::new(node, transport);
+            let started = Instant::now();
+            let outcome = client.try_request("GET", "/healthz", None, &[], Vec::new());
+            results.push((format!("GET /healthz over {transport:?}"), started.elapsed(), outcome.map(|r| r.status)));
+        }
+        let client = Client::new(node, Transport::Http2);
+        let body = serde_json::to_vec(&json!({ "handle": self.account.handle, "password": PASSWORD })).expect("JSON");
+        let started = Instant::now();
+        let login = client.try_request("POST", "/api/v1/sessions", None, &[("content-type", "application/json")], body);
+        let token = match &login {
+            Ok(response) if response.status == 200 => Some(text(&response.json(), "token").to_owned()),
+            _ => None,
+        };
+        results.push(("log in".to_owned(), started.elapsed(), login.map(|r| r.status)));
+        let body = serde_json::to_vec(
+            &json!({ "caption": format!("Still here {when}"), "media": [], "visibility": "public" }),
+        )
+        .expect("JSON");
+        let started = Instant::now();
+        let token = token.unwrap_or_else(|| self.account.token.clone());
+        let post =
+            client.try_request("POST", "/api/v1/posts", Some(&token), &[("content-type", "application/json")], body);
+        if let Ok(response) = &post {
+            if response.status == 201 {
+                let _ = id_of(&response.json());
+            }
+        }
+        results.push(("post".to_owned(), started.elapsed(), post.map(|r| r.status)));
+        for (what, elapsed, outcome) in &results {
+            let outcome = match outcome {
+                Ok(status) => status.to_string(),
+                Err(error) => format!("failed: {}", error.lines().next().unwrap_or_default()),
+            };
+            println!("abuse: legit {when}: {what}: {outcome} in {elapsed:.2?}");
+        }
+        LegitRound { when: when.to_owned(), results }
+    }
+}
+
+impl LegitRound {
+    /// Each request that failed or took longer than `LEGIT_REQUEST_TIME_MAX`.
+    fn failures(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .filter(|(_, elapsed, outcome)| {
+                !matches!(outcome, Ok(status) if (200..300).contains(status)) || *elapsed > LEGIT_REQUEST_TIME_MAX
+            })
+            .map(|(what, elapsed, outcome)| {
+                format!(
+                    "legitimate {what} {} failed or took longer than {LEGIT_REQUEST_TIME_MAX:?}: {outcome:?} after {elapsed:.2?}",
+                    self.when
+                )
+            })
+            .collect()
+    }
+}
+
+/// Fails with every problem found, so one run reports them all.
+fn assert_no_problems(test: &str, problems: &[String]) {
+    assert!(problems.is_empty(), "{test}: {} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+// ----- QUIC -----
+
+struct OpenedQuic {
+    endpoints: Vec<quinn::Endpoint>,
+    connections: Vec<quinn::Connection>,
+    attempted: usize,
+    refused: usize,
+    timed_out: usize,
+    other_errors: Vec<String>,
+}
+
+/// Opens up to `QUIC_CONNECTIONS_WANTED` QUIC connections (ALPN h3, pinned) and keeps
+/// the accepted ones, idle but kept alive, as an abuser holding slots would.
+async fn open_idle_quic_connections(server: SocketAddr, pin: &str) -> OpenedQuic {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(edgenode::net::tls::pinned_client_config(
+        pin.to_owned(),
+        vec![b"h3".to_vec()],
+    ))
+    .expect("a QUIC client config");
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(Some(quinn::IdleTimeout::try_from(Duration::from_secs(300)).expect("idle timeout")));
+    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    client_config.transport_config(Arc::new(transport));
+
+    let endpoints: Vec<quinn::Endpoint> = (0..QUIC_CONNECTIONS_WANTED.div_ceil(QUIC_CONNECTIONS_PER_ENDPOINT))
+        .map(|_| {
+            let mut endpoint = quinn::Endpoint::client(SocketAddr::new(QUIC_ABUSER_ADDRESS, 0))
+                .expect("a client endpoint on loopback");
+            endpoint.set_default_client_config(client_config.clone());
+            endpoint
+        })
+        .collect();
+    let mut opened = OpenedQuic {
+        endpoints: Vec::new(),
+        connections: Vec::new(),
+        attempted: 0,
+        refused: 0,
+        timed_out: 0,
+        other_errors: Vec::new(),
+    };
+    let started = Instant::now();
+    let mut handshakes = tokio::task::JoinSet::new();
+    while opened.attempted < QUIC_CONNECTIONS_WANTED && started.elapsed() < QUIC_OPENING_TIME_MAX {
+        while handshakes.len() < QUIC_HANDSHAKES_IN_FLIGHT && opened.attempted < QUIC_CONNECTIONS_WANTED {
+            let endpoint = &endpoints[opened.attempted / QUIC_CONNECTIONS_PER_ENDPOINT];
+            opened.attempted += 1;
+            let connecting = endpoint.connect(server, "127.0.0.1").expect("starting a QUIC handshake");
+            handshakes.spawn(tokio::time::timeout(QUIC_HANDSHAKE_TIMEOUT, connecting));
+        }
+        let Some(joined) = handshakes.join_next().await else { break };
+        note_handshake(&mut opened, joined.expect("a handshake task"));
+    }
+    while let Some(joined) = handshakes.join_next().await {
+        note_handshake(&mut opened, joined.expect("a handshake task"));
+    }
+    opened.endpoints = endpoints;
+    opened
+}
+
+fn note_handshake(
+    opened: &mut OpenedQuic,
+    handshake: Result<Result<quinn::Connection, quinn::ConnectionError>, tokio::time::error::Elapsed>,
+) {
+    match handshake {
+        Ok(Ok(connection)) => opened.connections.push(connection),
+        Ok(Err(quinn::ConnectionError::ConnectionClosed(close)))
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            opened.refused += 1;
+        }
+        Ok(Err(error)) => opened.other_errors.push(error.to_string()),
+        Err(_) => opened.timed_out += 1,
+    }
+}
+
+// ----- slow headers -----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlowKind {
+    /// A TLS record header announcing a ClientHello, then its body a byte at a time.
+    PartialTls,
+    /// TLS done (ALPN http/1.1), then a request header a byte at a time.
+    Http1Header,
+    /// TLS done (ALPN h2), preface and SETTINGS, then a HEADERS frame a byte at a time.
+    Http2Headers,
+}
+
+impl SlowKind {
+    fn connections(self) -> usize {
+        match self {
+            SlowKind::PartialTls => SLOW_PARTIAL_TLS_CONNECTIONS,
+            SlowKind::Http1Header => SLOW_HTTP1_CONNECTIONS,
+            SlowKind::Http2Headers => SLOW_HTTP2_CONNECTIONS,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SlowOutcome {
+    /// The node closed the connection this long after it was opened.
+    ClosedAfter(Duration),
+    StillOpen,
+    NotStarted(String),
+}
+
+async fn slow_connection(kind: SlowKind, server: SocketAddr, source: IpAddr, pin: String) -> SlowOutcome {
+    let opened = Instant::now();
+    let connect = async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.connect(server).await
+    };
+    let tcp = match connect.await {
+        Ok(tcp) => tcp,
+        Err(error) => return SlowOutcome::NotStarted(format!("connect: {error}")),
+    };
+    let _ = tcp.set_nodelay(true);
+    match kind {
+        SlowKind::PartialTls => {
+            // Handshake record, TLS 1.0 framing, 512 bytes announced; ClientHello type.
+            trickle(tcp, opened, b"\x16\x03\x01\x02\x00", b"\x01\x00\x01\xfc\x03\x03".repeat(20)).await
+        }
+        SlowKind::Http1Header | SlowKind::Http2Headers => {
+            let alpn = if kind == SlowKind::Http1Header { b"http/1.1".to_vec() } else { b"h2".to_vec() };
+            let config = edgenode::net::tls::pinned_client_config(pin, vec![alpn]);
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let server_name = rustls::pki_types::ServerName::IpAddress(server.ip().into());
+            let tls = match connector.connect(server_name, tcp).await {
+                Ok(tls) => tls,
+                Err(error) => return SlowOutcome::NotStarted(format!("TLS: {error}")),
+            };
+            if kind == SlowKind::Http1Header {
+                trickle(tls, opened, b"", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".repeat(2)).await
+            } else {
+                let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+                start.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+                                                                         // HEADERS on stream 1, END_STREAM | END_HEADERS, 1000 bytes announced.
+                let mut slow = vec![0x00, 0x03, 0xe8, 0x1, 0x5, 0, 0, 0, 1];
+                slow.extend_from_slice(&[0x82, 0x87, 0x84]); // GET https /
+                slow.extend(std::iter::repeat_n(0x80u8 | 2, 40));
+                trickle(tls, opened, &start, slow).await
+            }
+        }
+    }
+}
+
+/// Sends `start` at once, then `slow` one byte per `SLOW_BYTE_INTERVAL`, reading all
+/// the while; returns when the node closes the connection or after `SLOW_CLOSED_WITHIN`.
+async fn trickle<S>(stream: S, opened: Instant, start: &[u8], slow: Vec<u8>) -> SlowOutcome
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let closed = async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => return opened.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    };
+    let write = async {
+        if writer.write_all(start).await.is_err() {
+            return std::future::pending::<()>().await;
+        }
+        let _ = writer.flush().await;
+        for byte in slow.iter().cycle() {
+            tokio::time::sleep(SLOW_BYTE_INTERVAL).await;
+            if writer.write_all(&[*byte]).await.is_err() || writer.flush().await.is_err() {
+                // Written into a closed connection: the reader sees the close.
+                return std::future::pending::<()>().await;
+            }
+        }
+    };
+    let deadline = tokio::time::sleep(SLOW_CLOSED_WITHIN.saturating_sub(opened.elapsed()));
+    tokio::select! {
+        elapsed = closed => SlowOutcome::ClosedAfter(elapsed),
+        () = write => SlowOutcome::StillOpen,
+        () = deadline => SlowOutcome::StillOpen,
+    }
+}
+
+// ----- logins -----
+
+/// `CONCURRENT_GUESSES` wrong passwords for `handle` from `source`, sent at once
+/// over one HTTP/2 connection each; their statuses (0 for a transport failure).
+fn concurrent_guesses(node: &Node, handle: &str, source: IpAddr) -> Vec<u16> {
+    let barrier = std::sync::Barrier::new(CONCURRENT_GUESSES);
+    std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..CONCURRENT_GUESSES)
+            .map(|guess| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let client = Client::from_address(node, Transport::Http2, source);
+                    barrier.wait();
+                    wrong_login(&client, handle, guess).map_or(0, |response| response.status)
+                })
+            })
+            .collect();
+        guesses.into_iter().map(|guess| guess.join().expect("a guessing thread")).collect()
+    })
+}
+
+fn wrong_login(client: &Client, handle: &str, guess: usize) -> Result<edgenode_tests::Response, String> {
+    let body =
+        serde_json::to_vec(&json!({ "handle": handle, "password": format!("guess number {guess}") })).expect("JSON");
+    client.try_request("POST", "/api/v1/sessions", None, &[("content-type", "application/json")], body)
+}
+
+/// Sends wrong passwords until `LOGIN_FLOOD_ATTEMPTS` are sent in all, each from its
+/// own loopback address (127.2.x.y) to a handle among `LOGIN_FLOOD_HANDLES`.
+fn flood_worker(
+    node: &Node,
+    sent: &AtomicUsize,
+    counts: &Mutex<std::collections::BTreeMap<u16, usize>>,
+    transport_errors: &Mutex<Vec<String>>,
+    started: Instant,
+) {
+    loop {
+        let attempt = sent.fetch_add(1, Ordering::Relaxed);
+        if attempt >= LOGIN_FLOOD_ATTEMPTS || started.elapsed() > LOGIN_FLOOD_TIME_MAX {
+            return;
+        }
+        let source = IpAddr::V4(Ipv4Addr::new(127, 2, (attempt / 250) as u8, (attempt % 250 + 1) as u8));
+        let client = Client::from_address(node, Transport::Http2, source);
+        let handle = format!("guess{}", attempt % LOGIN_FLOOD_HANDLES);
+        match wrong_login(&client, &handle, attempt) {
+            Ok(response) => *counts.lock().expect("counts").entry(response.status).or_default() += 1,
+            Err(error) => transport_errors.lock().expect("errors").push(error),
+        }
+    }
+}
