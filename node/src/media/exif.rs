@@ -47,6 +47,13 @@ pub fn strip_gps(bytes: &mut [u8]) -> GpsScrub {
         let changed = match block.kind {
             BlockKind::Exif => match scrub_tiff(payload) {
                 TiffScrub::Untouched => false,
+                // Malformed IFDs can overlap, so zeroing one GPS IFD can make another
+                // appear: then nothing of this block is kept.
+                TiffScrub::GpsRemoved { .. } if tiff_has_gps(payload) => {
+                    payload.fill(0);
+                    report.exif_blocks_blanked += 1;
+                    true
+                }
                 TiffScrub::GpsRemoved { gps_ifds } => {
                     report.gps_ifds_emptied += gps_ifds;
                     true
@@ -89,14 +96,16 @@ pub fn exif_gps_present(bytes: &[u8]) -> bool {
     let Some(kind) = sniff(bytes) else {
         return false;
     };
-    metadata_blocks(kind, bytes).into_iter().filter(|block| block.kind == BlockKind::Exif).any(|block| {
-        let Some(tiff) = bytes.get(block.payload).and_then(Tiff::parse) else {
-            return false;
-        };
-        tiff.gps_ifd_offsets()
-            .into_iter()
-            .any(|offset| tiff.ifd(offset).is_some_and(|(entries, _)| !entries.is_empty()))
-    })
+    metadata_blocks(kind, bytes)
+        .into_iter()
+        .filter(|block| block.kind == BlockKind::Exif)
+        .any(|block| bytes.get(block.payload).is_some_and(tiff_has_gps))
+}
+
+/// True when a TIFF structure points at a GPS IFD that has entries.
+fn tiff_has_gps(payload: &[u8]) -> bool {
+    let Some(tiff) = Tiff::parse(payload) else { return false };
+    tiff.gps_ifd_offsets().into_iter().any(|offset| tiff.ifd(offset).is_some_and(|(entries, _)| !entries.is_empty()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,6 +468,19 @@ mod tests {
 
     fn decode_rgb(bytes: &[u8]) -> Vec<u8> {
         image::load_from_memory(bytes).expect("test image decodes").to_rgb8().into_raw()
+    }
+
+    /// Found by the `image_front_door` fuzz target: a GPS IFD that overlaps IFD0, so
+    /// zeroing it leaves another GPS IFD with entries.
+    #[test]
+    fn overlapping_gps_ifds_leave_no_gps() {
+        let hex = "ffd8ffe100c24578696600004d4d002a000000080003010f0002000000150000003201120003000000010003000088250004000000010000002400250000fe00456467656e6f646520746573742000000000000000bc9d9e929a8d9efffd000500000001000000040203000000010002000000024e004578";
+        let mut bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|index| u8::from_str_radix(&hex[index..index + 2], 16).unwrap()).collect();
+        let length = bytes.len();
+        strip_gps(&mut bytes);
+        assert_eq!(bytes.len(), length);
+        assert!(!exif_gps_present(&bytes), "GPS survived the scrub");
     }
 
     #[test]
