@@ -61,6 +61,14 @@ impl Target {
         }
     }
 
+    /// e_machine in the ELF header of the target's programs.
+    fn elf_machine(self) -> u16 {
+        match self {
+            Target::X86_64 => 0x3e,
+            Target::RpiArm64 => 0xb7,
+        }
+    }
+
     fn packages(self) -> &'static [&'static str] {
         const COMMON: &[&str] = &[
             "systemd",
@@ -146,10 +154,19 @@ pub fn build(options: &BuildOptions) -> Result<()> {
         None => build_binaries(options.target)?,
     };
     for binary in ["edgenode", "edgenode-firstboot"] {
-        ensure!(binaries.join(binary).is_file(), "{} is missing in {}", binary, binaries.display());
+        let path = binaries.join(binary);
+        ensure!(path.is_file(), "{} is missing in {}", binary, binaries.display());
+        let machine = elf_machine(&path)?;
+        ensure!(
+            machine == options.target.elf_machine(),
+            "{} is not a {} program (ELF machine {machine:#x})",
+            path.display(),
+            options.target.rust_target()
+        );
     }
 
     phases.begin(&format!("Debian {SUITE} root file system with mmdebstrap ({})", options.mirror));
+    check_foreign_architecture(options.target)?;
     mmdebstrap(options, &rootfs, source_date_epoch)?;
 
     phases.begin("edgenode, systemd units and defaults into the root file system");
@@ -215,8 +232,7 @@ fn run(command: &mut Command) -> Result<()> {
 
 fn build_binaries(target: Target) -> Result<PathBuf> {
     let root = workspace_root();
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    cargo.current_dir(&root).args([
+    let cargo_args = [
         "build",
         "--release",
         "--locked",
@@ -228,23 +244,189 @@ fn build_binaries(target: Target) -> Result<PathBuf> {
         "edgenode",
         "--bin",
         "edgenode-firstboot",
-    ]);
+    ];
     // A native build shares target/release with everyone else's release builds.
     let native = target == Target::X86_64 && cfg!(target_arch = "x86_64");
     if native {
-        run(&mut cargo)?;
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+        run(cargo.current_dir(&root).args(cargo_args))?;
         return Ok(root.join("target").join("release"));
     }
-    cargo.args(["--target", target.rust_target()]);
+    let toolchain = cross_toolchain(target, &root)?;
+    eprintln!("{}", toolchain.describe(target));
+    let mut cargo = Command::new(&toolchain.cargo);
+    cargo.current_dir(&root).args(cargo_args).args(["--target", target.rust_target()]);
+    cargo.env("RUSTC", &toolchain.rustc).env("CARGO_TARGET_DIR", &toolchain.target_dir);
+    // A wrapper set up for the everyday toolchain would not know this rustc.
+    cargo.env_remove("RUSTC_WRAPPER").env_remove("RUSTC_WORKSPACE_WRAPPER");
     if target == Target::RpiArm64 {
         // Debian's cross toolchain (gcc-aarch64-linux-gnu) links, and builds ring's C.
         cargo
-            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
-            .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
+            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", CROSS_GCC_AARCH64)
+            .env("CC_aarch64_unknown_linux_gnu", CROSS_GCC_AARCH64)
             .env("AR_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-ar");
     }
+    let started = Instant::now();
     run(&mut cargo)?;
-    Ok(root.join("target").join(target.rust_target()).join("release"))
+    eprintln!("cross build for {} took {:.0} s", target.rust_target(), started.elapsed().as_secs_f64());
+    Ok(toolchain.target_dir.join(target.rust_target()).join("release"))
+}
+
+const CROSS_GCC_AARCH64: &str = "aarch64-linux-gnu-gcc";
+/// Debian's packaged Rust (rustc-web, cargo-web; bookworm-security carries current
+/// releases), whose std for another architecture comes as a multiarch package.
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_CROSS_PACKAGES: &str = "dpkg --add-architecture arm64 && apt-get update && \
+     apt-get install rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu";
+
+/// The compiler, cargo and target directory of a cross build.
+#[derive(Debug)]
+struct Toolchain {
+    rustc: PathBuf,
+    version: String,
+    cargo: PathBuf,
+    target_dir: PathBuf,
+    std_dir: PathBuf,
+}
+
+impl Toolchain {
+    fn describe(&self, target: Target) -> String {
+        format!(
+            "cross toolchain: {} ({}), std for {} from {}, cargo {}, linker {CROSS_GCC_AARCH64}, target dir {}",
+            self.rustc.display(),
+            self.version,
+            target.rust_target(),
+            self.std_dir.display(),
+            self.cargo.display(),
+            self.target_dir.display()
+        )
+    }
+}
+
+/// The everyday toolchain when it has the target's std (rustup target add), else
+/// Debian's packaged Rust with the target's std from the multiarch package, built in
+/// its own target dir (target/aarch64-debian) so it never invalidates the everyday
+/// toolchain's artifacts. Fails naming the packages to install.
+fn cross_toolchain(target: Target, root: &Path) -> Result<Toolchain> {
+    let triple = target.rust_target();
+    let wanted = env!("CARGO_PKG_RUST_VERSION");
+    let everyday_rustc = std::env::var_os("RUSTC").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("rustc"));
+    let everyday_cargo = std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cargo"));
+    let mut candidates = vec![(everyday_rustc, everyday_cargo, root.join("target"))];
+    if Path::new(DEBIAN_RUSTC).is_file() && Path::new(DEBIAN_CARGO).is_file() {
+        candidates.push((DEBIAN_RUSTC.into(), DEBIAN_CARGO.into(), root.join("target").join("aarch64-debian")));
+    }
+    let mut tried = Vec::new();
+    let mut found = None;
+    for (rustc, cargo, target_dir) in candidates {
+        let Some(version) = command_output(Command::new(&rustc).arg("--version")) else {
+            tried.push(format!("{}: does not run", rustc.display()));
+            continue;
+        };
+        let Some(std_dir) = command_output(Command::new(&rustc).args(["--print", "target-libdir", "--target", triple]))
+            .map(PathBuf::from)
+        else {
+            tried.push(format!("{} ({version}): does not know {triple}", rustc.display()));
+            continue;
+        };
+        if !has_std(&std_dir) {
+            tried.push(format!("{} ({version}): no std for {triple} in {}", rustc.display(), std_dir.display()));
+            continue;
+        }
+        if !version_at_least(&version, wanted) {
+            tried.push(format!("{} ({version}): older than the workspace's rust-version {wanted}", rustc.display()));
+            continue;
+        }
+        found = Some(Toolchain { rustc, version, cargo, target_dir, std_dir });
+        break;
+    }
+    let Some(toolchain) = found else {
+        bail!(
+            "no Rust toolchain with the standard library for {triple} (rust >= {wanted}):\n  {}\n\
+             install Debian's packaged Rust and the {} cross toolchain:\n  {DEBIAN_CROSS_PACKAGES}\n\
+             (or `rustup target add {triple}` where rustup can download)",
+            tried.join("\n  "),
+            target.debian_architecture()
+        );
+    };
+    ensure!(
+        target != Target::RpiArm64 || command_output(Command::new(CROSS_GCC_AARCH64).arg("--version")).is_some(),
+        "{CROSS_GCC_AARCH64} is missing: it links the {triple} binaries and compiles ring's C \
+         (apt-get install gcc-aarch64-linux-gnu)"
+    );
+    Ok(toolchain)
+}
+
+/// e_machine of an ELF file (little-endian, as both targets are).
+fn elf_machine(path: &Path) -> Result<u16> {
+    use std::io::Read as _;
+    let mut header = [0u8; 20];
+    fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(header.starts_with(b"\x7fELF"), "{} is not an ELF program", path.display());
+    Ok(u16::from_le_bytes([header[18], header[19]]))
+}
+
+/// The first line a command prints, when it runs and succeeds.
+fn command_output(command: &mut Command) -> Option<String> {
+    let output = command.output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let line = text.lines().next()?.trim().to_owned();
+    (output.status.success() && !line.is_empty()).then_some(line)
+}
+
+fn has_std(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(|entry| entry.ok()).any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("libstd-") && name.ends_with(".rlib")
+        })
+    })
+}
+
+/// Whether `rustc --version` output ("rustc 1.96.0 (…)") is at least `wanted` ("1.90").
+fn version_at_least(version_output: &str, wanted: &str) -> bool {
+    let parse = |text: &str| -> Option<Vec<u64>> {
+        let number = text.split(['-', '+']).next()?;
+        number.split('.').map(|part| part.parse().ok()).collect()
+    };
+    let Some(have) = version_output.split_whitespace().nth(1).and_then(parse) else { return false };
+    let Some(want) = parse(wanted) else { return true };
+    let pad = |mut v: Vec<u64>| {
+        v.resize(3, 0);
+        v
+    };
+    pad(have) >= pad(want)
+}
+
+/// Package scripts of a foreign architecture run under qemu-user through binfmt_misc.
+fn check_foreign_architecture(target: Target) -> Result<()> {
+    let native = match target {
+        Target::X86_64 => cfg!(target_arch = "x86_64"),
+        Target::RpiArm64 => cfg!(target_arch = "aarch64"),
+    };
+    if native {
+        return Ok(());
+    }
+    let name = match target {
+        Target::X86_64 => "qemu-x86_64",
+        Target::RpiArm64 => "qemu-aarch64",
+    };
+    let entry = Path::new("/proc/sys/fs/binfmt_misc").join(name);
+    let enabled = fs::read_to_string(&entry).is_ok_and(|text| text.lines().next() == Some("enabled"));
+    ensure!(
+        enabled,
+        "{} is not enabled: mmdebstrap runs {} package scripts under qemu-user. \
+         apt-get install qemu-user-static binfmt-support; if /proc/sys/fs/binfmt_misc is empty, \
+         mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; then update-binfmts --enable {name}",
+        entry.display(),
+        target.debian_architecture()
+    );
+    eprintln!("{} package scripts run under qemu-user ({} enabled)", target.debian_architecture(), entry.display());
+    Ok(())
 }
 
 fn mmdebstrap(options: &BuildOptions, rootfs: &Path, source_date_epoch: u64) -> Result<()> {
@@ -445,7 +627,10 @@ fn kernel_and_initrd(rootfs: &Path) -> Result<(PathBuf, PathBuf)> {
 fn kernel_command_line(target: Target) -> String {
     let console = match target {
         Target::X86_64 => "console=tty0 console=ttyS0,115200",
-        Target::RpiArm64 => "console=tty1 console=serial0,115200",
+        // Debian's kernel with the upstream device tree names the Pi 3/4 serial
+        // console on GPIO 14/15 (the mini UART) ttyS1, as raspi-firmware's own
+        // cmdline.txt does; `serial0` is a Raspberry Pi OS alias it does not know.
+        Target::RpiArm64 => "console=tty1 console=ttyS1,115200",
     };
     format!(
         "root=PARTUUID={} ro rootwait {console} systemd.show_status=auto systemd.gpt_auto=0",
@@ -478,12 +663,21 @@ fn populate_boot(target: Target, rootfs: &Path, boot_tree: &Path) -> Result<()> 
         Target::RpiArm64 => {
             // raspi-firmware's hooks filled /boot/firmware during the kernel install.
             copy_tree(&rootfs.join("boot/firmware"), boot_tree)?;
+            // Its versioned copies of the kernel and initrd: config.txt boots the
+            // unversioned ones below, so these would only take room twice.
+            for entry in fs::read_dir(boot_tree)? {
+                let path = entry?.path();
+                let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+                if name.starts_with("vmlinuz-") || name.starts_with("initrd.img-") {
+                    fs::remove_file(&path)?;
+                }
+            }
             fs::copy(&kernel, boot_tree.join("vmlinuz"))?;
             fs::copy(&initrd, boot_tree.join("initrd.img"))?;
             fs::write(boot_tree.join("cmdline.txt"), kernel_command_line(target) + "\n")?;
             fs::write(
                 boot_tree.join("config.txt"),
-                "# Edgenode on Raspberry Pi 4/5 (Debian's kernel and raspi-firmware)\n\
+                "# Edgenode on Raspberry Pi 4 (Debian's kernel and raspi-firmware)\n\
                  arm_64bit=1\nenable_uart=1\nupstream_kernel=1\nkernel=vmlinuz\ninitramfs initrd.img followkernel\n\
                  disable_overscan=1\n[pi4]\nmax_framebuffers=2\n",
             )?;
@@ -656,5 +850,23 @@ mod tests {
         let command_line = kernel_command_line(Target::X86_64);
         assert!(command_line.starts_with("root=PARTUUID=6e6f6465-0002-4000-8000-000000000002 ro "));
         assert!(command_line.contains("console=ttyS0"));
+    }
+
+    #[test]
+    fn pi_boots_slot_a_with_debians_serial_console() {
+        let command_line = kernel_command_line(Target::RpiArm64);
+        assert!(command_line.starts_with("root=PARTUUID=6e6f6465-0002-4000-8000-000000000002 ro "));
+        assert!(command_line.contains("console=ttyS1,115200"));
+        assert!(!command_line.contains("serial0"));
+    }
+
+    #[test]
+    fn rustc_versions_compare_with_the_workspace_minimum() {
+        assert!(version_at_least("rustc 1.96.0 (ac68faa20 2026-05-25) (built from a source tarball)", "1.90"));
+        assert!(version_at_least("rustc 1.90.0 (1159e78c4 2025-09-14)", "1.90"));
+        assert!(version_at_least("rustc 1.91.0-nightly (abc 2025-09-01)", "1.90"));
+        assert!(!version_at_least("rustc 1.85.0 (4d91de4e4 2025-02-17)", "1.90"));
+        assert!(!version_at_least("rustc 1.63.0", "1.90"));
+        assert!(!version_at_least("garbage", "1.90"));
     }
 }
