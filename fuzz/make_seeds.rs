@@ -5,13 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use edgenode::core::hlc::Timestamp;
-use edgenode::core::model::{NodeId, Version};
-use edgenode::core::replication::wire::{self, Hello, Items, LogAck, LogBatch, Message, Probe, ProbeBody, Wanted};
-use edgenode::core::replication::{
-    Fingerprint, HashRange, Item, LogMark, RecordKey, ReplicaConfig, ShardId, Summary, Table,
-};
+use edgenode::core::replication::wire::{self, Message};
+use edgenode::core::replication::ReplicaConfig;
 use edgenode::media::testimage;
 
 fn main() {
@@ -28,60 +23,9 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(&path, bytes).unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
 }
 
-fn item(body: Option<&'static str>) -> Item {
-    Item {
-        shard: ShardId("00ab".into()),
-        key: RecordKey::new(Table::Comment, "p1/c1"),
-        version: Version { at: Timestamp(1 << 40), origin: NodeId(0xfeed) },
-        body: body.map(|text| Bytes::from_static(text.as_bytes())),
-    }
-}
-
 fn peer_frames(dir: &Path) {
-    let messages = [
-        (
-            "hello",
-            Message::Hello(Hello {
-                epoch: 3,
-                log_end: 99,
-                marks: vec![(NodeId(1), LogMark { epoch: 2, seq: 5, clock: Timestamp(77) })],
-                complete: Timestamp(70),
-                reply_wanted: true,
-            }),
-        ),
-        (
-            "log_batch",
-            Message::LogBatch(LogBatch {
-                epoch: 3,
-                after_seq: 10,
-                through_seq: 12,
-                clock: Timestamp(1234),
-                complete: Timestamp(1000),
-                items: vec![item(Some("{\"text\":\"hi\"}")), item(None)],
-            }),
-        ),
-        ("log_ack", Message::LogAck(LogAck { epoch: 3, seq: 12, complete: Timestamp(5) })),
-        (
-            "repair",
-            Message::Repair(vec![
-                Probe {
-                    shard: ShardId("00ab".into()),
-                    range: HashRange::ALL,
-                    body: ProbeBody::Fingerprint(Fingerprint { sum: 42, count: 3 }),
-                },
-                Probe {
-                    shard: ShardId("00ab".into()),
-                    range: HashRange::new(8, 0xab << 56).expect("aligned range"),
-                    body: ProbeBody::Summaries(vec![Summary {
-                        key: RecordKey::new(Table::Like, "p1/u2"),
-                        version: Version { at: Timestamp(8), origin: NodeId(2) },
-                    }]),
-                },
-            ]),
-        ),
-        ("items", Message::Items(Items { complete: Timestamp(9), items: vec![item(Some("x"))] })),
-        ("want", Message::Want(vec![Wanted { shard: ShardId("00ab".into()), key: RecordKey::new(Table::User, "") }])),
-    ];
+    let names = ["hello", "log_batch", "log_ack", "repair", "items", "want"];
+    let messages: Vec<(&str, Message)> = names.into_iter().zip(wire::example_messages()).collect();
     let frame_bytes_max = ReplicaConfig::default().frame_bytes_max;
     let mut stream = Vec::new();
     for (name, message) in &messages {

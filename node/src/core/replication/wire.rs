@@ -461,6 +461,57 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A comment record of shard `00ab`, live with `body` or a tombstone.
+fn example_item(body: Option<&'static str>) -> Item {
+    Item {
+        shard: ShardId("00ab".into()),
+        key: RecordKey::new(Table::Comment, "p1/c1"),
+        version: Version { at: Timestamp(1 << 40), origin: NodeId(0xfeed) },
+        body: body.map(|text| Bytes::from_static(text.as_bytes())),
+    }
+}
+
+/// One message of each kind, with every field set: for round-trip tests and the fuzz
+/// targets' seeds (`fuzz/make_seeds.rs`).
+pub fn example_messages() -> Vec<Message> {
+    let item = example_item;
+    vec![
+        Message::Hello(Hello {
+            epoch: 3,
+            log_end: 99,
+            marks: vec![(NodeId(1), LogMark { epoch: 2, seq: 5, clock: Timestamp(77) })],
+            complete: Timestamp(70),
+            reply_wanted: true,
+        }),
+        Message::LogBatch(LogBatch {
+            epoch: 3,
+            after_seq: 10,
+            through_seq: 12,
+            clock: Timestamp(1234),
+            complete: Timestamp(1000),
+            items: vec![item(Some("{\"text\":\"hi\"}")), item(None)],
+        }),
+        Message::LogAck(LogAck { epoch: 3, seq: 12, complete: Timestamp(5) }),
+        Message::Repair(vec![
+            Probe {
+                shard: ShardId("00ab".into()),
+                range: HashRange::ALL,
+                body: ProbeBody::Fingerprint(Fingerprint { sum: 42, count: 3 }),
+            },
+            Probe {
+                shard: ShardId("00ab".into()),
+                range: HashRange::new(8, 0xab << 56).expect("an aligned range"),
+                body: ProbeBody::Summaries(vec![Summary {
+                    key: RecordKey::new(Table::Like, "p1/u2"),
+                    version: Version { at: Timestamp(8), origin: NodeId(2) },
+                }]),
+            },
+        ]),
+        Message::Items(Items { complete: Timestamp(9), items: vec![item(Some("x"))] }),
+        Message::Want(vec![Wanted { shard: ShardId("00ab".into()), key: RecordKey::new(Table::User, "") }]),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,56 +519,9 @@ mod tests {
 
     const FRAME_BYTES_MAX: usize = 64 * 1024;
 
-    fn item(body: Option<&'static str>) -> Item {
-        Item {
-            shard: ShardId("00ab".into()),
-            key: RecordKey::new(Table::Comment, "p1/c1"),
-            version: Version { at: Timestamp(1 << 40), origin: NodeId(0xfeed) },
-            body: body.map(|text| Bytes::from_static(text.as_bytes())),
-        }
-    }
-
-    fn every_kind_of_message() -> Vec<Message> {
-        vec![
-            Message::Hello(Hello {
-                epoch: 3,
-                log_end: 99,
-                marks: vec![(NodeId(1), LogMark { epoch: 2, seq: 5, clock: Timestamp(77) })],
-                complete: Timestamp(70),
-                reply_wanted: true,
-            }),
-            Message::LogBatch(LogBatch {
-                epoch: 3,
-                after_seq: 10,
-                through_seq: 12,
-                clock: Timestamp(1234),
-                complete: Timestamp(1000),
-                items: vec![item(Some("{\"text\":\"hi\"}")), item(None)],
-            }),
-            Message::LogAck(LogAck { epoch: 3, seq: 12, complete: Timestamp(5) }),
-            Message::Repair(vec![
-                Probe {
-                    shard: ShardId("00ab".into()),
-                    range: HashRange::ALL,
-                    body: ProbeBody::Fingerprint(Fingerprint { sum: 42, count: 3 }),
-                },
-                Probe {
-                    shard: ShardId("00ab".into()),
-                    range: HashRange::new(8, 0xab << 56).unwrap(),
-                    body: ProbeBody::Summaries(vec![Summary {
-                        key: RecordKey::new(Table::Like, "p1/u2"),
-                        version: Version { at: Timestamp(8), origin: NodeId(2) },
-                    }]),
-                },
-            ]),
-            Message::Items(Items { complete: Timestamp(9), items: vec![item(Some("x"))] }),
-            Message::Want(vec![Wanted { shard: ShardId("00ab".into()), key: RecordKey::new(Table::User, "") }]),
-        ]
-    }
-
     #[test]
     fn every_message_round_trips_and_knows_its_size() {
-        for message in every_kind_of_message() {
+        for message in example_messages() {
             let frame = encode(&message, FRAME_BYTES_MAX).unwrap();
             assert_eq!(frame.len(), message.frame_bytes());
             assert_eq!(decode(&frame, FRAME_BYTES_MAX).unwrap(), Some((message.clone(), frame.len())));
@@ -530,7 +534,7 @@ mod tests {
 
     #[test]
     fn oversize_frames_are_refused_both_ways() {
-        let big = Message::Items(Items { complete: Timestamp(0), items: vec![item(Some("x")); 1000] });
+        let big = Message::Items(Items { complete: Timestamp(0), items: vec![example_item(Some("x")); 1000] });
         assert!(matches!(encode(&big, 1024), Err(EncodeError::FrameTooLarge { .. })));
         let frame = encode(&big, usize::MAX).unwrap();
         // Refused from the length prefix alone, before the rest arrives.
@@ -555,7 +559,7 @@ mod tests {
     fn random_and_mutated_bytes_never_panic_the_decoder() {
         let mut rng = Rng::new(0x5eed);
         let valid: Vec<Vec<u8>> =
-            every_kind_of_message().iter().map(|message| encode(message, FRAME_BYTES_MAX).unwrap()).collect();
+            example_messages().iter().map(|message| encode(message, FRAME_BYTES_MAX).unwrap()).collect();
         for round in 0..20_000 {
             let buffer: Vec<u8> = if round % 2 == 0 {
                 let length = rng.below(64) as usize;
