@@ -53,6 +53,15 @@ pub(super) fn loopback() -> SocketAddr {
 /// Starts a driver for each of `running`, each knowing every node of `all` as a
 /// sibling (with the address of those running).
 fn start_cluster(all: &[TestNode], running: usize) -> Vec<PeerDriver<MemoryStore>> {
+    start_cluster_serving(all, running, |_| None)
+}
+
+/// `start_cluster`, each node serving media from the store `media_store` gives it.
+pub(super) fn start_cluster_serving(
+    all: &[TestNode],
+    running: usize,
+    media_store: impl Fn(usize) -> Option<std::sync::Arc<crate::store::Store>>,
+) -> Vec<PeerDriver<MemoryStore>> {
     let endpoints: Vec<PeerEndpoint> = all[..running]
         .iter()
         .map(|node| {
@@ -64,7 +73,8 @@ fn start_cluster(all: &[TestNode], running: usize) -> Vec<PeerDriver<MemoryStore
     endpoints
         .into_iter()
         .zip(all)
-        .map(|(endpoint, node)| {
+        .enumerate()
+        .map(|(node_index, (endpoint, node))| {
             let siblings = all
                 .iter()
                 .enumerate()
@@ -84,7 +94,7 @@ fn start_cluster(all: &[TestNode], running: usize) -> Vec<PeerDriver<MemoryStore
                 replica: fast_replica_config(),
                 limits: fast_limits(),
                 advertised_address: endpoint.local_addr().to_string(),
-                media_store: None,
+                media_store: media_store(node_index),
             };
             PeerDriver::start(endpoint, config, MemoryStore::default(), DurableState::default(), None)
         })

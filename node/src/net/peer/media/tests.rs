@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::super::tests::{eventually, fast_limits, fast_replica_config, loopback, test_node, TestNode};
-use super::super::{PeerDriver, PeerDriverConfig, PeerEndpoint, PeerSibling};
+use super::super::tests::{eventually, start_cluster_serving, test_node, TestNode};
+use super::super::PeerDriver;
 use super::*;
-use crate::core::replication::placement::TRUST_MAX;
-use crate::core::replication::{DurableState, MemoryStore, RecordKey, ReplicaStore, ShardId, Table};
+use crate::core::replication::{MemoryStore, RecordKey, ReplicaStore, ShardId, Table};
 use crate::media::{testimage, MediaLimits, Pipeline};
 use crate::net::tests::TempDir;
 use crate::store::{hex, pair_key, Admission, BlobInfo, RedbReplicaStore};
@@ -36,43 +35,7 @@ fn open_store(dir: &TempDir) -> Arc<Store> {
 /// Starts a driver per node, each knowing the others (with their addresses) and
 /// serving media from its store, if it has one.
 fn start_drivers(nodes: &[TestNode], stores: &[Option<Arc<Store>>]) -> Vec<PeerDriver<MemoryStore>> {
-    let endpoints: Vec<PeerEndpoint> = nodes
-        .iter()
-        .map(|node| {
-            let pins =
-                nodes.iter().filter(|other| other.node_id != node.node_id).map(|other| other.identity.pin.clone());
-            PeerEndpoint::bind(&node.identity, loopback(), pins, &fast_limits()).unwrap()
-        })
-        .collect();
-    let addresses: Vec<String> = endpoints.iter().map(|endpoint| endpoint.local_addr().to_string()).collect();
-    endpoints
-        .into_iter()
-        .zip(nodes.iter().zip(stores))
-        .map(|(endpoint, (node, store))| {
-            let siblings = nodes
-                .iter()
-                .zip(&addresses)
-                .filter(|(other, _)| other.node_id != node.node_id)
-                .map(|(other, address)| PeerSibling {
-                    node_id: other.node_id,
-                    pin: other.identity.pin.clone(),
-                    address: Some(address.clone()),
-                    zone: format!("zone-{}", other.node_id),
-                    trust: TRUST_MAX,
-                })
-                .collect();
-            let config = PeerDriverConfig {
-                node_id: node.node_id,
-                zone: format!("zone-{}", node.node_id),
-                siblings,
-                replica: fast_replica_config(),
-                limits: fast_limits(),
-                advertised_address: String::new(),
-                media_store: store.clone(),
-            };
-            PeerDriver::start(endpoint, config, MemoryStore::default(), DurableState::default(), None)
-        })
-        .collect()
+    start_cluster_serving(nodes, nodes.len(), |index| stores[index].clone())
 }
 
 async fn all_connected(drivers: &[PeerDriver<MemoryStore>]) {
