@@ -183,19 +183,31 @@ fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
 /// (node ids follow from pins), and they replicate.
 #[test]
 fn siblings_preloaded_with_pins_in_the_config_replicate() {
-    let mut first = Node::start(NodeOptions { name: "preloaded-1".to_owned(), ..NodeOptions::with_config("") });
+    // Fixed peer ports, as in production; each node starts once alone to make its key
+    // (as an ISP's provisioning would), then both start with the other in the config.
+    let listen = |name: &str| {
+        let port =
+            std::net::UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr()).expect("a free port");
+        let config = format!("[peers]\nlisten = \"127.0.0.1:{}\"\n", port.port());
+        (Node::start(NodeOptions { name: name.to_owned(), ..NodeOptions::with_config(&config) }), config)
+    };
+    let ((mut first, first_listen), (mut second, second_listen)) = (listen("preloaded-1"), listen("preloaded-2"));
     assert_eq!(
         first.node_id(),
         edgenode::core::model::NodeId::from_pin(first.pin()).to_string(),
         "a new node's id is the one its pin gives"
     );
     let sibling_of = |node: &Node| {
-        format!("[peers]\n[[peers.siblings]]\naddress = \"{}\"\npin = \"{}\"\n", peer_address(node).trim(), node.pin())
+        format!("[[peers.siblings]]\naddress = \"{}\"\npin = \"{}\"\n", peer_address(node).trim(), node.pin())
     };
-    let second =
-        Node::start(NodeOptions { name: "preloaded-2".to_owned(), ..NodeOptions::with_config(&sibling_of(&first)) });
-    std::fs::write(first.data_dir().with_extension("toml"), sibling_of(&second)).expect("rewriting the first config");
+    let first_config = format!("{first_listen}{}", sibling_of(&second));
+    let second_config = format!("{second_listen}{}", sibling_of(&first));
+    first.terminate();
+    second.terminate();
+    std::fs::write(first.data_dir().with_extension("toml"), first_config).expect("writing the first config");
+    std::fs::write(second.data_dir().with_extension("toml"), second_config).expect("writing the second config");
     first.restart();
+    second.restart();
     let (at_first, at_second) = (Client::new(&first, Transport::Http2), Client::new(&second, Transport::Http2));
     let grace = at_first.claim_admin(&first, "grace");
     at_first.create_post(&grace, "provisioned, not paired", &[], "public");
