@@ -179,12 +179,11 @@ fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
     assert_eq!(post["liked_by_me"], json!(true), "{post}");
 }
 
-/// The ISP's way: no pairing, each node's config lists the other's pin and address
-/// (node ids follow from pins), and they replicate.
-#[test]
-fn siblings_preloaded_with_pins_in_the_config_replicate() {
-    // Fixed peer ports, as in production; each node starts once alone to make its key
-    // (as an ISP's provisioning would), then both start with the other in the config.
+/// Two nodes preloaded as siblings the ISP's way: no pairing, each node's config lists
+/// the other's pin and address (node ids follow from pins), fixed peer ports as in
+/// production. Each starts once alone to make its key (as provisioning would), then
+/// both start with the other in the config.
+fn preloaded_siblings() -> (Node, Node) {
     let listen = |name: &str| {
         let port =
             std::net::UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr()).expect("a free port");
@@ -208,6 +207,12 @@ fn siblings_preloaded_with_pins_in_the_config_replicate() {
     std::fs::write(second.data_dir().with_extension("toml"), second_config).expect("writing the second config");
     first.restart();
     second.restart();
+    (first, second)
+}
+
+#[test]
+fn siblings_preloaded_with_pins_in_the_config_replicate() {
+    let (first, second) = preloaded_siblings();
     let (at_first, at_second) = (Client::new(&first, Transport::Http2), Client::new(&second, Transport::Http2));
     let grace = at_first.claim_admin(&first, "grace");
     at_first.create_post(&grace, "provisioned, not paired", &[], "public");
@@ -216,6 +221,46 @@ fn siblings_preloaded_with_pins_in_the_config_replicate() {
     log_in(&at_second, "grace");
     let posts = at_second.user_posts(ANONYMOUS, "grace");
     assert_eq!(posts.len(), 1, "the post reached the sibling: {posts:?}");
+}
+
+/// A sibling killed with SIGKILL and restarted at once is connected again in seconds,
+/// not after the survivor's 30 s idle timeout. The survivor is the lower id, whose
+/// dialled connection wins ties; it still holds the dead one when the restarted node
+/// dials it (a stateless reset from the restarted node, or the dial arriving after any
+/// race could, retires it).
+#[test]
+fn a_sibling_killed_and_restarted_at_once_is_connected_again_within_seconds() {
+    const RECONNECT_WITHIN: Duration = Duration::from_secs(12);
+    let (first, second) = preloaded_siblings();
+    let id = |node: &Node| u64::from_str_radix(node.node_id(), 16).expect("node ids are hex");
+    let (survivor, mut restarted) = if id(&first) < id(&second) { (first, second) } else { (second, first) };
+    let (at_survivor, mut at_restarted) =
+        (Client::new(&survivor, Transport::Http2), Client::new(&restarted, Transport::Http2));
+    let grace = at_survivor.claim_admin(&survivor, "grace");
+    at_survivor.create_post(&grace, "before the crash", &[], "public");
+    converge(&[(&at_survivor, &survivor), (&at_restarted, &restarted)]);
+
+    restarted.restart(); // SIGKILL, then the same data dir, config and ports
+    at_restarted.reconnect_to(&restarted);
+    let restarted_at = Instant::now();
+    at_survivor.create_post(&grace, "after the crash", &[], "public");
+    let started = Instant::now();
+    let mut posts = Vec::new();
+    while started.elapsed() < RECONNECT_WITHIN {
+        posts = at_restarted.user_posts(ANONYMOUS, "grace");
+        if posts.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        posts.len(),
+        2,
+        "a post made on the survivor after the restart reached the restarted node within {RECONNECT_WITHIN:?}: \
+         {posts:?}\n{}",
+        survivor.stderr_text()
+    );
+    println!("replicating again {} ms after the restart", restarted_at.elapsed().as_millis());
 }
 
 #[test]

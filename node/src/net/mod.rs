@@ -112,7 +112,7 @@ pub async fn bind(listen: SocketAddr, identity: &Identity, limits: &Limits) -> R
     let local_addr =
         tcp.local_addr().map_err(|source| NetError::Listen { address: listen, protocol: "TCP", source })?;
     let quic =
-        quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(quic_config), udp, Arc::new(quinn::TokioRuntime))
+        quinn::Endpoint::new(identity.quic_endpoint_config(), Some(quic_config), udp, Arc::new(quinn::TokioRuntime))
             .map_err(|source| NetError::Listen { address: local_addr, protocol: "UDP", source })?;
     Ok(Listeners { tcp, tls_acceptor, quic, local_addr })
 }

@@ -266,8 +266,15 @@ impl PeerEndpoint {
         let pairing = Arc::new(Mutex::new(PairingState::default()));
         let pins: BTreeSet<String> = sibling_pins.into_iter().collect();
         let server_config = crypto::server_config(identity, pins, pairing.clone(), transport.clone())?;
-        let endpoint = quinn::Endpoint::server(server_config, listen)
-            .map_err(|source| PeerError::Listen { address: listen, source })?;
+        let listen_error = |source| PeerError::Listen { address: listen, source };
+        let socket = std::net::UdpSocket::bind(listen).map_err(listen_error)?;
+        let endpoint = quinn::Endpoint::new(
+            identity.quic_endpoint_config(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(listen_error)?;
         Ok(PeerEndpoint { endpoint, identity: identity.clone(), pairing, transport })
     }
 
@@ -546,6 +553,7 @@ struct Counters {
 struct LiveConnection {
     connection_id: u64,
     dialer: NodeId,
+    established: Instant,
     connection: quinn::Connection,
     frames: mpsc::Sender<Bytes>,
 }
@@ -718,10 +726,17 @@ impl<S: ReplicaStore> DriverState<S> {
                 if dialer == own_id {
                     entry.dialing = false;
                 }
+                // Two siblings that dial each other at once keep the connection the
+                // lower id dialed. A connection that arrives later than any handshake
+                // racing ours could, though, was dialed by a peer that has lost ours
+                // (it restarted, or its side timed out): it replaces ours, which may
+                // be dead without our knowing yet.
                 let preferred_dialer = own_id.min(node_id);
+                let race_window = Duration::from_millis(self.shared.limits.handshake_timeout_ms);
                 if let Some(current) = &entry.current {
                     let current_alive = current.connection.close_reason().is_none();
-                    if current_alive && current.dialer == preferred_dialer && dialer != preferred_dialer {
+                    let racing = current.established.elapsed() < race_window;
+                    if current_alive && racing && current.dialer == preferred_dialer && dialer != preferred_dialer {
                         tracing::debug!(peer = %node_id, "closing a duplicate connection");
                         close(&connection, close_code::DUPLICATE, b"duplicate connection");
                         return;
@@ -733,7 +748,8 @@ impl<S: ReplicaStore> DriverState<S> {
                 let entry = self.peers.get_mut(&node_id).expect("looked up above");
                 tracing::info!(peer = %node_id, remote = %connection.remote_address(), "sibling connected");
                 self.shared.connections.connected(node_id, connection_id, &connection);
-                entry.current = Some(LiveConnection { connection_id, dialer, connection, frames });
+                entry.current =
+                    Some(LiveConnection { connection_id, dialer, established: Instant::now(), connection, frames });
                 entry.dial_attempts = 0;
                 entry.last_contact = Some(Instant::now());
                 self.node.step_and_persist(|node| node.handle_connected(now, node_id));
