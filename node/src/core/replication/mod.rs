@@ -62,7 +62,7 @@ pub mod log;
 pub mod node;
 pub mod placement;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 pub mod store;
 pub mod wire;
 

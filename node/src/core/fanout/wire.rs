@@ -1,0 +1,118 @@
+//! The fan-out messages between nodes: follows routed to the author's home, posts
+//! pushed to followers' homes, and pulls with their snapshots. Serde types; the peer
+//! transport frames them (its frame cap bounds them, and `FanoutConfig` bounds what a
+//! node builds: one entry per push, `snapshot_entries_max` per snapshot).
+//!
+//! Compatibility: `FANOUT_PROTOCOL_VERSION` goes with every message the transport
+//! sends; a change of a message's layout bumps it and keeps a decoder for the
+//! previous version, with a test that reads it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::model::{NodeId, Post, Version};
+
+pub const FANOUT_PROTOCOL_VERSION: u8 = 1;
+
+/// A user id (`User::user_id`).
+pub type UserId = String;
+
+/// One post of an author as followers see it, at one version. `post: None` is a
+/// removal: the post was deleted, or edited to `Private`; either way it must leave
+/// every follower's feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedEntry {
+    pub post_id: String,
+    /// The version of the post record this entry was made from (LWW per post id).
+    pub version: Version,
+    /// Creation time of the post (ms), the order of feeds and of eviction.
+    pub created_at: u64,
+    /// `Public` or `Followers` only, never `Private`.
+    pub post: Option<Post>,
+}
+
+impl FeedEntry {
+    pub fn is_removal(&self) -> bool {
+        self.post.is_none()
+    }
+
+    /// Feed order: newest first is the reverse of this.
+    pub fn age_key(&self) -> (u64, &str) {
+        (self.created_at, self.post_id.as_str())
+    }
+}
+
+/// Why a pull was not answered with a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The author's node is answering pulls as fast as it allows; ask again after
+    /// this long (plus jitter of the puller's own).
+    RateLimited { retry_after_ms: u64 },
+    /// The author's node holds no active follower of the author on the puller's node:
+    /// the puller resends its follows and then pulls a full snapshot.
+    NotSubscribed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Follower → author's home: `follower` (homed at `follower_home`, the sender)
+    /// follows `author` (`active`) or stopped (`!active`). LWW on `version` per
+    /// (follower, author); resent until acknowledged.
+    Subscribe {
+        follower: UserId,
+        follower_home: NodeId,
+        author: UserId,
+        version: Version,
+        active: bool,
+    },
+    /// Author's home → follower's home: the subscription at `version` (or a newer one)
+    /// is stored durably.
+    SubscribeAck {
+        follower: UserId,
+        author: UserId,
+        version: Version,
+    },
+    /// Author's home → each node with an active follower of `author`: one change.
+    /// Best effort: a lost push is mended by the next pull.
+    FeedPush {
+        author: UserId,
+        entry: FeedEntry,
+    },
+    /// Follower's home → author's home: "what changed since `since`" (`None`: send a
+    /// full snapshot). At most one outstanding per (puller, author), named `pull_id`.
+    Pull {
+        author: UserId,
+        pull_id: u64,
+        since: Option<Version>,
+        entries_max: u32,
+    },
+    /// The answer to a pull. `since: Some(s)` (a delta): every entry of the author whose
+    /// version is in `(s, as_of]`, removals included, in version order. `since: None`
+    /// (full): the newest entries (by creation) the author has as of `as_of`, no
+    /// removals; `truncated` when the author has more than were sent.
+    Snapshot {
+        author: UserId,
+        pull_id: u64,
+        since: Option<Version>,
+        as_of: Version,
+        truncated: bool,
+        entries: Vec<FeedEntry>,
+    },
+    PullRefused {
+        author: UserId,
+        pull_id: u64,
+        refusal: Refusal,
+    },
+}
+
+impl Message {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Subscribe { .. } => "subscribe",
+            Message::SubscribeAck { .. } => "subscribe_ack",
+            Message::FeedPush { .. } => "feed_push",
+            Message::Pull { .. } => "pull",
+            Message::Snapshot { .. } => "snapshot",
+            Message::PullRefused { .. } => "pull_refused",
+        }
+    }
+}
