@@ -509,24 +509,56 @@ async fn peer(config: Config, action: PeerAction) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<16}  {:<22}  {:<12}  {:>12}  {:>6}  {:>5}  {:<6}",
+                "{:<16}  {:<22}  {:<12}  {:>12}  {:>6}  {:<15}  {:<6}",
                 "NODE ID", "ADDRESS", "STATE", "LAST CONTACT", "LAG", "TRUST", "SOURCE"
             );
+            let mut reasons = Vec::new();
             for item in items {
+                let trust = format!(
+                    "{} {}",
+                    item["trust"].as_u64().unwrap_or_default(),
+                    item["trust_tier"].as_str().unwrap_or_default()
+                );
+                // Why a sibling lost trust: its events by kind, and the latest one.
+                let counts = item["trust_events"].as_object().cloned().unwrap_or_default();
+                let lowered: Vec<String> = counts
+                    .iter()
+                    .filter(|(event, _)| event.as_str() != "verified")
+                    .map(|(event, count)| format!("{event} x{count}"))
+                    .collect();
+                if !lowered.is_empty() {
+                    let latest = item["trust_recent"].as_array().and_then(|recent| recent.last()).cloned();
+                    let latest = latest.map_or(String::new(), |note| {
+                        format!(
+                            "; latest: {} ({})",
+                            note["event"].as_str().unwrap_or_default(),
+                            note["detail"].as_str().unwrap_or_default()
+                        )
+                    });
+                    reasons.push(format!(
+                        "  {}: {}, verified x{}{latest}",
+                        item["node_id"].as_str().unwrap_or_default(),
+                        lowered.join(", "),
+                        counts.get("verified").and_then(|count| count.as_u64()).unwrap_or_default()
+                    ));
+                }
                 let contact = item["last_contact_ms_ago"]
                     .as_u64()
                     .map_or("never".to_owned(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0));
                 let lag = item["lag_entries"].as_u64().map_or("-".to_owned(), |lag| lag.to_string());
                 println!(
-                    "{:<16}  {:<22}  {:<12}  {:>12}  {:>6}  {:>5}  {:<6}",
+                    "{:<16}  {:<22}  {:<12}  {:>12}  {:>6}  {:<15}  {:<6}",
                     item["node_id"].as_str().unwrap_or_default(),
                     item["address"].as_str().unwrap_or("-"),
                     item["state"].as_str().unwrap_or_default(),
                     contact,
                     lag,
-                    item["trust"],
+                    trust,
                     item["source"].as_str().unwrap_or_default(),
                 );
+            }
+            if !reasons.is_empty() {
+                println!("trust lowered by:\n{}", reasons.join("\n"));
             }
             Ok(())
         }

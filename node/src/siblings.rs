@@ -6,6 +6,12 @@
 //!
 //! Every node runs it, with or without siblings: a node alone still keeps its change
 //! log, so pairing later ships everything it wrote.
+//!
+//! Trust: the driver and the media fetcher score what each sibling does
+//! (`net::peer::trust`, saved to `<data-dir>/trust.json`); placement weighs siblings
+//! by trust tier, so when a sibling changes tier the driver restarts with the new
+//! weights: an untrusted sibling is placed nothing, and its shards are placed on (and
+//! repaired onto) the others.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,17 +24,20 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, SiblingConfig};
 use crate::core::model::NodeId;
-use crate::core::replication::placement::TRUST_MAX;
 use crate::core::replication::{ReplicaConfig, ShardId};
 use crate::net::peer::media::{MediaFetchLimits, MediaFetcher};
+use crate::net::peer::trust::TrustBook;
 use crate::net::peer::{PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode, SiblingInfo};
 use crate::net::tls::Identity;
 use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreError, StoreResult};
 
 /// Where siblings learned by pairing are kept (config siblings stay in the config).
 const PAIRED_FILE: &str = "siblings.toml";
-/// How often the driver is asked whether someone joined with our code.
+/// How often the driver is asked whether someone joined with our code (and the trust
+/// ledger is saved if it changed, and looked at for tier changes).
 const PAIRED_POLL: Duration = Duration::from_secs(1);
+/// The trust ledger, in the data dir.
+const TRUST_FILE: &str = "trust.json";
 
 type Node = SharedNode<RedbReplicaStore>;
 
@@ -41,12 +50,15 @@ pub struct Siblings {
     local: Arc<LocalWriter>,
     running: tokio::sync::Mutex<Option<Running>>,
     peer_address: SocketAddr,
+    trust: Arc<TrustBook>,
 }
 
 struct Running {
     driver: PeerDriver<RedbReplicaStore>,
     media_fetcher: tokio::task::JoinHandle<()>,
     siblings: Vec<SiblingConfig>,
+    /// The placement weight each sibling was started with (`TrustTier::placement_weight`).
+    placement_weights: Vec<(NodeId, u8)>,
 }
 
 /// Routes `Store`'s replicated writes through the node: one step of it per client
@@ -162,7 +174,8 @@ impl Siblings {
         let siblings = all_siblings(config)?;
         let listen = config.peers.listen_address(config.listen);
         let local = Arc::new(LocalWriter { node: tokio::sync::RwLock::new(None) });
-        let running = start_driver(config, identity, &store, listen, siblings).await?;
+        let trust = Arc::new(TrustBook::load(&config.data_dir.join(TRUST_FILE))?);
+        let running = start_driver(config, identity, &store, listen, siblings, &trust).await?;
         let peer_address = running.driver.local_addr();
         *local.node.write().await = Some(running.driver.node().clone());
         let local_dyn: Arc<dyn LocalTransactions> = local.clone();
@@ -174,6 +187,7 @@ impl Siblings {
             local,
             running: tokio::sync::Mutex::new(Some(running)),
             peer_address,
+            trust,
         });
         tokio::spawn(watch_paired(Arc::downgrade(&service)));
         Ok(service)
@@ -192,7 +206,8 @@ impl Siblings {
         if let Some(old) = running.take() {
             stop(old).await;
         }
-        let started = start_driver(&self.config, &self.identity, &self.store, self.peer_address, siblings).await?;
+        let started =
+            start_driver(&self.config, &self.identity, &self.store, self.peer_address, siblings, &self.trust).await?;
         *local = Some(started.driver.node().clone());
         *running = Some(started);
         Ok(())
@@ -205,6 +220,9 @@ impl Siblings {
         self.local.node.write().await.take();
         if let Some(old) = running.take() {
             stop(old).await;
+        }
+        if let Err(error) = self.trust.save_if_changed() {
+            tracing::error!(%error, "cannot save the trust ledger");
         }
     }
 
@@ -268,6 +286,7 @@ impl Siblings {
             .zip(lags)
             .map(|(peer, lag)| {
                 let paired = running.siblings.iter().find(|sibling| node_id_of(sibling) == Some(peer.node_id));
+                let trust = self.trust.peer(peer.node_id).unwrap_or_default();
                 json!({
                     "node_id": peer.node_id.to_string(),
                     "address": peer.address,
@@ -276,7 +295,15 @@ impl Siblings {
                     "connected": peer.connected,
                     "last_contact_ms_ago": peer.last_contact_ms_ago,
                     "lag_entries": lag,
-                    "trust": TRUST_MAX,
+                    "trust": trust.score,
+                    "trust_tier": trust.tier(),
+                    "trust_events": trust.counts,
+                    "trust_recent": trust.recent,
+                    "placement_weight": running
+                        .placement_weights
+                        .iter()
+                        .find(|(node_id, _)| *node_id == peer.node_id)
+                        .map(|(_, weight)| *weight),
                     "source": if paired.is_some_and(|sibling| self.config.peers.siblings.iter().any(|c| c.node_id == sibling.node_id)) { "config" } else { "paired" },
                     "bytes_in": peer.bytes_in,
                     "bytes_out": peer.bytes_out,
@@ -385,6 +412,19 @@ async fn watch_paired(service: std::sync::Weak<Siblings>) {
     loop {
         tokio::time::sleep(PAIRED_POLL).await;
         let Some(service) = service.upgrade() else { return };
+        if let Err(error) = service.trust.save_if_changed() {
+            tracing::error!(%error, "cannot save the trust ledger");
+        }
+        if service.trust.take_tier_changed() {
+            tracing::info!("a sibling changed trust tier; restarting replication with the new placement weights");
+            let restarted = match all_siblings(&service.config) {
+                Ok(siblings) => service.restart(siblings).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = restarted {
+                tracing::error!(%error, "cannot restart replication after a trust change");
+            }
+        }
         let joined = match service.running.lock().await.as_ref() {
             Some(running) => running.driver.take_paired(),
             None => return,
@@ -410,6 +450,7 @@ async fn start_driver(
     store: &Arc<Store>,
     listen: SocketAddr,
     sibling_configs: Vec<SiblingConfig>,
+    trust: &Arc<TrustBook>,
 ) -> Result<Running> {
     let mut siblings = Vec::new();
     for sibling in &sibling_configs {
@@ -419,7 +460,7 @@ async fn start_driver(
             pin: sibling.pin.clone(),
             address: Some(sibling.address.clone()),
             zone: sibling.zone.clone().unwrap_or_else(|| format!("{node_id}")),
-            trust: TRUST_MAX,
+            trust: trust.placement_weight(node_id),
         });
     }
     let limits = PeerLimits::default();
@@ -436,6 +477,7 @@ async fn start_driver(
     let (replica_store, durable) = opened?;
     let fresh = durable.log.epoch() == 0;
     let sibling_count = siblings.len();
+    let placement_weights = siblings.iter().map(|sibling| (sibling.node_id, sibling.trust)).collect();
     let driver_config = PeerDriverConfig {
         node_id: store.node_id(),
         zone: config.peers.zone.clone().unwrap_or_else(|| config.name.clone()),
@@ -444,6 +486,7 @@ async fn start_driver(
         limits,
         advertised_address: peer_address.to_string(),
         media_store: Some(store.clone()),
+        trust: trust.clone(),
     };
     let persist = Box::new(|store: &RedbReplicaStore, durable: &_| {
         if let Err(error) = store.commit(durable) {
@@ -458,9 +501,10 @@ async fn start_driver(
     }
     let connections = driver.sibling_connections();
     let media_fetcher = MediaFetcher::new(store.clone(), move || connections.current(), MediaFetchLimits::default())
+        .with_trust(trust.clone())
         .spawn(Arc::new(tokio::sync::Notify::new()));
     tracing::info!(peer = %peer_address, siblings = sibling_count, "sibling endpoint ready");
-    Ok(Running { driver, media_fetcher, siblings: sibling_configs })
+    Ok(Running { driver, media_fetcher, siblings: sibling_configs, placement_weights })
 }
 
 /// A restart rebinds the port the old endpoint just released; give it a moment.

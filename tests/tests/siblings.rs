@@ -179,40 +179,49 @@ fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
     assert_eq!(post["liked_by_me"], json!(true), "{post}");
 }
 
-/// Two nodes preloaded as siblings the ISP's way: no pairing, each node's config lists
-/// the other's pin and address (node ids follow from pins), fixed peer ports as in
+/// Nodes preloaded as siblings the ISP's way: no pairing, each node's config lists
+/// the others' pins and addresses (node ids follow from pins), fixed peer ports as in
 /// production. Each starts once alone to make its key (as provisioning would), then
-/// both start with the other in the config.
-fn preloaded_siblings() -> (Node, Node) {
-    let listen = |name: &str| {
-        let port =
-            std::net::UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr()).expect("a free port");
-        let config = format!("[peers]\nlisten = \"127.0.0.1:{}\"\n", port.port());
-        (Node::start(NodeOptions { name: name.to_owned(), ..NodeOptions::with_config(&config) }), config)
-    };
-    let ((mut first, first_listen), (mut second, second_listen)) = (listen("preloaded-1"), listen("preloaded-2"));
+/// all start with the others in the config.
+fn preloaded_siblings<const N: usize>(names: [&str; N]) -> [Node; N] {
+    let mut nodes: Vec<(Node, String)> = names
+        .iter()
+        .map(|name| {
+            let port =
+                std::net::UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr()).expect("a free port");
+            let config = format!("[peers]\nlisten = \"127.0.0.1:{}\"\n", port.port());
+            (Node::start(NodeOptions { name: (*name).to_owned(), ..NodeOptions::with_config(&config) }), config)
+        })
+        .collect();
     assert_eq!(
-        first.node_id(),
-        edgenode::core::model::NodeId::from_pin(first.pin()).to_string(),
+        nodes[0].0.node_id(),
+        edgenode::core::model::NodeId::from_pin(nodes[0].0.pin()).to_string(),
         "a new node's id is the one its pin gives"
     );
     let sibling_of = |node: &Node| {
         format!("[[peers.siblings]]\naddress = \"{}\"\npin = \"{}\"\n", peer_address(node).trim(), node.pin())
     };
-    let first_config = format!("{first_listen}{}", sibling_of(&second));
-    let second_config = format!("{second_listen}{}", sibling_of(&first));
-    first.terminate();
-    second.terminate();
-    std::fs::write(first.data_dir().with_extension("toml"), first_config).expect("writing the first config");
-    std::fs::write(second.data_dir().with_extension("toml"), second_config).expect("writing the second config");
-    first.restart();
-    second.restart();
-    (first, second)
+    let configs: Vec<String> = (0..nodes.len())
+        .map(|index| {
+            let others: String =
+                (0..nodes.len()).filter(|other| *other != index).map(|other| sibling_of(&nodes[other].0)).collect();
+            format!("{}{others}", nodes[index].1)
+        })
+        .collect();
+    for ((node, _), config) in nodes.iter_mut().zip(configs) {
+        node.terminate();
+        std::fs::write(node.data_dir().with_extension("toml"), config).expect("writing a config");
+    }
+    for (node, _) in &mut nodes {
+        node.restart();
+    }
+    let nodes: Vec<Node> = nodes.into_iter().map(|(node, _)| node).collect();
+    nodes.try_into().unwrap_or_else(|_| unreachable!("one node per name"))
 }
 
 #[test]
 fn siblings_preloaded_with_pins_in_the_config_replicate() {
-    let (first, second) = preloaded_siblings();
+    let [first, second] = preloaded_siblings(["preloaded-1", "preloaded-2"]);
     let (at_first, at_second) = (Client::new(&first, Transport::Http2), Client::new(&second, Transport::Http2));
     let grace = at_first.claim_admin(&first, "grace");
     at_first.create_post(&grace, "provisioned, not paired", &[], "public");
@@ -231,7 +240,7 @@ fn siblings_preloaded_with_pins_in_the_config_replicate() {
 #[test]
 fn a_sibling_killed_and_restarted_at_once_is_connected_again_within_seconds() {
     const RECONNECT_WITHIN: Duration = Duration::from_secs(12);
-    let (first, second) = preloaded_siblings();
+    let [first, second] = preloaded_siblings(["crash-1", "crash-2"]);
     let id = |node: &Node| u64::from_str_radix(node.node_id(), 16).expect("node ids are hex");
     let (survivor, mut restarted) = if id(&first) < id(&second) { (first, second) } else { (second, first) };
     let (at_survivor, mut at_restarted) =
@@ -261,6 +270,115 @@ fn a_sibling_killed_and_restarted_at_once_is_connected_again_within_seconds() {
         survivor.stderr_text()
     );
     println!("replicating again {} ms after the restart", restarted_at.elapsed().as_millis());
+}
+
+/// A sibling that serves corrupted media loses trust with the siblings that fetch it,
+/// and they place no new users on it: a user created afterwards replicates to the
+/// honest sibling, never to it. `peer list` says why.
+#[test]
+fn a_sibling_that_serves_corrupted_media_loses_trust_and_gets_no_new_replicas() {
+    const WITHIN: Duration = Duration::from_secs(30);
+    let [mut honest_a, mut honest_b, mut corrupt] = preloaded_siblings(["honest-a", "honest-b", "corrupt"]);
+    let mut at_corrupt = Client::new(&corrupt, Transport::Http2);
+    let mallory = at_corrupt.claim_admin(&corrupt, "mallory");
+    let (at_a, at_b) = (Client::new(&honest_a, Transport::Http2), Client::new(&honest_b, Transport::Http2));
+    converge(&[(&at_a, &honest_a), (&at_b, &honest_b), (&at_corrupt, &corrupt)]);
+
+    // Photos only the corrupt node has, whose files then rot (or are tampered with).
+    honest_a.terminate();
+    honest_b.terminate();
+    let media_ids: Vec<String> = (0..4u8)
+        .map(|seed| {
+            let media = at_corrupt.upload_jpeg(&mallory, &distinct_photo(100 + seed));
+            let media_id = media["id"].as_str().expect("media id").to_owned();
+            at_corrupt.create_post(&mallory, "look", &[&media_id], "public");
+            media_id
+        })
+        .collect();
+    corrupt.terminate();
+    let mut corrupted = 0;
+    for entry in walk(&corrupt.data_dir().join("media")) {
+        let name = entry.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_owned();
+        if media_ids.iter().any(|media_id| name.starts_with(media_id.as_str())) {
+            let mut bytes = std::fs::read(&entry).expect("reading a blob");
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(&entry, bytes).expect("corrupting a blob");
+            corrupted += 1;
+        }
+    }
+    assert_eq!(corrupted, 12, "original, display and thumb of 4 photos");
+    corrupt.restart();
+    at_corrupt.reconnect_to(&corrupt);
+    honest_a.restart();
+    honest_b.restart();
+    let (at_a, at_b) = (Client::new(&honest_a, Transport::Http2), Client::new(&honest_b, Transport::Http2));
+
+    // Both honest nodes fetch from the corrupt one, refuse what they get, distrust it.
+    let corrupt_id = corrupt.node_id().to_owned();
+    let trust_of = |client: &Client, node: &Node| {
+        let (status, answer) = client.get_json("/api/v1/node/peers", Some(control_token(node).trim()));
+        assert_eq!(status, 200, "{answer}");
+        answer["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|item| item["node_id"] == json!(corrupt_id)).cloned())
+            .expect("the corrupt node is listed")
+    };
+    let started = Instant::now();
+    for (client, node) in [(&at_a, &honest_a), (&at_b, &honest_b)] {
+        let mut trust = trust_of(client, node);
+        while trust["trust_tier"] != json!("untrusted") && started.elapsed() < WITHIN {
+            std::thread::sleep(Duration::from_millis(200));
+            trust = trust_of(client, node);
+        }
+        assert_eq!(trust["trust_tier"], json!("untrusted"), "{} distrusts the corrupt node: {trust:#}", node.name());
+        // Replication restarts with the new placement weights.
+        while trust["placement_weight"] != json!(0) && started.elapsed() < WITHIN {
+            std::thread::sleep(Duration::from_millis(200));
+            trust = trust_of(client, node);
+        }
+        assert_eq!(trust["placement_weight"], json!(0), "{} places nothing on it: {trust:#}", node.name());
+        assert!(trust["trust_events"]["hash_mismatch"].as_u64().unwrap_or_default() >= 2, "{trust:#}");
+        assert!(trust["trust"].as_u64().expect("a score") < 30, "{trust:#}");
+    }
+    println!("both honest nodes distrust the corrupt one {} ms after it served", started.elapsed().as_millis());
+    let listed = peer_cli(&honest_a, &["list"]);
+    assert!(listed.contains("untrusted") && listed.contains("hash_mismatch x"), "peer list says why:\n{listed}");
+    println!("{listed}");
+
+    // A user who joins now is placed on the two honest nodes only.
+    let mallory_on_a = log_in(&at_a, "mallory");
+    let invite = at_a.create_invite(&mallory_on_a);
+    let newbie = at_a.join(&invite, "newbie");
+    at_a.create_post(&newbie, "hello, honest neighbours", &[], "public");
+    let started = Instant::now();
+    while at_b.get_json("/api/v1/users/newbie", None).0 != 200 && started.elapsed() < WITHIN {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(at_b.get_json("/api/v1/users/newbie", None).0, 200, "the honest sibling gets the new user");
+    assert_eq!(at_b.user_posts(ANONYMOUS, "newbie").len(), 1);
+    let (_, profile) = at_a.get_json("/api/v1/users/newbie", None);
+    let replicas: Vec<&str> =
+        profile["nodes"].as_array().expect("nodes").iter().filter_map(|node| node["id"].as_str()).collect();
+    assert!(!replicas.contains(&corrupt.node_id()), "the corrupt node is not among newbie's replicas: {profile:#}");
+    assert!(replicas.contains(&honest_b.node_id()), "{profile:#}");
+    std::thread::sleep(Duration::from_secs(3)); // time it would have had to replicate
+    let (status, answer) = at_corrupt.get_json("/api/v1/users/newbie", None);
+    assert_eq!(status, 404, "the distrusted node received the new user: {answer}");
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("reading a directory").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[test]

@@ -164,8 +164,7 @@ impl TrustLedger {
                 return Self::apply(peer, trust, event, now_ms, detail);
             }
         };
-        let interval =
-            if event == TrustEvent::Verified { RAISE_INTERVAL_MS } else { TIMEOUT_PENALTY_INTERVAL_MS };
+        let interval = if event == TrustEvent::Verified { RAISE_INTERVAL_MS } else { TIMEOUT_PENALTY_INTERVAL_MS };
         if limited.is_some_and(|last| now_ms < last.saturating_add(interval)) {
             return None;
         }

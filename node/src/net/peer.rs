@@ -37,6 +37,7 @@ pub mod media;
 pub mod pairing;
 #[cfg(test)]
 mod tests;
+pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -56,6 +57,7 @@ use crate::core::replication::placement::TRUST_MAX;
 use crate::core::replication::{
     wire, DurableState, Item, LocalWrite, Message, ReplicaConfig, ReplicaNode, ReplicaStore, Sibling, WriteError,
 };
+use crate::core::trust::TrustEvent;
 use crate::net::tls::Identity;
 pub use pairing::{join_standalone, PairingCode, PairingError, PairingState, SiblingInfo};
 
@@ -155,6 +157,8 @@ pub struct PeerDriverConfig {
     pub advertised_address: String,
     /// Where media streams are answered from; `None` refuses them.
     pub media_store: Option<Arc<crate::store::Store>>,
+    /// Where what siblings do is scored (frames, bad frames, wrong keys, timeouts).
+    pub trust: Arc<trust::TrustBook>,
 }
 
 /// One sibling's connection and counters, for `edgenode peer list`.
@@ -318,6 +322,7 @@ struct Shared {
     transport: Arc<quinn::TransportConfig>,
     media_store: Option<Arc<crate::store::Store>>,
     connections: media::SiblingConnections,
+    trust: Arc<trust::TrustBook>,
 }
 
 enum NetEvent {
@@ -404,6 +409,7 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
             transport: endpoint.transport,
             media_store: config.media_store.clone(),
             connections: media::SiblingConnections::default(),
+            trust: config.trust.clone(),
         };
         let peers = config
             .siblings
@@ -769,6 +775,7 @@ impl<S: ReplicaStore> DriverState<S> {
                 entry.counters.bytes_in += frame_bytes as u64;
                 entry.last_contact = Some(Instant::now());
                 self.node.step_and_persist(|node| node.handle_message(now, node_id, message));
+                self.shared.trust.observe(node_id, TrustEvent::Verified, "a frame decoded and applied");
             }
             NetEvent::BadFrame { node_id } => {
                 if let Some(entry) = self.peers.get_mut(&node_id) {
@@ -904,8 +911,14 @@ async fn dial(shared: Shared, node_id: NodeId, pin: String, address: String) {
             shared.endpoint.connect_with(config, socket_address, "edgenode").map_err(|error| error.to_string())?;
         let connection = tokio::time::timeout(handshake_timeout, connecting)
             .await
-            .map_err(|_| "handshake timed out".to_owned())?
-            .map_err(|error| error.to_string())?;
+            .map_err(|_| {
+                shared.trust.observe(node_id, TrustEvent::Timeout, "the handshake timed out");
+                "handshake timed out".to_owned()
+            })?
+            .map_err(|error| {
+                observe_handshake_failure(&shared.trust, node_id, &address, &error);
+                error.to_string()
+            })?;
         let (send, recv) = connection.open_bi().await.map_err(|error| error.to_string())?;
         Ok::<_, String>((connection, send, recv))
     };
@@ -918,6 +931,20 @@ async fn dial(shared: Shared, node_id: NodeId, pin: String, address: String) {
             tracing::debug!(%reason, "cannot reach sibling");
             let _ = shared.events.send(NetEvent::DialFailed { node_id }).await;
         }
+    }
+}
+
+/// A failed handshake with a sibling counts against it when its address answered
+/// with another key (our verifier refused the certificate) or did not answer in time.
+/// The sibling refusing *our* key is not its misbehaviour (it may have unpaired us).
+fn observe_handshake_failure(trust: &trust::TrustBook, node_id: NodeId, address: &str, error: &quinn::ConnectionError) {
+    match error {
+        quinn::ConnectionError::TransportError(transport) if transport.to_string().contains("certificate") => {
+            let detail = format!("{address} answered with a key that is not the sibling's pin");
+            trust.observe(node_id, TrustEvent::RefusedPin, &detail);
+        }
+        quinn::ConnectionError::TimedOut => trust.observe(node_id, TrustEvent::Timeout, "the handshake timed out"),
+        _ => {}
     }
 }
 
@@ -951,6 +978,7 @@ async fn run_connection(
         ReadEnd::BadFrame(reason) => {
             tracing::warn!(peer = %node_id, %reason, "sibling sent a bad frame; closing the connection");
             close(&connection, close_code::BAD_FRAME, b"bad frame");
+            shared.trust.observe(node_id, TrustEvent::BadFrame, &reason);
             let _ = shared.events.send(NetEvent::BadFrame { node_id }).await;
         }
         ReadEnd::Closed(reason) => {

@@ -37,7 +37,9 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::lock;
+use super::trust::TrustBook;
 use crate::core::model::NodeId;
+use crate::core::trust::TrustEvent;
 use crate::store::blobs::is_sha256_hex;
 use crate::store::{BlobKind, MediaInfo, Store, StoreError};
 
@@ -386,6 +388,8 @@ pub struct MediaFetcher {
     retry_at: BTreeMap<String, (u32, Instant)>,
     /// Where the next scan starts, when more are missing than one scan looks at.
     scan_after: Option<String>,
+    /// Where verified items, hash mismatches, malformed answers and timeouts are scored.
+    trust: Option<Arc<TrustBook>>,
 }
 
 /// How one item's fetch ended.
@@ -407,7 +411,14 @@ impl MediaFetcher {
             stats: Arc::new(MediaFetchStats::default()),
             retry_at: BTreeMap::new(),
             scan_after: None,
+            trust: None,
         }
+    }
+
+    /// Scores each sibling's answers in `trust`.
+    pub fn with_trust(mut self, trust: Arc<TrustBook>) -> MediaFetcher {
+        self.trust = Some(trust);
+        self
     }
 
     pub fn stats(&self) -> Arc<MediaFetchStats> {
@@ -487,6 +498,7 @@ impl MediaFetcher {
                     media_id.clone(),
                     timeout,
                     self.stats.clone(),
+                    self.trust.clone(),
                 );
                 fetches.spawn(async move { (media_id, fetch.await) }.in_current_span());
             }
@@ -525,7 +537,13 @@ async fn fetch_from_any(
     media_id: String,
     timeout: Duration,
     stats: Arc<MediaFetchStats>,
+    trust: Option<Arc<TrustBook>>,
 ) -> Outcome {
+    let observe = |peer: NodeId, event: TrustEvent, detail: &str| {
+        if let Some(trust) = &trust {
+            trust.observe(peer, event, detail);
+        }
+    };
     let start = usize::from(media_id.as_bytes()[0]) % connections.len();
     for index in 0..connections.len() {
         let (peer, connection) = &connections[(start + index) % connections.len()];
@@ -537,6 +555,13 @@ async fn fetch_from_any(
             }
             Err(error) => {
                 tracing::debug!(%peer, media_id, %error, "cannot fetch media from sibling");
+                match error {
+                    MediaFetchError::Timeout(_) => observe(*peer, TrustEvent::Timeout, "a media fetch timed out"),
+                    MediaFetchError::Malformed(reason) => {
+                        observe(*peer, TrustEvent::BadFrame, &format!("malformed media answer: {reason}"))
+                    }
+                    _ => {}
+                }
                 continue;
             }
         };
@@ -548,11 +573,13 @@ async fn fetch_from_any(
         match stored {
             Ok(Ok(())) => {
                 tracing::info!(%peer, media_id, "fetched media from sibling");
+                observe(*peer, TrustEvent::Verified, "media whose hashes matched");
                 return Outcome::Stored;
             }
             Ok(Err(StoreError::Corrupt(reason))) => {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, media_id, %reason, "refused media from sibling");
+                observe(*peer, TrustEvent::HashMismatch, &reason);
             }
             Ok(Err(error)) => {
                 // A local failure (disk, database): another sibling would not help.

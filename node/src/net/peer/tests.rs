@@ -95,6 +95,7 @@ pub(super) fn start_cluster_serving(
                 limits: fast_limits(),
                 advertised_address: endpoint.local_addr().to_string(),
                 media_store: media_store(node_index),
+                trust: std::sync::Arc::new(super::trust::TrustBook::in_memory()),
             };
             PeerDriver::start(endpoint, config, MemoryStore::default(), DurableState::default(), None)
         })
@@ -239,6 +240,7 @@ async fn a_killed_connection_reconverges() {
         limits: fast_limits(),
         advertised_address: String::new(),
         media_store: None,
+        trust: std::sync::Arc::new(super::trust::TrustBook::in_memory()),
     };
     let b = PeerDriver::start(endpoint, config, store, durable, None);
     eventually("the restarted B has the later write", || holds(&b, &later)).await;
