@@ -3,6 +3,7 @@
 
 bench_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 edgenode="$bench_root/target/release/edgenode"
+edgenode_load="$bench_root/target/release/edgenode-load"
 api_py="$bench_root/bench/lib/api.py"
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -28,21 +29,28 @@ ensure_packages() {
         || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
 }
 
-# BENCH_NO_BUILD=1 uses the release binary as it is (e.g. while another cargo holds the lock).
-# A build stamp younger than 20 minutes also skips the build, so that the benchmarks of one
-# `bench/run` use one binary even while node/src changes under them (BENCH_REBUILD=1: build).
-build_release() {
-    if [[ "${BENCH_NO_BUILD:-}" == 1 && -x "$edgenode" ]]; then return 0; fi
-    local stamp="$bench_root/bench/out/.release-built"
-    if [[ "${BENCH_REBUILD:-}" != 1 && -x "$edgenode" && -n "$(find "$stamp" -mmin -20 2>/dev/null)" ]]; then
-        log "using the release binary built $(date -r "$edgenode" '+%T') by this suite (BENCH_REBUILD=1 rebuilds)"
+# BENCH_NO_BUILD=1 uses the release binaries as they are (e.g. while another cargo holds the
+# lock). A build stamp younger than 20 minutes also skips the build, so that the benchmarks of
+# one `bench/run` use one binary even while node/src changes under them (BENCH_REBUILD=1: build).
+build_release() { release_build "$edgenode" .release-built -p edgenode; }
+# The load generator of the serving benchmark (tests/src/bin/edgenode-load.rs).
+build_load() { release_build "$edgenode_load" .load-built -p edgenode-tests --bin edgenode-load; }
+
+# release_build BINARY STAMP CARGO_ARGS…: `cargo build --release CARGO_ARGS…` unless skipped as above;
+# when the build fails, an existing BINARY is used.
+release_build() {
+    local binary="$1" stamp="$bench_root/bench/out/$2"
+    shift 2
+    if [[ "${BENCH_NO_BUILD:-}" == 1 && -x "$binary" ]]; then return 0; fi
+    if [[ "${BENCH_REBUILD:-}" != 1 && -x "$binary" && -n "$(find "$stamp" -mmin -20 2>/dev/null)" ]]; then
+        log "using $(basename "$binary") built $(date -r "$binary" '+%T') by this suite (BENCH_REBUILD=1 rebuilds)"
         return 0
     fi
-    if (cd "$bench_root" && cargo build --release -p edgenode >&2); then
+    if (cd "$bench_root" && cargo build --release "$@" >&2); then
         mkdir -p "$bench_root/bench/out" && touch "$stamp"
     else
-        [[ -x "$edgenode" ]] || return 1
-        log "cargo build failed (node/src mid-edit?): using the existing $edgenode from $(date -r "$edgenode" '+%F %T')"
+        [[ -x "$binary" ]] || return 1
+        log "cargo build failed (sources mid-edit?): using the existing $binary from $(date -r "$binary" '+%F %T')"
     fi
 }
 

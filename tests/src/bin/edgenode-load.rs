@@ -1,0 +1,466 @@
+//! edgenode-load: a small HTTP/2 and HTTP/3 load generator, so that the serving benchmark
+//! (`bench/serving/run`) can compare our node's HTTP/3 with its own HTTP/2 through one
+//! client code path.
+//!
+//! ```text
+//! edgenode-load --protocol h2|h3 --url https://127.0.0.1:PORT --paths FILE
+//!               --requests N --clients C --streams S (--insecure | --pin sha256/…)
+//!               [--threads T] [--timeout SECONDS]
+//! ```
+//!
+//! C connections, each with S request loops ("streams") in flight. Every loop takes the
+//! next request number from one shared counter until N are taken, so exactly N GETs are
+//! sent, over the paths of FILE (one per line: a path or a full URL) round-robin. A loop
+//! sends its GET, reads the whole body (counting bytes, not copying them) and records the
+//! latency from sending the request to the end of the body. Any status but 200, and any
+//! transport error, counts as failed; a transport error also ends that loop (its
+//! connection is probably gone) and the other loops take its remaining requests.
+//!
+//! Only HTTP/2 and HTTP/3 differ below `Connection::get`: same counter, same loops, same
+//! timing. The time covers connection setup too, like h2load's "finished in".
+//!
+//! Runtime: `--threads 1` (the default) is a current_thread tokio runtime, one client
+//! thread like `h2load -t 1`; `--threads T` > 1 is a multi-thread runtime of T workers.
+//!
+//! TLS 1.3. `--insecure` accepts any certificate (loopback benchmarks against a self-signed
+//! node); `--pin` accepts exactly the node's SPKI pin. Both still check the handshake
+//! signature, so both cost the client the same.
+//!
+//! Prints one line to stdout:
+//! `protocol=h3 requests=N ok=.. failed=.. seconds=.. rps=.. p50_ms=.. p99_ms=.. bytes=.. client_cpu_s=..`
+//! (`rps` counts successful requests). Exits 1 when setup fails or the time limit
+//! (default 300 s) runs out, 2 on bad arguments.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+const USAGE: &str = "usage: edgenode-load --protocol h2|h3 --url https://HOST:PORT --paths FILE \
+--requests N --clients C --streams S (--insecure | --pin sha256/...) [--threads T] [--timeout SECONDS]";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    H2,
+    H3,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::H2 => "h2",
+            Protocol::H3 => "h3",
+        }
+    }
+}
+
+struct Options {
+    protocol: Protocol,
+    server: SocketAddr,
+    /// `https://host:port`, the prefix of every request URI.
+    origin: String,
+    paths_file: String,
+    requests: usize,
+    clients: usize,
+    streams: usize,
+    /// `None`: any certificate (--insecure); `Some(pin)`: exactly this SPKI pin.
+    pin: Option<String>,
+    threads: usize,
+    timeout: Duration,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let (mut protocol, mut url, mut paths_file, mut pin, mut insecure) = (None, None, None, None, false);
+    let (mut requests, mut clients, mut streams, mut threads, mut timeout) = (None, None, None, 1, 300);
+    let number = |name: &str, value: Option<String>| -> Result<usize, String> {
+        value
+            .ok_or(format!("{name} needs a value"))?
+            .parse::<usize>()
+            .ok()
+            .filter(|number| *number > 0)
+            .ok_or(format!("{name} needs a positive number"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--protocol" => {
+                protocol = Some(match args.next().as_deref() {
+                    Some("h2") => Protocol::H2,
+                    Some("h3") => Protocol::H3,
+                    _ => return Err("--protocol is h2 or h3".into()),
+                })
+            }
+            "--url" => url = Some(args.next().ok_or("--url needs a value")?),
+            "--paths" => paths_file = Some(args.next().ok_or("--paths needs a value")?),
+            "--pin" => pin = Some(args.next().ok_or("--pin needs a value")?),
+            "--insecure" => insecure = true,
+            "--requests" => requests = Some(number(&arg, args.next())?),
+            "--clients" => clients = Some(number(&arg, args.next())?),
+            "--streams" => streams = Some(number(&arg, args.next())?),
+            "--threads" => threads = number(&arg, args.next())?,
+            "--timeout" => timeout = number(&arg, args.next())?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if insecure == pin.is_some() {
+        return Err("give one of --insecure and --pin".into());
+    }
+    let url = url.ok_or("--url is required")?;
+    let origin = url.trim_end_matches('/').to_owned();
+    let authority = origin.strip_prefix("https://").ok_or("--url must start with https://")?;
+    let server = authority.parse::<SocketAddr>().map_err(|_| "--url must be https://IP:PORT")?;
+    Ok(Options {
+        protocol: protocol.ok_or("--protocol is required")?,
+        server,
+        origin,
+        paths_file: paths_file.ok_or("--paths is required")?,
+        requests: requests.ok_or("--requests is required")?,
+        clients: clients.ok_or("--clients is required")?,
+        streams: streams.ok_or("--streams is required")?,
+        pin,
+        threads,
+        timeout: Duration::from_secs(timeout as u64),
+    })
+}
+
+/// What all request loops share.
+struct Shared {
+    uris: Vec<http::Uri>,
+    requests: usize,
+    next: AtomicUsize,
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    bytes: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, message: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().expect("error lock").get_or_insert(message);
+    }
+}
+
+/// One connection's request sender; cloned into each of its request loops.
+#[derive(Clone)]
+enum Connection {
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    H3(h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>),
+}
+
+/// What to close once the loops are done.
+enum Closer {
+    H2(tokio::task::JoinHandle<Result<(), hyper::Error>>),
+    H3(quinn::Endpoint, quinn::Connection, tokio::task::JoinHandle<()>),
+}
+
+impl Connection {
+    async fn open(
+        protocol: Protocol,
+        server: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<(Connection, Closer)> {
+        match protocol {
+            Protocol::H2 => {
+                let tcp = tokio::net::TcpStream::connect(server).await?;
+                tcp.set_nodelay(true)?;
+                let connector = tokio_rustls::TlsConnector::from(tls);
+                let tls = connector.connect(ServerName::IpAddress(server.ip().into()), tcp).await?;
+                let alpn = tls.get_ref().1.alpn_protocol();
+                anyhow::ensure!(alpn == Some(b"h2"), "the server did not choose ALPN h2");
+                let (sender, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+                Ok((Connection::H2(sender), Closer::H2(tokio::spawn(connection))))
+            }
+            Protocol::H3 => {
+                // One endpoint (UDP socket) per connection, as each TCP connection has its own socket.
+                let bind = SocketAddr::new(server.ip(), 0);
+                let mut endpoint = quinn::Endpoint::client(bind)?;
+                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+                endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+                let quic = endpoint.connect(server, &server.ip().to_string())?.await?;
+                let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic.clone())).await?;
+                let driver = tokio::spawn(async move {
+                    std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+                });
+                Ok((Connection::H3(sender), Closer::H3(endpoint, quic, driver)))
+            }
+        }
+    }
+
+    /// One GET, body read whole: (status, body bytes).
+    async fn get(&mut self, uri: &http::Uri) -> anyhow::Result<(u16, u64)> {
+        let request = http::Request::get(uri.clone());
+        let mut bytes = 0u64;
+        match self {
+            Connection::H2(sender) => {
+                sender.ready().await?;
+                let response = sender.send_request(request.body(Empty::new())?).await?;
+                let status = response.status().as_u16();
+                let mut body = response.into_body();
+                while let Some(frame) = body.frame().await {
+                    if let Some(data) = frame?.data_ref() {
+                        bytes += data.len() as u64;
+                    }
+                }
+                Ok((status, bytes))
+            }
+            Connection::H3(sender) => {
+                let mut stream = sender.send_request(request.body(())?).await?;
+                stream.finish().await?;
+                let status = stream.recv_response().await?.status().as_u16();
+                while let Some(mut chunk) = stream.recv_data().await? {
+                    let length = chunk.remaining();
+                    bytes += length as u64;
+                    chunk.advance(length);
+                }
+                Ok((status, bytes))
+            }
+        }
+    }
+}
+
+impl Closer {
+    async fn close(self) {
+        match self {
+            // The senders are gone: hyper sends GOAWAY and ends the connection task.
+            Closer::H2(task) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+            }
+            Closer::H3(endpoint, quic, driver) => {
+                quic.close(0u32.into(), b"done");
+                driver.abort();
+                let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+            }
+        }
+    }
+}
+
+/// One request loop: requests until the shared counter reaches N; its latencies.
+async fn request_loop(mut connection: Connection, shared: Arc<Shared>) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    loop {
+        let number = shared.next.fetch_add(1, Ordering::Relaxed);
+        if number >= shared.requests {
+            return latencies;
+        }
+        let uri = &shared.uris[number % shared.uris.len()];
+        let started = Instant::now();
+        match connection.get(uri).await {
+            Ok((200, bytes)) => {
+                latencies.push(started.elapsed());
+                shared.ok.fetch_add(1, Ordering::Relaxed);
+                shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Ok((status, _)) => shared.fail(format!("GET {uri}: status {status}")),
+            Err(error) => {
+                shared.fail(format!("GET {uri}: {error:#}"));
+                return latencies;
+            }
+        }
+    }
+}
+
+async fn run(options: Options, shared: Arc<Shared>) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let tls = Arc::new(tls_config(&options));
+    let (protocol, server) = (options.protocol, options.server);
+    let started = Instant::now();
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..options.clients {
+        connecting.spawn(Connection::open(protocol, server, tls.clone()));
+    }
+    let mut closers = Vec::new();
+    let mut loops = tokio::task::JoinSet::new();
+    while let Some(opened) = connecting.join_next().await {
+        let (connection, closer) = opened.context("a connection task panicked")?.context("connecting")?;
+        for _ in 0..options.streams {
+            loops.spawn(request_loop(connection.clone(), shared.clone()));
+        }
+        closers.push(closer);
+    }
+    let mut latencies = Vec::with_capacity(options.requests);
+    while let Some(result) = loops.join_next().await {
+        latencies.extend(result.context("a request loop panicked")?);
+    }
+    let elapsed = started.elapsed();
+    for closer in closers {
+        closer.close().await;
+    }
+    Ok((elapsed, latencies))
+}
+
+fn tls_config(options: &Options) -> rustls::ClientConfig {
+    let alpn = options.protocol.name().as_bytes().to_vec();
+    if let Some(pin) = &options.pin {
+        return edgenode::net::tls::pinned_client_config(pin.clone(), vec![alpn]);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("ring supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn];
+    config
+}
+
+/// Accepts any server certificate (--insecure), but checks handshake signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// This process's CPU time (user + system) in seconds, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
+    // After the command name: state is field 0, utime 11 and stime 12 (in clock ticks,
+    // 100 per second on Linux).
+    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn percentile_ms(sorted: &[Duration], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("edgenode-load: {message}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let text = std::fs::read_to_string(&options.paths_file).unwrap_or_else(|error| {
+        eprintln!("edgenode-load: reading {}: {error}", options.paths_file);
+        std::process::exit(2);
+    });
+    let mut uris = Vec::new();
+    for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        // A full URL keeps only its path: every request goes to --url.
+        let path = match line.strip_prefix("https://") {
+            Some(rest) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+            None => line,
+        };
+        match format!("{}{path}", options.origin).parse::<http::Uri>() {
+            Ok(uri) => uris.push(uri),
+            Err(error) => {
+                eprintln!("edgenode-load: bad path {line:?}: {error}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if uris.is_empty() {
+        eprintln!("edgenode-load: no paths in {}", options.paths_file);
+        std::process::exit(2);
+    }
+    let shared = Arc::new(Shared {
+        uris,
+        requests: options.requests,
+        next: AtomicUsize::new(0),
+        ok: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        bytes: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    });
+    let runtime = if options.threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(options.threads).enable_all().build()
+    }
+    .expect("building the tokio runtime");
+    let (protocol, timeout, requests) = (options.protocol, options.timeout, options.requests);
+    let result = runtime.block_on(async { tokio::time::timeout(timeout, run(options, shared.clone())).await });
+    let (elapsed, mut latencies) = match result {
+        Ok(Ok(measured)) => measured,
+        Ok(Err(error)) => {
+            eprintln!("edgenode-load: {error:#}");
+            std::process::exit(1);
+        }
+        Err(_) => {
+            eprintln!(
+                "edgenode-load: time limit of {timeout:?} reached after {} of {requests} requests",
+                shared.ok.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed)
+            );
+            std::process::exit(1);
+        }
+    };
+    let ok = shared.ok.load(Ordering::Relaxed);
+    // Requests never sent (every loop ended on transport errors) count as failed too.
+    let failed = requests - ok;
+    if let Some(error) = shared.first_error.lock().expect("error lock").as_ref() {
+        eprintln!("edgenode-load: {failed} failed; first: {error}");
+    }
+    latencies.sort_unstable();
+    let seconds = elapsed.as_secs_f64();
+    println!(
+        "protocol={} requests={requests} ok={ok} failed={failed} seconds={seconds:.3} rps={:.1} p50_ms={:.2} p99_ms={:.2} bytes={} client_cpu_s={:.2}",
+        protocol.name(),
+        ok as f64 / seconds,
+        percentile_ms(&latencies, 0.50),
+        percentile_ms(&latencies, 0.99),
+        shared.bytes.load(Ordering::Relaxed),
+        cpu_seconds(),
+    );
+}
