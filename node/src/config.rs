@@ -44,6 +44,9 @@ pub struct PeersConfig {
     /// Copies of each user's data, home included.
     pub replicas: Option<usize>,
     pub siblings: Vec<SiblingConfig>,
+    /// Nodes of the neighbourhood that are not siblings: they hold none of our users'
+    /// data, but fan-out and search calls go both ways (each must list the other).
+    pub neighbours: Vec<NeighbourConfig>,
 }
 
 impl PeersConfig {
@@ -66,6 +69,17 @@ pub struct SiblingConfig {
     /// whose database was created by a version that derives ids from pins.
     pub node_id: Option<String>,
     pub zone: Option<String>,
+}
+
+/// A neighbour: a node that is called (and may call) for fan-out and search only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourConfig {
+    /// `host:port` of its peer endpoint.
+    pub address: String,
+    pub pin: String,
+    /// Default: the id its pin gives (as for siblings).
+    pub node_id: Option<String>,
 }
 
 /// Limits on every input. Units are last in the names.

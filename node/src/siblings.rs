@@ -26,8 +26,11 @@ use crate::config::{Config, SiblingConfig};
 use crate::core::model::NodeId;
 use crate::core::replication::{ReplicaConfig, ShardId};
 use crate::net::peer::media::{MediaFetchLimits, MediaFetcher};
+use crate::net::peer::neighbours::{NeighbourAddress, NeighbourLink, NeighbourServices};
 use crate::net::peer::trust::TrustBook;
-use crate::net::peer::{PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode, SiblingInfo};
+use crate::net::peer::{
+    NeighbourServing, PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode, SiblingInfo,
+};
 use crate::net::tls::Identity;
 use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreError, StoreResult};
 
@@ -51,6 +54,10 @@ pub struct Siblings {
     running: tokio::sync::Mutex<Option<Running>>,
     peer_address: SocketAddr,
     trust: Arc<TrustBook>,
+    /// Services this node answers to siblings and neighbours (fan-out, search).
+    neighbour_services: Arc<NeighbourServices>,
+    /// Calls to siblings' and neighbours' services.
+    neighbour_link: Arc<NeighbourLink>,
 }
 
 struct Running {
@@ -161,10 +168,45 @@ fn save_paired(data_dir: &Path, info: &SiblingInfo) -> Result<()> {
 /// A sibling's node id: as configured, else the one its pin gives (`NodeId::from_pin`,
 /// true of every node whose database this version created).
 fn node_id_of(sibling: &SiblingConfig) -> Option<NodeId> {
-    match sibling.node_id.as_deref() {
+    node_id_from(sibling.node_id.as_deref(), &sibling.pin)
+}
+
+fn node_id_from(node_id: Option<&str>, pin: &str) -> Option<NodeId> {
+    match node_id {
         Some(node_id) => u64::from_str_radix(node_id, 16).ok().map(NodeId),
-        None => Some(NodeId::from_pin(&sibling.pin)),
+        None => Some(NodeId::from_pin(pin)),
     }
+}
+
+/// Configured neighbours (not siblings) by pin.
+fn neighbour_pins(config: &Config) -> std::collections::BTreeMap<String, NodeId> {
+    config
+        .peers
+        .neighbours
+        .iter()
+        .filter_map(|neighbour| {
+            Some((neighbour.pin.clone(), node_id_from(neighbour.node_id.as_deref(), &neighbour.pin)?))
+        })
+        .collect()
+}
+
+/// Everyone the neighbour link may call: siblings, then configured neighbours.
+fn neighbour_book(config: &Config, siblings: &[SiblingConfig]) -> Vec<NeighbourAddress> {
+    let siblings = siblings.iter().filter_map(|sibling| {
+        Some(NeighbourAddress {
+            node_id: node_id_of(sibling)?,
+            address: sibling.address.clone(),
+            pin: sibling.pin.clone(),
+        })
+    });
+    let neighbours = config.peers.neighbours.iter().filter_map(|neighbour| {
+        Some(NeighbourAddress {
+            node_id: node_id_from(neighbour.node_id.as_deref(), &neighbour.pin)?,
+            address: neighbour.address.clone(),
+            pin: neighbour.pin.clone(),
+        })
+    });
+    siblings.chain(neighbours).collect()
 }
 
 impl Siblings {
@@ -175,8 +217,13 @@ impl Siblings {
         let listen = config.peers.listen_address(config.listen);
         let local = Arc::new(LocalWriter { node: tokio::sync::RwLock::new(None) });
         let trust = Arc::new(TrustBook::load(&config.data_dir.join(TRUST_FILE))?);
-        let running = start_driver(config, identity, &store, listen, siblings, &trust).await?;
+        let neighbour_services = Arc::new(NeighbourServices::default());
+        let book = neighbour_book(config, &siblings);
+        let running = start_driver(config, identity, &store, listen, siblings, &trust, &neighbour_services).await?;
         let peer_address = running.driver.local_addr();
+        let link_bind = SocketAddr::new(peer_address.ip(), 0);
+        let neighbour_link = Arc::new(NeighbourLink::new(identity, link_bind, &PeerLimits::default())?);
+        neighbour_link.set_neighbours(book);
         *local.node.write().await = Some(running.driver.node().clone());
         let local_dyn: Arc<dyn LocalTransactions> = local.clone();
         store.attach_replication(Arc::downgrade(&local_dyn));
@@ -188,6 +235,8 @@ impl Siblings {
             running: tokio::sync::Mutex::new(Some(running)),
             peer_address,
             trust,
+            neighbour_services,
+            neighbour_link,
         });
         tokio::spawn(watch_paired(Arc::downgrade(&service)));
         Ok(service)
@@ -195,6 +244,16 @@ impl Siblings {
 
     pub fn peer_address(&self) -> SocketAddr {
         self.peer_address
+    }
+
+    /// Where services answered to siblings and neighbours are registered.
+    pub fn neighbour_services(&self) -> &Arc<NeighbourServices> {
+        &self.neighbour_services
+    }
+
+    /// Calls to siblings' and neighbours' services.
+    pub fn neighbour_link(&self) -> &Arc<NeighbourLink> {
+        &self.neighbour_link
     }
 
     /// Restarts the driver with `siblings` (same store, log and endpoint address).
@@ -206,8 +265,17 @@ impl Siblings {
         if let Some(old) = running.take() {
             stop(old).await;
         }
-        let started =
-            start_driver(&self.config, &self.identity, &self.store, self.peer_address, siblings, &self.trust).await?;
+        self.neighbour_link.set_neighbours(neighbour_book(&self.config, &siblings));
+        let started = start_driver(
+            &self.config,
+            &self.identity,
+            &self.store,
+            self.peer_address,
+            siblings,
+            &self.trust,
+            &self.neighbour_services,
+        )
+        .await?;
         *local = Some(started.driver.node().clone());
         *running = Some(started);
         Ok(())
@@ -451,6 +519,7 @@ async fn start_driver(
     listen: SocketAddr,
     sibling_configs: Vec<SiblingConfig>,
     trust: &Arc<TrustBook>,
+    neighbour_services: &Arc<NeighbourServices>,
 ) -> Result<Running> {
     let mut siblings = Vec::new();
     for sibling in &sibling_configs {
@@ -464,7 +533,10 @@ async fn start_driver(
         });
     }
     let limits = PeerLimits::default();
-    let endpoint = bind_with_retry(identity, listen, &siblings, &limits).await?;
+    let neighbours = NeighbourServing { pins: neighbour_pins(config), services: neighbour_services.clone() };
+    let admitted: Vec<String> =
+        siblings.iter().map(|sibling| sibling.pin.clone()).chain(neighbours.pins.keys().cloned()).collect();
+    let endpoint = bind_with_retry(identity, listen, &admitted, &limits).await?;
     let peer_address = endpoint.local_addr();
     let replica = ReplicaConfig {
         replicas_wanted: config.peers.replicas.unwrap_or(ReplicaConfig::default().replicas_wanted),
@@ -487,6 +559,7 @@ async fn start_driver(
         advertised_address: peer_address.to_string(),
         media_store: Some(store.clone()),
         trust: trust.clone(),
+        neighbours: Some(neighbours),
     };
     let persist = Box::new(|store: &RedbReplicaStore, durable: &_| {
         if let Err(error) = store.commit(durable) {
@@ -511,12 +584,12 @@ async fn start_driver(
 async fn bind_with_retry(
     identity: &Identity,
     listen: SocketAddr,
-    siblings: &[PeerSibling],
+    admitted_pins: &[String],
     limits: &PeerLimits,
 ) -> Result<PeerEndpoint> {
     let mut attempt = 0;
     loop {
-        match PeerEndpoint::bind(identity, listen, siblings.iter().map(|sibling| sibling.pin.clone()), limits) {
+        match PeerEndpoint::bind(identity, listen, admitted_pins.iter().cloned(), limits) {
             Ok(endpoint) => return Ok(endpoint),
             Err(error) if attempt < 20 => {
                 tracing::debug!(%error, "sibling endpoint not bound yet; retrying");

@@ -34,6 +34,7 @@
 
 mod crypto;
 pub mod media;
+pub mod neighbours;
 pub mod pairing;
 #[cfg(test)]
 mod tests;
@@ -159,6 +160,17 @@ pub struct PeerDriverConfig {
     pub media_store: Option<Arc<crate::store::Store>>,
     /// Where what siblings do is scored (frames, bad frames, wrong keys, timeouts).
     pub trust: Arc<trust::TrustBook>,
+    /// Services answered to siblings and neighbours over `edgenode-neighbour/1`.
+    pub neighbours: Option<NeighbourServing>,
+}
+
+/// Who may call this node's neighbour services: siblings (by their pins) and these.
+#[derive(Debug, Clone)]
+pub struct NeighbourServing {
+    /// Pins of configured neighbours (not siblings) and the node ids they stand for.
+    /// The endpoint must admit them too (`PeerEndpoint::bind`).
+    pub pins: BTreeMap<String, NodeId>,
+    pub services: Arc<neighbours::NeighbourServices>,
 }
 
 /// One sibling's connection and counters, for `edgenode peer list`.
@@ -323,6 +335,7 @@ struct Shared {
     media_store: Option<Arc<crate::store::Store>>,
     connections: media::SiblingConnections,
     trust: Arc<trust::TrustBook>,
+    neighbours: Option<NeighbourServing>,
 }
 
 enum NetEvent {
@@ -410,6 +423,7 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
             media_store: config.media_store.clone(),
             connections: media::SiblingConnections::default(),
             trust: config.trust.clone(),
+            neighbours: config.neighbours.clone(),
         };
         let peers = config
             .siblings
@@ -871,9 +885,24 @@ async fn accept_connection(shared: Shared, incoming: quinn::Incoming) {
             return;
         }
     };
-    if crypto::negotiated_alpn(&connection).as_deref() == Some(ALPN_PAIR) {
-        pairing::serve(shared, connection).await;
-        return;
+    match crypto::negotiated_alpn(&connection).as_deref() {
+        Some(ALPN_PAIR) => {
+            pairing::serve(shared, connection).await;
+            return;
+        }
+        Some(neighbours::ALPN_NEIGHBOUR) => {
+            let pin = crypto::remote_pin(&connection);
+            let caller = pin.as_ref().and_then(|pin| {
+                let neighbour = shared.neighbours.as_ref().and_then(|serving| serving.pins.get(pin));
+                shared.pin_to_node.get(pin).or(neighbour).copied()
+            });
+            match (caller, &shared.neighbours) {
+                (Some(caller), Some(serving)) => neighbours::serve(connection, caller, serving.services.clone()).await,
+                _ => close(&connection, close_code::UNKNOWN_PEER, b"not a neighbour"),
+            }
+            return;
+        }
+        _ => {}
     }
     let node_id = crypto::remote_pin(&connection).and_then(|pin| shared.pin_to_node.get(&pin).copied());
     let Some(node_id) = node_id else {

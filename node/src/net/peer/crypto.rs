@@ -39,7 +39,9 @@ impl Admission {
 }
 
 /// The peer endpoint's server side: TLS 1.3, a client certificate required, ALPN
-/// `edgenode-peer/1` and `edgenode-pair/1`.
+/// `edgenode-peer/1`, `edgenode-pair/1` and `edgenode-neighbour/1`. `sibling_pins`
+/// are every pin admitted (siblings and neighbours); which may use which protocol is
+/// checked after the handshake.
 pub(super) fn server_config(
     identity: &Identity,
     sibling_pins: BTreeSet<String>,
@@ -52,7 +54,7 @@ pub(super) fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(identity.certificate_chain(), identity.private_key())?;
-    config.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_PAIR.to_vec()];
+    config.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_PAIR.to_vec(), super::neighbours::ALPN_NEIGHBOUR.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config)
         .map_err(|error| PeerError::Quic(error.to_string()))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));

@@ -96,6 +96,7 @@ pub(super) fn start_cluster_serving(
                 advertised_address: endpoint.local_addr().to_string(),
                 media_store: media_store(node_index),
                 trust: std::sync::Arc::new(super::trust::TrustBook::in_memory()),
+                neighbours: None,
             };
             PeerDriver::start(endpoint, config, MemoryStore::default(), DurableState::default(), None)
         })
@@ -241,6 +242,7 @@ async fn a_killed_connection_reconverges() {
         advertised_address: String::new(),
         media_store: None,
         trust: std::sync::Arc::new(super::trust::TrustBook::in_memory()),
+        neighbours: None,
     };
     let b = PeerDriver::start(endpoint, config, store, durable, None);
     eventually("the restarted B has the later write", || holds(&b, &later)).await;
@@ -430,4 +432,72 @@ async fn a_peer_that_does_not_read_costs_a_bounded_queue() {
     for driver in drivers {
         driver.shutdown().await.unwrap();
     }
+}
+
+struct Echo;
+
+impl neighbours::NeighbourHandler for Echo {
+    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+        if body == b"refuse me" {
+            return Err("refused as asked".to_owned());
+        }
+        Ok(format!("{from}:{}", String::from_utf8_lossy(body)).into_bytes())
+    }
+}
+
+/// A node that is no sibling calls a service of another over `edgenode-neighbour/1`:
+/// admitted by its configured pin, answered; unknown services and refusals come back
+/// as refusals; a key the server was not given cannot call at all.
+#[tokio::test]
+async fn neighbours_call_each_others_services_and_strangers_cannot() {
+    use neighbours::{NeighbourAddress, NeighbourError, NeighbourLink, NeighbourServices};
+    let (server, caller, stranger) = (test_node(1), test_node(2), test_node(9));
+    let services = Arc::new(NeighbourServices::default());
+    services.register("echo", Arc::new(Echo));
+    let endpoint =
+        PeerEndpoint::bind(&server.identity, loopback(), [caller.identity.pin.clone()], &fast_limits()).unwrap();
+    let config = PeerDriverConfig {
+        node_id: server.node_id,
+        zone: "zone1".to_owned(),
+        siblings: Vec::new(),
+        replica: fast_replica_config(),
+        limits: fast_limits(),
+        advertised_address: String::new(),
+        media_store: None,
+        trust: Arc::new(super::trust::TrustBook::in_memory()),
+        neighbours: Some(NeighbourServing {
+            pins: BTreeMap::from([(caller.identity.pin.clone(), caller.node_id)]),
+            services,
+        }),
+    };
+    let driver = PeerDriver::start(endpoint, config, MemoryStore::default(), DurableState::default(), None);
+    let book = [NeighbourAddress {
+        node_id: server.node_id,
+        address: driver.local_addr().to_string(),
+        pin: server.identity.pin.clone(),
+    }];
+    let link = NeighbourLink::new(&caller.identity, loopback(), &fast_limits()).unwrap();
+    link.set_neighbours(book.clone());
+
+    let answer = link.call(server.node_id, "echo", b"hello", WAIT).await.expect("an answer");
+    assert_eq!(answer, format!("{}:hello", caller.node_id).into_bytes(), "the server knows who called");
+    let again = link.call(server.node_id, "echo", b"again", WAIT).await.expect("a second answer");
+    assert_eq!(again, format!("{}:again", caller.node_id).into_bytes());
+    match link.call(server.node_id, "echo", b"refuse me", WAIT).await {
+        Err(NeighbourError::Refused { reason, .. }) => assert_eq!(reason, "refused as asked"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match link.call(server.node_id, "nothing-here", b"", WAIT).await {
+        Err(NeighbourError::Refused { reason, .. }) => assert!(reason.contains("no service"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(link.call(NodeId(77), "echo", b"", WAIT).await, Err(NeighbourError::Unknown(NodeId(77)))));
+
+    let outsider = NeighbourLink::new(&stranger.identity, loopback(), &fast_limits()).unwrap();
+    outsider.set_neighbours(book);
+    match outsider.call(server.node_id, "echo", b"let me in", WAIT).await {
+        Err(NeighbourError::Unreachable { .. }) => {}
+        other => panic!("a stranger's key must not get an answer, got {other:?}"),
+    }
+    driver.shutdown().await.unwrap();
 }
