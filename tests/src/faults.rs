@@ -1,6 +1,6 @@
-//! Helpers for the fault-injection tier (power cuts, abuse): the opt-in switch, a
-//! seeded random source that prints its seed, the node's memory figures, and small
-//! photos that are all different.
+//! Helpers for the fault-injection tier (power cuts, abuse, corrupted media): the
+//! opt-in switch, a seeded random source that prints its seed, the node's memory
+//! figures, small photos that are all different, and blob files that rot.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -131,4 +131,28 @@ mod tests {
             (0..50).map(|n| crate::fixtures::sha256_hex(&numbered_photo(n))).collect();
         assert_eq!(hashes.len(), 50);
     }
+}
+
+/// Corrupts a node's stored media as bit rot (or tampering) would: flips a byte in
+/// the middle of every blob file (`<data_dir>/media/**/<id>.*`) of `media_ids`, and
+/// returns how many files it changed. Run it while the node is stopped.
+pub fn corrupt_media_files(data_dir: &std::path::Path, media_ids: &[String]) -> usize {
+    let mut corrupted = 0;
+    let mut directories = vec![data_dir.join("media")];
+    while let Some(directory) = directories.pop() {
+        for entry in std::fs::read_dir(&directory).expect("reading the media dir").flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                directories.push(path);
+            } else if media_ids.iter().any(|id| name.starts_with(id.as_str())) {
+                let mut bytes = std::fs::read(&path).expect("reading a blob");
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0xff;
+                std::fs::write(&path, bytes).expect("corrupting a blob");
+                corrupted += 1;
+            }
+        }
+    }
+    corrupted
 }

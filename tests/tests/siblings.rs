@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgenode_tests::client::{Client, Transport};
+use edgenode_tests::faults::corrupt_media_files;
 use edgenode_tests::fixtures::distinct_photo;
 use edgenode_tests::node::{edgenode_binary, Node, NodeOptions};
 use edgenode_tests::steps::{Account, ANONYMOUS, PASSWORD};
@@ -296,17 +297,7 @@ fn a_sibling_that_serves_corrupted_media_loses_trust_and_gets_no_new_replicas() 
         })
         .collect();
     corrupt.terminate();
-    let mut corrupted = 0;
-    for entry in walk(&corrupt.data_dir().join("media")) {
-        let name = entry.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_owned();
-        if media_ids.iter().any(|media_id| name.starts_with(media_id.as_str())) {
-            let mut bytes = std::fs::read(&entry).expect("reading a blob");
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0xff;
-            std::fs::write(&entry, bytes).expect("corrupting a blob");
-            corrupted += 1;
-        }
-    }
+    let corrupted = corrupt_media_files(corrupt.data_dir(), &media_ids);
     assert_eq!(corrupted, 12, "original, display and thumb of 4 photos");
     corrupt.restart();
     at_corrupt.reconnect_to(&corrupt);
@@ -365,20 +356,6 @@ fn a_sibling_that_serves_corrupted_media_loses_trust_and_gets_no_new_replicas() 
     std::thread::sleep(Duration::from_secs(3)); // time it would have had to replicate
     let (status, answer) = at_corrupt.get_json("/api/v1/users/newbie", None);
     assert_eq!(status, 404, "the distrusted node received the new user: {answer}");
-}
-
-/// Every file under `dir`, recursively.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("reading a directory").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]
