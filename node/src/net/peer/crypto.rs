@@ -1,13 +1,12 @@
 //! TLS for the peer endpoint: mutual TLS where each side accepts exactly the keys on
 //! its sibling list (by SPKI pin), the rustls and quinn configurations built on it,
-//! and HMAC-SHA256 for the pairing proof.
+//! and HMAC-SHA256 (ring's) for the pairing proof.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
-use sha2::{Digest as _, Sha256};
 
 use super::pairing::PairingState;
 use super::{PeerError, ALPN_PAIR, ALPN_PEER};
@@ -103,28 +102,14 @@ pub(super) fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>>
     data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
 }
 
-const HMAC_BLOCK_BYTES: usize = 64;
-
-/// HMAC-SHA256 (RFC 2104): H((K ^ opad) || H((K ^ ipad) || message)), with K hashed
-/// first when longer than a block. Written here over `sha2` rather than adding the
-/// `hmac` crate for one function; checked against RFC 4231 test vectors.
+/// HMAC-SHA256 (RFC 2104) of the concatenated `message_parts`.
 pub(super) fn hmac_sha256(key: &[u8], message_parts: &[&[u8]]) -> [u8; 32] {
-    let mut block = [0u8; HMAC_BLOCK_BYTES];
-    if key.len() > HMAC_BLOCK_BYTES {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|byte| byte ^ 0x36));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut context = ring::hmac::Context::with_key(&key);
     for part in message_parts {
-        inner.update(part);
+        context.update(part);
     }
-    let inner_digest = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(block.map(|byte| byte ^ 0x5c));
-    outer.update(inner_digest);
-    outer.finalize().into()
+    context.sign().as_ref().try_into().expect("HMAC-SHA256 has 32 bytes")
 }
 
 /// Compares two MACs in time that does not depend on where they differ.
