@@ -113,26 +113,6 @@ pub fn numbered_photo(number: u64) -> Vec<u8> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_seed_replays_the_same_numbers() {
-        let (mut first, mut second) = (SeededRng::new(7), SeededRng::new(7));
-        let drawn: Vec<u64> = (0..5).map(|_| first.below(300)).collect();
-        assert_eq!(drawn, (0..5).map(|_| second.below(300)).collect::<Vec<_>>());
-        assert!(drawn.iter().all(|&n| n < 300));
-    }
-
-    #[test]
-    fn numbered_photos_differ() {
-        let hashes: std::collections::BTreeSet<String> =
-            (0..50).map(|n| crate::fixtures::sha256_hex(&numbered_photo(n))).collect();
-        assert_eq!(hashes.len(), 50);
-    }
-}
-
 /// Corrupts a node's stored media as bit rot (or tampering) would: flips a byte in
 /// the middle of every blob file (`<data_dir>/media/**/<id>.*`) of `media_ids`, and
 /// returns how many files it changed. Run it while the node is stopped.
@@ -155,4 +135,24 @@ pub fn corrupt_media_files(data_dir: &std::path::Path, media_ids: &[String]) -> 
         }
     }
     corrupted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_replays_the_same_numbers() {
+        let (mut first, mut second) = (SeededRng::new(7), SeededRng::new(7));
+        let drawn: Vec<u64> = (0..5).map(|_| first.below(300)).collect();
+        assert_eq!(drawn, (0..5).map(|_| second.below(300)).collect::<Vec<_>>());
+        assert!(drawn.iter().all(|&n| n < 300));
+    }
+
+    #[test]
+    fn numbered_photos_differ() {
+        let hashes: std::collections::BTreeSet<String> =
+            (0..50).map(|n| crate::fixtures::sha256_hex(&numbered_photo(n))).collect();
+        assert_eq!(hashes.len(), 50);
+    }
 }
