@@ -13,8 +13,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// One address and port for both TCP (HTTPS) and UDP (HTTP/3).
     pub listen: SocketAddr,
-    /// Region path, e.g. `earth/africa/ng/lagos`.
+    /// Region path, e.g. `earth/africa/ng/lagos` (segments of a-z, 0-9, - and _;
+    /// empty: no region). A node with a region feeds the public searchable fields of
+    /// its users' public posts and profiles to the tightest reachable aggregator
+    /// covering it (`crate::search`); `scope=<prefix>` searches go to such aggregators.
     pub region: String,
+    /// `home` (serves its users; the default) and `aggregator`: keeps the search index
+    /// of every node under its own `region` and answers searches scoped to it; it
+    /// feeds a wider aggregator in turn (city → country → continent).
     pub roles: Vec<String>,
     /// Code that claims the first (admin) account; generated on first start if unset.
     pub claim_code: Option<String>,
@@ -22,6 +28,52 @@ pub struct Config {
     pub mdns: MdnsConfig,
     pub peers: PeersConfig,
     pub limits: Limits,
+    pub fanout: FanoutSettings,
+}
+
+/// `[fanout]`: posts pushed to followers' home nodes across the neighbourhood (see
+/// `crate::fanout`). Units are last in the names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FanoutSettings {
+    /// Posts cached per followed remote author (the newest are kept).
+    pub feed_entries_per_author_max: usize,
+    /// Posts cached for all remote authors together.
+    pub feed_entries_max: usize,
+    /// Each followed remote author is pulled this often, to mend lost pushes.
+    pub pull_interval_ms: u64,
+    /// Random delay before every pull (also after a node comes back), so followers
+    /// spread out instead of arriving together.
+    pub pull_jitter_ms: u64,
+    /// A node that did not answer is tried again this often (plus up to half again
+    /// of random jitter); one that answers is checked every ten times this.
+    pub probe_interval_ms: u64,
+    /// One call to another node (a message, a profile, a photo) within this.
+    pub call_timeout_ms: u64,
+    /// Messages being sent at once; more wait in a queue of `outbox_messages_max`.
+    pub sends_in_flight_max: usize,
+    pub outbox_messages_max: usize,
+    /// Photos of remote posts cached on disk (`<data_dir>/remote-media`): files and
+    /// bytes; the least recently used go first.
+    pub remote_media_files_max: usize,
+    pub remote_media_bytes_max: u64,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        FanoutSettings {
+            feed_entries_per_author_max: 50,
+            feed_entries_max: 20_000,
+            pull_interval_ms: 60_000,
+            pull_jitter_ms: 2_000,
+            probe_interval_ms: 2_000,
+            call_timeout_ms: 5_000,
+            sends_in_flight_max: 16,
+            outbox_messages_max: 4_096,
+            remote_media_files_max: 4_096,
+            remote_media_bytes_max: 256 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +182,7 @@ impl Default for Config {
             mdns: MdnsConfig::default(),
             peers: PeersConfig::default(),
             limits: Limits::default(),
+            fanout: FanoutSettings::default(),
         }
     }
 }
@@ -215,6 +268,16 @@ impl Config {
                 }
             }
         }
+        if !self.region.trim().is_empty() {
+            crate::core::region::Region::parse(&self.region)
+                .map_err(|reason| ConfigError::Invalid(format!("`region`: {reason}")))?;
+        }
+        if let Some(role) = self.roles.iter().find(|role| !matches!(role.as_str(), "home" | "aggregator")) {
+            return Err(ConfigError::Invalid(format!("`roles`: unknown role {role:?} (known: home, aggregator)")));
+        }
+        if self.roles.iter().any(|role| role == "aggregator") && self.region.trim().is_empty() {
+            return invalid("the `aggregator` role needs a `region`: it aggregates the region it is in");
+        }
         if let Some(code) = &self.claim_code {
             if code.len() < 8 {
                 return invalid("`claim_code` must be at least 8 characters");
@@ -246,5 +309,14 @@ mod tests {
         assert!(!config.mdns.enabled);
         assert_eq!(config.limits.media_workers, 1);
         assert!(Config::parse("nmae = \"typo\"").is_err());
+    }
+
+    #[test]
+    fn regions_and_roles_are_checked() {
+        let aggregator = Config::parse("region = \"earth/x\"\nroles = [\"home\", \"aggregator\"]\n").unwrap();
+        aggregator.validate().unwrap();
+        assert!(Config::parse("region = \"earth//x\"").unwrap().validate().is_err());
+        assert!(Config::parse("roles = [\"aggregator\"]").unwrap().validate().is_err(), "needs a region");
+        assert!(Config::parse("roles = [\"hub\"]").unwrap().validate().is_err());
     }
 }

@@ -14,6 +14,7 @@ use edgenode::discovery::{self, Advertisement, Discovery};
 use edgenode::media::{MediaLimits, Pipeline};
 use edgenode::net::{self, systemd, Identity};
 use edgenode::os;
+use edgenode::search::SearchService;
 use edgenode::siblings::Siblings;
 use edgenode::store::Store;
 
@@ -160,6 +161,8 @@ async fn serve(config: Config) -> Result<()> {
     });
     let listeners = net::bind(config.listen, &identity, limits).await?;
     let siblings = Siblings::start(&config, &identity, store.clone()).await?;
+    let search = SearchService::start(&config, store.clone(), &siblings)
+        .map_err(|reason| anyhow::anyhow!("cannot start search: {reason}"))?;
     let peer_address = siblings.peer_address();
     let local_addr = listeners.local_addr;
     let node = NodeInfo {
@@ -169,11 +172,20 @@ async fn serve(config: Config) -> Result<()> {
         pin: identity.pin.clone(),
         addresses: vec![local_addr.to_string()],
     };
+    let fanout = edgenode::fanout::Fanout::start(
+        store.clone(),
+        siblings.neighbour_link().clone(),
+        siblings.neighbour_services(),
+        &config.fanout,
+        &config.data_dir,
+    )?;
     let control_token = base64_url(&os::random_bytes::<32>());
     write_private_file(&config.data_dir.join("control-token"), control_token.as_bytes())?;
     let mut api = Api::new(&config, store.clone(), pipeline, node, claim_code)
         .with_control_token(&control_token)
-        .with_siblings(siblings.clone());
+        .with_siblings(siblings.clone())
+        .with_search(search)
+        .with_fanout(fanout);
     let discovery = if config.mdns.enabled {
         let advertisement = Advertisement {
             name: config.name.clone(),

@@ -5,6 +5,7 @@
 //! - `client`: a pinned-TLS client per transport, blocking, one request at a time.
 //! - `fixtures`: camera-like JPEGs, a PNG bomb, hashes, colour and EXIF checks.
 //! - `cases`: run many named cases on one node and report every failure together.
+//! - `cluster`: several nodes that know each other as siblings or neighbours by config.
 //! - `checks`: assertions on answers (status, error body, lists, media).
 //! - `steps`: one helper per user action (claim, invite, upload, post, follow, …).
 //! - `contract`: the route table of docs/api.md, matched against `/openapi.json`.
@@ -15,6 +16,7 @@
 pub mod cases;
 pub mod checks;
 pub mod client;
+pub mod cluster;
 pub mod contract;
 pub mod faults;
 pub mod fixtures;

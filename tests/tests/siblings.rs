@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgenode_tests::client::{Client, Transport};
+use edgenode_tests::cluster::{peer_address, preloaded_siblings};
 use edgenode_tests::faults::corrupt_media_files;
 use edgenode_tests::fixtures::distinct_photo;
 use edgenode_tests::node::{edgenode_binary, Node, NodeOptions};
@@ -24,10 +25,6 @@ fn start(name: &str) -> Node {
 
 fn control_token(node: &Node) -> String {
     std::fs::read_to_string(node.data_dir().join("control-token")).expect("control-token in the data dir")
-}
-
-fn peer_address(node: &Node) -> String {
-    std::fs::read_to_string(node.data_dir().join("peer-address")).expect("peer-address in the data dir")
 }
 
 /// `edgenode peer --data-dir D <args>`; panics with its output unless it succeeds.
@@ -65,7 +62,7 @@ fn pair(a: &Node, b: &Node) -> String {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no code in {first:?}"))
         .to_owned();
-    let joined = peer_cli(b, &["join", peer_address(a).trim(), &code]);
+    let joined = peer_cli(b, &["join", &peer_address(a), &code]);
     assert!(joined.contains(a.node_id()), "join names the node it paired with: {joined}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = pairing.wait().expect("peer pair exits");
@@ -178,46 +175,6 @@ fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
     assert_eq!(status, 200, "the post made on the replica is on the home node: {post}");
     assert_eq!(post["like_count"], json!(1), "and so is the like: {post}");
     assert_eq!(post["liked_by_me"], json!(true), "{post}");
-}
-
-/// Nodes preloaded as siblings the ISP's way: no pairing, each node's config lists
-/// the others' pins and addresses (node ids follow from pins), fixed peer ports as in
-/// production. Each starts once alone to make its key (as provisioning would), then
-/// all start with the others in the config.
-fn preloaded_siblings<const N: usize>(names: [&str; N]) -> [Node; N] {
-    let mut nodes: Vec<(Node, String)> = names
-        .iter()
-        .map(|name| {
-            let port =
-                std::net::UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr()).expect("a free port");
-            let config = format!("[peers]\nlisten = \"127.0.0.1:{}\"\n", port.port());
-            (Node::start(NodeOptions { name: (*name).to_owned(), ..NodeOptions::with_config(&config) }), config)
-        })
-        .collect();
-    assert_eq!(
-        nodes[0].0.node_id(),
-        edgenode::core::model::NodeId::from_pin(nodes[0].0.pin()).to_string(),
-        "a new node's id is the one its pin gives"
-    );
-    let sibling_of = |node: &Node| {
-        format!("[[peers.siblings]]\naddress = \"{}\"\npin = \"{}\"\n", peer_address(node).trim(), node.pin())
-    };
-    let configs: Vec<String> = (0..nodes.len())
-        .map(|index| {
-            let others: String =
-                (0..nodes.len()).filter(|other| *other != index).map(|other| sibling_of(&nodes[other].0)).collect();
-            format!("{}{others}", nodes[index].1)
-        })
-        .collect();
-    for ((node, _), config) in nodes.iter_mut().zip(configs) {
-        node.terminate();
-        std::fs::write(node.data_dir().with_extension("toml"), config).expect("writing a config");
-    }
-    for (node, _) in &mut nodes {
-        node.restart();
-    }
-    let nodes: Vec<Node> = nodes.into_iter().map(|(node, _)| node).collect();
-    nodes.try_into().unwrap_or_else(|_| unreachable!("one node per name"))
 }
 
 #[test]
@@ -365,7 +322,7 @@ fn a_node_whose_key_was_never_paired_is_refused() {
     let config = format!(
         "[peers]\n[[peers.siblings]]\nnode_id = \"{}\"\naddress = \"{}\"\npin = \"{}\"\n",
         home.node_id(),
-        peer_address(&home).trim(),
+        peer_address(&home),
         home.pin()
     );
     let stranger = Node::start(NodeOptions { name: "stranger".to_owned(), ..NodeOptions::with_config(&config) });

@@ -48,6 +48,9 @@ pub fn metrics(api: &Api, _call: &mut Call<'_>) -> ApiResult {
     if let Some(siblings) = &api.siblings {
         body.push_str(&siblings.metrics_text());
     }
+    if let Some(fanout) = &api.fanout {
+        body.push_str(&fanout.metrics_text());
+    }
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(body.into())

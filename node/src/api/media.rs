@@ -182,7 +182,10 @@ pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
     if !is_sha256_hex(&media_id) {
         return Err(ApiError::not_found("media"));
     }
-    let mut info = api.store.media(&media_id)?.ok_or_else(|| ApiError::not_found("media"))?;
+    let Some(mut info) = api.store.media(&media_id)? else {
+        // Not here: perhaps a photo of a followed remote user's post.
+        return super::remote::download(api, call, &media_id, kind);
+    };
     if !api.may_fetch(&media_id, kind, call.viewer_id())? {
         return Err(ApiError::not_found("media"));
     }

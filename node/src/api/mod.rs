@@ -7,6 +7,7 @@ pub mod coalesce;
 mod media;
 pub mod metrics;
 pub mod password;
+mod remote;
 mod routes;
 mod social;
 pub mod throttle;
@@ -178,6 +179,10 @@ pub struct Api {
     /// Nodes seen over mDNS; `None` when discovery is off.
     nearby: Option<crate::discovery::NearbyHandle>,
     siblings: Option<std::sync::Arc<crate::siblings::Siblings>>,
+    /// Searches wider than this node (`scope=neighbourhood|<region prefix>`).
+    search: Option<Arc<crate::search::SearchService>>,
+    /// Fan-out across the neighbourhood (remote follows, feeds, photos); see `remote.rs`.
+    fanout: Option<Arc<crate::fanout::Fanout>>,
     /// SHA-256 of the local control token in `<data_dir>/control-token`: whoever can
     /// read the data dir (the `edgenode` CLI on the box) may read admin node info.
     control_token_hash: [u8; 32],
@@ -211,6 +216,8 @@ impl Api {
             media_work: Coalescer::default(),
             nearby: None,
             siblings: None,
+            search: None,
+            fanout: None,
             control_token_hash: [0; 32],
         }
     }
@@ -218,6 +225,18 @@ impl Api {
     /// Answers `GET /api/v1/node/replication` and lists users' replicas from this.
     pub fn with_siblings(mut self, siblings: std::sync::Arc<crate::siblings::Siblings>) -> Api {
         self.siblings = Some(siblings);
+        self
+    }
+
+    /// Follows users of other nodes and shows their posts through this fan-out service.
+    pub fn with_fanout(mut self, fanout: Arc<crate::fanout::Fanout>) -> Api {
+        self.fanout = Some(fanout);
+        self
+    }
+
+    /// Answers searches of the neighbourhood and of regions through this service.
+    pub fn with_search(mut self, search: Arc<crate::search::SearchService>) -> Api {
+        self.search = Some(search);
         self
     }
 

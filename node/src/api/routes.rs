@@ -74,6 +74,8 @@ pub fn table() -> &'static [Route] {
             route!(POST "/api/v1/posts", User, JSON, social::create_post, "Post: {caption, media: [id], visibility}"),
             route!(GET "/api/v1/posts/{id}", OptionalUser, None, social::get_post, "One post"),
             route!(DELETE "/api/v1/posts/{id}", User, None, social::delete_post, "Delete one of your posts"),
+            route!(PATCH "/api/v1/posts/{id}", User, JSON, social::edit_post,
+                "Edit one of your posts: {caption?, visibility?}"),
             route!(PUT "/api/v1/posts/{id}/like", User, None, social::like, "Like a post"),
             route!(DELETE "/api/v1/posts/{id}/like", User, None, social::unlike, "Take back a like"),
             route!(POST "/api/v1/posts/{id}/comments", User, JSON, social::add_comment, "Comment: {text}"),

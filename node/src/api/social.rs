@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use super::media::media_json;
 use super::{empty_response, json_response, ok_json, Api, ApiError, ApiResult, Call};
 use crate::core::model::{may_view, Post, User, Visibility};
+use crate::core::region::Scope;
 use crate::core::text;
+use crate::search::SearchError;
 
 pub const CAPTION_CHARS_MAX: usize = 2_200;
 pub const MEDIA_PER_POST_MAX: usize = 10;
@@ -34,6 +36,11 @@ impl Api {
     }
 
     fn user_by_handle(&self, handle: &str) -> Result<User, ApiError> {
+        // `handle@<this node's id>` names a local user.
+        let handle = match super::remote::parse(handle) {
+            Some((local, node)) if node == self.store.node_id() => local,
+            _ => handle.to_owned(),
+        };
         self.store.user_by_handle(&handle.to_lowercase())?.ok_or_else(|| ApiError::not_found("user"))
     }
 
@@ -120,6 +127,7 @@ pub fn create_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
     let media: Vec<String> = request.media.iter().map(|id| id.to_ascii_lowercase()).collect();
     let post = api.store.create_post(&author, request.caption, media, request.visibility)?;
+    api.fanout_post_changed(&author, &post.post_id);
     json_response(StatusCode::CREATED, &api.post_json(&post, Some(&author))?.ok_or_else(not_replicated_yet)?)
 }
 
@@ -135,7 +143,43 @@ pub fn delete_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
         return Err(ApiError::forbidden("only its author can delete a post"));
     }
     api.store.delete_post(&post)?;
+    api.fanout_post_changed(&post.author_id, &post.post_id);
     empty_response(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostEdit {
+    caption: Option<String>,
+    visibility: Option<Visibility>,
+}
+
+/// `PATCH /api/v1/posts/{id}` `{caption?, visibility?}`: the author edits a post.
+pub fn edit_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    let edit: PostEdit = call.json()?;
+    let mut post = api.visible_post(call.param(0), Some(&user_id))?;
+    if post.author_id != user_id {
+        return Err(ApiError::forbidden("only its author can edit a post"));
+    }
+    if let Some(caption) = edit.caption {
+        if caption.chars().count() > CAPTION_CHARS_MAX {
+            return Err(ApiError::bad_request(
+                "invalid_post",
+                format!("a caption is at most {CAPTION_CHARS_MAX} characters"),
+            ));
+        }
+        if post.media.is_empty() && caption.trim().is_empty() {
+            return Err(ApiError::bad_request("invalid_post", "a post needs a caption or at least one photo"));
+        }
+        post.caption = caption;
+    }
+    if let Some(visibility) = edit.visibility {
+        post.visibility = visibility;
+    }
+    let post = api.store.update_post(&post)?;
+    api.fanout_post_changed(&post.author_id, &post.post_id);
+    ok_json(api.post_json(&post, Some(&user_id))?.ok_or_else(not_replicated_yet)?)
 }
 
 fn set_like(api: &Api, call: &mut Call<'_>, liked: bool) -> ApiResult {
@@ -206,6 +250,9 @@ pub fn comments(api: &Api, call: &mut Call<'_>) -> ApiResult {
 }
 
 pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    if let Some((handle, node)) = api.remote_handle(call.param(0)) {
+        return super::remote::get_user(api, call, &handle, node);
+    }
     let user = api.user_by_handle(call.param(0))?;
     let mut answer = api.user_json(&user, call.viewer_id())?;
     if let Some(siblings) = &api.siblings {
@@ -238,6 +285,9 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
 }
 
 pub fn user_posts(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    if let Some((handle, node)) = api.remote_handle(call.param(0)) {
+        return super::remote::user_posts(api, call, &handle, node);
+    }
     let author = api.user_by_handle(call.param(0))?;
     let limit = call.limit()?;
     let cursor = call.query("cursor");
@@ -252,6 +302,9 @@ pub fn user_posts(api: &Api, call: &mut Call<'_>) -> ApiResult {
 }
 
 fn set_follow(api: &Api, call: &mut Call<'_>, following: bool) -> ApiResult {
+    if let Some((handle, node)) = api.remote_handle(call.param(0)) {
+        return super::remote::set_follow(api, call, &handle, node, following);
+    }
     let follower = call.user()?.user_id.clone();
     let followee = api.user_by_handle(call.param(0))?;
     if followee.user_id == follower {
@@ -287,7 +340,23 @@ pub fn feed(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
     posts.sort_by(|a, b| b.post_id.cmp(&a.post_id));
     posts.truncate(limit);
-    api.post_list_json(&posts, limit, Some(&viewer))
+    // Followed users of other nodes, from the fan-out cache. Post ids begin with
+    // their creation timestamp, so id order is creation order on every node and one
+    // cursor (a post id) pages through both.
+    let remote = api.remote_feed_items(&viewer, cursor.as_deref(), limit);
+    if remote.is_empty() {
+        return api.post_list_json(&posts, limit, Some(&viewer));
+    }
+    let mut items: Vec<(String, Value)> = Vec::with_capacity(posts.len() + remote.len());
+    for post in &posts {
+        items.extend(api.post_json(post, Some(&viewer))?.map(|item| (post.post_id.clone(), item)));
+    }
+    items.extend(remote);
+    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.truncate(limit);
+    let next_cursor = (items.len() == limit).then(|| items.last().map(|(post_id, _)| post_id.clone())).flatten();
+    let items: Vec<Value> = items.into_iter().map(|(_, item)| item).collect();
+    ok_json(json!({"items": items, "next_cursor": next_cursor}))
 }
 
 pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -296,26 +365,36 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
     if query.is_empty() || query.chars().count() > QUERY_CHARS_MAX {
         return Err(ApiError::bad_request("bad_query", format!("`q` must be 1 to {QUERY_CHARS_MAX} characters")));
     }
-    match call.query("scope").as_deref() {
-        None | Some("node") => {}
-        Some(scope) => {
+    let scope = Scope::parse(call.query("scope").as_deref())
+        .map_err(|reason| ApiError::bad_request("unsupported_scope", reason))?;
+    let limit = call.limit()?;
+    let service = match (&scope, &api.search) {
+        (Scope::Node, _) => None,
+        (_, Some(service)) => Some(service),
+        (scope, None) => {
             return Err(ApiError::bad_request(
                 "unsupported_scope",
                 format!(
-                    "scope `{scope}` needs siblings or an aggregator, which this node does not have; use scope=node"
+                    "scope `{}` needs the search service, which this node does not run; use scope=node",
+                    scope.name()
                 ),
             ))
         }
+    };
+    if let (Scope::Region(prefix), Some(service)) = (&scope, service) {
+        // Public data only, from an aggregator (this node or the one it forwards to).
+        return match service.search_region(query, prefix, limit) {
+            Ok(answer) => ok_json(answer),
+            Err(error @ SearchError::NoAggregator { .. }) => {
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_aggregator", error.to_string()))
+            }
+            Err(SearchError::Store(error)) => Err(error.into()),
+            Err(error @ SearchError::Config(_)) => Err(ApiError::unavailable(error.to_string())),
+        };
     }
-    let limit = call.limit()?;
     let terms = text::query_terms(query);
     let posts = api.store.search_posts(&terms, limit)?;
-    let handle_prefix: String = query
-        .split_whitespace()
-        .find(|word| !word.starts_with('#'))
-        .unwrap_or("")
-        .trim_start_matches('@')
-        .to_lowercase();
+    let handle_prefix = crate::search::handle_prefix(query);
     let users = if handle_prefix.is_empty() {
         Vec::new()
     } else {
@@ -328,7 +407,31 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
     let posts = shown;
     let users = users.iter().map(|user| api.user_json(user, viewer)).collect::<Result<Vec<_>, _>>()?;
-    ok_json(json!({"users": users, "posts": posts}))
+    let answered_by = api.store.node_id().to_string();
+    let Some(service) = service else {
+        return ok_json(json!({"scope": "node", "answered_by": answered_by, "users": users, "posts": posts}));
+    };
+    // The neighbourhood: this node's answer (its public posts only; search_posts
+    // keeps to those) and each sibling's, items tagged with the node they came from.
+    let this_node = service.this_node();
+    let tag = |mut item: Value| {
+        item["node"] = this_node.clone();
+        item
+    };
+    let (mut users, mut posts): (Vec<Value>, Vec<Value>) =
+        (users.into_iter().map(tag).collect(), posts.into_iter().map(tag).collect());
+    let (answers, unreachable) = service.search_siblings(query, limit);
+    for mut answer in answers {
+        users.extend(answer["users"].as_array_mut().map(std::mem::take).unwrap_or_default());
+        posts.extend(answer["posts"].as_array_mut().map(std::mem::take).unwrap_or_default());
+    }
+    ok_json(json!({
+        "scope": "neighbourhood",
+        "answered_by": answered_by,
+        "users": crate::search::merge_users(users, limit),
+        "posts": crate::search::merge_posts(posts, limit),
+        "unreachable": unreachable,
+    }))
 }
 
 fn not_replicated_yet() -> ApiError {

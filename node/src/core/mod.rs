@@ -6,6 +6,8 @@
 pub mod fanout;
 pub mod hlc;
 pub mod model;
+pub mod region;
 pub mod replication;
+pub mod search;
 pub mod text;
 pub mod trust;

@@ -6,8 +6,10 @@
 //! inside the same transaction and never replicated.
 
 pub mod blobs;
+pub mod fanout;
 mod media_sync;
 pub mod replica;
+pub mod search_index;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -169,6 +171,8 @@ pub struct Store {
     disk_reserve_bytes: std::sync::atomic::AtomicU64,
     /// The replication node local writes go through, once attached.
     local: std::sync::RwLock<Option<std::sync::Weak<dyn LocalTransactions>>>,
+    /// Called after each committed client write (the search feeder wakes on it).
+    write_hooks: std::sync::RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// Where a client's replicated writes run when the node replicates: the wiring holds
@@ -280,6 +284,7 @@ impl Store {
             clock: Mutex::new(HybridClock::starting_after(Timestamp(clock_high_water))),
             trees: Mutex::new(trees),
             local: std::sync::RwLock::new(None),
+            write_hooks: std::sync::RwLock::new(Vec::new()),
             data_dir: data_dir.to_owned(),
             disk_reserve_bytes: std::sync::atomic::AtomicU64::new(0),
         };
@@ -373,6 +378,21 @@ impl Store {
     /// carries them), else committed here with this store's clock. A transaction that
     /// fails after touching the fingerprint trees rebuilds them from the committed index.
     fn write<R>(&self, body: impl FnOnce(&mut Tx<'_>) -> StoreResult<R>) -> StoreResult<R> {
+        let result = self.write_unhooked(body);
+        if result.is_ok() {
+            for hook in self.write_hooks.read().expect("hooks lock").iter() {
+                hook();
+            }
+        }
+        result
+    }
+
+    /// Calls `hook` after every committed client write from now on; it must be quick.
+    pub fn on_local_write(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.write_hooks.write().expect("hooks lock").push(hook);
+    }
+
+    fn write_unhooked<R>(&self, body: impl FnOnce(&mut Tx<'_>) -> StoreResult<R>) -> StoreResult<R> {
         self.ensure_space(0)?;
         let attached = self.local.read().expect("replication lock").as_ref().and_then(std::sync::Weak::upgrade);
         if let Some(local) = attached {
@@ -696,6 +716,19 @@ impl Store {
         })
     }
 
+    /// Replaces a post with an edited copy (same id, author and creation time; the
+    /// caption's tags derived again) at a new version.
+    pub fn update_post(&self, post: &Post) -> StoreResult<Post> {
+        self.write(|tx| {
+            let version = tx.version();
+            let mut edited = post.clone();
+            edited.tags = text::hashtags(&edited.caption);
+            let key = RecordKey::new(Table::Post, edited.post_id.as_str());
+            tx.write_record(&edited.author_id, &key, &Record::live(version, edited.clone()))?;
+            Ok(edited)
+        })
+    }
+
     /// Up to `limit` of an author's posts older than `before`, newest first, that
     /// pass `keep`.
     pub fn posts_by_author(
@@ -762,7 +795,8 @@ impl Store {
         Ok(txn.open_table(FOLLOWERS)?.get((followee_id, follower_id))?.is_some())
     }
 
-    pub fn set_follow(&self, follower_id: &str, followee_id: &str, following: bool) -> StoreResult<()> {
+    /// Follows or unfollows; returns the follow record's version (fan-out keys on it).
+    pub fn set_follow(&self, follower_id: &str, followee_id: &str, following: bool) -> StoreResult<Version> {
         self.write(|tx| {
             let version = tx.version();
             let record = if following {
@@ -771,7 +805,8 @@ impl Store {
                 Record::tombstone(version)
             };
             let key = RecordKey::new(Table::Follow, pair_key(follower_id, followee_id));
-            tx.write_record(follower_id, &key, &record)
+            tx.write_record(follower_id, &key, &record)?;
+            Ok(version)
         })
     }
 

@@ -91,7 +91,7 @@ pub enum FanoutError {
 }
 
 /// Author side: one follower of a local author, LWW on `version`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subscriber {
     pub home: NodeId,
     pub version: Version,
@@ -100,7 +100,7 @@ pub struct Subscriber {
 
 /// Follower side: one local user's follow (or unfollow) of an author, LWW on
 /// `version`; an acknowledged unfollow is forgotten.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     pub author_home: NodeId,
     pub version: Version,
@@ -110,7 +110,7 @@ pub struct Subscription {
 }
 
 /// Author side: what followers of one local author may see.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
     /// Current entry per post id: live (`Public`/`Followers`) or a removal.
     pub entries: BTreeMap<String, FeedEntry>,
@@ -123,7 +123,7 @@ pub struct Ledger {
 }
 
 /// Follower side: the cached posts of one remote author.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuthorCache {
     pub home: NodeId,
     /// Every change of the author up to this version (of the author's home) is

@@ -1,0 +1,997 @@
+//! The fan-out service: the sans-IO `core::fanout::FanoutNode` driven over the
+//! neighbour link, its state durable in redb (`store::fanout`), plus the two small
+//! neighbour services remote follows need (a profile by handle, a photo of a post)
+//! and the on-disk cache of remote photos.
+//!
+//! Data flow.
+//! - Follow of `bob@<node id>` (api/remote.rs): the profile is asked of that node
+//!   (service `profile`; its answer names bob's home, where the follow is routed when
+//!   this node may call it) → the Follow record is written in the follower's shard as
+//!   for any user → `local_follow(version of that record, author_home)` → the state is
+//!   saved → only then the client hears back. The core resends `Subscribe` until the
+//!   author's home acks it.
+//! - Post created, edited or deleted through this node's API by a user homed here
+//!   (`post_changed`, called by api/social.rs after the store write): the stored
+//!   record is read back with its version → `local_post` (a tombstone is `None`) →
+//!   saved → pushed to the homes of the author's followers.
+//!   Posts of users homed on a sibling are fanned out by their home only: the home
+//!   is where followers subscribe (the answer of `profile` names it). The ledger is
+//!   also reconciled with the store (`reconcile`: the newest 100 posts of the author
+//!   and every post the ledger shows, fed to `local_post` when the store holds a
+//!   newer version): for each local author with followers at start and every
+//!   `pull_interval_ms`, and for an author's first follower before the first pull.
+//!   That covers posts from before fan-out existed, a crash between a post's commit
+//!   and the fan-out save, and posts written on a sibling (failover) and replicated
+//!   to the home.
+//! - Every message: `{"version":1,"message":…}` JSON to service `fanout`, one-way
+//!   (empty answer). An empty body is a probe.
+//! - Feeds (api/social.rs) merge the store's posts with `feed_for`; photos of remote
+//!   posts come from `remote_media`: a disk cache under `<data_dir>/remote-media`,
+//!   misses coalesced per (photo, variant), fetched from the author's home (service
+//!   `fanout-media`) and checked against the SHA-256 and length its answer declares.
+//!   Thumbs of posts that arrive by push or pull are prefetched (a few at a time), so
+//!   feed items carry the photo's sizes and blurhash and the first view is a hit.
+//!   The author's node gives a photo only when a post carrying it is public, or
+//!   followers-only with an active follower homed on the asking node.
+//!
+//! Persistence: every step (an input and the messages it produced) runs under one
+//! lock; the state is saved (only the rows that changed) before its messages are
+//! queued for sending, and before a follow is acknowledged. If saving fails nothing
+//! is sent; the core resends or pulls later.
+//!
+//! Peers up and down: the core sends only to peers it was told are up. A peer is up
+//! once it answered a call (a message or a probe) or called us; it is down after a
+//! call to it failed (unreachable or timed out). Peers that matter (homes of followed
+//! authors, of local authors' followers) are probed with an empty `fanout` call:
+//! down ones every `probe_interval_ms` plus up to half of that again at random, up
+//! ones ten times less often. A node that comes back is therefore found within about
+//! two probe intervals, and the core then pulls every author homed there after its
+//! own jitter (`pull_jitter_ms`); the author side answers pulls through a token
+//! bucket, so a returning node is not hammered by every follower at once.
+//!
+//! Absent (for now): a post written on a sibling for a user homed here reaches
+//! followers only at the next reconcile (up to `pull_interval_ms`); a follow made on
+//! a sibling of the follower's home (failover) is a Follow record there but no
+//! subscription (subscriptions live where the follow was made); the feed entry does
+//! not carry the photo's SHA-256, so a remote photo is checked against the length and
+//! SHA-256 the serving node declares (and must be a JPEG), not against the author's
+//! own statement; remote posts show no likes or comments.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+use crate::api::coalesce::Coalescer;
+use crate::config::FanoutSettings;
+use crate::core::fanout::{
+    FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, FANOUT_PROTOCOL_VERSION,
+};
+use crate::core::model::{may_view, NodeId, Version, Visibility};
+use crate::net::peer::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices};
+use crate::os;
+use crate::store::blobs::is_sha256_hex;
+use crate::store::fanout::RemoteProfile;
+use crate::store::{hex, BlobKind, MediaInfo, Store, StoreError};
+
+/// Neighbour service names.
+pub const SERVICE_FANOUT: &str = "fanout";
+pub const SERVICE_PROFILE: &str = "profile";
+pub const SERVICE_MEDIA: &str = "fanout-media";
+/// Longest handle asked of the profile service.
+const HANDLE_BYTES_MAX: usize = 64;
+/// Up peers are probed this many times less often than down ones.
+const UP_PROBE_FACTOR: u64 = 10;
+/// Posts per author compared with the store by `reconcile` (followers keep fewer).
+const RECONCILE_POSTS_MAX: usize = 100;
+/// Thumbs fetched ahead of the first feed view, per message and at once.
+const PREFETCH_PER_MESSAGE_MAX: usize = 16;
+const PREFETCHES_RUNNING_MAX: usize = 4;
+/// The driver looks at its timers at least this often.
+const DRIVER_WAKE_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    version: u8,
+    message: Message,
+}
+
+/// A remote user as their node describes them (`profile` service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteUser {
+    pub user_id: String,
+    pub handle: String,
+    pub display_name: String,
+    pub bio: String,
+    pub created_at: u64,
+    /// The node that answers for them.
+    pub home: NodeId,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MediaRequest {
+    media_id: String,
+    variant: String,
+}
+
+/// The head of a `fanout-media` answer; the variant's bytes follow it.
+#[derive(Serialize, Deserialize)]
+struct MediaAnswer {
+    info: MediaInfo,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fanout(#[from] FanoutError),
+    #[error(transparent)]
+    Neighbour(#[from] NeighbourError),
+    #[error("node {node} answered badly: {reason}")]
+    BadAnswer { node: NodeId, reason: String },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PeerHealth {
+    up: bool,
+    next_probe_at: u64,
+}
+
+struct Inner {
+    node: FanoutNode,
+    /// What the store holds now.
+    saved: FanoutState,
+    profiles: BTreeMap<String, RemoteProfile>,
+    peers: BTreeMap<NodeId, PeerHealth>,
+}
+
+/// Counters for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct FanoutCounters {
+    pub messages_sent: AtomicU64,
+    pub messages_failed: AtomicU64,
+    pub messages_dropped: AtomicU64,
+    pub media_fetched: AtomicU64,
+    pub media_coalesced: AtomicU64,
+    pub media_cache_hits: AtomicU64,
+    prefetches_running: std::sync::atomic::AtomicUsize,
+}
+
+pub struct Fanout {
+    node_id: NodeId,
+    store: Arc<Store>,
+    link: Arc<NeighbourLink>,
+    settings: FanoutSettings,
+    runtime: tokio::runtime::Handle,
+    inner: Mutex<Inner>,
+    outbox: mpsc::Sender<(NodeId, Message)>,
+    wake: Notify,
+    media: RemoteMedia,
+    pub counters: FanoutCounters,
+}
+
+fn random_u64() -> u64 {
+    u64::from_le_bytes(os::random_bytes())
+}
+
+impl Fanout {
+    /// Loads the saved state, registers the neighbour services and starts the driver.
+    /// Call from within the runtime.
+    pub fn start(
+        store: Arc<Store>,
+        link: Arc<NeighbourLink>,
+        services: &NeighbourServices,
+        settings: &FanoutSettings,
+        data_dir: &std::path::Path,
+    ) -> Result<Arc<Fanout>, FanoutServiceError> {
+        let (state, profiles) = store.fanout_load()?;
+        let config = FanoutConfig {
+            feed_entries_per_author_max: settings.feed_entries_per_author_max.max(1),
+            feed_entries_max: settings.feed_entries_max.max(1),
+            snapshot_entries_max: FanoutConfig::default()
+                .snapshot_entries_max
+                .max(settings.feed_entries_per_author_max),
+            // Followers keep the newest few; the author side needs no more than a
+            // few snapshots' worth (older pullers get a full snapshot).
+            ledger_entries_per_author_max: 1_000,
+            outbox_messages_max: settings.outbox_messages_max.max(1),
+            pull_interval_ms: settings.pull_interval_ms,
+            pull_jitter_ms: settings.pull_jitter_ms,
+            ..FanoutConfig::default()
+        };
+        let node_id = store.node_id();
+        let now = os::now_ms();
+        let node = FanoutNode::new(node_id, config, state.clone(), now, random_u64());
+        let (sender, receiver) = mpsc::channel(settings.outbox_messages_max.max(1));
+        let fanout = Arc::new(Fanout {
+            node_id,
+            store,
+            link,
+            settings: settings.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            inner: Mutex::new(Inner { node, saved: state, profiles, peers: BTreeMap::new() }),
+            outbox: sender,
+            wake: Notify::new(),
+            media: RemoteMedia::new(data_dir.join("remote-media"), settings),
+            counters: FanoutCounters::default(),
+        });
+        services.register(SERVICE_FANOUT, Arc::new(FanoutService(fanout.clone())));
+        services.register(SERVICE_PROFILE, Arc::new(ProfileService(fanout.clone())));
+        services.register(SERVICE_MEDIA, Arc::new(MediaService(fanout.clone())));
+        tokio::spawn(send_loop(fanout.clone(), receiver));
+        tokio::spawn(drive(fanout.clone()));
+        Ok(fanout)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One step of the node: `input`, then the state saved, then its messages queued.
+    fn step<R>(&self, input: impl FnOnce(&mut FanoutNode, u64) -> R) -> Result<R, FanoutServiceError> {
+        let mut inner = self.lock();
+        let result = input(&mut inner.node, os::now_ms());
+        self.persist_and_queue(&mut inner)?;
+        Ok(result)
+    }
+
+    fn persist_and_queue(&self, inner: &mut Inner) -> Result<(), FanoutServiceError> {
+        if *inner.node.state() != inner.saved {
+            if let Err(error) = self.store.fanout_save(&inner.saved, inner.node.state()) {
+                tracing::error!(%error, "cannot save the fan-out state; nothing is sent until it is");
+                return Err(error.into());
+            }
+            inner.saved = inner.node.state().clone();
+        }
+        let mut queued = false;
+        while let Some(outgoing) = inner.node.poll_transmit() {
+            queued = true;
+            if self.outbox.try_send(outgoing).is_err() {
+                // Resent by the core (follows) or mended by the next pull (pushes).
+                self.counters.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// What a call's outcome says about `peer`: it answered (up) or not (down).
+    fn peer_seen(&self, peer: NodeId, reachable: bool) {
+        if peer == self.node_id {
+            return;
+        }
+        let mut inner = self.lock();
+        let now = os::now_ms();
+        let interval = self.settings.probe_interval_ms.max(1);
+        let was_up = inner.peers.get(&peer).is_some_and(|health| health.up);
+        let wait = if reachable { interval * UP_PROBE_FACTOR } else { interval };
+        let next_probe_at = now + wait + random_u64() % (wait / 2 + 1);
+        inner.peers.insert(peer, PeerHealth { up: reachable, next_probe_at });
+        if reachable && !was_up {
+            tracing::info!(%peer, "fan-out peer is up");
+            inner.node.on_peer_up(peer, now, random_u64());
+            let _ = self.persist_and_queue(&mut inner);
+        } else if !reachable && was_up {
+            tracing::info!(%peer, "fan-out peer is down");
+            inner.node.on_peer_down(peer, now);
+        }
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Peers worth probing: homes of followed authors and of local authors' followers.
+    fn relevant_peers(inner: &Inner, own: NodeId) -> Vec<NodeId> {
+        let state = inner.node.state();
+        let mut peers: Vec<NodeId> = state
+            .subscriptions
+            .values()
+            .map(|subscription| subscription.author_home)
+            .chain(state.caches.values().map(|cache| cache.home))
+            .chain(
+                state
+                    .subscribers
+                    .values()
+                    .flat_map(|followers| followers.values())
+                    .filter(|s| s.active)
+                    .map(|s| s.home),
+            )
+            .filter(|peer| *peer != own)
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    // ----- hooks (blocking threads) -----
+
+    /// Brings the ledger of `author` (a user homed here) up to date with the store:
+    /// their newest `RECONCILE_POSTS_MAX` posts and every post the ledger shows live,
+    /// each fed to `local_post` when the store holds a newer version (in version
+    /// order). This catches posts from before the ledger existed, a crash between a
+    /// post's commit and the fan-out save, and posts written on a sibling.
+    pub fn reconcile(&self, author_id: &str) {
+        if !self.homed_here(author_id) {
+            return;
+        }
+        let known: BTreeMap<String, Version> = {
+            let inner = self.lock();
+            let ledger = inner.node.state().ledgers.get(author_id);
+            ledger
+                .map(|ledger| ledger.entries.values().map(|e| (e.post_id.clone(), e.version)).collect())
+                .unwrap_or_default()
+        };
+        let newest = match self.store.posts_by_author(author_id, None, RECONCILE_POSTS_MAX, |_| true) {
+            Ok(posts) => posts,
+            Err(error) => {
+                tracing::error!(%error, "cannot read posts to reconcile fan-out");
+                return;
+            }
+        };
+        let mut post_ids: Vec<String> = newest.into_iter().map(|post| post.post_id).collect();
+        post_ids.extend(known.keys().cloned());
+        post_ids.sort();
+        post_ids.dedup();
+        let mut changes = Vec::new();
+        for post_id in post_ids {
+            match self.store.post_record(&post_id) {
+                Ok(Some(record)) if known.get(&post_id).is_none_or(|version| *version < record.version) => {
+                    changes.push((post_id, record))
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, post_id, "cannot read a post to reconcile fan-out"),
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        changes.sort_by_key(|(_, record)| record.version);
+        let count = changes.len();
+        let stepped = self.step(|node, now| {
+            for (post_id, record) in changes {
+                if let Err(error) = node.local_post(now, author_id, &post_id, record.version, record.body) {
+                    tracing::error!(%error, "fan-out refused a post");
+                }
+            }
+        });
+        match stepped {
+            Ok(()) => tracing::info!(author = author_id, posts = count, "fan-out ledger caught up with the store"),
+            Err(error) => tracing::error!(%error, "fan-out could not save reconciled posts"),
+        }
+    }
+
+    /// Reconciles every local author with followers elsewhere (on a blocking thread).
+    fn reconcile_followed_authors(&self) {
+        let authors: Vec<String> = self
+            .lock()
+            .node
+            .state()
+            .subscribers
+            .iter()
+            .filter(|(_, followers)| followers.values().any(|follower| follower.active))
+            .map(|(author, _)| author.clone())
+            .collect();
+        for author in authors {
+            self.reconcile(&author);
+        }
+    }
+
+    fn homed_here(&self, user_id: &str) -> bool {
+        match self.store.user(user_id) {
+            Ok(Some(user)) => user.home.is_none_or(|home| home == self.node_id),
+            Ok(None) => false,
+            Err(error) => {
+                tracing::error!(%error, "cannot read a post's author for fan-out");
+                false
+            }
+        }
+    }
+
+    /// A post of `author_id` was created, edited or deleted through this node: if the
+    /// author is homed here, its stored record goes to `local_post`.
+    pub fn post_changed(&self, author_id: &str, post_id: &str) {
+        if !self.homed_here(author_id) {
+            return;
+        }
+        let record = match self.store.post_record(post_id) {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(%error, post_id, "cannot read a post for fan-out");
+                return;
+            }
+        };
+        let stepped = self.step(|node, now| node.local_post(now, author_id, post_id, record.version, record.body));
+        match stepped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "fan-out refused a post"),
+            Err(error) => tracing::error!(%error, "fan-out could not save a post"),
+        }
+    }
+
+    /// A local user follows (or stops following) a remote user; durable on return.
+    pub fn follow_remote(
+        &self,
+        follower: &str,
+        author: &RemoteUser,
+        version: Version,
+        active: bool,
+    ) -> Result<(), FanoutServiceError> {
+        let profile =
+            RemoteProfile { user_id: author.user_id.clone(), handle: author.handle.clone(), home: author.home };
+        if self.lock().profiles.get(&profile.user_id) != Some(&profile) {
+            self.store.fanout_save_profile(&profile)?;
+            self.lock().profiles.insert(profile.user_id.clone(), profile);
+        }
+        self.step(|node, now| node.local_follow(now, follower, &author.user_id, author.home, version, active))??;
+        Ok(())
+    }
+
+    // ----- queries (blocking threads) -----
+
+    /// Asks `node` for the user with `handle`; the answer's home is kept if this node
+    /// may call it, else `node` stands for them.
+    pub fn resolve(&self, handle: &str, node: NodeId) -> Result<Option<RemoteUser>, FanoutServiceError> {
+        let timeout = Duration::from_millis(self.settings.call_timeout_ms);
+        let answer = self.runtime.block_on(self.link.call(node, SERVICE_PROFILE, handle.as_bytes(), timeout));
+        self.peer_seen(
+            node,
+            !matches!(answer, Err(NeighbourError::Unreachable { .. } | NeighbourError::Timeout { .. })),
+        );
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(NeighbourError::Refused { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let mut user: RemoteUser = serde_json::from_slice(&answer)
+            .map_err(|error| FanoutServiceError::BadAnswer { node, reason: format!("profile: {error}") })?;
+        if user.home != node && !self.link.neighbours().iter().any(|known| known.node_id == user.home) {
+            user.home = node;
+        }
+        Ok(Some(user))
+    }
+
+    /// The remote user a local user follows, as last resolved.
+    pub fn profile(&self, user_id: &str) -> Option<RemoteProfile> {
+        self.lock().profiles.get(user_id).cloned()
+    }
+
+    /// A remote user known here by `handle`, homed at or resolved through `node`.
+    pub fn known_profile(&self, handle: &str, node: NodeId) -> Option<RemoteProfile> {
+        let inner = self.lock();
+        let mut known = inner.profiles.values().filter(|profile| profile.handle == handle);
+        known.clone().find(|profile| profile.home == node).or_else(|| known.next()).cloned()
+    }
+
+    pub fn follows(&self, follower: &str, author: &str) -> bool {
+        self.lock().node.follows(follower, author)
+    }
+
+    /// Remote posts for `user`'s feed, newest first.
+    pub fn feed_for(&self, user: &str, limit: usize) -> Vec<FeedEntry> {
+        self.lock().node.feed_for(user, limit)
+    }
+
+    /// Cached posts of a remote author that `viewer` may see, newest first.
+    pub fn posts_of(&self, author: &str, viewer: Option<&str>, limit: usize) -> Vec<FeedEntry> {
+        self.lock().node.posts_of(author, viewer, limit)
+    }
+
+    /// What the photo cache knows of a remote photo (for feed items).
+    pub fn cached_media_info(&self, media_id: &str) -> Option<MediaInfo> {
+        self.media.info(media_id)
+    }
+
+    /// A variant of a photo of a remote post `viewer` may see: from the cache, else
+    /// fetched from the author's home (one fetch per photo and variant at a time).
+    /// `Ok(None)`: no cached remote post that `viewer` may see carries it.
+    pub fn remote_media(
+        &self,
+        viewer: Option<&str>,
+        media_id: &str,
+        kind: BlobKind,
+    ) -> Result<Option<(MediaInfo, Vec<u8>)>, FanoutServiceError> {
+        if kind == BlobKind::Original || !is_sha256_hex(media_id) {
+            return Ok(None);
+        }
+        let home = {
+            let inner = self.lock();
+            let state = inner.node.state();
+            state.caches.iter().find_map(|(author, cache)| {
+                let follows = viewer.is_some_and(|viewer| inner.node.follows(viewer, author));
+                cache
+                    .entries
+                    .values()
+                    .filter_map(|entry| entry.post.as_ref())
+                    .any(|post| post.media.iter().any(|id| id == media_id) && may_view(post, viewer, follows))
+                    .then_some(cache.home)
+            })
+        };
+        let Some(home) = home else { return Ok(None) };
+        if let Some(hit) = self.media.get(media_id, kind) {
+            self.counters.media_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(hit));
+        }
+        let key = format!("{media_id}.{}", kind.name());
+        let (fetched, coalesced) =
+            self.media.fetches.run(key, || self.fetch_media(home, media_id, kind).map_err(|error| error.to_string()));
+        if coalesced {
+            self.counters.media_coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        match fetched {
+            Ok(found) => Ok(Some(found)),
+            Err(reason) => Err(FanoutServiceError::BadAnswer { node: home, reason }),
+        }
+    }
+
+    fn fetch_media(
+        &self,
+        home: NodeId,
+        media_id: &str,
+        kind: BlobKind,
+    ) -> Result<(MediaInfo, Vec<u8>), FanoutServiceError> {
+        let request =
+            serde_json::to_vec(&MediaRequest { media_id: media_id.to_owned(), variant: kind.name().to_owned() })
+                .expect("requests serialize");
+        let timeout = Duration::from_millis(self.settings.call_timeout_ms);
+        let answer = self.runtime.block_on(self.link.call(home, SERVICE_MEDIA, &request, timeout));
+        self.peer_seen(
+            home,
+            !matches!(answer, Err(NeighbourError::Unreachable { .. } | NeighbourError::Timeout { .. })),
+        );
+        let answer = answer?;
+        let bad = |reason: String| FanoutServiceError::BadAnswer { node: home, reason };
+        let (info, bytes) = split_media_answer(&answer).map_err(bad)?;
+        let blob = info.blob(kind);
+        if info.media_id != media_id {
+            return Err(bad(format!("asked for photo {media_id}, got {}", info.media_id)));
+        }
+        if bytes.len() as u64 != blob.bytes || hex(&Sha256::digest(bytes)) != blob.sha256 {
+            return Err(bad(format!(
+                "the {} of {media_id} does not match its declared length and SHA-256",
+                kind.name()
+            )));
+        }
+        if !bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            return Err(bad(format!("the {} of {media_id} is not a JPEG", kind.name())));
+        }
+        self.media.put(&info, kind, bytes);
+        self.counters.media_fetched.fetch_add(1, Ordering::Relaxed);
+        Ok((info, bytes.to_vec()))
+    }
+
+    /// Fetches the thumbs of posts that just arrived from `home` for `author`, in the
+    /// background (a few at a time; coalesced with requests for the same photo), so
+    /// feeds show them with sizes and blurhash, and the first view is a cache hit.
+    fn prefetch(self: &Arc<Self>, home: NodeId, author: &str, media: Vec<String>) {
+        let cached_from_home = self.lock().node.state().caches.get(author).is_some_and(|cache| cache.home == home);
+        if !cached_from_home {
+            return;
+        }
+        for media_id in media {
+            if self.media.info(&media_id).is_some() || !is_sha256_hex(&media_id) {
+                continue;
+            }
+            let running = &self.counters.prefetches_running;
+            if running.fetch_add(1, Ordering::SeqCst) >= PREFETCHES_RUNNING_MAX {
+                running.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            let fanout = self.clone();
+            self.runtime.spawn_blocking(move || {
+                let key = format!("{media_id}.{}", BlobKind::Thumb.name());
+                let (fetched, _) = fanout.media.fetches.run(key, || {
+                    fanout.fetch_media(home, &media_id, BlobKind::Thumb).map_err(|error| error.to_string())
+                });
+                if let Err(reason) = fetched {
+                    tracing::debug!(%home, media_id, reason, "could not prefetch a remote thumb");
+                }
+                fanout.counters.prefetches_running.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    }
+
+    /// Counters in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let stats = self.lock().node.stats().clone();
+        let rows = [
+            ("edgenode_fanout_messages_sent_total", self.counters.messages_sent.load(Ordering::Relaxed)),
+            ("edgenode_fanout_messages_failed_total", self.counters.messages_failed.load(Ordering::Relaxed)),
+            ("edgenode_fanout_messages_dropped_total", self.counters.messages_dropped.load(Ordering::Relaxed)),
+            ("edgenode_fanout_pushes_applied_total", stats.pushes_applied),
+            ("edgenode_fanout_pulls_sent_total", stats.pulls_sent),
+            ("edgenode_fanout_pulls_refused_rate_total", stats.pulls_refused_rate),
+            ("edgenode_fanout_snapshots_applied_total", stats.snapshots_applied),
+            ("edgenode_fanout_media_fetched_total", self.counters.media_fetched.load(Ordering::Relaxed)),
+            ("edgenode_fanout_media_coalesced_total", self.counters.media_coalesced.load(Ordering::Relaxed)),
+            ("edgenode_fanout_media_cache_hits_total", self.counters.media_cache_hits.load(Ordering::Relaxed)),
+        ];
+        rows.iter().map(|(name, value)| format!("# TYPE {name} counter\n{name} {value}\n")).collect()
+    }
+}
+
+/// Photos of the live posts among `entries`, at most `PREFETCH_PER_MESSAGE_MAX`.
+fn photos_of<'a>(entries: impl IntoIterator<Item = &'a FeedEntry>) -> Vec<String> {
+    let mut media: Vec<String> = entries
+        .into_iter()
+        .filter_map(|entry| entry.post.as_ref())
+        .flat_map(|post| post.media.iter().cloned())
+        .collect();
+    media.truncate(PREFETCH_PER_MESSAGE_MAX);
+    media
+}
+
+fn split_media_answer(answer: &[u8]) -> Result<(MediaInfo, &[u8]), String> {
+    let head_bytes = answer.get(..4).ok_or("a short answer")?;
+    let head_bytes = u32::from_be_bytes(head_bytes.try_into().expect("4 bytes")) as usize;
+    let head = answer.get(4..4 + head_bytes).ok_or("a short answer")?;
+    let head: MediaAnswer = serde_json::from_slice(head).map_err(|error| format!("a bad answer head: {error}"))?;
+    Ok((head.info, &answer[4 + head_bytes..]))
+}
+
+/// Sends queued messages, a few at a time; each outcome says whether its peer is up.
+async fn send_loop(fanout: Arc<Fanout>, mut receiver: mpsc::Receiver<(NodeId, Message)>) {
+    let slots = Arc::new(Semaphore::new(fanout.settings.sends_in_flight_max.max(1)));
+    while let Some((to, message)) = receiver.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let fanout = fanout.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let kind = message.kind();
+            let body = serde_json::to_vec(&Envelope { version: FANOUT_PROTOCOL_VERSION, message })
+                .expect("messages serialize");
+            let timeout = Duration::from_millis(fanout.settings.call_timeout_ms);
+            let outcome = fanout.link.call(to, SERVICE_FANOUT, &body, timeout).await;
+            let reachable = match &outcome {
+                Ok(_) => {
+                    fanout.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(error) => {
+                    fanout.counters.messages_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(peer = %to, kind, %error, "a fan-out message was not delivered");
+                    matches!(error, NeighbourError::Refused { .. } | NeighbourError::Malformed { .. })
+                }
+            };
+            let _ = tokio::task::spawn_blocking(move || fanout.peer_seen(to, reachable)).await;
+        });
+    }
+}
+
+/// Runs the core's timers and the probes of relevant peers.
+async fn drive(fanout: Arc<Fanout>) {
+    let mut next_reconcile_at = 0;
+    loop {
+        // At start, then every pull interval: local authors' ledgers against the store.
+        if os::now_ms() >= next_reconcile_at {
+            let reconciling = fanout.clone();
+            let _ = tokio::task::spawn_blocking(move || reconciling.reconcile_followed_authors()).await;
+            next_reconcile_at = os::now_ms() + fanout.settings.pull_interval_ms.max(1_000);
+        }
+        let (wake_at, probes) = {
+            let fanout = fanout.clone();
+            let ticked = tokio::task::spawn_blocking(move || {
+                let mut inner = fanout.lock();
+                let now = os::now_ms();
+                if inner.node.poll_timeout().is_some_and(|at| at <= now) {
+                    inner.node.on_tick(now, random_u64());
+                    let _ = fanout.persist_and_queue(&mut inner);
+                }
+                let relevant = Fanout::relevant_peers(&inner, fanout.node_id);
+                let known: Vec<NodeId> = fanout.link.neighbours().iter().map(|known| known.node_id).collect();
+                let mut probes = Vec::new();
+                let mut next = inner.node.poll_timeout().unwrap_or(u64::MAX);
+                for peer in relevant.into_iter().filter(|peer| known.contains(peer)) {
+                    let due = inner.peers.get(&peer).map_or(0, |health| health.next_probe_at);
+                    if due <= now {
+                        probes.push(peer);
+                        // Not probed again until this one is answered (or times out).
+                        let interval = fanout.settings.probe_interval_ms.max(1);
+                        let up = inner.peers.get(&peer).is_some_and(|health| health.up);
+                        let wait = fanout.settings.call_timeout_ms + interval;
+                        inner.peers.insert(peer, PeerHealth { up, next_probe_at: now + wait });
+                    } else {
+                        next = next.min(due);
+                    }
+                }
+                (next, probes)
+            })
+            .await;
+            match ticked {
+                Ok(ticked) => ticked,
+                Err(_) => return,
+            }
+        };
+        for peer in probes {
+            let fanout = fanout.clone();
+            tokio::spawn(async move {
+                let timeout = Duration::from_millis(fanout.settings.call_timeout_ms);
+                let outcome = fanout.link.call(peer, SERVICE_FANOUT, &[], timeout).await;
+                let reachable = matches!(outcome, Ok(_) | Err(NeighbourError::Refused { .. }));
+                let _ = tokio::task::spawn_blocking(move || fanout.peer_seen(peer, reachable)).await;
+            });
+        }
+        let now = os::now_ms();
+        let sleep = Duration::from_millis(wake_at.saturating_sub(now)).min(DRIVER_WAKE_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = fanout.wake.notified() => {}
+        }
+    }
+}
+
+// ----- neighbour services -----
+
+struct FanoutService(Arc<Fanout>);
+
+impl NeighbourHandler for FanoutService {
+    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+        let fanout = &self.0;
+        fanout.peer_seen(from, true);
+        if body.is_empty() {
+            return Ok(Vec::new());
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(body).map_err(|error| format!("not a fan-out message: {error}"))?;
+        if envelope.version != FANOUT_PROTOCOL_VERSION {
+            return Err(format!(
+                "fan-out protocol {} is not spoken here (this node speaks {FANOUT_PROTOCOL_VERSION})",
+                envelope.version
+            ));
+        }
+        // A first follower of a local author: their ledger must hold their posts
+        // before the follower's first pull.
+        let first_follower = match &envelope.message {
+            Message::Subscribe { author, active: true, .. } => {
+                let inner = fanout.lock();
+                let state = inner.node.state();
+                (!state.subscribers.contains_key(author)).then(|| author.clone())
+            }
+            _ => None,
+        };
+        if let Some(author) = &first_follower {
+            fanout.reconcile(author);
+        }
+        let (author, media) = match &envelope.message {
+            Message::FeedPush { author, entry } => (Some(author.clone()), photos_of([entry])),
+            Message::Snapshot { author, entries, .. } => (Some(author.clone()), photos_of(entries)),
+            _ => (None, Vec::new()),
+        };
+        fanout
+            .step(|node, now| node.on_message(from, envelope.message, now))
+            .map_err(|error| format!("this node cannot save fan-out state: {error}"))?;
+        if let Some(author) = author.filter(|_| !media.is_empty()) {
+            fanout.prefetch(from, &author, media);
+        }
+        Ok(Vec::new())
+    }
+}
+
+struct ProfileService(Arc<Fanout>);
+
+impl NeighbourHandler for ProfileService {
+    fn handle(&self, _from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+        if body.is_empty() || body.len() > HANDLE_BYTES_MAX {
+            return Err("ask for a handle of 1 to 64 bytes".to_owned());
+        }
+        let handle = std::str::from_utf8(body).map_err(|_| "the handle is not UTF-8".to_owned())?.to_lowercase();
+        let fanout = &self.0;
+        let user = fanout
+            .store
+            .user_by_handle(&handle)
+            .map_err(|error| format!("this node cannot read its users: {error}"))?
+            .ok_or_else(|| format!("no user {handle} here"))?;
+        let remote = RemoteUser {
+            home: user.home.unwrap_or(fanout.node_id),
+            user_id: user.user_id,
+            handle: user.handle,
+            display_name: user.display_name,
+            bio: user.bio,
+            created_at: user.created_at,
+        };
+        Ok(serde_json::to_vec(&remote).expect("profiles serialize"))
+    }
+}
+
+struct MediaService(Arc<Fanout>);
+
+impl NeighbourHandler for MediaService {
+    /// A photo's thumb or display for a node that holds a follower of a post carrying
+    /// it (public posts for anyone who may call us).
+    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+        let request: MediaRequest = serde_json::from_slice(body).map_err(|error| format!("a bad request: {error}"))?;
+        let kind = match BlobKind::from_name(&request.variant) {
+            Some(kind @ (BlobKind::Thumb | BlobKind::Display)) => kind,
+            _ => return Err("only thumb and display are served to other nodes".to_owned()),
+        };
+        let media_id = request.media_id.to_ascii_lowercase();
+        let not_here = || format!("no photo {media_id} that your node may see");
+        if !is_sha256_hex(&media_id) {
+            return Err(not_here());
+        }
+        let fanout = &self.0;
+        let read = |error: StoreError| format!("this node cannot read its store: {error}");
+        let posts = fanout.store.posts_with_media(&media_id).map_err(read)?;
+        let allowed = {
+            let inner = fanout.lock();
+            let subscribers = &inner.node.state().subscribers;
+            posts.iter().any(|post| match post.visibility {
+                Visibility::Public => true,
+                Visibility::Followers => subscribers
+                    .get(&post.author_id)
+                    .is_some_and(|followers| followers.values().any(|s| s.active && s.home == from)),
+                Visibility::Private => false,
+            })
+        };
+        if !allowed {
+            return Err(not_here());
+        }
+        let info = fanout.store.media(&media_id).map_err(read)?.ok_or_else(not_here)?;
+        let bytes = fanout.store.blobs.read(&media_id, kind).map_err(|_| not_here())?;
+        let head = serde_json::to_vec(&MediaAnswer { info }).expect("answers serialize");
+        let mut answer = Vec::with_capacity(4 + head.len() + bytes.len());
+        answer.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        answer.extend_from_slice(&head);
+        answer.extend_from_slice(&bytes);
+        Ok(answer)
+    }
+}
+
+// ----- the remote photo cache -----
+
+/// Photos of remote posts on disk: `<dir>/<media id>.json` (what the author's node
+/// said of it) and `<dir>/<media id>.<variant>`; files are written to a temporary
+/// name and renamed, and read times are kept as modification times so eviction
+/// drops the least recently used first, past a file count or byte total.
+struct RemoteMedia {
+    dir: PathBuf,
+    files_max: usize,
+    bytes_max: u64,
+    fetches: Coalescer<String, Result<(MediaInfo, Vec<u8>), String>>,
+    /// One eviction pass at a time.
+    evicting: Mutex<()>,
+}
+
+impl RemoteMedia {
+    fn new(dir: PathBuf, settings: &FanoutSettings) -> RemoteMedia {
+        if let Err(error) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "cannot create the remote photo cache");
+        }
+        RemoteMedia {
+            dir,
+            files_max: settings.remote_media_files_max.max(2),
+            bytes_max: settings.remote_media_bytes_max,
+            fetches: Coalescer::default(),
+            evicting: Mutex::new(()),
+        }
+    }
+
+    fn info(&self, media_id: &str) -> Option<MediaInfo> {
+        if !is_sha256_hex(media_id) {
+            return None;
+        }
+        let text = std::fs::read(self.dir.join(format!("{media_id}.json"))).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn get(&self, media_id: &str, kind: BlobKind) -> Option<(MediaInfo, Vec<u8>)> {
+        let info = self.info(media_id)?;
+        let path = self.dir.join(format!("{media_id}.{}", kind.name()));
+        let bytes = std::fs::read(&path).ok()?;
+        if bytes.len() as u64 != info.blob(kind).bytes {
+            return None;
+        }
+        if let Ok(file) = std::fs::File::options().write(true).open(&path) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+        Some((info, bytes))
+    }
+
+    fn put(&self, info: &MediaInfo, kind: BlobKind, bytes: &[u8]) {
+        let write = |name: String, contents: &[u8]| -> std::io::Result<()> {
+            let path = self.dir.join(&name);
+            let temporary = self.dir.join(format!("{name}.{:016x}.tmp", random_u64()));
+            std::fs::write(&temporary, contents)?;
+            std::fs::rename(&temporary, &path)
+        };
+        let head = serde_json::to_vec(info).expect("media info serializes");
+        let written = write(format!("{}.json", info.media_id), &head)
+            .and_then(|()| write(format!("{}.{}", info.media_id, kind.name()), bytes));
+        if let Err(error) = written {
+            tracing::warn!(%error, media_id = info.media_id, "cannot cache a remote photo");
+        }
+        self.evict();
+    }
+
+    fn evict(&self) {
+        let Ok(_one) = self.evicting.try_lock() else { return };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let metadata = entry.metadata().ok()?;
+                let modified = metadata.modified().ok()?;
+                Some((modified, metadata.len(), entry.path()))
+            })
+            .collect();
+        let mut bytes: u64 = files.iter().map(|(_, length, _)| length).sum();
+        if files.len() <= self.files_max && bytes <= self.bytes_max {
+            return;
+        }
+        files.sort();
+        let mut count = files.len();
+        for (_, length, path) in files {
+            if count <= self.files_max && bytes <= self.bytes_max {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                count -= 1;
+                bytes -= length;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1x1 JPEG's description whose thumb has `thumb_bytes` bytes.
+    fn media_info(media_id: String, thumb_bytes: u64) -> MediaInfo {
+        let blob = |bytes| crate::store::BlobInfo { width: 1, height: 1, bytes, sha256: String::new() };
+        MediaInfo {
+            media_id,
+            mime: "image/jpeg".into(),
+            width: 1,
+            height: 1,
+            blurhash: String::new(),
+            original: blob(1),
+            display: blob(1),
+            thumb: blob(thumb_bytes),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn media_answers_split_into_head_and_bytes() {
+        let info = media_info("a".repeat(64), 3);
+        let head = serde_json::to_vec(&MediaAnswer { info: info.clone() }).unwrap();
+        let mut answer = (head.len() as u32).to_be_bytes().to_vec();
+        answer.extend_from_slice(&head);
+        answer.extend_from_slice(b"abc");
+        let (parsed, bytes) = split_media_answer(&answer).unwrap();
+        assert_eq!(parsed, info);
+        assert_eq!(bytes, b"abc");
+        assert!(split_media_answer(&answer[..10]).is_err());
+    }
+
+    #[test]
+    fn the_photo_cache_evicts_the_least_recently_used_past_its_limits() {
+        let dir = std::env::temp_dir().join(format!("edgenode-remote-media-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = FanoutSettings { remote_media_files_max: 4, ..FanoutSettings::default() };
+        let cache = RemoteMedia::new(dir.clone(), &settings);
+        for index in 0..3u8 {
+            let media_id = format!("{:064x}", index);
+            let info = media_info(media_id.clone(), 2);
+            cache.put(&info, BlobKind::Thumb, b"xy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = std::fs::read_dir(&dir).unwrap().count();
+        assert!(left <= 4, "at most 4 files stay, found {left}");
+        assert!(cache.get(&format!("{:064x}", 2u8), BlobKind::Thumb).is_some(), "the newest stays");
+        assert!(cache.get(&format!("{:064x}", 0u8), BlobKind::Thumb).is_none(), "the oldest went");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
