@@ -120,6 +120,8 @@ struct Announcer {
     /// When the names last changed (registered, or renamed by mdns-sd): clashes are
     /// judged only once they have settled.
     names_changed: Instant,
+    /// The addresses we announce (filled in as the daemon selects interfaces).
+    own_addresses: Arc<Mutex<BTreeSet<IpAddr>>>,
     /// Set on shutdown: nothing is registered again.
     withdrawn: bool,
 }
@@ -216,12 +218,20 @@ impl Running {
     ) -> Result<Running, DiscoveryError> {
         let configured = advertisement.interfaces.clone();
         let listen_ip = advertisement.listen_ip;
-        let chosen = select_interfaces(&daemon, move |facts, address| {
-            rules::interface_selected(&configured, facts) && rules::address_served(listen_ip, address)
+        let own_addresses = Arc::new(Mutex::new(BTreeSet::new()));
+        let chosen = select_interfaces(&daemon, {
+            let own_addresses = own_addresses.clone();
+            move |facts, address| {
+                let served = rules::interface_selected(&configured, facts) && rules::address_served(listen_ip, address);
+                if served {
+                    lock(&own_addresses).insert(address);
+                }
+                served
+            }
         })?;
         let monitor = daemon.monitor().map_err(DiscoveryError::Command)?;
         let browser = Browser::start(&daemon)?;
-        let mut announcer = Announcer::new(daemon.clone(), advertisement.clone());
+        let mut announcer = Announcer::new(daemon.clone(), advertisement.clone(), own_addresses);
         announcer.register()?;
         wait_for_daemon(&daemon)?;
 
@@ -273,7 +283,11 @@ impl Running {
 }
 
 impl Announcer {
-    fn new(daemon: ServiceDaemon, advertisement: Advertisement) -> Announcer {
+    fn new(
+        daemon: ServiceDaemon,
+        advertisement: Advertisement,
+        own_addresses: Arc<Mutex<BTreeSet<IpAddr>>>,
+    ) -> Announcer {
         let names = rules::OwnNames {
             instance: advertisement.name.clone(),
             host_label: rules::host_label(&advertisement.name),
@@ -285,6 +299,7 @@ impl Announcer {
             registered: Vec::new(),
             renames: 0,
             names_changed: Instant::now(),
+            own_addresses,
             withdrawn: false,
         }
     }
@@ -322,8 +337,20 @@ impl Announcer {
 
     /// Follows a rename mdns-sd made itself after a clash it saw while probing.
     fn handle_name_change(&mut self, change: &mdns_sd::DnsNameChange) {
+        let address = matches!(change.rr_type, mdns_sd::RRType::A | mdns_sd::RRType::AAAA);
+        let ours = |name: &str| name.trim_end_matches('.').eq_ignore_ascii_case(change.original.trim_end_matches('.'));
+        let current = if address {
+            ours(&format!("{}.local", self.names.host_label))
+        } else {
+            self.registered.iter().any(|fullname| ours(fullname))
+        };
+        if !current {
+            // About a registration we have since replaced: its names are gone.
+            tracing::debug!(original = %change.original, new_name = %change.new_name, "mDNS: a stale rename; ignored");
+            return;
+        }
         self.names_changed = Instant::now();
-        if matches!(change.rr_type, mdns_sd::RRType::A | mdns_sd::RRType::AAAA) {
+        if address {
             let new_host = change.new_name.trim_end_matches('.');
             if let Some(label) = new_host.strip_suffix(".local").filter(|label| !label.is_empty()) {
                 self.names.host_label = label.to_owned();
@@ -331,6 +358,35 @@ impl Announcer {
         } else if let Some(instance) = table::instance_name(&change.new_name, SERVICE_TYPE) {
             self.names.instance = instance;
         }
+    }
+
+    /// Renames if our instance name shows addresses that are not ours: another node
+    /// advertises under it, both probed at once and missed it, and the two adverts
+    /// merged into one, so neither shows the other's identity. Both nodes see the
+    /// same addresses, so one rule picks one to yield: the one that does not hold the
+    /// lowest address.
+    fn check_merged(
+        &mut self,
+        now: Instant,
+        addresses: &[String],
+    ) -> Option<(rules::OwnNames, rules::OwnNames, String)> {
+        if self.withdrawn || self.renames >= RENAMES_MAX {
+            return None;
+        }
+        if now.saturating_duration_since(self.names_changed) < NAMES_SETTLE_TIME {
+            return None;
+        }
+        let addresses: Vec<IpAddr> = addresses.iter().filter_map(|address| address.parse().ok()).collect();
+        let foreign = rules::merged_advert_yields(&lock(&self.own_addresses), &addresses)?;
+        self.renames += 1;
+        let before = self.names.clone();
+        self.names.instance = rules::next_instance_name(&self.names.instance);
+        self.names.host_label = rules::next_host_label(&self.names.host_label);
+        self.unregister();
+        if let Err(error) = self.register() {
+            tracing::warn!(%error, "mDNS: cannot advertise under the new name");
+        }
+        Some((before, self.names.clone(), format!("(the node at {foreign})")))
     }
 
     /// Renames and re-registers if another node's advert uses one of our names and
@@ -562,8 +618,17 @@ fn follow_browse_events(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let others = lock(&nearby.table).other_adverts();
-        if let Some((before, after, other_node_id)) = lock(announcer).check_names(Instant::now(), &others) {
+        let instance = lock(announcer).names.instance.clone();
+        let (others, under_our_name) = {
+            let table = lock(&nearby.table);
+            (table.other_adverts(), table.addresses_under(&instance))
+        };
+        let mut announcer = lock(announcer);
+        let renamed = announcer
+            .check_names(Instant::now(), &others)
+            .or_else(|| announcer.check_merged(Instant::now(), &under_our_name));
+        drop(announcer);
+        if let Some((before, after, other_node_id)) = renamed {
             tracing::warn!(
                 %other_node_id, name = %after.instance, host = %format!("{}.local", after.host_label),
                 "mDNS: another node also uses our name ({} on {}.local); advertising under a new one",

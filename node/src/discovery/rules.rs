@@ -154,6 +154,19 @@ pub fn name_clash(
     (clash.instance || clash.host).then_some(clash)
 }
 
+/// Whether we yield our name when the advert under it carries `addresses`, some of
+/// them not `own` (two nodes under one name, merged into one advert): the node that
+/// does not hold the lowest address yields, a rule both nodes apply alike. Returns
+/// the other node's lowest address when we yield.
+pub fn merged_advert_yields(
+    own: &std::collections::BTreeSet<std::net::IpAddr>,
+    addresses: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let ours = addresses.iter().filter(|address| own.contains(address)).min()?;
+    let foreign = addresses.iter().filter(|address| !own.contains(address)).min()?;
+    (ours > foreign).then_some(*foreign)
+}
+
 /// The next instance name after a clash, as RFC 6763 suggests: `twin` → `twin (2)`
 /// → `twin (3)`.
 pub fn next_instance_name(current: &str) -> String {
@@ -305,5 +318,17 @@ mod tests {
         assert_eq!(next_host_label("twin-2"), "twin-3");
         assert_eq!(next_host_label("my-node"), "my-node-2");
         assert_eq!(next_host_label(&"a".repeat(63)), format!("{}-2", "a".repeat(61)));
+    }
+
+    #[test]
+    fn in_a_merged_advert_the_node_without_the_lowest_address_yields() {
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        let merged = [ip("10.0.0.12"), ip("10.0.0.11")];
+        let low = std::collections::BTreeSet::from([ip("10.0.0.11")]);
+        let high = std::collections::BTreeSet::from([ip("10.0.0.12")]);
+        assert_eq!(merged_advert_yields(&low, &merged), None);
+        assert_eq!(merged_advert_yields(&high, &merged), Some(ip("10.0.0.11")));
+        assert_eq!(merged_advert_yields(&high, &[ip("10.0.0.12")]), None, "only our own addresses: no clash");
+        assert_eq!(merged_advert_yields(&high, &[ip("10.0.0.11")]), None, "not ours at all: not our advert");
     }
 }

@@ -249,6 +249,16 @@ impl NearbyTable {
         nodes
     }
 
+    /// Every address advertised under instance name `instance`, whoever's TXT came
+    /// with them: two nodes under one name merge into one advert.
+    pub fn addresses_under(&self, instance: &str) -> Vec<String> {
+        self.adverts
+            .values()
+            .filter(|entry| entry.name.eq_ignore_ascii_case(instance))
+            .flat_map(|entry| entry.addresses.iter().cloned())
+            .collect()
+    }
+
     /// Names and identities of every advert but our own.
     pub fn other_adverts(&self) -> Vec<AdvertNames> {
         self.adverts
