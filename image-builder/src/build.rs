@@ -452,6 +452,13 @@ fn mmdebstrap(options: &BuildOptions, rootfs: &Path, source_date_epoch: u64) -> 
             // A Pi firmware hook wants /boot/firmware to exist while the kernel installs.
             "--setup-hook=mkdir -p \"$1/boot/firmware\"",
         ]);
+    if options.target == Target::RpiArm64 {
+        let config = write_pi_initramfs_config(&options.work_dir)?;
+        command.arg(DEFER_UPDATE_INITRAMFS).args([
+            format!("--customize-hook=sync-in {} /etc/initramfs-tools", config.display()),
+            ONE_INITRAMFS.to_owned(),
+        ]);
+    }
     if let Some(cache) = &options.deb_cache {
         let cache =
             fs::canonicalize(cache).or_else(|_| fs::create_dir_all(cache).and_then(|()| fs::canonicalize(cache)))?;
@@ -470,6 +477,82 @@ fn mmdebstrap(options: &BuildOptions, rootfs: &Path, source_date_epoch: u64) -> 
         .arg(rootfs)
         .arg(&options.mirror);
     run(&mut command)
+}
+
+// rpi-arm64: one initramfs, made once. Package scripts of a foreign architecture run
+// under qemu-user, where every process start is slow: with Debian's MODULES=most (about a
+// thousand modules, several processes each) one update-initramfs took 20–25 minutes, and
+// installing the packages ran it twice (the kernel's postinst hook creates it, then
+// initramfs-tools' trigger, activated by udev, kmod, e2fsprogs and others, updates it).
+// So update-initramfs is diverted to a stub while the packages install, and put back by
+// a customize hook that makes exactly one initramfs per kernel, with the short driver
+// list of PI_INITRAMFS_HOOK (MODULES=list). raspi-firmware's post-update hook runs then,
+// once, and fills /boot/firmware (device trees, kernel, initrd) as it would have.
+
+/// Essential hook: before initramfs-tools is unpacked, its update-initramfs is diverted
+/// aside and a stub that only says so takes its place.
+const DEFER_UPDATE_INITRAMFS: &str = "--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename \
+     --divert /usr/sbin/update-initramfs.edgenode-deferred --add /usr/sbin/update-initramfs && \
+     printf '#!/bin/sh\\necho \"update-initramfs $*: deferred by image-builder (one initramfs once the packages are in)\" >&2\\n' \
+     > \"$1/usr/sbin/update-initramfs\" && chmod 755 \"$1/usr/sbin/update-initramfs\"";
+
+/// Customize hook: the real update-initramfs back, then one initramfs per kernel.
+const ONE_INITRAMFS: &str = "--customize-hook=rm -f \"$1/usr/sbin/update-initramfs\" && \
+     chroot \"$1\" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs && \
+     for version in $(ls \"$1/lib/modules\"); do started=$(date +%s); \
+     chroot \"$1\" update-initramfs -c -k \"$version\" || exit 1; \
+     echo \"I: initramfs for $version made in $(( $(date +%s) - started )) s\"; done";
+
+/// /etc/initramfs-tools/conf.d/edgenode: only the modules the hook below names.
+const PI_INITRAMFS_CONF: &str = "# Written by image-builder (rpi-arm64): the initramfs holds the drivers that\n\
+     # hooks/edgenode names, not Debian's MODULES=most (about a thousand modules, 20+\n\
+     # minutes to pack under qemu-user when the image is built on another architecture).\n\
+     MODULES=list\n";
+
+/// /etc/initramfs-tools/hooks/edgenode: what finds and mounts the root file system on a
+/// Raspberry Pi 4 (SD card, USB mass storage) and on qemu's virt board (virtio). What
+/// Debian's arm64 kernel builds in is not listed: mmc_block, the Pi's PCIe (pcie-brcmstb),
+/// pinctrl, GPIO expander, firmware mailbox, clocks and power domains, DMA, virtio core.
+const PI_INITRAMFS_HOOK: &str = r#"#!/bin/sh
+# Written by image-builder (rpi-arm64), with conf.d/edgenode (MODULES=list).
+PREREQ=""
+prereqs() { echo "$PREREQ"; }
+case "$1" in
+prereqs) prereqs; exit 0 ;;
+esac
+. /usr/share/initramfs-tools/hook-functions
+# SD/eMMC host controllers (Pi 4: sdhci-iproc on emmc2, bcm2835 sdhost) and the
+# regulators the card's supplies hang on (Pi 4: gpio-regulator for 1.8 V signalling).
+copy_modules_dir kernel/drivers/mmc
+copy_modules_dir kernel/drivers/regulator
+# USB boot: host controllers (Pi 4: the VL805 xHCI behind PCIe, whose firmware is
+# loaded through reset-raspberrypi; dwc2 on the USB-C port), mass storage, UAS, disks.
+copy_modules_dir kernel/drivers/usb/host
+copy_modules_dir kernel/drivers/usb/dwc2
+copy_modules_dir kernel/drivers/usb/storage
+copy_modules_dir kernel/drivers/reset
+manual_add_modules sd_mod uas usbhid hid-generic nvme
+# qemu -M virt: virtio over PCI and MMIO, disks.
+manual_add_modules virtio_pci virtio_mmio virtio_blk virtio_scsi
+# File systems: root slots and data (ext4), RASPIFIRM (vfat).
+manual_add_modules ext4 crc32c_generic vfat nls_cp437 nls_ascii nls_iso8859-1
+"#;
+
+/// Writes conf.d/edgenode and hooks/edgenode under WORK/initramfs-tools, for sync-in.
+fn write_pi_initramfs_config(work: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = work.join("initramfs-tools");
+    fs::create_dir_all(dir.join("conf.d"))?;
+    fs::create_dir_all(dir.join("hooks"))?;
+    fs::write(dir.join("conf.d/edgenode"), PI_INITRAMFS_CONF)?;
+    let hook = dir.join("hooks/edgenode");
+    fs::write(&hook, PI_INITRAMFS_HOOK)?;
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755))?;
+    for sub in ["", "conf.d", "hooks"] {
+        fs::set_permissions(dir.join(sub), fs::Permissions::from_mode(0o755))?;
+    }
+    fs::set_permissions(dir.join("conf.d/edgenode"), fs::Permissions::from_mode(0o644))?;
+    Ok(dir)
 }
 
 /// Installs the node, our units and defaults, and prepares a read-only root.
@@ -858,6 +941,28 @@ mod tests {
         assert!(command_line.starts_with("root=PARTUUID=6e6f6465-0002-4000-8000-000000000002 ro "));
         assert!(command_line.contains("console=ttyS1,115200"));
         assert!(!command_line.contains("serial0"));
+    }
+
+    #[test]
+    fn pi_initramfs_is_made_once_with_the_boot_drivers() {
+        assert!(DEFER_UPDATE_INITRAMFS.starts_with("--essential-hook="));
+        assert!(ONE_INITRAMFS.starts_with("--customize-hook="));
+        for hook in [DEFER_UPDATE_INITRAMFS, ONE_INITRAMFS] {
+            let (_, script) = hook.split_once('=').expect("--hook=script");
+            let status = Command::new("sh").args(["-n", "-c", script]).status().expect("sh runs");
+            assert!(status.success(), "not valid sh: {script}");
+        }
+        assert!(PI_INITRAMFS_CONF.lines().any(|line| line == "MODULES=list"));
+        let status = Command::new("sh").args(["-n", "-c", PI_INITRAMFS_HOOK]).status().expect("sh runs");
+        assert!(status.success(), "the initramfs hook is not valid sh");
+        for drivers in
+            ["kernel/drivers/mmc", "kernel/drivers/regulator", "kernel/drivers/usb/storage", "kernel/drivers/reset"]
+        {
+            assert!(PI_INITRAMFS_HOOK.contains(&format!("copy_modules_dir {drivers}\n")), "{drivers}");
+        }
+        for module in ["virtio_blk", "virtio_pci", "ext4", "vfat", "sd_mod", "uas"] {
+            assert!(PI_INITRAMFS_HOOK.contains(&format!(" {module}")), "{module}");
+        }
     }
 
     #[test]
