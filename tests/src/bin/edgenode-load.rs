@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! edgenode-load --protocol h2|h3 --url https://127.0.0.1:PORT --paths FILE
-//!               --requests N --clients C --streams S (--insecure | --pin sha256/…)
+//!               --requests N --clients C --streams S --pin sha256/…
 //!               [--threads T] [--timeout SECONDS]
 //! ```
 //!
@@ -22,9 +22,8 @@
 //! Runtime: `--threads 1` (the default) is a current_thread tokio runtime, one client
 //! thread like `h2load -t 1`; `--threads T` > 1 is a multi-thread runtime of T workers.
 //!
-//! TLS 1.3. `--insecure` accepts any certificate (loopback benchmarks against a self-signed
-//! node); `--pin` accepts exactly the node's SPKI pin. Both still check the handshake
-//! signature, so both cost the client the same.
+//! TLS 1.3, accepting exactly the node's SPKI pin (`--pin`, the node's own pinned
+//! client configuration), as phones do.
 //!
 //! Prints one line to stdout:
 //! `protocol=h3 requests=N ok=.. failed=.. seconds=.. rps=.. p50_ms=.. p99_ms=.. bytes=.. client_cpu_s=..`
@@ -40,12 +39,10 @@ use anyhow::Context;
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 const USAGE: &str = "usage: edgenode-load --protocol h2|h3 --url https://HOST:PORT --paths FILE \
---requests N --clients C --streams S (--insecure | --pin sha256/...) [--threads T] [--timeout SECONDS]";
+--requests N --clients C --streams S --pin sha256/... [--threads T] [--timeout SECONDS]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -71,15 +68,15 @@ struct Options {
     requests: usize,
     clients: usize,
     streams: usize,
-    /// `None`: any certificate (--insecure); `Some(pin)`: exactly this SPKI pin.
-    pin: Option<String>,
+    /// The node's SPKI pin, the only key accepted.
+    pin: String,
     threads: usize,
     timeout: Duration,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
-    let (mut protocol, mut url, mut paths_file, mut pin, mut insecure) = (None, None, None, None, false);
+    let (mut protocol, mut url, mut paths_file, mut pin) = (None, None, None, None);
     let (mut requests, mut clients, mut streams, mut threads, mut timeout) = (None, None, None, 1, 300);
     let number = |name: &str, value: Option<String>| -> Result<usize, String> {
         value
@@ -101,7 +98,6 @@ fn parse_options() -> Result<Options, String> {
             "--url" => url = Some(args.next().ok_or("--url needs a value")?),
             "--paths" => paths_file = Some(args.next().ok_or("--paths needs a value")?),
             "--pin" => pin = Some(args.next().ok_or("--pin needs a value")?),
-            "--insecure" => insecure = true,
             "--requests" => requests = Some(number(&arg, args.next())?),
             "--clients" => clients = Some(number(&arg, args.next())?),
             "--streams" => streams = Some(number(&arg, args.next())?),
@@ -111,9 +107,7 @@ fn parse_options() -> Result<Options, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if insecure == pin.is_some() {
-        return Err("give one of --insecure and --pin".into());
-    }
+    let pin = pin.ok_or("--pin is required")?;
     let url = url.ok_or("--url is required")?;
     let origin = url.trim_end_matches('/').to_owned();
     let authority = origin.strip_prefix("https://").ok_or("--url must start with https://")?;
@@ -300,67 +294,7 @@ async fn run(options: Options, shared: Arc<Shared>) -> anyhow::Result<(Duration,
 
 fn tls_config(options: &Options) -> rustls::ClientConfig {
     let alpn = options.protocol.name().as_bytes().to_vec();
-    if let Some(pin) = &options.pin {
-        return edgenode::net::tls::pinned_client_config(pin.clone(), vec![alpn]);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("ring supports TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn];
-    config
-}
-
-/// Accepts any server certificate (--insecure), but checks handshake signatures.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            certificate,
-            signature,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            certificate,
-            signature,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    edgenode::net::tls::pinned_client_config(options.pin.clone(), vec![alpn])
 }
 
 /// This process's CPU time (user + system) in seconds, from /proc/self/stat.
