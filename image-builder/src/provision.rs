@@ -130,7 +130,7 @@ pub fn new_claim_code() -> String {
 fn make_identity(name: &str, scratch: &Path) -> Result<(IdentityPem, String), ProvisionError> {
     let identity_error = |message: String| ProvisionError::Identity { name: name.to_owned(), message };
     let _ = fs::remove_dir_all(scratch);
-    let identity = edgenode::net::tls::Identity::load_or_create(scratch, name)
+    let identity = edgenode::identity::Identity::load_or_create(scratch, name)
         .map_err(|error| identity_error(error.to_string()))?;
     let read = |file: &str| fs::read_to_string(scratch.join(file)).map_err(|error| identity_error(error.to_string()));
     let pem = IdentityPem { key_pem: read("node.key")?, certificate_pem: read("node.crt")? };
@@ -274,7 +274,7 @@ mod tests {
         let identity = b.identity.unwrap();
         fs::write(identity_dir.join("node.key"), identity.key_pem).unwrap();
         fs::write(identity_dir.join("node.crt"), identity.certificate_pem).unwrap();
-        assert_eq!(edgenode::net::tls::Identity::load(&identity_dir).unwrap().pin, boxes[1].label.pin);
+        assert_eq!(edgenode::identity::Identity::load(&identity_dir).unwrap().pin, boxes[1].label.pin);
         assert!(out.join("a/label.png").exists());
         assert!(!out.join(".identity-a").exists());
         fs::remove_dir_all(&out).unwrap();

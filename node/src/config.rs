@@ -32,7 +32,7 @@ pub struct Config {
 }
 
 /// `[fanout]`: posts pushed to followers' home nodes across the neighbourhood (see
-/// `crate::fanout`). Units are last in the names.
+/// `crate::services::fanout`). Units are last in the names.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FanoutSettings {

@@ -1,17 +1,18 @@
 //! Edgenode: one process that serves a neighbourhood photo-sharing service.
 //!
 //! Layers, from the inside out (see ARCHITECTURE.md):
-//! `core` (sans-IO logic) ← `store` (redb + blob files) ← `media` (image pipeline)
-//! ← `api` (one `http` service) ← `net` (HTTPS, HTTP/3, TLS identity, systemd).
+//! `core` (sans-IO logic) ← `store` (redb + blob files) and `link` (node-to-node
+//! QUIC) ← `services` (replication, fan-out, search) ← `api` (one `http` service)
+//! ← `http` (HTTPS, HTTP/3, systemd). `node` (in the binary) wires them together.
 
 pub mod api;
 pub mod config;
 pub mod core;
 pub mod discovery;
-pub mod fanout;
+pub mod http;
+pub mod identity;
+pub mod link;
 pub mod media;
-pub mod net;
 pub mod os;
-pub mod search;
-pub mod siblings;
+pub mod services;
 pub mod store;

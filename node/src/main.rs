@@ -11,11 +11,11 @@ use clap::{Parser, Subcommand};
 use edgenode::api::{Api, NodeInfo};
 use edgenode::config::Config;
 use edgenode::discovery::{self, Advertisement, Discovery};
+use edgenode::http::{self as transports, systemd, Identity};
 use edgenode::media::{MediaLimits, Pipeline};
-use edgenode::net::{self, systemd, Identity};
 use edgenode::os;
-use edgenode::search::SearchService;
-use edgenode::siblings::Siblings;
+use edgenode::services::replication::Siblings;
+use edgenode::services::search::SearchService;
 use edgenode::store::Store;
 
 #[derive(Parser)]
@@ -159,7 +159,7 @@ async fn serve(config: Config) -> Result<()> {
         workers: limits.media_workers,
         decoded_bytes_in_flight_max: limits.media_decoded_bytes_in_flight_max,
     });
-    let listeners = net::bind(config.listen, &identity, limits).await?;
+    let listeners = transports::bind(config.listen, &identity, limits).await?;
     let siblings = Siblings::start(&config, &identity, store.clone()).await?;
     let search = SearchService::start(&config, store.clone(), &siblings)
         .map_err(|reason| anyhow::anyhow!("cannot start search: {reason}"))?;
@@ -172,7 +172,7 @@ async fn serve(config: Config) -> Result<()> {
         pin: identity.pin.clone(),
         addresses: vec![local_addr.to_string()],
     };
-    let fanout = edgenode::fanout::Fanout::start(
+    let fanout = edgenode::services::fanout::Fanout::start(
         store.clone(),
         siblings.neighbour_link().clone(),
         siblings.neighbour_services(),
@@ -195,7 +195,7 @@ async fn serve(config: Config) -> Result<()> {
             port: local_addr.port(),
             listen_ip: local_addr.ip(),
             interfaces: config.mdns.interfaces.clone(),
-            siblings_pins: edgenode::siblings::all_siblings(&config)?
+            siblings_pins: edgenode::services::replication::all_siblings(&config)?
                 .iter()
                 .map(|sibling| sibling.pin.clone())
                 .collect(),
@@ -230,7 +230,7 @@ async fn serve(config: Config) -> Result<()> {
             }
         });
     }
-    let serving = tokio::spawn(net::serve(listeners, api, config.limits.clone(), shutdown));
+    let serving = tokio::spawn(transports::serve(listeners, api, config.limits.clone(), shutdown));
 
     // Written before the ready line, so whoever waits for that line finds it.
     write_private_file(&config.data_dir.join("peer-address"), peer_address.to_string().as_bytes())?;
@@ -598,7 +598,7 @@ async fn call_json(
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
     use http_body_util::{BodyExt, Full};
-    let tls = net::tls::pinned_client_config(pin.to_owned(), vec![b"http/1.1".to_vec()]);
+    let tls = edgenode::identity::pinned_client_config(pin.to_owned(), vec![b"http/1.1".to_vec()]);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect(target).await?;
     let server_name = rustls::pki_types::ServerName::try_from("localhost")?;

@@ -264,7 +264,7 @@ impl Client {
     }
 
     fn tls_config(&self) -> rustls::ClientConfig {
-        edgenode::net::tls::pinned_client_config(self.pin.clone(), vec![self.transport.alpn().to_vec()])
+        edgenode::identity::pinned_client_config(self.pin.clone(), vec![self.transport.alpn().to_vec()])
     }
 
     async fn send_over_tls_tcp(&self, request: http::Request<Bytes>) -> anyhow::Result<(Version, Response)> {

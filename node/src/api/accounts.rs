@@ -113,7 +113,7 @@ pub fn replication(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
 }
 
-fn siblings<'a>(api: &'a Api, call: &mut Call<'_>) -> Result<&'a crate::siblings::Siblings, ApiError> {
+fn siblings<'a>(api: &'a Api, call: &mut Call<'_>) -> Result<&'a crate::services::replication::Siblings, ApiError> {
     if !call.local_control && !call.user()?.admin {
         return Err(ApiError::forbidden("only an admin can manage siblings"));
     }

@@ -3,7 +3,6 @@
 //! (`routes.rs`) that both dispatch and `/openapi.json` are made from.
 
 mod accounts;
-pub mod coalesce;
 mod media;
 pub mod metrics;
 pub mod password;
@@ -25,8 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::core::model::User;
 use crate::media::{MediaError, Pipeline};
+use crate::services::coalesce::Coalescer;
 use crate::store::{MediaInfo, Store, StoreError};
-use coalesce::Coalescer;
 use metrics::Metrics;
 use throttle::LoginThrottle;
 
@@ -178,11 +177,11 @@ pub struct Api {
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
     /// Nodes seen over mDNS; `None` when discovery is off.
     nearby: Option<crate::discovery::NearbyHandle>,
-    siblings: Option<std::sync::Arc<crate::siblings::Siblings>>,
+    siblings: Option<std::sync::Arc<crate::services::replication::Siblings>>,
     /// Searches wider than this node (`scope=neighbourhood|<region prefix>`).
-    search: Option<Arc<crate::search::SearchService>>,
+    search: Option<Arc<crate::services::search::SearchService>>,
     /// Fan-out across the neighbourhood (remote follows, feeds, photos); see `remote.rs`.
-    fanout: Option<Arc<crate::fanout::Fanout>>,
+    fanout: Option<Arc<crate::services::fanout::Fanout>>,
     /// SHA-256 of the local control token in `<data_dir>/control-token`: whoever can
     /// read the data dir (the `edgenode` CLI on the box) may read admin node info.
     control_token_hash: [u8; 32],
@@ -223,19 +222,19 @@ impl Api {
     }
 
     /// Answers `GET /api/v1/node/replication` and lists users' replicas from this.
-    pub fn with_siblings(mut self, siblings: std::sync::Arc<crate::siblings::Siblings>) -> Api {
+    pub fn with_siblings(mut self, siblings: std::sync::Arc<crate::services::replication::Siblings>) -> Api {
         self.siblings = Some(siblings);
         self
     }
 
     /// Follows users of other nodes and shows their posts through this fan-out service.
-    pub fn with_fanout(mut self, fanout: Arc<crate::fanout::Fanout>) -> Api {
+    pub fn with_fanout(mut self, fanout: Arc<crate::services::fanout::Fanout>) -> Api {
         self.fanout = Some(fanout);
         self
     }
 
     /// Answers searches of the neighbourhood and of regions through this service.
-    pub fn with_search(mut self, search: Arc<crate::search::SearchService>) -> Api {
+    pub fn with_search(mut self, search: Arc<crate::services::search::SearchService>) -> Api {
         self.search = Some(search);
         self
     }

@@ -1,5 +1,5 @@
 //! Users of other nodes, addressed as `handle@<node id>` (16 hex digits): their
-//! profile (asked of that node), follows (routed to their home by `crate::fanout`),
+//! profile (asked of that node), follows (routed to their home by `crate::services::fanout`),
 //! their cached posts, remote posts in feeds, and photos of remote posts (cached
 //! here, fetched from the author's home on a miss). Every read applies `may_view`
 //! through the fan-out core (followers-only posts only to local followers).
@@ -12,8 +12,8 @@ use super::media::media_json;
 use super::{header_value, ok_json, Api, ApiError, ApiResult, Call};
 use crate::core::fanout::FeedEntry;
 use crate::core::model::NodeId;
-use crate::fanout::{Fanout, FanoutServiceError, RemoteUser};
-use crate::net::peer::neighbours::NeighbourError;
+use crate::link::neighbours::NeighbourError;
+use crate::services::fanout::{Fanout, FanoutServiceError, RemoteUser};
 use crate::store::BlobKind;
 
 /// `handle@<node id>` split, when the node id is 16 hex digits.

@@ -10,7 +10,7 @@ use super::{empty_response, json_response, ok_json, Api, ApiError, ApiResult, Ca
 use crate::core::model::{may_view, Post, User, Visibility};
 use crate::core::region::Scope;
 use crate::core::text;
-use crate::search::SearchError;
+use crate::services::search::SearchError;
 
 pub const CAPTION_CHARS_MAX: usize = 2_200;
 pub const MEDIA_PER_POST_MAX: usize = 10;
@@ -394,7 +394,7 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
     let terms = text::query_terms(query);
     let posts = api.store.search_posts(&terms, limit)?;
-    let handle_prefix = crate::search::handle_prefix(query);
+    let handle_prefix = crate::services::search::handle_prefix(query);
     let users = if handle_prefix.is_empty() {
         Vec::new()
     } else {
@@ -428,8 +428,8 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
     ok_json(json!({
         "scope": "neighbourhood",
         "answered_by": answered_by,
-        "users": crate::search::merge_users(users, limit),
-        "posts": crate::search::merge_posts(posts, limit),
+        "users": crate::services::search::merge_users(users, limit),
+        "posts": crate::services::search::merge_posts(posts, limit),
         "unreachable": unreachable,
     }))
 }

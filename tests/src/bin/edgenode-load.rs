@@ -294,7 +294,7 @@ async fn run(options: Options, shared: Arc<Shared>) -> anyhow::Result<(Duration,
 
 fn tls_config(options: &Options) -> rustls::ClientConfig {
     let alpn = options.protocol.name().as_bytes().to_vec();
-    edgenode::net::tls::pinned_client_config(options.pin.clone(), vec![alpn])
+    edgenode::identity::pinned_client_config(options.pin.clone(), vec![alpn])
 }
 
 /// This process's CPU time (user + system) in seconds, from /proc/self/stat.

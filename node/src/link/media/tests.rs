@@ -14,8 +14,8 @@ use super::super::tests::{eventually, start_cluster_serving, test_node, TestNode
 use super::super::PeerDriver;
 use super::*;
 use crate::core::replication::{MemoryStore, RecordKey, ReplicaStore, ShardId, Table};
+use crate::http::tests::TempDir;
 use crate::media::{testimage, MediaLimits, Pipeline};
-use crate::net::tests::TempDir;
 use crate::store::{hex, pair_key, Admission, BlobInfo, RedbReplicaStore};
 
 fn fast_fetch_limits() -> MediaFetchLimits {

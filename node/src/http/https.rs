@@ -24,12 +24,12 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument as _;
 
-use super::tls::{ALPN_H2, ALPN_HTTP1};
 use super::{
     api_request, body_too_large, body_unreadable, call_service, declared_length_exceeds, shutdown_requested,
     ConnectionSlot, Service, Shared, HANDSHAKE_TIMEOUT,
 };
 use crate::api::Transport;
+use crate::identity::{ALPN_H2, ALPN_HTTP1};
 
 /// HTTP/1 clients must send a request's headers within this time, and an idle
 /// keep-alive connection is closed after it (hyper starts the same timer while waiting

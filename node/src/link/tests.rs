@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::pairing::PAIRING_FAILURES_MAX;
 use super::*;
 use crate::core::replication::{MemoryStore, RecordKey, ShardId, Table};
-use crate::net::tests::TempDir;
+use crate::http::tests::TempDir;
 
 const WAIT: Duration = Duration::from_secs(5);
 

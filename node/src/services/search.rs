@@ -51,8 +51,8 @@ use crate::core::model::NodeId;
 use crate::core::region::{aggregators_for, feed_targets, Known, Region, Scope};
 use crate::core::search::{changes, Digest, Entry, EntryKey, Origin, PublicPost, PublicUser};
 use crate::core::text;
-use crate::net::peer::neighbours::{NeighbourHandler, NeighbourLink};
-use crate::siblings::Siblings;
+use crate::link::neighbours::{NeighbourHandler, NeighbourLink};
+use crate::services::replication::Siblings;
 use crate::store::search_index::{public_post, Hit, SearchIndex, ENTRIES_PER_ORIGIN_MAX};
 use crate::store::{Store, StoreError};
 

@@ -25,13 +25,13 @@ use serde_json::{json, Value};
 use crate::config::{Config, SiblingConfig};
 use crate::core::model::NodeId;
 use crate::core::replication::{ReplicaConfig, ShardId};
-use crate::net::peer::media::{MediaFetchLimits, MediaFetcher};
-use crate::net::peer::neighbours::{NeighbourAddress, NeighbourLink, NeighbourServices};
-use crate::net::peer::trust::TrustBook;
-use crate::net::peer::{
+use crate::identity::Identity;
+use crate::link::media::{MediaFetchLimits, MediaFetcher};
+use crate::link::neighbours::{NeighbourAddress, NeighbourLink, NeighbourServices};
+use crate::link::trust::TrustBook;
+use crate::link::{
     NeighbourServing, PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode, SiblingInfo,
 };
-use crate::net::tls::Identity;
 use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreError, StoreResult};
 
 /// Where siblings learned by pairing are kept (config siblings stay in the config).
@@ -393,7 +393,7 @@ impl Siblings {
         let code = running.driver.start_pairing();
         Ok(json!({
             "code": code.as_str(),
-            "expires_in_seconds": crate::net::peer::pairing::PAIRING_CODE_LIFETIME_MS / 1000,
+            "expires_in_seconds": crate::link::pairing::PAIRING_CODE_LIFETIME_MS / 1000,
             "peer_address": self.peer_address.to_string(),
             "node_id": self.store.node_id().to_string(),
             "pin": self.identity.pin,

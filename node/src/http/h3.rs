@@ -14,13 +14,13 @@ use quinn::{IdleTimeout, VarInt};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use super::tls::{self, Identity};
 use super::{
     api_request, body_too_large, call_service, declared_length_exceeds, shutdown_requested, ConnectionSlot, NetError,
     Service, Shared, HANDSHAKE_TIMEOUT,
 };
 use crate::api::Transport;
 use crate::config::Limits;
+use crate::identity::{self as tls, Identity};
 
 /// Unidirectional streams a client may open: HTTP/3 needs three (control, QPACK
 /// encoder and decoder); the rest leaves room for grease streams.

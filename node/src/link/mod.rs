@@ -59,7 +59,7 @@ use crate::core::replication::{
     wire, DurableState, Item, LocalWrite, Message, ReplicaConfig, ReplicaNode, ReplicaStore, Sibling, WriteError,
 };
 use crate::core::trust::TrustEvent;
-use crate::net::tls::Identity;
+use crate::identity::Identity;
 pub use pairing::{join_standalone, PairingCode, PairingError, PairingState, SiblingInfo};
 
 /// ALPN of the sibling protocol.

@@ -3,9 +3,7 @@
 
 mod h3;
 mod https;
-pub mod peer;
 pub mod systemd;
-pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,7 +19,7 @@ use crate::api::metrics::Metrics;
 use crate::api::{error_response, ClientAddr, Transport};
 use crate::config::Limits;
 
-pub use tls::Identity;
+pub use crate::identity::Identity;
 
 /// Time a client gets to complete the TLS (or QUIC) handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,16 +53,8 @@ impl Service for crate::api::Api {
 pub enum NetError {
     #[error("cannot listen on {address} ({protocol}): {source}{hint}", hint = listen_hint(source))]
     Listen { address: SocketAddr, protocol: &'static str, source: std::io::Error },
-    #[error("cannot read the TLS identity {path}: {source} — check the data directory's owner and permissions")]
-    IdentityRead { path: std::path::PathBuf, source: std::io::Error },
-    #[error("cannot write the TLS identity {path}: {source} — check that the data directory is writable and the disk is not full")]
-    IdentityWrite { path: std::path::PathBuf, source: std::io::Error },
-    #[error("no TLS identity in {dir} — run `edgenode serve` once to create it, or pass the right --data-dir")]
-    IdentityMissing { dir: std::path::PathBuf },
-    #[error("the TLS identity {path} is not valid: {reason} — restore it from a backup, or move node.key and node.crt aside to make a new one (the pin will change and paired devices must pair again)")]
-    IdentityInvalid { path: std::path::PathBuf, reason: String },
-    #[error("cannot generate the TLS identity: {0}")]
-    IdentityGenerate(String),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("cannot configure TLS: {0}")]
     Tls(#[from] rustls::Error),
     #[error("cannot configure QUIC: {0}")]
@@ -97,7 +87,7 @@ pub struct Listeners {
 /// UDP follows it (retrying with a new port if UDP's is taken). `[::]` falls back to
 /// `0.0.0.0` on hosts without IPv6.
 pub async fn bind(listen: SocketAddr, identity: &Identity, limits: &Limits) -> Result<Listeners, NetError> {
-    let tls_acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::https_server_config(identity)?));
+    let tls_acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(crate::identity::https_server_config(identity)?));
     let quic_config = h3::server_config(identity, limits)?;
     let (tcp, udp) = match bind_sockets(listen).await {
         Err(NetError::Listen { source, .. })
@@ -314,8 +304,8 @@ pub(crate) mod tests {
     use tokio::task::JoinHandle;
     use tokio_rustls::client::TlsStream;
 
-    use super::tls::{ALPN_H2, ALPN_H3, ALPN_HTTP1};
     use super::*;
+    use crate::identity::{self as tls, ALPN_H2, ALPN_H3, ALPN_HTTP1};
 
     /// A directory under the system temp dir, removed on drop.
     pub(crate) struct TempDir(PathBuf);

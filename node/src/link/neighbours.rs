@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 
 use super::{crypto, lock, PeerError, PeerLimits};
 use crate::core::model::NodeId;
-use crate::net::tls::Identity;
+use crate::identity::Identity;
 
 pub const ALPN_NEIGHBOUR: &[u8] = b"edgenode-neighbour/1";
 const REQUEST_MAGIC: &[u8; 5] = b"ENBR1";

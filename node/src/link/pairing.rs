@@ -25,7 +25,7 @@ use std::time::Duration;
 use super::crypto::{self, hmac_sha256, macs_equal};
 use super::{lock, Shared, ALPN_PAIR};
 use crate::core::model::NodeId;
-use crate::net::tls::Identity;
+use crate::identity::Identity;
 
 pub const PAIRING_CODE_LIFETIME_MS: u64 = 10 * 60_000;
 pub const PAIRING_FAILURES_MAX: u32 = 3;

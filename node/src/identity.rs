@@ -17,7 +17,22 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use super::NetError;
+/// Why the node key or certificate could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot read the TLS identity {path}: {source} — check the data directory's owner and permissions")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot write the TLS identity {path}: {source} — check that the data directory is writable and the disk is not full")]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+    #[error("no TLS identity in {dir} — run `edgenode serve` once to create it, or pass the right --data-dir")]
+    Missing { dir: std::path::PathBuf },
+    #[error("the TLS identity {path} is not valid: {reason} — restore it from a backup, or move node.key and node.crt aside to make a new one (the pin will change and paired devices must pair again)")]
+    Invalid { path: std::path::PathBuf, reason: String },
+    #[error("cannot generate the TLS identity: {0}")]
+    Generate(String),
+    #[error("cannot configure TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
 
 const KEY_FILE_NAME: &str = "node.key";
 const CERTIFICATE_FILE_NAME: &str = "node.crt";
@@ -49,7 +64,7 @@ impl Identity {
     /// P-256 key and a self-signed certificate for `name`, `name.local`, `localhost`,
     /// 127.0.0.1 and ::1. If only the key exists (a crash between the two writes) the
     /// certificate is remade from it, keeping the pin.
-    pub fn load_or_create(dir: &Path, name: &str) -> Result<Identity, NetError> {
+    pub fn load_or_create(dir: &Path, name: &str) -> Result<Identity, IdentityError> {
         let key_path = dir.join(KEY_FILE_NAME);
         let certificate_path = dir.join(CERTIFICATE_FILE_NAME);
         let key_pem = read_if_exists(&key_path)?;
@@ -65,14 +80,14 @@ impl Identity {
                 write_private_file(dir, CERTIFICATE_FILE_NAME, certificate.pem().as_bytes())?;
                 Identity::from_parts(certificate.der().to_vec(), key_pair.serialize_der())
             }
-            (None, Some(_)) => Err(NetError::IdentityInvalid {
+            (None, Some(_)) => Err(IdentityError::Invalid {
                 path: key_path,
                 reason: "the certificate exists but its key is missing".to_owned(),
             }),
             (None, None) => {
-                fs::create_dir_all(dir).map_err(|source| NetError::IdentityWrite { path: dir.to_owned(), source })?;
+                fs::create_dir_all(dir).map_err(|source| IdentityError::Write { path: dir.to_owned(), source })?;
                 let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                    .map_err(|error| NetError::IdentityGenerate(error.to_string()))?;
+                    .map_err(|error| IdentityError::Generate(error.to_string()))?;
                 let certificate = self_signed_certificate(&key_pair, name)?;
                 // Key first: a crash before the certificate is written is repaired above.
                 write_private_file(dir, KEY_FILE_NAME, key_pair.serialize_pem().as_bytes())?;
@@ -85,10 +100,10 @@ impl Identity {
     }
 
     /// Loads an existing identity; never creates one (used by `edgenode status`).
-    pub fn load(dir: &Path) -> Result<Identity, NetError> {
+    pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
         let key_path = dir.join(KEY_FILE_NAME);
         let certificate_path = dir.join(CERTIFICATE_FILE_NAME);
-        let missing = || NetError::IdentityMissing { dir: dir.to_owned() };
+        let missing = || IdentityError::Missing { dir: dir.to_owned() };
         let key_pem = read_if_exists(&key_path)?.ok_or_else(missing)?;
         let certificate_pem = read_if_exists(&certificate_path)?.ok_or_else(missing)?;
         Identity::from_pem(&key_path, &key_pem, &certificate_path, &certificate_pem)
@@ -99,20 +114,19 @@ impl Identity {
         key_pem: &[u8],
         certificate_path: &Path,
         certificate_pem: &[u8],
-    ) -> Result<Identity, NetError> {
+    ) -> Result<Identity, IdentityError> {
         let key_pair = parse_key_pair(key_path, key_pem)?;
-        let certificate = CertificateDer::from_pem_slice(certificate_pem).map_err(|error| {
-            NetError::IdentityInvalid { path: certificate_path.to_owned(), reason: error.to_string() }
-        })?;
+        let certificate = CertificateDer::from_pem_slice(certificate_pem)
+            .map_err(|error| IdentityError::Invalid { path: certificate_path.to_owned(), reason: error.to_string() })?;
         let identity = Identity::from_parts(certificate.to_vec(), key_pair.serialize_der()).map_err(|_| {
-            NetError::IdentityInvalid {
+            IdentityError::Invalid {
                 path: certificate_path.to_owned(),
                 reason: "not a well-formed X.509 certificate".to_owned(),
             }
         })?;
         // A certificate for another key would make every handshake fail; say so now.
         if identity.pin != spki_pin(&key_pair.public_key_der()) {
-            return Err(NetError::IdentityInvalid {
+            return Err(IdentityError::Invalid {
                 path: certificate_path.to_owned(),
                 reason: format!("the certificate does not belong to the key in {}", key_path.display()),
             });
@@ -121,9 +135,9 @@ impl Identity {
         Ok(identity)
     }
 
-    fn from_parts(certificate_der: Vec<u8>, private_key_der: Vec<u8>) -> Result<Identity, NetError> {
+    fn from_parts(certificate_der: Vec<u8>, private_key_der: Vec<u8>) -> Result<Identity, IdentityError> {
         let pin = spki_pin_of_certificate(&certificate_der)
-            .ok_or_else(|| NetError::IdentityGenerate("the certificate has no SubjectPublicKeyInfo".to_owned()))?;
+            .ok_or_else(|| IdentityError::Generate("the certificate has no SubjectPublicKeyInfo".to_owned()))?;
         Ok(Identity { certificate_der, private_key_der, pin })
     }
 
@@ -158,21 +172,21 @@ impl Identity {
     }
 }
 
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, NetError> {
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(NetError::IdentityRead { path: path.to_owned(), source }),
+        Err(source) => Err(IdentityError::Read { path: path.to_owned(), source }),
     }
 }
 
-fn parse_key_pair(path: &Path, pem: &[u8]) -> Result<rcgen::KeyPair, NetError> {
-    let invalid = |reason: String| NetError::IdentityInvalid { path: path.to_owned(), reason };
+fn parse_key_pair(path: &Path, pem: &[u8]) -> Result<rcgen::KeyPair, IdentityError> {
+    let invalid = |reason: String| IdentityError::Invalid { path: path.to_owned(), reason };
     let pem = std::str::from_utf8(pem).map_err(|_| invalid("not PEM text".to_owned()))?;
     rcgen::KeyPair::from_pem(pem).map_err(|error| invalid(error.to_string()))
 }
 
-fn self_signed_certificate(key_pair: &rcgen::KeyPair, name: &str) -> Result<rcgen::Certificate, NetError> {
+fn self_signed_certificate(key_pair: &rcgen::KeyPair, name: &str) -> Result<rcgen::Certificate, IdentityError> {
     let mut subject_alt_names = Vec::new();
     // A host name that is not a valid DNS name (spaces, non-ASCII) is left out rather
     // than refusing to start: clients trust the pin, not the name.
@@ -181,25 +195,25 @@ fn self_signed_certificate(key_pair: &rcgen::KeyPair, name: &str) -> Result<rcge
         subject_alt_names.push(format!("{name}.local"));
     }
     subject_alt_names.extend(["localhost", "127.0.0.1", "::1"].map(str::to_owned));
-    let mut params = rcgen::CertificateParams::new(subject_alt_names)
-        .map_err(|error| NetError::IdentityGenerate(error.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(subject_alt_names).map_err(|error| IdentityError::Generate(error.to_string()))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, if name.is_empty() { "edgenode" } else { name });
     // Devices without a real-time clock boot in 1970; a validity starting long ago
     // and ending far away keeps clients that check dates working. The pin is the trust.
     params.not_before = rcgen::date_time_ymd(2000, 1, 1);
     params.not_after = rcgen::date_time_ymd(2100, 1, 1);
-    params.self_signed(key_pair).map_err(|error| NetError::IdentityGenerate(error.to_string()))
+    params.self_signed(key_pair).map_err(|error| IdentityError::Generate(error.to_string()))
 }
 
 /// Writes `dir/file_name` with mode 0600 so that a crash never leaves half a file:
 /// temp file, fsync, rename, fsync the directory.
-fn write_private_file(dir: &Path, file_name: &str, contents: &[u8]) -> Result<(), NetError> {
+fn write_private_file(dir: &Path, file_name: &str, contents: &[u8]) -> Result<(), IdentityError> {
     let path = dir.join(file_name);
     let temp_path = dir.join(format!(".{file_name}.tmp"));
     let write_error = |path: &PathBuf| {
         let path = path.clone();
-        move |source| NetError::IdentityWrite { path, source }
+        move |source| IdentityError::Write { path, source }
     };
     // A stale temp file from a crash may carry other permissions; start afresh.
     match fs::remove_file(&temp_path) {
@@ -235,7 +249,7 @@ pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
 }
 
 /// Server configuration for HTTPS over TCP: TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`.
-pub fn https_server_config(identity: &Identity) -> Result<rustls::ServerConfig, NetError> {
+pub fn https_server_config(identity: &Identity) -> Result<rustls::ServerConfig, IdentityError> {
     let mut config = rustls::ServerConfig::builder_with_provider(ring_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
@@ -246,7 +260,7 @@ pub fn https_server_config(identity: &Identity) -> Result<rustls::ServerConfig, 
 
 /// Server configuration for QUIC: TLS 1.3 only (QUIC requires it), ALPN `h3`. No 0-RTT:
 /// early data can be replayed and our API has non-idempotent requests.
-pub fn quic_server_config(identity: &Identity) -> Result<rustls::ServerConfig, NetError> {
+pub fn quic_server_config(identity: &Identity) -> Result<rustls::ServerConfig, IdentityError> {
     let mut config = rustls::ServerConfig::builder_with_provider(ring_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -458,7 +472,7 @@ fn der_contents(element: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::tests::TempDir;
+    use crate::http::tests::TempDir;
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -497,7 +511,7 @@ mod tests {
         let dir = TempDir::new("lost-certificate");
         let created = Identity::load_or_create(dir.path(), "garden").unwrap();
         fs::remove_file(dir.path().join(CERTIFICATE_FILE_NAME)).unwrap();
-        assert!(matches!(Identity::load(dir.path()), Err(NetError::IdentityMissing { .. })));
+        assert!(matches!(Identity::load(dir.path()), Err(IdentityError::Missing { .. })));
         let remade = Identity::load_or_create(dir.path(), "garden").unwrap();
         assert_eq!(remade.pin, created.pin);
     }
@@ -505,11 +519,11 @@ mod tests {
     #[test]
     fn broken_or_missing_identities_are_reported() {
         let dir = TempDir::new("broken");
-        assert!(matches!(Identity::load(dir.path()), Err(NetError::IdentityMissing { .. })));
+        assert!(matches!(Identity::load(dir.path()), Err(IdentityError::Missing { .. })));
         Identity::load_or_create(dir.path(), "garden").unwrap();
         fs::write(dir.path().join(KEY_FILE_NAME), "not a key").unwrap();
         let error = Identity::load_or_create(dir.path(), "garden").unwrap_err();
-        assert!(matches!(error, NetError::IdentityInvalid { .. }), "{error}");
+        assert!(matches!(error, IdentityError::Invalid { .. }), "{error}");
 
         // A certificate that belongs to another key.
         let other = TempDir::new("broken-other");

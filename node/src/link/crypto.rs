@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::pairing::PairingState;
 use super::{PeerError, ALPN_PAIR, ALPN_PEER};
-use crate::net::tls::{ring_provider, spki_pin_of_certificate, Identity, PinVerifier};
+use crate::identity::{ring_provider, spki_pin_of_certificate, Identity, PinVerifier};
 
 /// Which certificates a peer verifier lets in (by SPKI pin; see `tls::PinVerifier`).
 #[derive(Debug)]

@@ -67,14 +67,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
-use crate::api::coalesce::Coalescer;
 use crate::config::FanoutSettings;
 use crate::core::fanout::{
     FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, FANOUT_PROTOCOL_VERSION,
 };
 use crate::core::model::{may_view, NodeId, Version, Visibility};
-use crate::net::peer::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices};
+use crate::link::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices};
 use crate::os;
+use crate::services::coalesce::Coalescer;
 use crate::store::blobs::is_sha256_hex;
 use crate::store::fanout::RemoteProfile;
 use crate::store::{hex, BlobKind, MediaInfo, Store, StoreError};

@@ -1,0 +1,7 @@
+//! Services between nodes: drivers of `core` state machines over `link` and `store`.
+//! They never import `api` or `http`; the API reaches them through its own traits.
+
+pub mod coalesce;
+pub mod fanout;
+pub mod replication;
+pub mod search;
