@@ -3,7 +3,7 @@
 //! and HMAC-SHA256 (ring's) for the pairing proof.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
@@ -19,7 +19,7 @@ enum Admission {
     Pins(BTreeSet<String>),
     /// The sibling pins, plus any key while a pairing code is outstanding (the
     /// connection must then speak `edgenode-pair/1`; checked after the handshake).
-    SiblingsOrPairing { pins: BTreeSet<String>, pairing: Arc<Mutex<PairingState>> },
+    SiblingsOrPairing { pins: Arc<RwLock<BTreeSet<String>>>, pairing: Arc<Mutex<PairingState>> },
     /// Any well-formed certificate: only for a joiner dialling a node it has no pin
     /// for yet, where the pairing proof (bound to both pins) is the authentication.
     Any,
@@ -30,7 +30,8 @@ impl Admission {
         PinVerifier::new(provider, move |pin| match &self {
             Admission::Pins(pins) => pins.contains(pin),
             Admission::SiblingsOrPairing { pins, pairing } => {
-                pins.contains(pin) || super::lock(pairing).admit_unpinned(crate::os::now_ms())
+                pins.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(pin)
+                    || super::lock(pairing).admit_unpinned(crate::os::now_ms())
             }
             Admission::Any => true,
         })
@@ -40,10 +41,11 @@ impl Admission {
 /// The peer endpoint's server side: TLS 1.3, a client certificate required, ALPN
 /// `edgenode-peer/1`, `edgenode-pair/1` and `edgenode-neighbour/1`. `sibling_pins`
 /// are every pin admitted (siblings and neighbours); which may use which protocol is
-/// checked after the handshake.
+/// checked after the handshake. The set is read at each handshake, so pairing or a
+/// trust change admits and drops keys without rebinding anything.
 pub(super) fn server_config(
     identity: &Identity,
-    sibling_pins: BTreeSet<String>,
+    sibling_pins: Arc<RwLock<BTreeSet<String>>>,
     pairing: Arc<Mutex<PairingState>>,
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ServerConfig, PeerError> {

@@ -27,16 +27,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::VarInt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::lock;
 use super::trust::TrustBook;
 use crate::core::model::NodeId;
 use crate::core::trust::TrustEvent;
@@ -53,9 +52,6 @@ const STATUS_NOT_FOUND: u8 = 1;
 pub const MEDIA_INFO_BYTES_MAX: usize = 16 * 1024;
 /// The largest file accepted; uploads are capped at 40 MiB by default.
 pub const MEDIA_BLOB_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// Media streams one connection serves at once; the others wait (QUIC's stream limit
-/// bounds how many can wait).
-pub const MEDIA_STREAMS_SERVED_PER_CONNECTION_MAX: usize = 4;
 /// How long `fetch_media` waits for a whole answer.
 pub const MEDIA_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a served stream may take, from its request to the last byte.
@@ -101,39 +97,8 @@ pub struct FetchedMedia {
 
 // ----- serving -----
 
-/// Accepts the media streams a sibling opens on `connection` (after its control
-/// stream) until the connection ends, serving at most
-/// `MEDIA_STREAMS_SERVED_PER_CONNECTION_MAX` at once. Dropping the future stops the
-/// streams being served.
-pub(super) async fn accept_media_streams(connection: quinn::Connection, store: Option<Arc<Store>>) {
-    let slots = Arc::new(Semaphore::new(MEDIA_STREAMS_SERVED_PER_CONNECTION_MAX));
-    let mut serving = JoinSet::new();
-    loop {
-        let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let (mut send, mut recv) = match connection.accept_bi().await {
-            Ok(streams) => streams,
-            Err(error) => {
-                tracing::trace!(%error, "no more media streams");
-                break;
-            }
-        };
-        while serving.try_join_next().is_some() {}
-        let Some(store) = store.clone() else {
-            let _ = send.reset(VarInt::from_u32(stream_code::NOT_SERVED));
-            let _ = recv.stop(VarInt::from_u32(stream_code::NOT_SERVED));
-            continue;
-        };
-        serving.spawn(
-            async move {
-                let _slot = slot;
-                serve_media_stream(store, send, recv).await;
-            }
-            .in_current_span(),
-        );
-    }
-}
-
-/// Answers one media request on a stream a sibling opened.
+/// Answers one media request on a stream a sibling opened, whose tag
+/// (`MEDIA_REQUEST_MAGIC`) was read (`streams`).
 pub async fn serve_media_stream(store: Arc<Store>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let failure = match tokio::time::timeout(MEDIA_SERVE_TIMEOUT, answer(&store, &mut send, &mut recv)).await {
         Ok(Ok(())) => return,
@@ -146,13 +111,9 @@ pub async fn serve_media_stream(store: Arc<Store>, mut send: quinn::SendStream, 
 }
 
 async fn answer(store: &Arc<Store>, send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) -> Result<(), String> {
-    let mut request = [0u8; REQUEST_BYTES];
-    recv.read_exact(&mut request).await.map_err(|error| format!("cannot read the request: {error}"))?;
-    let (magic, media_id) = request.split_at(MEDIA_REQUEST_MAGIC.len());
-    if magic != MEDIA_REQUEST_MAGIC {
-        return Err("the request does not start with the media protocol's magic".to_owned());
-    }
-    let media_id = std::str::from_utf8(media_id)
+    let mut media_id = [0u8; MEDIA_ID_BYTES];
+    recv.read_exact(&mut media_id).await.map_err(|error| format!("cannot read the request: {error}"))?;
+    let media_id = std::str::from_utf8(&media_id)
         .ok()
         .filter(|media_id| is_sha256_hex(media_id))
         .ok_or("the requested media id is not a SHA-256 hex digest")?
@@ -295,39 +256,6 @@ async fn expect_end(recv: &mut quinn::RecvStream) -> Result<(), MediaFetchError>
         .map_err(|error| MediaFetchError::Malformed(format!("the answer does not end where it should: {error}")))
 }
 
-// ----- the live connections -----
-
-/// The live connection to each sibling: kept by the driver as connections come and
-/// go, read by the media fetcher. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct SiblingConnections {
-    by_node: Arc<Mutex<BTreeMap<NodeId, (u64, quinn::Connection)>>>,
-}
-
-impl SiblingConnections {
-    /// The connections that are still open, in node id order.
-    pub fn current(&self) -> Vec<(NodeId, quinn::Connection)> {
-        lock(&self.by_node)
-            .iter()
-            .filter(|(_, (_, connection))| connection.close_reason().is_none())
-            .map(|(node_id, (_, connection))| (*node_id, connection.clone()))
-            .collect()
-    }
-
-    /// `connection` (number `connection_id`) is now the one to `node_id`.
-    pub(super) fn connected(&self, node_id: NodeId, connection_id: u64, connection: &quinn::Connection) {
-        lock(&self.by_node).insert(node_id, (connection_id, connection.clone()));
-    }
-
-    /// Connection `connection_id` to `node_id` ended; a newer one is kept.
-    pub(super) fn closed(&self, node_id: NodeId, connection_id: u64) {
-        let mut by_node = lock(&self.by_node);
-        if by_node.get(&node_id).is_some_and(|(current, _)| *current == connection_id) {
-            by_node.remove(&node_id);
-        }
-    }
-}
-
 // ----- the fetcher -----
 
 /// Limits and timings of the media fetcher. Units are last in the names.
@@ -352,7 +280,7 @@ impl Default for MediaFetchLimits {
         MediaFetchLimits {
             ids_scanned_per_round_max: 4096,
             ids_per_round_max: 64,
-            fetches_in_flight_max: 4,
+            fetches_in_flight_max: 8,
             round_interval_ms: 2_000,
             retry_backoff_initial_ms: 2_000,
             retry_backoff_max_ms: 300_000,
@@ -425,28 +353,31 @@ impl MediaFetcher {
         self.stats.clone()
     }
 
-    /// Runs a round every `round_interval_ms` and whenever `wake` is notified
-    /// (`notify_one`, so a wake during a round is not lost), until the task is aborted.
+    /// Runs rounds back to back while they store something (a cold catch-up is paced
+    /// by the link and the disk, not by a timer); once a round stores nothing, waits
+    /// `round_interval_ms` or until `wake` is notified (`notify_one`, so a wake during
+    /// a round is not lost). Runs until the task is aborted.
     pub fn spawn(mut self, wake: Arc<Notify>) -> JoinHandle<()> {
         let run = async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(self.limits.round_interval_ms.max(1)));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let interval = Duration::from_millis(self.limits.round_interval_ms.max(1));
             loop {
-                tokio::select! {
-                    () = wake.notified() => {}
-                    _ = tick.tick() => {}
+                if self.round().await == 0 {
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = tokio::time::sleep(interval) => {}
+                    }
                 }
-                self.round().await;
             }
         };
         tokio::spawn(run.instrument(tracing::info_span!("media_fetcher")))
     }
 
-    /// One pass: scan for missing items, fetch those not waiting for a retry.
-    async fn round(&mut self) {
+    /// One pass: scan for missing items, fetch those not waiting for a retry; returns
+    /// how many were stored.
+    async fn round(&mut self) -> usize {
         let connections = (self.connections)();
         if connections.is_empty() {
-            return;
+            return 0;
         }
         let scan_limit = self.limits.ids_scanned_per_round_max.max(1);
         let scan = blocking({
@@ -458,11 +389,11 @@ impl MediaFetcher {
             Ok(Ok(missing)) => missing,
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot list missing media");
-                return;
+                return 0;
             }
             Err(error) => {
                 tracing::error!(%error, "cannot list missing media");
-                return;
+                return 0;
             }
         };
         if missing.len() < scan_limit {
@@ -482,13 +413,14 @@ impl MediaFetcher {
             .take(self.limits.ids_per_round_max)
             .collect();
         if due.is_empty() {
-            return;
+            return 0;
         }
         tracing::debug!(due = due.len(), siblings = connections.len(), "fetching missing media");
         let connections = Arc::new(connections);
         let timeout = Duration::from_millis(self.limits.fetch_timeout_ms);
         let mut fetches = JoinSet::new();
         let mut due = due.into_iter();
+        let mut stored = 0;
         loop {
             while fetches.len() < self.limits.fetches_in_flight_max.max(1) {
                 let Some(media_id) = due.next() else { break };
@@ -504,8 +436,10 @@ impl MediaFetcher {
             }
             let Some(done) = fetches.join_next().await else { break };
             let Ok((media_id, outcome)) = done else { continue };
+            stored += usize::from(matches!(outcome, Outcome::Stored));
             self.record(media_id, outcome);
         }
+        stored
     }
 
     fn record(&mut self, media_id: String, outcome: Outcome) {

@@ -32,18 +32,19 @@
 //!   transaction on a runtime worker (a `block_in_place` may be wanted then).
 //! - Trust scores (bad frames are only counted), metrics export.
 
+mod connections;
 mod crypto;
 pub mod media;
 pub mod neighbours;
 pub mod pairing;
+pub mod streams;
 #[cfg(test)]
 mod tests;
 pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,6 +61,7 @@ use crate::core::replication::{
 };
 use crate::core::trust::TrustEvent;
 use crate::identity::Identity;
+pub use connections::ConnectionTable;
 pub use pairing::{join_standalone, PairingCode, PairingError, PairingState, SiblingInfo};
 
 /// ALPN of the sibling protocol.
@@ -162,6 +164,9 @@ pub struct PeerDriverConfig {
     pub trust: Arc<trust::TrustBook>,
     /// Services answered to siblings and neighbours over `edgenode-neighbour/1`.
     pub neighbours: Option<NeighbourServing>,
+    /// Notified when records arrive from a sibling (the media fetcher looks for
+    /// photos they name at once rather than at its next round).
+    pub records_arrived: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Who may call this node's neighbour services: siblings (by their pins) and these.
@@ -171,6 +176,9 @@ pub struct NeighbourServing {
     /// The endpoint must admit them too (`PeerEndpoint::bind`).
     pub pins: BTreeMap<String, NodeId>,
     pub services: Arc<neighbours::NeighbourServices>,
+    /// Where accepted neighbour connections are kept, so calls back to that node
+    /// use them (shared with `NeighbourLink::with_connections`).
+    pub connections: ConnectionTable,
 }
 
 /// One sibling's connection and counters, for `edgenode peer list`.
@@ -256,6 +264,10 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn close(connection: &quinn::Connection, code: u32, reason: &[u8]) {
     connection.close(VarInt::from_u32(code), reason);
 }
@@ -267,6 +279,8 @@ pub struct PeerEndpoint {
     identity: Identity,
     pairing: Arc<Mutex<PairingState>>,
     transport: Arc<quinn::TransportConfig>,
+    /// The pins the TLS layer admits, read at each handshake.
+    admitted: Arc<RwLock<BTreeSet<String>>>,
 }
 
 impl PeerEndpoint {
@@ -280,8 +294,8 @@ impl PeerEndpoint {
     ) -> Result<PeerEndpoint, PeerError> {
         let transport = Arc::new(transport_config(limits)?);
         let pairing = Arc::new(Mutex::new(PairingState::default()));
-        let pins: BTreeSet<String> = sibling_pins.into_iter().collect();
-        let server_config = crypto::server_config(identity, pins, pairing.clone(), transport.clone())?;
+        let admitted = Arc::new(RwLock::new(sibling_pins.into_iter().collect()));
+        let server_config = crypto::server_config(identity, admitted.clone(), pairing.clone(), transport.clone())?;
         let listen_error = |source| PeerError::Listen { address: listen, source };
         let socket = std::net::UdpSocket::bind(listen).map_err(listen_error)?;
         let endpoint = quinn::Endpoint::new(
@@ -291,7 +305,7 @@ impl PeerEndpoint {
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(listen_error)?;
-        Ok(PeerEndpoint { endpoint, identity: identity.clone(), pairing, transport })
+        Ok(PeerEndpoint { endpoint, identity: identity.clone(), pairing, transport, admitted })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -304,9 +318,9 @@ fn transport_config(limits: &PeerLimits) -> Result<quinn::TransportConfig, PeerE
         .map_err(|_| PeerError::Quic(format!("idle_timeout_ms = {} is too large", limits.idle_timeout_ms)))?;
     let mut transport = quinn::TransportConfig::default();
     transport
-        // The control stream, plus media streams (`media` serves a few at once per
-        // connection; the rest wait within this limit).
-        .max_concurrent_bidi_streams(VarInt::from_u32(2 + 8))
+        // The control stream, plus media streams and calls (each served a few at once
+        // per connection; the rest wait within this limit).
+        .max_concurrent_bidi_streams(VarInt::from_u32(2 + 16))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(limits.stream_receive_window_bytes))
         .receive_window(VarInt::from_u32(limits.receive_window_bytes))
@@ -323,19 +337,27 @@ struct Shared {
     identity: Identity,
     node_id: NodeId,
     advertised_address: String,
-    pin_to_node: Arc<BTreeMap<String, NodeId>>,
+    /// Siblings by pin; replaced by `set_siblings`.
+    pin_to_node: Arc<RwLock<BTreeMap<String, NodeId>>>,
+    admitted: Arc<RwLock<BTreeSet<String>>>,
     events: mpsc::Sender<NetEvent>,
     limits: PeerLimits,
     frame_bytes_max: usize,
-    next_connection_id: Arc<AtomicU64>,
     pairing: Arc<Mutex<PairingState>>,
     pairing_busy: Arc<Semaphore>,
     incoming_slots: Arc<Semaphore>,
     transport: Arc<quinn::TransportConfig>,
     media_store: Option<Arc<crate::store::Store>>,
-    connections: media::SiblingConnections,
+    connections: ConnectionTable,
     trust: Arc<trust::TrustBook>,
     neighbours: Option<NeighbourServing>,
+    records_arrived: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Shared {
+    fn sibling_of(&self, pin: &str) -> Option<NodeId> {
+        self.pin_to_node.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(pin).copied()
+    }
 }
 
 enum NetEvent {
@@ -369,6 +391,7 @@ enum Command<S> {
     PeerStates { reply: oneshot::Sender<Vec<PeerState>> },
     ReadStore { read: Box<dyn FnOnce(&S) + Send> },
     Disconnect { node_id: NodeId, reply: oneshot::Sender<bool> },
+    SetSiblings { siblings: Vec<PeerSibling>, reply: oneshot::Sender<()> },
     Shutdown,
 }
 
@@ -409,39 +432,31 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
             identity: endpoint.identity,
             node_id: config.node_id,
             advertised_address: config.advertised_address.clone(),
-            pin_to_node: Arc::new(
+            pin_to_node: Arc::new(RwLock::new(
                 config.siblings.iter().map(|sibling| (sibling.pin.clone(), sibling.node_id)).collect(),
-            ),
+            )),
+            admitted: endpoint.admitted,
             events: event_sender,
             limits: config.limits.clone(),
             frame_bytes_max,
-            next_connection_id: Arc::new(AtomicU64::new(1)),
             pairing: endpoint.pairing,
             pairing_busy: Arc::new(Semaphore::new(1)),
             incoming_slots: Arc::new(Semaphore::new(config.limits.incoming_connections_max)),
             transport: endpoint.transport,
             media_store: config.media_store.clone(),
-            connections: media::SiblingConnections::default(),
+            connections: ConnectionTable::default(),
             trust: config.trust.clone(),
             neighbours: config.neighbours.clone(),
+            records_arrived: config.records_arrived.clone(),
         };
-        let peers = config
-            .siblings
-            .iter()
-            .map(|sibling| {
-                let entry = PeerEntry {
-                    sibling: sibling.clone(),
-                    current: None,
-                    dialing: false,
-                    dial_attempts: 0,
-                    next_dial_at: Instant::now(),
-                    last_contact: None,
-                    counters: Counters::default(),
-                };
-                (sibling.node_id, entry)
-            })
-            .collect();
-        let state = DriverState { node: node.clone(), peers, shared: shared.clone(), dials: JoinSet::new() };
+        let peers = config.siblings.iter().map(|sibling| (sibling.node_id, PeerEntry::new(sibling.clone()))).collect();
+        let state = DriverState {
+            node: node.clone(),
+            peers,
+            zone: config.zone.clone(),
+            shared: shared.clone(),
+            dials: JoinSet::new(),
+        };
         let accept_task = tokio::spawn(accept_loop(shared.clone()));
         let span = tracing::info_span!("peer_driver", node_id = %config.node_id);
         let task = tokio::spawn(run(state, command_receiver, event_receiver, accept_task).instrument(span));
@@ -477,7 +492,7 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
 
     /// A live view of `connections`, for tasks that outlive a borrow of the driver
     /// (`media::spawn_media_fetcher(store, move || view.current(), wake)`).
-    pub fn sibling_connections(&self) -> media::SiblingConnections {
+    pub fn sibling_connections(&self) -> ConnectionTable {
         self.shared.connections.clone()
     }
 
@@ -515,6 +530,19 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Disconnect { node_id, reply }).await?;
         answer.await.map_err(|_| PeerError::Stopped)
+    }
+
+    /// Replaces the sibling list without a restart (see `DriverState::set_siblings`).
+    pub async fn set_siblings(&self, siblings: Vec<PeerSibling>) -> Result<(), PeerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SetSiblings { siblings, reply }).await?;
+        answer.await.map_err(|_| PeerError::Stopped)
+    }
+
+    /// The peer endpoint, for other node-to-node traffic (`neighbours::NeighbourLink`):
+    /// one UDP socket for all of it.
+    pub fn endpoint(&self) -> quinn::Endpoint {
+        self.shared.endpoint.clone()
     }
 
     /// Makes a one-time pairing code (see `pairing`), replacing any outstanding one.
@@ -588,9 +616,25 @@ struct PeerEntry {
     counters: Counters,
 }
 
+impl PeerEntry {
+    fn new(sibling: PeerSibling) -> PeerEntry {
+        PeerEntry {
+            sibling,
+            current: None,
+            dialing: false,
+            dial_attempts: 0,
+            next_dial_at: Instant::now(),
+            last_contact: None,
+            counters: Counters::default(),
+        }
+    }
+}
+
 struct DriverState<S: ReplicaStore> {
     node: Arc<SharedNode<S>>,
     peers: BTreeMap<NodeId, PeerEntry>,
+    /// This node's placement zone.
+    zone: String,
     shared: Shared,
     dials: JoinSet<()>,
 }
@@ -629,10 +673,15 @@ async fn run<S: ReplicaStore>(
 
 /// A delay in `[delay/2, delay]`, so siblings that lost each other at once do not
 /// redial in lockstep.
-fn jittered(delay_ms: u64) -> Duration {
+pub(crate) fn jittered(delay_ms: u64) -> Duration {
     let random = u64::from_le_bytes(crate::os::random_bytes::<8>());
     let half = delay_ms / 2;
     Duration::from_millis(half + random % (delay_ms - half + 1))
+}
+
+/// `initial_ms` doubled per earlier failure, at most `max_ms`, at least 1.
+pub(crate) fn backoff_ms(initial_ms: u64, max_ms: u64, failures: u32) -> u64 {
+    initial_ms.saturating_mul(1 << failures.min(20)).min(max_ms).max(1)
 }
 
 impl<S: ReplicaStore> DriverState<S> {
@@ -696,6 +745,10 @@ impl<S: ReplicaStore> DriverState<S> {
                 };
                 let _ = reply.send(closed);
             }
+            Command::SetSiblings { siblings, reply } => {
+                self.set_siblings(siblings);
+                let _ = reply.send(());
+            }
             Command::Shutdown => unreachable!("handled by the loop"),
         }
     }
@@ -725,13 +778,55 @@ impl<S: ReplicaStore> DriverState<S> {
             .collect()
     }
 
+    /// A new sibling list (pairing, a trust tier change): the endpoint admits the
+    /// new pins, siblings that left are disconnected, new ones dialled, and the node
+    /// places shards afresh; connections to siblings that stay are kept.
+    fn set_siblings(&mut self, siblings: Vec<PeerSibling>) {
+        let now = crate::os::now_ms();
+        let neighbour_pins: Vec<String> =
+            self.shared.neighbours.as_ref().map(|serving| serving.pins.keys().cloned().collect()).unwrap_or_default();
+        *write(&self.shared.admitted) =
+            siblings.iter().map(|sibling| sibling.pin.clone()).chain(neighbour_pins).collect();
+        *write(&self.shared.pin_to_node) =
+            siblings.iter().map(|sibling| (sibling.pin.clone(), sibling.node_id)).collect();
+        let listed = |node_id: NodeId| siblings.iter().any(|sibling| sibling.node_id == node_id);
+        let gone: Vec<NodeId> = self.peers.keys().copied().filter(|node_id| !listed(*node_id)).collect();
+        for node_id in gone {
+            let Some(entry) = self.peers.remove(&node_id) else { continue };
+            if let Some(live) = entry.current {
+                close(&live.connection, close_code::UNKNOWN_PEER, b"no longer a sibling");
+                self.shared.connections.closed(node_id, live.connection_id);
+            }
+        }
+        for sibling in &siblings {
+            match self.peers.get_mut(&sibling.node_id) {
+                Some(entry) => entry.sibling = sibling.clone(),
+                None => {
+                    self.peers.insert(sibling.node_id, PeerEntry::new(sibling.clone()));
+                }
+            }
+        }
+        let mut placed: Vec<Sibling> = siblings
+            .iter()
+            .map(|sibling| Sibling { id: sibling.node_id, zone: sibling.zone.clone(), trust: sibling.trust })
+            .collect();
+        placed.push(Sibling { id: self.shared.node_id, zone: self.zone.clone(), trust: TRUST_MAX });
+        let connected: Vec<NodeId> =
+            self.peers.iter().filter(|(_, entry)| entry.current.is_some()).map(|(node_id, _)| *node_id).collect();
+        self.node.step_and_persist(|node| {
+            node.set_siblings(placed);
+            for node_id in connected {
+                node.handle_connected(now, node_id);
+            }
+        });
+    }
+
     fn schedule_redial(&mut self, node_id: NodeId) {
         let limits = &self.shared.limits;
         let Some(entry) = self.peers.get_mut(&node_id) else { return };
-        let exponent = entry.dial_attempts.min(20);
-        let delay_ms = limits.dial_backoff_initial_ms.saturating_mul(1 << exponent).min(limits.dial_backoff_max_ms);
+        let delay_ms = backoff_ms(limits.dial_backoff_initial_ms, limits.dial_backoff_max_ms, entry.dial_attempts);
         entry.dial_attempts = entry.dial_attempts.saturating_add(1);
-        entry.next_dial_at = Instant::now() + jittered(delay_ms.max(1));
+        entry.next_dial_at = Instant::now() + jittered(delay_ms);
     }
 
     fn on_event(&mut self, event: NetEvent) {
@@ -788,7 +883,13 @@ impl<S: ReplicaStore> DriverState<S> {
                 entry.counters.frames_in += 1;
                 entry.counters.bytes_in += frame_bytes as u64;
                 entry.last_contact = Some(Instant::now());
+                let carries_records = matches!(message, Message::LogBatch(_) | Message::Items(_));
                 self.node.step_and_persist(|node| node.handle_message(now, node_id, message));
+                if carries_records {
+                    if let Some(records_arrived) = &self.shared.records_arrived {
+                        records_arrived.notify_one();
+                    }
+                }
                 self.shared.trust.observe(node_id, TrustEvent::Verified, "a frame decoded and applied");
             }
             NetEvent::BadFrame { node_id } => {
@@ -894,17 +995,22 @@ async fn accept_connection(shared: Shared, incoming: quinn::Incoming) {
             let pin = crypto::remote_pin(&connection);
             let caller = pin.as_ref().and_then(|pin| {
                 let neighbour = shared.neighbours.as_ref().and_then(|serving| serving.pins.get(pin));
-                shared.pin_to_node.get(pin).or(neighbour).copied()
+                shared.sibling_of(pin).or(neighbour.copied())
             });
             match (caller, &shared.neighbours) {
-                (Some(caller), Some(serving)) => neighbours::serve(connection, caller, serving.services.clone()).await,
+                (Some(caller), Some(serving)) => {
+                    let connection_id = connections::next_connection_id();
+                    serving.connections.connected(caller, connection_id, &connection);
+                    neighbours::serve(connection, caller, serving.services.clone()).await;
+                    serving.connections.closed(caller, connection_id);
+                }
                 _ => close(&connection, close_code::UNKNOWN_PEER, b"not a neighbour"),
             }
             return;
         }
         _ => {}
     }
-    let node_id = crypto::remote_pin(&connection).and_then(|pin| shared.pin_to_node.get(&pin).copied());
+    let node_id = crypto::remote_pin(&connection).and_then(|pin| shared.sibling_of(&pin));
     let Some(node_id) = node_id else {
         // Only reachable while pairing admits unpinned keys at the TLS layer.
         tracing::info!("a key that is not a sibling's asked for the sibling protocol; closing");
@@ -994,15 +1100,18 @@ async fn run_connection(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let connection_id = connections::next_connection_id();
     let (frames, queued) = mpsc::channel(shared.limits.send_queue_frames_max);
     let connected = NetEvent::Connected { node_id, connection_id, dialer, connection: connection.clone(), frames };
     if shared.events.send(connected).await.is_err() {
         return;
     }
     let writer = tokio::spawn(write_frames(send, queued).in_current_span());
-    let media_streams =
-        tokio::spawn(media::accept_media_streams(connection.clone(), shared.media_store.clone()).in_current_span());
+    let servers = streams::StreamServers {
+        media: shared.media_store.clone(),
+        calls: shared.neighbours.as_ref().map(|serving| serving.services.clone()),
+    };
+    let media_streams = tokio::spawn(streams::accept_streams(connection.clone(), node_id, servers).in_current_span());
     match read_frames(&shared, recv, node_id, connection_id).await {
         ReadEnd::BadFrame(reason) => {
             tracing::warn!(peer = %node_id, %reason, "sibling sent a bad frame; closing the connection");

@@ -22,21 +22,21 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
-use super::{crypto, lock, PeerError, PeerLimits};
+use super::trust::TrustBook;
+use super::{crypto, lock, ConnectionTable, PeerError, PeerLimits};
 use crate::core::model::NodeId;
+use crate::core::trust::TrustEvent;
 use crate::identity::Identity;
 
 pub const ALPN_NEIGHBOUR: &[u8] = b"edgenode-neighbour/1";
-const REQUEST_MAGIC: &[u8; 5] = b"ENBR1";
+/// The tag of a call stream (`streams`).
+pub const REQUEST_MAGIC: &[u8; 5] = b"ENBR1";
 /// Longest service name.
 pub const SERVICE_NAME_BYTES_MAX: usize = 32;
 /// Largest request or answer body.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
-/// Requests served at once per connection; the rest wait (QUIC's stream limit bounds
-/// how many can wait).
-const REQUESTS_SERVED_PER_CONNECTION_MAX: usize = 4;
 /// From a request's first byte to its answer's last.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
 const STATUS_OK: u8 = 0;
@@ -88,6 +88,8 @@ pub enum NeighbourError {
     Unknown(NodeId),
     #[error("cannot reach node {node}: {reason}")]
     Unreachable { node: NodeId, reason: String },
+    #[error("node {node} is down ({reason}); trying again in {retry_in_ms} ms")]
+    Down { node: NodeId, reason: String, retry_in_ms: u64 },
     #[error("node {node} did not answer within {} ms", timeout.as_millis())]
     Timeout { node: NodeId, timeout: Duration },
     #[error("node {node} refused: {reason}")]
@@ -100,26 +102,23 @@ pub enum NeighbourError {
 
 // ----- serving (on the peer endpoint) -----
 
-/// Serves requests on an accepted neighbour connection until it ends.
-pub(super) async fn serve(connection: quinn::Connection, from: NodeId, services: Arc<NeighbourServices>) {
-    let slots = Arc::new(Semaphore::new(REQUESTS_SERVED_PER_CONNECTION_MAX));
-    loop {
-        let (send, recv) = match connection.accept_bi().await {
-            Ok(streams) => streams,
-            Err(error) => {
-                tracing::debug!(%from, %error, "neighbour connection ended");
-                return;
-            }
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let services = services.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            if tokio::time::timeout(SERVE_TIMEOUT, answer(from, &services, send, recv)).await.is_err() {
-                tracing::debug!(%from, "a neighbour request timed out");
-            }
-        });
+/// Answers one call on a stream whose tag (`REQUEST_MAGIC`) was read, within
+/// `SERVE_TIMEOUT`.
+pub(super) async fn serve_call(
+    from: NodeId,
+    services: &NeighbourServices,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    if tokio::time::timeout(SERVE_TIMEOUT, answer(from, services, send, recv)).await.is_err() {
+        tracing::debug!(%from, "a call timed out");
     }
+}
+
+/// Serves calls on a neighbour connection until it ends.
+pub(super) async fn serve(connection: quinn::Connection, from: NodeId, services: Arc<NeighbourServices>) {
+    let servers = super::streams::StreamServers { media: None, calls: Some(services) };
+    super::streams::accept_streams(connection, from, servers).await;
 }
 
 async fn answer(from: NodeId, services: &NeighbourServices, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
@@ -150,13 +149,11 @@ async fn answer(from: NodeId, services: &NeighbourServices, mut send: quinn::Sen
     }
 }
 
+/// The rest of a request whose tag was read.
 async fn read_request(recv: &mut quinn::RecvStream) -> Result<(String, Vec<u8>), String> {
-    let mut head = [0u8; REQUEST_MAGIC.len() + 1];
+    let mut head = [0u8; 1];
     recv.read_exact(&mut head).await.map_err(|error| format!("short request: {error}"))?;
-    if &head[..REQUEST_MAGIC.len()] != REQUEST_MAGIC {
-        return Err("not a neighbour request (bad magic)".to_owned());
-    }
-    let name_bytes = usize::from(head[REQUEST_MAGIC.len()]);
+    let name_bytes = usize::from(head[0]);
     if name_bytes == 0 || name_bytes > SERVICE_NAME_BYTES_MAX {
         return Err(format!("a service name of {name_bytes} bytes"));
     }
@@ -182,16 +179,64 @@ async fn read_sized(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, String> {
 
 // ----- calling -----
 
-/// Calls services of other nodes: one connection per neighbour, kept while it lives.
+/// Timings of the calling side. Units are last in the names.
+#[derive(Debug, Clone)]
+pub struct CallLimits {
+    pub handshake_timeout_ms: u64,
+    /// After a node failed to answer, calls to it fail at once for this long
+    /// (doubling per failure, up to the max); then one call tries again.
+    pub down_backoff_initial_ms: u64,
+    pub down_backoff_max_ms: u64,
+}
+
+impl CallLimits {
+    pub fn from_peer_limits(limits: &PeerLimits) -> CallLimits {
+        CallLimits {
+            handshake_timeout_ms: limits.handshake_timeout_ms,
+            // Short: a node that comes back is called again within ~2 s (fan-out
+            // probes every 2 s), while one that stays down costs a dial that often.
+            down_backoff_initial_ms: 200,
+            down_backoff_max_ms: 2_000,
+        }
+    }
+}
+
+/// Calls services of other nodes over the node's one peer endpoint, on the one
+/// connection to each: a sibling's replication connection when there is one, else the
+/// neighbour connection either side dialled. Dials are per node (a node that does not
+/// answer holds up only calls to itself), and a node that failed is known to be down
+/// for a backoff, during which calls to it fail at once.
 pub struct NeighbourLink {
     endpoint: quinn::Endpoint,
     identity: Identity,
     transport: Arc<quinn::TransportConfig>,
-    handshake_timeout: Duration,
+    limits: CallLimits,
     book: RwLock<BTreeMap<NodeId, NeighbourAddress>>,
-    connections: Mutex<BTreeMap<NodeId, quinn::Connection>>,
-    /// One dial per neighbour at a time; callers of a neighbour being dialled wait for it.
+    /// Replication's connections to siblings, used first.
+    siblings: ConnectionTable,
+    /// Neighbour connections, dialled here or accepted (`serve`).
+    neighbours: ConnectionTable,
+    reach: Mutex<BTreeMap<NodeId, Arc<Reach>>>,
+    /// Calls a neighbour makes on a connection this side dialled are answered too.
+    services: Option<Arc<NeighbourServices>>,
+    /// Where timeouts and bad answers are scored, as replication's are.
+    trust: Option<Arc<TrustBook>>,
+}
+
+/// What the link knows of one node's reachability.
+#[derive(Default)]
+struct Reach {
+    /// One dial to the node at a time.
     dialing: tokio::sync::Mutex<()>,
+    state: Mutex<ReachState>,
+}
+
+#[derive(Default)]
+struct ReachState {
+    failures: u32,
+    /// While set and in the future, the node is known to be down.
+    down_until: Option<Instant>,
+    last_failure: String,
 }
 
 impl std::fmt::Debug for NeighbourLink {
@@ -201,40 +246,84 @@ impl std::fmt::Debug for NeighbourLink {
 }
 
 impl NeighbourLink {
-    /// A client endpoint on an ephemeral UDP port of `bind_ip`'s family.
-    pub fn new(identity: &Identity, bind: SocketAddr, limits: &PeerLimits) -> Result<NeighbourLink, PeerError> {
-        let socket = std::net::UdpSocket::bind(bind).map_err(|source| PeerError::Listen { address: bind, source })?;
-        let endpoint =
-            quinn::Endpoint::new(identity.quic_endpoint_config(), None, socket, Arc::new(quinn::TokioRuntime))
-                .map_err(|source| PeerError::Listen { address: bind, source })?;
+    /// Calls out from `endpoint` (the node's peer endpoint, so no other UDP socket is
+    /// bound), presenting `identity`.
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        identity: &Identity,
+        limits: &PeerLimits,
+    ) -> Result<NeighbourLink, PeerError> {
         Ok(NeighbourLink {
             endpoint,
             identity: identity.clone(),
             transport: Arc::new(super::transport_config(limits)?),
-            handshake_timeout: Duration::from_millis(limits.handshake_timeout_ms),
+            limits: CallLimits::from_peer_limits(limits),
             book: RwLock::new(BTreeMap::new()),
-            connections: Mutex::new(BTreeMap::new()),
-            dialing: tokio::sync::Mutex::new(()),
+            siblings: ConnectionTable::default(),
+            neighbours: ConnectionTable::default(),
+            reach: Mutex::new(BTreeMap::new()),
+            services: None,
+            trust: None,
         })
+    }
+
+    /// A client-only link on its own UDP socket (tools and tests that run no node).
+    pub fn bind_client(identity: &Identity, bind: SocketAddr, limits: &PeerLimits) -> Result<NeighbourLink, PeerError> {
+        let socket = std::net::UdpSocket::bind(bind).map_err(|source| PeerError::Listen { address: bind, source })?;
+        let endpoint =
+            quinn::Endpoint::new(identity.quic_endpoint_config(), None, socket, Arc::new(quinn::TokioRuntime))
+                .map_err(|source| PeerError::Listen { address: bind, source })?;
+        NeighbourLink::new(endpoint, identity, limits)
+    }
+
+    /// Shares the node's connections: replication's to siblings, and the table where
+    /// accepted neighbour connections are kept (`NeighbourServing::connections`).
+    pub fn with_connections(mut self, siblings: ConnectionTable, neighbours: ConnectionTable) -> NeighbourLink {
+        self.siblings = siblings;
+        self.neighbours = neighbours;
+        self
+    }
+
+    /// Answers calls that arrive on connections this side dialled.
+    pub fn with_services(mut self, services: Arc<NeighbourServices>) -> NeighbourLink {
+        self.services = Some(services);
+        self
+    }
+
+    /// Scores timeouts and bad answers in `trust`.
+    pub fn with_trust(mut self, trust: Arc<TrustBook>) -> NeighbourLink {
+        self.trust = Some(trust);
+        self
     }
 
     /// Replaces the address book (siblings and configured neighbours).
     pub fn set_neighbours(&self, neighbours: impl IntoIterator<Item = NeighbourAddress>) {
         let book: BTreeMap<NodeId, NeighbourAddress> =
             neighbours.into_iter().map(|neighbour| (neighbour.node_id, neighbour)).collect();
-        // Connections to nodes that left the book, or whose key changed, are closed.
-        lock(&self.connections).retain(|node_id, connection| {
-            let keep = book.contains_key(node_id);
-            if !keep {
-                connection.close(0u32.into(), b"no longer a neighbour");
-            }
-            keep
-        });
+        // Connections to nodes that left the book are closed.
+        self.neighbours.retain(|node_id| book.contains_key(&node_id), b"no longer a neighbour");
+        lock(&self.reach).retain(|node_id, _| book.contains_key(node_id));
         *self.book.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = book;
     }
 
     pub fn neighbours(&self) -> Vec<NeighbourAddress> {
         self.book.read().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
+    }
+
+    /// Whether `node` is known to be down now (it failed, and its backoff has not
+    /// run out). A node never tried is not down.
+    pub fn is_down(&self, node: NodeId) -> bool {
+        let reach = lock(&self.reach).get(&node).cloned();
+        reach.is_some_and(|reach| lock(&reach.state).down_until.is_some_and(|until| until > Instant::now()))
+    }
+
+    /// The open node-to-node connections, one per remote node (siblings' and
+    /// neighbours'; a node with both counts once).
+    pub fn connection_count(&self) -> usize {
+        let mut nodes: std::collections::BTreeSet<NodeId> =
+            self.siblings.current().into_iter().map(|(node_id, _)| node_id).collect();
+        nodes.extend(self.neighbours.current().into_iter().map(|(node_id, _)| node_id));
+        nodes.len()
     }
 
     /// Calls `service` on `node` with `body`; the whole exchange within `timeout`.
@@ -248,22 +337,80 @@ impl NeighbourLink {
         if body.len() > BODY_BYTES_MAX {
             return Err(NeighbourError::TooLarge(body.len()));
         }
-        match tokio::time::timeout(timeout, self.call_unbounded(node, service, body)).await {
+        let result = match tokio::time::timeout(timeout, self.call_unbounded(node, service, body)).await {
             Ok(result) => result,
             Err(_) => Err(NeighbourError::Timeout { node, timeout }),
+        };
+        self.observe(node, service, &result);
+        result
+    }
+
+    /// What a call's end says about the node: reachability, and trust as
+    /// replication scores it (timeouts and bad answers lower it, answers raise it).
+    fn observe(&self, node: NodeId, service: &str, result: &Result<Vec<u8>, NeighbourError>) {
+        let trust = |event, detail: String| {
+            if let Some(trust) = &self.trust {
+                trust.observe(node, event, &detail);
+            }
+        };
+        match result {
+            Ok(_) | Err(NeighbourError::Refused { .. }) => {
+                self.mark_up(node);
+                if result.is_ok() {
+                    trust(TrustEvent::Verified, format!("answered a {service} call"));
+                }
+            }
+            Err(NeighbourError::Timeout { timeout, .. }) => {
+                self.mark_down(node, format!("a {service} call got no answer within {} ms", timeout.as_millis()));
+                trust(TrustEvent::Timeout, format!("a {service} call timed out"));
+            }
+            Err(NeighbourError::Malformed { reason, .. }) => {
+                trust(TrustEvent::BadFrame, format!("a malformed answer to a {service} call: {reason}"));
+            }
+            Err(NeighbourError::Unreachable { reason, .. }) => self.mark_down(node, reason.clone()),
+            // Known down already (the backoff is running), or nothing was sent.
+            Err(NeighbourError::Down { .. } | NeighbourError::Unknown(_) | NeighbourError::TooLarge(_)) => {}
+        }
+    }
+
+    fn reach(&self, node: NodeId) -> Arc<Reach> {
+        lock(&self.reach).entry(node).or_default().clone()
+    }
+
+    fn mark_up(&self, node: NodeId) {
+        let reach = self.reach(node);
+        let mut state = lock(&reach.state);
+        state.failures = 0;
+        state.down_until = None;
+    }
+
+    fn mark_down(&self, node: NodeId, reason: String) {
+        let reach = self.reach(node);
+        let mut state = lock(&reach.state);
+        let delay_ms =
+            super::backoff_ms(self.limits.down_backoff_initial_ms, self.limits.down_backoff_max_ms, state.failures);
+        state.failures = state.failures.saturating_add(1);
+        state.down_until = Some(Instant::now() + super::jittered(delay_ms));
+        state.last_failure = reason;
+    }
+
+    /// Fails at once while `node` is known to be down.
+    fn check_not_down(&self, node: NodeId, reach: &Reach) -> Result<(), NeighbourError> {
+        let state = lock(&reach.state);
+        match state.down_until {
+            Some(until) if until > Instant::now() => Err(NeighbourError::Down {
+                node,
+                reason: state.last_failure.clone(),
+                retry_in_ms: until.saturating_duration_since(Instant::now()).as_millis() as u64,
+            }),
+            _ => Ok(()),
         }
     }
 
     async fn call_unbounded(&self, node: NodeId, service: &str, body: &[u8]) -> Result<Vec<u8>, NeighbourError> {
         let connection = self.connection(node).await?;
         let unreachable = |reason: String| NeighbourError::Unreachable { node, reason };
-        let (mut send, mut recv) = match connection.open_bi().await {
-            Ok(streams) => streams,
-            Err(error) => {
-                lock(&self.connections).remove(&node);
-                return Err(unreachable(error.to_string()));
-            }
-        };
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|error| unreachable(error.to_string()))?;
         let mut request = Vec::with_capacity(REQUEST_MAGIC.len() + 1 + service.len() + 4 + body.len());
         request.extend_from_slice(REQUEST_MAGIC);
         request.push(service.len() as u8);
@@ -284,15 +431,11 @@ impl NeighbourLink {
         }
     }
 
+    /// The one connection to `node`: a live one if there is one, else a new dial
+    /// (unless the node is known to be down).
     async fn connection(&self, node: NodeId) -> Result<quinn::Connection, NeighbourError> {
-        let live = |connections: &BTreeMap<NodeId, quinn::Connection>| {
-            connections.get(&node).filter(|connection| connection.close_reason().is_none()).cloned()
-        };
-        if let Some(connection) = live(&lock(&self.connections)) {
-            return Ok(connection);
-        }
-        let _dialing = self.dialing.lock().await;
-        if let Some(connection) = live(&lock(&self.connections)) {
+        let live = || self.siblings.get(node).or_else(|| self.neighbours.get(node));
+        if let Some(connection) = live() {
             return Ok(connection);
         }
         let neighbour = self
@@ -302,6 +445,14 @@ impl NeighbourLink {
             .get(&node)
             .cloned()
             .ok_or(NeighbourError::Unknown(node))?;
+        let reach = self.reach(node);
+        self.check_not_down(node, &reach)?;
+        let _dialing = reach.dialing.lock().await;
+        if let Some(connection) = live() {
+            return Ok(connection);
+        }
+        // Callers that waited for a dial that failed learn it at once.
+        self.check_not_down(node, &reach)?;
         let unreachable = |reason: String| NeighbourError::Unreachable { node, reason };
         let address = tokio::net::lookup_host(&neighbour.address)
             .await
@@ -313,17 +464,21 @@ impl NeighbourLink {
                 .map_err(|error| unreachable(error.to_string()))?;
         let connecting =
             self.endpoint.connect_with(config, address, "edgenode").map_err(|error| unreachable(error.to_string()))?;
-        let connection = tokio::time::timeout(self.handshake_timeout, connecting)
+        let handshake_timeout = Duration::from_millis(self.limits.handshake_timeout_ms);
+        let connection = tokio::time::timeout(handshake_timeout, connecting)
             .await
             .map_err(|_| unreachable("the handshake timed out".to_owned()))?
             .map_err(|error| unreachable(error.to_string()))?;
-        lock(&self.connections).insert(node, connection.clone());
+        let connection_id = super::connections::next_connection_id();
+        self.neighbours.connected(node, connection_id, &connection);
+        // The neighbour may call back on this connection rather than dial its own.
+        if let Some(services) = &self.services {
+            let (connection, services, table) = (connection.clone(), services.clone(), self.neighbours.clone());
+            tokio::spawn(async move {
+                serve(connection, node, services).await;
+                table.closed(node, connection_id);
+            });
+        }
         Ok(connection)
-    }
-}
-
-impl Drop for NeighbourLink {
-    fn drop(&mut self) {
-        self.endpoint.close(0u32.into(), b"node shutting down");
     }
 }

@@ -97,6 +97,7 @@ pub(super) fn start_cluster_serving(
                 media_store: media_store(node_index),
                 trust: std::sync::Arc::new(super::trust::TrustBook::in_memory()),
                 neighbours: None,
+                records_arrived: None,
             };
             PeerDriver::start(endpoint, config, MemoryStore::default(), DurableState::default(), None)
         })
@@ -243,6 +244,7 @@ async fn a_killed_connection_reconverges() {
         media_store: None,
         trust: std::sync::Arc::new(super::trust::TrustBook::in_memory()),
         neighbours: None,
+        records_arrived: None,
     };
     let b = PeerDriver::start(endpoint, config, store, durable, None);
     eventually("the restarted B has the later write", || holds(&b, &later)).await;
@@ -468,7 +470,9 @@ async fn neighbours_call_each_others_services_and_strangers_cannot() {
         neighbours: Some(NeighbourServing {
             pins: BTreeMap::from([(caller.identity.pin.clone(), caller.node_id)]),
             services,
+            connections: Default::default(),
         }),
+        records_arrived: None,
     };
     let driver = PeerDriver::start(endpoint, config, MemoryStore::default(), DurableState::default(), None);
     let book = [NeighbourAddress {
@@ -476,7 +480,7 @@ async fn neighbours_call_each_others_services_and_strangers_cannot() {
         address: driver.local_addr().to_string(),
         pin: server.identity.pin.clone(),
     }];
-    let link = NeighbourLink::new(&caller.identity, loopback(), &fast_limits()).unwrap();
+    let link = NeighbourLink::bind_client(&caller.identity, loopback(), &fast_limits()).unwrap();
     link.set_neighbours(book.clone());
 
     let answer = link.call(server.node_id, "echo", b"hello", WAIT).await.expect("an answer");
@@ -493,7 +497,7 @@ async fn neighbours_call_each_others_services_and_strangers_cannot() {
     }
     assert!(matches!(link.call(NodeId(77), "echo", b"", WAIT).await, Err(NeighbourError::Unknown(NodeId(77)))));
 
-    let outsider = NeighbourLink::new(&stranger.identity, loopback(), &fast_limits()).unwrap();
+    let outsider = NeighbourLink::bind_client(&stranger.identity, loopback(), &fast_limits()).unwrap();
     outsider.set_neighbours(book);
     match outsider.call(server.node_id, "echo", b"let me in", WAIT).await {
         Err(NeighbourError::Unreachable { .. }) => {}

@@ -447,7 +447,10 @@ impl Fanout {
         let answer = self.runtime.block_on(self.link.call(node, SERVICE_PROFILE, handle.as_bytes(), timeout));
         self.peer_seen(
             node,
-            !matches!(answer, Err(NeighbourError::Unreachable { .. } | NeighbourError::Timeout { .. })),
+            !matches!(
+                answer,
+                Err(NeighbourError::Unreachable { .. } | NeighbourError::Down { .. } | NeighbourError::Timeout { .. })
+            ),
         );
         let answer = match answer {
             Ok(answer) => answer,
@@ -548,7 +551,10 @@ impl Fanout {
         let answer = self.runtime.block_on(self.link.call(home, SERVICE_MEDIA, &request, timeout));
         self.peer_seen(
             home,
-            !matches!(answer, Err(NeighbourError::Unreachable { .. } | NeighbourError::Timeout { .. })),
+            !matches!(
+                answer,
+                Err(NeighbourError::Unreachable { .. } | NeighbourError::Down { .. } | NeighbourError::Timeout { .. })
+            ),
         );
         let answer = answer?;
         let bad = |reason: String| FanoutServiceError::BadAnswer { node: home, reason };

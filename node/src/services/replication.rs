@@ -30,7 +30,8 @@ use crate::link::media::{MediaFetchLimits, MediaFetcher};
 use crate::link::neighbours::{NeighbourAddress, NeighbourLink, NeighbourServices};
 use crate::link::trust::TrustBook;
 use crate::link::{
-    NeighbourServing, PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode, SiblingInfo,
+    ConnectionTable, NeighbourServing, PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode,
+    SiblingInfo,
 };
 use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreError, StoreResult};
 
@@ -219,10 +220,24 @@ impl Siblings {
         let trust = Arc::new(TrustBook::load(&config.data_dir.join(TRUST_FILE))?);
         let neighbour_services = Arc::new(NeighbourServices::default());
         let book = neighbour_book(config, &siblings);
-        let running = start_driver(config, identity, &store, listen, siblings, &trust, &neighbour_services).await?;
+        let neighbour_connections = ConnectionTable::default();
+        let running = start_driver(
+            config,
+            identity,
+            &store,
+            listen,
+            siblings,
+            &trust,
+            &neighbour_services,
+            &neighbour_connections,
+        )
+        .await?;
         let peer_address = running.driver.local_addr();
-        let link_bind = SocketAddr::new(peer_address.ip(), 0);
-        let neighbour_link = Arc::new(NeighbourLink::new(identity, link_bind, &PeerLimits::default())?);
+        let neighbour_link = NeighbourLink::new(running.driver.endpoint(), identity, &PeerLimits::default())?
+            .with_connections(running.driver.sibling_connections(), neighbour_connections)
+            .with_services(neighbour_services.clone())
+            .with_trust(trust.clone());
+        let neighbour_link = Arc::new(neighbour_link);
         neighbour_link.set_neighbours(book);
         *local.node.write().await = Some(running.driver.node().clone());
         let local_dyn: Arc<dyn LocalTransactions> = local.clone();
@@ -256,28 +271,17 @@ impl Siblings {
         &self.neighbour_link
     }
 
-    /// Restarts the driver with `siblings` (same store, log and endpoint address).
-    /// Local writers wait meanwhile, so none bypasses the log.
-    async fn restart(&self, siblings: Vec<SiblingConfig>) -> Result<()> {
+    /// Replicates with `siblings` from now on: the link admits their pins and keeps
+    /// its connections (to siblings that stay, and every neighbour's); nothing is
+    /// rebound or restarted.
+    async fn set_siblings(&self, siblings: Vec<SiblingConfig>) -> Result<()> {
         let mut running = self.running.lock().await;
-        let mut local = self.local.node.write().await;
-        local.take();
-        if let Some(old) = running.take() {
-            stop(old).await;
-        }
+        let Some(running) = running.as_mut() else { bail!("replication has stopped") };
+        let peer_siblings = peer_siblings(&siblings, &self.trust);
+        running.placement_weights = peer_siblings.iter().map(|sibling| (sibling.node_id, sibling.trust)).collect();
+        running.driver.set_siblings(peer_siblings).await?;
         self.neighbour_link.set_neighbours(neighbour_book(&self.config, &siblings));
-        let started = start_driver(
-            &self.config,
-            &self.identity,
-            &self.store,
-            self.peer_address,
-            siblings,
-            &self.trust,
-            &self.neighbour_services,
-        )
-        .await?;
-        *local = Some(started.driver.node().clone());
-        *running = Some(started);
+        running.siblings = siblings;
         Ok(())
     }
 
@@ -417,7 +421,7 @@ impl Siblings {
         save_paired(&self.config.data_dir, info)?;
         let siblings = all_siblings(&self.config)?;
         tracing::info!(peer = %info.node_id, address = %info.address, "paired; restarting replication with the new sibling");
-        runtime.block_on(self.restart(siblings))
+        runtime.block_on(self.set_siblings(siblings))
     }
 
     /// Replication counters in Prometheus text format, for `/metrics`.
@@ -484,13 +488,13 @@ async fn watch_paired(service: std::sync::Weak<Siblings>) {
             tracing::error!(%error, "cannot save the trust ledger");
         }
         if service.trust.take_tier_changed() {
-            tracing::info!("a sibling changed trust tier; restarting replication with the new placement weights");
-            let restarted = match all_siblings(&service.config) {
-                Ok(siblings) => service.restart(siblings).await,
+            tracing::info!("a sibling changed trust tier; placing shards with the new weights");
+            let placed = match all_siblings(&service.config) {
+                Ok(siblings) => service.set_siblings(siblings).await,
                 Err(error) => Err(error),
             };
-            if let Err(error) = restarted {
-                tracing::error!(%error, "cannot restart replication after a trust change");
+            if let Err(error) = placed {
+                tracing::error!(%error, "cannot apply a trust change to placement");
             }
         }
         let joined = match service.running.lock().await.as_ref() {
@@ -520,20 +524,16 @@ async fn start_driver(
     sibling_configs: Vec<SiblingConfig>,
     trust: &Arc<TrustBook>,
     neighbour_services: &Arc<NeighbourServices>,
+    neighbour_connections: &ConnectionTable,
 ) -> Result<Running> {
-    let mut siblings = Vec::new();
-    for sibling in &sibling_configs {
-        let Some(node_id) = node_id_of(sibling) else { continue };
-        siblings.push(PeerSibling {
-            node_id,
-            pin: sibling.pin.clone(),
-            address: Some(sibling.address.clone()),
-            zone: sibling.zone.clone().unwrap_or_else(|| format!("{node_id}")),
-            trust: trust.placement_weight(node_id),
-        });
-    }
+    let siblings = peer_siblings(&sibling_configs, trust);
     let limits = PeerLimits::default();
-    let neighbours = NeighbourServing { pins: neighbour_pins(config), services: neighbour_services.clone() };
+    let records_arrived = Arc::new(tokio::sync::Notify::new());
+    let neighbours = NeighbourServing {
+        pins: neighbour_pins(config),
+        services: neighbour_services.clone(),
+        connections: neighbour_connections.clone(),
+    };
     let admitted: Vec<String> =
         siblings.iter().map(|sibling| sibling.pin.clone()).chain(neighbours.pins.keys().cloned()).collect();
     let endpoint = bind_with_retry(identity, listen, &admitted, &limits).await?;
@@ -560,6 +560,7 @@ async fn start_driver(
         media_store: Some(store.clone()),
         trust: trust.clone(),
         neighbours: Some(neighbours),
+        records_arrived: Some(records_arrived.clone()),
     };
     let persist = Box::new(|store: &RedbReplicaStore, durable: &_| {
         if let Err(error) = store.commit(durable) {
@@ -575,12 +576,29 @@ async fn start_driver(
     let connections = driver.sibling_connections();
     let media_fetcher = MediaFetcher::new(store.clone(), move || connections.current(), MediaFetchLimits::default())
         .with_trust(trust.clone())
-        .spawn(Arc::new(tokio::sync::Notify::new()));
+        .spawn(records_arrived);
     tracing::info!(peer = %peer_address, siblings = sibling_count, "sibling endpoint ready");
     Ok(Running { driver, media_fetcher, siblings: sibling_configs, placement_weights })
 }
 
-/// A restart rebinds the port the old endpoint just released; give it a moment.
+/// The siblings as the link sees them, weighted by trust tier.
+fn peer_siblings(sibling_configs: &[SiblingConfig], trust: &TrustBook) -> Vec<PeerSibling> {
+    sibling_configs
+        .iter()
+        .filter_map(|sibling| {
+            let node_id = node_id_of(sibling)?;
+            Some(PeerSibling {
+                node_id,
+                pin: sibling.pin.clone(),
+                address: Some(sibling.address.clone()),
+                zone: sibling.zone.clone().unwrap_or_else(|| format!("{node_id}")),
+                trust: trust.placement_weight(node_id),
+            })
+        })
+        .collect()
+}
+
+/// A node restarted at once may find its port not yet released; give it a moment.
 async fn bind_with_retry(
     identity: &Identity,
     listen: SocketAddr,

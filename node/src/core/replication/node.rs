@@ -297,6 +297,24 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         Ok(result)
     }
 
+    /// Replaces the sibling list (pairing, a trust tier change), this node included,
+    /// without a restart: placement is computed afresh, sessions with siblings that
+    /// left end, new siblings start disconnected. The driver then restarts the
+    /// session of each connected sibling (`handle_connected`), so repair runs
+    /// under the new placement.
+    pub fn set_siblings(&mut self, siblings: Vec<Sibling>) {
+        let own_id = self.id;
+        let listed = |id: &NodeId| siblings.iter().any(|sibling| sibling.id == *id);
+        self.peers.retain(|id, _| listed(id));
+        self.reported_complete.retain(|id, _| listed(id));
+        self.outbox.retain(|(to, _)| listed(to));
+        for sibling in siblings.iter().filter(|sibling| sibling.id != own_id) {
+            self.peers.entry(sibling.id).or_default();
+        }
+        self.placement_cache.clear();
+        self.siblings = siblings;
+    }
+
     pub fn handle_connected(&mut self, now: u64, peer: NodeId) {
         let Some(state) = self.peers.get_mut(&peer) else { return };
         *state = PeerState {
