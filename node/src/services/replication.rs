@@ -221,17 +221,12 @@ impl Siblings {
         let neighbour_services = Arc::new(NeighbourServices::default());
         let book = neighbour_book(config, &siblings);
         let neighbour_connections = ConnectionTable::default();
-        let running = start_driver(
-            config,
-            identity,
-            &store,
-            listen,
-            siblings,
-            &trust,
-            &neighbour_services,
-            &neighbour_connections,
-        )
-        .await?;
+        let serving = NeighbourServing {
+            pins: neighbour_pins(config),
+            services: neighbour_services.clone(),
+            connections: neighbour_connections.clone(),
+        };
+        let running = start_driver(config, identity, &store, listen, siblings, &trust, serving).await?;
         let peer_address = running.driver.local_addr();
         let neighbour_link = NeighbourLink::new(running.driver.endpoint(), identity, &PeerLimits::default())?
             .with_connections(running.driver.sibling_connections(), neighbour_connections)
@@ -523,17 +518,11 @@ async fn start_driver(
     listen: SocketAddr,
     sibling_configs: Vec<SiblingConfig>,
     trust: &Arc<TrustBook>,
-    neighbour_services: &Arc<NeighbourServices>,
-    neighbour_connections: &ConnectionTable,
+    neighbours: NeighbourServing,
 ) -> Result<Running> {
     let siblings = peer_siblings(&sibling_configs, trust);
     let limits = PeerLimits::default();
     let records_arrived = Arc::new(tokio::sync::Notify::new());
-    let neighbours = NeighbourServing {
-        pins: neighbour_pins(config),
-        services: neighbour_services.clone(),
-        connections: neighbour_connections.clone(),
-    };
     let admitted: Vec<String> =
         siblings.iter().map(|sibling| sibling.pin.clone()).chain(neighbours.pins.keys().cloned()).collect();
     let endpoint = bind_with_retry(identity, listen, &admitted, &limits).await?;
