@@ -91,10 +91,10 @@ enum PeerAction {
 #[derive(clap::Args)]
 struct CommonArgs {
     /// TOML configuration file (every key has a default).
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Where the database, media and identity live.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
 }
 
@@ -479,6 +479,16 @@ async fn peer(config: Config, action: PeerAction) -> Result<()> {
             println!("pairing code  {code}  (valid {} s, one use)", answer["expires_in_seconds"]);
             println!("on the other node run:");
             println!("  edgenode peer join {} {code}", answer["peer_address"].as_str().unwrap_or_default());
+            let others: Vec<&str> = answer["peer_addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|address| address.as_str())
+                .skip(1)
+                .collect();
+            if !others.is_empty() {
+                println!("  (or, from another network, this node's other addresses: {})", others.join(", "));
+            }
             println!(
                 "and check that it reports this node as {} with pin {}",
                 answer["node_id"].as_str().unwrap_or_default(),

@@ -340,3 +340,64 @@ fn a_node_whose_key_was_never_paired_is_refused() {
     let (status, _) = at_home.get_json("/healthz", None);
     assert_eq!(status, 200, "and it keeps serving");
 }
+
+/// `edgenode … --data-dir D` with the flags after the subcommand, as the README
+/// writes them; panics with its output unless it succeeds.
+fn readme_cli(args: &[&str], data_dir: &std::path::Path) -> String {
+    let output =
+        Command::new(edgenode_binary()).args(args).arg("--data-dir").arg(data_dir).output().expect("running edgenode");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "edgenode {args:?} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// Pairing as the README prints it (`peer pair|join|list --data-dir D`), with the
+/// joiner's peer port listening on every address: the join command `peer pair`
+/// prints is run as printed, and neither side stores an address nobody can dial
+/// (`0.0.0.0`, `[::]`); both then replicate.
+#[test]
+fn pairing_as_the_readme_writes_it_stores_addresses_the_other_side_can_dial() {
+    let a = start("pair-a");
+    let b = Node::start(NodeOptions {
+        name: "pair-b".to_owned(),
+        ..NodeOptions::with_config("[peers]\nlisten = \"0.0.0.0:0\"\n")
+    });
+    let printed = readme_cli(&["peer", "pair", "--wait", "0"], a.data_dir());
+    let join_line = printed
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("edgenode peer join "))
+        .unwrap_or_else(|| panic!("no join command in {printed:?}"))
+        .to_owned();
+    let (address, code) = join_line.split_once(' ').expect("join ADDRESS CODE");
+    assert!(!address.starts_with("0.0.0.0") && !address.starts_with("[::]"), "printed {address}");
+    let joined = readme_cli(&["peer", "join", address, code], b.data_dir());
+    assert!(joined.contains(a.node_id()), "join names the node it paired with: {joined}");
+
+    let stored = |node: &Node| std::fs::read_to_string(node.data_dir().join("siblings.toml")).unwrap_or_default();
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    while !stored(&a).contains(b.node_id()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for node in [&a, &b] {
+        let siblings = stored(node);
+        assert!(siblings.contains("address"), "{} stored its sibling: {siblings}", node.name());
+        assert!(
+            !siblings.contains("0.0.0.0") && !siblings.contains("[::]"),
+            "{} stored an address nobody can dial: {siblings}",
+            node.name()
+        );
+    }
+    // `peer list` shows the other node's row as connected.
+    let connected_to = |node: &Node, other: &Node| {
+        readme_cli(&["peer", "list"], node.data_dir())
+            .lines()
+            .any(|row| row.contains(other.node_id()) && row.split_whitespace().any(|word| word == "connected"))
+    };
+    while Instant::now() < deadline && !(connected_to(&a, &b) && connected_to(&b, &a)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(connected_to(&a, &b), "{}", readme_cli(&["peer", "list"], a.data_dir()));
+    assert!(connected_to(&b, &a), "{}", readme_cli(&["peer", "list"], b.data_dir()));
+    let (client_a, client_b) = (Client::new(&a, Transport::Http2), Client::new(&b, Transport::Http2));
+    converge(&[(&client_a, &a), (&client_b, &b)]);
+}

@@ -293,10 +293,48 @@ async fn converse_as_server(
     reply.extend(encode_announcement(shared.node_id, own_address, &own_proof));
     send.write_all(&reply).await.map_err(|error| error.to_string())?;
     let _ = send.finish();
-    // A joiner that did not say where it listens is reachable where it dialled from
-    // (`join` dials from the peer endpoint itself).
-    let address = if address.is_empty() { remote.to_string() } else { address };
-    Ok(SiblingInfo { node_id, pin: client_pin, address })
+    Ok(SiblingInfo { node_id, pin: client_pin, address: dialable_address(&address, remote) })
+}
+
+/// Addresses another node can dial this node's peer endpoint at: the bound address,
+/// or when it is bound to every address, those of the host's interfaces that are up
+/// (not loopback, not link-local; IPv4 first), loopback when there are none.
+pub fn dialable_addresses(bound: SocketAddr) -> Vec<String> {
+    if !bound.ip().is_unspecified() {
+        return vec![bound.to_string()];
+    }
+    let both_families = bound.is_ipv6();
+    let mut addresses: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|interface| interface.is_oper_up() && !interface.is_loopback() && !interface.is_link_local())
+        .map(|interface| interface.ip())
+        .filter(|ip| ip.is_ipv4() || both_families)
+        .collect();
+    addresses.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    addresses.dedup();
+    if addresses.is_empty() {
+        addresses.push(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addresses.into_iter().map(|ip| SocketAddr::new(ip, bound.port()).to_string()).collect()
+}
+
+/// Where a joiner can be dialled: the address it announced, with the address it
+/// dialled from when it announced none or one on every interface (`[::]:9444`), which
+/// the other node cannot dial. `join` dials from the peer endpoint itself, so the
+/// remote port is its peer port when none was announced.
+pub fn dialable_address(announced: &str, remote: SocketAddr) -> String {
+    let remote_ip = match remote.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        ip => ip,
+    };
+    if announced.is_empty() {
+        return SocketAddr::new(remote_ip, remote.port()).to_string();
+    }
+    match announced.parse::<SocketAddr>() {
+        Ok(announced) if announced.ip().is_unspecified() => SocketAddr::new(remote_ip, announced.port()).to_string(),
+        _ => announced.to_owned(),
+    }
 }
 
 /// Who is joining, as the pairing conversation needs it.
@@ -422,6 +460,18 @@ mod tests {
 
     fn expected(code: &[u8]) -> [u8; 32] {
         proof(code, ROLE_JOIN, "pin-a", "pin-b", NodeId(2), "b:1")
+    }
+
+    #[test]
+    fn an_unspecified_or_missing_announced_address_becomes_where_the_joiner_dialled_from() {
+        let remote: SocketAddr = "[::ffff:192.168.1.20]:9444".parse().unwrap();
+        assert_eq!(dialable_address("[::]:8444", remote), "192.168.1.20:8444");
+        assert_eq!(dialable_address("0.0.0.0:8444", remote), "192.168.1.20:8444");
+        assert_eq!(dialable_address("", remote), "192.168.1.20:9444");
+        assert_eq!(dialable_address("box-2.local:8444", remote), "box-2.local:8444");
+        assert_eq!(dialable_address("10.0.0.7:8444", remote), "10.0.0.7:8444");
+        let remote6: SocketAddr = "[fd00::7]:9444".parse().unwrap();
+        assert_eq!(dialable_address("[::]:8444", remote6), "[fd00::7]:8444");
     }
 
     #[test]

@@ -390,10 +390,12 @@ impl Siblings {
         let running = self.running.blocking_lock();
         let Some(running) = running.as_ref() else { bail!("replication has stopped") };
         let code = running.driver.start_pairing();
+        let addresses = crate::link::pairing::dialable_addresses(self.peer_address);
         Ok(json!({
             "code": code.as_str(),
             "expires_in_seconds": crate::link::pairing::PAIRING_CODE_LIFETIME_MS / 1000,
-            "peer_address": self.peer_address.to_string(),
+            "peer_address": addresses.first(),
+            "peer_addresses": addresses,
             "node_id": self.store.node_id().to_string(),
             "pin": self.identity.pin,
         }))
