@@ -432,6 +432,8 @@ impl Siblings {
         let rows = [
             ("edgenode_siblings", "gauge", siblings as u64),
             ("edgenode_siblings_connected", "gauge", connected as u64),
+            // One connection per remote node carries all node-to-node traffic.
+            ("edgenode_link_connections", "gauge", self.neighbour_link.connection_count() as u64),
             ("edgenode_replication_log_end", "gauge", log_end),
             ("edgenode_replication_items_applied_total", "counter", stats.items_applied),
             ("edgenode_replication_items_stale_total", "counter", stats.items_stale),
