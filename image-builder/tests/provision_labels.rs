@@ -1,6 +1,6 @@
-//! System tier (EDGENODE_SYSTEM_TESTS=1): `image-builder provision` on a 100-box
-//! inventory, with every label's QR code read back by a decoder we did not write
-//! (`zbarimg`, Debian's zbar-tools) and checked against the box's own files.
+//! System tier (`#[ignore]`d; `--include-ignored` runs it): `image-builder provision`
+//! on a 100-box inventory, with every label's QR code read back by a decoder we did
+//! not write (`zbarimg`, Debian's zbar-tools) and checked against the box's own files.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,10 +10,6 @@ use image_builder::label::LabelContent;
 use image_builder::provisioning::Provisioning;
 
 const BOXES: usize = 100;
-
-fn system_tests_enabled() -> bool {
-    std::env::var("EDGENODE_SYSTEM_TESTS").is_ok_and(|value| value == "1")
-}
 
 fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("image-builder-labels-{}", std::process::id()));
@@ -42,15 +38,12 @@ fn pin_of(provisioning: &Provisioning, scratch: &Path) -> String {
     fs::create_dir_all(scratch).unwrap();
     fs::write(scratch.join("node.key"), &identity.key_pem).unwrap();
     fs::write(scratch.join("node.crt"), &identity.certificate_pem).unwrap();
-    edgenode::net::tls::Identity::load(scratch).unwrap().pin
+    edgenode::identity::Identity::load(scratch).unwrap().pin
 }
 
 #[test]
+#[ignore = "system tier: zbarimg (zbar-tools)"]
 fn hundred_boxes_get_configs_and_labels_that_zbarimg_reads_back() {
-    if !system_tests_enabled() {
-        eprintln!("skipped: set EDGENODE_SYSTEM_TESTS=1 (needs zbarimg from zbar-tools)");
-        return;
-    }
     let zbarimg = Command::new("zbarimg").arg("--version").output();
     assert!(
         zbarimg.is_ok_and(|output| output.status.success()),

@@ -472,7 +472,7 @@ fn der_contents(element: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::tests::TempDir;
+    use crate::test_support::TempDir;
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777

@@ -16,3 +16,5 @@ pub mod media;
 pub mod os;
 pub mod services;
 pub mod store;
+#[cfg(test)]
+mod test_support;

@@ -14,3 +14,8 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     getrandom::fill(&mut bytes).expect("the OS random number generator failed");
     bytes
 }
+
+/// The wall clock as a file time (for marking a cached file as recently used).
+pub fn now_system_time() -> SystemTime {
+    SystemTime::now()
+}

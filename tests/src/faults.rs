@@ -1,22 +1,10 @@
-//! Helpers for the fault-injection tier (power cuts, abuse, corrupted media): the
-//! opt-in switch, a seeded random source that prints its seed, the node's memory
-//! figures, small photos that are all different, and blob files that rot.
+//! Helpers for the fault-injection tier (power cuts, abuse, corrupted media): a
+//! seeded random source that prints its seed, the node's memory figures, small
+//! photos that are all different, and blob files that rot.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::fixtures::camera_jpeg;
-
-/// Heavy tests run only when this is `1`, like the rest of the system tier.
-pub const SYSTEM_TESTS_VARIABLE: &str = "EDGENODE_SYSTEM_TESTS";
-
-/// True when the system tier is asked for; otherwise prints one skip line.
-pub fn system_tests_enabled(test: &str) -> bool {
-    if std::env::var(SYSTEM_TESTS_VARIABLE).as_deref() == Ok("1") {
-        return true;
-    }
-    println!("skipped {test}: set {SYSTEM_TESTS_VARIABLE}=1 to run the fault-injection tier");
-    false
-}
 
 /// A number from the environment, or `default` when unset; panics on a bad value.
 pub fn env_number(variable: &str, default: u64) -> u64 {

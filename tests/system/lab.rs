@@ -24,9 +24,6 @@ use std::time::{Duration, Instant};
 use edgenode_tests::node::{edgenode_binary, parse_ready_line, peak_resident_bytes_of, terminate_child, ReadyLine};
 use serde_json::{json, Value};
 
-/// The tier runs only when this is `1`.
-pub const ENABLE_VARIABLE: &str = "EDGENODE_SYSTEM_TESTS";
-pub const SKIPPED_LINE: &str = "skipped: system tier, set EDGENODE_SYSTEM_TESTS=1";
 /// Every lab node listens on this port, on all IPv4 addresses.
 pub const PORT: u16 = 8443;
 pub const CLAIM_CODE: &str = "CODE12345";
@@ -36,18 +33,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const OUTPUT_KEPT_BYTES_MAX: usize = 1024 * 1024;
 const HTTPS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether the tier runs. When it does not, prints the one skip line; when it does,
-/// every tool it needs must be there, or this panics saying what is missing.
-pub fn enabled() -> bool {
-    if std::env::var(ENABLE_VARIABLE).as_deref() != Ok("1") {
-        println!("{SKIPPED_LINE}");
-        return false;
-    }
-    require_tools();
-    true
-}
-
-fn require_tools() {
+/// Called first by every lab test: panics saying what is missing unless everything
+/// the tier needs is there (root, iproute2, python-zeroconf, curl, the binary).
+/// The tests are `#[ignore]`d, so this runs only when they are asked for.
+pub fn require_tools() {
     let mut missing = Vec::new();
     if !running_as_root() {
         missing.push("root (network namespaces need it)".to_owned());
@@ -66,7 +55,7 @@ fn require_tools() {
     }
     assert!(
         missing.is_empty(),
-        "the system tier ({ENABLE_VARIABLE}=1) needs: {}. Run tests/system/install-deps as root.",
+        "the system tier needs: {}. Run tests/system/install-deps as root.",
         missing.join(", ")
     );
     let binary = edgenode_binary();

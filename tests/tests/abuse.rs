@@ -3,8 +3,8 @@
 //! (VmRSS, VmHWM) stays bounded and a legitimate person's requests (health, log in,
 //! post) keep succeeding within a few seconds.
 //!
-//! System tier: runs only with `EDGENODE_SYSTEM_TESTS=1` (the tests are slow and
-//! load the machine); prints every figure as `abuse: …`. The tests take turns.
+//! System tier: `#[ignore]`d, as the tests are slow and load the machine; run them
+//! with `--include-ignored`. Prints every figure as `abuse: …`. The tests take turns.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgenode_tests::checks::{id_of, text};
-use edgenode_tests::faults::{system_tests_enabled, Memory};
+use edgenode_tests::faults::Memory;
 use edgenode_tests::steps::PASSWORD;
 use edgenode_tests::{Account, Client, Node, NodeOptions, Transport};
 use serde_json::json;
@@ -69,10 +69,8 @@ const CONCURRENT_GUESSES: usize = 32;
 const LOGIN_FLOOD_RESIDENT_GROWTH_BYTES_MAX: u64 = 256 << 20;
 
 #[test]
+#[ignore = "system tier: minutes, loads the machine (10k QUIC connections, floods)"]
 fn ten_thousand_idle_quic_connections() {
-    if !system_tests_enabled("ten_thousand_idle_quic_connections") {
-        return;
-    }
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let node = Node::start(NodeOptions::default());
     let legit = Legit::new(&node);
@@ -137,10 +135,8 @@ fn ten_thousand_idle_quic_connections() {
 }
 
 #[test]
+#[ignore = "system tier: minutes, loads the machine (10k QUIC connections, floods)"]
 fn slow_header_clients_are_closed_and_do_not_block_others() {
-    if !system_tests_enabled("slow_header_clients_are_closed_and_do_not_block_others") {
-        return;
-    }
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let config = format!("[limits]\nidle_timeout_seconds = {SLOW_IDLE_TIMEOUT_SECONDS}\n");
     let node = Node::start(NodeOptions::with_config(&config));
@@ -220,10 +216,8 @@ fn slow_header_clients_are_closed_and_do_not_block_others() {
 }
 
 #[test]
+#[ignore = "system tier: minutes, loads the machine (10k QUIC connections, floods)"]
 fn a_login_flood_is_throttled_and_bounded() {
-    if !system_tests_enabled("a_login_flood_is_throttled_and_bounded") {
-        return;
-    }
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let node = Node::start(NodeOptions::default());
     let legit = Legit::new(&node);
@@ -432,7 +426,7 @@ struct OpenedQuic {
 /// Opens up to `QUIC_CONNECTIONS_WANTED` QUIC connections (ALPN h3, pinned) and keeps
 /// the accepted ones, idle but kept alive, as an abuser holding slots would.
 async fn open_idle_quic_connections(server: SocketAddr, pin: &str) -> OpenedQuic {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(edgenode::net::tls::pinned_client_config(
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(edgenode::identity::pinned_client_config(
         pin.to_owned(),
         vec![b"h3".to_vec()],
     ))
@@ -544,7 +538,7 @@ async fn slow_connection(kind: SlowKind, server: SocketAddr, source: IpAddr, pin
         }
         SlowKind::Http1Header | SlowKind::Http2Headers => {
             let alpn = if kind == SlowKind::Http1Header { b"http/1.1".to_vec() } else { b"h2".to_vec() };
-            let config = edgenode::net::tls::pinned_client_config(pin, vec![alpn]);
+            let config = edgenode::identity::pinned_client_config(pin, vec![alpn]);
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
             let server_name = rustls::pki_types::ServerName::IpAddress(server.ip().into());
             let tls = match connector.connect(server_name, tcp).await {

@@ -12,7 +12,6 @@ use super::media::media_json;
 use super::{header_value, ok_json, Api, ApiError, ApiResult, Call};
 use crate::core::fanout::FeedEntry;
 use crate::core::model::NodeId;
-use crate::link::neighbours::NeighbourError;
 use crate::services::fanout::{Fanout, FanoutServiceError, RemoteUser};
 use crate::store::BlobKind;
 
@@ -27,7 +26,7 @@ pub(super) fn parse(text: &str) -> Option<(String, NodeId)> {
 
 fn unreachable(node: NodeId, error: &FanoutServiceError) -> ApiError {
     match error {
-        FanoutServiceError::Neighbour(NeighbourError::Unknown(_)) => ApiError::new(
+        error if error.is_unknown_node() => ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_node",
             format!("node {node} is not a neighbour of this node; add it under [[peers.neighbours]]"),

@@ -293,7 +293,6 @@ fn declared_length_exceeds(headers: &HeaderMap, limit_bytes: usize) -> bool {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::path::{Path, PathBuf};
     use std::time::Duration;
 
     use bytes::{BufMut as _, BytesMut};
@@ -307,27 +306,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::identity::{self as tls, ALPN_H2, ALPN_H3, ALPN_HTTP1};
 
-    /// A directory under the system temp dir, removed on drop.
-    pub(crate) struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(label: &str) -> TempDir {
-            let suffix = u64::from_le_bytes(crate::os::random_bytes::<8>());
-            let path = std::env::temp_dir().join(format!("edgenode-net-{label}-{suffix:016x}"));
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-
-        pub(crate) fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir;
 
     const STUB_BODY_BYTES_MAX: usize = 1024;
 

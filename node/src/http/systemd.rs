@@ -58,7 +58,7 @@ mod tests {
 
     #[test]
     fn notify_reaches_a_path_socket() {
-        let dir = crate::http::tests::TempDir::new("systemd");
+        let dir = crate::test_support::TempDir::new("systemd");
         let socket_path = dir.path().join("notify.sock");
         let systemd = UnixDatagram::bind(&socket_path).unwrap();
         notify_socket(socket_path.as_os_str(), "READY=1").unwrap();

@@ -34,12 +34,11 @@
 
 mod connections;
 mod crypto;
-pub mod media;
 pub mod neighbours;
 pub mod pairing;
 pub mod streams;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -147,7 +146,7 @@ pub struct PeerSibling {
     pub trust: u8,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerDriverConfig {
     pub node_id: NodeId,
     pub zone: String,
@@ -159,7 +158,7 @@ pub struct PeerDriverConfig {
     /// empty means "where I dial from".
     pub advertised_address: String,
     /// Where media streams are answered from; `None` refuses them.
-    pub media_store: Option<Arc<crate::store::Store>>,
+    pub media_server: Option<streams::StreamServer>,
     /// Where what siblings do is scored (frames, bad frames, wrong keys, timeouts).
     pub trust: Arc<trust::TrustBook>,
     /// Services answered to siblings and neighbours over `edgenode-neighbour/1`.
@@ -347,7 +346,7 @@ struct Shared {
     pairing_busy: Arc<Semaphore>,
     incoming_slots: Arc<Semaphore>,
     transport: Arc<quinn::TransportConfig>,
-    media_store: Option<Arc<crate::store::Store>>,
+    media_server: Option<streams::StreamServer>,
     connections: ConnectionTable,
     trust: Arc<trust::TrustBook>,
     neighbours: Option<NeighbourServing>,
@@ -443,7 +442,7 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
             pairing_busy: Arc::new(Semaphore::new(1)),
             incoming_slots: Arc::new(Semaphore::new(config.limits.incoming_connections_max)),
             transport: endpoint.transport,
-            media_store: config.media_store.clone(),
+            media_server: config.media_server.clone(),
             connections: ConnectionTable::default(),
             trust: config.trust.clone(),
             neighbours: config.neighbours.clone(),
@@ -491,7 +490,7 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
     }
 
     /// A live view of `connections`, for tasks that outlive a borrow of the driver
-    /// (`media::spawn_media_fetcher(store, move || view.current(), wake)`).
+    /// (the media fetcher's source of connections).
     pub fn sibling_connections(&self) -> ConnectionTable {
         self.shared.connections.clone()
     }
@@ -1108,7 +1107,7 @@ async fn run_connection(
     }
     let writer = tokio::spawn(write_frames(send, queued).in_current_span());
     let servers = streams::StreamServers {
-        media: shared.media_store.clone(),
+        media: shared.media_server.clone(),
         calls: shared.neighbours.as_ref().map(|serving| serving.services.clone()),
     };
     let media_streams = tokio::spawn(streams::accept_streams(connection.clone(), node_id, servers).in_current_span());

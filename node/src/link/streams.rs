@@ -10,6 +10,8 @@
 //! Each connection serves at most `STREAMS_SERVED_PER_CONNECTION_MAX` streams at
 //! once; the others wait within QUIC's stream limit.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +20,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use super::media::{self, MEDIA_REQUEST_MAGIC};
 use super::neighbours::{self, NeighbourServices, REQUEST_MAGIC};
 use crate::core::model::NodeId;
-use crate::store::Store;
+
+/// The tag of a media stream; its server is registered by the media service.
+pub const MEDIA_TAG: &[u8; TAG_BYTES] = b"EMED1";
 
 /// Length of every stream's tag.
 pub const TAG_BYTES: usize = 5;
@@ -31,13 +34,18 @@ pub const STREAMS_SERVED_PER_CONNECTION_MAX: usize = 12;
 const TAG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Error code a stream of an unknown or refused kind is reset with.
-pub const STREAM_REFUSED: u32 = media::stream_code::NOT_SERVED;
+pub const STREAM_REFUSED: u32 = 1;
+
+/// Answers one stream whose tag was read. The link never reads the store: a
+/// service that serves streams registers one of these.
+pub type StreamServer =
+    Arc<dyn Fn(quinn::SendStream, quinn::RecvStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// What a connection's streams may ask for.
 #[derive(Clone, Default)]
 pub struct StreamServers {
     /// Media is served to siblings only; `None` refuses it.
-    pub media: Option<Arc<Store>>,
+    pub media: Option<StreamServer>,
     /// Calls, answered to siblings and neighbours; `None` refuses them.
     pub calls: Option<Arc<NeighbourServices>>,
 }
@@ -75,9 +83,7 @@ async fn serve_stream(caller: NodeId, servers: StreamServers, send: quinn::SendS
         _ => return refuse(send, recv, "no stream tag"),
     }
     match (&tag, &servers) {
-        (tag, StreamServers { media: Some(store), .. }) if tag == MEDIA_REQUEST_MAGIC => {
-            media::serve_media_stream(store.clone(), send, recv).await;
-        }
+        (tag, StreamServers { media: Some(server), .. }) if tag == MEDIA_TAG => server(send, recv).await,
         (tag, StreamServers { calls: Some(services), .. }) if tag == REQUEST_MAGIC => {
             neighbours::serve_call(caller, services, send, recv).await;
         }

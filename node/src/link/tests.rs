@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::pairing::PAIRING_FAILURES_MAX;
 use super::*;
 use crate::core::replication::{MemoryStore, RecordKey, ShardId, Table};
-use crate::http::tests::TempDir;
+use crate::test_support::TempDir;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -34,13 +34,13 @@ pub(super) fn fast_replica_config() -> ReplicaConfig {
     }
 }
 
-pub(super) struct TestNode {
-    pub(super) node_id: NodeId,
-    pub(super) identity: Identity,
+pub(crate) struct TestNode {
+    pub(crate) node_id: NodeId,
+    pub(crate) identity: Identity,
     _dir: TempDir,
 }
 
-pub(super) fn test_node(index: u64) -> TestNode {
+pub(crate) fn test_node(index: u64) -> TestNode {
     let dir = TempDir::new("peer");
     let identity = Identity::load_or_create(dir.path(), &format!("node{index}")).unwrap();
     TestNode { node_id: NodeId(index), identity, _dir: dir }
@@ -56,11 +56,11 @@ fn start_cluster(all: &[TestNode], running: usize) -> Vec<PeerDriver<MemoryStore
     start_cluster_serving(all, running, |_| None)
 }
 
-/// `start_cluster`, each node serving media from the store `media_store` gives it.
-pub(super) fn start_cluster_serving(
+/// `start_cluster`, each node serving media with the server `media_server` gives it.
+pub(crate) fn start_cluster_serving(
     all: &[TestNode],
     running: usize,
-    media_store: impl Fn(usize) -> Option<std::sync::Arc<crate::store::Store>>,
+    media_server: impl Fn(usize) -> Option<super::streams::StreamServer>,
 ) -> Vec<PeerDriver<MemoryStore>> {
     let endpoints: Vec<PeerEndpoint> = all[..running]
         .iter()
@@ -94,7 +94,7 @@ pub(super) fn start_cluster_serving(
                 replica: fast_replica_config(),
                 limits: fast_limits(),
                 advertised_address: endpoint.local_addr().to_string(),
-                media_store: media_store(node_index),
+                media_server: media_server(node_index),
                 trust: std::sync::Arc::new(super::trust::TrustBook::in_memory()),
                 neighbours: None,
                 records_arrived: None,
@@ -104,7 +104,7 @@ pub(super) fn start_cluster_serving(
         .collect()
 }
 
-pub(super) async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+pub(crate) async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
@@ -241,7 +241,7 @@ async fn a_killed_connection_reconverges() {
         replica: fast_replica_config(),
         limits: fast_limits(),
         advertised_address: String::new(),
-        media_store: None,
+        media_server: None,
         trust: std::sync::Arc::new(super::trust::TrustBook::in_memory()),
         neighbours: None,
         records_arrived: None,
@@ -465,7 +465,7 @@ async fn neighbours_call_each_others_services_and_strangers_cannot() {
         replica: fast_replica_config(),
         limits: fast_limits(),
         advertised_address: String::new(),
-        media_store: None,
+        media_server: None,
         trust: Arc::new(super::trust::TrustBook::in_memory()),
         neighbours: Some(NeighbourServing {
             pins: BTreeMap::from([(caller.identity.pin.clone(), caller.node_id)]),

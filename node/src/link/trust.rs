@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_saved_ledger_loads_with_the_same_scores() {
-        let dir = crate::http::tests::TempDir::new("trust");
+        let dir = crate::test_support::TempDir::new("trust");
         let path = dir.path().join("trust.json");
         let book = TrustBook::load(&path).expect("a missing file is an empty ledger");
         book.observe(NodeId(3), TrustEvent::HashMismatch, "thumb");

@@ -137,6 +137,13 @@ pub enum FanoutServiceError {
     BadAnswer { node: NodeId, reason: String },
 }
 
+impl FanoutServiceError {
+    /// The node asked for is neither a sibling nor a configured neighbour.
+    pub fn is_unknown_node(&self) -> bool {
+        matches!(self, FanoutServiceError::Neighbour(NeighbourError::Unknown(_)))
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PeerHealth {
     up: bool,
@@ -899,7 +906,7 @@ impl RemoteMedia {
             return None;
         }
         if let Ok(file) = std::fs::File::options().write(true).open(&path) {
-            let _ = file.set_modified(SystemTime::now());
+            let _ = file.set_modified(crate::os::now_system_time());
         }
         Some((info, bytes))
     }

@@ -3,5 +3,6 @@
 
 pub mod coalesce;
 pub mod fanout;
+pub mod media_fetch;
 pub mod replication;
 pub mod search;

@@ -26,13 +26,13 @@ use crate::config::{Config, SiblingConfig};
 use crate::core::model::NodeId;
 use crate::core::replication::{ReplicaConfig, ShardId};
 use crate::identity::Identity;
-use crate::link::media::{MediaFetchLimits, MediaFetcher};
 use crate::link::neighbours::{NeighbourAddress, NeighbourLink, NeighbourServices};
 use crate::link::trust::TrustBook;
 use crate::link::{
     ConnectionTable, NeighbourServing, PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode,
     SiblingInfo,
 };
+use crate::services::media_fetch::{media_server, MediaFetchLimits, MediaFetcher};
 use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreError, StoreResult};
 
 /// Where siblings learned by pairing are kept (config siblings stay in the config).
@@ -550,7 +550,7 @@ async fn start_driver(
         replica,
         limits,
         advertised_address: peer_address.to_string(),
-        media_store: Some(store.clone()),
+        media_server: Some(media_server(store.clone())),
         trust: trust.clone(),
         neighbours: Some(neighbours),
         records_arrived: Some(records_arrived.clone()),

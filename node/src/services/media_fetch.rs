@@ -36,14 +36,15 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::trust::TrustBook;
 use crate::core::model::NodeId;
 use crate::core::trust::TrustEvent;
+use crate::link::streams::{StreamServer, MEDIA_TAG};
+use crate::link::trust::TrustBook;
 use crate::store::blobs::is_sha256_hex;
 use crate::store::{BlobKind, MediaInfo, Store, StoreError};
 
-/// Opens every request: the protocol and its version.
-pub const MEDIA_REQUEST_MAGIC: &[u8; 5] = b"EMED1";
+/// Opens every request: the protocol and its version (the link's stream tag).
+pub const MEDIA_REQUEST_MAGIC: &[u8; 5] = MEDIA_TAG;
 const MEDIA_ID_BYTES: usize = 64;
 const REQUEST_BYTES: usize = MEDIA_REQUEST_MAGIC.len() + MEDIA_ID_BYTES;
 const STATUS_FOUND: u8 = 0;
@@ -96,6 +97,11 @@ pub struct FetchedMedia {
 }
 
 // ----- serving -----
+
+/// The media server the link runs for streams tagged `MEDIA_REQUEST_MAGIC`.
+pub fn media_server(store: Arc<Store>) -> StreamServer {
+    Arc::new(move |send, recv| Box::pin(serve_media_stream(store.clone(), send, recv)))
+}
 
 /// Answers one media request on a stream a sibling opened, whose tag
 /// (`MEDIA_REQUEST_MAGIC`) was read (`streams`).

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::super::tests::{eventually, start_cluster_serving, test_node, TestNode};
-use super::super::PeerDriver;
 use super::*;
 use crate::core::replication::{MemoryStore, RecordKey, ReplicaStore, ShardId, Table};
-use crate::http::tests::TempDir;
+use crate::link::tests::{eventually, start_cluster_serving, test_node, TestNode};
+use crate::link::PeerDriver;
 use crate::media::{testimage, MediaLimits, Pipeline};
 use crate::store::{hex, pair_key, Admission, BlobInfo, RedbReplicaStore};
+use crate::test_support::TempDir;
 
 fn fast_fetch_limits() -> MediaFetchLimits {
     MediaFetchLimits {
@@ -35,7 +35,7 @@ fn open_store(dir: &TempDir) -> Arc<Store> {
 /// Starts a driver per node, each knowing the others (with their addresses) and
 /// serving media from its store, if it has one.
 fn start_drivers(nodes: &[TestNode], stores: &[Option<Arc<Store>>]) -> Vec<PeerDriver<MemoryStore>> {
-    start_cluster_serving(nodes, nodes.len(), |index| stores[index].clone())
+    start_cluster_serving(nodes, nodes.len(), |index| stores[index].clone().map(media_server))
 }
 
 async fn all_connected(drivers: &[PeerDriver<MemoryStore>]) {
