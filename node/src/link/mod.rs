@@ -103,6 +103,9 @@ pub enum PeerError {
 pub struct PeerLimits {
     /// Frames queued for one connection's writer; past this, frames are dropped.
     pub send_queue_frames_max: usize,
+    /// Bytes of frames queued for one connection's writer; past this, frames are
+    /// dropped (a catch-up sends many small frames, so the bound is on bytes).
+    pub send_queue_bytes_max: usize,
     /// Connection events waiting for the driver; readers wait (QUIC flow control
     /// then slows the sender) when it is full.
     pub events_max: usize,
@@ -120,7 +123,8 @@ pub struct PeerLimits {
 impl Default for PeerLimits {
     fn default() -> Self {
         PeerLimits {
-            send_queue_frames_max: 32,
+            send_queue_frames_max: 1024,
+            send_queue_bytes_max: 1024 * 1024,
             events_max: 1024,
             dial_backoff_initial_ms: 500,
             // Short enough that siblings find each other soon after a link heals.
@@ -360,29 +364,11 @@ impl Shared {
 }
 
 enum NetEvent {
-    Connected {
-        node_id: NodeId,
-        connection_id: u64,
-        dialer: NodeId,
-        connection: quinn::Connection,
-        frames: mpsc::Sender<Bytes>,
-    },
-    DialFailed {
-        node_id: NodeId,
-    },
-    Frame {
-        node_id: NodeId,
-        connection_id: u64,
-        message: Message,
-        frame_bytes: usize,
-    },
-    BadFrame {
-        node_id: NodeId,
-    },
-    Closed {
-        node_id: NodeId,
-        connection_id: u64,
-    },
+    Connected { node_id: NodeId, connection_id: u64, dialer: NodeId, connection: quinn::Connection, frames: FrameQueue },
+    DialFailed { node_id: NodeId },
+    Frame { node_id: NodeId, connection_id: u64, message: Message, frame_bytes: usize },
+    BadFrame { node_id: NodeId },
+    Closed { node_id: NodeId, connection_id: u64 },
 }
 
 enum Command<S> {
@@ -602,7 +588,46 @@ struct LiveConnection {
     dialer: NodeId,
     established: Instant,
     connection: quinn::Connection,
+    frames: FrameQueue,
+}
+
+/// A connection's outgoing frames, bounded in count and in bytes; the writer task
+/// takes them off and gives the bytes back as it writes.
+#[derive(Clone)]
+struct FrameQueue {
     frames: mpsc::Sender<Bytes>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    bytes_max: usize,
+}
+
+enum QueueRefused {
+    Full,
+    Closed,
+}
+
+impl FrameQueue {
+    fn new(limits: &PeerLimits) -> (FrameQueue, mpsc::Receiver<Bytes>, Arc<std::sync::atomic::AtomicUsize>) {
+        let (frames, queued) = mpsc::channel(limits.send_queue_frames_max.max(1));
+        let queued_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let queue = FrameQueue { frames, queued_bytes: queued_bytes.clone(), bytes_max: limits.send_queue_bytes_max };
+        (queue, queued, queued_bytes)
+    }
+
+    fn try_push(&self, frame: Bytes) -> Result<(), QueueRefused> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let frame_bytes = frame.len();
+        if self.queued_bytes.load(Relaxed).saturating_add(frame_bytes) > self.bytes_max {
+            return Err(QueueRefused::Full);
+        }
+        match self.frames.try_send(frame) {
+            Ok(()) => {
+                self.queued_bytes.fetch_add(frame_bytes, Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(QueueRefused::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueRefused::Closed),
+        }
+    }
 }
 
 struct PeerEntry {
@@ -922,16 +947,16 @@ impl<S: ReplicaStore> DriverState<S> {
                 }
             };
             let frame_bytes = frame.len() as u64;
-            match live.frames.try_send(frame) {
+            match live.frames.try_push(frame) {
                 Ok(()) => {
                     entry.counters.frames_out += 1;
                     entry.counters.bytes_out += frame_bytes;
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(QueueRefused::Full) => {
                     entry.counters.frames_dropped += 1;
                     tracing::debug!(peer = %to, "send queue full; frame dropped (it will be resent)");
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(QueueRefused::Closed) => {}
             }
         }
     }
@@ -1100,12 +1125,12 @@ async fn run_connection(
     recv: quinn::RecvStream,
 ) {
     let connection_id = connections::next_connection_id();
-    let (frames, queued) = mpsc::channel(shared.limits.send_queue_frames_max);
+    let (frames, queued, queued_bytes) = FrameQueue::new(&shared.limits);
     let connected = NetEvent::Connected { node_id, connection_id, dialer, connection: connection.clone(), frames };
     if shared.events.send(connected).await.is_err() {
         return;
     }
-    let writer = tokio::spawn(write_frames(send, queued).in_current_span());
+    let writer = tokio::spawn(write_frames(send, queued, queued_bytes).in_current_span());
     let servers = streams::StreamServers {
         media: shared.media_server.clone(),
         calls: shared.neighbours.as_ref().map(|serving| serving.services.clone()),
@@ -1129,8 +1154,13 @@ async fn run_connection(
     let _ = shared.events.send(NetEvent::Closed { node_id, connection_id }).await;
 }
 
-async fn write_frames(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Bytes>) {
+async fn write_frames(
+    mut send: quinn::SendStream,
+    mut queued: mpsc::Receiver<Bytes>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+) {
     while let Some(frame) = queued.recv().await {
+        queued_bytes.fetch_sub(frame.len(), std::sync::atomic::Ordering::Relaxed);
         if let Err(error) = send.write_chunk(frame).await {
             tracing::debug!(%error, "cannot write to sibling");
             return;

@@ -67,6 +67,30 @@ impl BlobStore {
         result
     }
 
+    /// Writes several files of one media item durably: each file synced, then their
+    /// directory once (rather than once per file).
+    pub fn write_durable_set(&self, media_id: &str, files: &[(BlobKind, &[u8])], random_suffix: u64) -> io::Result<()> {
+        let dir = self.path(media_id, BlobKind::Original).parent().expect("blob paths have a parent").to_owned();
+        if !dir.exists() {
+            fs::create_dir_all(&dir)?;
+            sync_dir(&self.root)?;
+        }
+        for (index, (kind, bytes)) in files.iter().enumerate() {
+            let temp_path = dir.join(format!("{TEMP_PREFIX}{:016x}", random_suffix.wrapping_add(index as u64)));
+            let written = (|| {
+                let mut file = OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
+                file.write_all(bytes)?;
+                file.sync_all()?;
+                fs::rename(&temp_path, self.path(media_id, *kind))
+            })();
+            if written.is_err() {
+                let _ = fs::remove_file(&temp_path);
+            }
+            written?;
+        }
+        sync_dir(&dir)
+    }
+
     pub fn exists(&self, media_id: &str, kind: BlobKind) -> bool {
         self.path(media_id, kind).is_file()
     }

@@ -102,9 +102,7 @@ impl Store {
         if self.media(media_id)?.is_some() {
             return Ok(());
         }
-        for (kind, bytes) in blobs {
-            self.blobs.write_durable(media_id, kind, bytes, u64::from_le_bytes(os::random_bytes()))?;
-        }
+        self.blobs.write_durable_set(media_id, &blobs, u64::from_le_bytes(os::random_bytes()))?;
         let txn = self.db.begin_write()?;
         let is_new = {
             let mut media = txn.open_table(MEDIA)?;

@@ -774,6 +774,9 @@ pub struct RedbReplicaStore {
     persisted: Cell<PersistedLog>,
     /// What the last commit made durable, to skip commits that would change nothing.
     committed: RefCell<Option<DurableSummary>>,
+    /// The open transaction wrote something (a step that only read commits nothing:
+    /// no fsync for a step that answers an ack or a probe).
+    wrote: Cell<bool>,
 }
 
 /// Everything of a `DurableState` a commit writes, in brief: equal summaries mean an
@@ -822,6 +825,7 @@ impl RedbReplicaStore {
             failure: RefCell::new(None),
             persisted: Cell::new(persisted),
             committed: RefCell::new(None),
+            wrote: Cell::new(false),
         };
         Ok((replica, durable))
     }
@@ -849,8 +853,12 @@ impl RedbReplicaStore {
 
     fn commit_pending(&self, pending: Option<WriteTransaction>, durable: &DurableState) -> StoreResult<()> {
         let summary = DurableSummary::of(durable);
-        if pending.is_none() && self.committed.borrow().as_ref() == Some(&summary) {
-            return Ok(()); // nothing changed since the last commit: no transaction, no fsync
+        let wrote = self.wrote.replace(false);
+        if !wrote && self.committed.borrow().as_ref() == Some(&summary) {
+            // Nothing changed since the last commit: no commit, no fsync (a read-only
+            // transaction is dropped, which aborts it).
+            drop(pending);
+            return Ok(());
         }
         let txn = match pending {
             Some(txn) => txn,
@@ -878,6 +886,7 @@ impl RedbReplicaStore {
         }
         let mut trees = self.store.trees.lock().expect("trees lock");
         trees.changed = false;
+        self.wrote.set(true);
         let result = body(slot.as_ref().expect("begun above"), &mut trees, next_version);
         if result.is_err() {
             drop(slot.take());
@@ -948,6 +957,7 @@ impl ReplicaStore for RedbReplicaStore {
     }
 
     fn put(&mut self, item: Item) {
+        self.wrote.set(true);
         let outcome = self.in_txn(None, |txn| {
             let mut trees = self.store.trees.lock().expect("trees lock");
             for_table!(item.key.table, apply_item(txn, &mut trees, &item)).map(Some)
@@ -962,6 +972,7 @@ impl ReplicaStore for RedbReplicaStore {
     }
 
     fn purge(&mut self, shard: &ShardId, key: &RecordKey) {
+        self.wrote.set(true);
         self.in_txn((), |txn| {
             let mut trees = self.store.trees.lock().expect("trees lock");
             for_table!(key.table, purge_record(txn, &mut trees, &shard.0, key))
