@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod http;
 pub mod identity;
 pub mod link;
+pub mod locking;
 pub mod media;
 pub mod os;
 pub mod services;

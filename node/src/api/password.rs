@@ -46,7 +46,7 @@ impl PasswordGate {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::locking::lock(&self.state)
     }
 
     /// Runs `work` in a slot with a memory buffer; `None` when too many wait already.

@@ -16,10 +16,11 @@
 pub mod rules;
 pub mod table;
 
+use crate::locking::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -752,12 +753,6 @@ fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinH
         .name(name.to_owned())
         .spawn(body)
         .map_err(|error| DiscoveryError::Daemon(mdns_sd::Error::Msg(format!("cannot start thread {name}: {error}"))))
-}
-
-/// Locks a mutex; a panic elsewhere while holding it leaves the data usable here
-/// (every writer keeps the table consistent between statements).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

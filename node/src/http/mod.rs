@@ -182,7 +182,7 @@ impl<S: Service> Shared<S> {
             None
         };
         {
-            let mut per_address = self.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut per_address = crate::locking::lock(&self.per_address);
             let open = per_address.entry(address).or_insert(0);
             if *open >= self.limits.connections_per_address_max {
                 return refused();
@@ -225,7 +225,7 @@ struct AddressShare {
 
 impl Drop for AddressShare {
     fn drop(&mut self) {
-        let mut per_address = self.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut per_address = crate::locking::lock(&self.per_address);
         if let Some(open) = per_address.get_mut(&self.address) {
             *open -= 1;
             if *open == 0 {

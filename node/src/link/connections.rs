@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::lock;
 use crate::core::model::NodeId;
+use crate::locking::lock;
 
 /// Connections by node id, each with the number the link gave it. Cheap to clone.
 #[derive(Clone, Default)]

@@ -30,8 +30,8 @@ impl Admission {
         PinVerifier::new(provider, move |pin| match &self {
             Admission::Pins(pins) => pins.contains(pin),
             Admission::SiblingsOrPairing { pins, pairing } => {
-                pins.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(pin)
-                    || super::lock(pairing).admit_unpinned(crate::os::now_ms())
+                crate::locking::read(pins).contains(pin)
+                    || crate::locking::lock(pairing).admit_unpinned(crate::os::now_ms())
             }
             Admission::Any => true,
         })

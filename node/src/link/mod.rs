@@ -43,7 +43,7 @@ pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -263,13 +263,7 @@ impl<S: ReplicaStore> SharedNode<S> {
     }
 }
 
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::locking::{lock, write};
 
 fn close(connection: &quinn::Connection, code: u32, reason: &[u8]) {
     connection.close(VarInt::from_u32(code), reason);
@@ -359,7 +353,7 @@ struct Shared {
 
 impl Shared {
     fn sibling_of(&self, pin: &str) -> Option<NodeId> {
-        self.pin_to_node.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(pin).copied()
+        crate::locking::read(&self.pin_to_node).get(pin).copied()
     }
 }
 

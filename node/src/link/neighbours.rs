@@ -25,10 +25,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::trust::TrustBook;
-use super::{crypto, lock, ConnectionTable, PeerError, PeerLimits};
+use super::{crypto, ConnectionTable, PeerError, PeerLimits};
 use crate::core::model::NodeId;
 use crate::core::trust::TrustEvent;
 use crate::identity::Identity;
+use crate::locking::{lock, read, write};
 
 pub const ALPN_NEIGHBOUR: &[u8] = b"edgenode-neighbour/1";
 /// The tag of a call stream (`streams`).
@@ -57,7 +58,7 @@ pub struct NeighbourServices {
 
 impl std::fmt::Debug for NeighbourServices {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self.handlers.read().map(|h| h.keys().cloned().collect()).unwrap_or_default();
+        let names: Vec<String> = read(&self.handlers).keys().cloned().collect();
         formatter.debug_struct("NeighbourServices").field("services", &names).finish()
     }
 }
@@ -65,11 +66,11 @@ impl std::fmt::Debug for NeighbourServices {
 impl NeighbourServices {
     pub fn register(&self, name: &str, handler: Arc<dyn NeighbourHandler>) {
         assert!(name.len() <= SERVICE_NAME_BYTES_MAX, "service name {name:?} is too long");
-        self.handlers.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(name.to_owned(), handler);
+        write(&self.handlers).insert(name.to_owned(), handler);
     }
 
     fn get(&self, name: &str) -> Option<Arc<dyn NeighbourHandler>> {
-        self.handlers.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
+        read(&self.handlers).get(name).cloned()
     }
 }
 
@@ -303,11 +304,11 @@ impl NeighbourLink {
         // Connections to nodes that left the book are closed.
         self.neighbours.retain(|node_id| book.contains_key(&node_id), b"no longer a neighbour");
         lock(&self.reach).retain(|node_id, _| book.contains_key(node_id));
-        *self.book.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = book;
+        *write(&self.book) = book;
     }
 
     pub fn neighbours(&self) -> Vec<NeighbourAddress> {
-        self.book.read().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
+        read(&self.book).values().cloned().collect()
     }
 
     /// Whether `node` is known to be down now (it failed, and its backoff has not
@@ -438,13 +439,7 @@ impl NeighbourLink {
         if let Some(connection) = live() {
             return Ok(connection);
         }
-        let neighbour = self
-            .book
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&node)
-            .cloned()
-            .ok_or(NeighbourError::Unknown(node))?;
+        let neighbour = read(&self.book).get(&node).cloned().ok_or(NeighbourError::Unknown(node))?;
         let reach = self.reach(node);
         self.check_not_down(node, &reach)?;
         let _dialing = reach.dialing.lock().await;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use crate::core::model::NodeId;
 use crate::core::trust::{PeerTrust, TrustEvent, TrustLedger};
 
-use super::lock;
+use crate::locking::lock;
 
 #[derive(Debug)]
 pub struct TrustBook {

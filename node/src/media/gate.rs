@@ -83,7 +83,7 @@ impl Gate {
     /// Poisoning cannot leave the counters inconsistent (every update is a single step under
     /// the lock, and nothing in it panics), so a poisoned lock is simply taken over.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locking::lock(&self.state)
     }
 }
 

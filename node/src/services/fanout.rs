@@ -241,7 +241,7 @@ impl Fanout {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locking::lock(&self.inner)
     }
 
     /// One step of the node: `input`, then the state saved, then its messages queued.

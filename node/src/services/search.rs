@@ -52,6 +52,7 @@ use crate::core::region::{aggregators_for, feed_targets, Known, Region, Scope};
 use crate::core::search::{changes, Digest, Entry, EntryKey, Origin, PublicPost, PublicUser};
 use crate::core::text;
 use crate::link::neighbours::{NeighbourHandler, NeighbourLink};
+use crate::locking::lock;
 use crate::services::replication::Siblings;
 use crate::store::search_index::{public_post, Hit, SearchIndex, ENTRIES_PER_ORIGIN_MAX};
 use crate::store::{Store, StoreError};
@@ -194,10 +195,6 @@ impl std::fmt::Debug for SearchService {
             .field("aggregator", &self.index.is_some())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SearchService {
