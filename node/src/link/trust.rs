@@ -23,18 +23,27 @@ pub struct TrustBook {
     tier_changed: AtomicBool,
 }
 
+/// Why the trust ledger file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustFileError {
+    #[error("{path} is not a trust ledger: {reason} — move it aside to start every sibling trusted again")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("cannot read or write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
 impl TrustBook {
     pub fn in_memory() -> TrustBook {
         TrustBook::with_ledger(TrustLedger::default(), None)
     }
 
     /// Loads `path` (a missing file is an empty ledger: every sibling starts trusted).
-    pub fn load(path: &Path) -> anyhow::Result<TrustBook> {
+    pub fn load(path: &Path) -> Result<TrustBook, TrustFileError> {
         let ledger = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|error| anyhow::anyhow!("{} is not a trust ledger: {error}", path.display()))?,
+                .map_err(|error| TrustFileError::Invalid { path: path.to_owned(), reason: error.to_string() })?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => TrustLedger::default(),
-            Err(error) => return Err(anyhow::anyhow!("cannot read {}: {error}", path.display())),
+            Err(source) => return Err(TrustFileError::Io { path: path.to_owned(), source }),
         };
         Ok(TrustBook::with_ledger(ledger, Some(path.to_owned())))
     }

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -34,6 +33,27 @@ use crate::link::{
 };
 use crate::services::media_fetch::{media_server, MediaFetchLimits, MediaFetcher};
 use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreError, StoreResult};
+
+/// Why the sibling service could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("{path} is not a valid siblings file: {reason} — fix or remove it (then pair again)")]
+    SiblingsFile { path: PathBuf, reason: String },
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Trust(#[from] crate::link::trust::TrustFileError),
+    #[error(transparent)]
+    Peer(#[from] crate::link::PeerError),
+    #[error(transparent)]
+    Pairing(#[from] crate::link::PairingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("replication has stopped; the node is shutting down")]
+    Stopped,
+}
+
+pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;
 
 /// Where siblings learned by pairing are kept (config siblings stay in the config).
 const PAIRED_FILE: &str = "siblings.toml";
@@ -132,9 +152,10 @@ fn paired_path(data_dir: &Path) -> PathBuf {
 fn read_paired(data_dir: &Path) -> Result<PairedFile> {
     let path = paired_path(data_dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not a valid siblings file", path.display())),
+        Ok(text) => toml::from_str(&text)
+            .map_err(|error| ReplicationError::SiblingsFile { path: path.clone(), reason: error.to_string() }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(PairedFile::default()),
-        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        Err(source) => Err(ReplicationError::Io { action: "read", path, source }),
     }
 }
 
@@ -152,18 +173,18 @@ fn save_paired(data_dir: &Path, info: &SiblingInfo) -> Result<()> {
     let text = format!(
         "# Siblings learned by `edgenode peer pair` / `edgenode peer join`; read at start with\n\
          # the [peers] siblings of the config. Remove an entry and restart to unpair.\n{}",
-        toml::to_string(&file).context("siblings file")?
+        toml::to_string(&file).expect("the siblings file serializes")
     );
     let path = paired_path(data_dir);
     let temporary = path.with_extension("toml.tmp");
-    {
+    let written = (|| {
         use std::io::Write as _;
         let mut out = std::fs::File::create(&temporary)?;
         out.write_all(text.as_bytes())?;
         out.sync_all()?;
-    }
-    std::fs::rename(&temporary, &path)?;
-    Ok(())
+        std::fs::rename(&temporary, &path)
+    })();
+    written.map_err(|source| ReplicationError::Io { action: "write", path, source })
 }
 
 /// A sibling's node id: as configured, else the one its pin gives (`NodeId::from_pin`,
@@ -271,7 +292,7 @@ impl Siblings {
     /// rebound or restarted.
     async fn set_siblings(&self, siblings: Vec<SiblingConfig>) -> Result<()> {
         let mut running = self.running.lock().await;
-        let Some(running) = running.as_mut() else { bail!("replication has stopped") };
+        let Some(running) = running.as_mut() else { return Err(ReplicationError::Stopped) };
         let peer_siblings = peer_siblings(&siblings, &self.trust);
         running.placement_weights = peer_siblings.iter().map(|sibling| (sibling.node_id, sibling.trust)).collect();
         running.driver.set_siblings(peer_siblings).await?;
@@ -388,7 +409,7 @@ impl Siblings {
     /// A one-time pairing code for `edgenode peer join` on the other node.
     pub fn start_pairing(&self) -> Result<Value> {
         let running = self.running.blocking_lock();
-        let Some(running) = running.as_ref() else { bail!("replication has stopped") };
+        let Some(running) = running.as_ref() else { return Err(ReplicationError::Stopped) };
         let code = running.driver.start_pairing();
         let addresses = crate::link::pairing::dialable_addresses(self.peer_address);
         Ok(json!({
@@ -407,7 +428,7 @@ impl Siblings {
         let runtime = tokio::runtime::Handle::current();
         let info = {
             let running = self.running.blocking_lock();
-            let Some(running) = running.as_ref() else { bail!("replication has stopped") };
+            let Some(running) = running.as_ref() else { return Err(ReplicationError::Stopped) };
             runtime.block_on(running.driver.join(address, code))?
         };
         self.adopt(&runtime, &info)?;
@@ -537,7 +558,9 @@ async fn start_driver(
     };
     let opened = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || RedbReplicaStore::open(store)).await?
+        tokio::task::spawn_blocking(move || RedbReplicaStore::open(store))
+            .await
+            .map_err(|_| ReplicationError::Stopped)?
     };
     let (replica_store, durable) = opened?;
     let fresh = durable.log.epoch() == 0;
