@@ -2,8 +2,13 @@
 //! provision them (no pairing): each starts once alone, on a fixed peer port, to make
 //! its key; then all restart with every other node's address and pin listed as
 //! siblings (`peers.siblings`) or neighbours (`peers.neighbours`). Node ids follow
-//! from pins.
+//! from pins. `converge` waits until siblings hold the same records and photos.
 
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::client::Client;
 use crate::node::{Node, NodeOptions};
 
 /// `host:port` of a running node's peer endpoint (from its data dir).
@@ -50,4 +55,34 @@ pub fn known_to_each_other<const N: usize>(specs: [(&str, &str); N], table: &str
 /// Siblings by config, with nothing else configured.
 pub fn preloaded_siblings<const N: usize>(names: [&str; N]) -> [Node; N] {
     known_to_each_other(names.map(|name| (name, "")), "peers.siblings", "")
+}
+
+/// The control token a running node wrote to its data dir (admin routes accept it).
+pub fn control_token(node: &Node) -> String {
+    std::fs::read_to_string(node.data_dir().join("control-token"))
+        .expect("control-token in the data dir")
+        .trim()
+        .to_owned()
+}
+
+/// `GET /api/v1/node/replication` of a node, with its control token.
+pub fn replication_state(client: &Client, node: &Node) -> Value {
+    let (status, answer) = client.get_json("/api/v1/node/replication", Some(&control_token(node)));
+    assert_eq!(status, 200, "replication state of {}: {answer}", node.name());
+    answer
+}
+
+/// Waits until every node holds the same replicated records and every photo's files;
+/// returns how long that took. Panics with each node's state after `within`.
+pub fn converge(nodes: &[(&Client, &Node)], within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let states: Vec<Value> = nodes.iter().map(|(client, node)| replication_state(client, node)).collect();
+        let same = states.iter().all(|state| state["digest"] == states[0]["digest"]);
+        if same && states.iter().all(|state| state["media_missing"] == json!(0)) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "replicas did not converge within {within:?}: {states:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

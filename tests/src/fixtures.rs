@@ -36,6 +36,17 @@ pub fn distinct_photo(seed: u8) -> Vec<u8> {
     camera_jpeg(300, 200, 1, true, move |x, y| [seed.wrapping_mul(37), (x % 256) as u8, (y % 256) as u8])
 }
 
+/// A `width`×`height` photo of noise that depends on `seed`: it hardly compresses,
+/// so its files are large and take a moment to copy between nodes.
+pub fn noisy_photo(seed: u8, width: u32, height: u32) -> Vec<u8> {
+    camera_jpeg(width, height, 1, false, move |x, y| {
+        let mut mixed = (u64::from(x) << 32 | u64::from(y)) ^ u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        mixed = (mixed ^ (mixed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        mixed ^= mixed >> 29;
+        [mixed as u8, (mixed >> 8) as u8, (mixed >> 16) as u8]
+    })
+}
+
 /// A PNG whose header claims `width`×`height` pixels and that holds no pixel data:
 /// signature, IHDR (8-bit RGB, correct CRC), IEND. A decompression bomb in spirit:
 /// a node must refuse it from the header, before allocating anything.

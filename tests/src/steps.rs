@@ -69,6 +69,18 @@ impl Client {
         self.post_json("/api/v1/sessions", None, &json!({ "handle": handle, "password": password }))
     }
 
+    /// Logs an existing account in (on this node: a replica too) and expects 200.
+    pub fn sign_in(&self, handle: &str) -> Account {
+        let what = format!("{handle} logs in");
+        let answer = expect_status(&what, self.log_in(handle, PASSWORD), 200);
+        Account {
+            handle: handle.to_owned(),
+            password: PASSWORD.to_owned(),
+            user_id: id_field(&answer, "user_id"),
+            token: text(&answer, "token").to_owned(),
+        }
+    }
+
     /// Uploads a JPEG under its SHA-256 and expects it to be new (201): the media object.
     pub fn upload_jpeg(&self, owner: &Account, jpeg: &[u8]) -> Value {
         let what = format!("{} uploads a {}-byte JPEG", owner.handle, jpeg.len());

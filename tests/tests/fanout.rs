@@ -3,12 +3,15 @@
 //! `handle@<node id>` and sees their posts in order, followers-only ones included and
 //! private ones never, with photos served by node 1; deletes and edits to private
 //! leave the feed; posts made while node 1 was down arrive after it restarts (pull).
-//! Prints the fan-out latency (post on node 2 → in the feed on node 1).
+//! Prints the fan-out latency (post on node 2 → in the feed on node 1). And a user of
+//! a sibling followed as `handle@<node id>`, whose posts arrive both replicated and
+//! fanned out, is in the feed once per post, pages included.
 
 use std::time::{Duration, Instant};
 
+use edgenode_tests::checks::ids;
 use edgenode_tests::client::{Client, Transport};
-use edgenode_tests::cluster::known_to_each_other;
+use edgenode_tests::cluster::{converge, known_to_each_other};
 use edgenode_tests::fixtures::distinct_photo;
 use edgenode_tests::node::Node;
 use edgenode_tests::steps::{Account, ANONYMOUS};
@@ -24,6 +27,12 @@ const PUSHES_FAILED_AFTER: Duration = Duration::from_millis(2_500);
 /// Nodes that list each other under `[[peers.neighbours]]`.
 fn neighbours<const N: usize>(names: [&str; N]) -> [Node; N] {
     known_to_each_other(names.map(|name| (name, FANOUT_TOML)), "peers.neighbours", "")
+}
+
+/// Nodes that list each other under `[[peers.siblings]]` (they replicate each
+/// other's users and may call each other's fan-out services).
+fn siblings<const N: usize>(names: [&str; N]) -> [Node; N] {
+    known_to_each_other(names.map(|name| (name, FANOUT_TOML)), "peers.siblings", "")
 }
 
 fn captions(items: &[Value]) -> Vec<String> {
@@ -198,4 +207,68 @@ fn a_user_follows_users_of_other_nodes_and_sees_their_posts_in_order() {
     assert!(!captions(&feed).contains(&"carol public".to_owned()), "{:?}", captions(&feed));
     let (status, profile) = at1.get_json(&format!("/api/v1/users/{carol_remote}"), Some(&alice.token));
     assert_eq!((status, &profile["followed_by_me"]), (200, &json!(false)), "{profile}");
+}
+
+/// `GET /api/v1/feed?limit=…&cursor=…` page by page; returns each page's items.
+fn feed_pages(client: &Client, viewer: &Account, limit: usize) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/api/v1/feed?limit={limit}&cursor={cursor}"),
+            None => format!("/api/v1/feed?limit={limit}"),
+        };
+        let (status, page) = client.get_json(&path, Some(&viewer.token));
+        assert_eq!(status, 200, "{path}: {page}");
+        pages.push(page["items"].as_array().expect("items").clone());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return pages,
+        }
+        assert!(pages.len() <= 100, "the feed's cursor never ends: {pages:?}");
+    }
+}
+
+#[test]
+fn a_sibling_user_followed_by_remote_handle_is_in_the_feed_once_per_post() {
+    let [node1, node2] = siblings(["fanout-sib-1", "fanout-sib-2"]);
+    let (at1, at2) = (Client::new(&node1, Transport::Http2), Client::new(&node2, Transport::Http2));
+    let alice = at1.claim_admin(&node1, "alice");
+    let bob = at2.claim_admin(&node2, "bob");
+    let bob_remote = format!("bob@{}", node2.node_id());
+    at1.follow(&alice, &bob_remote);
+    let mut expected = Vec::new();
+    for index in 0..3 {
+        expected.push(post_id(&at2.create_post(&bob, &format!("bob {index}"), &[], "public")));
+        expected.push(post_id(&at1.create_post(&alice, &format!("alice {index}"), &[], "public")));
+    }
+    let bobs_second = expected[2].clone();
+    expected.sort_by(|a, b| b.cmp(a)); // newest first: ids begin with the creation time
+
+    // Both ways here: bob's records replicated to node 1, his posts fanned out to it.
+    converge(&[(&at1, &node1), (&at2, &node2)], WITHIN);
+    let started = Instant::now();
+    while at1.user_posts(Some(&alice), &bob_remote).len() < 3 {
+        assert!(started.elapsed() < WITHIN, "bob's posts reach node 1's fan-out cache within {WITHIN:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, post) = at1.get_post(Some(&alice), &bobs_second);
+    assert_eq!((status, &post["node"]), (200, &Value::Null), "and node 1's store holds bob's posts: {post}");
+
+    // Alice likes one of bob's posts on node 1: the feed shows the stored copy.
+    at1.like(&alice, &bobs_second);
+
+    let feed = at1.feed(&alice);
+    assert_eq!(ids(&feed), expected, "each post once, newest first: {:?}", captions(&feed));
+    let liked_item = feed.iter().find(|item| item["id"] == json!(bobs_second)).expect("the liked post");
+    assert_eq!((&liked_item["like_count"], &liked_item["liked_by_me"]), (&json!(1), &json!(true)), "{liked_item}");
+
+    // Pages count posts, not copies: 6 posts in pages of 4 and 2, then no cursor.
+    let pages = feed_pages(&at1, &alice, 4);
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [4, 2], "pages of 4: {pages:?}");
+    let paged: Vec<String> = pages.iter().flat_map(|page| ids(page)).collect();
+    assert_eq!(paged, expected, "paging through the feed gives each post once, in order");
+    let pages = feed_pages(&at1, &alice, 3);
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 0], "a full last page has a cursor");
 }

@@ -1,6 +1,8 @@
 //! Posts, follows, likes, comments, feeds, profiles and search, with the visibility
 //! rules of `core::model::may_view` applied on every read path.
 
+use std::collections::BTreeMap;
+
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -44,30 +46,39 @@ impl Api {
         self.store.user_by_handle(&handle.to_lowercase())?.ok_or_else(|| ApiError::not_found("user"))
     }
 
-    /// The post as clients see it; `None` while a sibling's photos for it are still
-    /// on their way (a post counts as replicated only with its media).
-    fn post_json(&self, post: &Post, viewer: Option<&str>) -> Result<Option<Value>, ApiError> {
-        let author_handle = self.store.user(&post.author_id)?.map(|user| user.handle).unwrap_or_default();
-        let mut media = Vec::new();
-        for media_id in &post.media {
+    /// The post's photos as clients see them, and whether any of them is still on its
+    /// way from a sibling (its owner record replicated here, its files not yet).
+    fn post_media_json(&self, media_ids: &[String]) -> Result<PostMedia, ApiError> {
+        let mut media = PostMedia { items: Vec::with_capacity(media_ids.len()), pending: false };
+        for media_id in media_ids {
             match self.store.media(media_id)? {
-                Some(info) => media.push(media_json(&info)),
-                None => return Ok(None),
+                Some(info) => media.items.push(media_json(&info)),
+                None => {
+                    media.items.push(json!({"id": media_id, "pending": true}));
+                    media.pending = true;
+                }
             }
         }
+        Ok(media)
+    }
+
+    /// Everything a post's answer holds besides the post itself, read from the store.
+    fn post_context(&self, post: &Post, viewer: Option<&str>) -> Result<PostContext, ApiError> {
         let (like_count, liked_by_me) = self.store.likes(&post.post_id, viewer)?;
-        Ok(Some(json!({
-            "id": post.post_id,
-            "author": {"user_id": post.author_id, "handle": author_handle},
-            "caption": post.caption,
-            "media": media,
-            "visibility": post.visibility,
-            "tags": post.tags,
-            "created_at": post.created_at,
-            "like_count": like_count,
-            "comment_count": self.store.comment_count(&post.post_id)?,
-            "liked_by_me": liked_by_me,
-        })))
+        Ok(PostContext {
+            author_handle: self.store.user(&post.author_id)?.map(|user| user.handle).unwrap_or_default(),
+            media: self.post_media_json(&post.media)?,
+            like_count,
+            comment_count: self.store.comment_count(&post.post_id)?,
+            liked_by_me,
+        })
+    }
+
+    /// The post as readers see it; `None` while a sibling's photos for it are still on
+    /// their way (for reads a post counts as replicated only with its media).
+    fn post_json(&self, post: &Post, viewer: Option<&str>) -> Result<Option<Value>, ApiError> {
+        let context = self.post_context(post, viewer)?;
+        Ok((!context.media.pending).then(|| written_post_json(post, context)))
     }
 
     fn post_list_json(&self, posts: &[Post], limit: usize, viewer: Option<&str>) -> ApiResult {
@@ -100,6 +111,40 @@ impl Api {
     }
 }
 
+/// A post's photos as clients see them.
+struct PostMedia {
+    /// One per photo: the media object, or `{id, pending: true}` for a photo whose
+    /// files have not arrived from the sibling it was uploaded through.
+    items: Vec<Value>,
+    pending: bool,
+}
+
+/// What a post's answer holds besides the post itself.
+struct PostContext {
+    author_handle: String,
+    media: PostMedia,
+    like_count: u64,
+    comment_count: u64,
+    liked_by_me: bool,
+}
+
+/// The post as clients see it. Pure, so the answer to a committed write cannot fail.
+fn written_post_json(post: &Post, context: PostContext) -> Value {
+    json!({
+        "id": post.post_id,
+        "author": {"user_id": post.author_id, "handle": context.author_handle},
+        "caption": post.caption,
+        "media": context.media.items,
+        "media_pending": context.media.pending,
+        "visibility": post.visibility,
+        "tags": post.tags,
+        "created_at": post.created_at,
+        "like_count": context.like_count,
+        "comment_count": context.comment_count,
+        "liked_by_me": context.liked_by_me,
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewPost {
@@ -111,7 +156,7 @@ struct NewPost {
 }
 
 pub fn create_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
-    let author = call.user()?.user_id.clone();
+    let author = call.user()?.clone();
     let request: NewPost = call.json()?;
     if request.caption.chars().count() > CAPTION_CHARS_MAX {
         return Err(ApiError::bad_request(
@@ -126,9 +171,20 @@ pub fn create_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
         return Err(ApiError::bad_request("invalid_post", format!("a post has at most {MEDIA_PER_POST_MAX} photos")));
     }
     let media: Vec<String> = request.media.iter().map(|id| id.to_ascii_lowercase()).collect();
-    let post = api.store.create_post(&author, request.caption, media, request.visibility)?;
-    api.fanout_post_changed(&author, &post.post_id);
-    json_response(StatusCode::CREATED, &api.post_json(&post, Some(&author))?.ok_or_else(not_replicated_yet)?)
+    // Everything the answer needs is read before the write, so once the post is
+    // committed nothing can turn its answer into an error (a client that retries
+    // would post twice). Ownership of the photos is checked inside the write's
+    // transaction: `unknown_media` writes nothing.
+    let context = PostContext {
+        author_handle: author.handle.clone(),
+        media: api.post_media_json(&media)?,
+        like_count: 0,
+        comment_count: 0,
+        liked_by_me: false,
+    };
+    let post = api.store.create_post(&author.user_id, request.caption, media, request.visibility)?;
+    api.fanout_post_changed(&author.user_id, &post.post_id);
+    json_response(StatusCode::CREATED, &written_post_json(&post, context))
 }
 
 pub fn get_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -177,9 +233,12 @@ pub fn edit_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     if let Some(visibility) = edit.visibility {
         post.visibility = visibility;
     }
+    // As for a new post: read what the answer needs first; after the commit, only
+    // in-memory work is left.
+    let context = api.post_context(&post, Some(&user_id))?;
     let post = api.store.update_post(&post)?;
     api.fanout_post_changed(&post.author_id, &post.post_id);
-    ok_json(api.post_json(&post, Some(&user_id))?.ok_or_else(not_replicated_yet)?)
+    ok_json(written_post_json(&post, context))
 }
 
 fn set_like(api: &Api, call: &mut Call<'_>, liked: bool) -> ApiResult {
@@ -347,16 +406,52 @@ pub fn feed(api: &Api, call: &mut Call<'_>) -> ApiResult {
     if remote.is_empty() {
         return api.post_list_json(&posts, limit, Some(&viewer));
     }
-    let mut items: Vec<(String, Value)> = Vec::with_capacity(posts.len() + remote.len());
+    // A post can arrive both ways: a user of a sibling followed as `handle@<node id>`
+    // is replicated here and fanned out here. Where this node's store holds a post
+    // (live, deleted, or not for this viewer), the store answers for it; a fanned-out
+    // copy stands in only for a stored post whose photos are still on their way.
+    let mut local = Vec::with_capacity(posts.len());
     for post in &posts {
-        items.extend(api.post_json(post, Some(&viewer))?.map(|item| (post.post_id.clone(), item)));
+        local.push((post.post_id.clone(), api.post_json(post, Some(&viewer))?));
     }
-    items.extend(remote);
-    items.sort_by(|a, b| b.0.cmp(&a.0));
-    items.truncate(limit);
-    let next_cursor = (items.len() == limit).then(|| items.last().map(|(post_id, _)| post_id.clone())).flatten();
-    let items: Vec<Value> = items.into_iter().map(|(_, item)| item).collect();
+    let mut kept = Vec::with_capacity(remote.len());
+    for (post_id, item) in remote {
+        let in_page = posts.iter().any(|post| post.post_id == post_id);
+        if in_page || api.store.post_record(&post_id)?.is_none() {
+            kept.push((post_id, item));
+        }
+    }
+    let (items, next_cursor) = merge_feed_page(local, kept, limit);
     ok_json(json!({"items": items, "next_cursor": next_cursor}))
+}
+
+/// One feed page from two sources, each newest first and at most `limit` long: the
+/// store's posts (`None` for one not shown yet) and fanned-out copies. The page is
+/// the newest `limit` distinct post ids, each once: the store's item, else the
+/// fanned-out one. Its cursor is its last id when it is full, counted in ids, so a
+/// post not shown still moves the cursor past it (as `post_list_json` does).
+fn merge_feed_page(
+    local: Vec<(String, Option<Value>)>,
+    remote: Vec<(String, Value)>,
+    limit: usize,
+) -> (Vec<Value>, Option<String>) {
+    /// One post id of the page: the store's item (if shown) and the fanned-out copy.
+    #[derive(Default)]
+    struct Copies {
+        stored: Option<Value>,
+        fanned_out: Option<Value>,
+    }
+    let mut by_id: BTreeMap<String, Copies> = BTreeMap::new();
+    for (post_id, item) in local {
+        by_id.entry(post_id).or_default().stored = item;
+    }
+    for (post_id, item) in remote {
+        by_id.entry(post_id).or_default().fanned_out = Some(item);
+    }
+    let page: Vec<(String, Copies)> = by_id.into_iter().rev().take(limit).collect();
+    let next_cursor = (page.len() == limit).then(|| page.last().map(|(post_id, _)| post_id.clone())).flatten();
+    let items = page.into_iter().filter_map(|(_, copies)| copies.stored.or(copies.fanned_out)).collect();
+    (items, next_cursor)
 }
 
 pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -440,4 +535,50 @@ fn not_replicated_yet() -> ApiError {
         "not_replicated_yet",
         "this post's photos are still on their way from a sibling node; try again shortly",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(source: &str, post_id: &str) -> Value {
+        json!({"id": post_id, "from": source})
+    }
+
+    fn sources(items: &[Value]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| format!("{}:{}", item["from"].as_str().unwrap(), item["id"].as_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_feed_page_holds_each_post_once_and_counts_posts_not_copies() {
+        let local = || {
+            vec![
+                ("5".to_owned(), Some(item("local", "5"))),
+                ("3".to_owned(), None), // stored, its photos still on their way
+                ("1".to_owned(), Some(item("local", "1"))),
+            ]
+        };
+        let remote = || {
+            vec![
+                ("5".to_owned(), item("remote", "5")),
+                ("4".to_owned(), item("remote", "4")),
+                ("3".to_owned(), item("remote", "3")),
+            ]
+        };
+        let (items, cursor) = merge_feed_page(local(), remote(), 3);
+        assert_eq!(sources(&items), ["local:5", "remote:4", "remote:3"]);
+        assert_eq!(cursor.as_deref(), Some("3"));
+        let (items, cursor) = merge_feed_page(local(), remote(), 4);
+        assert_eq!(sources(&items), ["local:5", "remote:4", "remote:3", "local:1"]);
+        assert_eq!(cursor.as_deref(), Some("1"), "a full page has a cursor");
+        let (items, cursor) = merge_feed_page(local(), remote(), 5);
+        assert_eq!(items.len(), 4);
+        assert_eq!(cursor, None, "4 distinct posts do not fill a page of 5");
+        let (items, cursor) = merge_feed_page(vec![("2".to_owned(), None)], Vec::new(), 1);
+        assert!(items.is_empty());
+        assert_eq!(cursor.as_deref(), Some("2"), "a post not shown yet still moves the cursor past it");
+    }
 }
