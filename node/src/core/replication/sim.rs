@@ -20,41 +20,8 @@ use super::placement::{place, Sibling, TRUST_MAX};
 use super::store::{MemoryStore, ReplicaStore};
 use super::wire;
 use crate::core::model::NodeId;
+use crate::core::sim::{add_fields, FaultPlan, NetworkFaults, Rng, SeedTotals, Simulator, World, WorldEvent};
 
-/// splitmix64: tiny, fast, and good enough to drive a simulation.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut mixed = self.0;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        mixed ^ (mixed >> 31)
-    }
-
-    /// Uniform in `0..bound` (bound > 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-
-    /// Uniform in `low..=high`.
-    pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.below(high - low + 1)
-    }
-
-    pub fn chance(&mut self, probability: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= probability
-    }
-}
-
-/// Wall time of the simulated world at its start (a plausible Unix time, in ms).
-const WORLD_START_MS: u64 = 1_700_000_000_000;
 /// Steps after which a run is declared live-locked.
 const STEPS_MAX: u64 = 2_000_000;
 
@@ -80,65 +47,41 @@ pub fn sim_config() -> ReplicaConfig {
     }
 }
 
-#[derive(Debug)]
-enum Event {
-    Deliver { from: usize, to: usize, frame: Vec<u8> },
-    Write,
-    Crash(usize),
-    Restart { node: usize, lose_log: bool },
-    Partition(Vec<usize>),
-    Heal(Vec<usize>),
-}
+/// The faults and writes of one seeded run. Frames held back for 20–120 s arrive
+/// long after the state they were made from, e.g. after a tombstone they predate
+/// was collected; a restart with data loss loses the node's change log.
+const FAULT_PLAN: FaultPlan = FaultPlan {
+    loss_per_mille_max: 100,
+    duplication_per_mille_max: 50,
+    held_back_per_mille_max: 20,
+    delay_ms_max: 5..=400,
+    held_back_ms: 20_000..=120_000,
+    workload_events: 20..=80,
+    workload_ms: WORKLOAD_MS,
+    partitions_max: 3,
+    partition_ms: 1_000..=20_000,
+    crashes_max: 3,
+    downtime_ms: 100..=15_000,
+    restart_data_loss: 0.35,
+};
 
 struct SimNode {
     replica: Option<ReplicaNode<MemoryStore>>,
     /// What survives a crash, while the node is down.
     parked: Option<(MemoryStore, DurableState)>,
-    skew_ms: i64,
-    /// `poll_timeout` in global time, refreshed after every call into the node.
-    deadline: Option<u64>,
 }
 
-/// Faults applied to frames while they are on.
-#[derive(Debug, Clone, Copy)]
-pub struct NetworkFaults {
-    pub loss: f64,
-    pub duplication: f64,
-    pub delay_ms_max: u64,
-    /// Frames held back for 20–120 s (a stuck buffer): they arrive long after the
-    /// state they were made from, e.g. after a tombstone they predate was collected.
-    pub held_back: f64,
-}
-
-const CALM: NetworkFaults = NetworkFaults { loss: 0.0, duplication: 0.0, delay_ms_max: 5, held_back: 0.0 };
-
-/// A world of sibling nodes and their network.
+/// A world of sibling nodes; frames travel the `World`'s network as bytes.
 pub struct Sim {
-    rng: Rng,
-    /// Global time, ms since the world started.
-    now: u64,
+    world: World<Vec<u8>>,
     ids: Vec<NodeId>,
     siblings: Vec<Sibling>,
     config: ReplicaConfig,
     nodes: Vec<SimNode>,
-    events: BTreeMap<(u64, u64), Event>,
-    event_seq: u64,
-    /// Per unordered pair: partitions currently cutting it.
-    cuts: BTreeMap<(usize, usize), u32>,
-    connected: BTreeSet<(usize, usize)>,
-    faults: NetworkFaults,
-    steps: u64,
     /// Every write a client got acknowledged.
     pub history: Vec<Item>,
-    pub frames_sent: u64,
-    pub frames_lost: u64,
-    pub crashes: u64,
     /// Stats of node incarnations that crashed.
     retired_stats: Vec<ReplicaStats>,
-}
-
-fn pair(left: usize, right: usize) -> (usize, usize) {
-    (left.min(right), left.max(right))
 }
 
 impl Sim {
@@ -150,31 +93,16 @@ impl Sim {
             .map(|(index, id)| Sibling { id: *id, zone: format!("zone{}", index % 3), trust: TRUST_MAX })
             .collect();
         let mut sim = Sim {
-            rng: Rng::new(seed),
-            now: 0,
+            world: World::new(seed, node_count, STEPS_MAX, &FAULT_PLAN),
             ids,
             siblings,
             config,
             nodes: Vec::new(),
-            events: BTreeMap::new(),
-            event_seq: 0,
-            cuts: BTreeMap::new(),
-            connected: BTreeSet::new(),
-            faults: CALM,
-            steps: 0,
             history: Vec::new(),
-            frames_sent: 0,
-            frames_lost: 0,
-            crashes: 0,
             retired_stats: Vec::new(),
         };
         for index in 0..node_count {
-            sim.nodes.push(SimNode {
-                replica: None,
-                parked: Some((MemoryStore::default(), DurableState::default())),
-                skew_ms: 0,
-                deadline: None,
-            });
+            sim.nodes.push(SimNode { replica: None, parked: Some((MemoryStore::default(), DurableState::default())) });
             sim.boot(index, false);
         }
         sim.reconnect();
@@ -182,11 +110,11 @@ impl Sim {
     }
 
     pub fn set_faults(&mut self, faults: NetworkFaults) {
-        self.faults = faults;
+        self.world.faults = faults;
     }
 
     pub fn set_skew(&mut self, node: usize, skew_ms: i64) {
-        self.nodes[node].skew_ms = skew_ms;
+        self.world.set_skew(node, skew_ms);
         self.flush(node);
     }
 
@@ -203,101 +131,15 @@ impl Sim {
         (0..self.ids.len()).filter(|index| ids.contains(&self.ids[*index])).collect()
     }
 
-    fn local_time(&self, node: usize) -> u64 {
-        (WORLD_START_MS + self.now).saturating_add_signed(self.nodes[node].skew_ms)
-    }
-
-    fn schedule(&mut self, at: u64, event: Event) {
-        self.event_seq += 1;
-        self.events.insert((at, self.event_seq), event);
-    }
-
-    fn link_up(&self, left: usize, right: usize) -> bool {
-        self.nodes[left].replica.is_some()
-            && self.nodes[right].replica.is_some()
-            && self.cuts.get(&pair(left, right)).copied().unwrap_or(0) == 0
-    }
-
-    /// Tells nodes about every link that came up or went down.
-    fn reconnect(&mut self) {
-        for left in 0..self.ids.len() {
-            for right in left + 1..self.ids.len() {
-                let up = self.link_up(left, right);
-                if up == self.connected.contains(&(left, right)) {
-                    continue;
-                }
-                for (node, peer) in [(left, right), (right, left)] {
-                    let now = self.local_time(node);
-                    let peer_id = self.ids[peer];
-                    if let Some(replica) = self.nodes[node].replica.as_mut() {
-                        if up {
-                            replica.handle_connected(now, peer_id);
-                        } else {
-                            replica.handle_disconnected(now, peer_id);
-                        }
-                    }
-                }
-                if up {
-                    self.connected.insert((left, right));
-                } else {
-                    self.connected.remove(&(left, right));
-                }
-                self.flush(left);
-                self.flush(right);
-            }
-        }
-    }
-
-    /// Puts `node`'s outgoing frames on the wire and notes when it wants to wake.
-    fn flush(&mut self, node: usize) {
-        let local_now = self.local_time(node);
-        let now = self.now;
-        let sim_node = &mut self.nodes[node];
-        sim_node.deadline = sim_node
-            .replica
-            .as_ref()
-            .and_then(ReplicaNode::poll_timeout)
-            .map(|deadline| deadline.saturating_sub(local_now).saturating_add(now));
-        while let Some((to, message)) = self.nodes[node].replica.as_mut().and_then(ReplicaNode::poll_transmit) {
-            let frame = wire::encode(&message, self.config.frame_bytes_max)
-                .unwrap_or_else(|error| panic!("node {node} built an unsendable message: {error}"));
-            let to = self.ids.iter().position(|id| *id == to).expect("messages go to siblings");
-            self.frames_sent += 1;
-            if !self.link_up(node, to) || self.rng.chance(self.faults.loss) {
-                self.frames_lost += 1;
-                continue;
-            }
-            let copies = if self.rng.chance(self.faults.duplication) { 2 } else { 1 };
-            for _ in 0..copies {
-                let mut at = self.now + 1 + self.rng.below(self.faults.delay_ms_max);
-                if self.rng.chance(self.faults.held_back) {
-                    at += self.rng.between(20_000, 120_000);
-                }
-                self.schedule(at, Event::Deliver { from: node, to, frame: frame.clone() });
-            }
-        }
-    }
-
-    fn boot(&mut self, node: usize, lose_log: bool) {
-        let (store, mut durable) = self.nodes[node].parked.take().expect("node is down");
-        if lose_log {
-            durable.log = ChangeLog::default();
-        }
-        let now = self.local_time(node);
-        let mut replica =
-            ReplicaNode::new(self.ids[node], self.config.clone(), self.siblings.clone(), store, durable, now);
-        if lose_log {
-            replica.start_new_epoch(now);
-        }
-        self.nodes[node].replica = Some(replica);
-        self.flush(node);
+    fn index_of(&self, id: NodeId) -> usize {
+        self.ids.iter().position(|known| *known == id).expect("messages go to siblings")
     }
 
     pub fn crash(&mut self, node: usize) {
         let Some(replica) = self.nodes[node].replica.take() else { return };
         self.retired_stats.push(replica.stats().clone());
         self.nodes[node].parked = Some(replica.into_parts());
-        self.crashes += 1;
+        self.world.crashed(node);
         self.reconnect();
     }
 
@@ -309,39 +151,9 @@ impl Sim {
         self.reconnect();
     }
 
-    /// Cuts every link between `side` and the rest, until `heal`.
-    pub fn partition(&mut self, side: &[usize]) {
-        for inside in side {
-            for outside in (0..self.ids.len()).filter(|node| !side.contains(node)) {
-                *self.cuts.entry(pair(*inside, outside)).or_default() += 1;
-            }
-        }
-        self.reconnect();
-    }
-
-    pub fn heal(&mut self, side: &[usize]) {
-        for inside in side {
-            for outside in (0..self.ids.len()).filter(|node| !side.contains(node)) {
-                let cut = self.cuts.get_mut(&pair(*inside, outside)).expect("healing a partition that was made");
-                *cut -= 1;
-            }
-        }
-        self.reconnect();
-    }
-
-    pub fn heal_everything(&mut self) {
-        self.cuts.clear();
-        for node in 0..self.ids.len() {
-            if self.nodes[node].replica.is_none() {
-                self.boot(node, false);
-            }
-        }
-        self.reconnect();
-    }
-
     /// A client's write at `node`; returns the acknowledged item.
     pub fn write(&mut self, node: usize, shard: &ShardId, key: RecordKey, body: Option<&str>) -> Item {
-        let now = self.local_time(node);
+        let now = self.world.local_time(node);
         let write =
             LocalWrite { shard: shard.clone(), key, body: body.map(|text| Bytes::copy_from_slice(text.as_bytes())) };
         let replica = self.nodes[node].replica.as_mut().expect("writes go to a running node");
@@ -351,104 +163,22 @@ impl Sim {
         item
     }
 
-    /// Runs the world until global time `until`.
-    pub fn run_until(&mut self, until: u64) -> Result<(), String> {
-        loop {
-            self.steps += 1;
-            if self.steps > STEPS_MAX {
-                return Err(format!("live-locked: {STEPS_MAX} steps by t={} ms", self.now));
-            }
-            let next_event = self.events.keys().next().map(|(at, _)| *at);
-            let mut next_timer: Option<(u64, usize)> = None;
-            for (node, sim_node) in self.nodes.iter().enumerate() {
-                let Some(deadline) = sim_node.deadline.filter(|_| sim_node.replica.is_some()) else { continue };
-                if next_timer.is_none_or(|(at, _)| deadline < at) {
-                    next_timer = Some((deadline, node));
-                }
-            }
-            let timer_first = match (next_timer, next_event) {
-                (Some((timer_at, _)), Some(event_at)) => timer_at < event_at,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if timer_first {
-                let (at, node) = next_timer.expect("checked");
-                if at > until {
-                    break;
-                }
-                self.now = self.now.max(at);
-                let now = self.local_time(node);
-                self.nodes[node].replica.as_mut().expect("up").handle_timeout(now);
-                self.flush(node);
-                continue;
-            }
-            let Some(&key) = self.events.keys().next() else {
-                self.now = until;
-                break;
-            };
-            if key.0 > until {
-                break;
-            }
-            self.now = key.0;
-            let event = self.events.remove(&key).expect("peeked");
-            self.handle_event(event)?;
-        }
-        self.now = self.now.max(until);
-        Ok(())
-    }
-
-    pub fn run_for(&mut self, duration_ms: u64) -> Result<(), String> {
-        self.run_until(self.now + duration_ms)
-    }
-
-    fn handle_event(&mut self, event: Event) -> Result<(), String> {
-        match event {
-            Event::Deliver { from, to, frame } => {
-                if !self.link_up(from, to) {
-                    self.frames_lost += 1;
-                    return Ok(());
-                }
-                let (message, used) = wire::decode(&frame, self.config.frame_bytes_max)
-                    .map_err(|error| format!("a frame from node {from} did not decode: {error}"))?
-                    .ok_or("a whole frame decoded as incomplete")?;
-                if used != frame.len() {
-                    return Err("a frame decoded shorter than it is".into());
-                }
-                let now = self.local_time(to);
-                let from_id = self.ids[from];
-                self.nodes[to].replica.as_mut().expect("link is up").handle_message(now, from_id, message);
-                self.flush(to);
-            }
-            Event::Write => self.random_write(),
-            Event::Crash(node) => {
-                self.check_marks()?;
-                self.crash(node);
-            }
-            Event::Restart { node, lose_log } => {
-                self.nodes[node].skew_ms = self.random_skew();
-                self.restart(node, lose_log);
-            }
-            Event::Partition(side) => self.partition(&side),
-            Event::Heal(side) => self.heal(&side),
-        }
-        Ok(())
-    }
-
     fn random_skew(&mut self) -> i64 {
-        self.rng.between(0, 120_000) as i64 - 60_000
+        self.world.rng.between(0, 120_000) as i64 - 60_000
     }
 
     fn random_write(&mut self) {
-        let shard = ShardId(format!("{:04x}", self.rng.below(SHARDS)));
+        let shard = ShardId(format!("{:04x}", self.world.rng.below(SHARDS)));
         let up: Vec<usize> =
             self.replicas(&shard).into_iter().filter(|node| self.nodes[*node].replica.is_some()).collect();
         if up.is_empty() {
             return;
         }
-        let node = up[self.rng.below(up.len() as u64) as usize];
-        let table = [Table::Post, Table::Like, Table::Comment, Table::Follow][self.rng.below(4) as usize];
-        let key = RecordKey::new(table, format!("k{}", self.rng.below(KEYS_PER_SHARD)));
-        let body = if self.rng.chance(0.3) { None } else { Some(format!("{shard}/{key:?}#{}", self.history.len())) };
+        let node = up[self.world.rng.below(up.len() as u64) as usize];
+        let table = [Table::Post, Table::Like, Table::Comment, Table::Follow][self.world.rng.below(4) as usize];
+        let key = RecordKey::new(table, format!("k{}", self.world.rng.below(KEYS_PER_SHARD)));
+        let body =
+            if self.world.rng.chance(0.3) { None } else { Some(format!("{shard}/{key:?}#{}", self.history.len())) };
         self.write(node, &shard, key, body.as_deref());
     }
 
@@ -580,17 +310,7 @@ impl Sim {
         let mut total = ReplicaStats::default();
         let live = self.nodes.iter().filter_map(|node| node.replica.as_ref()).map(|replica| replica.stats());
         for stats in self.retired_stats.iter().chain(live) {
-            total.items_applied += stats.items_applied;
-            total.items_stale += stats.items_stale;
-            total.items_refused += stats.items_refused;
-            total.messages_stale += stats.messages_stale;
-            total.messages_dropped += stats.messages_dropped;
-            total.log_batches_sent += stats.log_batches_sent;
-            total.log_retransmits += stats.log_retransmits;
-            total.repair_rounds += stats.repair_rounds;
-            total.repair_items_pushed += stats.repair_items_pushed;
-            total.tombstones_purged += stats.tombstones_purged;
-            total.epochs_started += stats.epochs_started;
+            add_stats(&mut total, stats);
         }
         total
     }
@@ -634,6 +354,95 @@ impl Sim {
     }
 }
 
+impl Simulator for Sim {
+    type Message = Vec<u8>;
+
+    fn world(&mut self) -> &mut World<Vec<u8>> {
+        &mut self.world
+    }
+
+    fn boot(&mut self, node: usize, lose_log: bool) {
+        let (store, mut durable) = self.nodes[node].parked.take().expect("node is down");
+        if lose_log {
+            durable.log = ChangeLog::default();
+        }
+        let now = self.world.local_time(node);
+        let mut replica =
+            ReplicaNode::new(self.ids[node], self.config.clone(), self.siblings.clone(), store, durable, now);
+        if lose_log {
+            replica.start_new_epoch(now);
+        }
+        self.nodes[node].replica = Some(replica);
+        self.world.booted(node);
+        self.flush(node);
+    }
+
+    fn flush(&mut self, node: usize) {
+        let deadline = self.nodes[node].replica.as_ref().and_then(ReplicaNode::poll_timeout);
+        self.world.set_deadline(node, deadline);
+        while let Some((to, message)) = self.nodes[node].replica.as_mut().and_then(ReplicaNode::poll_transmit) {
+            let frame = wire::encode(&message, self.config.frame_bytes_max)
+                .unwrap_or_else(|error| panic!("node {node} built an unsendable message: {error}"));
+            let to = self.index_of(to);
+            self.world.send(node, to, frame);
+        }
+    }
+
+    fn handle_link_change(&mut self, node: usize, peer: usize, up: bool) {
+        let now = self.world.local_time(node);
+        let peer_id = self.ids[peer];
+        if let Some(replica) = self.nodes[node].replica.as_mut() {
+            if up {
+                replica.handle_connected(now, peer_id);
+            } else {
+                replica.handle_disconnected(now, peer_id);
+            }
+        }
+    }
+
+    fn handle_timer(&mut self, node: usize) {
+        let now = self.world.local_time(node);
+        self.nodes[node].replica.as_mut().expect("up").handle_timeout(now);
+        self.flush(node);
+    }
+
+    fn handle_delivery(&mut self, from: usize, to: usize, frame: Vec<u8>) -> Result<(), String> {
+        let (message, used) = wire::decode(&frame, self.config.frame_bytes_max)
+            .map_err(|error| format!("a frame from node {from} did not decode: {error}"))?
+            .ok_or("a whole frame decoded as incomplete")?;
+        if used != frame.len() {
+            return Err("a frame decoded shorter than it is".into());
+        }
+        let now = self.world.local_time(to);
+        let from_id = self.ids[from];
+        self.nodes[to].replica.as_mut().expect("link is up").handle_message(now, from_id, message);
+        self.flush(to);
+        Ok(())
+    }
+
+    fn handle_workload(&mut self) {
+        self.random_write();
+    }
+
+    fn handle_crash(&mut self, node: usize) -> Result<(), String> {
+        self.check_marks()?;
+        self.crash(node);
+        Ok(())
+    }
+
+    fn handle_restart(&mut self, node: usize, lose_log: bool) {
+        let skew_ms = self.random_skew();
+        self.world.set_skew(node, skew_ms);
+        self.restart(node, lose_log);
+    }
+}
+
+fn add_stats(total: &mut ReplicaStats, stats: &ReplicaStats) {
+    add_fields!(total, stats;
+        items_applied, items_stale, items_refused, messages_stale, messages_dropped, log_batches_sent, log_retransmits,
+        repair_rounds, repair_items_pushed, tombstones_purged, epochs_started);
+}
+
 fn lowest_key() -> RecordKey {
     RecordKey::new(Table::User, "")
 }
@@ -657,6 +466,34 @@ pub struct RunReport {
     pub stats: ReplicaStats,
 }
 
+impl SeedTotals for RunReport {
+    fn add(&mut self, run: RunReport) {
+        add_fields!(self, run; nodes, writes, frames_sent, frames_lost, crashes);
+        add_stats(&mut self.stats, &run.stats);
+    }
+}
+
+/// The coverage line: what the summed runs did.
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} writes, {} frames ({} lost), {} crashes; applied {}, repair pushes {}, retransmits {}, \
+             stale messages dropped {}, tombstones purged {}, epochs started {}",
+            self.writes,
+            self.frames_sent,
+            self.frames_lost,
+            self.crashes,
+            self.stats.items_applied,
+            self.stats.repair_items_pushed,
+            self.stats.log_retransmits,
+            self.stats.messages_stale,
+            self.stats.tombstones_purged,
+            self.stats.epochs_started,
+        )
+    }
+}
+
 /// One seeded run: random world, random workload, random faults, then the checks.
 pub fn run_seed(seed: u64) -> Result<RunReport, String> {
     let mut rng = Rng::new(seed ^ 0x00ed_9e0d_e5ee_d000);
@@ -666,37 +503,10 @@ pub fn run_seed(seed: u64) -> Result<RunReport, String> {
         let skew = rng.between(0, 120_000) as i64 - 60_000;
         sim.set_skew(node, skew);
     }
-    sim.set_faults(NetworkFaults {
-        loss: rng.between(0, 100) as f64 / 1000.0,
-        duplication: rng.between(0, 50) as f64 / 1000.0,
-        delay_ms_max: rng.between(5, 400),
-        held_back: rng.between(0, 20) as f64 / 1000.0,
-    });
-    for _ in 0..rng.between(20, 80) {
-        sim.schedule(rng.below(WORKLOAD_MS), Event::Write);
-    }
-    for _ in 0..rng.between(0, 3) {
-        let at = rng.below(WORKLOAD_MS);
-        let mut side: Vec<usize> = (0..node_count).filter(|_| rng.chance(0.5)).collect();
-        if side.is_empty() || side.len() == node_count {
-            side = vec![rng.below(node_count as u64) as usize];
-        }
-        sim.schedule(at, Event::Partition(side.clone()));
-        sim.schedule(at + rng.between(1_000, 20_000), Event::Heal(side));
-    }
-    for _ in 0..rng.between(0, 3) {
-        let node = rng.below(node_count as u64) as usize;
-        let at = rng.below(WORKLOAD_MS);
-        sim.schedule(at, Event::Crash(node));
-        let lose_log = rng.chance(0.35);
-        sim.schedule(at + rng.between(100, 15_000), Event::Restart { node, lose_log });
-    }
+    sim.world.schedule_random_faults(&mut rng, &FAULT_PLAN);
     sim.run_until(WORKLOAD_MS)?;
     sim.check_marks().map_err(|error| error + &sim.describe_nodes())?;
-    // Faults stop: partitions heal, crashed nodes come back, frames arrive.
-    sim.events.retain(|_, event| matches!(event, Event::Deliver { .. }));
-    sim.set_faults(CALM);
-    sim.heal_everything();
+    sim.stop_faults();
     sim.run_until(WORKLOAD_MS + QUIESCE_MS)?;
     sim.check()
         .and_then(|()| sim.check_marks())
@@ -705,100 +515,32 @@ pub fn run_seed(seed: u64) -> Result<RunReport, String> {
     Ok(RunReport {
         nodes: node_count,
         writes: sim.history.len(),
-        frames_sent: sim.frames_sent,
-        frames_lost: sim.frames_lost,
-        crashes: sim.crashes,
+        frames_sent: sim.world.messages_sent,
+        frames_lost: sim.world.messages_lost,
+        crashes: sim.world.crashes,
         stats: sim.total_stats(),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Mutex;
-    use std::time::Instant;
-
     use super::*;
     use crate::core::hlc::Timestamp;
+    use crate::core::sim::{run_seeds, SeedCampaign};
 
-    const SEEDS_DEFAULT: u64 = 1000;
-
-    fn reproduce_hint(seed: u64) -> String {
-        format!("reproduce: EDGENODE_SIM_SEED={seed} cargo test -p edgenode --lib replication")
-    }
-
-    fn env_u64(name: &str) -> Option<u64> {
-        let text = std::env::var(name).ok()?;
-        Some(text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
-    }
+    const SEED_CAMPAIGN: SeedCampaign = SeedCampaign {
+        name: "replication sim",
+        seed_variable: "EDGENODE_SIM_SEED",
+        seed_count_variable: "EDGENODE_SIM_SEEDS",
+        seed_count_default: 1000,
+        test_filter: "core::replication::sim",
+    };
 
     #[test]
     fn simulated_siblings_converge_under_faults() {
-        let seeds: Vec<u64> = match env_u64("EDGENODE_SIM_SEED") {
-            Some(seed) => vec![seed],
-            None => (1..=env_u64("EDGENODE_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT)).collect(),
-        };
-        let started = Instant::now();
-        let next = AtomicU64::new(0);
-        let failures = Mutex::new(Vec::new());
-        let totals = Mutex::new(RunReport::default());
-        let threads = std::thread::available_parallelism().map_or(2, |count| count.get()).min(8);
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(&seed) = seeds.get(index) else { break };
-                    match run_seed(seed) {
-                        Ok(report) => {
-                            let mut totals = totals.lock().unwrap();
-                            totals.nodes += report.nodes;
-                            totals.writes += report.writes;
-                            totals.frames_sent += report.frames_sent;
-                            totals.frames_lost += report.frames_lost;
-                            totals.crashes += report.crashes;
-                            let stats = &mut totals.stats;
-                            stats.items_applied += report.stats.items_applied;
-                            stats.messages_stale += report.stats.messages_stale;
-                            stats.log_retransmits += report.stats.log_retransmits;
-                            stats.repair_items_pushed += report.stats.repair_items_pushed;
-                            stats.tombstones_purged += report.stats.tombstones_purged;
-                            stats.epochs_started += report.stats.epochs_started;
-                            stats.items_refused += report.stats.items_refused;
-                        }
-                        Err(reason) => failures.lock().unwrap().push((seed, reason)),
-                    }
-                });
-            }
-        });
-        let totals = totals.into_inner().unwrap();
-        eprintln!(
-            "replication sim: {} seeds in {:.1} s; {} writes, {} frames ({} lost), {} crashes; \
-             applied {}, repair pushes {}, retransmits {}, stale messages dropped {}, \
-             tombstones purged {}, epochs started {}",
-            seeds.len(),
-            started.elapsed().as_secs_f64(),
-            totals.writes,
-            totals.frames_sent,
-            totals.frames_lost,
-            totals.crashes,
-            totals.stats.items_applied,
-            totals.stats.repair_items_pushed,
-            totals.stats.log_retransmits,
-            totals.stats.messages_stale,
-            totals.stats.tombstones_purged,
-            totals.stats.epochs_started,
-        );
-        let mut failures = failures.into_inner().unwrap();
-        failures.sort();
-        if let Some((seed, reason)) = failures.first() {
-            panic!(
-                "{} of {} seeds failed; first: seed {seed}: {reason}\n{}",
-                failures.len(),
-                seeds.len(),
-                reproduce_hint(*seed)
-            );
-        }
-        if seeds.len() >= 100 {
+        let runs = run_seeds(&SEED_CAMPAIGN, run_seed);
+        let totals = runs.totals;
+        if runs.seed_count >= 100 {
             // The faults the run claims to cover did happen.
             assert!(totals.crashes > 0 && totals.frames_lost > 0 && totals.stats.log_retransmits > 0);
             assert!(totals.stats.tombstones_purged > 0 && totals.stats.epochs_started > 0);
@@ -813,8 +555,8 @@ mod tests {
                 let mut sim = Sim::new(42, 4, sim_config());
                 sim.set_faults(NetworkFaults { loss: 0.05, duplication: 0.05, delay_ms_max: 200, held_back: 0.01 });
                 for _ in 0..30 {
-                    let at = sim.rng.below(20_000);
-                    sim.schedule(at, Event::Write);
+                    let at = sim.world.rng.below(20_000);
+                    sim.world.schedule(at, WorldEvent::Workload);
                 }
                 sim.run_until(60_000).unwrap();
                 sim.digest()
@@ -941,7 +683,7 @@ mod tests {
         assert_eq!(sim.node(2).store().get(&shard, &post("p1")), None, "tombstone collected");
         assert!(sim.node(2).durable().purge_floor > Timestamp(0));
         // The push node 1 sent before the delete arrives only now.
-        let now = sim.local_time(2);
+        let now = sim.world.local_time(2);
         let from = sim.id(1);
         sim.nodes[2].replica.as_mut().unwrap().handle_message(now, from, stale_push);
         assert_eq!(sim.node(2).store().get(&shard, &post("p1")), None, "the deleted record stays deleted");

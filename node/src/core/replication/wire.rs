@@ -515,7 +515,7 @@ pub fn example_messages() -> Vec<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::replication::sim::Rng;
+    use crate::core::sim::Rng;
 
     const FRAME_BYTES_MAX: usize = 64 * 1024;
 
