@@ -41,8 +41,8 @@ const QUIC_RESIDENT_GROWTH_BYTES_MAX: u64 = 256 << 20;
 
 // ----- slow headers -----
 
-/// Close the TLS handshake within HANDSHAKE_TIMEOUT (node/src/net/mod.rs, 10 s), the
-/// HTTP/1 header within HEADER_READ_TIMEOUT (net/https.rs, 10 s); idle connections
+/// Close the TLS handshake within HANDSHAKE_TIMEOUT_MS (node/src/http/mod.rs, 10 s), the
+/// HTTP/1 header within HEADER_READ_TIMEOUT_MS (http/https.rs, 10 s); idle connections
 /// within `idle_timeout_seconds`, set to this for the test.
 const SLOW_IDLE_TIMEOUT_SECONDS: u64 = 15;
 const SLOW_PARTIAL_TLS_CONNECTIONS: usize = 200;

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub const FAILURES_MAX: u32 = 5;
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(5 * 60);
-pub const LOCKOUT: Duration = Duration::from_secs(60);
+pub const FAILURE_WINDOW_MS: u64 = (5 * 60) * 1000;
+pub const LOCKOUT_MS: u64 = 60_000;
 /// Keys remembered at once; the oldest are forgotten first when full.
 const KEYS_MAX: usize = 10_000;
 
@@ -30,10 +30,13 @@ impl LoginThrottle {
     /// How long until `key` may try again, if it is locked now.
     pub fn locked_for(&self, key: &str, now: Instant) -> Option<Duration> {
         let failures = self.failures.get(key)?;
-        if failures.count < FAILURES_MAX || now.duration_since(failures.first_at) > FAILURE_WINDOW + LOCKOUT {
+        if failures.count < FAILURES_MAX
+            || now.duration_since(failures.first_at)
+                > Duration::from_millis(FAILURE_WINDOW_MS) + Duration::from_millis(LOCKOUT_MS)
+        {
             return None;
         }
-        let until = failures.last_at + LOCKOUT;
+        let until = failures.last_at + Duration::from_millis(LOCKOUT_MS);
         (until > now).then(|| until - now)
     }
 
@@ -80,7 +83,7 @@ impl LoginThrottle {
         }
         let fresh = Failures { count: 0, pending: 0, first_at: now, last_at: now };
         let failures = self.failures.entry(key.to_owned()).or_insert(fresh);
-        if now.duration_since(failures.first_at) > FAILURE_WINDOW {
+        if now.duration_since(failures.first_at) > Duration::from_millis(FAILURE_WINDOW_MS) {
             *failures = Failures { pending: failures.pending, ..fresh };
         }
         failures
@@ -100,8 +103,9 @@ impl LoginThrottle {
     }
 
     fn forget_oldest(&mut self, now: Instant) {
-        self.failures
-            .retain(|_, failures| failures.pending > 0 || now.duration_since(failures.last_at) < FAILURE_WINDOW);
+        self.failures.retain(|_, failures| {
+            failures.pending > 0 || now.duration_since(failures.last_at) < Duration::from_millis(FAILURE_WINDOW_MS)
+        });
         if self.failures.len() >= KEYS_MAX {
             if let Some(oldest) = self
                 .failures
@@ -144,7 +148,9 @@ mod tests {
         }
         assert!(throttle.locked_for("h:ada", start).is_some());
         assert!(throttle.locked_for("h:bob", start).is_none());
-        assert!(throttle.locked_for("h:ada", start + LOCKOUT + Duration::from_secs(1)).is_none());
+        assert!(throttle
+            .locked_for("h:ada", start + Duration::from_millis(LOCKOUT_MS) + Duration::from_secs(1))
+            .is_none());
     }
 
     #[test]

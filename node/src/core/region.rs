@@ -1,5 +1,5 @@
 //! Region paths and search scopes: which nodes a prefix covers, and which aggregator a
-//! search or a feed goes to. Pure rules, no IO; `search.rs` applies them.
+//! search or a feed goes to. Pure rules, no IO; `services::search` applies them.
 //!
 //! A region is a path of segments (`earth/africa/ng/lagos`). A prefix covers a region
 //! segment by segment, never by characters: `earth/x` covers `earth/x` and

@@ -1,6 +1,6 @@
 //! The public search entries nodes feed to aggregators: what an entry holds, the
 //! limits it must keep, its content hash, the per-origin digest, and the change set
-//! between what a feeder last sent and what it holds now. Pure; `search.rs` moves them.
+//! between what a feeder last sent and what it holds now. Pure; `services::search` moves them.
 //!
 //! Only public data ever becomes an entry: public posts (no followers-only or private
 //! post, ever) and profiles (handle, display name, bio). An entry belongs to its

@@ -35,16 +35,16 @@ pub const SERVICE_TYPE: &str = "_edgenode._udp.local.";
 pub const HTTPS_SERVICE_TYPE: &str = "_https._tcp.local.";
 
 /// How long `start` and `browse_once` wait for the daemon to take their commands.
-const DAEMON_ANSWER_WAIT: Duration = Duration::from_secs(2);
+const DAEMON_ANSWER_WAIT_MS: u64 = 2000;
 /// How long `shutdown` waits for each unregister to be acknowledged.
-const UNREGISTER_WAIT: Duration = Duration::from_secs(1);
+const UNREGISTER_WAIT_MS: u64 = 1000;
 /// mdns-sd sends each goodbye twice, the second 120 ms after the first: wait for it.
-const GOODBYE_RESEND_WAIT: Duration = Duration::from_millis(300);
+const GOODBYE_RESEND_WAIT_MS: u64 = 300;
 /// How often the event threads look at their stop flag.
-const EVENT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+const EVENT_POLL_INTERVAL_MS: u64 = 250;
 /// How long our names must have been still before a clash with another advert is
 /// acted on (mdns-sd probes for about a second, and renames what it catches).
-const NAMES_SETTLE_TIME: Duration = Duration::from_secs(3);
+const NAMES_SETTLE_TIME_MS: u64 = 3000;
 /// Renames after clashes per run; past this the node keeps its name (a rogue could
 /// otherwise chase it through names forever).
 const RENAMES_MAX: usize = 16;
@@ -272,9 +272,9 @@ impl Running {
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         lock(&self.announcer).withdraw();
-        std::thread::sleep(GOODBYE_RESEND_WAIT);
+        std::thread::sleep(Duration::from_millis(GOODBYE_RESEND_WAIT_MS));
         if let Ok(status) = self.daemon.shutdown() {
-            let _ = status.recv_timeout(DAEMON_ANSWER_WAIT);
+            let _ = status.recv_timeout(Duration::from_millis(DAEMON_ANSWER_WAIT_MS));
         }
         for thread in self.threads {
             let _ = thread.join();
@@ -322,7 +322,7 @@ impl Announcer {
         for fullname in self.registered.drain(..) {
             match self.daemon.unregister(&fullname) {
                 Ok(status) => {
-                    if status.recv_timeout(UNREGISTER_WAIT).is_err() {
+                    if status.recv_timeout(Duration::from_millis(UNREGISTER_WAIT_MS)).is_err() {
                         tracing::debug!(%fullname, "mDNS: unregister not acknowledged in time");
                     }
                 }
@@ -374,7 +374,7 @@ impl Announcer {
         if self.withdrawn || self.renames >= RENAMES_MAX {
             return None;
         }
-        if now.saturating_duration_since(self.names_changed) < NAMES_SETTLE_TIME {
+        if now.saturating_duration_since(self.names_changed) < Duration::from_millis(NAMES_SETTLE_TIME_MS) {
             return None;
         }
         let addresses: Vec<IpAddr> = addresses.iter().filter_map(|address| address.parse().ok()).collect();
@@ -392,7 +392,7 @@ impl Announcer {
 
     /// Renames and re-registers if another node's advert uses one of our names and
     /// the rule says we yield (`rules::name_clash`). Judged only after our names have
-    /// been still for `NAMES_SETTLE_TIME`, so mdns-sd's own probing, which renames
+    /// been still for `Duration::from_millis(NAMES_SETTLE_TIME_MS)`, so mdns-sd's own probing, which renames
     /// what it catches, goes first; this fixes what it missed. Returns the names
     /// before and after, and the other node's id.
     fn check_names(
@@ -403,7 +403,7 @@ impl Announcer {
         if self.withdrawn || self.renames >= RENAMES_MAX {
             return None;
         }
-        if now.saturating_duration_since(self.names_changed) < NAMES_SETTLE_TIME {
+        if now.saturating_duration_since(self.names_changed) < Duration::from_millis(NAMES_SETTLE_TIME_MS) {
             return None;
         }
         let own_identity = (self.advertisement.node_id.as_str(), self.advertisement.pin.as_str());
@@ -434,7 +434,7 @@ pub fn browse_once(timeout: Duration) -> Result<Vec<NearbyNode>, DiscoveryError>
     let daemon = ServiceDaemon::new().map_err(DiscoveryError::Daemon)?;
     let result = browse_with(&daemon, timeout);
     if let Ok(status) = daemon.shutdown() {
-        let _ = status.recv_timeout(DAEMON_ANSWER_WAIT);
+        let _ = status.recv_timeout(Duration::from_millis(DAEMON_ANSWER_WAIT_MS));
     }
     result
 }
@@ -453,7 +453,7 @@ fn browse_with(daemon: &ServiceDaemon, timeout: Duration) -> Result<Vec<NearbyNo
         if remaining.is_zero() {
             break;
         }
-        match browser.next_event(remaining.min(EVENT_POLL_INTERVAL)) {
+        match browser.next_event(remaining.min(Duration::from_millis(EVENT_POLL_INTERVAL_MS))) {
             Ok(ServiceEvent::ServiceResolved(service)) => {
                 if let Err(rejected) = table.handle_resolved(Instant::now(), advert_from(&service)) {
                     tracing::debug!(fullname = %service.fullname, %rejected, "mDNS: advert ignored");
@@ -543,7 +543,10 @@ fn select_interfaces(
 /// Returns once the daemon has handled every command sent before (it answers in order).
 fn wait_for_daemon(daemon: &ServiceDaemon) -> Result<(), DiscoveryError> {
     let status = daemon.status().map_err(DiscoveryError::Command)?;
-    status.recv_timeout(DAEMON_ANSWER_WAIT).map(|_| ()).map_err(|_| DiscoveryError::Unresponsive(DAEMON_ANSWER_WAIT))
+    status
+        .recv_timeout(Duration::from_millis(DAEMON_ANSWER_WAIT_MS))
+        .map(|_| ())
+        .map_err(|_| DiscoveryError::Unresponsive(Duration::from_millis(DAEMON_ANSWER_WAIT_MS)))
 }
 
 fn service_info(
@@ -614,7 +617,7 @@ fn follow_browse_events(
     logged: &LogOnce,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        match browser.next_event(EVENT_POLL_INTERVAL) {
+        match browser.next_event(Duration::from_millis(EVENT_POLL_INTERVAL_MS)) {
             Ok(event) => handle_browse_event(event, nearby, logged),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -681,7 +684,7 @@ fn follow_daemon_events(
     logged: &LogOnce,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let event = match events.recv_timeout(EVENT_POLL_INTERVAL) {
+        let event = match events.recv_timeout(Duration::from_millis(EVENT_POLL_INTERVAL_MS)) {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,

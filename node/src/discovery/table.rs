@@ -17,7 +17,7 @@ pub const ADDRESSES_PER_ADVERT_MAX: usize = 16;
 /// An advert not heard of for this long is dropped. mdns-sd reports removals itself
 /// (goodbye packets, expired records); this only bounds what a missed one costs.
 /// Longer than the longest record TTL mdns-sd uses (4500 s).
-pub const ADVERT_SILENCE_MAX: Duration = Duration::from_secs(80 * 60);
+pub const ADVERT_SILENCE_MAX_MS: u64 = (80 * 60) * 1000;
 pub const NODE_ID_BYTES_MAX: usize = 128;
 pub const PIN_BYTES_MAX: usize = 128;
 pub const REGION_BYTES_MAX: usize = 255;
@@ -200,10 +200,12 @@ impl NearbyTable {
         self.adverts.remove(fullname).is_some()
     }
 
-    /// Drops adverts silent for longer than `ADVERT_SILENCE_MAX`; returns how many.
+    /// Drops adverts silent for longer than `Duration::from_millis(ADVERT_SILENCE_MAX_MS)`; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         let before = self.adverts.len();
-        self.adverts.retain(|_, entry| now.saturating_duration_since(entry.last_seen) <= ADVERT_SILENCE_MAX);
+        self.adverts.retain(|_, entry| {
+            now.saturating_duration_since(entry.last_seen) <= Duration::from_millis(ADVERT_SILENCE_MAX_MS)
+        });
         before - self.adverts.len()
     }
 
@@ -505,10 +507,12 @@ mod tests {
         let t0 = Instant::now();
         let mut table = table_with_sibling("sha256/x");
         table.handle_resolved(t0, advert("old", "id-o", "sha256/o", &[])).unwrap();
-        table.handle_resolved(t0 + ADVERT_SILENCE_MAX, advert("new", "id-n", "sha256/n", &[])).unwrap();
-        assert_eq!(table.expire(t0 + ADVERT_SILENCE_MAX), 0);
-        assert_eq!(table.expire(t0 + ADVERT_SILENCE_MAX + Duration::from_millis(1)), 1);
-        assert_eq!(names(&table.nodes(t0 + ADVERT_SILENCE_MAX)), ["new"]);
+        table
+            .handle_resolved(t0 + Duration::from_millis(ADVERT_SILENCE_MAX_MS), advert("new", "id-n", "sha256/n", &[]))
+            .unwrap();
+        assert_eq!(table.expire(t0 + Duration::from_millis(ADVERT_SILENCE_MAX_MS)), 0);
+        assert_eq!(table.expire(t0 + Duration::from_millis(ADVERT_SILENCE_MAX_MS) + Duration::from_millis(1)), 1);
+        assert_eq!(names(&table.nodes(t0 + Duration::from_millis(ADVERT_SILENCE_MAX_MS))), ["new"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use super::{
     api_request, body_too_large, call_service, declared_length_exceeds, shutdown_requested, ConnectionSlot, NetError,
-    Service, Shared, HANDSHAKE_TIMEOUT,
+    Service, Shared, HANDSHAKE_TIMEOUT_MS,
 };
 use crate::api::Transport;
 use crate::config::Limits;
@@ -26,10 +26,10 @@ use crate::identity::{self as tls, Identity};
 /// encoder and decoder); the rest leaves room for grease streams.
 const UNI_STREAMS_PER_CONNECTION_MAX: u32 = 8;
 /// Time for a closing endpoint to tell its peers.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+const CLOSE_TIMEOUT_MS: u64 = 1000;
 /// Upper bound on waiting, before closing a connection, for the last responses to be
 /// delivered (see `linger`).
-const LINGER_MAX: Duration = Duration::from_secs(2);
+const LINGER_MAX_MS: u64 = 2000;
 
 type H3Connection = ::h3::server::Connection<h3_quinn::Connection, Bytes>;
 type H3RequestStream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
@@ -101,7 +101,7 @@ pub(super) async fn serve<S: Service>(endpoint: quinn::Endpoint, shared: Shared<
     }
     let h3_no_error = VarInt::from_u64(Code::H3_NO_ERROR.value()).expect("H3_NO_ERROR is a valid varint");
     endpoint.close(h3_no_error, b"server shutting down");
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(CLOSE_TIMEOUT_MS), endpoint.wait_idle()).await;
 }
 
 async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: ConnectionSlot<S>, shared: Shared<S>) {
@@ -114,7 +114,7 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: Connecti
         }
     };
     let connection = tokio::select! {
-        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting) => match handshake {
+        handshake = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), connecting) => match handshake {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "QUIC handshake failed");
@@ -193,7 +193,7 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: Connecti
 /// round trips (enough for a retransmission), or until the client closes first.
 async fn linger(connection: &quinn::Connection) {
     let round_trips = (connection.rtt() * 2 + Duration::from_millis(25)) * 3;
-    let _ = tokio::time::timeout(round_trips.min(LINGER_MAX), connection.closed()).await;
+    let _ = tokio::time::timeout(round_trips.min(Duration::from_millis(LINGER_MAX_MS)), connection.closed()).await;
 }
 
 fn log_connection_end(error: &ConnectionError) {

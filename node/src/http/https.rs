@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 
 use super::{
     api_request, body_too_large, body_unreadable, call_service, declared_length_exceeds, shutdown_requested,
-    ConnectionSlot, Service, Shared, HANDSHAKE_TIMEOUT,
+    ConnectionSlot, Service, Shared, HANDSHAKE_TIMEOUT_MS,
 };
 use crate::api::Transport;
 use crate::identity::{ALPN_H2, ALPN_HTTP1};
@@ -34,7 +34,7 @@ use crate::identity::{ALPN_H2, ALPN_HTTP1};
 /// HTTP/1 clients must send a request's headers within this time, and an idle
 /// keep-alive connection is closed after it (hyper starts the same timer while waiting
 /// for the next request).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// HTTP/2 requests in flight per connection.
 const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 100;
 /// hyper refuses an HTTP/1 read buffer smaller than this.
@@ -42,12 +42,12 @@ const HTTP1_BUFFER_BYTES_MIN: usize = 8 * 1024;
 /// After refusing an oversized body, read (and drop) at most this much of it so the
 /// connection closes cleanly instead of with a reset that can hide our 413 response.
 const REFUSED_BODY_DRAIN_BYTES_MAX: u64 = 256 * 1024;
-const REFUSED_BODY_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const REFUSED_BODY_DRAIN_TIMEOUT_MS: u64 = 2000;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 /// A request body must arrive within this (40 MB at ~1 Mbit/s), so a client trickling
 /// a body cannot hold a connection forever.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(600);
+const BODY_READ_TIMEOUT_MS: u64 = 600_000;
 /// Writes at least this large are response data and count as activity.
 const ACTIVE_WRITE_BYTES_MIN: usize = 128;
 
@@ -79,7 +79,7 @@ pub(super) async fn serve<S: Service>(listener: TcpListener, tls_acceptor: TlsAc
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accepting a TCP connection failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 }
             },
             Some(joined) = connections.join_next(), if !connections.is_empty() => {
@@ -118,7 +118,7 @@ impl Builders {
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS))
                 .max_buf_size(limits.header_bytes_max.max(HTTP1_BUFFER_BYTES_MIN))
                 .keep_alive(true);
             builder
@@ -157,7 +157,7 @@ impl<S: Service> Connection<S> {
         let _ = tcp.set_nodelay(true);
         let mut shutdown = shared.shutdown.clone();
         let tls = tokio::select! {
-            handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_acceptor.accept(tcp)) => {
+            handshake = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), tls_acceptor.accept(tcp)) => {
                 match handshake {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
@@ -220,7 +220,7 @@ async fn handle_request<S: Service>(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let transport = if request.version() == http::Version::HTTP_2 { Transport::Http2 } else { Transport::Http1 };
     let limit_bytes = service.body_bytes_max(request.method(), request.uri().path());
-    // From here the connection is busy: a slow body is bounded by BODY_READ_TIMEOUT.
+    // From here the connection is busy: a slow body is bounded by Duration::from_millis(BODY_READ_TIMEOUT_MS).
     let _handler = activity.handler_started();
     let (parts, mut body) = request.into_parts();
     let mut response = if declared_length_exceeds(&parts.headers, limit_bytes) {
@@ -231,9 +231,14 @@ async fn handle_request<S: Service>(
         }
         body_too_large(limit_bytes)
     } else {
-        match tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(&mut body, limit_bytes).collect()).await {
+        match tokio::time::timeout(
+            Duration::from_millis(BODY_READ_TIMEOUT_MS),
+            Limited::new(&mut body, limit_bytes).collect(),
+        )
+        .await
+        {
             Err(_) => {
-                tracing::debug!("request body not read within {BODY_READ_TIMEOUT:?}");
+                tracing::debug!("request body not read within {BODY_READ_TIMEOUT_MS} ms");
                 body_unreadable()
             }
             Ok(Ok(collected)) => {
@@ -265,7 +270,7 @@ async fn drain_refused_body(body: &mut Incoming) {
     if remaining.is_some_and(|remaining| remaining > REFUSED_BODY_DRAIN_BYTES_MAX) {
         return;
     }
-    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIMEOUT, async {
+    let _ = tokio::time::timeout(Duration::from_millis(REFUSED_BODY_DRAIN_TIMEOUT_MS), async {
         let mut drained_bytes = 0u64;
         while let Some(Ok(frame)) = body.frame().await {
             drained_bytes += frame.data_ref().map_or(0, |data| data.len() as u64);

@@ -22,7 +22,7 @@ use crate::config::Limits;
 pub use crate::identity::Identity;
 
 /// Time a client gets to complete the TLS (or QUIC) handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
 /// The one blocking `http` service every transport adapts to. `crate::api::Api`
 /// implements it; tests use small stubs.

@@ -39,7 +39,7 @@ pub const SERVICE_NAME_BYTES_MAX: usize = 32;
 /// Largest request or answer body.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 /// From a request's first byte to its answer's last.
-const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
+const SERVE_TIMEOUT_MS: u64 = 30_000;
 const STATUS_OK: u8 = 0;
 const STATUS_REFUSED: u8 = 1;
 
@@ -104,14 +104,15 @@ pub enum NeighbourError {
 // ----- serving (on the peer endpoint) -----
 
 /// Answers one call on a stream whose tag (`REQUEST_MAGIC`) was read, within
-/// `SERVE_TIMEOUT`.
+/// `Duration::from_millis(SERVE_TIMEOUT_MS)`.
 pub(super) async fn serve_call(
     from: NodeId,
     services: &NeighbourServices,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    if tokio::time::timeout(SERVE_TIMEOUT, answer(from, services, send, recv)).await.is_err() {
+    if tokio::time::timeout(Duration::from_millis(SERVE_TIMEOUT_MS), answer(from, services, send, recv)).await.is_err()
+    {
         tracing::debug!(%from, "a call timed out");
     }
 }

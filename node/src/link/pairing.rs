@@ -37,7 +37,7 @@ const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const ADDRESS_BYTES_MAX: usize = 255;
 const MESSAGE_BYTES_MAX: usize = 1 + 8 + 1 + ADDRESS_BYTES_MAX + 32;
 const PROTOCOL_VERSION: u8 = 1;
-const CONVERSATION_TIMEOUT: Duration = Duration::from_secs(10);
+const CONVERSATION_TIMEOUT_MS: u64 = 10_000;
 
 const STATUS_OK: u8 = 1;
 const STATUS_WRONG_CODE: u8 = 2;
@@ -240,7 +240,11 @@ pub(super) async fn serve(shared: Shared, connection: quinn::Connection) {
         return;
     };
     let remote = connection.remote_address();
-    let outcome = tokio::time::timeout(CONVERSATION_TIMEOUT, converse_as_server(&shared, &connection, remote)).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_millis(CONVERSATION_TIMEOUT_MS),
+        converse_as_server(&shared, &connection, remote),
+    )
+    .await;
     match outcome {
         Ok(Ok(sibling)) => {
             tracing::info!(node_id = %sibling.node_id, pin = %sibling.pin, address = %sibling.address, "paired with a new sibling");
@@ -403,14 +407,17 @@ async fn join_as(joiner: &Joiner<'_>, address: &str, code: &str) -> Result<Sibli
         .endpoint
         .connect_with(config, socket_address, "edgenode")
         .map_err(|error| unreachable(error.to_string()))?;
-    let connection = tokio::time::timeout(CONVERSATION_TIMEOUT, connecting)
+    let connection = tokio::time::timeout(Duration::from_millis(CONVERSATION_TIMEOUT_MS), connecting)
         .await
         .map_err(|_| unreachable("handshake timed out".to_owned()))?
         .map_err(|error| unreachable(error.to_string()))?;
-    let result = tokio::time::timeout(CONVERSATION_TIMEOUT, converse_as_joiner(joiner, &connection, code))
-        .await
-        .unwrap_or_else(|_| Err(protocol("timed out".to_owned())))
-        .map(|(node_id, pin)| SiblingInfo { node_id, pin, address: address.to_owned() });
+    let result = tokio::time::timeout(
+        Duration::from_millis(CONVERSATION_TIMEOUT_MS),
+        converse_as_joiner(joiner, &connection, code),
+    )
+    .await
+    .unwrap_or_else(|_| Err(protocol("timed out".to_owned())))
+    .map(|(node_id, pin)| SiblingInfo { node_id, pin, address: address.to_owned() });
     connection.close(super::close_code::DONE.into(), b"");
     result
 }

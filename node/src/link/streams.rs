@@ -31,7 +31,7 @@ pub const TAG_BYTES: usize = 5;
 /// Streams one connection serves at once (media and calls together).
 pub const STREAMS_SERVED_PER_CONNECTION_MAX: usize = 12;
 /// Time a stream's opener has to send its tag.
-const TAG_TIMEOUT: Duration = Duration::from_secs(10);
+const TAG_TIMEOUT_MS: u64 = 10_000;
 
 /// Error code a stream of an unknown or refused kind is reset with.
 pub const STREAM_REFUSED: u32 = 1;
@@ -78,7 +78,7 @@ pub async fn accept_streams(connection: quinn::Connection, caller: NodeId, serve
 
 async fn serve_stream(caller: NodeId, servers: StreamServers, send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let mut tag = [0u8; TAG_BYTES];
-    match tokio::time::timeout(TAG_TIMEOUT, recv.read_exact(&mut tag)).await {
+    match tokio::time::timeout(Duration::from_millis(TAG_TIMEOUT_MS), recv.read_exact(&mut tag)).await {
         Ok(Ok(())) => {}
         _ => return refuse(send, recv, "no stream tag"),
     }

@@ -12,7 +12,7 @@ use super::*;
 use crate::core::replication::{MemoryStore, RecordKey, ShardId, Table};
 use crate::test_support::TempDir;
 
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT_MS: u64 = 5000;
 
 pub(super) fn fast_limits() -> PeerLimits {
     PeerLimits {
@@ -105,7 +105,7 @@ pub(crate) fn start_cluster_serving(
 }
 
 pub(crate) async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -312,7 +312,9 @@ async fn bad_frames_close_the_connection_and_the_endpoint_keeps_serving() {
         let connection = raw_connect(&nodes[2].identity, a.pin(), a.local_addr()).await.unwrap();
         let (mut send, _recv) = connection.open_bi().await.unwrap();
         send.write_all(bytes).await.unwrap();
-        let error = tokio::time::timeout(WAIT, connection.closed()).await.expect("A closes the connection");
+        let error = tokio::time::timeout(Duration::from_millis(WAIT_MS), connection.closed())
+            .await
+            .expect("A closes the connection");
         assert!(closed_with(&error, close_code::BAD_FRAME), "{error:?}");
     }
     eventually("A counted three bad frames from C", || async {
@@ -483,23 +485,27 @@ async fn neighbours_call_each_others_services_and_strangers_cannot() {
     let link = NeighbourLink::bind_client(&caller.identity, loopback(), &fast_limits()).unwrap();
     link.set_neighbours(book.clone());
 
-    let answer = link.call(server.node_id, "echo", b"hello", WAIT).await.expect("an answer");
+    let answer = link.call(server.node_id, "echo", b"hello", Duration::from_millis(WAIT_MS)).await.expect("an answer");
     assert_eq!(answer, format!("{}:hello", caller.node_id).into_bytes(), "the server knows who called");
-    let again = link.call(server.node_id, "echo", b"again", WAIT).await.expect("a second answer");
+    let again =
+        link.call(server.node_id, "echo", b"again", Duration::from_millis(WAIT_MS)).await.expect("a second answer");
     assert_eq!(again, format!("{}:again", caller.node_id).into_bytes());
-    match link.call(server.node_id, "echo", b"refuse me", WAIT).await {
+    match link.call(server.node_id, "echo", b"refuse me", Duration::from_millis(WAIT_MS)).await {
         Err(NeighbourError::Refused { reason, .. }) => assert_eq!(reason, "refused as asked"),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    match link.call(server.node_id, "nothing-here", b"", WAIT).await {
+    match link.call(server.node_id, "nothing-here", b"", Duration::from_millis(WAIT_MS)).await {
         Err(NeighbourError::Refused { reason, .. }) => assert!(reason.contains("no service"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert!(matches!(link.call(NodeId(77), "echo", b"", WAIT).await, Err(NeighbourError::Unknown(NodeId(77)))));
+    assert!(matches!(
+        link.call(NodeId(77), "echo", b"", Duration::from_millis(WAIT_MS)).await,
+        Err(NeighbourError::Unknown(NodeId(77)))
+    ));
 
     let outsider = NeighbourLink::bind_client(&stranger.identity, loopback(), &fast_limits()).unwrap();
     outsider.set_neighbours(book);
-    match outsider.call(server.node_id, "echo", b"let me in", WAIT).await {
+    match outsider.call(server.node_id, "echo", b"let me in", Duration::from_millis(WAIT_MS)).await {
         Err(NeighbourError::Unreachable { .. }) => {}
         other => panic!("a stranger's key must not get an answer, got {other:?}"),
     }

@@ -93,7 +93,7 @@ const RECONCILE_POSTS_MAX: usize = 100;
 const PREFETCH_PER_MESSAGE_MAX: usize = 16;
 const PREFETCHES_RUNNING_MAX: usize = 4;
 /// The driver looks at its timers at least this often.
-const DRIVER_WAKE_MAX: Duration = Duration::from_secs(1);
+const DRIVER_WAKE_MAX_MS: u64 = 1000;
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -736,7 +736,7 @@ async fn drive(fanout: Arc<Fanout>) {
             });
         }
         let now = os::now_ms();
-        let sleep = Duration::from_millis(wake_at.saturating_sub(now)).min(DRIVER_WAKE_MAX);
+        let sleep = Duration::from_millis(wake_at.saturating_sub(now)).min(Duration::from_millis(DRIVER_WAKE_MAX_MS));
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = fanout.wake.notified() => {}

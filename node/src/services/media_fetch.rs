@@ -54,9 +54,9 @@ pub const MEDIA_INFO_BYTES_MAX: usize = 16 * 1024;
 /// The largest file accepted; uploads are capped at 40 MiB by default.
 pub const MEDIA_BLOB_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// How long `fetch_media` waits for a whole answer.
-pub const MEDIA_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+pub const MEDIA_FETCH_TIMEOUT_MS: u64 = 120_000;
 /// How long a served stream may take, from its request to the last byte.
-const MEDIA_SERVE_TIMEOUT: Duration = Duration::from_secs(180);
+const MEDIA_SERVE_TIMEOUT_MS: u64 = 180_000;
 /// The order of the files in an answer.
 const BLOB_KINDS: [BlobKind; 3] = [BlobKind::Original, BlobKind::Display, BlobKind::Thumb];
 
@@ -106,11 +106,14 @@ pub fn media_server(store: Arc<Store>) -> StreamServer {
 /// Answers one media request on a stream a sibling opened, whose tag
 /// (`MEDIA_REQUEST_MAGIC`) was read (`streams`).
 pub async fn serve_media_stream(store: Arc<Store>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let failure = match tokio::time::timeout(MEDIA_SERVE_TIMEOUT, answer(&store, &mut send, &mut recv)).await {
-        Ok(Ok(())) => return,
-        Ok(Err(reason)) => reason,
-        Err(_) => format!("not done within {} s", MEDIA_SERVE_TIMEOUT.as_secs()),
-    };
+    let failure =
+        match tokio::time::timeout(Duration::from_millis(MEDIA_SERVE_TIMEOUT_MS), answer(&store, &mut send, &mut recv))
+            .await
+        {
+            Ok(Ok(())) => return,
+            Ok(Err(reason)) => reason,
+            Err(_) => format!("not done within {} s", MEDIA_SERVE_TIMEOUT_MS / 1000),
+        };
     tracing::debug!(reason = %failure, "media stream failed");
     let _ = send.reset(VarInt::from_u32(stream_code::FAILED));
     let _ = recv.stop(VarInt::from_u32(stream_code::FAILED));
@@ -176,7 +179,7 @@ pub async fn fetch_media(
     connection: &quinn::Connection,
     media_id: &str,
 ) -> Result<Option<FetchedMedia>, MediaFetchError> {
-    fetch_media_within(connection, media_id, MEDIA_FETCH_TIMEOUT).await
+    fetch_media_within(connection, media_id, Duration::from_millis(MEDIA_FETCH_TIMEOUT_MS)).await
 }
 
 async fn fetch_media_within(
@@ -290,7 +293,7 @@ impl Default for MediaFetchLimits {
             round_interval_ms: 2_000,
             retry_backoff_initial_ms: 2_000,
             retry_backoff_max_ms: 300_000,
-            fetch_timeout_ms: MEDIA_FETCH_TIMEOUT.as_millis() as u64,
+            fetch_timeout_ms: MEDIA_FETCH_TIMEOUT_MS,
         }
     }
 }

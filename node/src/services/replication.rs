@@ -1,5 +1,5 @@
 //! The sibling service: the replication node (`core::replication`) over this node's
-//! redb store (`store::replica`), driven over the peer endpoint (`net::peer`), with
+//! redb store (`store::replica`), driven over the peer endpoint (`link`), with
 //! clients' writes routed through it so one clock versions them and one log carries
 //! them to the siblings. Also pairing (`edgenode peer pair|join`), which persists new
 //! siblings in `<data-dir>/siblings.toml` and restarts the driver with them.
@@ -8,7 +8,7 @@
 //! log, so pairing later ships everything it wrote.
 //!
 //! Trust: the driver and the media fetcher score what each sibling does
-//! (`net::peer::trust`, saved to `<data-dir>/trust.json`); placement weighs siblings
+//! (`link::trust`, saved to `<data-dir>/trust.json`); placement weighs siblings
 //! by trust tier, so when a sibling changes tier the driver restarts with the new
 //! weights: an untrusted sibling is placed nothing, and its shards are placed on (and
 //! repaired onto) the others.
@@ -59,7 +59,7 @@ pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;
 const PAIRED_FILE: &str = "siblings.toml";
 /// How often the driver is asked whether someone joined with our code (and the trust
 /// ledger is saved if it changed, and looked at for tier changes).
-const PAIRED_POLL: Duration = Duration::from_secs(1);
+const PAIRED_POLL_MS: u64 = 1000;
 /// The trust ledger, in the data dir.
 const TRUST_FILE: &str = "trust.json";
 
@@ -502,7 +502,7 @@ impl Siblings {
 /// Siblings who joined with our code: persisted, then the driver restarts with them.
 async fn watch_paired(service: std::sync::Weak<Siblings>) {
     loop {
-        tokio::time::sleep(PAIRED_POLL).await;
+        tokio::time::sleep(Duration::from_millis(PAIRED_POLL_MS)).await;
         let Some(service) = service.upgrade() else { return };
         if let Err(error) = service.trust.save_if_changed() {
             tracing::error!(%error, "cannot save the trust ledger");

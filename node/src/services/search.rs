@@ -1,5 +1,5 @@
 //! Fractal search: searches wider than this node, over the neighbour link
-//! (`net::peer::neighbours`). Scope rules and aggregator choice are `core::region`;
+//! (`link::neighbours`). Scope rules and aggregator choice are `core::region`;
 //! entries, hashes and digests `core::search`; the aggregated index
 //! `store::search_index`.
 //!
@@ -13,15 +13,15 @@
 //!
 //! Who is where: each node serves `info` (`{v, node_id, region, roles}`); a directory
 //! task asks every sibling and neighbour for it (unknown or unreachable ones every
-//! `INFO_RETRY`, the others every `INFO_REFRESH`), so regions and roles are configured
+//! `Duration::from_millis(INFO_RETRY_MS)`, the others every `Duration::from_millis(INFO_REFRESH_MS)`), so regions and roles are configured
 //! once, on their own node. An aggregator aggregates the prefix equal to its region.
 //!
 //! Feeding (`search-feed`): a node with a region sends the public entries of its home
 //! users (public posts and profiles; never followers-only or private data) to the
 //! tightest reachable aggregator covering its region; an aggregator sends its own
 //! and everything it received, by origin, to the next wider one. One feeder task per
-//! node, woken by local writes (debounced) and every `RESYNC_INTERVAL`:
-//! - after its first contact, and every `RESYNC_INTERVAL`, it sends each origin's
+//! node, woken by local writes (debounced) and every `Duration::from_millis(RESYNC_INTERVAL_MS)`:
+//! - after its first contact, and every `Duration::from_millis(RESYNC_INTERVAL_MS)`, it sends each origin's
 //!   digest (`digests`); for every origin whose digest differs the aggregator holds
 //!   the wrong set, and the feeder sends it whole (`replace`, in pages under one
 //!   generation; the last page drops what no page carried). That is the catch-up of
@@ -31,11 +31,11 @@
 //!   leaves the index within a round), and a received origin whose digest moved is
 //!   sent whole.
 //! - a failed call forgets what was sent (the next contact starts with digests) and
-//!   tries the next aggregator; rounds are retried every `RETRY_AFTER_FAILURE`.
+//!   tries the next aggregator; rounds are retried every `Duration::from_millis(RETRY_AFTER_FAILURE_MS)`.
 //!
 //! An aggregator accepts entries only for origins its region covers, and entries of
 //! other origins only from a node that says it aggregates. Origins no feeder
-//! confirmed for `ORIGIN_STALE_AFTER` are dropped. Bodies stay under the link's
+//! confirmed for `Duration::from_millis(ORIGIN_STALE_AFTER_MS)` are dropped. Bodies stay under the link's
 //! 1 MiB (`PAGE_BYTES_MAX`), entries under `core::search` limits, origins and
 //! entries per origin under `store::search_index` limits.
 
@@ -65,21 +65,21 @@ const WIRE_VERSION: u8 = 1;
 /// The role that makes a node an aggregator for its region.
 pub const ROLE_AGGREGATOR: &str = "aggregator";
 
-const INFO_TIMEOUT: Duration = Duration::from_secs(3);
-const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
-const UNREACHABLE_SEARCH_TIMEOUT: Duration = Duration::from_secs(1);
-const FEED_TIMEOUT: Duration = Duration::from_secs(10);
+const INFO_TIMEOUT_MS: u64 = 3000;
+const SEARCH_TIMEOUT_MS: u64 = 5000;
+const UNREACHABLE_SEARCH_TIMEOUT_MS: u64 = 1000;
+const FEED_TIMEOUT_MS: u64 = 10_000;
 /// How often known neighbours are asked again who they are.
-const INFO_REFRESH: Duration = Duration::from_secs(30);
+const INFO_REFRESH_MS: u64 = 30_000;
 /// How often unknown or unreachable neighbours are asked.
-const INFO_RETRY: Duration = Duration::from_secs(2);
+const INFO_RETRY_MS: u64 = 2000;
 /// Writes within this are fed in one round.
-const FEED_DEBOUNCE: Duration = Duration::from_millis(200);
+const FEED_DEBOUNCE_MS: u64 = 200;
 /// Full digest comparison with the aggregator.
-const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(3);
+const RESYNC_INTERVAL_MS: u64 = 60_000;
+const RETRY_AFTER_FAILURE_MS: u64 = 3000;
 /// An origin no feeder confirmed for this long leaves the index.
-const ORIGIN_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+const ORIGIN_STALE_AFTER_MS: u64 = (24 * 3600) * 1000;
 /// Largest feed body (the link allows 1 MiB; JSON framing stays well under it).
 const PAGE_BYTES_MAX: usize = 512 * 1024;
 /// Most results of each kind in an answer (the API's `limit` is at most 100).
@@ -285,7 +285,9 @@ impl SearchService {
         let mut asking = tokio::task::JoinSet::new();
         for node in nodes {
             let link = self.link.clone();
-            asking.spawn(async move { (node, link.call(node, SERVICE_INFO, b"{}", INFO_TIMEOUT).await) });
+            asking.spawn(async move {
+                (node, link.call(node, SERVICE_INFO, b"{}", Duration::from_millis(INFO_TIMEOUT_MS)).await)
+            });
         }
         let mut new_aggregator = false;
         while let Some(joined) = asking.join_next().await {
@@ -334,7 +336,11 @@ impl SearchService {
             .filter(|node| match directory.get(node) {
                 None => true,
                 Some(entry) => {
-                    let every = if entry.known.is_some() && entry.reachable { INFO_REFRESH } else { INFO_RETRY };
+                    let every = if entry.known.is_some() && entry.reachable {
+                        Duration::from_millis(INFO_REFRESH_MS)
+                    } else {
+                        Duration::from_millis(INFO_RETRY_MS)
+                    };
                     now_ms.saturating_sub(entry.asked_at_ms) >= every.as_millis() as u64
                 }
             })
@@ -349,7 +355,7 @@ impl SearchService {
             return Ok(self.answer_region(query, prefix, limit)?);
         }
         let runtime = tokio::runtime::Handle::current();
-        // Neighbours never heard from are asked now (bounded by INFO_TIMEOUT).
+        // Neighbours never heard from are asked now (bounded by Duration::from_millis(INFO_TIMEOUT_MS)).
         let unknown: Vec<NodeId> = {
             let directory = lock(&self.directory);
             self.link
@@ -375,7 +381,11 @@ impl SearchService {
         let mut tried = Vec::new();
         for node in candidates {
             // One the directory could not reach lately gets a short try, not a long wait.
-            let timeout = if self.reachable(node) { SEARCH_TIMEOUT } else { UNREACHABLE_SEARCH_TIMEOUT };
+            let timeout = if self.reachable(node) {
+                Duration::from_millis(SEARCH_TIMEOUT_MS)
+            } else {
+                Duration::from_millis(UNREACHABLE_SEARCH_TIMEOUT_MS)
+            };
             let answer = runtime.block_on(self.link.call(node, SERVICE_SEARCH, &request, timeout));
             match answer.map_err(|error| error.to_string()).and_then(|bytes| remote_answer(&bytes, limit)) {
                 Ok(answer) => return Ok(answer),
@@ -411,7 +421,9 @@ impl SearchService {
             for node in sibling_ids {
                 let link = self.link.clone();
                 let request = request.clone();
-                asking.spawn(async move { (node, link.call(node, SERVICE_SEARCH, &request, SEARCH_TIMEOUT).await) });
+                asking.spawn(async move {
+                    (node, link.call(node, SERVICE_SEARCH, &request, Duration::from_millis(SEARCH_TIMEOUT_MS)).await)
+                });
             }
             let (mut answers, mut unreachable) = (Vec::new(), Vec::new());
             while let Some(joined) = asking.join_next().await {
@@ -504,7 +516,11 @@ impl SearchService {
 
     async fn feed_call(&self, target: NodeId, request: &FeedRequest) -> Result<FeedAnswer, String> {
         let body = serde_json::to_vec(request).expect("feed requests serialize");
-        let answer = self.link.call(target, SERVICE_FEED, &body, FEED_TIMEOUT).await.map_err(|e| e.to_string())?;
+        let answer = self
+            .link
+            .call(target, SERVICE_FEED, &body, Duration::from_millis(FEED_TIMEOUT_MS))
+            .await
+            .map_err(|e| e.to_string())?;
         serde_json::from_slice(&answer).map_err(|error| format!("bad feed answer: {error}"))
     }
 
@@ -558,8 +574,7 @@ impl SearchService {
             None => (Vec::new(), Vec::new()),
         };
         let now = crate::os::now_ms();
-        let resync_due =
-            state.last_resync_ms.is_none_or(|at| now.saturating_sub(at) >= RESYNC_INTERVAL.as_millis() as u64);
+        let resync_due = state.last_resync_ms.is_none_or(|at| now.saturating_sub(at) >= RESYNC_INTERVAL_MS);
         let mut send_whole: BTreeSet<NodeId> = BTreeSet::new();
         if resync_due {
             let own_digest = Digest::of(own_current.values().map(|(hash, _)| hash));
@@ -747,48 +762,48 @@ async fn directory_loop(service: std::sync::Weak<SearchService>) {
             service.wake_feeder.notify_one();
         }
         drop(service);
-        tokio::time::sleep(INFO_RETRY).await;
+        tokio::time::sleep(Duration::from_millis(INFO_RETRY_MS)).await;
     }
 }
 
 async fn feed_loop(service: std::sync::Weak<SearchService>) {
     let mut state = FeedState::default();
-    let mut wait = INFO_RETRY;
+    let mut wait = Duration::from_millis(INFO_RETRY_MS);
     loop {
         {
             let Some(service) = service.upgrade() else { return };
             let _ = tokio::time::timeout(wait, service.wake_feeder.notified()).await;
         }
-        tokio::time::sleep(FEED_DEBOUNCE).await;
+        tokio::time::sleep(Duration::from_millis(FEED_DEBOUNCE_MS)).await;
         let Some(service) = service.upgrade() else { return };
         if let Some(index) = &service.index {
-            let before = crate::os::now_ms().saturating_sub(ORIGIN_STALE_AFTER.as_millis() as u64);
+            let before = crate::os::now_ms().saturating_sub(ORIGIN_STALE_AFTER_MS);
             let index = index.clone();
             if let Ok(Ok(purged @ 1..)) = tokio::task::spawn_blocking(move || index.purge_unconfirmed(before)).await {
                 tracing::info!(purged, "dropped search origins nobody confirmed for a day");
             }
         }
         let Some(own_region) = service.region.clone() else {
-            wait = RESYNC_INTERVAL;
+            wait = Duration::from_millis(RESYNC_INTERVAL_MS);
             continue;
         };
         let targets = feed_targets(&own_region, service.is_aggregator(), service.node_id, &service.known());
         let targets = service.reachable_first(targets);
-        wait = RESYNC_INTERVAL;
+        wait = Duration::from_millis(RESYNC_INTERVAL_MS);
         for target in targets {
             if state.target != Some(target) {
                 state = FeedState { target: Some(target), ..FeedState::default() };
             }
             match service.feed_round(target, &mut state).await {
                 Ok(()) => {
-                    wait = RESYNC_INTERVAL;
+                    wait = Duration::from_millis(RESYNC_INTERVAL_MS);
                     break;
                 }
                 Err(reason) => {
                     tracing::info!(%target, %reason, "feeding the aggregator failed; trying the next");
                     service.mark_unreachable(target);
                     state = FeedState::default();
-                    wait = RETRY_AFTER_FAILURE;
+                    wait = Duration::from_millis(RETRY_AFTER_FAILURE_MS);
                 }
             }
         }
