@@ -7,8 +7,8 @@ use http::{header, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::password;
 use super::{empty_response, header_value, json_response, ok_json, token_hash, Api, ApiError, ApiResult, Call};
+use super::{password, ports};
 use crate::core::text;
 use crate::os;
 use crate::store::Admission;
@@ -113,7 +113,7 @@ pub fn replication(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
 }
 
-fn siblings<'a>(api: &'a Api, call: &mut Call<'_>) -> Result<&'a crate::services::replication::Siblings, ApiError> {
+fn siblings<'a>(api: &'a Api, call: &mut Call<'_>) -> Result<&'a dyn ports::Replication, ApiError> {
     if !call.local_control && !call.user()?.admin {
         return Err(ApiError::forbidden("only an admin can manage siblings"));
     }
@@ -125,7 +125,7 @@ pub fn peers(api: &Api, call: &mut Call<'_>) -> ApiResult {
 }
 
 pub fn pair(api: &Api, call: &mut Call<'_>) -> ApiResult {
-    let answer = siblings(api, call)?.start_pairing().map_err(|error| ApiError::unavailable(error.to_string()))?;
+    let answer = siblings(api, call)?.start_pairing().map_err(ApiError::unavailable)?;
     ok_json(answer)
 }
 
@@ -141,7 +141,7 @@ pub fn join(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let service = siblings(api, call)?;
     match service.join(request.address.trim(), request.code.trim()) {
         Ok(info) => ok_json(json!({"node_id": info.node_id.to_string(), "address": info.address, "pin": info.pin})),
-        Err(error) => Err(ApiError::bad_request("pairing_failed", format!("{error:#}"))),
+        Err(error) => Err(ApiError::bad_request("pairing_failed", error)),
     }
 }
 

@@ -1,11 +1,13 @@
 //! The HTTP API: one blocking `http::Request -> http::Response` service that every
 //! transport (HTTPS over TCP, HTTP/3 over QUIC) adapts to. Routes live in one table
-//! (`routes.rs`) that both dispatch and `/openapi.json` are made from.
+//! (`routes.rs`) that both dispatch and `/openapi.json` are made from. It reaches the
+//! services only through its own traits (`ports.rs`).
 
 mod accounts;
 mod media;
 pub mod metrics;
 pub mod password;
+pub mod ports;
 mod remote;
 mod routes;
 mod social;
@@ -21,10 +23,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::core::model::User;
 use crate::media::{MediaError, Pipeline};
-use crate::services::coalesce::Coalescer;
 use crate::store::{MediaInfo, Store, StoreError};
 use metrics::Metrics;
 use throttle::LoginThrottle;
@@ -177,11 +179,12 @@ pub struct Api {
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
     /// Nodes seen over mDNS; `None` when discovery is off.
     nearby: Option<crate::discovery::NearbyHandle>,
-    siblings: Option<std::sync::Arc<crate::services::replication::Siblings>>,
+    /// Sibling replication (state, pairing, where users' replicas are).
+    siblings: Option<Arc<dyn ports::Replication>>,
     /// Searches wider than this node (`scope=neighbourhood|<region prefix>`).
-    search: Option<Arc<crate::services::search::SearchService>>,
+    search: Option<Arc<dyn ports::Search>>,
     /// Fan-out across the neighbourhood (remote follows, feeds, photos); see `remote.rs`.
-    fanout: Option<Arc<crate::services::fanout::Fanout>>,
+    fanout: Option<Arc<dyn ports::Fanout>>,
     /// SHA-256 of the local control token in `<data_dir>/control-token`: whoever can
     /// read the data dir (the `edgenode` CLI on the box) may read admin node info.
     control_token_hash: [u8; 32],
@@ -222,19 +225,19 @@ impl Api {
     }
 
     /// Answers `GET /api/v1/node/replication` and lists users' replicas from this.
-    pub fn with_siblings(mut self, siblings: std::sync::Arc<crate::services::replication::Siblings>) -> Api {
+    pub fn with_siblings(mut self, siblings: Arc<dyn ports::Replication>) -> Api {
         self.siblings = Some(siblings);
         self
     }
 
     /// Follows users of other nodes and shows their posts through this fan-out service.
-    pub fn with_fanout(mut self, fanout: Arc<crate::services::fanout::Fanout>) -> Api {
+    pub fn with_fanout(mut self, fanout: Arc<dyn ports::Fanout>) -> Api {
         self.fanout = Some(fanout);
         self
     }
 
     /// Answers searches of the neighbourhood and of regions through this service.
-    pub fn with_search(mut self, search: Arc<crate::services::search::SearchService>) -> Api {
+    pub fn with_search(mut self, search: Arc<dyn ports::Search>) -> Api {
         self.search = Some(search);
         self
     }

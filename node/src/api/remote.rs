@@ -1,5 +1,5 @@
 //! Users of other nodes, addressed as `handle@<node id>` (16 hex digits): their
-//! profile (asked of that node), follows (routed to their home by `crate::services::fanout`),
+//! profile (asked of that node), follows (routed to their home by fan-out, `ports::Fanout`),
 //! their cached posts, remote posts in feeds, and photos of remote posts (cached
 //! here, fetched from the author's home on a miss). Every read applies `may_view`
 //! through the fan-out core (followers-only posts only to local followers).
@@ -9,10 +9,10 @@ use http::{header, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::media::media_json;
+use super::ports::{Fanout, RemoteError};
 use super::{header_value, ok_json, Api, ApiError, ApiResult, Call};
-use crate::core::fanout::FeedEntry;
+use crate::core::fanout::{FeedEntry, RemoteUser};
 use crate::core::model::NodeId;
-use crate::services::fanout::{Fanout, FanoutServiceError, RemoteUser};
 use crate::store::BlobKind;
 
 /// `handle@<node id>` split, when the node id is 16 hex digits.
@@ -24,9 +24,9 @@ pub(super) fn parse(text: &str) -> Option<(String, NodeId)> {
     Some((handle.to_lowercase(), node.parse().ok()?))
 }
 
-fn unreachable(node: NodeId, error: &FanoutServiceError) -> ApiError {
+fn unreachable(node: NodeId, error: &RemoteError) -> ApiError {
     match error {
-        error if error.is_unknown_node() => ApiError::new(
+        RemoteError::UnknownNode(_) => ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_node",
             format!("node {node} is not a neighbour of this node; add it under [[peers.neighbours]]"),
@@ -40,7 +40,7 @@ fn unreachable(node: NodeId, error: &FanoutServiceError) -> ApiError {
 }
 
 impl Api {
-    fn fanout(&self) -> Result<&Fanout, ApiError> {
+    fn fanout(&self) -> Result<&dyn Fanout, ApiError> {
         self.fanout.as_deref().ok_or_else(|| ApiError::unavailable("fan-out across nodes is not running on this node"))
     }
 
@@ -81,7 +81,7 @@ impl Api {
 
     /// Remote posts of `viewer`'s feed older than `before` (a post id), newest first.
     pub(super) fn remote_feed_items(&self, viewer: &str, before: Option<&str>, limit: usize) -> Vec<(String, Value)> {
-        let Some(fanout) = &self.fanout else { return Vec::new() };
+        let Some(fanout) = self.fanout.as_deref() else { return Vec::new() };
         fanout
             .feed_for(viewer, usize::MAX)
             .into_iter()
@@ -92,7 +92,7 @@ impl Api {
     }
 
     /// A cached remote post shaped like a local one, plus the node it came from.
-    fn remote_post_json(&self, fanout: &Fanout, entry: &FeedEntry) -> Option<Value> {
+    fn remote_post_json(&self, fanout: &dyn Fanout, entry: &FeedEntry) -> Option<Value> {
         let post = entry.post.as_ref()?;
         let profile = fanout.profile(&post.author_id);
         let handle = match &profile {
@@ -150,8 +150,8 @@ pub(super) fn set_follow(api: &Api, call: &mut Call<'_>, handle: &str, node: Nod
     let user = api.remote_user(handle, node, following)?;
     let version = api.store.set_follow(&follower, &user.user_id, following)?;
     fanout.follow_remote(&follower, &user, version, following).map_err(|error| match error {
-        FanoutServiceError::Fanout(error) => ApiError::bad_request("cannot_follow", error.to_string()),
-        FanoutServiceError::Store(error) => error.into(),
+        RemoteError::Refused(reason) => ApiError::bad_request("cannot_follow", reason),
+        RemoteError::Store(error) => error.into(),
         error => ApiError::unavailable(error.to_string()),
     })?;
     ok_json(json!({"following": following}))
@@ -178,7 +178,7 @@ pub(super) fn user_posts(api: &Api, call: &mut Call<'_>, handle: &str, node: Nod
 /// photo of a cached remote post the caller may see, from the cache or its author's
 /// home. Range is not served for these (the whole file is, as RFC 9110 allows).
 pub(super) fn download(api: &Api, call: &mut Call<'_>, media_id: &str, kind: BlobKind) -> ApiResult {
-    let Some(fanout) = &api.fanout else { return Err(ApiError::not_found("media")) };
+    let Some(fanout) = api.fanout.as_deref() else { return Err(ApiError::not_found("media")) };
     let found = fanout.remote_media(call.viewer_id(), media_id, kind).map_err(|error| {
         tracing::warn!(%error, media_id, "cannot fetch a remote photo");
         ApiError::new(StatusCode::BAD_GATEWAY, "node_unreachable", format!("the photo's node did not give it: {error}"))

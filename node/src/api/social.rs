@@ -8,11 +8,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::media::media_json;
+use super::ports::{self, SearchError};
 use super::{empty_response, json_response, ok_json, Api, ApiError, ApiResult, Call};
 use crate::core::model::{may_view, Post, User, Visibility};
 use crate::core::region::Scope;
+use crate::core::search::{merge_posts, merge_users};
 use crate::core::text;
-use crate::services::search::SearchError;
 
 pub const CAPTION_CHARS_MAX: usize = 2_200;
 pub const MEDIA_PER_POST_MAX: usize = 10;
@@ -318,7 +319,7 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
         let nodes: Vec<serde_json::Value> = siblings
             .replicas_of(&user.user_id, user.home)
             .into_iter()
-            .map(|(node_id, peer_address, this_node)| {
+            .map(|ports::Replica { node_id, peer_address, this_node }| {
                 let (name, addresses) = if this_node {
                     // A wildcard listen address tells a client nothing; it knows how it reached us.
                     let addresses: Vec<String> = api
@@ -480,16 +481,16 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
         // Public data only, from an aggregator (this node or the one it forwards to).
         return match service.search_region(query, prefix, limit) {
             Ok(answer) => ok_json(answer),
-            Err(error @ SearchError::NoAggregator { .. }) => {
+            Err(error @ SearchError::NoAggregator(_)) => {
                 Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_aggregator", error.to_string()))
             }
             Err(SearchError::Store(error)) => Err(error.into()),
-            Err(error @ SearchError::Config(_)) => Err(ApiError::unavailable(error.to_string())),
+            Err(error @ SearchError::Unavailable(_)) => Err(ApiError::unavailable(error.to_string())),
         };
     }
     let terms = text::query_terms(query);
     let posts = api.store.search_posts(&terms, limit)?;
-    let handle_prefix = crate::services::search::handle_prefix(query);
+    let handle_prefix = text::handle_prefix(query);
     let users = if handle_prefix.is_empty() {
         Vec::new()
     } else {
@@ -523,8 +524,8 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
     ok_json(json!({
         "scope": "neighbourhood",
         "answered_by": answered_by,
-        "users": crate::services::search::merge_users(users, limit),
-        "posts": crate::services::search::merge_posts(posts, limit),
+        "users": merge_users(users, limit),
+        "posts": merge_posts(posts, limit),
         "unreachable": unreachable,
     }))
 }

@@ -1,6 +1,7 @@
 //! The public search entries nodes feed to aggregators: what an entry holds, the
 //! limits it must keep, its content hash, the per-origin digest, and the change set
-//! between what a feeder last sent and what it holds now. Pure; `services::search` moves them.
+//! between what a feeder last sent and what it holds now; and how the answers of
+//! several nodes merge. Pure; `services::search` moves them.
 //!
 //! Only public data ever becomes an entry: public posts (no followers-only or private
 //! post, ever) and profiles (handle, display name, bio). An entry belongs to its
@@ -8,9 +9,10 @@
 //! kind, id) and an origin's digest (count, XOR of entry hashes) tells feeder and
 //! aggregator apart in one number pair.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::core::model::NodeId;
@@ -208,9 +210,39 @@ pub(crate) fn sample_post(id: &str, caption: &str) -> Entry {
     })
 }
 
+// ----- answers -----
+
+/// Posts without repeats (first one wins), newest id first, at most `limit`.
+pub fn merge_posts(posts: Vec<Value>, limit: usize) -> Vec<Value> {
+    let mut seen = BTreeSet::new();
+    let mut posts: Vec<Value> =
+        posts.into_iter().filter(|post| seen.insert(post["id"].as_str().unwrap_or_default().to_owned())).collect();
+    posts.sort_by(|a, b| b["id"].as_str().cmp(&a["id"].as_str()));
+    posts.truncate(limit);
+    posts
+}
+
+/// Users without repeats (first one wins), at most `limit`.
+pub fn merge_users(users: Vec<Value>, limit: usize) -> Vec<Value> {
+    let mut seen = BTreeSet::new();
+    let mut users: Vec<Value> =
+        users.into_iter().filter(|user| seen.insert(user["user_id"].as_str().unwrap_or_default().to_owned())).collect();
+    users.truncate(limit);
+    users
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merged_answers_have_no_repeats_and_newest_first() {
+        let posts =
+            vec![json!({"id": "b", "n": 1}), json!({"id": "c"}), json!({"id": "b", "n": 2}), json!({"id": "a"})];
+        let merged = merge_posts(posts, 2);
+        assert_eq!(merged, vec![json!({"id": "c"}), json!({"id": "b", "n": 1})]);
+    }
 
     fn post(id: &str, caption: &str) -> Entry {
         sample_post(id, caption)

@@ -73,9 +73,21 @@ pub fn query_terms(query: &str) -> Vec<String> {
     terms.into_iter().collect()
 }
 
+/// The word a search matches handles by: the first word that is no `#tag`, without
+/// a leading `@`, lowercased (empty: match no handle).
+pub fn handle_prefix(query: &str) -> String {
+    query.split_whitespace().find(|word| !word.starts_with('#')).unwrap_or("").trim_start_matches('@').to_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handles_are_matched_by_the_first_plain_word() {
+        assert_eq!(handle_prefix("#sea @Ada boats"), "ada");
+        assert_eq!(handle_prefix("#sea"), "");
+    }
 
     #[test]
     fn handles() {

@@ -67,14 +67,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
+use crate::coalesce::Coalescer;
 use crate::config::FanoutSettings;
 use crate::core::fanout::{
-    FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, FANOUT_PROTOCOL_VERSION,
+    FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, RemoteUser, FANOUT_PROTOCOL_VERSION,
 };
 use crate::core::model::{may_view, NodeId, Version, Visibility};
 use crate::link::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices};
 use crate::os;
-use crate::services::coalesce::Coalescer;
 use crate::store::blobs::is_sha256_hex;
 use crate::store::fanout::RemoteProfile;
 use crate::store::{hex, BlobKind, MediaInfo, Store, StoreError};
@@ -99,18 +99,6 @@ const DRIVER_WAKE_MAX_MS: u64 = 1000;
 struct Envelope {
     version: u8,
     message: Message,
-}
-
-/// A remote user as their node describes them (`profile` service).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RemoteUser {
-    pub user_id: String,
-    pub handle: String,
-    pub display_name: String,
-    pub bio: String,
-    pub created_at: u64,
-    /// The node that answers for them.
-    pub home: NodeId,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -1,7 +1,6 @@
 //! Services between nodes: drivers of `core` state machines over `link` and `store`.
 //! They never import `api` or `http`; the API reaches them through its own traits.
 
-pub mod coalesce;
 pub mod fanout;
 pub mod media_fetch;
 pub mod replication;

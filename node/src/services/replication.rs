@@ -359,6 +359,13 @@ impl Siblings {
             .collect()
     }
 
+    /// The ids of the siblings this node replicates with now.
+    pub fn sibling_ids(&self) -> Vec<NodeId> {
+        let running = self.running.blocking_lock();
+        let siblings = running.as_ref().map(|running| running.siblings.as_slice()).unwrap_or_default();
+        siblings.iter().filter_map(node_id_of).collect()
+    }
+
     /// Every sibling with its connection state and counters (`edgenode peer list`).
     pub fn peers(&self) -> Vec<Value> {
         let running = self.running.blocking_lock();

@@ -49,11 +49,10 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::core::model::NodeId;
 use crate::core::region::{aggregators_for, feed_targets, Known, Region, Scope};
-use crate::core::search::{changes, Digest, Entry, EntryKey, Origin, PublicPost, PublicUser};
+use crate::core::search::{changes, merge_posts, merge_users, Digest, Entry, EntryKey, Origin, PublicPost, PublicUser};
 use crate::core::text;
-use crate::link::neighbours::{NeighbourHandler, NeighbourLink};
+use crate::link::neighbours::{NeighbourHandler, NeighbourLink, NeighbourServices};
 use crate::locking::lock;
-use crate::services::replication::Siblings;
 use crate::store::search_index::{public_post, Hit, SearchIndex, ENTRIES_PER_ORIGIN_MAX};
 use crate::store::{Store, StoreError};
 
@@ -172,6 +171,15 @@ struct FeedState {
     last_resync_ms: Option<u64>,
 }
 
+/// What search needs of the node's link, given to it directly (it holds no other
+/// service): calls to siblings' and neighbours' services, the registry its own
+/// services answer on, and who the siblings are now (pairing changes them).
+pub struct SearchLinks {
+    pub link: Arc<NeighbourLink>,
+    pub services: Arc<NeighbourServices>,
+    pub sibling_ids: Box<dyn Fn() -> Vec<NodeId> + Send + Sync>,
+}
+
 pub struct SearchService {
     store: Arc<Store>,
     node_id: NodeId,
@@ -180,7 +188,7 @@ pub struct SearchService {
     /// The aggregated index, on aggregators only.
     index: Option<SearchIndex>,
     link: Arc<NeighbourLink>,
-    siblings: Arc<Siblings>,
+    sibling_ids: Box<dyn Fn() -> Vec<NodeId> + Send + Sync>,
     directory: Mutex<BTreeMap<NodeId, DirectoryEntry>>,
     wake_feeder: tokio::sync::Notify,
     last_generation: Mutex<u64>,
@@ -198,13 +206,14 @@ impl std::fmt::Debug for SearchService {
 }
 
 impl SearchService {
-    /// Registers `info`, `search-feed` and `search` on the siblings' neighbour
-    /// services, and starts the directory and feeder tasks. Call within the runtime.
+    /// Registers `info`, `search-feed` and `search` on the neighbour services, and
+    /// starts the directory and feeder tasks. Call within the runtime.
     pub fn start(
         config: &Config,
         store: Arc<Store>,
-        siblings: &Arc<Siblings>,
+        links: impl Into<SearchLinks>,
     ) -> Result<Arc<SearchService>, SearchError> {
+        let SearchLinks { link, services, sibling_ids } = links.into();
         let region = match config.region.trim() {
             "" => None,
             text => Some(Region::parse(text).map_err(SearchError::Config)?),
@@ -221,13 +230,12 @@ impl SearchService {
             region,
             roles: config.roles.clone(),
             index,
-            link: siblings.neighbour_link().clone(),
-            siblings: siblings.clone(),
+            link,
+            sibling_ids,
             directory: Mutex::new(BTreeMap::new()),
             wake_feeder: tokio::sync::Notify::new(),
             last_generation: Mutex::new(0),
         });
-        let services = siblings.neighbour_services();
         services.register(SERVICE_INFO, Arc::new(InfoHandler(Arc::downgrade(&service))));
         services.register(SERVICE_FEED, Arc::new(FeedHandler(Arc::downgrade(&service))));
         services.register(SERVICE_SEARCH, Arc::new(SearchHandler(Arc::downgrade(&service))));
@@ -406,8 +414,7 @@ impl SearchService {
 
     /// Each sibling's public `node` answer, asked at once: (answers, unreachable ids).
     pub fn search_siblings(&self, query: &str, limit: usize) -> (Vec<Value>, Vec<String>) {
-        let sibling_ids: Vec<NodeId> =
-            self.siblings.sibling_list().iter().filter_map(|sibling| sibling["id"].as_str()?.parse().ok()).collect();
+        let sibling_ids = (self.sibling_ids)();
         let request = serde_json::to_vec(&SearchRequest {
             v: WIRE_VERSION,
             q: query.to_owned(),
@@ -450,7 +457,7 @@ impl SearchService {
             let handle = self.store.user(&post.author_id)?.map(|user| user.handle).unwrap_or_default();
             posts.push(post_item(&public_post(&post, &handle), &node));
         }
-        let prefix = handle_prefix(query);
+        let prefix = text::handle_prefix(query);
         let users = if prefix.is_empty() {
             Vec::new()
         } else {
@@ -476,7 +483,7 @@ impl SearchService {
     fn answer_region(&self, query: &str, prefix: &Region, limit: usize) -> Result<Value, StoreError> {
         let index = self.index_covering(prefix).expect("checked by the caller");
         let terms = text::query_terms(query);
-        let handle_prefix = handle_prefix(query);
+        let handle_prefix = text::handle_prefix(query);
         let (mut users, mut posts) = match &self.region {
             Some(own) if prefix.covers(own) => self.answer_node(query, limit)?,
             _ => (Vec::new(), Vec::new()),
@@ -840,12 +847,6 @@ impl NeighbourHandler for SearchHandler {
 
 // ----- answers -----
 
-/// The word a search matches handles by: the first word that is no `#tag`, without
-/// a leading `@`, lowercased (empty: match no handle).
-pub fn handle_prefix(query: &str) -> String {
-    query.split_whitespace().find(|word| !word.starts_with('#')).unwrap_or("").trim_start_matches('@').to_lowercase()
-}
-
 fn origin_json(origin: &Origin) -> Value {
     json!({"id": origin.id.to_string(), "region": origin.region})
 }
@@ -872,25 +873,6 @@ fn user_item(user: &PublicUser, node: &Value) -> Value {
         "bio": user.bio,
         "node": node,
     })
-}
-
-/// Posts without repeats (first one wins), newest id first, at most `limit`.
-pub fn merge_posts(posts: Vec<Value>, limit: usize) -> Vec<Value> {
-    let mut seen = BTreeSet::new();
-    let mut posts: Vec<Value> =
-        posts.into_iter().filter(|post| seen.insert(post["id"].as_str().unwrap_or_default().to_owned())).collect();
-    posts.sort_by(|a, b| b["id"].as_str().cmp(&a["id"].as_str()));
-    posts.truncate(limit);
-    posts
-}
-
-/// Users without repeats (first one wins), at most `limit`.
-pub fn merge_users(users: Vec<Value>, limit: usize) -> Vec<Value> {
-    let mut seen = BTreeSet::new();
-    let mut users: Vec<Value> =
-        users.into_iter().filter(|user| seen.insert(user["user_id"].as_str().unwrap_or_default().to_owned())).collect();
-    users.truncate(limit);
-    users
 }
 
 /// A neighbour's answer, checked for shape and cut to `limit`.
@@ -964,19 +946,5 @@ mod tests {
         for page in &paged {
             assert!(serde_json::to_vec(page).unwrap().len() <= PAGE_BYTES_MAX + 1);
         }
-    }
-
-    #[test]
-    fn merged_answers_have_no_repeats_and_newest_first() {
-        let posts =
-            vec![json!({"id": "b", "n": 1}), json!({"id": "c"}), json!({"id": "b", "n": 2}), json!({"id": "a"})];
-        let merged = merge_posts(posts, 2);
-        assert_eq!(merged, vec![json!({"id": "c"}), json!({"id": "b", "n": 1})]);
-    }
-
-    #[test]
-    fn handles_are_matched_by_the_first_plain_word() {
-        assert_eq!(handle_prefix("#sea @Ada boats"), "ada");
-        assert_eq!(handle_prefix("#sea"), "");
     }
 }

@@ -84,4 +84,4 @@ pub mod wire;
 pub use node::{
     AuthorCache, FanoutConfig, FanoutError, FanoutNode, FanoutState, FanoutStats, Ledger, Subscriber, Subscription,
 };
-pub use wire::{FeedEntry, Message, Refusal, UserId, FANOUT_PROTOCOL_VERSION};
+pub use wire::{FeedEntry, Message, Refusal, RemoteUser, UserId, FANOUT_PROTOCOL_VERSION};

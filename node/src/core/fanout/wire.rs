@@ -16,6 +16,18 @@ pub const FANOUT_PROTOCOL_VERSION: u8 = 1;
 /// A user id (`User::user_id`).
 pub type UserId = String;
 
+/// A remote user as their node describes them (the answer of its `profile` service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteUser {
+    pub user_id: String,
+    pub handle: String,
+    pub display_name: String,
+    pub bio: String,
+    pub created_at: u64,
+    /// The node that answers for them.
+    pub home: NodeId,
+}
+
 /// One post of an author as followers see it, at one version. `post: None` is a
 /// removal: the post was deleted, or edited to `Private`; either way it must leave
 /// every follower's feed.

@@ -1,0 +1,127 @@
+//! What the API needs of the services: replication, fan-out and search, as the API's
+//! own traits with plain data in their signatures. The API holds `Arc<dyn …>` of
+//! these and never a service's type; the composition root implements them with the
+//! services (`wiring.rs`, beside `node.rs`).
+
+use serde_json::Value;
+
+use crate::core::fanout::{FeedEntry, RemoteUser};
+use crate::core::model::{NodeId, Version};
+use crate::core::region::Region;
+use crate::store::fanout::RemoteProfile;
+use crate::store::{BlobKind, MediaInfo, StoreError};
+
+/// Sibling replication: its state for admins and `/metrics`, pairing, and where a
+/// user's replicas are. Called from blocking threads.
+pub trait Replication: Send + Sync {
+    /// Counters in Prometheus text format.
+    fn metrics_text(&self) -> String;
+    /// The siblings this node replicates with: `[{id, peer_address}]` (public).
+    fn sibling_list(&self) -> Vec<Value>;
+    /// Every sibling with its connection state and counters.
+    fn peers(&self) -> Vec<Value>;
+    /// Replication figures for operators and tests.
+    fn status(&self) -> Result<Value, StoreError>;
+    /// A one-time pairing code for the other node, with how to reach this one; the
+    /// error is a message for people.
+    fn start_pairing(&self) -> Result<Value, String>;
+    /// Joins the node at `address` with the code it showed; the error is a message
+    /// for people.
+    fn join(&self, address: &str, code: &str) -> Result<Sibling, String>;
+    /// The replicas of a user, `home` first.
+    fn replicas_of(&self, user_id: &str, home: Option<NodeId>) -> Vec<Replica>;
+}
+
+/// A sibling this node just paired with.
+#[derive(Debug, Clone)]
+pub struct Sibling {
+    pub node_id: NodeId,
+    pub address: String,
+    pub pin: String,
+}
+
+/// A node holding a replica of a user.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    pub node_id: NodeId,
+    /// Where siblings reach it, if known.
+    pub peer_address: Option<String>,
+    pub this_node: bool,
+}
+
+/// Fan-out across the neighbourhood: users of other nodes, follows of them, their
+/// cached posts and photos. Called from blocking threads.
+pub trait Fanout: Send + Sync {
+    /// Counters in Prometheus text format.
+    fn metrics_text(&self) -> String;
+    /// A post was created, edited or deleted through the API.
+    fn post_changed(&self, author_id: &str, post_id: &str);
+    /// Asks `node` for the user with `handle` (`None`: no such user there).
+    fn resolve(&self, handle: &str, node: NodeId) -> Result<Option<RemoteUser>, RemoteError>;
+    /// A remote user known here by `handle`, homed at or resolved through `node`.
+    fn known_profile(&self, handle: &str, node: NodeId) -> Option<RemoteProfile>;
+    /// The remote user a local user follows, as last resolved.
+    fn profile(&self, user_id: &str) -> Option<RemoteProfile>;
+    fn follows(&self, follower: &str, author: &str) -> bool;
+    /// A local user follows (or stops following) a remote user; durable on return.
+    fn follow_remote(
+        &self,
+        follower: &str,
+        author: &RemoteUser,
+        version: Version,
+        active: bool,
+    ) -> Result<(), RemoteError>;
+    /// Remote posts for `user`'s feed, newest first.
+    fn feed_for(&self, user: &str, limit: usize) -> Vec<FeedEntry>;
+    /// Cached posts of a remote author that `viewer` may see, newest first.
+    fn posts_of(&self, author: &str, viewer: Option<&str>, limit: usize) -> Vec<FeedEntry>;
+    /// What the photo cache knows of a remote photo.
+    fn cached_media_info(&self, media_id: &str) -> Option<MediaInfo>;
+    /// A variant of a photo of a remote post `viewer` may see (`None`: no cached
+    /// post that `viewer` may see carries it).
+    fn remote_media(
+        &self,
+        viewer: Option<&str>,
+        media_id: &str,
+        kind: BlobKind,
+    ) -> Result<Option<(MediaInfo, Vec<u8>)>, RemoteError>;
+}
+
+/// Why fan-out could not do what the API asked, as the API tells the cases apart.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The node asked for is neither a sibling nor a configured neighbour.
+    #[error("{0}")]
+    UnknownNode(String),
+    /// The fan-out rules refuse it.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(StoreError),
+    /// The other node did not answer, or answered badly.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Searches wider than this node. Called from blocking threads.
+pub trait Search: Send + Sync {
+    /// An aggregator's answer over `prefix`: `{scope, answered_by, users, posts}`.
+    fn search_region(&self, query: &str, prefix: &Region, limit: usize) -> Result<Value, SearchError>;
+    /// Each sibling's public answer, asked at once: (answers, unreachable node ids).
+    fn search_siblings(&self, query: &str, limit: usize) -> (Vec<Value>, Vec<String>);
+    /// `{id, region}` of this node, for items the API answers from its own store.
+    fn this_node(&self) -> Value;
+}
+
+/// Why a search over a region has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// No aggregator covering the region answered.
+    #[error("{0}")]
+    NoAggregator(String),
+    #[error(transparent)]
+    Store(StoreError),
+    /// The search service cannot answer (e.g. its configuration).
+    #[error("{0}")]
+    Unavailable(String),
+}

@@ -1,0 +1,103 @@
+//! `edgenode status`: this node's identity, claim state, whether it is serving (and
+//! what it says about itself), and the nodes it sees nearby; a table, or JSON.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use edgenode::config::Config;
+use edgenode::discovery;
+use edgenode::http::Identity;
+
+use super::control::{fetch_json, serving_address};
+
+/// How long `status` waits for the node before it reports it as not answering.
+const NODE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn status(config: Config, json: bool) -> Result<()> {
+    let identity = Identity::load(&config.data_dir)?;
+    let claim_code =
+        std::fs::read_to_string(config.data_dir.join("claim-code")).ok().map(|code| code.trim().to_owned());
+    let target = serving_address(&config);
+    let control_token = std::fs::read_to_string(config.data_dir.join("control-token")).unwrap_or_default();
+    let fetch = async {
+        let info = fetch_json(target, &identity.pin, "/api/v1/node", Some(control_token.trim())).await?;
+        let nearby = fetch_json(target, &identity.pin, "/api/v1/node/nearby", Some(control_token.trim())).await.ok();
+        anyhow::Ok((info, nearby))
+    };
+    let (live, nearby) = match tokio::time::timeout(NODE_ANSWER_TIMEOUT, fetch).await {
+        Ok(Ok((info, nearby))) => (Some(info), nearby),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "node not answering");
+            (None, None)
+        }
+        Err(_) => (None, None),
+    };
+    if json {
+        let value = serde_json::json!({
+            "data_dir": config.data_dir,
+            "pin": identity.pin,
+            "claim_code": claim_code,
+            "serving": live.is_some(),
+            "node": live,
+            "nearby": nearby,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let field = |info: &Option<serde_json::Value>, key: &str| {
+        info.as_ref().and_then(|info| info.get(key)).map(|value| value.to_string().trim_matches('"').to_owned())
+    };
+    let mut rows: Vec<(&str, String)> = vec![
+        ("data dir", config.data_dir.display().to_string()),
+        ("pin", identity.pin.clone()),
+        ("serving", if live.is_some() { format!("yes, https://{target}") } else { format!("no answer on {target}") }),
+    ];
+    for (label, key) in [
+        ("name", "name"),
+        ("node id", "node_id"),
+        ("version", "version"),
+        ("region", "region"),
+        ("uptime s", "uptime_seconds"),
+    ] {
+        if let Some(value) = field(&live, key) {
+            rows.push((label, value));
+        }
+    }
+    if let Some(storage) = live.as_ref().map(|info| &info["storage"]).filter(|storage| storage.is_object()) {
+        let gigabytes =
+            |key: &str| storage[key].as_f64().map_or("?".to_owned(), |bytes| format!("{:.2} GB", bytes / 1e9));
+        let used = gigabytes("used_bytes");
+        rows.push((
+            "storage",
+            format!("{used} used, {} free of {}", gigabytes("free_bytes"), gigabytes("total_bytes")),
+        ));
+    }
+    rows.push((
+        "claimed",
+        match (&claim_code, field(&live, "claimed")) {
+            (Some(code), _) => format!("no — claim code {code}"),
+            (None, Some(claimed)) => {
+                if claimed == "true" {
+                    "yes".into()
+                } else {
+                    "no".into()
+                }
+            }
+            (None, None) => "yes (no claim code saved)".into(),
+        },
+    ));
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, value) in rows {
+        println!("{label:<width$}  {value}");
+    }
+    if let Some(nearby) = nearby {
+        let nodes: Vec<discovery::NearbyNode> = serde_json::from_value(nearby["items"].clone()).unwrap_or_default();
+        if nearby["mdns"] == serde_json::Value::Bool(false) {
+            println!("\nnearby: mDNS is off");
+        } else {
+            print!("\nnearby:\n{}", discovery::render_table(&nodes));
+        }
+    }
+    Ok(())
+}

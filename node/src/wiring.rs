@@ -1,0 +1,151 @@
+//! The composition root's adapters: the API's ports (`api::ports`) implemented by the
+//! services, and what search needs of the link taken from replication (which owns
+//! the link). The one module besides `node` that knows both the API and the services;
+//! neither of them imports the other's types.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::ports;
+use crate::core::fanout::{FeedEntry, RemoteUser};
+use crate::core::model::{NodeId, Version};
+use crate::core::region::Region;
+use crate::services::fanout::{Fanout, FanoutServiceError};
+use crate::services::replication::Siblings;
+use crate::services::search::{SearchError, SearchLinks, SearchService};
+use crate::store::fanout::RemoteProfile;
+use crate::store::{BlobKind, MediaInfo, StoreError};
+
+impl ports::Replication for Siblings {
+    fn metrics_text(&self) -> String {
+        Siblings::metrics_text(self)
+    }
+
+    fn sibling_list(&self) -> Vec<Value> {
+        Siblings::sibling_list(self)
+    }
+
+    fn peers(&self) -> Vec<Value> {
+        Siblings::peers(self)
+    }
+
+    fn status(&self) -> Result<Value, StoreError> {
+        Siblings::status(self)
+    }
+
+    fn start_pairing(&self) -> Result<Value, String> {
+        Siblings::start_pairing(self).map_err(|error| error.to_string())
+    }
+
+    fn join(&self, address: &str, code: &str) -> Result<ports::Sibling, String> {
+        let info = Siblings::join(self, address, code).map_err(|error| format!("{error:#}"))?;
+        Ok(ports::Sibling { node_id: info.node_id, address: info.address, pin: info.pin })
+    }
+
+    fn replicas_of(&self, user_id: &str, home: Option<NodeId>) -> Vec<ports::Replica> {
+        Siblings::replicas_of(self, user_id, home)
+            .into_iter()
+            .map(|(node_id, peer_address, this_node)| ports::Replica { node_id, peer_address, this_node })
+            .collect()
+    }
+}
+
+impl ports::Fanout for Fanout {
+    fn metrics_text(&self) -> String {
+        Fanout::metrics_text(self)
+    }
+
+    fn post_changed(&self, author_id: &str, post_id: &str) {
+        Fanout::post_changed(self, author_id, post_id);
+    }
+
+    fn resolve(&self, handle: &str, node: NodeId) -> Result<Option<RemoteUser>, ports::RemoteError> {
+        Ok(Fanout::resolve(self, handle, node)?)
+    }
+
+    fn known_profile(&self, handle: &str, node: NodeId) -> Option<RemoteProfile> {
+        Fanout::known_profile(self, handle, node)
+    }
+
+    fn profile(&self, user_id: &str) -> Option<RemoteProfile> {
+        Fanout::profile(self, user_id)
+    }
+
+    fn follows(&self, follower: &str, author: &str) -> bool {
+        Fanout::follows(self, follower, author)
+    }
+
+    fn follow_remote(
+        &self,
+        follower: &str,
+        author: &RemoteUser,
+        version: Version,
+        active: bool,
+    ) -> Result<(), ports::RemoteError> {
+        Ok(Fanout::follow_remote(self, follower, author, version, active)?)
+    }
+
+    fn feed_for(&self, user: &str, limit: usize) -> Vec<FeedEntry> {
+        Fanout::feed_for(self, user, limit)
+    }
+
+    fn posts_of(&self, author: &str, viewer: Option<&str>, limit: usize) -> Vec<FeedEntry> {
+        Fanout::posts_of(self, author, viewer, limit)
+    }
+
+    fn cached_media_info(&self, media_id: &str) -> Option<MediaInfo> {
+        Fanout::cached_media_info(self, media_id)
+    }
+
+    fn remote_media(
+        &self,
+        viewer: Option<&str>,
+        media_id: &str,
+        kind: BlobKind,
+    ) -> Result<Option<(MediaInfo, Vec<u8>)>, ports::RemoteError> {
+        Ok(Fanout::remote_media(self, viewer, media_id, kind)?)
+    }
+}
+
+impl From<FanoutServiceError> for ports::RemoteError {
+    fn from(error: FanoutServiceError) -> ports::RemoteError {
+        match error {
+            error if error.is_unknown_node() => ports::RemoteError::UnknownNode(error.to_string()),
+            FanoutServiceError::Fanout(error) => ports::RemoteError::Refused(error.to_string()),
+            FanoutServiceError::Store(error) => ports::RemoteError::Store(error),
+            error => ports::RemoteError::Failed(error.to_string()),
+        }
+    }
+}
+
+impl ports::Search for SearchService {
+    fn search_region(&self, query: &str, prefix: &Region, limit: usize) -> Result<Value, ports::SearchError> {
+        SearchService::search_region(self, query, prefix, limit).map_err(|error| match error {
+            SearchError::NoAggregator { .. } => ports::SearchError::NoAggregator(error.to_string()),
+            SearchError::Store(error) => ports::SearchError::Store(error),
+            SearchError::Config(_) => ports::SearchError::Unavailable(error.to_string()),
+        })
+    }
+
+    fn search_siblings(&self, query: &str, limit: usize) -> (Vec<Value>, Vec<String>) {
+        SearchService::search_siblings(self, query, limit)
+    }
+
+    fn this_node(&self) -> Value {
+        SearchService::this_node(self)
+    }
+}
+
+/// Search calls over replication's link, answers on its services, and asks the
+/// siblings of the moment: `SearchService::start(&config, store, &siblings)`.
+impl From<&Arc<Siblings>> for SearchLinks {
+    fn from(siblings: &Arc<Siblings>) -> SearchLinks {
+        let source = siblings.clone();
+        SearchLinks {
+            link: siblings.neighbour_link().clone(),
+            services: siblings.neighbour_services().clone(),
+            sibling_ids: Box::new(move || source.sibling_ids()),
+        }
+    }
+}
