@@ -134,7 +134,7 @@ impl Default for PeerLimits {
             keep_alive_interval_ms: 5_000,
             incoming_connections_max: 64,
             stream_receive_window_bytes: 4 * 1024 * 1024,
-            receive_window_bytes: 8 * 1024 * 1024,
+            receive_window_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -295,6 +295,7 @@ impl PeerEndpoint {
         let server_config = crypto::server_config(identity, admitted.clone(), pairing.clone(), transport.clone())?;
         let listen_error = |source| PeerError::Listen { address: listen, source };
         let socket = std::net::UdpSocket::bind(listen).map_err(listen_error)?;
+        enlarge_socket_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             identity.quic_endpoint_config(),
             Some(server_config),
@@ -310,6 +311,22 @@ impl PeerEndpoint {
     }
 }
 
+/// Socket buffers for a sibling's full speed: with the kernel's default receive
+/// buffer (208 KiB) a burst of a catch-up overflows it, and QUIC backs off on the
+/// losses (a cold catch-up stalled for seconds). The kernel caps the size at
+/// `net.core.rmem_max` / `wmem_max`; the appliance raises those.
+const PEER_SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+fn enlarge_socket_buffers(socket: &std::net::UdpSocket) {
+    let enlarged = quinn::udp::UdpSocketState::new(socket.into()).and_then(|state| {
+        state.set_recv_buffer_size(socket.into(), PEER_SOCKET_BUFFER_BYTES)?;
+        state.set_send_buffer_size(socket.into(), PEER_SOCKET_BUFFER_BYTES)
+    });
+    if let Err(error) = enlarged {
+        tracing::debug!(%error, "cannot enlarge the peer socket's buffers; keeping the kernel's");
+    }
+}
+
 fn transport_config(limits: &PeerLimits) -> Result<quinn::TransportConfig, PeerError> {
     let idle_timeout = quinn::IdleTimeout::try_from(Duration::from_millis(limits.idle_timeout_ms))
         .map_err(|_| PeerError::Quic(format!("idle_timeout_ms = {} is too large", limits.idle_timeout_ms)))?;
@@ -317,7 +334,7 @@ fn transport_config(limits: &PeerLimits) -> Result<quinn::TransportConfig, PeerE
     transport
         // The control stream, plus media streams and calls (each served a few at once
         // per connection; the rest wait within this limit).
-        .max_concurrent_bidi_streams(VarInt::from_u32(2 + 16))
+        .max_concurrent_bidi_streams(VarInt::from_u32(2 + 32))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(limits.stream_receive_window_bytes))
         .receive_window(VarInt::from_u32(limits.receive_window_bytes))
@@ -628,6 +645,9 @@ struct PeerEntry {
     sibling: PeerSibling,
     current: Option<LiveConnection>,
     dialing: bool,
+    /// Abandons the dial in progress while it is still handshaking (a connection
+    /// from the sibling arrived first).
+    dial_cancel: Option<oneshot::Sender<()>>,
     dial_attempts: u32,
     next_dial_at: Instant,
     last_contact: Option<Instant>,
@@ -640,6 +660,7 @@ impl PeerEntry {
             sibling,
             current: None,
             dialing: false,
+            dial_cancel: None,
             dial_attempts: 0,
             next_dial_at: Instant::now(),
             last_contact: None,
@@ -733,9 +754,11 @@ impl<S: ReplicaStore> DriverState<S> {
                 continue;
             }
             entry.dialing = true;
+            let (cancel, cancelled) = oneshot::channel();
+            entry.dial_cancel = Some(cancel);
             let shared = self.shared.clone();
             let span = tracing::info_span!("peer", peer = %entry.sibling.node_id, %address);
-            let dial = dial(shared, entry.sibling.node_id, entry.sibling.pin.clone(), address.clone());
+            let dial = dial(shared, entry.sibling.node_id, entry.sibling.pin.clone(), address.clone(), cancelled);
             self.dials.spawn(dial.instrument(span));
         }
     }
@@ -858,6 +881,13 @@ impl<S: ReplicaStore> DriverState<S> {
                 };
                 if dialer == own_id {
                     entry.dialing = false;
+                    entry.dial_cancel = None;
+                } else if let Some(cancel) = entry.dial_cancel.take() {
+                    // The sibling's connection came first: a dial of ours that
+                    // completed later would win the tie-break and replace it, losing
+                    // every stream in flight on it (a cold catch-up stalled 2 s so).
+                    let _ = cancel.send(());
+                    entry.dialing = false;
                 }
                 // Two siblings that dial each other at once keep the connection the
                 // lower id dialed. A connection that arrives later than any handshake
@@ -890,6 +920,7 @@ impl<S: ReplicaStore> DriverState<S> {
             NetEvent::DialFailed { node_id } => {
                 if let Some(entry) = self.peers.get_mut(&node_id) {
                     entry.dialing = false;
+                    entry.dial_cancel = None;
                 }
                 self.schedule_redial(node_id);
             }
@@ -1050,7 +1081,7 @@ async fn accept_connection(shared: Shared, incoming: quinn::Incoming) {
     .await;
 }
 
-async fn dial(shared: Shared, node_id: NodeId, pin: String, address: String) {
+async fn dial(shared: Shared, node_id: NodeId, pin: String, address: String, cancelled: oneshot::Receiver<()>) {
     let handshake_timeout = Duration::from_millis(shared.limits.handshake_timeout_ms);
     let attempt = async {
         let socket_address = tokio::net::lookup_host(&address)
@@ -1075,7 +1106,14 @@ async fn dial(shared: Shared, node_id: NodeId, pin: String, address: String) {
         let (send, recv) = connection.open_bi().await.map_err(|error| error.to_string())?;
         Ok::<_, String>((connection, send, recv))
     };
-    match attempt.await {
+    let attempt = tokio::select! {
+        attempt = attempt => attempt,
+        _ = cancelled => {
+            tracing::debug!("the sibling connected first; dial abandoned");
+            return;
+        }
+    };
+    match attempt {
         Ok((connection, send, recv)) => {
             let own_id = shared.node_id;
             run_connection(shared, connection, node_id, own_id, send, recv).await;

@@ -29,7 +29,7 @@ pub const MEDIA_TAG: &[u8; TAG_BYTES] = b"EMED1";
 /// Length of every stream's tag.
 pub const TAG_BYTES: usize = 5;
 /// Streams one connection serves at once (media and calls together).
-pub const STREAMS_SERVED_PER_CONNECTION_MAX: usize = 12;
+pub const STREAMS_SERVED_PER_CONNECTION_MAX: usize = 20;
 /// Time a stream's opener has to send its tag.
 const TAG_TIMEOUT_MS: u64 = 10_000;
 

@@ -288,8 +288,8 @@ impl Default for MediaFetchLimits {
     fn default() -> Self {
         MediaFetchLimits {
             ids_scanned_per_round_max: 4096,
-            ids_per_round_max: 64,
-            fetches_in_flight_max: 8,
+            ids_per_round_max: 256,
+            fetches_in_flight_max: 16,
             round_interval_ms: 2_000,
             retry_backoff_initial_ms: 2_000,
             retry_backoff_max_ms: 300_000,
