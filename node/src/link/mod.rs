@@ -366,6 +366,8 @@ struct Shared {
     trust: Arc<trust::TrustBook>,
     neighbours: Option<NeighbourServing>,
     records_arrived: Option<Arc<tokio::sync::Notify>>,
+    /// A connection's writer made room in its queue: frames waiting can move.
+    drained: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -444,6 +446,7 @@ impl<S: ReplicaStore + Send + 'static> PeerDriver<S> {
             trust: config.trust.clone(),
             neighbours: config.neighbours.clone(),
             records_arrived: config.records_arrived.clone(),
+            drained: Arc::new(tokio::sync::Notify::new()),
         };
         let peers = config.siblings.iter().map(|sibling| (sibling.node_id, PeerEntry::new(sibling.clone()))).collect();
         let state = DriverState {
@@ -600,6 +603,11 @@ struct LiveConnection {
     established: Instant,
     connection: quinn::Connection,
     frames: FrameQueue,
+    /// Frames waiting for room in `frames`, in order (a burst, e.g. a log window,
+    /// is larger than the queue); bounded by `send_queue_bytes_max` too, past which
+    /// frames are dropped. Retried whenever a writer drains (`Shared::drained`).
+    waiting: std::collections::VecDeque<Bytes>,
+    waiting_bytes: usize,
 }
 
 /// A connection's outgoing frames, bounded in count and in bytes; the writer task
@@ -696,6 +704,7 @@ async fn run<S: ReplicaStore>(
             () = tokio::time::sleep_until(wake_at) => state.on_wake(),
             Some(_) = state.dials.join_next(), if !state.dials.is_empty() => {}
             () = state.node.transmit.notified() => {}
+            () = state.shared.drained.notified() => {}
         }
         state.flush();
     }
@@ -911,8 +920,15 @@ impl<S: ReplicaStore> DriverState<S> {
                 let entry = self.peers.get_mut(&node_id).expect("looked up above");
                 tracing::info!(peer = %node_id, remote = %connection.remote_address(), "sibling connected");
                 self.shared.connections.connected(node_id, connection_id, &connection);
-                entry.current =
-                    Some(LiveConnection { connection_id, dialer, established: Instant::now(), connection, frames });
+                entry.current = Some(LiveConnection {
+                    connection_id,
+                    dialer,
+                    established: Instant::now(),
+                    connection,
+                    frames,
+                    waiting: std::collections::VecDeque::new(),
+                    waiting_bytes: 0,
+                });
                 entry.dial_attempts = 0;
                 entry.last_contact = Some(Instant::now());
                 self.node.step_and_persist(|node| node.handle_connected(now, node_id));
@@ -959,11 +975,18 @@ impl<S: ReplicaStore> DriverState<S> {
         }
     }
 
-    /// Persist, then send whatever the node wants sent.
+    /// Persist, then send whatever the node wants sent: first what waits for room,
+    /// then the new frames, in order per peer.
     fn flush(&mut self) {
+        for entry in self.peers.values_mut() {
+            if let Some(live) = &mut entry.current {
+                push_waiting(live, &mut entry.counters);
+            }
+        }
+        let waiting_bytes_max = self.shared.limits.send_queue_bytes_max;
         for (to, message) in self.node.take_outgoing() {
             let Some(entry) = self.peers.get_mut(&to) else { continue };
-            let Some(live) = &entry.current else { continue };
+            let Some(live) = &mut entry.current else { continue };
             let frame = match wire::encode(&message, self.shared.frame_bytes_max) {
                 Ok(frame) => Bytes::from(frame),
                 Err(error) => {
@@ -971,17 +994,34 @@ impl<S: ReplicaStore> DriverState<S> {
                     continue;
                 }
             };
-            let frame_bytes = frame.len() as u64;
-            match live.frames.try_push(frame) {
-                Ok(()) => {
-                    entry.counters.frames_out += 1;
-                    entry.counters.bytes_out += frame_bytes;
-                }
-                Err(QueueRefused::Full) => {
-                    entry.counters.frames_dropped += 1;
-                    tracing::debug!(peer = %to, "send queue full; frame dropped (it will be resent)");
-                }
-                Err(QueueRefused::Closed) => {}
+            if live.waiting_bytes + frame.len() > waiting_bytes_max {
+                entry.counters.frames_dropped += 1;
+                tracing::debug!(peer = %to, "send queue full; frame dropped (it will be resent)");
+                continue;
+            }
+            live.waiting_bytes += frame.len();
+            live.waiting.push_back(frame);
+            push_waiting(live, &mut entry.counters);
+        }
+    }
+}
+
+/// Moves waiting frames into the connection's queue while it has room.
+fn push_waiting(live: &mut LiveConnection, counters: &mut Counters) {
+    while let Some(frame) = live.waiting.front() {
+        let frame_bytes = frame.len();
+        match live.frames.try_push(frame.clone()) {
+            Ok(()) => {
+                live.waiting.pop_front();
+                live.waiting_bytes -= frame_bytes;
+                counters.frames_out += 1;
+                counters.bytes_out += frame_bytes as u64;
+            }
+            Err(QueueRefused::Full) => return,
+            Err(QueueRefused::Closed) => {
+                live.waiting.clear();
+                live.waiting_bytes = 0;
+                return;
             }
         }
     }
@@ -1162,7 +1202,7 @@ async fn run_connection(
     if shared.events.send(connected).await.is_err() {
         return;
     }
-    let writer = tokio::spawn(write_frames(send, queued, queued_bytes).in_current_span());
+    let writer = tokio::spawn(write_frames(send, queued, queued_bytes, shared.drained.clone()).in_current_span());
     let servers = streams::StreamServers {
         media: shared.media_server.clone(),
         calls: shared.neighbours.as_ref().map(|serving| serving.services.clone()),
@@ -1190,9 +1230,11 @@ async fn write_frames(
     mut send: quinn::SendStream,
     mut queued: mpsc::Receiver<Bytes>,
     queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    drained: Arc<tokio::sync::Notify>,
 ) {
     while let Some(frame) = queued.recv().await {
         queued_bytes.fetch_sub(frame.len(), std::sync::atomic::Ordering::Relaxed);
+        drained.notify_one();
         if let Err(error) = send.write_chunk(frame).await {
             tracing::debug!(%error, "cannot write to sibling");
             return;

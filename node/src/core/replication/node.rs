@@ -57,6 +57,10 @@ pub struct ReplicaConfig {
     pub retransmit_after_ms: u64,
     /// A repair round with each connected peer this often (and on connect).
     pub repair_interval_ms: u64,
+    /// On connect, repair waits while the log streams (either way) are behind, at
+    /// most this long: a catch-up then travels once, on the log, instead of also as
+    /// repair pushes of the same records.
+    pub repair_after_connect_wait_max_ms: u64,
     /// Tombstone collection and log truncation this often.
     pub gc_interval_ms: u64,
     pub tombstones_per_gc_max: usize,
@@ -80,6 +84,7 @@ impl Default for ReplicaConfig {
             heartbeat_interval_ms: 5_000,
             retransmit_after_ms: 3_000,
             repair_interval_ms: 5 * 60_000,
+            repair_after_connect_wait_max_ms: 10_000,
             gc_interval_ms: 60_000,
             tombstones_per_gc_max: 10_000,
             remote_clock_ahead_max_ms: 10 * 60_000,
@@ -155,6 +160,26 @@ struct PeerState {
     ack_due: bool,
     next_heartbeat_at: u64,
     next_repair_at: u64,
+    /// When its Hello of this session came, and its log's epoch and end then: repair
+    /// waits until both logs are caught up (`repair_at`).
+    hello_at: u64,
+    their_log_at_hello: (u64, u64),
+}
+
+/// When repair with a peer is due: at `next_repair_at`, but in the first session
+/// after connect not before both log streams caught up (this node's log acknowledged
+/// to its end, the peer's received up to the end it announced), or
+/// `repair_after_connect_wait_max_ms` after its Hello.
+fn repair_at(config: &ReplicaConfig, state: &PeerState, log_end: u64, received: Option<&LogMark>) -> u64 {
+    let ours_caught_up = state.acked_seq.is_none_or(|acked| acked >= log_end);
+    let (their_epoch, their_end) = state.their_log_at_hello;
+    let theirs_caught_up = their_end == 0
+        || received
+            .is_some_and(|mark| mark.epoch > their_epoch || (mark.epoch == their_epoch && mark.seq >= their_end));
+    if ours_caught_up && theirs_caught_up {
+        return state.next_repair_at;
+    }
+    state.next_repair_at.max(state.hello_at.saturating_add(config.repair_after_connect_wait_max_ms))
 }
 
 /// Placements remembered at once; the cache is dropped when it fills.
@@ -362,6 +387,7 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         let peer_ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for peer in peer_ids {
             let log_end = self.durable.log.end_seq();
+            let received = self.durable.received.get(&peer).copied();
             let config = &self.config;
             let state = self.peers.get_mut(&peer).expect("listed above");
             if !state.connected {
@@ -385,7 +411,7 @@ impl<S: ReplicaStore> ReplicaNode<S> {
                     heartbeat_due = state.sent_seq == log_end;
                 }
             }
-            let repair_due = state.hello_received && now >= state.next_repair_at;
+            let repair_due = state.hello_received && now >= repair_at(config, state, log_end, received.as_ref());
             if repair_due {
                 state.next_repair_at = now.saturating_add(config.repair_interval_ms);
             }
@@ -410,12 +436,13 @@ impl<S: ReplicaStore> ReplicaNode<S> {
     /// When `handle_timeout` wants to run next.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut next = self.next_gc_at;
-        for state in self.peers.values().filter(|state| state.connected) {
+        for (peer, state) in self.peers.iter().filter(|(_, state)| state.connected) {
             if !state.hello_received {
                 next = next.min(state.hello_sent_at.saturating_add(self.config.retransmit_after_ms));
                 continue;
             }
-            next = next.min(state.next_repair_at);
+            next =
+                next.min(repair_at(&self.config, state, self.durable.log.end_seq(), self.durable.received.get(peer)));
             if let Some(acked) = state.acked_seq {
                 next = next.min(state.next_heartbeat_at);
                 if state.sent_seq > acked {
@@ -560,6 +587,10 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         state.hello_received = true;
         state.next_repair_at = now;
         let first_of_session = state.acked_seq.is_none();
+        if first_of_session {
+            state.hello_at = now;
+            state.their_log_at_hello = (hello.epoch, hello.log_end);
+        }
         if hello.reply_wanted {
             self.send_hello(from, false);
         }

@@ -41,6 +41,7 @@ pub fn sim_config() -> ReplicaConfig {
         heartbeat_interval_ms: 5_000,
         retransmit_after_ms: 1_500,
         repair_interval_ms: 15_000,
+        repair_after_connect_wait_max_ms: 5_000,
         gc_interval_ms: 4_000,
         tombstones_per_gc_max: 16,
         remote_clock_ahead_max_ms: 10 * 60_000,
