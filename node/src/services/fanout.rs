@@ -28,7 +28,7 @@
 //! - Feeds (api/social.rs) merge the store's posts with `feed_for`; photos of remote
 //!   posts come from `remote_media`: a disk cache under `<data_dir>/remote-media`,
 //!   misses coalesced per (photo, variant), fetched from the author's home (service
-//!   `fanout-media`) and checked against the SHA-256 and length its answer declares.
+//!   `fanout-media/2`, in the media encoding of `media_fetch`) and checked against the SHA-256 and length its answer declares.
 //!   Thumbs of posts that arrive by push or pull are prefetched (a few at a time), so
 //!   feed items carry the photo's sizes and blurhash and the first view is a hit.
 //!   The author's node gives a photo only when a post carrying it is public, or
@@ -75,6 +75,7 @@ use crate::core::fanout::{
 use crate::core::model::{may_view, NodeId, Version, Visibility};
 use crate::link::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices};
 use crate::os;
+use crate::services::media_fetch::{decode_media, encode_media};
 use crate::store::blobs::is_sha256_hex;
 use crate::store::fanout::RemoteProfile;
 use crate::store::{hex, BlobKind, MediaInfo, Store, StoreError};
@@ -82,7 +83,9 @@ use crate::store::{hex, BlobKind, MediaInfo, Store, StoreError};
 /// Neighbour service names.
 pub const SERVICE_FANOUT: &str = "fanout";
 pub const SERVICE_PROFILE: &str = "profile";
-pub const SERVICE_MEDIA: &str = "fanout-media";
+/// `/2`: answers in the media encoding (`media_fetch::encode_media`); a node of
+/// the earlier layout answers "no service" rather than bytes misread.
+pub const SERVICE_MEDIA: &str = "fanout-media/2";
 /// Longest handle asked of the profile service.
 const HANDLE_BYTES_MAX: usize = 64;
 /// Up peers are probed this many times less often than down ones.
@@ -105,12 +108,6 @@ struct Envelope {
 struct MediaRequest {
     media_id: String,
     variant: String,
-}
-
-/// The head of a `fanout-media` answer; the variant's bytes follow it.
-#[derive(Serialize, Deserialize)]
-struct MediaAnswer {
-    info: MediaInfo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -553,12 +550,10 @@ impl Fanout {
         );
         let answer = answer?;
         let bad = |reason: String| FanoutServiceError::BadAnswer { node: home, reason };
-        let (info, bytes) = split_media_answer(&answer).map_err(bad)?;
+        let (info, files) = decode_media(&answer, media_id, &[kind]).map_err(bad)?;
+        let bytes = files[0];
         let blob = info.blob(kind);
-        if info.media_id != media_id {
-            return Err(bad(format!("asked for photo {media_id}, got {}", info.media_id)));
-        }
-        if bytes.len() as u64 != blob.bytes || hex(&Sha256::digest(bytes)) != blob.sha256 {
+        if hex(&Sha256::digest(bytes)) != blob.sha256 {
             return Err(bad(format!(
                 "the {} of {media_id} does not match its declared length and SHA-256",
                 kind.name()
@@ -631,14 +626,6 @@ fn photos_of<'a>(entries: impl IntoIterator<Item = &'a FeedEntry>) -> Vec<String
         .collect();
     media.truncate(PREFETCH_PER_MESSAGE_MAX);
     media
-}
-
-fn split_media_answer(answer: &[u8]) -> Result<(MediaInfo, &[u8]), String> {
-    let head_bytes = answer.get(..4).ok_or("a short answer")?;
-    let head_bytes = u32::from_be_bytes(head_bytes.try_into().expect("4 bytes")) as usize;
-    let head = answer.get(4..4 + head_bytes).ok_or("a short answer")?;
-    let head: MediaAnswer = serde_json::from_slice(head).map_err(|error| format!("a bad answer head: {error}"))?;
-    Ok((head.info, &answer[4 + head_bytes..]))
 }
 
 /// Sends queued messages, a few at a time; each outcome says whether its peer is up.
@@ -840,12 +827,7 @@ impl NeighbourHandler for MediaService {
         }
         let info = fanout.store.media(&media_id).map_err(read)?.ok_or_else(not_here)?;
         let bytes = fanout.store.blobs.read(&media_id, kind).map_err(|_| not_here())?;
-        let head = serde_json::to_vec(&MediaAnswer { info }).expect("answers serialize");
-        let mut answer = Vec::with_capacity(4 + head.len() + bytes.len());
-        answer.extend_from_slice(&(head.len() as u32).to_be_bytes());
-        answer.extend_from_slice(&head);
-        answer.extend_from_slice(&bytes);
-        Ok(answer)
+        Ok(encode_media(&info, &[(kind, &bytes)]))
     }
 }
 
@@ -965,16 +947,20 @@ mod tests {
     }
 
     #[test]
-    fn media_answers_split_into_head_and_bytes() {
-        let info = media_info("a".repeat(64), 3);
-        let head = serde_json::to_vec(&MediaAnswer { info: info.clone() }).unwrap();
-        let mut answer = (head.len() as u32).to_be_bytes().to_vec();
-        answer.extend_from_slice(&head);
-        answer.extend_from_slice(b"abc");
-        let (parsed, bytes) = split_media_answer(&answer).unwrap();
+    fn photo_answers_use_the_media_encoding_and_are_checked_against_their_description() {
+        let media_id = "a".repeat(64);
+        let info = media_info(media_id.clone(), 3);
+        let answer = encode_media(&info, &[(BlobKind::Thumb, b"abc")]);
+        let (parsed, files) = decode_media(&answer, &media_id, &[BlobKind::Thumb]).unwrap();
         assert_eq!(parsed, info);
-        assert_eq!(bytes, b"abc");
-        assert!(split_media_answer(&answer[..10]).is_err());
+        assert_eq!(files, vec![&b"abc"[..]]);
+        assert!(decode_media(&answer[..10], &media_id, &[BlobKind::Thumb]).is_err(), "short");
+        assert!(decode_media(&answer, &"b".repeat(64), &[BlobKind::Thumb]).is_err(), "another item");
+        let wrong_length = encode_media(&info, &[(BlobKind::Thumb, b"abcd")]);
+        assert!(decode_media(&wrong_length, &media_id, &[BlobKind::Thumb]).is_err(), "not the declared length");
+        let mut trailing = answer.clone();
+        trailing.push(0);
+        assert!(decode_media(&trailing, &media_id, &[BlobKind::Thumb]).is_err(), "bytes after the file");
     }
 
     #[test]

@@ -7,8 +7,7 @@
 //! ```text
 //! request:  "EMED1" <media id: 64 lowercase hex bytes>                     then FIN
 //! answer:   0x01                                                 (not here) then FIN
-//!         | 0x00 <u32 BE n ≤ 16 KiB> <n bytes: MediaInfo JSON>
-//!                <u64 BE> <original> <u64 BE> <display> <u64 BE> <thumb>   then FIN
+//!         | 0x00 <the item, encode_media: description, original, display, thumb> then FIN
 //! ```
 //!
 //! Every length is checked before its buffer is allocated: the description against
@@ -139,11 +138,8 @@ async fn answer(store: &Arc<Store>, send: &mut quinn::SendStream, recv: &mut qui
         send.write_all(&[STATUS_NOT_FOUND]).await.map_err(write_error)?;
         return send.finish().map_err(|error| error.to_string());
     };
-    let info_json = serde_json::to_vec(&info).expect("media descriptions serialize");
-    let mut header = Vec::with_capacity(1 + 4 + info_json.len());
-    header.push(STATUS_FOUND);
-    header.extend_from_slice(&(info_json.len() as u32).to_be_bytes());
-    header.extend_from_slice(&info_json);
+    let mut header = vec![STATUS_FOUND];
+    header.extend(encode_media_head(&info));
     send.write_all(&header).await.map_err(write_error)?;
     // One file in memory at a time.
     for kind in BLOB_KINDS {
@@ -168,6 +164,98 @@ async fn answer(store: &Arc<Store>, send: &mut quinn::SendStream, recv: &mut qui
 /// Runs blocking file or database work off the runtime's workers.
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
     tokio::task::spawn_blocking(work).await.map_err(|error| format!("blocking task failed: {error}"))
+}
+
+// ----- the one encoding of a media item on the wire -----
+
+/// A media item as it travels between nodes, on a media stream (after its status
+/// byte, all three files) and in fan-out's photo answers (one file):
+///
+/// ```text
+/// <u32 BE n ≤ MEDIA_INFO_BYTES_MAX> <n bytes: MediaInfo JSON>
+/// then per file: <u64 BE length = the description's> <length bytes>
+/// ```
+pub fn encode_media_head(info: &MediaInfo) -> Vec<u8> {
+    let info_json = serde_json::to_vec(info).expect("media descriptions serialize");
+    let mut head = Vec::with_capacity(4 + info_json.len());
+    head.extend_from_slice(&(info_json.len() as u32).to_be_bytes());
+    head.extend_from_slice(&info_json);
+    head
+}
+
+/// A whole item in memory: the head, then `files` of `kinds` in that order.
+pub fn encode_media(info: &MediaInfo, files: &[(BlobKind, &[u8])]) -> Vec<u8> {
+    let mut encoded = encode_media_head(info);
+    for (_, bytes) in files {
+        encoded.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        encoded.extend_from_slice(bytes);
+    }
+    encoded
+}
+
+/// The length of a description from its 4-byte prefix, refused past the limit
+/// before anything is allocated.
+fn media_info_length(prefix: [u8; 4]) -> Result<usize, String> {
+    let length = u32::from_be_bytes(prefix) as usize;
+    if length > MEDIA_INFO_BYTES_MAX {
+        return Err(format!("the description has {length} bytes; the limit is {MEDIA_INFO_BYTES_MAX}"));
+    }
+    Ok(length)
+}
+
+/// A description of `media_id` whose every file is within the limit.
+fn parse_media_info(info_json: &[u8], media_id: &str) -> Result<MediaInfo, String> {
+    let info: MediaInfo =
+        serde_json::from_slice(info_json).map_err(|error| format!("the description does not decode: {error}"))?;
+    if info.media_id != media_id {
+        return Err(format!("asked for {media_id}, got {}", info.media_id));
+    }
+    for kind in BLOB_KINDS {
+        if info.blob(kind).bytes > MEDIA_BLOB_BYTES_MAX {
+            return Err(format!(
+                "the {} file has {} bytes; the limit is {MEDIA_BLOB_BYTES_MAX}",
+                kind.name(),
+                info.blob(kind).bytes
+            ));
+        }
+    }
+    Ok(info)
+}
+
+/// A file's length prefix must be what the description says.
+fn check_file_length(info: &MediaInfo, kind: BlobKind, length: u64) -> Result<(), String> {
+    let expected = info.blob(kind).bytes;
+    if length != expected {
+        return Err(format!("the {} file has {length} bytes; its description says {expected}", kind.name()));
+    }
+    Ok(())
+}
+
+/// Decodes an item in memory holding the files of `kinds`, in that order, and
+/// nothing after them. Lengths are checked; hashes are the caller's to check.
+pub fn decode_media<'a>(
+    encoded: &'a [u8],
+    media_id: &str,
+    kinds: &[BlobKind],
+) -> Result<(MediaInfo, Vec<&'a [u8]>), String> {
+    let short = || "the answer ends early".to_owned();
+    let prefix: [u8; 4] = encoded.get(..4).ok_or_else(short)?.try_into().expect("4 bytes");
+    let info_end = 4 + media_info_length(prefix)?;
+    let info = parse_media_info(encoded.get(4..info_end).ok_or_else(short)?, media_id)?;
+    let mut rest = &encoded[info_end..];
+    let mut files = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let length_prefix: [u8; 8] = rest.get(..8).ok_or_else(short)?.try_into().expect("8 bytes");
+        let length = u64::from_be_bytes(length_prefix);
+        check_file_length(&info, *kind, length)?;
+        let file = rest.get(8..8 + length as usize).ok_or_else(short)?;
+        files.push(file);
+        rest = &rest[8 + length as usize..];
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the last file", rest.len()));
+    }
+    Ok((info, files))
 }
 
 // ----- fetching -----
@@ -213,42 +301,18 @@ async fn fetch(connection: &quinn::Connection, media_id: &str) -> Result<Option<
     }
     let mut info_length = [0u8; 4];
     recv.read_exact(&mut info_length).await?;
-    let info_length = u32::from_be_bytes(info_length) as usize;
-    if info_length > MEDIA_INFO_BYTES_MAX {
-        return Err(MediaFetchError::Malformed(format!(
-            "the description has {info_length} bytes; the limit is {MEDIA_INFO_BYTES_MAX}"
-        )));
-    }
+    let info_length = media_info_length(info_length).map_err(MediaFetchError::Malformed)?;
     let mut info_json = vec![0u8; info_length];
     recv.read_exact(&mut info_json).await?;
-    let info: MediaInfo = serde_json::from_slice(&info_json)
-        .map_err(|error| MediaFetchError::Malformed(format!("the description does not decode: {error}")))?;
-    if info.media_id != media_id {
-        return Err(MediaFetchError::Malformed(format!("asked for {media_id}, got {}", info.media_id)));
-    }
-    for kind in BLOB_KINDS {
-        if info.blob(kind).bytes > MEDIA_BLOB_BYTES_MAX {
-            return Err(MediaFetchError::Malformed(format!(
-                "the {} file has {} bytes; the limit is {MEDIA_BLOB_BYTES_MAX}",
-                kind.name(),
-                info.blob(kind).bytes
-            )));
-        }
-    }
+    let info = parse_media_info(&info_json, media_id).map_err(MediaFetchError::Malformed)?;
     let mut files = Vec::with_capacity(BLOB_KINDS.len());
     for kind in BLOB_KINDS {
         let mut length = [0u8; 8];
         recv.read_exact(&mut length).await?;
         let length = u64::from_be_bytes(length);
-        let expected = info.blob(kind).bytes;
-        if length != expected {
-            return Err(MediaFetchError::Malformed(format!(
-                "the {} file has {length} bytes; its description says {expected}",
-                kind.name()
-            )));
-        }
-        // Bounded: `expected` is at most `MEDIA_BLOB_BYTES_MAX`, checked above.
-        let mut bytes = vec![0u8; expected as usize];
+        check_file_length(&info, kind, length).map_err(MediaFetchError::Malformed)?;
+        // Bounded: the description's lengths are at most `MEDIA_BLOB_BYTES_MAX`.
+        let mut bytes = vec![0u8; length as usize];
         recv.read_exact(&mut bytes).await?;
         files.push(bytes);
     }
