@@ -316,14 +316,6 @@ impl Store {
         Ok(total)
     }
 
-    /// A fresh version for a local write; the clock's high-water mark is saved in the
-    /// same transaction so a restart never reissues a timestamp.
-    fn next_version(&self, txn: &redb::WriteTransaction) -> StoreResult<Version> {
-        let at = self.clock.lock().expect("clock lock").tick(os::now_ms());
-        txn.open_table(META)?.insert("clock_high_water", at.0.to_le_bytes().as_slice())?;
-        Ok(Version { at, origin: self.node_id })
-    }
-
     /// Moves the local clock past a version applied from a sibling, so every later
     /// local write is newer than everything the node holds.
     fn observe_clock(&self, at: Timestamp) {
@@ -572,20 +564,22 @@ impl Store {
         Ok(())
     }
 
+    /// An invite, versioned by the node's one clock (the replication node's when it
+    /// runs): written through the client write path, though invites do not replicate.
     pub fn create_invite(&self, created_by: &str) -> StoreResult<Invite> {
-        self.ensure_space(0)?;
-        let txn = self.db.begin_write()?;
-        let version = self.next_version(&txn)?;
-        let invite = Invite {
-            code: hex(&os::random_bytes::<10>()),
-            created_by: created_by.to_owned(),
-            created_at: version.at.physical_ms(),
-            used_by: None,
-        };
-        txn.open_table(INVITES)?
-            .insert(invite.code.as_str(), encode(&Record::live(version, invite.clone())).as_slice())?;
-        txn.commit()?;
-        Ok(invite)
+        self.write_unhooked(|tx| {
+            let version = tx.version();
+            let invite = Invite {
+                code: hex(&os::random_bytes::<10>()),
+                created_by: created_by.to_owned(),
+                created_at: version.at.physical_ms(),
+                used_by: None,
+            };
+            tx.txn
+                .open_table(INVITES)?
+                .insert(invite.code.as_str(), encode(&Record::live(version, invite.clone())).as_slice())?;
+            Ok(invite)
+        })
     }
 
     // ----- media -----

@@ -284,16 +284,18 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         if !self.replicates(self.id, &write.shard) {
             return Err(WriteError::NotAReplica { replicas: self.replicas_of(&write.shard), shard: write.shard });
         }
-        let version = Version { at: self.durable.clock.tick(now), origin: self.id };
-        let item = Item { shard: write.shard, key: write.key, version, body: write.body };
-        debug_assert!(
-            self.store.get(&item.shard, &item.key).is_none_or(|stored| stored.version < version),
-            "every stored version was observed by the clock, so a local write is the newest"
-        );
-        self.store.put(item.clone());
-        self.durable.log.append(item.shard.clone(), item.key.clone(), version);
-        self.pump(now);
-        Ok(item)
+        // The one way a local write enters replication: a transaction of one record.
+        self.handle_local_transaction(now, |store, next_version| {
+            let version = next_version();
+            let item = Item { shard: write.shard, key: write.key, version, body: write.body };
+            debug_assert!(
+                store.get(&item.shard, &item.key).is_none_or(|stored| stored.version < version),
+                "every stored version was observed by the clock, so a local write is the newest"
+            );
+            store.put(item.clone());
+            let written = VersionedKey { shard: item.shard.clone(), key: item.key.clone(), version };
+            Ok::<_, WriteError>((item, vec![written]))
+        })
     }
 
     /// A client's transaction that writes records itself (validation and derived
