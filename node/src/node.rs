@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::core::model::NodeId;
 use crate::discovery::{Advertisement, Discovery};
 use crate::http::{self as transports, systemd, Identity, NetError};
-use crate::link::neighbours::NeighbourHandler;
+use crate::link::neighbours::{NeighbourHandler, Refusal};
 use crate::media::{MediaLimits, Pipeline};
 use crate::os;
 use crate::services::fanout::{self, Fanout, FanoutServiceError};
@@ -374,8 +374,8 @@ impl Drop for Finished<'_> {
 struct ShuttingDown;
 
 impl NeighbourHandler for ShuttingDown {
-    fn handle(&self, _from: NodeId, _body: &[u8]) -> Result<Vec<u8>, String> {
-        Err("this node is shutting down".to_owned())
+    fn handle(&self, _from: NodeId, _body: &[u8]) -> Result<Vec<u8>, Refusal> {
+        Err(Refusal("this node is shutting down".to_owned()))
     }
 }
 

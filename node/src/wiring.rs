@@ -34,12 +34,12 @@ impl ports::Replication for Siblings {
         Siblings::status(self)
     }
 
-    fn start_pairing(&self) -> Result<Value, String> {
-        Siblings::start_pairing(self).map_err(|error| error.to_string())
+    fn start_pairing(&self) -> Result<Value, ports::PairingFailed> {
+        Siblings::start_pairing(self).map_err(|error| ports::PairingFailed(error.to_string()))
     }
 
-    fn join(&self, address: &str, code: &str) -> Result<ports::Sibling, String> {
-        let info = Siblings::join(self, address, code).map_err(|error| format!("{error:#}"))?;
+    fn join(&self, address: &str, code: &str) -> Result<ports::Sibling, ports::PairingFailed> {
+        let info = Siblings::join(self, address, code).map_err(|error| ports::PairingFailed(format!("{error:#}")))?;
         Ok(ports::Sibling { node_id: info.node_id, address: info.address, pin: info.pin })
     }
 

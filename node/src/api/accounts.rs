@@ -125,7 +125,7 @@ pub fn peers(api: &Api, call: &mut Call<'_>) -> ApiResult {
 }
 
 pub fn pair(api: &Api, call: &mut Call<'_>) -> ApiResult {
-    let answer = siblings(api, call)?.start_pairing().map_err(ApiError::unavailable)?;
+    let answer = siblings(api, call)?.start_pairing().map_err(|error| ApiError::unavailable(error.to_string()))?;
     ok_json(answer)
 }
 
@@ -141,7 +141,7 @@ pub fn join(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let service = siblings(api, call)?;
     match service.join(request.address.trim(), request.code.trim()) {
         Ok(info) => ok_json(json!({"node_id": info.node_id.to_string(), "address": info.address, "pin": info.pin})),
-        Err(error) => Err(ApiError::bad_request("pairing_failed", error)),
+        Err(error) => Err(ApiError::bad_request("pairing_failed", error.to_string())),
     }
 }
 
@@ -157,7 +157,7 @@ struct NewAccount {
 pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let request: NewAccount = call.json()?;
     let handle = request.handle.trim().to_lowercase();
-    text::check_handle(&handle).map_err(|message| ApiError::bad_request("invalid_handle", message))?;
+    text::check_handle(&handle).map_err(|error| ApiError::bad_request("invalid_handle", error.to_string()))?;
     check_password(&request.password)?;
     let admission = if let Some(claim) = &request.claim {
         let expected = api.claim_code.lock().expect("claim lock").clone();

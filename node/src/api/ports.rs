@@ -22,15 +22,19 @@ pub trait Replication: Send + Sync {
     fn peers(&self) -> Vec<Value>;
     /// Replication figures for operators and tests.
     fn status(&self) -> Result<Value, StoreError>;
-    /// A one-time pairing code for the other node, with how to reach this one; the
-    /// error is a message for people.
-    fn start_pairing(&self) -> Result<Value, String>;
-    /// Joins the node at `address` with the code it showed; the error is a message
-    /// for people.
-    fn join(&self, address: &str, code: &str) -> Result<Sibling, String>;
+    /// A one-time pairing code for the other node, with how to reach this one.
+    fn start_pairing(&self) -> Result<Value, PairingFailed>;
+    /// Joins the node at `address` with the code it showed.
+    fn join(&self, address: &str, code: &str) -> Result<Sibling, PairingFailed>;
     /// The replicas of a user, `home` first.
     fn replicas_of(&self, user_id: &str, home: Option<NodeId>) -> Vec<Replica>;
 }
+
+/// Why pairing could not start or a join failed: a message for people, which the API
+/// sends as it is.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PairingFailed(pub String);
 
 /// A sibling this node just paired with.
 #[derive(Debug, Clone)]

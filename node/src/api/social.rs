@@ -462,7 +462,7 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
         return Err(ApiError::bad_request("bad_query", format!("`q` must be 1 to {QUERY_CHARS_MAX} characters")));
     }
     let scope = Scope::parse(call.query("scope").as_deref())
-        .map_err(|reason| ApiError::bad_request("unsupported_scope", reason))?;
+        .map_err(|error| ApiError::bad_request("unsupported_scope", error.to_string()))?;
     let limit = call.limit()?;
     let service = match (&scope, &api.search) {
         (Scope::Node, _) => None,

@@ -22,14 +22,10 @@ pub struct Region(String);
 
 impl Region {
     /// Parses a region path; a trailing `/` is allowed and dropped, case is folded.
-    pub fn parse(text: &str) -> Result<Region, String> {
+    pub fn parse(text: &str) -> Result<Region, InvalidRegion> {
         let text = text.trim().trim_end_matches('/').to_ascii_lowercase();
-        let rule = format!(
-            "a region is 1 to {REGION_SEGMENTS_MAX} segments of a-z, 0-9, - and _ joined by / \
-             (e.g. earth/africa/ng/lagos), at most {REGION_BYTES_MAX} bytes"
-        );
         if text.is_empty() || text.len() > REGION_BYTES_MAX {
-            return Err(format!("{text:?} is not a region: {rule}"));
+            return Err(InvalidRegion { text });
         }
         let segments: Vec<&str> = text.split('/').collect();
         let segment_ok = |segment: &&str| {
@@ -38,7 +34,7 @@ impl Region {
                 && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         };
         if segments.len() > REGION_SEGMENTS_MAX || !segments.iter().all(segment_ok) {
-            return Err(format!("{text:?} is not a region: {rule}"));
+            return Err(InvalidRegion { text });
         }
         Ok(Region(text))
     }
@@ -67,6 +63,17 @@ impl Region {
     }
 }
 
+/// Text that is not a region path (as folded by `Region::parse`); the message states
+/// the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{text:?} is not a region: a region is 1 to {REGION_SEGMENTS_MAX} segments of a-z, 0-9, - and _ joined by / \
+     (e.g. earth/africa/ng/lagos), at most {REGION_BYTES_MAX} bytes"
+)]
+pub struct InvalidRegion {
+    pub text: String,
+}
+
 impl std::fmt::Display for Region {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(&self.0)
@@ -86,13 +93,11 @@ pub enum Scope {
 
 impl Scope {
     /// `node` (also when absent), `neighbourhood`, or a region prefix.
-    pub fn parse(text: Option<&str>) -> Result<Scope, String> {
+    pub fn parse(text: Option<&str>) -> Result<Scope, InvalidScope> {
         match text.map(str::trim) {
             None | Some("") | Some("node") => Ok(Scope::Node),
             Some("neighbourhood") => Ok(Scope::Neighbourhood),
-            Some(prefix) => Region::parse(prefix)
-                .map(Scope::Region)
-                .map_err(|reason| format!("scope must be node, neighbourhood or a region prefix: {reason}")),
+            Some(prefix) => Region::parse(prefix).map(Scope::Region).map_err(InvalidScope),
         }
     }
 
@@ -104,6 +109,11 @@ impl Scope {
         }
     }
 }
+
+/// A scope that is neither `node`, `neighbourhood` nor a region prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scope must be node, neighbourhood or a region prefix: {0}")]
+pub struct InvalidScope(pub InvalidRegion);
 
 /// What this node knows of another: its region (if it has one) and whether it
 /// aggregates that region.
@@ -166,6 +176,11 @@ mod tests {
         for bad in ["", "/", "earth//x", "/earth", "earth/x y", "earth/ü", &"a/".repeat(9), &"a".repeat(40)] {
             assert!(Region::parse(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(
+            Region::parse("Earth//X").unwrap_err().to_string(),
+            "\"earth//x\" is not a region: a region is 1 to 8 segments of a-z, 0-9, - and _ joined by / \
+             (e.g. earth/africa/ng/lagos), at most 128 bytes"
+        );
     }
 
     #[test]
@@ -185,7 +200,7 @@ mod tests {
         assert_eq!(Scope::parse(Some("node")), Ok(Scope::Node));
         assert_eq!(Scope::parse(Some("neighbourhood")), Ok(Scope::Neighbourhood));
         assert_eq!(Scope::parse(Some("earth/x")), Ok(Scope::Region(region("earth/x"))));
-        assert!(Scope::parse(Some("earth//x")).unwrap_err().contains("scope must be"));
+        assert!(Scope::parse(Some("earth//x")).unwrap_err().to_string().contains("scope must be"));
     }
 
     #[test]

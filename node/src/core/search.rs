@@ -78,6 +78,23 @@ pub enum Entry {
     User(PublicUser),
 }
 
+/// Why `Entry::check` refuses an entry: which one (by id) and which rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEntry {
+    #[error("post {0:?}: an id is empty, too long or not printable")]
+    PostId(String),
+    #[error("post {0:?}: {1}")]
+    PostHandle(String, text::InvalidHandle),
+    #[error("post {0:?} is past a limit (caption, media or tags)")]
+    PostLimit(String),
+    #[error("user {0:?}: the id is empty, too long or not printable")]
+    UserId(String),
+    #[error("user {0:?}: {1}")]
+    UserHandle(String, text::InvalidHandle),
+    #[error("user {0:?}: display name or bio is too long")]
+    UserLimit(String),
+}
+
 /// An entry's place in its origin: (kind, id).
 pub type EntryKey = (Kind, String);
 
@@ -102,31 +119,33 @@ impl Entry {
 
     /// Refuses an entry past any limit (a feeder is a neighbour, not trusted to be
     /// well-behaved).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidEntry> {
         let id_ok = |id: &str| !id.is_empty() && id.len() <= ID_BYTES_MAX && id.bytes().all(|b| b.is_ascii_graphic());
         match self {
             Entry::Post(post) => {
                 if !id_ok(&post.id) || !id_ok(&post.author_id) || !post.media.iter().all(|id| id_ok(id)) {
-                    return Err(format!("post {:?}: an id is empty, too long or not printable", post.id));
+                    return Err(InvalidEntry::PostId(post.id.clone()));
                 }
-                text::check_handle(&post.author_handle).map_err(|reason| format!("post {:?}: {reason}", post.id))?;
+                text::check_handle(&post.author_handle)
+                    .map_err(|reason| InvalidEntry::PostHandle(post.id.clone(), reason))?;
                 if post.caption.chars().count() > CAPTION_CHARS_MAX
                     || post.media.len() > MEDIA_PER_POST_MAX
                     || post.tags.len() > text::TAGS_PER_POST_MAX
                     || post.tags.iter().any(|tag| tag.is_empty() || tag.chars().count() > 40)
                 {
-                    return Err(format!("post {:?} is past a limit (caption, media or tags)", post.id));
+                    return Err(InvalidEntry::PostLimit(post.id.clone()));
                 }
             }
             Entry::User(user) => {
                 if !id_ok(&user.user_id) {
-                    return Err(format!("user {:?}: the id is empty, too long or not printable", user.user_id));
+                    return Err(InvalidEntry::UserId(user.user_id.clone()));
                 }
-                text::check_handle(&user.handle).map_err(|reason| format!("user {:?}: {reason}", user.user_id))?;
+                text::check_handle(&user.handle)
+                    .map_err(|reason| InvalidEntry::UserHandle(user.user_id.clone(), reason))?;
                 if user.display_name.chars().count() > DISPLAY_NAME_CHARS_MAX
                     || user.bio.chars().count() > BIO_CHARS_MAX
                 {
-                    return Err(format!("user {:?}: display name or bio is too long", user.user_id));
+                    return Err(InvalidEntry::UserLimit(user.user_id.clone()));
                 }
             }
         }
@@ -289,6 +308,9 @@ mod tests {
             display_name: String::new(),
             bio: String::new(),
         });
-        assert!(bad_handle.check().is_err());
+        assert_eq!(
+            bad_handle.check().unwrap_err().to_string(),
+            "user \"u\": a handle is 3 to 30 characters of a-z, 0-9 and _"
+        );
     }
 }

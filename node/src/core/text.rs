@@ -9,15 +9,20 @@ const TERM_CHARS_MAX: usize = 40;
 
 /// Handles are lowercase ASCII letters, digits and `_`, so they are safe in URLs,
 /// mDNS names and file names, and cannot be confused with one another.
-pub fn check_handle(handle: &str) -> Result<(), String> {
+pub fn check_handle(handle: &str) -> Result<(), InvalidHandle> {
     let length_ok = (HANDLE_CHARS_MIN..=HANDLE_CHARS_MAX).contains(&handle.len());
     let chars_ok = handle.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
     if length_ok && chars_ok {
         Ok(())
     } else {
-        Err(format!("a handle is {HANDLE_CHARS_MIN} to {HANDLE_CHARS_MAX} characters of a-z, 0-9 and _"))
+        Err(InvalidHandle)
     }
 }
+
+/// A handle that breaks the rule of `check_handle`; the text states the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a handle is {HANDLE_CHARS_MIN} to {HANDLE_CHARS_MAX} characters of a-z, 0-9 and _")]
+pub struct InvalidHandle;
 
 /// The `#tags` of a caption, lowercased, in order of first use, without repeats.
 pub fn hashtags(caption: &str) -> Vec<String> {

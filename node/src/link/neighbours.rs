@@ -46,7 +46,19 @@ const STATUS_REFUSED: u8 = 1;
 /// One service's answer to a request from `from` (a sibling or configured neighbour,
 /// authenticated by its key). `Err` is a refusal with a reason the caller sees.
 pub trait NeighbourHandler: Send + Sync {
-    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, String>;
+    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, Refusal>;
+}
+
+/// A service's refusal of a call: the reason, sent to the caller as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+// Handlers build reasons with `format!`; `?` turns one into a refusal.
+impl From<String> for Refusal {
+    fn from(reason: String) -> Refusal {
+        Refusal(reason)
+    }
 }
 
 /// The services this node answers, by name. Registered after start (the API and the
@@ -135,7 +147,7 @@ async fn answer(from: NodeId, services: &NeighbourServices, mut send: quinn::Sen
                     Ok(Ok(answer)) => {
                         (STATUS_REFUSED, format!("the answer is too large ({} bytes)", answer.len()).into_bytes())
                     }
-                    Ok(Err(reason)) => (STATUS_REFUSED, reason.into_bytes()),
+                    Ok(Err(Refusal(reason))) => (STATUS_REFUSED, reason.into_bytes()),
                     Err(error) => (STATUS_REFUSED, format!("the service failed: {error}").into_bytes()),
                 }
             }

@@ -441,9 +441,9 @@ async fn a_peer_that_does_not_read_costs_a_bounded_queue() {
 struct Echo;
 
 impl neighbours::NeighbourHandler for Echo {
-    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, neighbours::Refusal> {
         if body == b"refuse me" {
-            return Err("refused as asked".to_owned());
+            return Err(neighbours::Refusal("refused as asked".to_owned()));
         }
         Ok(format!("{from}:{}", String::from_utf8_lossy(body)).into_bytes())
     }

@@ -73,7 +73,7 @@ use crate::core::fanout::{
     FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, RemoteUser, FANOUT_PROTOCOL_VERSION,
 };
 use crate::core::model::{may_view, NodeId, Version, Visibility};
-use crate::link::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices};
+use crate::link::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices, Refusal};
 use crate::os;
 use crate::services::media_fetch::{decode_media, encode_media};
 use crate::store::blobs::is_sha256_hex;
@@ -550,7 +550,7 @@ impl Fanout {
         );
         let answer = answer?;
         let bad = |reason: String| FanoutServiceError::BadAnswer { node: home, reason };
-        let (info, files) = decode_media(&answer, media_id, &[kind]).map_err(bad)?;
+        let (info, files) = decode_media(&answer, media_id, &[kind]).map_err(|error| bad(error.to_string()))?;
         let bytes = files[0];
         let blob = info.blob(kind);
         if hex(&Sha256::digest(bytes)) != blob.sha256 {
@@ -724,7 +724,7 @@ async fn drive(fanout: Arc<Fanout>) {
 struct FanoutService(Arc<Fanout>);
 
 impl NeighbourHandler for FanoutService {
-    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, Refusal> {
         let fanout = &self.0;
         fanout.peer_seen(from, true);
         if body.is_empty() {
@@ -733,10 +733,10 @@ impl NeighbourHandler for FanoutService {
         let envelope: Envelope =
             serde_json::from_slice(body).map_err(|error| format!("not a fan-out message: {error}"))?;
         if envelope.version != FANOUT_PROTOCOL_VERSION {
-            return Err(format!(
+            return Err(Refusal(format!(
                 "fan-out protocol {} is not spoken here (this node speaks {FANOUT_PROTOCOL_VERSION})",
                 envelope.version
-            ));
+            )));
         }
         // A first follower of a local author: their ledger must hold their posts
         // before the follower's first pull.
@@ -769,9 +769,9 @@ impl NeighbourHandler for FanoutService {
 struct ProfileService(Arc<Fanout>);
 
 impl NeighbourHandler for ProfileService {
-    fn handle(&self, _from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+    fn handle(&self, _from: NodeId, body: &[u8]) -> Result<Vec<u8>, Refusal> {
         if body.is_empty() || body.len() > HANDLE_BYTES_MAX {
-            return Err("ask for a handle of 1 to 64 bytes".to_owned());
+            return Err(Refusal("ask for a handle of 1 to 64 bytes".to_owned()));
         }
         let handle = std::str::from_utf8(body).map_err(|_| "the handle is not UTF-8".to_owned())?.to_lowercase();
         let fanout = &self.0;
@@ -797,16 +797,16 @@ struct MediaService(Arc<Fanout>);
 impl NeighbourHandler for MediaService {
     /// A photo's thumb or display for a node that holds a follower of a post carrying
     /// it (public posts for anyone who may call us).
-    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, Refusal> {
         let request: MediaRequest = serde_json::from_slice(body).map_err(|error| format!("a bad request: {error}"))?;
         let kind = match BlobKind::from_name(&request.variant) {
             Some(kind @ (BlobKind::Thumb | BlobKind::Display)) => kind,
-            _ => return Err("only thumb and display are served to other nodes".to_owned()),
+            _ => return Err(Refusal("only thumb and display are served to other nodes".to_owned())),
         };
         let media_id = request.media_id.to_ascii_lowercase();
         let not_here = || format!("no photo {media_id} that your node may see");
         if !is_sha256_hex(&media_id) {
-            return Err(not_here());
+            return Err(Refusal(not_here()));
         }
         let fanout = &self.0;
         let read = |error: StoreError| format!("this node cannot read its store: {error}");
@@ -823,7 +823,7 @@ impl NeighbourHandler for MediaService {
             })
         };
         if !allowed {
-            return Err(not_here());
+            return Err(Refusal(not_here()));
         }
         let info = fanout.store.media(&media_id).map_err(read)?.ok_or_else(not_here)?;
         let bytes = fanout.store.blobs.read(&media_id, kind).map_err(|_| not_here())?;

@@ -193,40 +193,55 @@ pub fn encode_media(info: &MediaInfo, files: &[(BlobKind, &[u8])]) -> Vec<u8> {
     encoded
 }
 
+/// Why an encoded media item (`encode_media`) does not decode: what in it is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaDecodeError {
+    #[error("the answer ends early")]
+    Short,
+    #[error("the description has {0} bytes; the limit is {MEDIA_INFO_BYTES_MAX}")]
+    InfoTooLarge(usize),
+    #[error("the description does not decode: {0}")]
+    Info(serde_json::Error),
+    #[error("asked for {asked}, got {got}")]
+    OtherItem { asked: String, got: String },
+    #[error("the {} file has {bytes} bytes; the limit is {MEDIA_BLOB_BYTES_MAX}", kind.name())]
+    FileTooLarge { kind: BlobKind, bytes: u64 },
+    #[error("the {} file has {length} bytes; its description says {expected}", kind.name())]
+    FileLength { kind: BlobKind, length: u64, expected: u64 },
+    #[error("{0} bytes after the last file")]
+    Trailing(usize),
+}
+
 /// The length of a description from its 4-byte prefix, refused past the limit
 /// before anything is allocated.
-fn media_info_length(prefix: [u8; 4]) -> Result<usize, String> {
+fn media_info_length(prefix: [u8; 4]) -> Result<usize, MediaDecodeError> {
     let length = u32::from_be_bytes(prefix) as usize;
     if length > MEDIA_INFO_BYTES_MAX {
-        return Err(format!("the description has {length} bytes; the limit is {MEDIA_INFO_BYTES_MAX}"));
+        return Err(MediaDecodeError::InfoTooLarge(length));
     }
     Ok(length)
 }
 
 /// A description of `media_id` whose every file is within the limit.
-fn parse_media_info(info_json: &[u8], media_id: &str) -> Result<MediaInfo, String> {
-    let info: MediaInfo =
-        serde_json::from_slice(info_json).map_err(|error| format!("the description does not decode: {error}"))?;
+fn parse_media_info(info_json: &[u8], media_id: &str) -> Result<MediaInfo, MediaDecodeError> {
+    let info: MediaInfo = serde_json::from_slice(info_json).map_err(MediaDecodeError::Info)?;
     if info.media_id != media_id {
-        return Err(format!("asked for {media_id}, got {}", info.media_id));
+        return Err(MediaDecodeError::OtherItem { asked: media_id.to_owned(), got: info.media_id });
     }
     for kind in BLOB_KINDS {
-        if info.blob(kind).bytes > MEDIA_BLOB_BYTES_MAX {
-            return Err(format!(
-                "the {} file has {} bytes; the limit is {MEDIA_BLOB_BYTES_MAX}",
-                kind.name(),
-                info.blob(kind).bytes
-            ));
+        let bytes = info.blob(kind).bytes;
+        if bytes > MEDIA_BLOB_BYTES_MAX {
+            return Err(MediaDecodeError::FileTooLarge { kind, bytes });
         }
     }
     Ok(info)
 }
 
 /// A file's length prefix must be what the description says.
-fn check_file_length(info: &MediaInfo, kind: BlobKind, length: u64) -> Result<(), String> {
+fn check_file_length(info: &MediaInfo, kind: BlobKind, length: u64) -> Result<(), MediaDecodeError> {
     let expected = info.blob(kind).bytes;
     if length != expected {
-        return Err(format!("the {} file has {length} bytes; its description says {expected}", kind.name()));
+        return Err(MediaDecodeError::FileLength { kind, length, expected });
     }
     Ok(())
 }
@@ -237,8 +252,8 @@ pub fn decode_media<'a>(
     encoded: &'a [u8],
     media_id: &str,
     kinds: &[BlobKind],
-) -> Result<(MediaInfo, Vec<&'a [u8]>), String> {
-    let short = || "the answer ends early".to_owned();
+) -> Result<(MediaInfo, Vec<&'a [u8]>), MediaDecodeError> {
+    let short = || MediaDecodeError::Short;
     let prefix: [u8; 4] = encoded.get(..4).ok_or_else(short)?.try_into().expect("4 bytes");
     let info_end = 4 + media_info_length(prefix)?;
     let info = parse_media_info(encoded.get(4..info_end).ok_or_else(short)?, media_id)?;
@@ -253,7 +268,7 @@ pub fn decode_media<'a>(
         rest = &rest[8 + length as usize..];
     }
     if !rest.is_empty() {
-        return Err(format!("{} bytes after the last file", rest.len()));
+        return Err(MediaDecodeError::Trailing(rest.len()));
     }
     Ok((info, files))
 }
@@ -301,16 +316,17 @@ async fn fetch(connection: &quinn::Connection, media_id: &str) -> Result<Option<
     }
     let mut info_length = [0u8; 4];
     recv.read_exact(&mut info_length).await?;
-    let info_length = media_info_length(info_length).map_err(MediaFetchError::Malformed)?;
+    let malformed = |error: MediaDecodeError| MediaFetchError::Malformed(error.to_string());
+    let info_length = media_info_length(info_length).map_err(malformed)?;
     let mut info_json = vec![0u8; info_length];
     recv.read_exact(&mut info_json).await?;
-    let info = parse_media_info(&info_json, media_id).map_err(MediaFetchError::Malformed)?;
+    let info = parse_media_info(&info_json, media_id).map_err(malformed)?;
     let mut files = Vec::with_capacity(BLOB_KINDS.len());
     for kind in BLOB_KINDS {
         let mut length = [0u8; 8];
         recv.read_exact(&mut length).await?;
         let length = u64::from_be_bytes(length);
-        check_file_length(&info, kind, length).map_err(MediaFetchError::Malformed)?;
+        check_file_length(&info, kind, length).map_err(malformed)?;
         // Bounded: the description's lengths are at most `MEDIA_BLOB_BYTES_MAX`.
         let mut bytes = vec![0u8; length as usize];
         recv.read_exact(&mut bytes).await?;

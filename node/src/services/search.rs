@@ -51,7 +51,7 @@ use crate::core::model::NodeId;
 use crate::core::region::{aggregators_for, feed_targets, Known, Region, Scope};
 use crate::core::search::{changes, merge_posts, merge_users, Digest, Entry, EntryKey, Origin, PublicPost, PublicUser};
 use crate::core::text;
-use crate::link::neighbours::{NeighbourHandler, NeighbourLink, NeighbourServices};
+use crate::link::neighbours::{NeighbourHandler, NeighbourLink, NeighbourServices, Refusal};
 use crate::locking::lock;
 use crate::store::search_index::{public_post, Hit, SearchIndex, ENTRIES_PER_ORIGIN_MAX};
 use crate::store::{Store, StoreError};
@@ -216,7 +216,7 @@ impl SearchService {
         let SearchLinks { link, services, sibling_ids } = links.into();
         let region = match config.region.trim() {
             "" => None,
-            text => Some(Region::parse(text).map_err(SearchError::Config)?),
+            text => Some(Region::parse(text).map_err(|error| SearchError::Config(error.to_string()))?),
         };
         let aggregator = config.roles.iter().any(|role| role == ROLE_AGGREGATOR);
         let index = match (aggregator, &region) {
@@ -661,7 +661,7 @@ impl SearchService {
         let request: FeedRequest =
             serde_json::from_slice(body).map_err(|error| format!("bad feed request: {error}"))?;
         let check_origin = |origin: &Origin| -> Result<(), String> {
-            let region = Region::parse(&origin.region)?;
+            let region = Region::parse(&origin.region).map_err(|error| error.to_string())?;
             if !own_region.covers(&region) {
                 return Err(format!("origin {} at {region} is not under {own_region}", origin.id));
             }
@@ -684,13 +684,13 @@ impl SearchService {
         let answer = match request {
             FeedRequest::Changes { v: _, origin, upserts, deletes } => {
                 check_origin(&origin)?;
-                upserts.iter().try_for_each(Entry::check)?;
+                upserts.iter().try_for_each(Entry::check).map_err(|error| error.to_string())?;
                 let applied = index.apply_changes(&origin, &upserts, &deletes, now).map_err(|e| e.to_string())?;
                 FeedAnswer::applied(&applied)
             }
             FeedRequest::Replace { v: _, origin, generation, last, entries } => {
                 check_origin(&origin)?;
-                entries.iter().try_for_each(Entry::check)?;
+                entries.iter().try_for_each(Entry::check).map_err(|error| error.to_string())?;
                 let applied =
                     index.replace_page(&origin, generation, &entries, last, now).map_err(|e| e.to_string())?;
                 FeedAnswer::applied(&applied)
@@ -732,7 +732,7 @@ impl SearchService {
             return Err(format!("a query is 1 to {QUERY_CHARS_MAX} characters"));
         }
         let limit = request.limit.clamp(1, RESULTS_MAX);
-        let answer = match Scope::parse(Some(&request.scope))? {
+        let answer = match Scope::parse(Some(&request.scope)).map_err(|error| error.to_string())? {
             Scope::Node => {
                 let (users, posts) = self.answer_node(&request.q, limit).map_err(|e| e.to_string())?;
                 json!({"scope": "node", "answered_by": self.node_id.to_string(), "users": users, "posts": posts})
@@ -828,20 +828,20 @@ fn stopping() -> String {
 }
 
 impl NeighbourHandler for InfoHandler {
-    fn handle(&self, _from: NodeId, _body: &[u8]) -> Result<Vec<u8>, String> {
+    fn handle(&self, _from: NodeId, _body: &[u8]) -> Result<Vec<u8>, Refusal> {
         Ok(self.0.upgrade().ok_or_else(stopping)?.info())
     }
 }
 
 impl NeighbourHandler for FeedHandler {
-    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.upgrade().ok_or_else(stopping)?.handle_feed(from, body)
+    fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+        Ok(self.0.upgrade().ok_or_else(stopping)?.handle_feed(from, body)?)
     }
 }
 
 impl NeighbourHandler for SearchHandler {
-    fn handle(&self, _from: NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.upgrade().ok_or_else(stopping)?.handle_search(body)
+    fn handle(&self, _from: NodeId, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+        Ok(self.0.upgrade().ok_or_else(stopping)?.handle_search(body)?)
     }
 }
 
