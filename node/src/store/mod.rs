@@ -4,29 +4,37 @@
 //! `core::model::Record<T>` JSON so a later replication layer ships them as they are;
 //! indexes (handles, per-author posts, followers, search terms) are derived from them
 //! inside the same transaction and never replicated.
+//!
+//! This file holds what every domain shares: the `Store`, opening and migrating the
+//! database, the client write path (`Store::write`, `Tx`), the clock and the disk
+//! reserve. The domains add their methods to `Store` in their own files: `accounts`,
+//! `posts`, `social` (follows, likes, comments) and `media`; `replica` is the write
+//! path every replicated record takes beneath them.
 
+mod accounts;
 pub mod blobs;
 pub mod fanout;
+mod media;
 mod media_sync;
+mod posts;
 pub mod replica;
 pub mod search_index;
+mod social;
 
 use std::path::Path;
 use std::sync::Mutex;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::core::hlc::{HybridClock, Timestamp};
-use crate::core::model::{
-    time_ordered_id, Comment, Credential, Follow, Invite, Like, MediaOwner, NodeId, Post, Record, User, Version,
-    Visibility,
-};
-use crate::core::replication::{RecordKey, ShardId, Table, VersionedKey};
-use crate::core::text;
+use crate::core::model::{NodeId, Record, Version};
+use crate::core::replication::{RecordKey, ShardId, VersionedKey};
 use crate::os;
+pub use accounts::Admission;
 pub use blobs::{BlobKind, BlobStore};
+pub use media::{BlobInfo, MediaInfo};
 use replica::write_record;
 pub use replica::ShardTrees;
 pub use replica::{pair_key, split_pair_key, RedbReplicaStore};
@@ -55,8 +63,6 @@ const TERMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("terms");
 
 /// Sorts after every id we issue (ids are lowercase hex and `_`-free ASCII).
 const KEY_MAX: &str = "\u{7f}";
-/// Index entries a search looks at before it stops, so one query cannot scan forever.
-const SEARCH_SCAN_MAX: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -115,45 +121,6 @@ from_redb!(
 );
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// What we know about a stored media item; local, derived from the blobs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MediaInfo {
-    pub media_id: String,
-    pub mime: String,
-    pub width: u32,
-    pub height: u32,
-    pub blurhash: String,
-    pub original: BlobInfo,
-    pub display: BlobInfo,
-    pub thumb: BlobInfo,
-    pub created_at: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BlobInfo {
-    pub width: u32,
-    pub height: u32,
-    pub bytes: u64,
-    /// SHA-256 hex of the stored file: the strong ETag.
-    pub sha256: String,
-}
-
-impl MediaInfo {
-    pub fn blob(&self, kind: BlobKind) -> &BlobInfo {
-        match kind {
-            BlobKind::Original => &self.original,
-            BlobKind::Display => &self.display,
-            BlobKind::Thumb => &self.thumb,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Session {
-    user_id: String,
-    created_at: u64,
-}
 
 pub struct Store {
     db: Database,
@@ -306,28 +273,10 @@ impl Store {
         db_bytes + self.blob_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn sum_blob_bytes(&self) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
-        let mut total = 0;
-        for entry in txn.open_table(MEDIA)?.iter()? {
-            let info: MediaInfo = decode(entry?.1.value())?;
-            total += info.original.bytes + info.display.bytes + info.thumb.bytes;
-        }
-        Ok(total)
-    }
-
     /// Moves the local clock past a version applied from a sibling, so every later
     /// local write is newer than everything the node holds.
     fn observe_clock(&self, at: Timestamp) {
         self.clock.lock().expect("clock lock").observe(at, os::now_ms());
-    }
-
-    /// (replicated records held, tombstones among them, digest of every shard).
-    pub fn replication_digest(&self) -> StoreResult<(u64, u64, u64)> {
-        let (records, digest) = self.trees.lock().expect("trees lock").digest();
-        let txn = self.db.begin_read()?;
-        let tombstones = txn.open_table(replica::REPLICA_TOMBSTONES)?.len()?;
-        Ok((records, tombstones, digest))
     }
 
     /// Refuse clients' writes (`DiskFull`) once fewer than `bytes` would stay free, so
@@ -420,496 +369,6 @@ impl Store {
         }
         result
     }
-
-    // ----- node -----
-
-    /// The user id of the admin who claimed the node, if any.
-    pub fn claimed_by(&self) -> StoreResult<Option<String>> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let claimed_by = meta.get("claimed_by")?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
-        Ok(claimed_by)
-    }
-
-    pub fn user_count(&self) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(HANDLES)?.len()?)
-    }
-
-    // ----- accounts -----
-
-    /// Creates an account. `how` says what admits it: the claim (first admin), an
-    /// invite code (consumed in the same transaction), or open registration.
-    pub fn create_user(&self, handle: &str, password_hash: String, how: Admission<'_>) -> StoreResult<User> {
-        self.write(|tx| {
-            let version = tx.version();
-            let user_id = hex(&os::random_bytes::<16>());
-            let user = User {
-                user_id: user_id.clone(),
-                handle: handle.to_owned(),
-                display_name: handle.to_owned(),
-                bio: String::new(),
-                admin: matches!(how, Admission::Claim),
-                created_at: version.at.physical_ms(),
-                home: Some(self.node_id),
-            };
-            {
-                if tx.txn.open_table(HANDLES)?.get(handle)?.is_some() {
-                    return Err(StoreError::HandleTaken);
-                }
-                match how {
-                    Admission::Claim => {
-                        let mut meta = tx.txn.open_table(META)?;
-                        if meta.get("claimed_by")?.is_some() {
-                            return Err(StoreError::AlreadyClaimed);
-                        }
-                        meta.insert("claimed_by", user_id.as_bytes())?;
-                    }
-                    Admission::Invite(code) => {
-                        let mut invites = tx.txn.open_table(INVITES)?;
-                        let invite = match invites.get(code)? {
-                            Some(bytes) => live::<Invite>(bytes.value())?,
-                            None => None,
-                        };
-                        let Some(mut invite) = invite.filter(|invite| invite.used_by.is_none()) else {
-                            return Err(StoreError::BadInvite);
-                        };
-                        invite.used_by = Some(user_id.clone());
-                        invites.insert(code, encode(&Record::live(version, invite)).as_slice())?;
-                    }
-                    Admission::Open => {}
-                }
-                let shard = user_id.as_str();
-                let user_key = RecordKey::new(Table::User, user_id.as_str());
-                tx.write_record(shard, &user_key, &Record::live(version, user.clone()))?;
-                // Its own version: a version names one write (the replication log needs
-                // strictly increasing versions).
-                let version = tx.version();
-                let credential = Credential { password_hash };
-                let credential_key = RecordKey::new(Table::Credential, user_id.as_str());
-                tx.write_record(shard, &credential_key, &Record::live(version, credential))?;
-            }
-            Ok(user)
-        })
-    }
-
-    pub fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
-        let txn = self.db.begin_read()?;
-        let users = txn.open_table(USERS)?;
-        let user = users.get(user_id)?;
-        user.map(|bytes| live::<User>(bytes.value())).transpose().map(Option::flatten)
-    }
-
-    pub fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>> {
-        let user_id = {
-            let txn = self.db.begin_read()?;
-            let handles = txn.open_table(HANDLES)?;
-            let user_id = handles.get(handle)?.map(|id| id.value().to_owned());
-            user_id
-        };
-        match user_id {
-            Some(user_id) => self.user(&user_id),
-            None => Ok(None),
-        }
-    }
-
-    pub fn credential(&self, user_id: &str) -> StoreResult<Option<Credential>> {
-        let txn = self.db.begin_read()?;
-        let credentials = txn.open_table(CREDENTIALS)?;
-        let credential = credentials.get(user_id)?;
-        credential.map(|bytes| live::<Credential>(bytes.value())).transpose().map(Option::flatten)
-    }
-
-    /// Handles starting with `prefix`, in order.
-    pub fn users_with_handle_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<User>> {
-        let user_ids: Vec<String> = {
-            let txn = self.db.begin_read()?;
-            let handles = txn.open_table(HANDLES)?;
-            let mut user_ids = Vec::new();
-            for entry in handles.range(prefix..)? {
-                let (handle, user_id) = entry?;
-                if !handle.value().starts_with(prefix) || user_ids.len() == limit {
-                    break;
-                }
-                user_ids.push(user_id.value().to_owned());
-            }
-            user_ids
-        };
-        let mut users = Vec::new();
-        for user_id in user_ids {
-            users.extend(self.user(&user_id)?);
-        }
-        Ok(users)
-    }
-
-    pub fn create_session(&self, token_hash: &[u8], user_id: &str) -> StoreResult<()> {
-        let session = Session { user_id: user_id.to_owned(), created_at: os::now_ms() };
-        let txn = self.db.begin_write()?;
-        txn.open_table(SESSIONS)?.insert(token_hash, encode(&session).as_slice())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    pub fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<String>> {
-        let txn = self.db.begin_read()?;
-        let sessions = txn.open_table(SESSIONS)?;
-        let session = sessions.get(token_hash)?;
-        Ok(session.map(|bytes| decode::<Session>(bytes.value())).transpose()?.map(|session| session.user_id))
-    }
-
-    pub fn delete_session(&self, token_hash: &[u8]) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(SESSIONS)?.remove(token_hash)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// An invite, versioned by the node's one clock (the replication node's when it
-    /// runs): written through the client write path, though invites do not replicate.
-    pub fn create_invite(&self, created_by: &str) -> StoreResult<Invite> {
-        self.write_unhooked(|tx| {
-            let version = tx.version();
-            let invite = Invite {
-                code: hex(&os::random_bytes::<10>()),
-                created_by: created_by.to_owned(),
-                created_at: version.at.physical_ms(),
-                used_by: None,
-            };
-            tx.txn
-                .open_table(INVITES)?
-                .insert(invite.code.as_str(), encode(&Record::live(version, invite.clone())).as_slice())?;
-            Ok(invite)
-        })
-    }
-
-    // ----- media -----
-
-    pub fn media(&self, media_id: &str) -> StoreResult<Option<MediaInfo>> {
-        let txn = self.db.begin_read()?;
-        let media = txn.open_table(MEDIA)?;
-        let info = media.get(media_id)?;
-        info.map(|bytes| decode(bytes.value())).transpose()
-    }
-
-    /// Records a media item whose blob files are already durable, owned by `owner`.
-    /// Returns false when the item was already known (only the owner was added).
-    pub fn put_media(&self, info: &MediaInfo, owner: &str) -> StoreResult<bool> {
-        let is_new = self.write(|tx| {
-            let version = tx.version();
-            let mut media = tx.txn.open_table(MEDIA)?;
-            let is_new = media.get(info.media_id.as_str())?.is_none();
-            if is_new {
-                media.insert(info.media_id.as_str(), encode(info).as_slice())?;
-            }
-            let owned = match tx.txn.open_table(MEDIA_OWNERS)?.get((info.media_id.as_str(), owner))? {
-                Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
-                None => false,
-            };
-            if !owned {
-                let record = Record::live(version, MediaOwner { since: version.at.physical_ms() });
-                let key = RecordKey::new(Table::MediaOwner, pair_key(&info.media_id, owner));
-                tx.write_record(owner, &key, &record)?;
-            }
-            Ok(is_new)
-        })?;
-        if is_new {
-            let bytes = info.original.bytes + info.display.bytes + info.thumb.bytes;
-            self.blob_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(is_new)
-    }
-
-    /// Replaces the metadata of a known media item (after regenerating a derivative).
-    pub fn update_media(&self, info: &MediaInfo) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(MEDIA)?.insert(info.media_id.as_str(), encode(info).as_slice())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    pub fn owns_media(&self, media_id: &str, user_id: &str) -> StoreResult<bool> {
-        let txn = self.db.begin_read()?;
-        let owners = txn.open_table(MEDIA_OWNERS)?;
-        let owner = owners.get((media_id, user_id))?;
-        Ok(match owner {
-            Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
-            None => false,
-        })
-    }
-
-    /// Live posts that carry a media item.
-    pub fn posts_with_media(&self, media_id: &str) -> StoreResult<Vec<Post>> {
-        let post_ids: Vec<String> = {
-            let txn = self.db.begin_read()?;
-            let media_posts = txn.open_table(MEDIA_POSTS)?;
-            let mut post_ids = Vec::new();
-            for entry in media_posts.range((media_id, "")..(media_id, KEY_MAX))? {
-                post_ids.push(entry?.0.value().1.to_owned());
-            }
-            post_ids
-        };
-        let mut posts = Vec::new();
-        for post_id in post_ids {
-            posts.extend(self.post(&post_id)?);
-        }
-        Ok(posts)
-    }
-
-    // ----- posts -----
-
-    pub fn create_post(
-        &self,
-        author_id: &str,
-        caption: String,
-        media: Vec<String>,
-        visibility: Visibility,
-    ) -> StoreResult<Post> {
-        self.write(|tx| {
-            let version = tx.version();
-            let tags = text::hashtags(&caption);
-            let post = Post {
-                post_id: time_ordered_id(version),
-                author_id: author_id.to_owned(),
-                caption,
-                media,
-                visibility,
-                tags,
-                created_at: version.at.physical_ms(),
-            };
-            {
-                let owners = tx.txn.open_table(MEDIA_OWNERS)?;
-                for media_id in &post.media {
-                    let owned = match owners.get((media_id.as_str(), author_id))? {
-                        Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
-                        None => false,
-                    };
-                    if !owned {
-                        return Err(StoreError::UnknownMedia(media_id.clone()));
-                    }
-                }
-            }
-            let key = RecordKey::new(Table::Post, post.post_id.as_str());
-            tx.write_record(author_id, &key, &Record::live(version, post.clone()))?;
-            Ok(post)
-        })
-    }
-
-    pub fn post(&self, post_id: &str) -> StoreResult<Option<Post>> {
-        let txn = self.db.begin_read()?;
-        let posts = txn.open_table(POSTS)?;
-        let post = posts.get(post_id)?;
-        post.map(|bytes| live::<Post>(bytes.value())).transpose().map(Option::flatten)
-    }
-
-    /// Replaces the post with a tombstone and drops it from every index.
-    pub fn delete_post(&self, post: &Post) -> StoreResult<()> {
-        self.write(|tx| {
-            let version = tx.version();
-            let key = RecordKey::new(Table::Post, post.post_id.as_str());
-            tx.write_record(&post.author_id, &key, &Record::<Post>::tombstone(version))
-        })
-    }
-
-    /// Replaces a post with an edited copy (same id, author and creation time; the
-    /// caption's tags derived again) at a new version.
-    pub fn update_post(&self, post: &Post) -> StoreResult<Post> {
-        self.write(|tx| {
-            let version = tx.version();
-            let mut edited = post.clone();
-            edited.tags = text::hashtags(&edited.caption);
-            let key = RecordKey::new(Table::Post, edited.post_id.as_str());
-            tx.write_record(&edited.author_id, &key, &Record::live(version, edited.clone()))?;
-            Ok(edited)
-        })
-    }
-
-    /// Up to `limit` of an author's posts older than `before`, newest first, that
-    /// pass `keep`.
-    pub fn posts_by_author(
-        &self,
-        author_id: &str,
-        before: Option<&str>,
-        limit: usize,
-        keep: impl Fn(&Post) -> bool,
-    ) -> StoreResult<Vec<Post>> {
-        let txn = self.db.begin_read()?;
-        let index = txn.open_table(POSTS_BY_AUTHOR)?;
-        let posts_table = txn.open_table(POSTS)?;
-        let mut posts = Vec::new();
-        for entry in index.range((author_id, "")..(author_id, before.unwrap_or(KEY_MAX)))?.rev() {
-            if posts.len() == limit {
-                break;
-            }
-            let (key, _) = entry?;
-            let post_id = key.value().1;
-            let post = match posts_table.get(post_id)? {
-                Some(bytes) => live::<Post>(bytes.value())?,
-                None => None,
-            };
-            posts.extend(post.filter(|post| keep(post)));
-        }
-        Ok(posts)
-    }
-
-    /// Public posts whose index holds every term, newest first.
-    pub fn search_posts(&self, terms: &[String], limit: usize) -> StoreResult<Vec<Post>> {
-        let Some((first, rest)) = terms.split_first() else { return Ok(Vec::new()) };
-        let post_ids: Vec<String> = {
-            let txn = self.db.begin_read()?;
-            let index = txn.open_table(TERMS)?;
-            let mut post_ids = Vec::new();
-            let first = first.as_str();
-            for entry in index.range((first, "")..(first, KEY_MAX))?.rev().take(SEARCH_SCAN_MAX) {
-                if post_ids.len() == limit {
-                    break;
-                }
-                let (key, _) = entry?;
-                let post_id = key.value().1;
-                let mut matches_all = true;
-                for term in rest {
-                    matches_all &= index.get((term.as_str(), post_id))?.is_some();
-                }
-                if matches_all {
-                    post_ids.push(post_id.to_owned());
-                }
-            }
-            post_ids
-        };
-        let mut posts = Vec::new();
-        for post_id in post_ids {
-            posts.extend(self.post(&post_id)?.filter(|post| post.visibility == Visibility::Public));
-        }
-        Ok(posts)
-    }
-
-    // ----- follows -----
-
-    pub fn follows(&self, follower_id: &str, followee_id: &str) -> StoreResult<bool> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(FOLLOWERS)?.get((followee_id, follower_id))?.is_some())
-    }
-
-    /// Follows or unfollows; returns the follow record's version (fan-out keys on it).
-    pub fn set_follow(&self, follower_id: &str, followee_id: &str, following: bool) -> StoreResult<Version> {
-        self.write(|tx| {
-            let version = tx.version();
-            let record = if following {
-                Record::live(version, Follow { since: version.at.physical_ms() })
-            } else {
-                Record::tombstone(version)
-            };
-            let key = RecordKey::new(Table::Follow, pair_key(follower_id, followee_id));
-            tx.write_record(follower_id, &key, &record)?;
-            Ok(version)
-        })
-    }
-
-    /// Users `user_id` follows (live follows only).
-    pub fn followees(&self, user_id: &str) -> StoreResult<Vec<String>> {
-        let txn = self.db.begin_read()?;
-        let follows = txn.open_table(FOLLOWS)?;
-        let mut followees = Vec::new();
-        for entry in follows.range((user_id, "")..(user_id, KEY_MAX))? {
-            let (key, value) = entry?;
-            if live::<Follow>(value.value())?.is_some() {
-                followees.push(key.value().1.to_owned());
-            }
-        }
-        Ok(followees)
-    }
-
-    pub fn follower_count(&self, user_id: &str) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
-        let followers = txn.open_table(FOLLOWERS)?;
-        let count = followers.range((user_id, "")..(user_id, KEY_MAX))?.count();
-        Ok(count as u64)
-    }
-
-    // ----- likes and comments -----
-
-    pub fn set_like(&self, post_id: &str, user_id: &str, liked: bool) -> StoreResult<()> {
-        self.write(|tx| {
-            let version = tx.version();
-            let record = if liked {
-                Record::live(version, Like { at: version.at.physical_ms() })
-            } else {
-                Record::tombstone(version)
-            };
-            let key = RecordKey::new(Table::Like, pair_key(post_id, user_id));
-            tx.write_record(user_id, &key, &record)
-        })
-    }
-
-    /// (number of likes, whether `viewer` likes it).
-    pub fn likes(&self, post_id: &str, viewer: Option<&str>) -> StoreResult<(u64, bool)> {
-        let txn = self.db.begin_read()?;
-        let likes = txn.open_table(LIKES)?;
-        let mut count = 0;
-        let mut liked_by_viewer = false;
-        for entry in likes.range((post_id, "")..(post_id, KEY_MAX))? {
-            let (key, value) = entry?;
-            if live::<Like>(value.value())?.is_some() {
-                count += 1;
-                liked_by_viewer |= Some(key.value().1) == viewer;
-            }
-        }
-        Ok((count, liked_by_viewer))
-    }
-
-    pub fn add_comment(&self, post_id: &str, author_id: &str, text: String) -> StoreResult<Comment> {
-        self.write(|tx| {
-            let version = tx.version();
-            let comment = Comment {
-                comment_id: time_ordered_id(version),
-                post_id: post_id.to_owned(),
-                author_id: author_id.to_owned(),
-                text,
-                created_at: version.at.physical_ms(),
-            };
-            let key = RecordKey::new(Table::Comment, pair_key(post_id, &comment.comment_id));
-            tx.write_record(author_id, &key, &Record::live(version, comment.clone()))?;
-            Ok(comment)
-        })
-    }
-
-    /// Up to `limit` comments after `after`, oldest first.
-    pub fn comments(&self, post_id: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Comment>> {
-        let txn = self.db.begin_read()?;
-        let comments_table = txn.open_table(COMMENTS)?;
-        let mut comments = Vec::new();
-        for entry in comments_table.range((post_id, after.unwrap_or(""))..(post_id, KEY_MAX))? {
-            let (key, value) = entry?;
-            if Some(key.value().1) == after {
-                continue;
-            }
-            if comments.len() == limit {
-                break;
-            }
-            comments.extend(live::<Comment>(value.value())?);
-        }
-        Ok(comments)
-    }
-
-    pub fn comment_count(&self, post_id: &str) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
-        let comments = txn.open_table(COMMENTS)?;
-        let mut count = 0;
-        for entry in comments.range((post_id, "")..(post_id, KEY_MAX))? {
-            if live::<Comment>(entry?.1.value())?.is_some() {
-                count += 1;
-            }
-        }
-        Ok(count)
-    }
-}
-
-/// What lets a new account in.
-#[derive(Debug, Clone, Copy)]
-pub enum Admission<'a> {
-    /// The first account, with the claim code: becomes admin.
-    Claim,
-    Invite(&'a str),
-    Open,
 }
 
 /// Creates every table so read transactions never meet a missing one.
@@ -958,8 +417,10 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::Visibility;
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
+    /// A fresh directory for one test's database (the domain files' tests use it too).
+    pub(super) fn temp_dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("edgenode-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
@@ -996,53 +457,6 @@ mod tests {
             txn.commit().unwrap();
         }
         assert!(matches!(Store::open(&dir), Err(StoreError::NewerSchema { found: 99, .. })));
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn claims_and_invites_admit_once() {
-        let dir = temp_dir("admit");
-        let store = Store::open(&dir).unwrap();
-        let admin = store.create_user("ada", "h".into(), Admission::Claim).unwrap();
-        assert!(matches!(store.create_user("eve", "h".into(), Admission::Claim), Err(StoreError::AlreadyClaimed)));
-        let invite = store.create_invite(&admin.user_id).unwrap();
-        store.create_user("bob", "h".into(), Admission::Invite(&invite.code)).unwrap();
-        assert!(matches!(
-            store.create_user("cy", "h".into(), Admission::Invite(&invite.code)),
-            Err(StoreError::BadInvite)
-        ));
-        assert!(matches!(store.create_user("bob", "h".into(), Admission::Open), Err(StoreError::HandleTaken)));
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn deleted_posts_leave_a_tombstone_and_every_index() {
-        let dir = temp_dir("delete");
-        let store = Store::open(&dir).unwrap();
-        let user = store.create_user("ada", "h".into(), Admission::Claim).unwrap();
-        let post = store.create_post(&user.user_id, "boats #harbour".into(), vec![], Visibility::Public).unwrap();
-        assert_eq!(store.search_posts(&["t:harbour".into()], 10).unwrap().len(), 1);
-        store.delete_post(&post).unwrap();
-        assert!(store.post(&post.post_id).unwrap().is_none());
-        assert!(store.search_posts(&["t:harbour".into()], 10).unwrap().is_empty());
-        assert!(store.posts_by_author(&user.user_id, None, 10, |_| true).unwrap().is_empty());
-        let txn = store.db.begin_read().unwrap();
-        let posts = txn.open_table(POSTS).unwrap();
-        let stored: Record<Post> = decode(posts.get(post.post_id.as_str()).unwrap().unwrap().value()).unwrap();
-        assert!(stored.body.is_none() && stored.version.at.0 > 0);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn only_public_posts_are_searchable_and_media_must_be_owned() {
-        let dir = temp_dir("search");
-        let store = Store::open(&dir).unwrap();
-        let user = store.create_user("ada", "h".into(), Admission::Claim).unwrap();
-        store.create_post(&user.user_id, "secret #harbour".into(), vec![], Visibility::Followers).unwrap();
-        assert!(store.search_posts(&["t:harbour".into()], 10).unwrap().is_empty());
-        let missing = "c".repeat(64);
-        let result = store.create_post(&user.user_id, "x".into(), vec![missing], Visibility::Public);
-        assert!(matches!(result, Err(StoreError::UnknownMedia(_))));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
