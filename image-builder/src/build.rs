@@ -264,7 +264,11 @@ fn build_binaries(target: Target) -> Result<PathBuf> {
         cargo
             .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", CROSS_GCC_AARCH64)
             .env("CC_aarch64_unknown_linux_gnu", CROSS_GCC_AARCH64)
-            .env("AR_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-ar");
+            .env("AR_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-ar")
+            // jemalloc (the node's allocator) fixes its page size when built and refuses
+            // to start on a kernel with larger pages: 64 KiB covers the Pi 5's 16 KiB
+            // kernel as well as the Pi 4's 4 KiB one.
+            .env("JEMALLOC_SYS_WITH_LG_PAGE", "16");
     }
     let started = Instant::now();
     run(&mut cargo)?;

@@ -29,6 +29,10 @@ pub struct Config {
     pub peers: PeersConfig,
     pub limits: Limits,
     pub fanout: FanoutSettings,
+    /// Plain-HTTP address answering only `GET /metrics` without credentials, for a
+    /// scraper on loopback or a management network (unset: `/metrics` only over
+    /// HTTPS, to admins and the local control token).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[fanout]`: posts pushed to followers' home nodes across the neighbourhood (see
@@ -151,6 +155,19 @@ pub struct Limits {
     pub media_workers: usize,
     /// Decoded pixel buffers alive at once, in bytes.
     pub media_decoded_bytes_in_flight_max: u64,
+    /// Database pages redb keeps in memory, in bytes (redb's own default is 1 GiB).
+    pub database_cache_bytes: usize,
+    /// Request body bytes held in memory across the node at once (JSON bodies, and
+    /// uploads' chunks on their way to the spool file); past it requests get 503.
+    pub body_bytes_in_flight_max: usize,
+    /// Uploads being received at once across the node (each spooled to a file).
+    pub uploads_in_flight_max: usize,
+    /// After a few seconds' grace, a request body must arrive at least this fast on
+    /// average, or the request ends with 408 and its connection closes.
+    pub body_bytes_per_second_min: u64,
+    /// Photos anyone may see (thumbnails above all), kept in memory and answered
+    /// without a disk read or a database transaction.
+    pub public_media_cache_bytes: usize,
     /// Total size of request headers.
     pub header_bytes_max: usize,
     /// Open TCP connections plus QUIC connections.
@@ -163,6 +180,12 @@ pub struct Limits {
     /// QUIC receive window per stream and per connection.
     pub quic_stream_receive_window_bytes: u32,
     pub quic_receive_window_bytes: u32,
+    /// Bytes of photos one user may own on this node (original + display + thumb of
+    /// each, charged to every owner); an admin may set more or less per user. 0: no quota.
+    pub user_storage_bytes_max: u64,
+    /// Upload body bytes one user may send in any hour (per user, adjustable by an
+    /// admin). 0: no limit.
+    pub user_upload_bytes_per_hour_max: u64,
     /// Connections idle longer than this are closed.
     pub idle_timeout_seconds: u64,
     /// Time for graceful shutdown before in-flight requests are dropped.
@@ -183,6 +206,7 @@ impl Default for Config {
             peers: PeersConfig::default(),
             limits: Limits::default(),
             fanout: FanoutSettings::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -200,15 +224,38 @@ impl Default for Limits {
             upload_bytes_max: 40 * 1024 * 1024,
             disk_free_bytes_min: 64 * 1024 * 1024,
             image_pixels_max: 64_000_000,
-            // Sized for a Raspberry Pi 4 with 2 GiB: two conversions of 12 MP at once.
+            // Sized for a 1 GB board: 2 workers × 96 MiB. Two 12 MP photos convert side
+            // by side; an image whose conversion alone needs more than the whole budget
+            // (pixels, decoder scratch, resize buffers, upload copies) is refused, 413.
             media_workers: 2,
-            media_decoded_bytes_in_flight_max: 256 * 1024 * 1024,
+            media_decoded_bytes_in_flight_max: 192 * 1024 * 1024,
+            // A 1 GB board: redb's default of 1 GiB would let the cache alone take
+            // all of it as the database grows. It fills with the pages read (~30 MiB
+            // after reading every post of a 20,000-post database, BENCHMARKS.md), and
+            // the kernel's page cache keeps the file besides; 32 MiB is 3% of the board.
+            database_cache_bytes: 32 * 1024 * 1024,
+            // JSON bodies are at most 64 KiB and uploads go to disk: 32 MiB is 500
+            // sign-ins at once, or 128 uploads' write buffers.
+            body_bytes_in_flight_max: 32 * 1024 * 1024,
+            // Spooled to disk, at most 64 x 40 MiB; a user sends at most 4 at once.
+            uploads_in_flight_max: 64,
+            // A phone on a poor 3G uplink still sends ~50 kB/s.
+            body_bytes_per_second_min: 8 * 1024,
+            // ~500 thumbnails: the public photos of the last few hundred posts.
+            public_media_cache_bytes: 16 * 1024 * 1024,
             header_bytes_max: 16 * 1024,
             connections_max: 1024,
-            connections_per_address_max: 256,
+            // A household or office behind one NAT; when every slot is taken, idle
+            // connections make room for newcomers (http/slots.rs).
+            connections_per_address_max: 64,
             quic_streams_per_connection_max: 64,
-            quic_stream_receive_window_bytes: 1024 * 1024,
-            quic_receive_window_bytes: 8 * 1024 * 1024,
+            // What a client may send that the node has not read yet: like HTTP/2's
+            // windows, small enough that 1,024 connections fit the memory budget
+            // (ARCHITECTURE.md), large enough for tens of MB/s on a LAN.
+            quic_stream_receive_window_bytes: 256 * 1024,
+            quic_receive_window_bytes: 512 * 1024,
+            user_storage_bytes_max: 8 << 30,
+            user_upload_bytes_per_hour_max: 4 << 30,
             idle_timeout_seconds: 60,
             shutdown_grace_seconds: 10,
         }

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -85,7 +85,12 @@ impl Identity {
                 reason: "the certificate exists but its key is missing".to_owned(),
             }),
             (None, None) => {
-                fs::create_dir_all(dir).map_err(|source| IdentityError::Write { path: dir.to_owned(), source })?;
+                // Owner-only whatever the umask, like everything in the data dir.
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|source| IdentityError::Write { path: dir.to_owned(), source })?;
                 let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
                     .map_err(|error| IdentityError::Generate(error.to_string()))?;
                 let certificate = self_signed_certificate(&key_pair, name)?;

@@ -102,7 +102,19 @@ impl CommonArgs {
     }
 }
 
+/// jemalloc, whose background threads return freed pages to the OS within seconds
+/// (dirty pages decay over 10 s): after a burst of uploads the node's RSS comes back
+/// near its baseline, where glibc malloc kept its per-thread arenas full of freed
+/// decode buffers. Measured with bench/upload-memory/run.
+#[global_allocator]
+static GLOBAL_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<()> {
+    // Whatever the node, a crate or a subcommand creates in the data dir (database,
+    // photos, spooled uploads, keys) is for this user only, even where a creation
+    // site forgets its own mode; files and dirs that existed before are fixed at start
+    // (`store::make_data_dir_private`).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::api::metrics::Metrics;
-use crate::api::{Api, NodeInfo};
+use crate::api::{Api, BodyPlan, NodeInfo, RequestBody};
 use crate::config::Config;
 use crate::core::model::NodeId;
 use crate::discovery::{Advertisement, Discovery};
@@ -145,12 +145,19 @@ impl Node {
     /// Call within a multi-thread runtime.
     pub async fn start(config: Config) -> Result<Node, NodeError> {
         create_private_dir(&config.data_dir)?;
+        // Before anything reads or adds to it, so the files the node then creates (0600
+        // whatever the umask) are not the only private ones.
+        crate::store::make_data_dir_private(&config.data_dir)
+            .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
         let identity = Identity::load_or_create(&config.data_dir, &config.name)?;
-        let store = Store::open_as(&config.data_dir, NodeId::from_pin(&identity.pin))
-            .map_err(|source| NodeError::OpenStore { path: config.data_dir.clone(), source })?;
+        let store =
+            Store::open_as(&config.data_dir, NodeId::from_pin(&identity.pin), config.limits.database_cache_bytes)
+                .map_err(|source| NodeError::OpenStore { path: config.data_dir.clone(), source })?;
         let store = Arc::new(store);
         store.set_disk_reserve(config.limits.disk_free_bytes_min);
         let claim_code = claim_code(&config, &store)?;
+        let spool_dir = config.data_dir.join(crate::api::SPOOL_DIR);
+        crate::api::prepare_spool_dir(&spool_dir).map_err(|source| NodeError::DataDir { path: spool_dir, source })?;
         let limits = &config.limits;
         let pipeline = Pipeline::new(MediaLimits {
             upload_bytes_max: limits.upload_bytes_max,
@@ -209,6 +216,11 @@ impl Node {
         let (handlers_running, handlers) = watch::channel(0);
         let api = Arc::new(CountedApi { api, running: handlers_running });
         let (stop_transports, transports_stop) = watch::channel(false);
+        if let Some(address) = config.metrics_listen {
+            let listener = transports::bind_metrics(address).await?;
+            tracing::info!(%address, "metrics on plain HTTP: GET /metrics");
+            tokio::spawn(transports::serve_metrics(listener, api.clone(), transports_stop.clone()));
+        }
         let transports =
             tokio::spawn(transports::serve(listeners, api.clone(), config.limits.clone(), transports_stop));
         Ok(Node {
@@ -346,14 +358,18 @@ struct CountedApi {
 }
 
 impl transports::Service for CountedApi {
-    fn handle(&self, request: http::Request<Bytes>) -> http::Response<Bytes> {
+    fn serve_cached(&self, head: &http::request::Parts) -> Option<http::Response<Bytes>> {
+        self.api.serve_cached(head)
+    }
+
+    fn plan_body(&self, head: &http::request::Parts) -> BodyPlan {
+        self.api.plan_body(head)
+    }
+
+    fn handle(&self, request: http::Request<RequestBody>) -> http::Response<Bytes> {
         self.running.send_modify(|running| *running += 1);
         let _finished = Finished(&self.running);
         self.api.handle(request)
-    }
-
-    fn body_bytes_max(&self, method: &http::Method, path: &str) -> usize {
-        self.api.body_bytes_max(method, path)
     }
 
     fn metrics(&self) -> &Metrics {

@@ -45,6 +45,36 @@ export function saveSession(value) {
   else localStorage.removeItem(SESSION_KEY);
 }
 
+const DEVICES_KEY = 'edgenode.devices';
+
+/**
+ * The `device` token this browser got when `handle` last signed in here, or
+ * undefined. Sending it back lets the owner sign in even while someone else is
+ * guessing their password (the node throttles guesses from unknown devices only).
+ * Kept across sign-outs: it is not a session, only "this browser was used before".
+ */
+export function knownDevice(handle) {
+  try {
+    const devices = JSON.parse(localStorage.getItem(DEVICES_KEY) || '{}');
+    return typeof devices[handle] === 'string' ? devices[handle] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Remembers the `device` token a sign-in (or a new account) answered with. */
+export function rememberDevice(handle, token) {
+  if (typeof token !== 'string' || !token) return;
+  let devices = {};
+  try {
+    devices = JSON.parse(localStorage.getItem(DEVICES_KEY) || '{}') || {};
+  } catch {
+    devices = {};
+  }
+  devices[handle] = token;
+  localStorage.setItem(DEVICES_KEY, JSON.stringify(devices));
+}
+
 /** `on('unreachable' | 'reachable' | 'signedOut', handler)`. */
 export function on(event, handler) {
   listeners[event].push(handler);

@@ -4,6 +4,7 @@
 
 import {
   api, ApiError, Unreachable, currentSession, saveSession, on, mediaObjectUrl, sha256Hex, alreadyUploaded, uploadPhoto,
+  knownDevice, rememberDevice,
 } from './api.js?v=__BUILD__';
 import { paintBlurhash } from './blurhash.js?v=__BUILD__';
 
@@ -497,6 +498,7 @@ function passwordInput(autocomplete) {
 }
 
 async function startSession(answer, handle) {
+  rememberDevice(handle, answer.device);
   saveSession({ token: answer.token, user_id: answer.user_id, handle, admin: Boolean(answer.admin) });
   if (answer.admin === undefined) {
     const profile = await api('GET', '/api/v1/users/' + encodeURIComponent(handle));
@@ -517,7 +519,10 @@ function signInView({ view, params }) {
       h('button', { type: 'submit', class: 'button primary' }, 'Sign in'),
     ], async () => {
       const name = handle.value.trim().toLowerCase();
-      const answer = await api('POST', '/api/v1/sessions', { body: { handle: name, password: password.value } });
+      const body = { handle: name, password: password.value };
+      const device = knownDevice(name);
+      if (device) body.device = device;
+      const answer = await api('POST', '/api/v1/sessions', { body });
       await startSession(answer, name);
       go(params.get('next') || '/feed');
     }),

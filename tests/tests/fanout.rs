@@ -57,9 +57,10 @@ fn feed_until(
     }
 }
 
-/// A counter from the node's `/metrics`.
-fn metric(client: &Client, name: &str) -> u64 {
-    let text = String::from_utf8(client.request("GET", "/metrics", None, &[], Vec::new()).body).expect("utf-8");
+/// A counter from the node's `/metrics`, read as an admin (it is for operators only).
+fn metric(client: &Client, admin: &Account, name: &str) -> u64 {
+    let response = client.request("GET", "/metrics", Some(&admin.token), &[], Vec::new());
+    let text = String::from_utf8(response.body).expect("utf-8");
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} in /metrics"))
@@ -116,7 +117,7 @@ fn a_user_follows_users_of_other_nodes_and_sees_their_posts_in_order() {
     assert_eq!((again.status, again.body == from_node2.body), (200, true), "from node 1's cache");
     // Eight viewers at once ask node 1 for a display size it has not fetched yet:
     // one fetch from node 2, the others wait for it.
-    let fetched_before = metric(&at1, "edgenode_fanout_media_fetched_total");
+    let fetched_before = metric(&at1, &alice, "edgenode_fanout_media_fetched_total");
     let displays: Vec<Vec<u8>> = std::thread::scope(|scope| {
         let fetches: Vec<_> = (0..8)
             .map(|_| {
@@ -132,7 +133,7 @@ fn a_user_follows_users_of_other_nodes_and_sees_their_posts_in_order() {
     });
     let display_on_node2 = at2.fetch_media(ANONYMOUS, &photo_id, "display").body;
     assert!(displays.iter().all(|display| *display == display_on_node2), "and the display size");
-    let fetched = metric(&at1, "edgenode_fanout_media_fetched_total") - fetched_before;
+    let fetched = metric(&at1, &alice, "edgenode_fanout_media_fetched_total") - fetched_before;
     assert_eq!(fetched, 1, "concurrent misses for one photo are fetched once");
     assert_eq!(at1.fetch_media(Some(&alice), &photo_id, "original").status, 404, "never the original");
     assert_eq!(at1.fetch_media(Some(&stranger), &photo_id, "thumb").status, 200, "a public post's photo");
@@ -197,8 +198,12 @@ fn a_user_follows_users_of_other_nodes_and_sees_their_posts_in_order() {
             .starts_with(&["bob while node 1 was down 2".to_owned(), "bob while node 1 was down 1".to_owned()])
     });
     println!("node 1 caught up {} ms after it restarted", restarted.elapsed().as_millis());
-    assert_eq!(metric(&at1, "edgenode_fanout_pushes_applied_total"), 0, "caught up by pull, not by a late push");
-    assert!(metric(&at1, "edgenode_fanout_snapshots_applied_total") >= 1);
+    assert_eq!(
+        metric(&at1, &alice, "edgenode_fanout_pushes_applied_total"),
+        0,
+        "caught up by pull, not by a late push"
+    );
+    assert!(metric(&at1, &alice, "edgenode_fanout_snapshots_applied_total") >= 1);
     assert!(!captions(&feed).iter().any(|caption| caption.contains("private")), "{:?}", captions(&feed));
 
     // Unfollowed: carol's posts leave alice's feed at once.

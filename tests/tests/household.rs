@@ -113,7 +113,7 @@ fn household(transport: Transport) {
     expect_error("Bob opens the deleted post", &client.get_post(Some(&bob), &post_id), 404, "not_found");
     expect_error("anyone opens the deleted post", &client.get_post(ANONYMOUS, &post_id), 404, "not_found");
 
-    the_metrics_count_something(&client);
+    the_metrics_count_something(&client, &alice);
 }
 
 fn the_node_is_healthy_and_says_who_it_is(client: &Client, node: &Node, claimed: bool) {
@@ -225,8 +225,9 @@ fn every_openapi_route_is_routed(client: &Client, visitor: &Account) {
     assert!(unrouted.is_empty(), "routes listed in /openapi.json that the router does not serve: {unrouted:#?}");
 }
 
-fn the_metrics_count_something(client: &Client) {
-    let metrics = client.request("GET", "/metrics", None, &[], Vec::new());
+/// Read as the admin: `/metrics` is for operators only.
+fn the_metrics_count_something(client: &Client, admin: &Account) {
+    let metrics = client.request("GET", "/metrics", Some(&admin.token), &[], Vec::new());
     assert_eq!(metrics.status, 200, "GET /metrics: {}", metrics.body_text());
     let content_type = metrics.header("content-type").unwrap_or_default();
     assert!(content_type.starts_with("text/plain"), "Prometheus text is text/plain, got {content_type:?}");

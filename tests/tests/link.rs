@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use edgenode_tests::client::{Client, Transport};
-use edgenode_tests::cluster::known_to_each_other;
+use edgenode_tests::cluster::{control_token, known_to_each_other};
 use edgenode_tests::node::Node;
 use serde_json::Value;
 
@@ -14,8 +14,10 @@ use serde_json::Value;
 const FANOUT_TOML: &str = "[fanout]\nprobe_interval_ms = 300\npull_jitter_ms = 500\ncall_timeout_ms = 2000\n";
 const WITHIN: Duration = Duration::from_secs(30);
 
-fn metric(client: &Client, name: &str) -> u64 {
-    let text = String::from_utf8(client.request("GET", "/metrics", None, &[], Vec::new()).body).expect("utf-8");
+/// A metric, read with the control token (`/metrics` is for operators only).
+fn metric(client: &Client, node: &Node, name: &str) -> u64 {
+    let response = client.request("GET", "/metrics", Some(&control_token(node)), &[], Vec::new());
+    let text = String::from_utf8(response.body).expect("utf-8");
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} in /metrics"))
@@ -65,8 +67,13 @@ fn siblings_that_call_each_other_share_one_connection_and_bind_no_other_socket()
     let (status, _, answer) = remote_profile(&at_two, "nobody", one.node_id());
     assert_eq!(status, 404, "a profile call answered by one: {answer}");
     for (client, node) in [(&at_one, &one), (&at_two, &two)] {
-        assert_eq!(metric(client, "edgenode_link_connections"), 1, "{}: one connection to the other", node.name());
-        assert_eq!(metric(client, "edgenode_siblings_connected"), 1, "{}: replication is on it", node.name());
+        assert_eq!(
+            metric(client, node, "edgenode_link_connections"),
+            1,
+            "{}: one connection to the other",
+            node.name()
+        );
+        assert_eq!(metric(client, node, "edgenode_siblings_connected"), 1, "{}: replication is on it", node.name());
         let ports = udp_ports_of(node.pid());
         // HTTP/3 and the peer port (mDNS is off in tests).
         assert_eq!(ports.len(), 2, "{} binds UDP on {ports:?}", node.name());

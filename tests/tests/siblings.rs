@@ -129,7 +129,10 @@ fn paired_siblings_replicate_and_a_replica_takes_over_when_home_is_down() {
     let took = converge(&[(&at_home, &home), (&at_replica, &replica)]);
     println!("records and the photo on both siblings {} ms after the last write", took.as_millis());
 
-    let metrics = String::from_utf8(at_replica.request("GET", "/metrics", None, &[], Vec::new()).body).expect("utf-8");
+    let metrics = String::from_utf8(
+        at_replica.request("GET", "/metrics", Some(control_token(&replica).trim()), &[], Vec::new()).body,
+    )
+    .expect("utf-8");
     let replication_lines: Vec<&str> =
         metrics.lines().filter(|line| line.contains("sibling") || line.contains("replication")).collect();
     assert!(metrics.contains("edgenode_siblings_connected 1\n"), "{replication_lines:?}");

@@ -122,3 +122,42 @@ fn does_not_see(client: &Client, viewer: Option<&Account>, shared: &Shared) {
         expect_media_hidden(&format!("{who} loads the {variant} of post {}", shared.post_id), &media);
     }
 }
+
+/// Public photos are answered from memory once proved public; the proof must not
+/// outlive the post's visibility: made private or deleted, the photo is gone for
+/// strangers at once, on every transport.
+#[test]
+fn a_photo_served_from_memory_disappears_with_its_post() {
+    let node = Node::start(NodeOptions::default());
+    let client = Client::new(&node, Transport::Http2);
+    let alice = client.claim_admin(&node, "alice");
+    let bob = client.join(&client.create_invite(&alice), "bob");
+    let narrowed = share(&client, &alice, 4, "Harbour at dawn", "public");
+    let deleted = share(&client, &alice, 5, "Harbour at dusk", "public");
+    for transport in [Transport::Http1, Transport::Http2, Transport::Http3] {
+        let client = Client::new(&node, transport);
+        for _ in 0..3 {
+            sees(&client, ANONYMOUS, &narrowed);
+            sees(&client, ANONYMOUS, &deleted);
+            sees(&client, Some(&bob), &narrowed);
+        }
+    }
+    let (status, body) = client.send_json(
+        "PATCH",
+        &format!("/api/v1/posts/{}", narrowed.post_id),
+        Some(&alice.token),
+        &serde_json::json!({"visibility": "private"}),
+    );
+    assert_eq!(status, 200, "Alice makes her post private: {body}");
+    client.delete_post(&alice, &deleted.post_id);
+    for transport in [Transport::Http1, Transport::Http2, Transport::Http3] {
+        let client = Client::new(&node, transport);
+        does_not_see(&client, ANONYMOUS, &narrowed);
+        does_not_see(&client, Some(&bob), &narrowed);
+        for variant in ["thumb", "display"] {
+            let media = client.fetch_media(ANONYMOUS, &deleted.media_id, variant);
+            expect_media_hidden(&format!("a stranger loads the {variant} of a deleted post"), &media);
+        }
+    }
+    sees(&client, Some(&alice), &narrowed);
+}

@@ -7,11 +7,13 @@ use http::{header, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{empty_response, header_value, json_response, ok_json, token_hash, Api, ApiError, ApiResult, Call};
+use super::throttle::Guess;
+use super::{empty_response, json_response, ok_json, token_hash, Api, ApiError, ApiResult, Call};
 use super::{password, ports};
+use crate::core::model::User;
 use crate::core::text;
 use crate::os;
-use crate::store::Admission;
+use crate::store::{Admission, StoreError};
 
 pub const PASSWORD_CHARS_MIN: usize = 8;
 pub const PASSWORD_BYTES_MAX: usize = 1024;
@@ -35,7 +37,18 @@ pub fn healthz(_api: &Api, _call: &mut Call<'_>) -> ApiResult {
     ok_json(json!({"status": "ok"}))
 }
 
-pub fn metrics(api: &Api, _call: &mut Call<'_>) -> ApiResult {
+/// Admins, the local control token, or a request through the operator's metrics
+/// listener (the transport marks it with `MetricsListener`); 403 for everyone else,
+/// since counters tell an outsider how busy the node is and who is throttled.
+pub fn metrics(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let through_metrics_listener = call.parts.extensions.get::<super::MetricsListener>().is_some();
+    let admin = call.viewer.as_ref().is_some_and(|user| user.admin);
+    if !(call.local_control || admin || through_metrics_listener) {
+        return Err(ApiError::forbidden(
+            "metrics are for the node's operator: send an admin's token or the control token \
+             (`<data_dir>/control-token`), or scrape the metrics listener the operator configured",
+        ));
+    }
     let users = api.store.user_count()?;
     let gate = api.pipeline.gate_stats();
     let mut body = api.metrics.render(users);
@@ -159,31 +172,92 @@ pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let handle = request.handle.trim().to_lowercase();
     text::check_handle(&handle).map_err(|error| ApiError::bad_request("invalid_handle", error.to_string()))?;
     check_password(&request.password)?;
-    let admission = if let Some(claim) = &request.claim {
+    let guess = match (&request.claim, &request.invite) {
+        (Some(_), _) => Some(Guess::ClaimCode),
+        (None, Some(_)) => Some(Guess::InviteCode),
+        (None, None) => None,
+    };
+    let attempt = match guess {
+        Some(guess) => {
+            let begun = api.login_throttle.lock().expect("throttle lock").begin(
+                guess,
+                call.client_addr.map(|addr| addr.ip()),
+                Instant::now(),
+            );
+            match begun {
+                Ok(attempt) => Some(attempt),
+                Err(wait) => return Err(too_many_attempts(api, "claim or invite codes", wait)),
+            }
+        }
+        None => None,
+    };
+    let (created, code_was_right) = admit(api, &request, &handle);
+    if let Some(attempt) = attempt {
+        let mut throttle = api.login_throttle.lock().expect("throttle lock");
+        match code_was_right {
+            Some(right) => throttle.finish(attempt, Instant::now(), right),
+            None => throttle.cancel(attempt),
+        }
+    }
+    let user = created?;
+    let token = api.start_session(&user.user_id)?;
+    // The device that made the account is a known device from its first sign-in on.
+    let device = api
+        .login_throttle
+        .lock()
+        .expect("throttle lock")
+        .device_key(&api.data_dir)
+        .issue(&user.user_id, os::random_bytes());
+    json_response(
+        StatusCode::CREATED,
+        &json!({"user_id": user.user_id, "handle": user.handle, "token": token, "admin": user.admin, "device": device}),
+    )
+}
+
+/// Admits and creates the account `request` asks for. Also says whether its claim or
+/// invite code was judged right (`Some(true)`), wrong (`Some(false)`), or not judged
+/// (`None`: no code, the handle is taken, the node is busy).
+fn admit(api: &Api, request: &NewAccount, handle: &str) -> (Result<User, ApiError>, Option<bool>) {
+    let (admission, code_was_right) = if let Some(claim) = &request.claim {
         let expected = api.claim_code.lock().expect("claim lock").clone();
         match expected {
-            Some(code) if constant_time_eq(code.as_bytes(), claim.trim().as_bytes()) => Admission::Claim,
+            Some(code) if constant_time_eq(code.as_bytes(), claim.trim().as_bytes()) => (Admission::Claim, Some(true)),
             _ => {
-                return Err(ApiError::forbidden_code(
+                let wrong = ApiError::forbidden_code(
                     "bad_claim_code",
                     "the claim code is wrong or the node is already claimed",
-                ))
+                );
+                return (Err(wrong), Some(false));
             }
         }
     } else if let Some(invite) = &request.invite {
-        Admission::Invite(invite.trim())
-    } else if api.store.claimed_by()?.is_none() {
-        return Err(ApiError::forbidden_code(
-            "claim_required",
-            "this node is not claimed yet: the first account needs the claim code (see `edgenode status`)",
-        ));
-    } else if api.open_registration {
-        Admission::Open
+        (Admission::Invite(invite.trim()), None)
     } else {
-        return Err(ApiError::forbidden_code("invite_required", "registration needs an invite code from an admin"));
+        match api.store.claimed_by() {
+            Err(error) => return (Err(error.into()), None),
+            Ok(None) => {
+                let refused = ApiError::forbidden_code(
+                    "claim_required",
+                    "this node is not claimed yet: the first account needs the claim code (see `edgenode status`)",
+                );
+                return (Err(refused), None);
+            }
+            Ok(Some(_)) if api.open_registration => (Admission::Open, None),
+            Ok(Some(_)) => {
+                let refused =
+                    ApiError::forbidden_code("invite_required", "registration needs an invite code from an admin");
+                return (Err(refused), None);
+            }
+        }
     };
-    let password_hash = api.password_gate.hash(&request.password).ok_or_else(password_busy)?;
-    let user = api.store.create_user(&handle, password_hash, admission)?;
+    let Some(password_hash) = api.password_gate.hash(&request.password) else {
+        return (Err(password_busy()), None);
+    };
+    let user = match api.store.create_user(handle, password_hash, admission) {
+        Ok(user) => user,
+        Err(StoreError::BadInvite) => return (Err(StoreError::BadInvite.into()), Some(false)),
+        Err(error) => return (Err(error.into()), None),
+    };
     if matches!(admission, Admission::Claim) {
         *api.claim_code.lock().expect("claim lock") = None;
         if let Err(error) = std::fs::remove_file(&api.claim_code_file) {
@@ -193,11 +267,8 @@ pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
         }
         tracing::info!(handle = %user.handle, "node claimed; first admin created");
     }
-    let token = api.start_session(&user.user_id)?;
-    json_response(
-        StatusCode::CREATED,
-        &json!({"user_id": user.user_id, "handle": user.handle, "token": token, "admin": user.admin}),
-    )
+    let code_was_right = code_was_right.or(matches!(admission, Admission::Invite(_)).then_some(true));
+    (Ok(user), code_was_right)
 }
 
 fn check_password(password: &str) -> Result<(), ApiError> {
@@ -215,46 +286,40 @@ fn check_password(password: &str) -> Result<(), ApiError> {
 struct Credentials {
     handle: String,
     password: String,
+    /// The `device` token an earlier sign-in of this user on this device answered with.
+    device: Option<String>,
+}
+
+/// 429 `too_many_attempts` with `Retry-After` and when to retry in the message.
+fn too_many_attempts(api: &Api, what: &str, wait: std::time::Duration) -> ApiError {
+    api.metrics.logins_throttled_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!("too many failed {what}; try again in {} s", seconds.max(1)),
+    )
+    .retry_after(wait)
 }
 
 pub fn login(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let request: Credentials = call.json()?;
     let handle = request.handle.trim().to_lowercase();
-    let keys = [Some(format!("handle:{handle}")), call.client_addr.map(|addr| format!("addr:{}", addr.ip()))];
-    let keys: Vec<String> = keys.into_iter().flatten().collect();
-    let now = Instant::now();
-    let locked_for = {
-        // Every key takes an attempt up front, so concurrent guesses count at once.
-        let mut throttle = api.login_throttle.lock().expect("throttle lock");
-        let mut begun = Vec::new();
-        let mut locked_for = None;
-        for key in &keys {
-            match throttle.try_begin(key, now) {
-                Ok(()) => begun.push(key),
-                Err(wait) => {
-                    locked_for = Some(wait);
-                    break;
-                }
-            }
-        }
-        if locked_for.is_some() {
-            begun.into_iter().for_each(|key| throttle.cancel(key));
-        }
-        locked_for
-    };
-    if let Some(wait) = locked_for {
-        api.metrics.logins_throttled_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let seconds = wait.as_secs().max(1);
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("too many failed sign-ins; try again in {seconds} s"),
-        )
-        .into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, header_value(&seconds.to_string()));
-        return Ok(response);
-    }
     let user = api.store.user_by_handle(&handle)?;
+    let now = Instant::now();
+    let (attempt, device) = {
+        let mut throttle = api.login_throttle.lock().expect("throttle lock");
+        // A device token counts only for the user it was issued to on this node.
+        let device = match (&user, request.device.as_deref()) {
+            (Some(user), Some(token)) => throttle.device_key(&api.data_dir).verify(&user.user_id, token),
+            _ => None,
+        };
+        let guess = Guess::Password { handle: &handle, device: device.as_ref() };
+        match throttle.begin(guess, call.client_addr.map(|addr| addr.ip()), now) {
+            Ok(attempt) => (attempt, device),
+            Err(wait) => return Err(too_many_attempts(api, "sign-ins", wait)),
+        }
+    };
     let credential = match &user {
         Some(user) => api.store.credential(&user.user_id)?,
         None => None,
@@ -263,16 +328,21 @@ pub fn login(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let checked = api.password_gate.matches(&request.password, hash);
     let mut throttle = api.login_throttle.lock().expect("throttle lock");
     let Some(matches) = checked else {
-        keys.iter().for_each(|key| throttle.cancel(key));
+        throttle.cancel(attempt);
         return Err(password_busy());
     };
     let succeeded = matches && credential.is_some() && user.is_some();
-    keys.iter().for_each(|key| throttle.finish(key, Instant::now(), succeeded));
-    drop(throttle);
+    throttle.finish(attempt, Instant::now(), succeeded);
     match user.filter(|_| succeeded) {
         Some(user) => {
+            // A known device keeps its token (and its own failure count); a new one gets one.
+            let device_token = match (device, request.device) {
+                (Some(_), Some(token)) => token.trim().to_owned(),
+                _ => throttle.device_key(&api.data_dir).issue(&user.user_id, os::random_bytes()),
+            };
+            drop(throttle);
             let token = api.start_session(&user.user_id)?;
-            ok_json(json!({"token": token, "user_id": user.user_id}))
+            ok_json(json!({"token": token, "user_id": user.user_id, "device": device_token}))
         }
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong handle or password")),
     }

@@ -8,7 +8,7 @@ use http::{header, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{header_value, json_response, Api, ApiError, ApiResult, Call};
+use super::{header_value, json_response, Api, ApiError, ApiResult, Call, RequestBody, ResponseFile};
 use crate::core::model::may_view;
 use crate::media::Processed;
 use crate::os;
@@ -32,7 +32,10 @@ pub fn media_json(info: &MediaInfo) -> Value {
 /// `PUT /api/v1/media/{sha256}` and `POST /api/v1/media`.
 pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let owner = call.user()?.user_id.clone();
-    let media_id = hex(&Sha256::digest(&call.body));
+    let media_id = match &call.body {
+        RequestBody::Memory(bytes) => hex(&Sha256::digest(bytes)),
+        RequestBody::Spooled(spooled) => hex(spooled.sha256()),
+    };
     if call.parts.method == Method::PUT {
         let claimed = call.param(0).to_ascii_lowercase();
         if !is_sha256_hex(&claimed) {
@@ -49,11 +52,12 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
             ));
         }
     }
+    api.admit_upload(call.user()?, call.body.len())?;
     let info = match api.store.media(&media_id)? {
         Some(info) => info,
         None => {
-            let body = call.body.clone();
-            let (result, coalesced) = api.media_work.run(media_id.clone(), || api.convert_and_store(&media_id, &body));
+            let body = &call.body;
+            let (result, coalesced) = api.media_work.run(media_id.clone(), || api.convert_and_store(&media_id, body));
             if coalesced {
                 api.metrics.media_coalesced_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -61,6 +65,7 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
         }
     };
     let is_new = api.store.put_media(&info, &owner)?;
+    api.record_upload(&owner, call.body.len());
     json_response(if is_new { StatusCode::CREATED } else { StatusCode::OK }, &media_json(&info))
 }
 
@@ -70,7 +75,7 @@ pub const CONVERSIONS_WAITING_MAX: usize = 32;
 
 impl Api {
     /// Converts an upload and writes its blobs durably; the database row comes after.
-    fn convert_and_store(&self, media_id: &str, body: &[u8]) -> Result<MediaInfo, ApiError> {
+    fn convert_and_store(&self, media_id: &str, body: &RequestBody) -> Result<MediaInfo, ApiError> {
         let started = Instant::now();
         if self.pipeline.gate_stats().jobs_waiting >= CONVERSIONS_WAITING_MAX {
             return Err(ApiError::new(
@@ -80,8 +85,11 @@ impl Api {
             ));
         }
         // The original, display and thumb together stay under twice the upload.
-        self.store.ensure_space(2 * body.len() as u64)?;
-        let processed = self.pipeline.process(body)?;
+        self.store.ensure_space(2 * body.len())?;
+        let processed = match body {
+            RequestBody::Memory(bytes) => self.pipeline.process(bytes)?,
+            RequestBody::Spooled(spooled) => self.pipeline.process_file(spooled.path())?,
+        };
         self.metrics.media_processed_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics
             .media_processing_micros_total
@@ -174,8 +182,38 @@ impl Api {
     }
 }
 
+/// Media bytes never change under one URL (content-addressed).
+pub const MEDIA_CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
+
+/// Whether an `If-None-Match` list names `etag` (or `*`).
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*")
+}
+
+impl Api {
+    /// Answers `GET`/`HEAD /api/v1/media/{id}/thumb|display` from the public media
+    /// cache when it holds a proof for it; `None` sends the request the long way.
+    /// Never blocks.
+    pub fn serve_cached(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
+        if !(head.method == Method::GET || head.method == Method::HEAD) || head.headers.contains_key(header::RANGE) {
+            return None;
+        }
+        let (media_id, variant) = head.uri.path().strip_prefix("/api/v1/media/")?.split_once('/')?;
+        let kind = BlobKind::from_name(variant).filter(|kind| *kind != BlobKind::Original)?;
+        let started = Instant::now();
+        let if_none_match = head.headers.get(header::IF_NONE_MATCH).and_then(|value| value.to_str().ok());
+        let epoch = self.store.visibility_epoch();
+        let response = self.public_media.answer(&head.method, media_id, kind, if_none_match, epoch)?;
+        let transport = head.extensions.get::<super::Transport>().copied();
+        self.metrics.record_request(transport, response.status(), started.elapsed());
+        Some(response)
+    }
+}
+
 /// `GET /api/v1/media/{id}/{variant}`.
 pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    // Read before the visibility check: a proof made now holds while it is unchanged.
+    let epoch = api.store.visibility_epoch();
     let media_id = call.param(0).to_ascii_lowercase();
     let kind = BlobKind::from_name(call.param(1))
         .ok_or_else(|| ApiError::bad_request("bad_variant", "variant must be thumb, display or original"))?;
@@ -197,13 +235,10 @@ pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let content_type = if kind == BlobKind::Original { info.mime.as_str() } else { "image/jpeg" };
     let builder = Response::builder()
         .header(header::ETAG, header_value(&etag))
-        .header(header::CACHE_CONTROL, "private, max-age=31536000, immutable")
+        .header(header::CACHE_CONTROL, MEDIA_CACHE_CONTROL)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_TYPE, content_type);
-    if call
-        .header(header::IF_NONE_MATCH)
-        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
-    {
+    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| etag_matches(tags, &etag)) {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
     }
     let read_failed = |error: std::io::Error| {
@@ -212,11 +247,14 @@ pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
     };
     match call.header(header::RANGE).map(|range| parse_range(range, blob.bytes)) {
         Some(RangeRequest::Satisfiable { start, end }) => {
-            let bytes = api.store.blobs.read_range(&media_id, kind, start, end - start + 1).map_err(read_failed)?;
+            let file = std::fs::File::open(api.store.blobs.path(&media_id, kind)).map_err(read_failed)?;
+            let length = end - start + 1;
             Ok(builder
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{}", blob.bytes)))
-                .body(Bytes::from(bytes))
+                .header(header::CONTENT_LENGTH, length)
+                .extension(ResponseFile::new(file, start, length))
+                .body(Bytes::new())
                 .expect("valid response"))
         }
         Some(RangeRequest::Unsatisfiable) => Ok(builder
@@ -224,9 +262,26 @@ pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
             .header(header::CONTENT_RANGE, header_value(&format!("bytes */{}", blob.bytes)))
             .body(Bytes::new())
             .expect("valid response")),
+        Some(RangeRequest::Ignored) | None if blob.bytes > super::media_cache::CACHED_VARIANT_BYTES_MAX as u64 => {
+            // Large files go out in chunks as the client takes them, never whole.
+            let file = std::fs::File::open(api.store.blobs.path(&media_id, kind)).map_err(read_failed)?;
+            let length = file.metadata().map_err(read_failed)?.len();
+            Ok(builder
+                .status(StatusCode::OK)
+                .header(header::CONTENT_LENGTH, length)
+                .extension(ResponseFile::new(file, 0, length))
+                .body(Bytes::new())
+                .expect("valid response"))
+        }
         Some(RangeRequest::Ignored) | None => {
-            let bytes = api.store.blobs.read(&media_id, kind).map_err(read_failed)?;
-            Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))
+            let bytes = Bytes::from(api.store.blobs.read(&media_id, kind).map_err(read_failed)?);
+            let proved_public = kind != BlobKind::Original
+                && bytes.len() <= super::media_cache::CACHED_VARIANT_BYTES_MAX
+                && (call.viewer.is_none() || api.may_fetch(&media_id, kind, None)?);
+            if proved_public {
+                api.public_media.insert(&media_id, kind, bytes.clone(), header_value(&etag), "image/jpeg", epoch);
+            }
+            Ok(builder.status(StatusCode::OK).body(bytes).expect("valid response"))
         }
     }
 }

@@ -4,10 +4,13 @@
 //! services only through its own traits (`ports.rs`).
 
 mod accounts;
+mod body;
 mod media;
+mod media_cache;
 pub mod metrics;
 pub mod password;
 pub mod ports;
+mod quota;
 mod remote;
 mod routes;
 mod social;
@@ -28,8 +31,16 @@ use crate::config::Config;
 use crate::core::model::User;
 use crate::media::{MediaError, Pipeline};
 use crate::store::{MediaInfo, Store, StoreError};
+pub use body::{prepare_spool_dir, BodyPlan, RequestBody, ResponseFile, SpooledBody, UploadTicket, UploadTickets};
 use metrics::Metrics;
 use throttle::LoginThrottle;
+
+/// Where uploads are written while they arrive, under the data dir (same file system
+/// as the media, so nothing is held whole in memory and nothing crosses devices).
+pub const SPOOL_DIR: &str = "spool";
+
+/// Uploads one user may send at once (a phone uploads a few photos in parallel).
+pub const UPLOADS_PER_USER_IN_FLIGHT_MAX: usize = 4;
 
 /// How a request reached us; transports put this in the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +49,11 @@ pub enum Transport {
     Http2,
     Http3,
 }
+
+/// Marks a request that came through the operator's metrics listener
+/// (`metrics_listen`): it may read `/metrics` without credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsListener;
 
 /// The peer's socket address; transports put this in the request's extensions.
 #[derive(Debug, Clone, Copy)]
@@ -63,11 +79,22 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Headers the answer carries besides the JSON (`Allow`, `Retry-After`).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), headers: Vec::new() }
+    }
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+    /// Adds `Retry-After` (whole seconds, at least 1).
+    pub fn retry_after(self, wait: std::time::Duration) -> ApiError {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
     }
     pub fn not_found(what: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
@@ -89,7 +116,9 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
     fn into_response(self) -> Response<Bytes> {
-        error_response(self.status, self.code, &self.message)
+        let mut response = error_response(self.status, self.code, &self.message);
+        response.headers_mut().extend(self.headers);
+        response
     }
 }
 
@@ -136,6 +165,10 @@ impl From<MediaError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", message)
             }
             MediaError::Undecodable(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", message),
+            MediaError::Unreadable(_) => {
+                tracing::error!(%message, "upload unreadable");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the node could not read the upload back")
+            }
         }
     }
 }
@@ -168,13 +201,20 @@ pub struct Api {
     /// Deleted when the node is claimed; `edgenode status` reads it.
     claim_code_file: std::path::PathBuf,
     data_dir: std::path::PathBuf,
+    spool_dir: std::path::PathBuf,
     open_registration: bool,
     json_body_bytes_max: usize,
     upload_bytes_max: usize,
     started: Instant,
     login_throttle: Mutex<LoginThrottle>,
+    /// Per-user storage quotas and upload rates (`quota.rs`).
+    quotas: quota::Quotas,
     /// Bounds Argon2id work (logins and new accounts) to the cores there are.
     password_gate: password::PasswordGate,
+    /// Uploads being received, by user.
+    upload_tickets: body::UploadTickets,
+    /// Photos proved visible to anyone, answered without blocking.
+    public_media: media_cache::PublicMediaCache,
     /// Uploads (and derivative rebuilds) in flight, by media id.
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
     /// Nodes seen over mDNS; `None` when discovery is off.
@@ -206,16 +246,20 @@ impl Api {
             claim_code: Mutex::new(claim_code),
             claim_code_file: config.data_dir.join("claim-code"),
             data_dir: config.data_dir.clone(),
+            spool_dir: config.data_dir.join(SPOOL_DIR),
             open_registration: config.open_registration,
             json_body_bytes_max: config.limits.json_body_bytes_max,
             upload_bytes_max: config.limits.upload_bytes_max,
             started: Instant::now(),
             login_throttle: Mutex::new(LoginThrottle::default()),
+            quotas: quota::Quotas::new(&config.limits),
             password_gate: password::PasswordGate::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
                 PASSWORD_CHECKS_WAITING_MAX,
             ),
             media_work: Coalescer::default(),
+            upload_tickets: body::UploadTickets::default(),
+            public_media: media_cache::PublicMediaCache::new(config.limits.public_media_cache_bytes),
             nearby: None,
             siblings: None,
             search: None,
@@ -254,39 +298,87 @@ impl Api {
         self
     }
 
-    /// Largest body this request may carry (uploads are larger than JSON bodies).
-    pub fn body_bytes_max(&self, method: &Method, path: &str) -> usize {
-        let is_upload = path.starts_with("/api/v1/media") && (method == Method::PUT || method == Method::POST);
-        if is_upload {
-            self.upload_bytes_max
-        } else {
-            self.json_body_bytes_max
+    /// How a transport reads this request's body, decided before reading any of it:
+    /// unknown routes and methods, missing credentials and declared lengths over the
+    /// limit are answered at once; uploads are spooled to a file; the rest is read into
+    /// memory. Blocking (it may look up the session): call it from `spawn_blocking`.
+    pub fn plan_body(&self, head: &http::request::Parts) -> BodyPlan {
+        match self.try_plan_body(head) {
+            Ok(plan) => plan,
+            Err(error) => {
+                let transport = head.extensions.get::<Transport>().copied();
+                self.metrics.record_request(transport, error.status, std::time::Duration::ZERO);
+                BodyPlan::Refuse(error.into_response())
+            }
         }
     }
 
-    /// Serves one request whose body the transport has already read (within
-    /// `body_bytes_max`). Blocking: call it from `spawn_blocking`.
-    pub fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+    fn try_plan_body(&self, head: &http::request::Parts) -> Result<BodyPlan, ApiError> {
+        let (route, _) = routes::find(&head.method, head.uri.path())?;
+        let is_upload = route.body == routes::IMAGE;
+        let bytes_max = if is_upload { self.upload_bytes_max } else { self.json_body_bytes_max };
+        if declared_length(&head.headers).is_some_and(|length| length > bytes_max as u64) {
+            return Err(body_too_large(bytes_max));
+        }
+        let mut user = None;
+        if matches!(route.access, routes::Access::User | routes::Access::Admin) {
+            let (viewer, local_control) = self.viewer(&head.headers)?;
+            if viewer.is_none() && !local_control {
+                return Err(ApiError::unauthorized());
+            }
+            user = viewer;
+        }
+        if !is_upload {
+            return Ok(BodyPlan::Memory { bytes_max });
+        }
+        let user = user.ok_or_else(ApiError::unauthorized)?;
+        // Quota and rate from the declared length, before a byte is stored.
+        self.admit_upload(&user, declared_length(&head.headers).unwrap_or(0))?;
+        let ticket = self.upload_tickets.take(&user.user_id, UPLOADS_PER_USER_IN_FLIGHT_MAX).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                format!("at most {UPLOADS_PER_USER_IN_FLIGHT_MAX} uploads at once per user; send the next when one finishes"),
+            )
+            .retry_after(std::time::Duration::from_secs(1))
+        })?;
+        Ok(BodyPlan::Spool { bytes_max: bytes_max as u64, dir: self.spool_dir.clone(), ticket })
+    }
+
+    /// Serves one request whose body the transport has already read, as
+    /// `plan_body` said. Blocking: call it from `spawn_blocking`. `HEAD` is served as
+    /// `GET` without the body.
+    pub fn handle(&self, request: Request<RequestBody>) -> Response<Bytes> {
         let started = Instant::now();
         let transport = request.extensions().get::<Transport>().copied();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let response = match self.dispatch(request) {
+        let mut response = match self.dispatch(request) {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
+        if method == Method::HEAD {
+            // A streamed file's length is set already; it is not sent.
+            if response.extensions_mut().remove::<ResponseFile>().is_none() {
+                let length = response.body().len();
+                response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            *response.body_mut() = Bytes::new();
+        }
         self.metrics.record_request(transport, response.status(), started.elapsed());
         tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
         response
     }
 
-    fn dispatch(&self, request: Request<Bytes>) -> ApiResult {
+    fn dispatch(&self, request: Request<RequestBody>) -> ApiResult {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
-        if body.len() > self.body_bytes_max(&parts.method, path) {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large"));
+        let method = if parts.method == Method::HEAD { Method::GET } else { parts.method.clone() };
+        let (route, params) = routes::find(&method, path)?;
+        let bytes_max = if route.body == routes::IMAGE { self.upload_bytes_max } else { self.json_body_bytes_max };
+        if body.len() > bytes_max as u64 {
+            return Err(body_too_large(bytes_max));
         }
-        let (route, params) = routes::find(&parts.method, path)?;
         let (viewer, local_control) = self.viewer(&parts.headers)?;
         let client_addr = parts.extensions.get::<ClientAddr>().map(|addr| addr.0);
         let mut call = Call { parts: &parts, body, params, viewer, local_control, client_addr };
@@ -312,7 +404,7 @@ impl Api {
 /// One request as a handler sees it.
 pub struct Call<'a> {
     parts: &'a http::request::Parts,
-    body: Bytes,
+    body: RequestBody,
     params: Vec<String>,
     viewer: Option<User>,
     /// The caller holds the local control token (the CLI on this box).
@@ -335,7 +427,10 @@ impl Call<'_> {
     }
 
     fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|error| {
+        let RequestBody::Memory(body) = &self.body else {
+            return Err(ApiError::bad_request("bad_json", "this route takes a JSON body"));
+        };
+        serde_json::from_slice(body).map_err(|error| {
             ApiError::bad_request("bad_json", format!("request body is not the expected JSON: {error}"))
         })
     }
@@ -358,6 +453,19 @@ impl Call<'_> {
     fn header(&self, name: header::HeaderName) -> Option<&str> {
         self.parts.headers.get(name).and_then(|value| value.to_str().ok())
     }
+}
+
+/// The `content-length` a request declares, if any.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn body_too_large(bytes_max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body exceeds the limit of {bytes_max} bytes for this endpoint"),
+    )
 }
 
 pub fn token_hash(token: &str) -> [u8; 32] {

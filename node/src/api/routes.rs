@@ -14,6 +14,9 @@ pub enum Access {
     OptionalUser,
     User,
     Admin,
+    /// Admins, the local control token, or a request through the operator's metrics
+    /// listener (`MetricsListener`); 403 for anyone else.
+    Operator,
 }
 
 pub struct Route {
@@ -41,14 +44,15 @@ macro_rules! route {
 }
 
 const JSON: Option<&str> = Some("json");
-const IMAGE: Option<&str> = Some("image");
+pub(super) const IMAGE: Option<&str> = Some("image");
 
 pub fn table() -> &'static [Route] {
     static TABLE: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         vec![
             route!(GET "/healthz", Anyone, None, accounts::healthz, "Liveness: {\"status\":\"ok\"}"),
-            route!(GET "/metrics", Anyone, None, accounts::metrics, "Prometheus metrics"),
+            route!(GET "/metrics", Operator, None, accounts::metrics,
+                "Prometheus metrics: admins, the control token or the metrics listener; 403 for others"),
             route!(GET "/openapi.json", Anyone, None, openapi, "This document"),
             route!(GET "/api/v1/node", Anyone, None, accounts::node, "Node id, name, version, region, roles, pin, peers"),
             route!(GET "/api/v1/node/replication", Admin, None, accounts::replication,
@@ -63,7 +67,8 @@ pub fn table() -> &'static [Route] {
                 "Nodes seen nearby over mDNS (hints only: pins are checked, never trusted): {mdns, items}"),
             route!(POST "/api/v1/accounts", Anyone, JSON, accounts::create_account,
                 "Create an account: {handle, password, claim?|invite?}"),
-            route!(POST "/api/v1/sessions", Anyone, JSON, accounts::login, "Sign in: {handle, password} -> {token, user_id}"),
+            route!(POST "/api/v1/sessions", Anyone, JSON, accounts::login,
+                "Sign in: {handle, password, device?} -> {token, user_id, device}"),
             route!(DELETE "/api/v1/sessions", User, None, accounts::logout, "Sign out: revoke the token used"),
             route!(POST "/api/v1/invites", Admin, None, accounts::create_invite, "Create a one-time invite code"),
             route!(POST "/api/v1/media", User, IMAGE, media::upload, "Upload an image; the node computes its SHA-256"),
@@ -85,6 +90,10 @@ pub fn table() -> &'static [Route] {
                 "Profile, with the nodes that hold the user's data"),
             route!(GET "/api/v1/users/{handle}/posts", OptionalUser, None, social::user_posts,
                 "A user's posts visible to the caller, newest first: {items, next_cursor}"),
+            route!(GET "/api/v1/users/{handle}/quota", User, None, super::quota::get_quota,
+                "The user's quota (the user or an admin): {storage_bytes_used, storage_bytes_max, upload_bytes_per_hour_max}"),
+            route!(PUT "/api/v1/users/{handle}/quota", Admin, JSON, super::quota::set_quota,
+                "Set a user's quota: {storage_bytes_max: n|null, upload_bytes_per_hour_max: n|null}; null is the node default"),
             route!(PUT "/api/v1/users/{handle}/follow", User, None, social::follow, "Follow a user"),
             route!(DELETE "/api/v1/users/{handle}/follow", User, None, social::unfollow, "Stop following a user"),
             route!(GET "/api/v1/feed", User, None, social::feed,
@@ -105,21 +114,26 @@ pub fn table() -> &'static [Route] {
 
 /// The route for a request and its path parameters; 404 or 405 otherwise.
 pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Vec<String>), ApiError> {
-    let mut path_matched = false;
+    let mut allowed: Vec<&str> = Vec::new();
     for route in table() {
         if let Some(params) = match_pattern(route.pattern, path) {
             if route.method == method {
                 return Ok((route, params));
             }
-            path_matched = true;
+            allowed.push(route.method.as_str());
+            if route.method == Method::GET {
+                allowed.push(Method::HEAD.as_str());
+            }
         }
     }
-    if path_matched {
+    if !allowed.is_empty() {
+        let allow = http::HeaderValue::from_str(&allowed.join(", ")).expect("method names are valid header text");
         Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
-        ))
+            format!("{method} is not allowed on {path}; allowed: {}", allowed.join(", ")),
+        )
+        .with_header(http::header::ALLOW, allow))
     } else {
         Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}; see /openapi.json")))
     }
@@ -170,7 +184,7 @@ pub fn openapi_document() -> Value {
         });
         let success = if route.method == Method::POST && route.pattern != "/api/v1/sessions" { "201" } else { "200" };
         operation["responses"][success] = json!({"description": "Success"});
-        if matches!(route.access, Access::User | Access::Admin) {
+        if matches!(route.access, Access::User | Access::Admin | Access::Operator) {
             operation["security"] = json!([{"bearer": []}]);
         }
         match route.body {
@@ -218,7 +232,9 @@ mod tests {
     #[test]
     fn unknown_routes_and_methods_are_told_apart() {
         assert_eq!(find(&Method::GET, "/nope").err().unwrap().status, StatusCode::NOT_FOUND);
-        assert_eq!(find(&Method::PATCH, "/api/v1/feed").err().unwrap().status, StatusCode::METHOD_NOT_ALLOWED);
+        let not_allowed = find(&Method::PATCH, "/api/v1/feed").err().unwrap();
+        assert_eq!(not_allowed.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(not_allowed.headers, vec![(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"))]);
         assert!(find(&Method::DELETE, "/api/v1/posts/abc").is_ok());
     }
 

@@ -288,10 +288,34 @@ pub fn add_comment(api: &Api, call: &mut Call<'_>) -> ApiResult {
     )
 }
 
+/// Digits of a cursor: every paged list pages by an id from `time_ordered_id` (16 hex
+/// digits of time, 16 of the node id).
+const CURSOR_HEX_DIGITS: usize = 32;
+
+/// The `cursor` query parameter, checked: 400 `bad_cursor` unless it is an id this
+/// node's lists hand out as `next_cursor`, so a client with a broken cursor learns
+/// it instead of silently getting the first page again or nothing.
+fn cursor(call: &Call<'_>) -> Result<Option<String>, ApiError> {
+    checked_cursor(call.query("cursor"))
+}
+
+fn checked_cursor(cursor: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(cursor) = cursor else { return Ok(None) };
+    let well_formed = cursor.len() == CURSOR_HEX_DIGITS
+        && cursor.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
+    if !well_formed {
+        return Err(ApiError::bad_request(
+            "bad_cursor",
+            "`cursor` must be the `next_cursor` of the previous page (32 lowercase hex digits); leave it out for the first page",
+        ));
+    }
+    Ok(Some(cursor))
+}
+
 pub fn comments(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let post = api.visible_post(call.param(0), call.viewer_id())?;
     let limit = call.limit()?;
-    let cursor = call.query("cursor");
+    let cursor = cursor(call)?;
     let comments = api.store.comments(&post.post_id, cursor.as_deref(), limit)?;
     let mut items = Vec::new();
     for comment in &comments {
@@ -345,12 +369,12 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
 }
 
 pub fn user_posts(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let cursor = cursor(call)?;
     if let Some((handle, node)) = api.remote_handle(call.param(0)) {
         return super::remote::user_posts(api, call, &handle, node);
     }
     let author = api.user_by_handle(call.param(0))?;
     let limit = call.limit()?;
-    let cursor = call.query("cursor");
     let viewer = call.viewer_id();
     let follows = match viewer {
         Some(viewer) => api.store.follows(viewer, &author.user_id)?,
@@ -386,7 +410,7 @@ pub fn unfollow(api: &Api, call: &mut Call<'_>) -> ApiResult {
 pub fn feed(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let viewer = call.user()?.user_id.clone();
     let limit = call.limit()?;
-    let cursor = call.query("cursor");
+    let cursor = cursor(call)?;
     let mut authors = api.store.followees(&viewer)?;
     authors.push(viewer.clone());
     let mut posts = Vec::new();
@@ -541,6 +565,20 @@ fn not_replicated_yet() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_are_ids_this_node_hands_out() {
+        let id = crate::core::model::time_ordered_id(crate::core::model::Version {
+            at: crate::core::hlc::Timestamp(0x0193_0000_0000_0001),
+            origin: crate::core::model::NodeId(0xfeed),
+        });
+        assert_eq!(checked_cursor(Some(id.clone())).unwrap(), Some(id));
+        assert_eq!(checked_cursor(None).unwrap(), None);
+        for bad in ["", "zzz", "../etc", &"A".repeat(32), &"0".repeat(33)] {
+            let error = checked_cursor(Some(bad.to_owned())).unwrap_err();
+            assert_eq!((error.status, error.code), (StatusCode::BAD_REQUEST, "bad_cursor"), "{bad:?}");
+        }
+    }
 
     fn item(source: &str, post_id: &str) -> Value {
         json!({"id": post_id, "from": source})

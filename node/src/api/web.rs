@@ -168,7 +168,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::api::{routes, NodeInfo};
+    use crate::api::{routes, NodeInfo, RequestBody};
     use crate::config::Config;
     use crate::media::{MediaLimits, Pipeline};
     use crate::store::Store;
@@ -194,7 +194,7 @@ mod tests {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        api.handle(request.body(Bytes::new()).unwrap())
+        api.handle(request.body(Bytes::new().into()).unwrap())
     }
 
     fn header<'a>(response: &'a Response<Bytes>, name: &str) -> &'a str {
@@ -272,7 +272,7 @@ mod tests {
             assert_eq!(body["error"]["code"], "not_found", "{uri}");
         }
         // The handler itself refuses a path it has no file for, whatever routed it.
-        let request = Request::builder().uri("/app/nope.js").body(Bytes::new()).unwrap();
+        let request = Request::builder().uri("/app/nope.js").body(RequestBody::from(Bytes::new())).unwrap();
         let (parts, body) = request.into_parts();
         let call =
             Call { parts: &parts, body, params: Vec::new(), viewer: None, local_control: false, client_addr: None };

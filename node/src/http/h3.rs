@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ::h3::error::{Code, ConnectionError, StreamError};
 use ::h3::server::{RequestResolver, RequestStream};
-use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use bytes::{Buf as _, Bytes};
 use http::Response;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, VarInt};
@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use super::{
-    api_request, body_too_large, call_service, declared_length_exceeds, shutdown_requested, ConnectionSlot, NetError,
-    Service, Shared, HANDSHAKE_TIMEOUT_MS,
+    annotate, body_expected, finish_response, shutdown_requested, Activity, Answer, BodySource, ConnectionSlot,
+    FileChunks, NetError, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
 };
 use crate::api::Transport;
 use crate::config::Limits;
@@ -70,16 +70,8 @@ pub(super) async fn serve<S: Service>(endpoint: quinn::Endpoint, shared: Shared<
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let remote = incoming.remote_address();
-                match shared.open_connection(remote) {
-                    Some(slot) => {
-                        let span = tracing::info_span!("h3", %remote);
-                        connections.spawn(serve_connection(incoming, slot, shared.clone()).instrument(span));
-                    }
-                    None => {
-                        tracing::debug!(%remote, "connection limit reached; refusing QUIC connection");
-                        incoming.refuse();
-                    }
-                }
+                let span = tracing::info_span!("h3", %remote);
+                connections.spawn(serve_connection(incoming, shared.clone()).instrument(span));
             }
             Some(joined) = connections.join_next(), if !connections.is_empty() => {
                 if let Err(error) = joined {
@@ -104,7 +96,14 @@ pub(super) async fn serve<S: Service>(endpoint: quinn::Endpoint, shared: Shared<
     let _ = tokio::time::timeout(Duration::from_millis(CLOSE_TIMEOUT_MS), endpoint.wait_idle()).await;
 }
 
-async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: ConnectionSlot<S>, shared: Shared<S>) {
+async fn serve_connection<S: Service>(incoming: quinn::Incoming, shared: Shared<S>) {
+    let Some(slot) = shared.open_connection(incoming.remote_address()).await else {
+        tracing::debug!("connection limit reached; refusing QUIC connection");
+        incoming.refuse();
+        return;
+    };
+    let slot: ConnectionSlot<S> = slot;
+    let activity = slot.activity.clone();
     let mut shutdown = shared.shutdown.clone();
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -153,8 +152,8 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: Connecti
             accepted = h3_connection.accept() => match accepted {
                 Ok(Some(resolver)) => {
                     last_request = tokio::time::Instant::now();
-                    let service = shared.service.clone();
-                    requests.spawn(serve_request(resolver, remote, service).in_current_span());
+                    let (shared, activity) = (shared.clone(), activity.clone());
+                    requests.spawn(serve_request(resolver, remote, shared, activity).in_current_span());
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -171,6 +170,13 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, _slot: Connecti
             () = sleep_until_or_forever(idle_at), if requests.is_empty() => {
                 tracing::debug!("closing idle HTTP/3 connection");
                 quic_connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
+                break;
+            }
+            // Evicted to make room, or its client stalled a request body.
+            () = activity.close_requested() => {
+                tracing::debug!("closing HTTP/3 connection on request");
+                requests.abort_all();
+                quic_connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"closed by the server");
                 break;
             }
             () = shutdown_requested(&mut shutdown) => {
@@ -207,7 +213,8 @@ fn log_connection_end(error: &ConnectionError) {
 async fn serve_request<S: Service>(
     resolver: RequestResolver<h3_quinn::Connection, Bytes>,
     remote: SocketAddr,
-    service: Arc<S>,
+    shared: Shared<S>,
+    activity: Arc<Activity>,
 ) {
     let (request, mut stream) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,
@@ -216,52 +223,67 @@ async fn serve_request<S: Service>(
             return;
         }
     };
-    let limit_bytes = service.body_bytes_max(request.method(), request.uri().path());
-    let (parts, ()) = request.into_parts();
-    let body = if declared_length_exceeds(&parts.headers, limit_bytes) {
-        Err(BodyError::TooLarge)
-    } else {
-        read_body(&mut stream, limit_bytes).await
-    };
-    let response = match body {
-        Ok(body) => call_service(&service, api_request(parts, body, Transport::Http3, remote)).await,
-        Err(BodyError::TooLarge) => {
+    let _handler = activity.handler_started();
+    let (mut head, ()) = request.into_parts();
+    annotate(&mut head, Transport::Http3, remote);
+    let is_head = head.method == http::Method::HEAD;
+    let expected = body_expected(&head, None);
+    let answer = shared.serve_request(head, expected, &mut StreamSource(&mut stream), &activity).await;
+    let response = match answer {
+        Answer::Served(response) => response,
+        Answer::Refused(response) => {
             // RFC 9114 §4.1: a server that needs no more of the request asks the client
             // to stop sending with H3_NO_ERROR and still answers.
             stream.stop_sending(Code::H3_NO_ERROR);
-            body_too_large(limit_bytes)
+            response
         }
-        Err(BodyError::Stream(error)) => {
-            tracing::debug!(%error, "reading an HTTP/3 request body failed");
-            return;
+        Answer::Failed(response) => {
+            stream.stop_sending(Code::H3_REQUEST_CANCELLED);
+            response
         }
     };
+    let mut response = response;
+    finish_response(&mut response);
+    if is_head {
+        *response.body_mut() = Bytes::new();
+        response.extensions_mut().remove::<ResponseFile>();
+    }
     if let Err(error) = send_response(&mut stream, response).await {
         tracing::debug!(%error, "sending an HTTP/3 response failed");
     }
 }
 
-enum BodyError {
-    TooLarge,
-    Stream(StreamError),
-}
+/// An HTTP/3 request stream's body as chunks.
+struct StreamSource<'a>(&'a mut H3RequestStream);
 
-async fn read_body(stream: &mut H3RequestStream, limit_bytes: usize) -> Result<Bytes, BodyError> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = stream.recv_data().await.map_err(BodyError::Stream)? {
-        if body.len().saturating_add(chunk.remaining()) > limit_bytes {
-            return Err(BodyError::TooLarge);
+impl BodySource for StreamSource<'_> {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+        match self.0.recv_data().await {
+            Ok(Some(mut chunk)) => Ok(Some(chunk.copy_to_bytes(chunk.remaining()))),
+            Ok(None) => Ok(None),
+            Err(error) => Err(TransportError(error.to_string())),
         }
-        body.put(chunk);
     }
-    Ok(body.freeze())
 }
 
-async fn send_response(stream: &mut H3RequestStream, response: Response<Bytes>) -> Result<(), StreamError> {
+async fn send_response(stream: &mut H3RequestStream, mut response: Response<Bytes>) -> Result<(), StreamError> {
+    let file = response.extensions_mut().remove::<ResponseFile>().map(FileChunks::new);
     let (parts, body) = response.into_parts();
     stream.send_response(Response::from_parts(parts, ())).await?;
     if !body.is_empty() {
         stream.send_data(body).await?;
+    }
+    if let Some(mut file) = file {
+        while let Some(chunk) = file.next().await {
+            match chunk {
+                Ok(chunk) => stream.send_data(chunk).await?,
+                Err(error) => {
+                    tracing::error!(%error, "reading a file being sent failed");
+                    stream.stop_stream(Code::H3_INTERNAL_ERROR);
+                    return Ok(());
+                }
+            }
+        }
     }
     stream.finish().await
 }

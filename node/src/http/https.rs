@@ -5,16 +5,15 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALT_SVC};
+use http::header::{HeaderValue, ALT_SVC, CONNECTION};
 use http::{Request, Response};
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,8 +24,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument as _;
 
 use super::{
-    api_request, body_too_large, body_unreadable, call_service, declared_length_exceeds, shutdown_requested,
-    ConnectionSlot, Service, Shared, HANDSHAKE_TIMEOUT_MS,
+    annotate, body_expected, finish_response, shutdown_requested, Activity, Answer, BodySource, ConnectionSlot,
+    FileChunks, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
 };
 use crate::api::Transport;
 use crate::identity::{ALPN_H2, ALPN_HTTP1};
@@ -45,9 +44,12 @@ const REFUSED_BODY_DRAIN_BYTES_MAX: u64 = 256 * 1024;
 const REFUSED_BODY_DRAIN_TIMEOUT_MS: u64 = 2000;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
-/// A request body must arrive within this (40 MB at ~1 Mbit/s), so a client trickling
-/// a body cannot hold a connection forever.
-const BODY_READ_TIMEOUT_MS: u64 = 600_000;
+/// HTTP/2 flow-control windows: what one stream and one connection may have sent
+/// that the node has not read yet. Small enough that unread bodies across every
+/// connection stay within the memory budget (1024 connections x 512 KiB); large
+/// enough for tens of MB/s on a LAN.
+const HTTP2_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 512 * 1024;
 /// Writes at least this large are response data and count as activity.
 const ACTIVE_WRITE_BYTES_MIN: usize = 128;
 
@@ -62,13 +64,8 @@ pub(super) async fn serve<S: Service>(listener: TcpListener, tls_acceptor: TlsAc
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
-                    let Some(slot) = shared.open_connection(remote) else {
-                        tracing::debug!(%remote, "connection limit reached; refusing TCP connection");
-                        continue; // dropping `tcp` closes it
-                    };
                     let connection = Connection {
                         remote,
-                        slot,
                         tls_acceptor: tls_acceptor.clone(),
                         builders: builders.clone(),
                         alt_svc: alt_svc.clone(),
@@ -125,6 +122,8 @@ impl Builders {
                 .http2()
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX)
+                .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
                 .max_header_list_size(u32::try_from(limits.header_bytes_max).unwrap_or(u32::MAX));
             builder
         };
@@ -143,7 +142,6 @@ impl Builders {
 /// Everything one accepted TCP connection needs.
 struct Connection<S: Service> {
     remote: SocketAddr,
-    slot: ConnectionSlot<S>,
     tls_acceptor: TlsAcceptor,
     builders: Arc<Builders>,
     alt_svc: HeaderValue,
@@ -152,7 +150,12 @@ struct Connection<S: Service> {
 
 impl<S: Service> Connection<S> {
     async fn serve(self, tcp: TcpStream) {
-        let Connection { remote, slot: _slot, tls_acceptor, builders, alt_svc, shared } = self;
+        let Connection { remote, tls_acceptor, builders, alt_svc, shared } = self;
+        let Some(slot) = shared.open_connection(remote).await else {
+            tracing::debug!(%remote, "connection limit reached; refusing TCP connection");
+            return; // dropping `tcp` closes it
+        };
+        let slot: ConnectionSlot<S> = slot;
         // Responses are written whole; Nagle would only delay their last segment.
         let _ = tcp.set_nodelay(true);
         let mut shutdown = shared.shutdown.clone();
@@ -173,13 +176,13 @@ impl<S: Service> Connection<S> {
             () = shutdown_requested(&mut shutdown) => return,
         };
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        let activity = Arc::new(Activity::new());
+        let activity = slot.activity.clone();
         let io = TokioIo::new(ActivityIo { inner: tls, activity: activity.clone() });
         let service = {
             let activity = activity.clone();
-            let service = shared.service.clone();
+            let shared = shared.clone();
             hyper::service::service_fn(move |request| {
-                handle_request(request, service.clone(), remote, activity.clone(), alt_svc.clone())
+                handle_request(request, shared.clone(), remote, activity.clone(), alt_svc.clone())
             })
         };
         let connection = builders.for_alpn(alpn.as_deref()).serve_connection(io, service);
@@ -199,6 +202,12 @@ impl<S: Service> Connection<S> {
                     tracing::debug!("closing idle HTTPS connection");
                     return;
                 }
+                // Evicted to make room, or its client stalled a request body.
+                () = activity.close_requested(), if !shutting_down => {
+                    tracing::debug!("closing HTTPS connection on request");
+                    shutting_down = true;
+                    connection.as_mut().graceful_shutdown();
+                }
                 // HTTP/1 closes once the current response is written; HTTP/2 sends
                 // GOAWAY and finishes the streams it has. `serve` bounds the wait.
                 () = shutdown_requested(&mut shutdown), if !shutting_down => {
@@ -210,55 +219,94 @@ impl<S: Service> Connection<S> {
     }
 }
 
-/// Reads the body within the service's limit, calls the service, adds `alt-svc`.
+/// Reads the body as the service plans it, calls the service, adds `alt-svc`.
 async fn handle_request<S: Service>(
     request: Request<Incoming>,
-    service: Arc<S>,
+    shared: Shared<S>,
     remote: SocketAddr,
     activity: Arc<Activity>,
     alt_svc: HeaderValue,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Answered>, Infallible> {
     let transport = if request.version() == http::Version::HTTP_2 { Transport::Http2 } else { Transport::Http1 };
-    let limit_bytes = service.body_bytes_max(request.method(), request.uri().path());
-    // From here the connection is busy: a slow body is bounded by Duration::from_millis(BODY_READ_TIMEOUT_MS).
+    // From here the connection is busy; a slow body is bounded by the minimum rate.
     let _handler = activity.handler_started();
-    let (parts, mut body) = request.into_parts();
-    let mut response = if declared_length_exceeds(&parts.headers, limit_bytes) {
-        // A client that sent `Expect: 100-continue` waits for our answer and has sent
-        // no body; reading would make hyper send `100 Continue`.
-        if transport == Transport::Http1 && !parts.headers.contains_key(http::header::EXPECT) {
-            drain_refused_body(&mut body).await;
-        }
-        body_too_large(limit_bytes)
-    } else {
-        match tokio::time::timeout(
-            Duration::from_millis(BODY_READ_TIMEOUT_MS),
-            Limited::new(&mut body, limit_bytes).collect(),
-        )
-        .await
-        {
-            Err(_) => {
-                tracing::debug!("request body not read within {BODY_READ_TIMEOUT_MS} ms");
-                body_unreadable()
-            }
-            Ok(Ok(collected)) => {
-                let request = api_request(parts, collected.to_bytes(), transport, remote);
-                call_service(&service, request).await
-            }
-            Ok(Err(error)) if error.is::<LengthLimitError>() => {
-                if transport == Transport::Http1 {
-                    drain_refused_body(&mut body).await;
-                }
-                body_too_large(limit_bytes)
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "reading the request body failed");
-                body_unreadable()
-            }
-        }
-    };
+    let (mut head, mut body) = request.into_parts();
+    annotate(&mut head, transport, remote);
+    let expected = body_expected(&head, Some(body.is_end_stream()));
+    // A client that sent `Expect: 100-continue` waits for our answer and has sent no
+    // body; reading would make hyper send `100 Continue`.
+    let expects_continue = head.headers.contains_key(http::header::EXPECT);
+    let mut source = IncomingSource(&mut body);
+    let answer = shared.serve_request(head, expected, &mut source, &activity).await;
+    let close = matches!(answer, Answer::Failed(_));
+    if transport == Transport::Http1 && matches!(answer, Answer::Refused(_)) && !expects_continue {
+        drain_refused_body(&mut body).await;
+    }
+    let mut response = answer.into_response();
+    finish_response(&mut response);
     response.headers_mut().insert(ALT_SVC, alt_svc);
-    Ok(response.map(Full::new))
+    if close && transport == Transport::Http1 {
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    let file = response.extensions_mut().remove::<ResponseFile>().map(FileChunks::new);
+    Ok(response.map(|data| Answered { data: Some(data).filter(|data| !data.is_empty()), file, _request_body: body }))
+}
+
+/// A response body that keeps the request's body open until the response is sent:
+/// on HTTP/2, dropping an unread request body resets the stream, and a reset that
+/// overtakes the answer (a 401 to an unfinished upload) would hide it.
+/// The answer is its bytes, or a file streamed in chunks.
+struct Answered {
+    data: Option<Bytes>,
+    file: Option<FileChunks>,
+    _request_body: Incoming,
+}
+
+impl hyper::body::Body for Answered {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, io::Error>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+        }
+        match self.file.as_mut() {
+            Some(file) => file.poll_next(context).map(|chunk| chunk.map(|chunk| chunk.map(hyper::body::Frame::data))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.file.as_ref().is_none_or(|file| file.next >= file.end)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let file_bytes = self.file.as_ref().map_or(0, |file| file.end - file.next);
+        hyper::body::SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64) + file_bytes)
+    }
+}
+
+/// hyper's request body as chunks.
+struct IncomingSource<'a>(&'a mut Incoming);
+
+impl BodySource for IncomingSource<'_> {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+        loop {
+            match self.0.frame().await {
+                None => return Ok(None),
+                Some(Err(error)) => return Err(TransportError(error.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                    // Trailers: nothing the API uses.
+                }
+            }
+        }
+    }
 }
 
 /// Reads what is left of a refused HTTP/1 body, bounded in bytes and time, so the
@@ -280,64 +328,6 @@ async fn drain_refused_body(body: &mut Incoming) {
         }
     })
     .await;
-}
-
-/// When a connection last did work for a client, and whether a request is in progress.
-/// hyper has no idle timeout for HTTP/2 (and HTTP/1 only between requests), so the
-/// connection task closes a connection without a request in progress for
-/// `idle_timeout_seconds`. Bytes read do not count (a client trickling a header one
-/// byte at a time, or sending pings, is not working with us); responses being
-/// written do (a large download on a slow link).
-struct Activity {
-    started: Instant,
-    last_io_millis: AtomicU64,
-    handlers_running: AtomicUsize,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity { started: Instant::now(), last_io_millis: AtomicU64::new(0), handlers_running: AtomicUsize::new(0) }
-    }
-
-    fn touch(&self) {
-        let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io_millis.store(millis, Ordering::Relaxed);
-    }
-
-    fn silent_for(&self) -> Duration {
-        let last_io = Duration::from_millis(self.last_io_millis.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last_io)
-    }
-
-    fn handler_started(self: &Arc<Self>) -> HandlerRunning {
-        self.handlers_running.fetch_add(1, Ordering::Relaxed);
-        HandlerRunning(self.clone())
-    }
-
-    /// Resolves once the connection is idle; never when `idle_timeout` is `None`.
-    async fn until_idle(&self, idle_timeout: Option<Duration>) {
-        let Some(idle_timeout) = idle_timeout else { return std::future::pending().await };
-        loop {
-            let silent = self.silent_for();
-            if silent >= idle_timeout && self.handlers_running.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-            // Check again when the silence could first reach the timeout (at least a
-            // second apart while a handler keeps the connection busy).
-            let wait = idle_timeout.saturating_sub(silent).max(Duration::from_secs(1));
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
-struct HandlerRunning(Arc<Activity>);
-
-impl Drop for HandlerRunning {
-    fn drop(&mut self) {
-        self.0.handlers_running.fetch_sub(1, Ordering::Relaxed);
-        // The response is about to be written: start counting silence from now.
-        self.0.touch();
-    }
 }
 
 /// The TLS stream, noting response-sized writes in `Activity` (control frames such as

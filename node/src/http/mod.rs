@@ -1,25 +1,29 @@
 //! The tokio shell: HTTPS (hyper + rustls) and HTTP/3 (quinn + h3) on one port,
 //! TLS identity, and systemd notifications. Transports only adapt; `api` decides.
 
+mod body;
 mod h3;
 mod https;
+mod metrics_listener;
+mod slots;
 pub mod systemd;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use http::{Request, Response, StatusCode};
+use tokio::sync::watch;
 
 use crate::api::metrics::Metrics;
-use crate::api::{error_response, ClientAddr, Transport};
+use crate::api::{error_response, BodyPlan, ClientAddr, RequestBody, ResponseFile, Transport};
 use crate::config::Limits;
+use body::{BodyBudget, BodyError, BodySource, TransportError};
+use slots::{Activity, ConnectionSlot, Slots};
 
 pub use crate::identity::Identity;
+pub use metrics_listener::{bind_metrics, serve_metrics};
 
 /// Time a client gets to complete the TLS (or QUIC) handshake.
 const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
@@ -27,21 +31,32 @@ const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// The one blocking `http` service every transport adapts to. `crate::api::Api`
 /// implements it; tests use small stubs.
 pub trait Service: Send + Sync + 'static {
+    /// The answer to a request the service can give from memory at once, without
+    /// blocking (public thumbnails); `None` sends it the long way.
+    fn serve_cached(&self, _head: &http::request::Parts) -> Option<Response<Bytes>> {
+        None
+    }
+    /// How to read the body of this request, from its head alone (route, credentials,
+    /// declared length). Blocking: transports call it from `spawn_blocking`, and only
+    /// for requests that carry a body.
+    fn plan_body(&self, head: &http::request::Parts) -> BodyPlan;
     /// Serves one request whose body is already read. Blocking: transports call it
     /// from `spawn_blocking`.
-    fn handle(&self, request: Request<Bytes>) -> Response<Bytes>;
-    /// Largest body this request may carry; transports answer 413 beyond it.
-    fn body_bytes_max(&self, method: &Method, path: &str) -> usize;
+    fn handle(&self, request: Request<RequestBody>) -> Response<Bytes>;
     fn metrics(&self) -> &Metrics;
 }
 
 impl Service for crate::api::Api {
-    fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
-        crate::api::Api::handle(self, request)
+    fn serve_cached(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
+        crate::api::Api::serve_cached(self, head)
     }
 
-    fn body_bytes_max(&self, method: &Method, path: &str) -> usize {
-        crate::api::Api::body_bytes_max(self, method, path)
+    fn plan_body(&self, head: &http::request::Parts) -> BodyPlan {
+        crate::api::Api::plan_body(self, head)
+    }
+
+    fn handle(&self, request: Request<RequestBody>) -> Response<Bytes> {
+        crate::api::Api::handle(self, request)
     }
 
     fn metrics(&self) -> &Metrics {
@@ -141,10 +156,10 @@ pub async fn serve<S: Service>(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
     let Listeners { tcp, tls_acceptor, quic, local_addr } = listeners;
-    // One budget for TCP and QUIC connections together.
-    let connection_permits = Arc::new(Semaphore::new(limits.connections_max));
-    let per_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
-    let shared = Shared { service, limits, connection_permits, per_address, shutdown };
+    // One budget for TCP and QUIC connections together, and one for request bodies.
+    let slots = Arc::new(Slots::new(&limits));
+    let bodies = Arc::new(BodyBudget::new(&limits));
+    let shared = Shared { service, limits, slots, bodies, shutdown };
     tracing::debug!(%local_addr, "serving HTTPS and HTTP/3");
     tokio::join!(https::serve(tcp, tls_acceptor, local_addr.port(), shared.clone()), h3::serve(quic, shared));
     Ok(())
@@ -154,9 +169,8 @@ pub async fn serve<S: Service>(
 struct Shared<S> {
     service: Arc<S>,
     limits: Limits,
-    connection_permits: Arc<Semaphore>,
-    /// Open connections by client address, so one address cannot take every slot.
-    per_address: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    slots: Arc<Slots>,
+    bodies: Arc<BodyBudget>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -165,38 +179,18 @@ impl<S> Clone for Shared<S> {
         Shared {
             service: self.service.clone(),
             limits: self.limits.clone(),
-            connection_permits: self.connection_permits.clone(),
-            per_address: self.per_address.clone(),
+            slots: self.slots.clone(),
+            bodies: self.bodies.clone(),
             shutdown: self.shutdown.clone(),
         }
     }
 }
 
 impl<S: Service> Shared<S> {
-    /// Takes a connection slot for a client at `remote`, or counts the connection as
-    /// refused (every slot taken, or this address holds its share already).
-    fn open_connection(&self, remote: SocketAddr) -> Option<ConnectionSlot<S>> {
-        let address = remote.ip().to_canonical();
-        let refused = || {
-            self.service.metrics().connections_refused_total.fetch_add(1, Ordering::Relaxed);
-            None
-        };
-        {
-            let mut per_address = crate::locking::lock(&self.per_address);
-            let open = per_address.entry(address).or_insert(0);
-            if *open >= self.limits.connections_per_address_max {
-                return refused();
-            }
-            *open += 1;
-        }
-        let owner = AddressShare { address, per_address: self.per_address.clone() };
-        match self.connection_permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                self.service.metrics().connections_open.fetch_add(1, Ordering::Relaxed);
-                Some(ConnectionSlot { _permit: permit, _address: owner, service: self.service.clone() })
-            }
-            Err(_) => refused(),
-        }
+    /// Takes a connection slot for a client at `remote` (see `slots.rs`), or counts
+    /// the connection as refused.
+    async fn open_connection(&self, remote: SocketAddr) -> Option<ConnectionSlot<S>> {
+        self.slots.open(remote, &self.service).await
     }
 
     fn grace(&self) -> Duration {
@@ -207,37 +201,77 @@ impl<S: Service> Shared<S> {
     fn idle_timeout(&self) -> Option<Duration> {
         (self.limits.idle_timeout_seconds > 0).then(|| Duration::from_secs(self.limits.idle_timeout_seconds))
     }
-}
 
-/// Held for a connection's lifetime: its share of `connections_max` and its place in
-/// `connections_open`.
-struct ConnectionSlot<S: Service> {
-    _permit: OwnedSemaphorePermit,
-    _address: AddressShare,
-    service: Arc<S>,
-}
-
-/// One connection's count against its client address; given back when dropped.
-struct AddressShare {
-    address: IpAddr,
-    per_address: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl Drop for AddressShare {
-    fn drop(&mut self) {
-        let mut per_address = crate::locking::lock(&self.per_address);
-        if let Some(open) = per_address.get_mut(&self.address) {
-            *open -= 1;
-            if *open == 0 {
-                per_address.remove(&self.address);
+    /// Reads the body (if the request has one) as the service plans it, then calls
+    /// the service: the one request path of every transport. `TooSlow` also asks the
+    /// connection to close, so a client stalling bodies gives its slot back.
+    async fn serve_request(
+        &self,
+        mut head: http::request::Parts,
+        body_expected: bool,
+        source: &mut impl BodySource,
+        activity: &Activity,
+    ) -> Answer {
+        let transport = head.extensions.get::<Transport>().copied();
+        if !body_expected {
+            if let Some(response) = self.service.serve_cached(&head) {
+                return Answer::Served(response);
+            }
+            let request = Request::from_parts(head, RequestBody::Memory(Bytes::new()));
+            return Answer::Served(call_service(&self.service, request).await);
+        }
+        let service = self.service.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            let plan = service.plan_body(&head);
+            (head, plan)
+        })
+        .await;
+        let plan;
+        (head, plan) = match planned {
+            Ok(planned) => planned,
+            Err(error) => {
+                tracing::error!(%error, "planning a request body failed");
+                return Answer::Served(internal_error());
+            }
+        };
+        if let BodyPlan::Refuse(response) = plan {
+            return Answer::Refused(response);
+        }
+        match body::read(source, plan, &self.bodies).await {
+            Ok(read) => {
+                let response = call_service(&self.service, Request::from_parts(head, read.body)).await;
+                Answer::Served(response)
+            }
+            Err(error) => {
+                tracing::debug!(?error, ?transport, "request body not read");
+                if matches!(error, BodyError::TooSlow) {
+                    activity.request_close();
+                }
+                let status = error.response().status();
+                self.service.metrics().record_request(transport, status, Duration::ZERO);
+                match error {
+                    BodyError::TooLarge { .. } | BodyError::Busy => Answer::Refused(error.response()),
+                    _ => Answer::Failed(error.response()),
+                }
             }
         }
     }
 }
 
-impl<S: Service> Drop for ConnectionSlot<S> {
-    fn drop(&mut self) {
-        self.service.metrics().connections_open.fetch_sub(1, Ordering::Relaxed);
+/// What became of a request.
+enum Answer {
+    Served(Response<Bytes>),
+    /// Answered without reading (all of) the body: the client should stop sending.
+    Refused(Response<Bytes>),
+    /// The body could not be read; the answer may not reach the client.
+    Failed(Response<Bytes>),
+}
+
+impl Answer {
+    fn into_response(self) -> Response<Bytes> {
+        match self {
+            Answer::Served(response) | Answer::Refused(response) | Answer::Failed(response) => response,
+        }
     }
 }
 
@@ -247,48 +281,88 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// The request the service sees: body read, transport and client address attached.
-fn api_request(parts: http::request::Parts, body: Bytes, transport: Transport, client: SocketAddr) -> Request<Bytes> {
-    let mut request = Request::from_parts(parts, body);
-    request.extensions_mut().insert(transport);
+/// Attaches what the service needs to know about the transport to a request's head.
+fn annotate(head: &mut http::request::Parts, transport: Transport, client: SocketAddr) {
+    head.extensions.insert(transport);
     // Dual-stack sockets show IPv4 clients as ::ffff:a.b.c.d; rate limits want a.b.c.d.
     let client = SocketAddr::new(client.ip().to_canonical(), client.port());
-    request.extensions_mut().insert(ClientAddr(client));
-    request
+    head.extensions.insert(ClientAddr(client));
+}
+
+/// Whether a request's body is to be read: methods that carry one, or any request
+/// that says it has one. (Bodies of other requests are not read.)
+fn body_expected(head: &http::request::Parts, end_of_stream: Option<bool>) -> bool {
+    if end_of_stream == Some(true) {
+        return false;
+    }
+    matches!(head.method, http::Method::POST | http::Method::PUT | http::Method::PATCH)
+        || crate::api::declared_length(&head.headers).is_some_and(|length| length > 0)
+}
+
+/// Bytes of a streamed file read at a time: what one response holds in memory.
+const RESPONSE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A response file as chunks, each read on the blocking pool when the transport
+/// asks for the next one (so a slow client holds one chunk, not the file).
+struct FileChunks {
+    file: ResponseFile,
+    next: u64,
+    end: u64,
+    reading: Option<tokio::task::JoinHandle<std::io::Result<Bytes>>>,
+}
+
+impl FileChunks {
+    fn new(file: ResponseFile) -> FileChunks {
+        let (next, end) = (file.offset, file.offset + file.length);
+        FileChunks { file, next, end, reading: None }
+    }
+
+    fn poll_next(&mut self, context: &mut std::task::Context<'_>) -> std::task::Poll<Option<std::io::Result<Bytes>>> {
+        use std::task::Poll;
+        if self.next >= self.end {
+            return Poll::Ready(None);
+        }
+        let reading = self.reading.get_or_insert_with(|| {
+            let (file, offset) = (self.file.clone(), self.next);
+            let length = usize::try_from(self.end - self.next).unwrap_or(usize::MAX).min(RESPONSE_CHUNK_BYTES);
+            tokio::task::spawn_blocking(move || file.read_at(offset, length))
+        });
+        let read = std::task::ready!(std::future::Future::poll(std::pin::Pin::new(reading), context));
+        self.reading = None;
+        Poll::Ready(Some(match read {
+            Ok(Ok(chunk)) => {
+                self.next += chunk.len() as u64;
+                Ok(chunk)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(error) => Err(std::io::Error::other(error)),
+        }))
+    }
+
+    async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
+        std::future::poll_fn(|context| self.poll_next(context)).await
+    }
+}
+
+/// Headers every answer carries, whatever produced it.
+fn finish_response(response: &mut Response<Bytes>) {
+    response.headers_mut().insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
 }
 
 /// Calls the blocking service on the blocking pool; a panic becomes a 500.
-async fn call_service<S: Service>(service: &Arc<S>, request: Request<Bytes>) -> Response<Bytes> {
+async fn call_service<S: Service>(service: &Arc<S>, request: Request<RequestBody>) -> Response<Bytes> {
     let service = service.clone();
     match tokio::task::spawn_blocking(move || service.handle(request)).await {
         Ok(response) => response,
         Err(error) => {
             tracing::error!(%error, "request handler failed");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request handler failed")
+            internal_error()
         }
     }
 }
 
-fn body_too_large(limit_bytes: usize) -> Response<Bytes> {
-    error_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        &format!("the request body exceeds the limit of {limit_bytes} bytes for this endpoint"),
-    )
-}
-
-fn body_unreadable() -> Response<Bytes> {
-    error_response(StatusCode::BAD_REQUEST, "body_unreadable", "the request body could not be read")
-}
-
-/// True when the request declares a `content-length` above `limit_bytes`, so it can be
-/// refused before any body byte is read.
-fn declared_length_exceeds(headers: &HeaderMap, limit_bytes: usize) -> bool {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .is_some_and(|length| length > limit_bytes as u64)
+fn internal_error() -> Response<Bytes> {
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request handler failed")
 }
 
 #[cfg(test)]
@@ -305,38 +379,62 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::identity::{self as tls, ALPN_H2, ALPN_H3, ALPN_HTTP1};
+    use http::{HeaderMap, Method};
+    use sha2::Digest as _;
+    use std::sync::atomic::Ordering;
 
     use crate::test_support::TempDir;
 
     const STUB_BODY_BYTES_MAX: usize = 1024;
+    const STUB_UPLOAD_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
     /// Answers `<method> <path> <transport> <client ip> <body bytes>`; `/slow` takes
     /// half a second.
-    #[derive(Default)]
     struct Stub {
         metrics: Metrics,
+        spool: TempDir,
+        uploads: crate::api::UploadTickets,
+    }
+
+    impl Default for Stub {
+        fn default() -> Stub {
+            Stub { metrics: Metrics::default(), spool: TempDir::new("spool"), uploads: Default::default() }
+        }
     }
 
     impl Service for Stub {
-        fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        fn plan_body(&self, head: &http::request::Parts) -> BodyPlan {
+            if head.uri.path() == "/upload" {
+                let ticket = self.uploads.take("someone", 8).unwrap();
+                return BodyPlan::Spool { bytes_max: STUB_UPLOAD_BYTES_MAX, dir: self.spool.path().to_owned(), ticket };
+            }
+            if head.uri.path() == "/private" {
+                return BodyPlan::Refuse(error_response(StatusCode::UNAUTHORIZED, "unauthorized", "sign in"));
+            }
+            if crate::api::declared_length(&head.headers).is_some_and(|length| length > STUB_BODY_BYTES_MAX as u64) {
+                return BodyPlan::Refuse(BodyError::TooLarge { bytes_max: STUB_BODY_BYTES_MAX as u64 }.response());
+            }
+            BodyPlan::Memory { bytes_max: STUB_BODY_BYTES_MAX }
+        }
+
+        fn handle(&self, request: Request<RequestBody>) -> Response<Bytes> {
             if request.uri().path() == "/slow" {
                 std::thread::sleep(Duration::from_millis(500));
             }
             let transport = request.extensions().get::<Transport>().copied();
             let client = request.extensions().get::<ClientAddr>().map(|client| client.0.ip());
-            let text = format!(
-                "{} {} {:?} {:?} {}",
-                request.method(),
-                request.uri().path(),
-                transport,
-                client,
-                request.body().len()
-            );
+            let body = match request.body() {
+                RequestBody::Memory(bytes) => bytes.len().to_string(),
+                RequestBody::Spooled(spooled) => {
+                    let on_disk = std::fs::read(spooled.path()).unwrap();
+                    assert_eq!(on_disk.len() as u64, spooled.bytes());
+                    let sha256: [u8; 32] = sha2::Sha256::digest(&on_disk).into();
+                    assert_eq!(&sha256, spooled.sha256());
+                    format!("{} spooled", spooled.bytes())
+                }
+            };
+            let text = format!("{} {} {:?} {:?} {}", request.method(), request.uri().path(), transport, client, body);
             Response::new(Bytes::from(text))
-        }
-
-        fn body_bytes_max(&self, _method: &Method, _path: &str) -> usize {
-            STUB_BODY_BYTES_MAX
         }
 
         fn metrics(&self) -> &Metrics {
@@ -550,6 +648,111 @@ pub(crate) mod tests {
         let at_limit = vec![1u8; STUB_BODY_BYTES_MAX];
         let reply = http1_send(&server, request(Method::POST, "/echo", &at_limit)).await;
         assert_eq!(reply.status, StatusCode::OK);
+        stop(server).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_are_spooled_to_a_file_and_hashed_on_every_transport() {
+        let server = start_server(Limits::default()).await;
+        let upload = vec![9u8; 300 * 1024];
+        let expected =
+            |transport: &str| format!("POST /upload Some({transport}) Some(127.0.0.1) {} spooled", upload.len());
+        let reply = http1_send(&server, request(Method::POST, "/upload", &upload)).await;
+        assert_eq!(reply.text(), expected("Http1"));
+        let reply = http2_send(&server, request(Method::POST, "https://localhost/upload", &upload)).await;
+        assert_eq!(reply.text(), expected("Http2"));
+        let reply = http3_send(&server, http3_request(Method::POST, "/upload"), &upload).await;
+        assert_eq!(reply.text(), expected("Http3"));
+        // Each spool file is removed once its request is answered.
+        assert_eq!(std::fs::read_dir(server.service.spool.path()).unwrap().count(), 0);
+        stop(server).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_request_is_answered_before_its_body_is_read() {
+        let server = start_server(Limits::default()).await;
+        // Larger than every flow-control window: answered although never read.
+        let body = vec![1u8; 4 * 1024 * 1024];
+        let reply = http2_send(&server, request(Method::POST, "https://localhost/private", &body)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        let reply = http3_send(&server, http3_request(Method::POST, "/private"), &body).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        let reply = http1_send(&server, request(Method::POST, "/private", &body[..1000])).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        stop(server).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_answer_says_nosniff() {
+        let server = start_server(Limits::default()).await;
+        let too_large = vec![1u8; STUB_BODY_BYTES_MAX + 1];
+        for reply in [
+            http1_send(&server, request(Method::GET, "/", b"")).await,
+            http2_send(&server, request(Method::POST, "https://localhost/echo", &too_large)).await,
+            http3_send(&server, http3_request(Method::GET, "/"), b"").await,
+        ] {
+            assert_eq!(reply.headers[http::header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        }
+        stop(server).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_beyond_the_node_wide_budget_get_503() {
+        let server = start_server(Limits { body_bytes_in_flight_max: 512, ..Limits::default() }).await;
+        let reply = http2_send(&server, request(Method::POST, "https://localhost/echo", &[1u8; 1000])).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(reply.text().contains("\"code\":\"busy\""), "{}", reply.text());
+        assert!(reply.headers.contains_key(http::header::RETRY_AFTER));
+        // Within the budget all is well, and the budget is whole again afterwards.
+        let reply = http2_send(&server, request(Method::POST, "https://localhost/echo", &[1u8; 500])).await;
+        assert_eq!(reply.text(), "POST /echo Some(Http2) Some(127.0.0.1) 500");
+        stop(server).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_body_gets_408_and_its_connection_closes_within_seconds() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let server = start_server(Limits::default()).await;
+        let started = std::time::Instant::now();
+        let mut tls = tls_connect(server.address, &server.pin, ALPN_HTTP1).await.unwrap();
+        tls.write_all(b"POST /echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\nonly ten b")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        // The server answers and closes: read to the end.
+        tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut answer)).await.unwrap().ok();
+        let elapsed = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body_too_slow"), "{answer}");
+        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+        // The slot is free again.
+        for _ in 0..50 {
+            if server.service.metrics.connections_open.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(server.service.metrics.connections_open.load(Ordering::Relaxed), 0);
+        stop(server).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn when_every_slot_is_taken_the_idlest_connection_makes_room() {
+        let server = start_server(Limits { connections_max: 2, ..Limits::default() }).await;
+        let first = tls_connect(server.address, &server.pin, ALPN_H2).await.unwrap();
+        let (_first_sender, first_connection) =
+            hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), TokioIo::new(first))
+                .await
+                .unwrap();
+        let first_closed = tokio::spawn(first_connection);
+        let _second = tls_connect(server.address, &server.pin, ALPN_HTTP1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // A newcomer gets in; one of the idle connections is closed for it.
+        let reply = http1_send(&server, request(Method::GET, "/", b"")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let first_gone = tokio::time::timeout(Duration::from_millis(100), first_closed).await.is_ok();
+        assert!(first_gone || server.service.metrics.connections_open.load(Ordering::Relaxed) <= 2);
         stop(server).await;
     }
 

@@ -103,7 +103,10 @@ impl TrustBook {
         let temporary = path.with_extension("json.tmp");
         let written = (|| {
             use std::io::Write as _;
-            let mut file = std::fs::File::create(&temporary)?;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // Owner-only whatever the umask, as everything in the data dir.
+            let mut file =
+                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
             file.write_all(&json)?;
             file.sync_all()?;
             std::fs::rename(&temporary, path)

@@ -5,8 +5,16 @@
 //! applied (rotating a 12 MP image would copy 36 MB; rotating the 1080 px display copies
 //! 3.5 MB), and the full-size buffer is freed before anything is encoded. Both boxes are
 //! square, so fitting before rotating gives the same size as fitting after.
+//!
+//! There is only ever one full-size buffer: decoders write into a buffer already sized
+//! for RGB8 and the result is flattened to RGB8 in place (grey expanded from the back,
+//! alpha composited from the front). PNG is decoded row by row with 16-bit samples
+//! stripped to 8 as each row arrives, so a 16-bit PNG never has a 16-bit copy of the
+//! image at all: a 64 MP 16-bit RGBA PNG costs 192 MB of RGB8 instead of 512 MB + 256 MB.
 
 use std::io::Cursor;
+
+use image::ColorType;
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -18,6 +26,10 @@ use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageError, RgbImage}
 
 use super::header::Declared;
 use super::{MediaError, MediaKind, Variant};
+
+/// Fixed allowance for the work after the full-size image is gone: the thumb, its resize
+/// scratch, the JPEG encoders' buffers and the blurhash.
+const AFTER_RESIZE_SLACK_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Long edge of the `display` derivative, in pixels.
 pub const DISPLAY_EDGE_PIXELS: u32 = 1080;
@@ -53,20 +65,186 @@ pub(crate) fn open_decoder(
 }
 
 /// Bytes of pixel buffers a job holds at its peak, bounded from the header alone (so the
-/// gate can be entered before a decoder exists): the decoded image, its RGB8 copy when
-/// the decoder may produce something else, a progressive JPEG's coefficients, and the
-/// (small, bounded) derivatives.
-pub(crate) fn decoded_bytes_estimate(declared: &Declared) -> u64 {
-    let pixels = u64::from(declared.width) * u64::from(declared.height);
-    let decoded = pixels.saturating_mul(declared.decoded_bytes_per_pixel);
-    let flattened = if declared.decoded_bytes_per_pixel == 3 { 0 } else { pixels.saturating_mul(3) };
-    // zune-jpeg holds an i16 per component sample for the whole image (upper bound: no
-    // chroma subsampling).
-    let coefficients = if declared.progressive { pixels.saturating_mul(3 * 2) } else { 0 };
-    let display_edge = u64::from(DISPLAY_EDGE_PIXELS);
-    // The display buffer, its rotated copy and the resizer's scratch, roughly.
-    let derivatives = display_edge * display_edge * 3 * 3;
-    decoded.saturating_add(flattened).saturating_add(coefficients).saturating_add(derivatives)
+/// gate can be entered, or the image refused, before a decoder exists). Two phases, and
+/// the larger one counts:
+/// - decoding: the full-size buffer (RGB8, or the decoder's 4-byte RGBA it is flattened
+///   from in place) plus the decoder's own scratch (progressive JPEG coefficients, WebP
+///   planes);
+/// - resizing: the same full-size buffer, fast_image_resize's intermediate image (it runs
+///   the vertical pass first for u8 pixels: source width × target height × 3) and the
+///   display image;
+///
+/// then the display's rotated copy and a fixed slack for the thumb and encoders.
+/// The uploaded bytes are not included: the caller charges them.
+pub(crate) fn decoded_bytes_estimate(kind: MediaKind, declared: &Declared) -> u64 {
+    let (width, height) = (u64::from(declared.width), u64::from(declared.height));
+    let pixels = width * height;
+    // PNG is decoded straight to RGB8 whatever its depth; others into a buffer of at
+    // least three bytes a pixel that is flattened in place.
+    let full_bytes_per_pixel = match kind {
+        MediaKind::Png => 3,
+        MediaKind::Jpeg | MediaKind::Webp => declared.decoded_bytes_per_pixel.max(3),
+    };
+    let full = pixels.saturating_mul(full_bytes_per_pixel);
+    let decoding = full.saturating_add(declared.decoder_scratch_bytes);
+    let (display_width, display_height) = fit(declared.width, declared.height, DISPLAY_EDGE_PIXELS);
+    let display = u64::from(display_width) * u64::from(display_height) * 3;
+    let resize_intermediate = width.saturating_mul(u64::from(display_height)) * 3;
+    let resizing = full.saturating_add(resize_intermediate).saturating_add(display);
+    decoding.max(resizing).saturating_add(display).saturating_add(AFTER_RESIZE_SLACK_BYTES)
+}
+
+/// Decodes the whole image to RGB8, checking that the data has the size the header
+/// declared (the memory reservation was sized from it).
+pub(crate) fn decode_rgb8(
+    kind: MediaKind,
+    bytes: &[u8],
+    declared: &Declared,
+    limits: image::Limits,
+) -> Result<RgbImage, MediaError> {
+    let image = match kind {
+        // The png crate's own allocations are rows and chunk buffers; text and ICC
+        // chunks are skipped (we do not use them), so rows are nearly all of it.
+        MediaKind::Png => {
+            let row_bytes_max = u64::from(declared.width).saturating_mul(8 * 4);
+            decode_png_rgb8(bytes, declared, super::METADATA_BYTES_MAX.saturating_add(row_bytes_max))?
+        }
+        MediaKind::Jpeg | MediaKind::Webp => {
+            let decoder = open_decoder(kind, bytes, limits)?;
+            check_dimensions(declared, decoder.dimensions())?;
+            decode_in_place_rgb8(decoder)?
+        }
+    };
+    Ok(image)
+}
+
+fn check_dimensions(declared: &Declared, (width, height): (u32, u32)) -> Result<(), MediaError> {
+    if (width, height) != (declared.width, declared.height) {
+        return Err(MediaError::Undecodable(format!(
+            "header declares {}x{} but the image data is {width}x{height}",
+            declared.width, declared.height
+        )));
+    }
+    Ok(())
+}
+
+/// A zeroed buffer, or an error instead of an abort when the allocator says no.
+fn zeroed_buffer(bytes: u64) -> Result<Vec<u8>, MediaError> {
+    let length = usize::try_from(bytes).map_err(|_| internal("allocate", "image too large for this machine"))?;
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(length).map_err(|error| internal("allocate", error))?;
+    buffer.resize(length, 0);
+    Ok(buffer)
+}
+
+/// JPEG and WebP through the image crate's decoders, into one buffer sized for the larger
+/// of what the decoder writes and RGB8, then flattened in place.
+fn decode_in_place_rgb8(decoder: OpenDecoder<'_>) -> Result<RgbImage, MediaError> {
+    let (width, height) = decoder.dimensions();
+    let color = decoder.color_type();
+    let channels = match color {
+        ColorType::L8 => 1,
+        ColorType::La8 => 2,
+        ColorType::Rgb8 => 3,
+        ColorType::Rgba8 => 4,
+        // Not produced by our JPEG and WebP decoders today; take the general road.
+        _ => return Ok(flatten_to_rgb8(DynamicImage::from_decoder(decoder).map_err(undecodable)?)),
+    };
+    let pixels = u64::from(width) * u64::from(height);
+    let mut buffer = zeroed_buffer(pixels * channels.max(3))?;
+    let decoded_length = usize::try_from(decoder.total_bytes()).map_err(|error| internal("decode", error))?;
+    let decoded = buffer.get_mut(..decoded_length).ok_or_else(|| internal("decode", "decoder wants more bytes"))?;
+    decoder.read_image(decoded).map_err(undecodable)?;
+    flatten_in_place(&mut buffer, usize::try_from(channels).unwrap_or(3));
+    buffer.truncate(usize::try_from(pixels * 3).unwrap_or(0));
+    RgbImage::from_raw(width, height, buffer).ok_or_else(|| internal("decode", "buffer size mismatch"))
+}
+
+/// Turns `channels`-byte pixels at the start of `buffer` (which has room for three bytes
+/// a pixel) into RGB8 in the same buffer. Grey (+alpha) grows, so it runs from the back;
+/// RGBA shrinks, so it runs from the front: either way no pixel is overwritten before it
+/// is read.
+fn flatten_in_place(buffer: &mut [u8], channels: usize) {
+    let pixels = buffer.len() / channels.max(3);
+    match channels {
+        1 | 2 => {
+            for index in (0..pixels).rev() {
+                let grey = buffer[index * channels];
+                let alpha = if channels == 2 { buffer[index * channels + 1] } else { 255 };
+                let value = over_white(grey, alpha);
+                buffer[index * 3..index * 3 + 3].fill(value);
+            }
+        }
+        4 => {
+            for index in 0..pixels {
+                let pixel: [u8; 4] =
+                    [buffer[index * 4], buffer[index * 4 + 1], buffer[index * 4 + 2], buffer[index * 4 + 3]];
+                for channel in 0..3 {
+                    buffer[index * 3 + channel] = over_white(pixel[channel], pixel[3]);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A channel composited over white: channel·α + 255·(1−α), rounded, all in 0..=255.
+fn over_white(channel: u8, alpha: u8) -> u8 {
+    let alpha = u32::from(alpha);
+    ((u32::from(channel) * alpha + 255 * (255 - alpha) + 127) / 255) as u8
+}
+
+/// PNG through the png crate directly, one row at a time: palettes and low bit depths
+/// expanded, 16-bit samples stripped to 8, each row flattened to RGB8 and written (or, for
+/// an Adam7-interlaced image, spread by its pass) into the one full-size buffer.
+fn decode_png_rgb8(bytes: &[u8], declared: &Declared, metadata_bytes_max: u64) -> Result<RgbImage, MediaError> {
+    let png_error = |error: png::DecodingError| MediaError::Undecodable(error.to_string());
+    let limits = png::Limits { bytes: usize::try_from(metadata_bytes_max).unwrap_or(usize::MAX) };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    decoder.set_ignore_text_chunk(true);
+    decoder.set_ignore_iccp_chunk(true);
+    let mut reader = decoder.read_info().map_err(png_error)?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    check_dimensions(declared, (width, height))?;
+    let (color, _) = reader.output_color_type();
+    let channels = color.samples();
+    let row_stride = usize::try_from(width).unwrap_or(usize::MAX).saturating_mul(3);
+    let mut image = zeroed_buffer(u64::from(width) * u64::from(height) * 3)?;
+    let mut row_rgb = zeroed_buffer(u64::from(width) * 4)?;
+    let mut next_line = 0usize;
+    // Bounded by the image's rows (over all Adam7 passes); the decoder ends the frame.
+    while let Some(row) = reader.next_interlaced_row().map_err(png_error)? {
+        let samples = row.data();
+        let row_pixels = samples.len() / channels.max(1);
+        let row_bytes = row_pixels * 3;
+        let target = row_rgb.get_mut(..row_bytes).ok_or_else(|| internal("png row", "row wider than the image"))?;
+        for (pixel, source) in target.chunks_exact_mut(3).zip(samples.chunks_exact(channels.max(1))) {
+            match *source {
+                [grey] => pixel.fill(grey),
+                [grey, alpha] => pixel.fill(over_white(grey, alpha)),
+                [red, green, blue] => pixel.copy_from_slice(&[red, green, blue]),
+                [red, green, blue, alpha] => {
+                    pixel.copy_from_slice(&[over_white(red, alpha), over_white(green, alpha), over_white(blue, alpha)])
+                }
+                _ => {}
+            }
+        }
+        match row.interlace() {
+            png::InterlaceInfo::Null(_) => {
+                let start = next_line.saturating_mul(row_stride);
+                let line = image
+                    .get_mut(start..start.saturating_add(row_bytes))
+                    .ok_or_else(|| internal("png row", "more rows than the image has"))?;
+                line.copy_from_slice(&row_rgb[..row_bytes]);
+                next_line += 1;
+            }
+            png::InterlaceInfo::Adam7(info) => {
+                png::expand_interlaced_row(&mut image, row_stride, &row_rgb[..row_bytes], info, 24)
+            }
+        }
+    }
+    RgbImage::from_raw(width, height, image).ok_or_else(|| internal("png", "buffer size mismatch"))
 }
 
 /// The derivatives of one image, already upright.
@@ -76,10 +254,8 @@ pub(crate) struct Derived {
     pub blurhash: String,
 }
 
-/// Decodes, then makes the derivatives. Consumes the decoder; the full-size pixels are
-/// dropped before encoding starts.
-pub(crate) fn decode_and_derive(decoder: OpenDecoder<'_>, orientation: Orientation) -> Result<Derived, MediaError> {
-    let full = flatten_to_rgb8(DynamicImage::from_decoder(decoder).map_err(undecodable)?);
+/// Makes the derivatives from the full-size image, which is dropped before encoding starts.
+pub(crate) fn derive(full: RgbImage, orientation: Orientation) -> Result<Derived, MediaError> {
     let display = resize_to_fit(&full, DISPLAY_EDGE_PIXELS)?;
     drop(full);
     // From the display image, not the source: a few ms for 0.9 MP instead of ~30 ms for
@@ -105,17 +281,11 @@ fn flatten_to_rgb8(image: DynamicImage) -> RgbImage {
     }
     let rgba = image.into_rgba8();
     let (width, height) = rgba.dimensions();
-    let mut rgb = Vec::with_capacity(rgba.as_raw().len() / 4 * 3);
-    for pixel in rgba.as_raw().chunks_exact(4) {
-        let alpha = u32::from(pixel[3]);
-        for &channel in &pixel[..3] {
-            // channel·α + 255·(1−α), rounded, all in 0..=255.
-            let blended = (u32::from(channel) * alpha + 255 * (255 - alpha) + 127) / 255;
-            rgb.push(blended as u8);
-        }
-    }
+    let mut buffer = rgba.into_raw();
+    flatten_in_place(&mut buffer, 4);
+    buffer.truncate(buffer.len() / 4 * 3);
     // Same dimensions and three bytes per pixel: the buffer always fits.
-    RgbImage::from_raw(width, height, rgb).unwrap_or_else(|| RgbImage::new(width, height))
+    RgbImage::from_raw(width, height, buffer).unwrap_or_else(|| RgbImage::new(width, height))
 }
 
 /// Fits `(width, height)` inside `edge`×`edge` keeping the aspect ratio; never upscales,

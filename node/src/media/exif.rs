@@ -6,17 +6,28 @@
 //! what the GPS IFD owns and leaving an empty GPS IFD behind keeps the TIFF structure valid
 //! for every reader, and nothing after it has to move.
 //!
+//! Two things cannot be done in place, and are done first, by dropping bytes (never the
+//! primary image's): compressed PNG text chunks (see `png_meta.rs`), and whatever follows
+//! the images of a file. A JPEG's secondary images after the first end-of-image (MPF
+//! previews, gain maps), each with its own EXIF and XMP, are walked and scrubbed like the
+//! primary; bytes after the last image we can walk (a motion photo's video, a vendor
+//! trailer) are dropped, since we cannot prove they hold no location. Bytes after a PNG's
+//! `IEND` or past a WebP's RIFF size are dropped likewise.
+//!
 //! Everything here reads untrusted bytes: every access is bounds-checked, offsets are
 //! checked arithmetic, IFD chains are bounded, and nothing panics.
 
 use std::ops::Range;
 
-use super::{sniff, xmp, MediaKind};
+use super::{png_meta, sniff, xmp, MediaKind};
 
 const TAG_ORIENTATION: u16 = 0x0112;
 const TAG_GPS_IFD: u16 = 0x8825;
 /// IFD0, IFD1 (thumbnail) and a little slack; real files have two.
 const IFD_CHAIN_MAX: usize = 4;
+/// Images walked in one JPEG file: the primary plus MPF previews, gain and depth maps.
+/// Anything past them is dropped like any unwalkable trailer.
+const JPEG_IMAGES_MAX: usize = 16;
 const EXIF_PREFIX: &[u8] = b"Exif\0\0";
 const XMP_PREFIX: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
 const XMP_EXTENSION_PREFIX: &[u8] = b"http://ns.adobe.com/xmp/extension/\0";
@@ -29,17 +40,45 @@ pub struct GpsScrub {
     /// EXIF blocks whose TIFF header or IFD0 could not be found, zeroed whole: no reader
     /// can use them, and we cannot prove they hold no location.
     pub exif_blocks_blanked: usize,
-    /// `exif:GPS*` fields in XMP packets whose values were overwritten with spaces.
+    /// Location properties in XMP packets (any prefix) overwritten with spaces.
     pub xmp_gps_fields_blanked: usize,
+    /// Whole metadata chunks dropped: compressed PNG text we could not inflate, raw
+    /// profiles we could not parse.
+    pub metadata_blocks_dropped: usize,
+    /// Bytes after the last image (JPEG trailers, data after PNG `IEND` or past a WebP's
+    /// RIFF size) dropped.
+    pub trailing_bytes_dropped: usize,
 }
 
-/// Removes GPS from the EXIF (and XMP) of a JPEG, PNG or WebP file, in place: the length
-/// and the image data stay exactly as they were. Files of any other type are left alone.
-pub fn strip_gps(bytes: &mut [u8]) -> GpsScrub {
+/// Removes every GPS coordinate from the EXIF and XMP of a JPEG, PNG or WebP file, in
+/// every encoding we know of. The image data stays exactly as it was; metadata is
+/// scrubbed in place where it can be, and dropped where it cannot (see the module
+/// comment), so the file may get shorter. Files of any other type are left alone.
+pub fn strip_gps(bytes: &mut Vec<u8>) -> GpsScrub {
     let mut report = GpsScrub::default();
     let Some(kind) = sniff(bytes) else {
         return report;
     };
+    match kind {
+        MediaKind::Jpeg => {
+            if let (_, Some(images_end)) = jpeg_walk(bytes) {
+                drop_after(bytes, images_end, &mut report);
+            }
+        }
+        MediaKind::Png => {
+            if let Some(rebuilt) = png_meta::scrub_text_chunks(bytes, &mut report) {
+                *bytes = rebuilt;
+            }
+        }
+        MediaKind::Webp => {
+            // Readers stop at the RIFF size. One too small to hold even a chunk header is
+            // broken, not a boundary: then nothing is dropped.
+            let riff_end = le_u32(bytes, 4).and_then(|size| usize::try_from(size).ok()?.checked_add(8));
+            if let Some(riff_end) = riff_end.filter(|&end| end >= 20) {
+                drop_after(bytes, riff_end, &mut report);
+            }
+        }
+    }
     for block in metadata_blocks(kind, bytes) {
         let Some(payload) = bytes.get_mut(block.payload.clone()) else {
             continue;
@@ -79,6 +118,13 @@ pub fn strip_gps(bytes: &mut [u8]) -> GpsScrub {
     report
 }
 
+fn drop_after(bytes: &mut Vec<u8>, end: usize, report: &mut GpsScrub) {
+    if end < bytes.len() {
+        report.trailing_bytes_dropped += bytes.len() - end;
+        bytes.truncate(end);
+    }
+}
+
 /// The EXIF Orientation (1..=8 when valid) of a JPEG, PNG or WebP file, if it has one.
 pub fn exif_orientation(bytes: &[u8]) -> Option<u16> {
     let kind = sniff(bytes)?;
@@ -103,7 +149,7 @@ pub fn exif_gps_present(bytes: &[u8]) -> bool {
 }
 
 /// True when a TIFF structure points at a GPS IFD that has entries.
-fn tiff_has_gps(payload: &[u8]) -> bool {
+pub(crate) fn tiff_has_gps(payload: &[u8]) -> bool {
     let Some(tiff) = Tiff::parse(payload) else { return false };
     tiff.gps_ifd_offsets().into_iter().any(|offset| tiff.ifd(offset).is_some_and(|(entries, _)| !entries.is_empty()))
 }
@@ -135,7 +181,7 @@ struct PngCrc {
 
 fn metadata_blocks(kind: MediaKind, bytes: &[u8]) -> Vec<Block> {
     match kind {
-        MediaKind::Jpeg => jpeg_blocks(bytes),
+        MediaKind::Jpeg => jpeg_walk(bytes).0,
         MediaKind::Png => png_blocks(bytes),
         MediaKind::Webp => webp_blocks(bytes),
     }
@@ -147,25 +193,46 @@ fn after_prefix(bytes: &[u8], payload: &Range<usize>, prefix: &[u8]) -> Option<R
     (start <= payload.end && bytes.get(payload.start..start)? == prefix).then_some(start..payload.end)
 }
 
-/// APP1 segments before the first scan. A segment cut short by a truncated upload is
-/// still scrubbed as far as it goes.
-fn jpeg_blocks(bytes: &[u8]) -> Vec<Block> {
+/// APP1 EXIF and XMP segments of every image in a JPEG file (the primary, then each
+/// image that follows an end-of-image directly, as MPF previews and gain maps do), and
+/// where the last whole image ends; `None` when the primary itself has no end (a cut-off
+/// upload: its segments are still scrubbed as far as they go).
+fn jpeg_walk(bytes: &[u8]) -> (Vec<Block>, Option<usize>) {
     let mut blocks = Vec::new();
-    let mut at = 2;
-    while bytes.get(at) == Some(&0xFF) {
+    let mut images_end = None;
+    let mut image_start = 0;
+    for _ in 0..JPEG_IMAGES_MAX {
+        if !bytes.get(image_start..).is_some_and(|rest| rest.starts_with(&[0xFF, 0xD8, 0xFF])) {
+            break;
+        }
+        let Some(image_end) = jpeg_image_blocks(bytes, image_start + 2, &mut blocks) else { break };
+        images_end = Some(image_end);
+        image_start = image_end;
+    }
+    (blocks, images_end)
+}
+
+/// Walks one image's segments from just after its SOI, through its scans, to its
+/// end-of-image; pushes its APP1 blocks and returns the offset just past EOI. A segment
+/// cut short by a truncated upload is still scrubbed as far as it goes.
+fn jpeg_image_blocks(bytes: &[u8], mut at: usize, blocks: &mut Vec<Block>) -> Option<usize> {
+    loop {
+        if bytes.get(at) != Some(&0xFF) {
+            return None;
+        }
         while bytes.get(at) == Some(&0xFF) {
             at += 1;
         }
-        let Some(&marker) = bytes.get(at) else { break };
+        let marker = *bytes.get(at)?;
         at += 1;
         match marker {
+            0xD9 => return Some(at),
             0x01 | 0xD0..=0xD7 => continue,
-            0xD9 | 0xDA => break,
             _ => {}
         }
-        let Some(length) = be_u16(bytes, at).map(usize::from) else { break };
+        let length = usize::from(be_u16(bytes, at)?);
         if length < 2 {
-            break;
+            return None;
         }
         let end = at.saturating_add(length);
         let payload = at + 2..end.min(bytes.len());
@@ -179,8 +246,19 @@ fn jpeg_blocks(bytes: &[u8]) -> Vec<Block> {
             }
         }
         at = end;
+        if marker == 0xDA {
+            // Entropy-coded data runs to the next marker: FF followed by anything but
+            // 00 (stuffing), D0–D7 (restart) or FF (fill).
+            loop {
+                at += bytes.get(at..)?.iter().position(|&byte| byte == 0xFF)?;
+                match *bytes.get(at + 1)? {
+                    0x00 | 0xD0..=0xD7 => at += 2,
+                    0xFF => at += 1,
+                    _ => break,
+                }
+            }
+        }
     }
-    blocks
 }
 
 /// `eXIf` chunks and uncompressed `iTXt` XMP. Chunks after IDAT are walked too: some
@@ -200,6 +278,11 @@ fn png_blocks(bytes: &[u8]) -> Vec<Block> {
             .then(|| PngCrc { covered: at + 4..data_end, at: data_end });
         match chunk_type {
             b"eXIf" => blocks.push(Block { kind: BlockKind::Exif, payload, png_crc }),
+            b"tEXt" => {
+                if let Some(xmp) = after_prefix(bytes, &payload, b"XML:com.adobe.xmp\0") {
+                    blocks.push(Block { kind: BlockKind::Xmp, payload: xmp, png_crc });
+                }
+            }
             b"iTXt" => {
                 if let Some(xmp) = png_itxt_xmp(bytes, &payload) {
                     blocks.push(Block { kind: BlockKind::Xmp, payload: xmp, png_crc });
@@ -283,7 +366,7 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
 // TIFF
 
 #[derive(Debug, PartialEq, Eq)]
-enum TiffScrub {
+pub(crate) enum TiffScrub {
     /// No GPS IFD with entries.
     Untouched,
     GpsRemoved {
@@ -416,7 +499,7 @@ impl<'a> Tiff<'a> {
     }
 }
 
-fn scrub_tiff(bytes: &mut [u8]) -> TiffScrub {
+pub(crate) fn scrub_tiff(bytes: &mut [u8]) -> TiffScrub {
     // Find everything first (shared borrow), then zero it (exclusive borrow).
     let (owned, gps_ifds) = {
         let Some(tiff) = Tiff::parse(bytes) else {

@@ -6,6 +6,8 @@
 //! the memory gate can be entered before a decoder (which copies the input) exists.
 //! Every read is bounds-checked; a header we cannot read returns `None`.
 
+use std::io::{Read, Seek, SeekFrom};
+
 use super::MediaKind;
 
 /// What the header says, before any decoding.
@@ -13,12 +15,17 @@ use super::MediaKind;
 pub(crate) struct Declared {
     pub width: u32,
     pub height: u32,
-    /// Upper bound on the bytes per pixel the decoder will produce (before we flatten to
-    /// RGB8): 3 for JPEG, up to 8 for a 16-bit RGBA PNG.
+    /// Upper bound on the bytes per pixel the format's decoder produces as stored (before
+    /// we flatten to RGB8): 1 for a grey JPEG, 3 for a colour one, up to 8 for a 16-bit
+    /// RGBA PNG (which we never decode at 16 bits, see `convert.rs`).
     pub decoded_bytes_per_pixel: u64,
     /// A progressive JPEG keeps every DCT coefficient of the whole image while decoding,
     /// which costs more memory than the decoded pixels themselves.
     pub progressive: bool,
+    /// Bytes the format's decoder holds at its peak besides the buffer it decodes into:
+    /// a progressive JPEG's coefficients (an i16 per sample of each component, padded to
+    /// whole MCUs), a lossy WebP's YUV planes, a lossless WebP's RGBA working copy.
+    pub decoder_scratch_bytes: u64,
 }
 
 pub(crate) fn declared(kind: MediaKind, bytes: &[u8]) -> Option<Declared> {
@@ -145,6 +152,8 @@ fn png_header(bytes: &[u8]) -> Option<Declared> {
         height: u32_be(bytes, 20)?,
         decoded_bytes_per_pixel: channels * channel_bytes,
         progressive: false,
+        // Rows only: ours decodes row by row into RGB8.
+        decoder_scratch_bytes: 0,
     })
 }
 
@@ -169,15 +178,32 @@ fn jpeg_frame(bytes: &[u8]) -> Option<Declared> {
             0xD9 | 0xDA => return None,
             // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
             0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                // Length(2) precision(1) height(2) width(2).
+                // Length(2) precision(1) height(2) width(2) components(1), then per
+                // component: id(1) sampling factors(1: H high nibble, V low) table(1).
                 let height = u16_be(bytes, at + 3)?;
                 let width = u16_be(bytes, at + 5)?;
+                // A frame header cut short after the size is refused by the decoder;
+                // until then, assume three components at full resolution (the most
+                // memory for a colour image).
+                let components = usize::from(bytes.get(at + 7).copied().unwrap_or(3));
+                let mut sampling = Vec::with_capacity(components);
+                for index in 0..components {
+                    let factors = bytes.get(at + 8 + index * 3 + 1).copied().unwrap_or(0x11);
+                    sampling.push((u64::from(factors >> 4).max(1), u64::from(factors & 0x0F).max(1)));
+                }
+                let progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
+                let coefficients = if progressive {
+                    jpeg_coefficient_bytes(u64::from(width), u64::from(height), &sampling)
+                } else {
+                    0
+                };
                 return Some(Declared {
                     width: u32::from(width),
                     height: u32::from(height),
                     // The decoder outputs grey or RGB (CMYK is converted to RGB).
-                    decoded_bytes_per_pixel: 3,
-                    progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+                    decoded_bytes_per_pixel: if components == 1 { 1 } else { 3 },
+                    progressive,
+                    decoder_scratch_bytes: coefficients,
                 });
             }
             _ => {
@@ -189,6 +215,53 @@ fn jpeg_frame(bytes: &[u8]) -> Option<Declared> {
             }
         }
     }
+}
+
+/// The JPEG frame header of a file too large to hold, found by reading only segment
+/// headers (metadata such as extended XMP can put SOF megabytes into the file). A
+/// bounded number of segments is walked.
+pub(crate) fn jpeg_frame_from_reader<R: Read + Seek>(reader: &mut R) -> Option<Declared> {
+    const SEGMENTS_MAX: usize = 4096;
+    let mut at: u64 = 2;
+    for _ in 0..SEGMENTS_MAX {
+        let mut marker = [0u8; 4];
+        reader.seek(SeekFrom::Start(at)).ok()?;
+        reader.read_exact(&mut marker).ok()?;
+        if marker[0] != 0xFF {
+            return None;
+        }
+        if marker[1] == 0xFF {
+            at += 1; // a fill byte
+            continue;
+        }
+        let length = u16::from_be_bytes([marker[2], marker[3]]);
+        if matches!(marker[1], 0xC0..=0xCF) && !matches!(marker[1], 0xC4 | 0xC8 | 0xCC) {
+            // SOI, then this segment whole: jpeg_frame reads it as it reads any file.
+            let mut synthetic = vec![0xFF, 0xD8, 0xFF, marker[1], marker[2], marker[3]];
+            let mut segment = vec![0u8; usize::from(length.saturating_sub(2))];
+            reader.read_exact(&mut segment).ok()?;
+            synthetic.extend_from_slice(&segment);
+            return jpeg_frame(&synthetic);
+        }
+        if matches!(marker[1], 0xD9 | 0xDA) || length < 2 {
+            return None;
+        }
+        at += 2 + u64::from(length);
+    }
+    None
+}
+
+/// A progressive JPEG's coefficient store: per component, an i16 for each of its samples
+/// over the image padded to whole MCUs (zune-jpeg's layout).
+fn jpeg_coefficient_bytes(width: u64, height: u64, sampling: &[(u64, u64)]) -> u64 {
+    let horizontal_max = sampling.iter().map(|&(horizontal, _)| horizontal).max().unwrap_or(1);
+    let vertical_max = sampling.iter().map(|&(_, vertical)| vertical).max().unwrap_or(1);
+    let mcus_across = width.div_ceil(8 * horizontal_max);
+    let mcus_down = height.div_ceil(8 * vertical_max);
+    sampling
+        .iter()
+        .map(|&(horizontal, vertical)| mcus_across * mcus_down * 64 * horizontal * vertical * 2)
+        .fold(0u64, u64::saturating_add)
 }
 
 /// WebP: the first chunk after the RIFF header is `VP8 `, `VP8L` or `VP8X`, each of which
@@ -221,7 +294,51 @@ fn webp_header(bytes: &[u8]) -> Option<Declared> {
         }
         _ => return None,
     };
-    Some(Declared { width, height, decoded_bytes_per_pixel: if alpha { 4 } else { 3 }, progressive: false })
+    let pixels = u64::from(width) * u64::from(height);
+    // image-webp's working memory beside its output: a lossy frame's YUV planes (1.5
+    // bytes a pixel, padded to macroblocks) plus the alpha plane; a lossless image without
+    // alpha decodes into an RGBA copy first; an animation keeps a canvas and a frame.
+    // When the image chunk is not found (a VP8X file whose metadata comes first and is
+    // cut off here), the largest of these.
+    let padded_pixels = u64::from(width.div_ceil(16) * 16) * u64::from(height.div_ceil(16) * 16);
+    let scratch = match webp_image_chunk(bytes) {
+        Some(WebpImage::Lossy) => padded_pixels * 3 / 2 + if alpha { pixels } else { 0 },
+        Some(WebpImage::Lossless) if alpha => 0,
+        Some(WebpImage::Lossless) => pixels * 4,
+        Some(WebpImage::Animated) | None => pixels * 8,
+    };
+    Some(Declared {
+        width,
+        height,
+        decoded_bytes_per_pixel: if alpha { 4 } else { 3 },
+        progressive: false,
+        decoder_scratch_bytes: scratch,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WebpImage {
+    Lossy,
+    Lossless,
+    Animated,
+}
+
+/// Which kind of image data a WebP holds: walks its chunk headers (a bounded number).
+fn webp_image_chunk(bytes: &[u8]) -> Option<WebpImage> {
+    const CHUNKS_MAX: usize = 64;
+    let mut at: usize = 12;
+    for _ in 0..CHUNKS_MAX {
+        let fourcc = bytes.get(at..at.checked_add(4)?)?;
+        match fourcc {
+            b"VP8 " => return Some(WebpImage::Lossy),
+            b"VP8L" => return Some(WebpImage::Lossless),
+            b"ANIM" | b"ANMF" => return Some(WebpImage::Animated),
+            _ => {}
+        }
+        let size = usize::try_from(u32_le(bytes, at + 4)?).ok()?;
+        at = at.checked_add(8)?.checked_add(size)?.checked_add(size & 1)?;
+    }
+    None
 }
 
 #[cfg(test)]

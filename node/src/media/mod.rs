@@ -4,10 +4,14 @@
 //!
 //! INTERFACE CONTRACT (the API layer is written against exactly this; keep it):
 
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
 mod convert;
 pub mod exif;
 mod gate;
 mod header;
+mod png_meta;
 pub mod testimage;
 mod xmp;
 
@@ -27,7 +31,9 @@ pub struct MediaLimits {
     pub pixels_max: u64,
     /// Conversions running at once.
     pub workers: usize,
-    /// Cap on decoded pixel buffers alive at once across all workers, in bytes.
+    /// Cap on decoded pixel buffers (and the uploaded bytes being converted) alive at
+    /// once across all workers, in bytes. Also the most one image may need: an image
+    /// whose conversion alone would need more is refused before decoding.
     pub decoded_bytes_in_flight_max: u64,
 }
 
@@ -71,21 +77,25 @@ pub enum MediaError {
     TooManyPixels { width: u32, height: u32, pixels: u64, pixels_max: u64 },
     #[error("image could not be decoded: {0}")]
     Undecodable(String),
+    /// The upload's file could not be read (the node's storage, not the image).
+    #[error("the upload could not be read: {0}")]
+    Unreadable(String),
 }
 
 // ---------------------------------------------------------------------------------------
 // Implementation
 
 impl MediaLimits {
-    /// Sized for a Raspberry Pi 4 with 2 GB shared with everything else on the node:
-    /// a 48 or 64 MP phone photo is accepted but runs alone; two 12 MP photos
-    /// (36 MB decoded each) convert side by side.
+    /// Sized for a 1 GB board shared with everything else on the node: 2 workers ×
+    /// 96 MiB. Two 12 MP photos (~50 MiB each with their resize buffers) convert side by
+    /// side; a photo of up to ~45 MP runs alone; larger ones, and 16-bit or lossless
+    /// images whose decoders need more, are refused (413) before decoding.
     pub fn default_for_pi() -> Self {
         MediaLimits {
             upload_bytes_max: 32 * 1024 * 1024,
             pixels_max: 64 * 1024 * 1024,
             workers: 2,
-            decoded_bytes_in_flight_max: 256 * 1024 * 1024,
+            decoded_bytes_in_flight_max: 192 * 1024 * 1024,
         }
     }
 }
@@ -129,6 +139,13 @@ pub fn sniff(bytes: &[u8]) -> Option<MediaKind> {
 
 /// Allocation allowed to a decoder beyond the pixels themselves (ICC profile, text chunks).
 const METADATA_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// How much of an uploaded file is read, outside the gate, to find its header. A JPEG
+/// whose frame header lies further in is searched segment by segment.
+const FILE_HEAD_BYTES_MAX: u64 = 64 * 1024;
+/// Copies of the uploaded bytes alive during a conversion, charged to the budget: the
+/// upload itself (or the original we copy from it), plus the JPEG decoder's own copy of
+/// its input or the PNG scrubber's rebuilt file.
+const UPLOAD_COPIES: u64 = 2;
 
 /// Converts uploads. Blocking: runs on the caller's thread, but waits at a gate so at
 /// most `limits.workers` conversions run at once and at most
@@ -157,10 +174,10 @@ impl Pipeline {
         self.gate.stats()
     }
 
-    /// Sniffs, checks the declared pixel count before decoding anything, decodes with
-    /// `image::Limits`, applies EXIF orientation, makes `display` (fits 1080) and `thumb`
-    /// (fits 256) JPEGs with no metadata, the blurhash (of the thumb, 4×3 components),
-    /// and removes GPS from the original.
+    /// Sniffs, checks the declared pixel count and the memory the conversion will need
+    /// before decoding anything, decodes with limits, applies EXIF orientation, makes
+    /// `display` (fits 1080) and `thumb` (fits 256) JPEGs with no metadata, the blurhash
+    /// (of the thumb, 4×3 components), and removes GPS from the original.
     ///
     /// Does not check `upload_bytes_max`: the body was already read by then, and the
     /// caller must refuse an oversized body while reading it.
@@ -168,40 +185,89 @@ impl Pipeline {
         let kind = sniff(bytes).ok_or(MediaError::Unsupported)?;
         let declared = header::declared(kind, bytes)
             .ok_or_else(|| MediaError::Undecodable(format!("no image size found in the {} header", kind.mime())))?;
-        self.check_pixels(declared.width, declared.height)?;
+        let reservation = self.admit(kind, &declared, bytes.len() as u64)?;
         header::check_complete(kind, bytes).map_err(|missing| MediaError::Undecodable(missing.to_owned()))?;
-
-        // Everything from opening the decoder (it copies the input) to the last derivative
-        // runs inside the gate.
-        let (width, height, derived) = {
-            let _permit = self.gate.acquire(convert::decoded_bytes_estimate(&declared));
-            let mut decoder = convert::open_decoder(kind, bytes, Self::decoder_limits(&declared))?;
-            // The reservation was sized from our reading of the header; a decoder that reads
-            // it differently is looking at a malformed file.
-            let (width, height) = decoder.dimensions();
-            if (width, height) != (declared.width, declared.height) {
-                return Err(MediaError::Undecodable(format!(
-                    "header declares {}x{} but the image data is {width}x{height}",
-                    declared.width, declared.height
-                )));
-            }
-            // Unreadable orientation metadata is not worth refusing a photo over.
-            let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-            let (width, height) = upright(width, height, orientation);
-            (width, height, convert::decode_and_derive(decoder, orientation)?)
-        };
-
+        // Everything from copying the original to the last derivative runs inside the gate.
+        let _permit = self.gate.acquire(reservation);
+        let converted = self.convert(kind, &declared, bytes)?;
         let mut original = bytes.to_vec();
         strip_gps(&mut original);
-        Ok(Processed {
-            kind,
-            width,
-            height,
-            blurhash: derived.blurhash,
-            original,
-            display: derived.display,
-            thumb: derived.thumb,
-        })
+        Ok(converted.into_processed(kind, original))
+    }
+
+    /// [`Pipeline::process`] for an upload spooled to a file: only the file's head is read
+    /// before the gate; the whole file is read inside the gate slot (so at most `workers`
+    /// uploads are in memory at once) and its size is charged to the budget. The file's
+    /// bytes become the original (scrubbed in place), so they are held once.
+    pub fn process_file(&self, path: &Path) -> Result<Processed, MediaError> {
+        let read_error =
+            |error: std::io::Error| MediaError::Unreadable(format!("reading {} failed: {error}", path.display()));
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        let file_bytes = file.metadata().map_err(read_error)?.len();
+        let mut head = Vec::new();
+        (&mut file).take(FILE_HEAD_BYTES_MAX).read_to_end(&mut head).map_err(read_error)?;
+        let kind = sniff(&head).ok_or(MediaError::Unsupported)?;
+        let declared = match header::declared(kind, &head) {
+            Some(declared) => Some(declared),
+            None if kind == MediaKind::Jpeg => header::jpeg_frame_from_reader(&mut file),
+            None => None,
+        }
+        .ok_or_else(|| MediaError::Undecodable(format!("no image size found in the {} header", kind.mime())))?;
+        let reservation = self.admit(kind, &declared, file_bytes)?;
+        drop(head);
+
+        let _permit = self.gate.acquire(reservation);
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(usize::try_from(file_bytes).unwrap_or(usize::MAX)).map_err(|error| {
+            MediaError::Undecodable(format!("no memory to read the {file_bytes}-byte upload: {error}"))
+        })?;
+        file.seek(SeekFrom::Start(0)).map_err(read_error)?;
+        // The spooled file is ours and complete; `take` keeps a file that grew from
+        // outrunning the reservation.
+        file.take(file_bytes).read_to_end(&mut bytes).map_err(read_error)?;
+        // The reservation was sized from the head; the whole file must say the same.
+        let whole = header::declared(kind, &bytes);
+        if whole.map(|whole| (whole.width, whole.height, whole.decoded_bytes_per_pixel))
+            != Some((declared.width, declared.height, declared.decoded_bytes_per_pixel))
+        {
+            return Err(MediaError::Undecodable("the image header is inconsistent".to_owned()));
+        }
+        header::check_complete(kind, &bytes).map_err(|missing| MediaError::Undecodable(missing.to_owned()))?;
+        let converted = self.convert(kind, &declared, &bytes)?;
+        strip_gps(&mut bytes);
+        Ok(converted.into_processed(kind, bytes))
+    }
+
+    /// Refuses what may not be converted at all (too many pixels, or more memory than the
+    /// whole budget); returns the bytes to reserve at the gate.
+    fn admit(&self, kind: MediaKind, declared: &header::Declared, upload_bytes: u64) -> Result<u64, MediaError> {
+        let (width, height) = (declared.width, declared.height);
+        self.check_pixels(width, height)?;
+        let reservation =
+            convert::decoded_bytes_estimate(kind, declared).saturating_add(upload_bytes.saturating_mul(UPLOAD_COPIES));
+        let budget = self.limits.decoded_bytes_in_flight_max;
+        if reservation > budget {
+            let pixels = u64::from(width) * u64::from(height);
+            // The largest image of this shape and kind that would fit, in pixels.
+            let pixels_max = u64::try_from(u128::from(pixels) * u128::from(budget) / u128::from(reservation))
+                .unwrap_or(u64::MAX)
+                .min(self.limits.pixels_max);
+            return Err(MediaError::TooManyPixels { width, height, pixels, pixels_max });
+        }
+        Ok(reservation)
+    }
+
+    /// The pixel work, inside the gate.
+    fn convert(&self, kind: MediaKind, declared: &header::Declared, bytes: &[u8]) -> Result<Converted, MediaError> {
+        let full = convert::decode_rgb8(kind, bytes, declared, Self::decoder_limits(declared))?;
+        // Unreadable orientation metadata is not worth refusing a photo over.
+        let orientation = exif_orientation(bytes)
+            .and_then(|value| u8::try_from(value).ok())
+            .and_then(image::metadata::Orientation::from_exif)
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        let (width, height) = upright(full.width(), full.height(), orientation);
+        let derived = convert::derive(full, orientation)?;
+        Ok(Converted { width, height, derived })
     }
 
     /// Makes the derivatives again from a stored original (when a derivative file is
@@ -233,6 +299,27 @@ impl Pipeline {
         limits.max_image_height = Some(declared.height);
         limits.max_alloc = Some(decoded_bytes.saturating_add(METADATA_BYTES_MAX));
         limits
+    }
+}
+
+/// A conversion's results before the original is attached.
+struct Converted {
+    width: u32,
+    height: u32,
+    derived: convert::Derived,
+}
+
+impl Converted {
+    fn into_processed(self, kind: MediaKind, original: Vec<u8>) -> Processed {
+        Processed {
+            kind,
+            width: self.width,
+            height: self.height,
+            blurhash: self.derived.blurhash,
+            original,
+            display: self.derived.display,
+            thumb: self.derived.thumb,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Scenario tests of the whole pipeline: what goes in, what must come out.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -291,14 +292,382 @@ fn pipeline_runs_at_most_workers_conversions_at_once() {
 
 #[test]
 fn decoded_bytes_budget_limits_conversions_at_once() {
-    // Each 600x400 job reserves 0.7 MB of pixels plus about 10.5 MB for its derivatives.
-    let limits = MediaLimits { workers: 6, decoded_bytes_in_flight_max: 15_000_000, ..MediaLimits::default_for_pi() };
+    // Each 600x400 job reserves about 5 MB: 0.7 MB of pixels, as much again for the
+    // resize's intermediate, the display (twice) and 2 MiB of slack, plus its upload twice.
+    let limits = MediaLimits { workers: 6, decoded_bytes_in_flight_max: 8_000_000, ..MediaLimits::default_for_pi() };
     assert_eq!(most_conversions_at_once(limits), 1);
+    let limits = MediaLimits { workers: 6, decoded_bytes_in_flight_max: 11_000_000, ..MediaLimits::default_for_pi() };
+    assert_eq!(most_conversions_at_once(limits), 2);
 }
 
 #[test]
-fn job_larger_than_the_budget_still_runs() {
-    let limits = MediaLimits { decoded_bytes_in_flight_max: 1, ..MediaLimits::default_for_pi() };
+fn job_larger_than_the_budget_is_refused_before_decoding() {
+    let limits = MediaLimits { decoded_bytes_in_flight_max: 1_000_000, ..MediaLimits::default_for_pi() };
     let jpeg = jpeg_with_exif(64, 64, 1, false, |_, _| [1, 2, 3]);
-    assert!(Pipeline::new(limits).process(&jpeg).is_ok());
+    match Pipeline::new(limits).process(&jpeg) {
+        Err(MediaError::TooManyPixels { width: 64, height: 64, pixels: 4096, pixels_max }) => {
+            assert!(pixels_max < 4096, "the limit named is what would fit: {pixels_max}")
+        }
+        other => panic!("expected TooManyPixels, got {other:?}"),
+    }
+}
+
+/// A PNG of signature, IHDR (with the given depth and colour type) and IEND only.
+fn png_header_with(width: u32, height: u32, bit_depth: u8, colour_type: u8) -> Vec<u8> {
+    let mut png = png_header_only(width, height);
+    png[24] = bit_depth;
+    png[25] = colour_type;
+    let crc = crc32fast::hash(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+#[test]
+fn image_bombs_are_refused_by_decoded_bytes_from_the_header() {
+    let pipeline = pipeline();
+    let budget = MediaLimits::default_for_pi().decoded_bytes_in_flight_max;
+    // 8000x8000 16-bit RGBA: 64 MP at the pixel limit, 512 MB as stored, 192 MB of RGB8
+    // even decoded row by row; over the 192 MiB budget once the resize is counted.
+    let started = Instant::now();
+    let bomb = png_header_with(8000, 8000, 16, 6);
+    match pipeline.process(&bomb) {
+        Err(MediaError::TooManyPixels { pixels, pixels_max, .. }) => {
+            assert_eq!(pixels, 64_000_000);
+            assert!(pixels_max < pixels, "{pixels_max}");
+        }
+        other => panic!("expected TooManyPixels for the 16-bit bomb, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(50), "refused from the header alone");
+    // A progressive 4:4:4 JPEG of 40 MP needs its coefficients (6 bytes a pixel) on top.
+    let mut progressive = vec![0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x11, 0x08];
+    progressive.extend_from_slice(&5000u16.to_be_bytes());
+    progressive.extend_from_slice(&8000u16.to_be_bytes());
+    progressive.extend_from_slice(&[3, 1, 0x11, 0, 2, 0x11, 1, 3, 0x11, 1]);
+    let declared = header::declared(MediaKind::Jpeg, &progressive).expect("frame header read");
+    assert_eq!(declared.decoder_scratch_bytes, 40_000_000 * 6);
+    assert!(matches!(pipeline.process(&progressive), Err(MediaError::TooManyPixels { .. })));
+    // The same frame, baseline and 4:2:0, fits: 120 MB of RGB8 and no coefficients.
+    progressive[3] = 0xC0;
+    progressive[13] = 0x22; // luma sampled 2x2: 4:2:0
+    let declared = header::declared(MediaKind::Jpeg, &progressive).expect("frame header read");
+    let estimate = convert::decoded_bytes_estimate(MediaKind::Jpeg, &declared);
+    assert!(estimate < budget, "{estimate} fits {budget}");
+    assert!(matches!(pipeline.process(&progressive), Err(MediaError::Undecodable(_))), "admitted, then cut off");
+}
+
+#[test]
+fn sixteen_bit_png_with_alpha_decodes_row_by_row() {
+    // 16-bit RGBA: left half opaque red, right half fully transparent (white once flattened).
+    let (width, height) = (300u32, 200u32);
+    let mut samples = Vec::new();
+    for _ in 0..height {
+        for x in 0..width {
+            let pixel: [u16; 4] = if x < width / 2 { [65535, 0, 0, 65535] } else { [0, 0, 65535, 0] };
+            for value in pixel {
+                samples.extend_from_slice(&value.to_be_bytes());
+            }
+        }
+    }
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&samples, width, height, image::ExtendedColorType::Rgba16)
+        .expect("encode 16-bit png");
+    let declared = header::declared(MediaKind::Png, &png).expect("IHDR");
+    assert_eq!(declared.decoded_bytes_per_pixel, 8);
+    let full = convert::decode_rgb8(MediaKind::Png, &png, &declared, image::Limits::default()).expect("decodes");
+    assert_eq!(full.dimensions(), (width, height));
+    assert_eq!(full.get_pixel(10, 10).0, RED);
+    assert_eq!(full.get_pixel(width - 10, 10).0, [255, 255, 255]);
+    let processed = pipeline().process(&png).expect("converts");
+    assert_eq!((processed.display.width, processed.display.height), (300, 200));
+}
+
+/// An Adam7-interlaced 8-bit RGB PNG, built by hand (the encoders we have do not
+/// interlace): each pass's rows with filter type 0.
+fn interlaced_png(width: u32, height: u32, pixel: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    const PASSES: [(u32, u32, u32, u32); 7] =
+        [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)];
+    let mut raw = Vec::new();
+    for (x0, y0, dx, dy) in PASSES {
+        if x0 >= width || y0 >= height {
+            continue;
+        }
+        for y in (y0..height).step_by(dy as usize) {
+            raw.push(0);
+            for x in (x0..width).step_by(dx as usize) {
+                raw.extend_from_slice(&pixel(x, y));
+            }
+        }
+    }
+    let mut png = png_header_only(width, height);
+    png[28] = 1; // interlace method Adam7
+    let crc = crc32fast::hash(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    push_chunk(&mut png, b"IDAT", &miniz_oxide::deflate::compress_to_vec_zlib(&raw, 6));
+    push_chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+fn push_chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut covered = kind.to_vec();
+    covered.extend_from_slice(data);
+    png.extend_from_slice(&covered);
+    png.extend_from_slice(&crc32fast::hash(&covered).to_be_bytes());
+}
+
+#[test]
+fn interlaced_png_decodes_to_the_same_pixels() {
+    let (width, height) = (37u32, 23u32);
+    let colour = |x: u32, y: u32| [(x * 6) as u8, (y * 11) as u8, ((x + y) * 3) as u8];
+    let png = interlaced_png(width, height, colour);
+    let reference = decode(&png);
+    let declared = header::declared(MediaKind::Png, &png).expect("IHDR");
+    let full = convert::decode_rgb8(MediaKind::Png, &png, &declared, image::Limits::default()).expect("decodes");
+    assert_eq!(full.as_raw(), reference.as_raw());
+    assert_eq!(full.get_pixel(36, 22).0, colour(36, 22));
+}
+
+#[test]
+fn process_file_matches_process_and_reads_the_file_inside_the_gate() {
+    let jpeg = jpeg_with_exif(500, 300, 6, true, quadrants(500, 300));
+    let path = std::env::temp_dir().join(format!("edgenode-media-test-{}.upload", std::process::id()));
+    std::fs::write(&path, &jpeg).expect("write upload");
+    let pipeline = pipeline();
+    let from_file = pipeline.process_file(&path);
+    let _ = std::fs::remove_file(&path);
+    let from_file = from_file.expect("converts");
+    let from_memory = pipeline.process(&jpeg).expect("converts");
+    assert_eq!(from_file.original, from_memory.original);
+    assert_eq!(from_file.display.bytes, from_memory.display.bytes);
+    assert_eq!((from_file.width, from_file.height), (300, 500));
+    assert!(!exif_gps_present(&from_file.original));
+    assert_eq!(pipeline.gate_stats(), GateStats::default());
+    assert!(matches!(
+        pipeline.process_file(Path::new("/nonexistent/edgenode/upload")),
+        Err(MediaError::Undecodable(_))
+    ));
+}
+
+#[test]
+fn jpeg_frame_header_past_the_file_head_is_found_by_seeking() {
+    // 40 APP2 segments of 60 KiB before the frame: 2.4 MB of metadata first.
+    let jpeg = jpeg_with_exif(40, 30, 1, false, |_, _| [9, 9, 9]);
+    let mut padded = jpeg[..2].to_vec();
+    for _ in 0..40 {
+        padded.extend_from_slice(&[0xFF, 0xE2]);
+        padded.extend_from_slice(&(60 * 1024u16 + 2).to_be_bytes());
+        padded.extend(std::iter::repeat_n(0x20, 60 * 1024));
+    }
+    padded.extend_from_slice(&jpeg[2..]);
+    let from_reader = header::jpeg_frame_from_reader(&mut std::io::Cursor::new(&padded));
+    assert_eq!(from_reader, header::declared(MediaKind::Jpeg, &padded));
+    assert_eq!(from_reader.map(|declared| (declared.width, declared.height)), Some((40, 30)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Location privacy: each encoding, before has GPS, after has none, pixels identical.
+
+const GPS_XMP_OTHER_PREFIX: &str = r#"<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:ns1="http://ns.adobe.com/exif/1.0/" xmlns:exifEX="http://cipa.jp/exif/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" ns1:GPSLatitude="51,30.4445N" exifEX:GPSHPositioningError="5"><ns1:GPSLongitude>0,7.6W</ns1:GPSLongitude><dc:format>image/png</dc:format></rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>"#;
+
+/// Every chunk's text, inflated where compressed, and every other chunk's bytes.
+fn png_chunk_texts(png: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut texts = Vec::new();
+    let mut at = 8;
+    while at + 12 <= png.len() {
+        let length = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let kind = String::from_utf8_lossy(&png[at + 4..at + 8]).into_owned();
+        let data = &png[at + 8..at + 8 + length];
+        let keyword_end = data.iter().position(|&byte| byte == 0).unwrap_or(0);
+        let text = match kind.as_str() {
+            "zTXt" => miniz_oxide::inflate::decompress_to_vec_zlib(&data[keyword_end + 2..]).expect("inflates"),
+            "iTXt" if data[keyword_end + 1] == 1 => {
+                let mut offset = keyword_end + 3;
+                for _ in 0..2 {
+                    offset += data[offset..].iter().position(|&byte| byte == 0).unwrap() + 1;
+                }
+                miniz_oxide::inflate::decompress_to_vec_zlib(&data[offset..]).expect("inflates")
+            }
+            _ => data.to_vec(),
+        };
+        texts.push((kind, text));
+        at += 12 + length;
+    }
+    texts
+}
+
+fn small_png() -> Vec<u8> {
+    let rgb: Vec<u8> = (0..40 * 30).flat_map(|i| [(i % 256) as u8, 90, 160]).collect();
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, 40, 30, image::ExtendedColorType::Rgb8)
+        .expect("encode png");
+    png
+}
+
+/// `png` with a chunk inserted right after IHDR.
+fn with_chunk(png: &[u8], kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut chunk = Vec::new();
+    push_chunk(&mut chunk, kind, data);
+    let mut out = png.to_vec();
+    out.splice(33..33, chunk);
+    out
+}
+
+fn hex_profile(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut text = format!("\n{name}\n{:8}\n", bytes.len());
+    for (index, byte) in bytes.iter().enumerate() {
+        text.push_str(&format!("{byte:02x}"));
+        if index % 36 == 35 {
+            text.push('\n');
+        }
+    }
+    text.push('\n');
+    text.into_bytes()
+}
+
+fn texts_mention_gps(png: &[u8]) -> bool {
+    png_chunk_texts(png).iter().any(|(_, text)| contains(text, b"GPS"))
+}
+
+#[test]
+fn png_text_chunks_of_every_kind_lose_their_location() {
+    use crate::media::testimage::{tiff_exif, ByteOrder};
+    let base = small_png();
+    let pixels = decode(&base);
+    let mut exif = b"Exif\0\0".to_vec();
+    exif.extend_from_slice(&tiff_exif(ByteOrder::Little, 6, true));
+
+    let mut itxt_compressed = b"XML:com.adobe.xmp\0\x01\0\0\0".to_vec();
+    itxt_compressed.extend_from_slice(&miniz_oxide::deflate::compress_to_vec_zlib(GPS_XMP_OTHER_PREFIX.as_bytes(), 6));
+    let mut text_xmp = b"XML:com.adobe.xmp\0".to_vec();
+    text_xmp.extend_from_slice(GPS_XMP_OTHER_PREFIX.as_bytes());
+    let mut ztxt_exif = b"Raw profile type exif\0\0".to_vec();
+    ztxt_exif.extend_from_slice(&miniz_oxide::deflate::compress_to_vec_zlib(&hex_profile("exif", &exif), 6));
+    let mut ztxt_app1 = b"Raw profile type APP1\0\0".to_vec();
+    ztxt_app1.extend_from_slice(&miniz_oxide::deflate::compress_to_vec_zlib(&hex_profile("APP1", &exif), 6));
+
+    for (name, kind, data) in [
+        ("compressed iTXt XMP", b"iTXt", itxt_compressed),
+        ("tEXt XMP", b"tEXt", text_xmp),
+        ("zTXt raw profile exif", b"zTXt", ztxt_exif),
+        ("zTXt raw profile APP1", b"zTXt", ztxt_app1),
+    ] {
+        let mut png = with_chunk(&base, kind, &data);
+        let hex_latitude = "33000000010000001e00000001000000"; // 51/1, 30/1 little-endian
+        let has_location = |png: &[u8]| {
+            texts_mention_gps(png)
+                || png_chunk_texts(png)
+                    .iter()
+                    .any(|(_, text)| contains(&text.to_ascii_lowercase(), hex_latitude.as_bytes()))
+        };
+        assert!(has_location(&png), "{name}: the test file has a location");
+        let report = strip_gps(&mut png);
+        assert!(!has_location(&png), "{name}: location survived: {report:?}");
+        assert_eq!(report.metadata_blocks_dropped, 0, "{name}: edited, not dropped");
+        assert_eq!(decode(&png), pixels, "{name}: pixels identical");
+        // Other XMP survives the edit.
+        if name.contains("XMP") {
+            assert!(png_chunk_texts(&png).iter().any(|(_, text)| contains(text, b"<dc:format>image/png</dc:format>")));
+        }
+    }
+
+    // A compressed chunk that does not inflate is dropped whole.
+    let mut broken = b"XML:com.adobe.xmp\0\x01\0\0\0".to_vec();
+    broken.extend_from_slice(b"\x78\x9c not deflate at all GPSLatitude");
+    let mut png = with_chunk(&base, b"iTXt", &broken);
+    let length = png.len();
+    assert_eq!(strip_gps(&mut png).metadata_blocks_dropped, 1);
+    assert_eq!(png.len(), length - (12 + broken.len()));
+    assert_eq!(decode(&png), pixels);
+
+    // Bytes after IEND go.
+    let mut trailing = base.clone();
+    trailing.extend_from_slice(b"GPSLatitude=51.5");
+    assert_eq!(strip_gps(&mut trailing).trailing_bytes_dropped, 16);
+    assert_eq!(trailing, base);
+}
+
+#[test]
+fn jpeg_secondary_images_after_the_first_end_lose_their_location() {
+    let primary = jpeg_with_exif(64, 48, 6, true, quadrants(64, 48));
+    let preview = jpeg_with_exif(16, 12, 1, true, |_, _| [200, 10, 10]);
+    let mut file = primary.clone();
+    file.extend_from_slice(&preview);
+    file.extend_from_slice(&preview);
+    file.extend_from_slice(b"\0\0ftypmp42 a motion-photo video with a location atom");
+    let gps_blocks = |bytes: &[u8]| {
+        let tiffs = (0..bytes.len().saturating_sub(6)).filter(|&at| &bytes[at..at + 6] == b"Exif\0\0");
+        tiffs
+            .filter(|&at| {
+                crate::media::exif::exif_gps_present(&{
+                    let mut single = vec![0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF];
+                    single.extend_from_slice(&bytes[at..(at + 0xFFFD).min(bytes.len())]);
+                    single
+                })
+            })
+            .count()
+    };
+    assert_eq!(gps_blocks(&file), 3, "the test file has GPS in all three images");
+    let report = strip_gps(&mut file);
+    assert_eq!(report.gps_ifds_emptied, 3);
+    assert_eq!(gps_blocks(&file), 0);
+    assert_eq!(file.len(), primary.len() + 2 * preview.len(), "the unwalkable trailer is dropped");
+    assert_eq!(decode(&file), decode(&primary), "primary pixels identical");
+    assert_eq!(&file[primary.len()..primary.len() + 2], &[0xFF, 0xD8], "the previews are kept");
+    assert_eq!(exif_orientation(&file), Some(6));
+}
+
+#[test]
+fn jpeg_xmp_with_any_prefix_loses_its_location() {
+    let jpeg = jpeg_with_exif(32, 32, 1, false, |_, _| [5, 6, 7]);
+    let mut segment = vec![0xFF, 0xE1];
+    let prefix = b"http://ns.adobe.com/xap/1.0/\0";
+    segment.extend_from_slice(&((2 + prefix.len() + GPS_XMP_OTHER_PREFIX.len()) as u16).to_be_bytes());
+    segment.extend_from_slice(prefix);
+    segment.extend_from_slice(GPS_XMP_OTHER_PREFIX.as_bytes());
+    let mut file = jpeg.clone();
+    file.splice(2..2, segment);
+    assert!(contains(&file, b"GPS"));
+    assert_eq!(strip_gps(&mut file).xmp_gps_fields_blanked, 3);
+    assert!(!contains(&file, b"GPS"));
+    assert!(!contains(&file, b"51,30.4445N"));
+    assert!(contains(&file, b"<dc:format>image/png</dc:format>"));
+    assert_eq!(decode(&file), decode(&jpeg));
+}
+
+#[test]
+fn webp_exif_and_xmp_chunks_lose_their_location_and_flags_stay_true() {
+    use crate::media::testimage::{tiff_exif, ByteOrder};
+    let rgb: Vec<u8> = (0..24 * 16).flat_map(|i| [(i % 200) as u8, 40, 90]).collect();
+    let mut simple = Vec::new();
+    image::codecs::webp::WebPEncoder::new_lossless(&mut simple)
+        .write_image(&rgb, 24, 16, image::ExtendedColorType::Rgb8)
+        .expect("encode webp");
+    let image_chunk = &simple[12..];
+    let mut body = b"WEBPVP8X".to_vec();
+    body.extend_from_slice(&10u32.to_le_bytes());
+    body.extend_from_slice(&[0x08 | 0x04, 0, 0, 0, 23, 0, 0, 15, 0, 0]); // EXIF + XMP, 24x16
+    body.extend_from_slice(image_chunk);
+    for (fourcc, data) in
+        [(b"EXIF", tiff_exif(ByteOrder::Little, 1, true)), (b"XMP ", GPS_XMP_OTHER_PREFIX.as_bytes().to_vec())]
+    {
+        body.extend_from_slice(fourcc);
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(&data);
+        if data.len() % 2 == 1 {
+            body.push(0);
+        }
+    }
+    let mut webp = b"RIFF".to_vec();
+    webp.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    webp.extend_from_slice(&body);
+    let pixels = decode(&webp);
+    assert!(exif_gps_present(&webp) && contains(&webp, b"GPS"));
+    let report = strip_gps(&mut webp);
+    assert_eq!((report.gps_ifds_emptied, report.xmp_gps_fields_blanked), (1, 3));
+    assert!(!exif_gps_present(&webp));
+    assert!(!contains(&webp, b"GPS"));
+    assert_eq!(webp[20] & 0x0C, 0x0C, "both chunks are still there, and flagged");
+    assert_eq!(decode(&webp), pixels);
 }

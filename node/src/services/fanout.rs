@@ -848,7 +848,7 @@ struct RemoteMedia {
 
 impl RemoteMedia {
     fn new(dir: PathBuf, settings: &FanoutSettings) -> RemoteMedia {
-        if let Err(error) = std::fs::create_dir_all(&dir) {
+        if let Err(error) = crate::store::create_private_dir_all(&dir) {
             tracing::warn!(%error, dir = %dir.display(), "cannot create the remote photo cache");
         }
         RemoteMedia {
@@ -885,7 +885,8 @@ impl RemoteMedia {
         let write = |name: String, contents: &[u8]| -> std::io::Result<()> {
             let path = self.dir.join(&name);
             let temporary = self.dir.join(format!("{name}.{:016x}.tmp", random_u64()));
-            std::fs::write(&temporary, contents)?;
+            // Owner-only whatever the umask: a cached photo may be a private one.
+            std::io::Write::write_all(&mut crate::store::create_private_file(&temporary)?, contents)?;
             std::fs::rename(&temporary, &path)
         };
         let head = serde_json::to_vec(info).expect("media info serializes");

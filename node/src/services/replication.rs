@@ -179,7 +179,10 @@ fn save_paired(data_dir: &Path, info: &SiblingInfo) -> Result<()> {
     let temporary = path.with_extension("toml.tmp");
     let written = (|| {
         use std::io::Write as _;
-        let mut out = std::fs::File::create(&temporary)?;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Owner-only whatever the umask: it says which nodes this one trusts.
+        let mut out =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
         out.write_all(text.as_bytes())?;
         out.sync_all()?;
         std::fs::rename(&temporary, &path)

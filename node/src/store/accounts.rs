@@ -1,5 +1,5 @@
-//! Accounts: the node's claim, users and their handles, credentials, sessions and
-//! invites.
+//! Accounts: the node's claim, users and their handles, credentials, sessions,
+//! invites, and the quotas an admin set for a user.
 
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,18 @@ pub enum Admission<'a> {
     Claim,
     Invite(&'a str),
     Open,
+}
+
+/// Per-user quota overrides an admin set; `None` is the node's default. Local to this
+/// node (not a replicated record: the record machinery has no table for it), keyed
+/// by user id, created on first write.
+const USER_QUOTAS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("user_quotas");
+
+/// What an admin set for one user; `None` fields fall back to the node's `[limits]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaOverride {
+    pub storage_bytes_max: Option<u64>,
+    pub upload_bytes_per_hour_max: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +182,33 @@ impl Store {
         Ok(())
     }
 
+    /// The quota overrides of `user_id` (all `None` when an admin set none).
+    pub fn user_quota(&self, user_id: &str) -> StoreResult<QuotaOverride> {
+        let txn = self.db.begin_read()?;
+        let quotas = match txn.open_table(USER_QUOTAS) {
+            Ok(quotas) => quotas,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(QuotaOverride::default()),
+            Err(error) => return Err(error.into()),
+        };
+        let stored = quotas.get(user_id)?;
+        Ok(stored.map(|bytes| decode(bytes.value())).transpose()?.unwrap_or_default())
+    }
+
+    /// Sets (or, with both fields `None`, removes) the quota overrides of `user_id`.
+    pub fn set_user_quota(&self, user_id: &str, quota: &QuotaOverride) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut quotas = txn.open_table(USER_QUOTAS)?;
+            if *quota == QuotaOverride::default() {
+                quotas.remove(user_id)?;
+            } else {
+                quotas.insert(user_id, encode(quota).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// An invite, versioned by the node's one clock (the replication node's when it
     /// runs): written through the client write path, though invites do not replicate.
     pub fn create_invite(&self, created_by: &str) -> StoreResult<Invite> {
@@ -207,6 +246,20 @@ mod tests {
             Err(StoreError::BadInvite)
         ));
         assert!(matches!(store.create_user("bob", "h".into(), Admission::Open), Err(StoreError::HandleTaken)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn quota_overrides_are_kept_and_removed() {
+        let dir = temp_dir("quota");
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.user_quota("u1").unwrap(), QuotaOverride::default(), "no table yet: no override");
+        let set = QuotaOverride { storage_bytes_max: Some(5), upload_bytes_per_hour_max: None };
+        store.set_user_quota("u1", &set).unwrap();
+        assert_eq!(store.user_quota("u1").unwrap(), set);
+        assert_eq!(store.user_quota("u2").unwrap(), QuotaOverride::default());
+        store.set_user_quota("u1", &QuotaOverride::default()).unwrap();
+        assert_eq!(store.user_quota("u1").unwrap(), QuotaOverride::default());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,14 +1,18 @@
 //! Content-addressed blob files under `<data_dir>/media`: originals and derivatives,
 //! named by the SHA-256 of the uploaded bytes. Written temp file → fsync → rename →
 //! fsync dir, so a file that exists under its final name is complete and durable.
+//! Files are created 0600 and directories 0700 whatever the umask (see
+//! `super::PRIVATE_FILE_MODE`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::{create_private_dir_all, create_private_file};
+
 const TEMP_PREFIX: &str = ".tmp-";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlobKind {
     Original,
     Display,
@@ -36,7 +40,7 @@ pub struct BlobStore {
 
 impl BlobStore {
     pub fn open(root: PathBuf) -> io::Result<BlobStore> {
-        fs::create_dir_all(&root)?;
+        create_private_dir_all(&root)?;
         Ok(BlobStore { root })
     }
 
@@ -50,12 +54,12 @@ impl BlobStore {
         let path = self.path(media_id, kind);
         let dir = path.parent().expect("blob paths have a parent");
         if !dir.exists() {
-            fs::create_dir_all(dir)?;
+            create_private_dir_all(dir)?;
             sync_dir(&self.root)?;
         }
         let temp_path = dir.join(format!("{TEMP_PREFIX}{random_suffix:016x}"));
         let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
+            let mut file = create_private_file(&temp_path)?;
             file.write_all(bytes)?;
             file.sync_all()?;
             fs::rename(&temp_path, &path)?;
@@ -72,13 +76,13 @@ impl BlobStore {
     pub fn write_durable_set(&self, media_id: &str, files: &[(BlobKind, &[u8])], random_suffix: u64) -> io::Result<()> {
         let dir = self.path(media_id, BlobKind::Original).parent().expect("blob paths have a parent").to_owned();
         if !dir.exists() {
-            fs::create_dir_all(&dir)?;
+            create_private_dir_all(&dir)?;
             sync_dir(&self.root)?;
         }
         for (index, (kind, bytes)) in files.iter().enumerate() {
             let temp_path = dir.join(format!("{TEMP_PREFIX}{:016x}", random_suffix.wrapping_add(index as u64)));
             let written = (|| {
-                let mut file = OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
+                let mut file = create_private_file(&temp_path)?;
                 file.write_all(bytes)?;
                 file.sync_all()?;
                 fs::rename(&temp_path, self.path(media_id, *kind))

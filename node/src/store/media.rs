@@ -1,11 +1,14 @@
-//! Media rows (what is known of each stored photo, derived from its blob files) and
-//! their owners (replicated `MediaOwner` records); the files themselves are in
-//! `blobs`, and owners whose files have not arrived yet in `media_sync`.
+//! Media rows (what is known of each stored photo, derived from its blob files),
+//! their owners (replicated `MediaOwner` records) and the bytes each user owns (for
+//! quotas); the files themselves are in `blobs`, and owners whose files have not
+//! arrived yet in `media_sync`.
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, live, pair_key, BlobKind, Store, StoreResult, KEY_MAX, MEDIA, MEDIA_OWNERS, MEDIA_POSTS};
+use super::{
+    decode, encode, live, pair_key, BlobKind, Store, StoreResult, KEY_MAX, MEDIA, MEDIA_OWNERS, MEDIA_POSTS, META,
+};
 use crate::core::model::{MediaOwner, Post, Record};
 use crate::core::replication::{RecordKey, Table};
 
@@ -32,7 +35,20 @@ pub struct BlobInfo {
     pub sha256: String,
 }
 
+/// Bytes of media each user owns (original + display + thumb of every item they own,
+/// charged to every owner whoever uploaded it first), kept by `put_media` so a quota
+/// check is one lookup, not a scan. Local: counted from this node's uploads, plus
+/// whatever media rows existed when the counter was first built.
+const USER_STORAGE: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("user_storage_bytes");
+/// In `META` once `USER_STORAGE` has been built from the owners already stored.
+const USER_STORAGE_COUNTED: &str = "user_storage_counted";
+
 impl MediaInfo {
+    /// Bytes of its three files: what owning it costs a user.
+    pub fn total_bytes(&self) -> u64 {
+        self.original.bytes + self.display.bytes + self.thumb.bytes
+    }
+
     pub fn blob(&self, kind: BlobKind) -> &BlobInfo {
         match kind {
             BlobKind::Original => &self.original,
@@ -49,7 +65,7 @@ impl Store {
         let mut total = 0;
         for entry in txn.open_table(MEDIA)?.iter()? {
             let info: MediaInfo = decode(entry?.1.value())?;
-            total += info.original.bytes + info.display.bytes + info.thumb.bytes;
+            total += info.total_bytes();
         }
         Ok(total)
     }
@@ -62,15 +78,21 @@ impl Store {
     }
 
     /// Records a media item whose blob files are already durable, owned by `owner`.
-    /// Returns false when the item was already known (only the owner was added).
+    /// Returns whether `owner` is new to it (false only when they owned it already),
+    /// so the answer to an upload never tells whether someone else holds the same
+    /// bytes. Each new owner is charged the item's bytes in their storage counter.
     pub fn put_media(&self, info: &MediaInfo, owner: &str) -> StoreResult<bool> {
-        let is_new = self.write(|tx| {
+        let (media_is_new, owner_is_new) = self.write(|tx| {
+            count_user_storage(tx.txn)?;
             let version = tx.version();
-            let mut media = tx.txn.open_table(MEDIA)?;
-            let is_new = media.get(info.media_id.as_str())?.is_none();
-            if is_new {
-                media.insert(info.media_id.as_str(), encode(info).as_slice())?;
-            }
+            let media_is_new = {
+                let mut media = tx.txn.open_table(MEDIA)?;
+                let media_is_new = media.get(info.media_id.as_str())?.is_none();
+                if media_is_new {
+                    media.insert(info.media_id.as_str(), encode(info).as_slice())?;
+                }
+                media_is_new
+            };
             let owned = match tx.txn.open_table(MEDIA_OWNERS)?.get((info.media_id.as_str(), owner))? {
                 Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
                 None => false,
@@ -79,14 +101,39 @@ impl Store {
                 let record = Record::live(version, MediaOwner { since: version.at.physical_ms() });
                 let key = RecordKey::new(Table::MediaOwner, pair_key(&info.media_id, owner));
                 tx.write_record(owner, &key, &record)?;
+                let mut storage = tx.txn.open_table(USER_STORAGE)?;
+                let used = storage.get(owner)?.map_or(0, |bytes| bytes.value());
+                storage.insert(owner, used + info.total_bytes())?;
             }
-            Ok(is_new)
+            Ok((media_is_new, !owned))
         })?;
-        if is_new {
-            let bytes = info.original.bytes + info.display.bytes + info.thumb.bytes;
-            self.blob_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        if media_is_new {
+            self.blob_bytes.fetch_add(info.total_bytes(), std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(is_new)
+        Ok(owner_is_new)
+    }
+
+    /// Bytes of media `user_id` owns (see `USER_STORAGE`).
+    pub fn user_storage_bytes(&self, user_id: &str) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        let counted = txn.open_table(META)?.get(USER_STORAGE_COUNTED)?.is_some();
+        if counted {
+            return Ok(txn.open_table(USER_STORAGE)?.get(user_id)?.map_or(0, |bytes| bytes.value()));
+        }
+        // Not built yet (no upload since this version started): count this user now.
+        let owners = txn.open_table(MEDIA_OWNERS)?;
+        let media = txn.open_table(MEDIA)?;
+        let mut used = 0;
+        for entry in owners.iter()? {
+            let (key, value) = entry?;
+            let (media_id, owner) = key.value();
+            if owner == user_id && live::<MediaOwner>(value.value())?.is_some() {
+                if let Some(info) = media.get(media_id)? {
+                    used += decode::<MediaInfo>(info.value())?.total_bytes();
+                }
+            }
+        }
+        Ok(used)
     }
 
     /// Replaces the metadata of a known media item (after regenerating a derivative).
@@ -94,6 +141,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         txn.open_table(MEDIA)?.insert(info.media_id.as_str(), encode(info).as_slice())?;
         txn.commit()?;
+        self.visibility_changed();
         Ok(())
     }
 
@@ -123,5 +171,77 @@ impl Store {
             posts.extend(self.post(&post_id)?);
         }
         Ok(posts)
+    }
+}
+
+/// Builds `USER_STORAGE` from the owners already stored, once per database (the
+/// first upload after an upgrade pays one scan; every later one a lookup).
+fn count_user_storage(txn: &redb::WriteTransaction) -> StoreResult<()> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get(USER_STORAGE_COUNTED)?.is_some() {
+        return Ok(());
+    }
+    let mut used_by_user = std::collections::HashMap::<String, u64>::new();
+    {
+        let owners = txn.open_table(MEDIA_OWNERS)?;
+        let media = txn.open_table(MEDIA)?;
+        for entry in owners.iter()? {
+            let (key, value) = entry?;
+            let (media_id, owner) = key.value();
+            if live::<MediaOwner>(value.value())?.is_none() {
+                continue;
+            }
+            if let Some(info) = media.get(media_id)? {
+                *used_by_user.entry(owner.to_owned()).or_default() += decode::<MediaInfo>(info.value())?.total_bytes();
+            }
+        }
+    }
+    let mut storage = txn.open_table(USER_STORAGE)?;
+    for (user_id, used) in &used_by_user {
+        storage.insert(user_id.as_str(), used)?;
+    }
+    meta.insert(USER_STORAGE_COUNTED, [1u8].as_slice())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_dir;
+    use crate::store::Admission;
+
+    fn item(media_id: &str, bytes: u64) -> MediaInfo {
+        let blob = BlobInfo { width: 1, height: 1, bytes, sha256: String::new() };
+        MediaInfo {
+            media_id: media_id.to_owned(),
+            mime: "image/jpeg".into(),
+            width: 1,
+            height: 1,
+            blurhash: String::new(),
+            original: blob.clone(),
+            display: blob.clone(),
+            thumb: blob,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn every_new_owner_is_told_so_and_charged() {
+        let dir = temp_dir("owners");
+        let store = Store::open(&dir).unwrap();
+        let ada = store.create_user("ada", "h".into(), Admission::Claim).unwrap().user_id;
+        let bob = store.create_user("bob", "h".into(), Admission::Open).unwrap().user_id;
+        let photo = item("aa", 100);
+        assert!(store.put_media(&photo, &ada).unwrap(), "first upload: new owner");
+        assert!(store.put_media(&photo, &bob).unwrap(), "the same bytes from another user: new owner too");
+        assert!(!store.put_media(&photo, &bob).unwrap(), "only an owner's own repeat is not new");
+        assert_eq!(store.user_storage_bytes(&ada).unwrap(), 300);
+        assert_eq!(store.user_storage_bytes(&bob).unwrap(), 300, "charged whoever uploaded first");
+        store.put_media(&item("bb", 10), &ada).unwrap();
+        assert_eq!(store.user_storage_bytes(&ada).unwrap(), 330);
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.user_storage_bytes(&ada).unwrap(), 330, "the counter is stored");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

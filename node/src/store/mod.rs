@@ -32,7 +32,7 @@ use crate::core::hlc::{HybridClock, Timestamp};
 use crate::core::model::{NodeId, Record, Version};
 use crate::core::replication::{RecordKey, ShardId, VersionedKey};
 use crate::os;
-pub use accounts::Admission;
+pub use accounts::{Admission, QuotaOverride};
 pub use blobs::{BlobKind, BlobStore};
 pub use media::{BlobInfo, MediaInfo};
 use replica::write_record;
@@ -140,6 +140,9 @@ pub struct Store {
     local: std::sync::RwLock<Option<std::sync::Weak<dyn LocalTransactions>>>,
     /// Called after each committed client write (the search feeder wakes on it).
     write_hooks: std::sync::RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
+    /// Counts committed replicated writes (local or from siblings): whatever was
+    /// proved about visibility under one value may no longer hold under the next.
+    visibility_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// Where a client's replicated writes run when the node replicates: the wiring holds
@@ -203,16 +206,22 @@ fn live<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<Option<T>> {
 impl Store {
     /// Opens (or creates) the database in `data_dir`, migrating it if it is older,
     /// refusing it if it is newer, and removing blob files a crash left behind.
+    /// Its page cache is the default `limits.database_cache_bytes`.
     pub fn open(data_dir: &Path) -> StoreResult<Store> {
-        Store::open_as(data_dir, NodeId(u64::from_le_bytes(os::random_bytes())))
+        let database_cache_bytes = crate::config::Limits::default().database_cache_bytes;
+        Store::open_as(data_dir, NodeId(u64::from_le_bytes(os::random_bytes())), database_cache_bytes)
     }
 
     /// Opens the database, creating it with `new_node_id` as its node id if it does
-    /// not exist yet (an existing database keeps its id).
-    pub fn open_as(data_dir: &Path, new_node_id: NodeId) -> StoreResult<Store> {
-        std::fs::create_dir_all(data_dir)?;
+    /// not exist yet (an existing database keeps its id). redb keeps up to
+    /// `database_cache_bytes` of its pages in memory (its own default is 1 GiB).
+    pub fn open_as(data_dir: &Path, new_node_id: NodeId, database_cache_bytes: usize) -> StoreResult<Store> {
+        create_private_dir_all(data_dir)?;
         let db_path = data_dir.join("edgenode.redb");
-        let db = Database::create(&db_path)?;
+        let db = redb::Builder::new().set_cache_size(database_cache_bytes).create(&db_path)?;
+        // redb creates its file with the process's umask; it holds password hashes
+        // and session tokens.
+        set_private_mode(&db_path, PRIVATE_FILE_MODE)?;
         let txn = db.begin_write()?;
         let node_id;
         let clock_high_water;
@@ -252,6 +261,7 @@ impl Store {
             trees: Mutex::new(trees),
             local: std::sync::RwLock::new(None),
             write_hooks: std::sync::RwLock::new(Vec::new()),
+            visibility_epoch: std::sync::atomic::AtomicU64::new(0),
             data_dir: data_dir.to_owned(),
             disk_reserve_bytes: std::sync::atomic::AtomicU64::new(0),
         };
@@ -328,6 +338,18 @@ impl Store {
         result
     }
 
+    /// Changes after every committed write that can change who may see what. Read it
+    /// before checking visibility; a proof made then holds while it is unchanged.
+    pub fn visibility_epoch(&self) -> u64 {
+        self.visibility_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called after (never before) such a commit, so a proof made from the state before
+    /// it is dropped.
+    pub(crate) fn visibility_changed(&self) {
+        self.visibility_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Calls `hook` after every committed client write from now on; it must be quick.
     pub fn on_local_write(&self, hook: Box<dyn Fn() + Send + Sync>) {
         self.write_hooks.write().expect("hooks lock").push(hook);
@@ -362,6 +384,7 @@ impl Store {
                 txn.open_table(META)?.insert("clock_high_water", at.0.to_le_bytes().as_slice())?;
             }
             txn.commit()?;
+            self.visibility_changed();
             Ok(value)
         });
         if result.is_err() && trees.changed {
@@ -406,6 +429,114 @@ fn migrate(txn: &redb::WriteTransaction, found: u32) -> StoreResult<()> {
     Ok(())
 }
 
+/// Mode of every file under the data dir: it holds the TLS key, password hashes,
+/// session tokens and private photos, none of which another local user may read.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of every directory under the data dir (see `PRIVATE_FILE_MODE`).
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Entries `make_data_dir_private` looks at before it stops: 3 files per photo, so a
+/// node with a million photos, with room to spare; past it the start goes on.
+const DATA_DIR_ENTRIES_MAX: usize = 8_000_000;
+
+/// Creates `path` and its missing parents owner-only, whatever the umask (an existing
+/// directory keeps its mode: `make_data_dir_private` fixes those at start).
+pub fn create_private_dir_all(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR_MODE).create(path)
+}
+
+/// Creates a new file (failing if it exists) that only the owner may read or write,
+/// whatever the umask.
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(PRIVATE_FILE_MODE).open(path)
+}
+
+fn set_private_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if std::fs::metadata(path)?.permissions().mode() & 0o777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// What `make_data_dir_private` found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PrivateModes {
+    /// Files and directories looked at (the data dir itself included).
+    pub entries: usize,
+    /// Those whose mode was changed to 0600 (files) or 0700 (directories).
+    pub fixed: usize,
+    /// Those whose mode could not be read or changed (e.g. owned by another user).
+    pub failed: usize,
+    /// Stopped after `DATA_DIR_ENTRIES_MAX` entries.
+    pub truncated: bool,
+}
+
+/// Makes every file under `data_dir` 0600 and every directory 0700, whatever made
+/// them (an older edgenode, an operator's `cp`, a umask of 022), and warns once with
+/// how many it changed. Walks the tree once, bounded by `DATA_DIR_ENTRIES_MAX`;
+/// symbolic links are neither followed nor changed (chmod would change their
+/// target), and other special files are left as they are. Fails only when the data
+/// dir itself cannot be read or changed.
+pub fn make_data_dir_private(data_dir: &Path) -> std::io::Result<PrivateModes> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut modes = PrivateModes { entries: 1, ..PrivateModes::default() };
+    // The data dir itself may be a symbolic link an operator made (to a bigger disk):
+    // its target is ours.
+    if std::fs::metadata(data_dir)?.permissions().mode() & 0o777 != PRIVATE_DIR_MODE {
+        set_private_mode(data_dir, PRIVATE_DIR_MODE)?;
+        modes.fixed += 1;
+    }
+    let mut directories = vec![data_dir.to_owned()];
+    'walk: while let Some(directory) = directories.pop() {
+        let Ok(entries) = std::fs::read_dir(&directory) else {
+            modes.failed += 1;
+            continue;
+        };
+        for entry in entries {
+            if modes.entries >= DATA_DIR_ENTRIES_MAX {
+                modes.truncated = true;
+                break 'walk;
+            }
+            modes.entries += 1;
+            // `DirEntry::metadata` does not follow symbolic links.
+            let Ok((path, metadata)) = entry.and_then(|entry| Ok((entry.path(), entry.metadata()?))) else {
+                modes.failed += 1;
+                continue;
+            };
+            let wanted = if metadata.is_dir() {
+                directories.push(path.clone());
+                PRIVATE_DIR_MODE
+            } else if metadata.is_file() {
+                PRIVATE_FILE_MODE
+            } else {
+                continue;
+            };
+            if metadata.permissions().mode() & 0o777 != wanted {
+                match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted)) {
+                    Ok(()) => modes.fixed += 1,
+                    Err(_) => modes.failed += 1,
+                }
+            }
+        }
+    }
+    if modes.fixed > 0 || modes.failed > 0 || modes.truncated {
+        tracing::warn!(
+            fixed = modes.fixed,
+            failed = modes.failed,
+            entries = modes.entries,
+            truncated = modes.truncated,
+            data_dir = %data_dir.display(),
+            "made {} files and directories in the data dir owner-only (0600 and 0700); {} could not be changed{}",
+            modes.fixed,
+            modes.failed,
+            if modes.truncated { "; stopped early, the data dir has too many entries to check them all" } else { "" }
+        );
+    }
+    Ok(modes)
+}
+
 fn read_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
 }
@@ -443,6 +574,64 @@ mod tests {
         assert_eq!(store.post(&post_id).unwrap().unwrap().tags, vec!["there"]);
         let later = store.create_post(&user.user_id, "later".into(), vec![], Visibility::Public).unwrap();
         assert!(later.post_id > post_id, "ids keep increasing across restarts");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_data_dir_is_made_owner_only_without_following_links() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = temp_dir("private");
+        let outside = temp_dir("private-outside");
+        std::fs::create_dir_all(dir.join("media/ab")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(dir.join("media/ab/photo.original"), b"x").unwrap();
+        std::fs::write(dir.join("claim-code"), b"x").unwrap();
+        std::fs::write(outside.join("not-ours"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.join("not-ours"), dir.join("link")).unwrap();
+        for (path, mode) in [
+            (dir.clone(), 0o755),
+            (dir.join("media"), 0o775),
+            (dir.join("media/ab"), 0o711),
+            (dir.join("media/ab/photo.original"), 0o644),
+            (dir.join("claim-code"), 0o600),
+            (outside.join("not-ours"), 0o644),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+
+        let modes = make_data_dir_private(&dir).unwrap();
+        assert_eq!(modes, PrivateModes { entries: 6, fixed: 4, failed: 0, truncated: false });
+        for directory in [dir.clone(), dir.join("media"), dir.join("media/ab")] {
+            assert_eq!(mode_of(&directory), 0o700, "{}", directory.display());
+        }
+        for file in [dir.join("media/ab/photo.original"), dir.join("claim-code")] {
+            assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+        }
+        assert_eq!(mode_of(&outside.join("not-ours")), 0o644, "a link's target outside the data dir is left alone");
+        assert_eq!(make_data_dir_private(&dir).unwrap().fixed, 0, "a second walk has nothing to fix");
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(outside).unwrap();
+    }
+
+    #[test]
+    fn what_the_store_creates_is_owner_only_and_its_cache_is_bounded() {
+        let dir = temp_dir("created");
+        let store = Store::open_as(&dir, NodeId(7), 4 * 1024 * 1024).unwrap();
+        let media_id = "c".repeat(64);
+        store.blobs.write_durable(&media_id, BlobKind::Original, b"photo", 1).unwrap();
+        store.blobs.write_durable_set(&media_id, &[(BlobKind::Thumb, b"thumb".as_slice())], 2).unwrap();
+        assert_eq!(mode_of(&dir), 0o700);
+        assert_eq!(mode_of(&dir.join("edgenode.redb")), 0o600);
+        assert_eq!(mode_of(&dir.join("media")), 0o700);
+        assert_eq!(mode_of(&dir.join("media/cc")), 0o700);
+        assert_eq!(mode_of(&store.blobs.path(&media_id, BlobKind::Original)), 0o600);
+        assert_eq!(mode_of(&store.blobs.path(&media_id, BlobKind::Thumb)), 0o600);
+        drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -176,6 +176,9 @@ impl RedbReplicaStore {
         };
         let persisted = write_durable(&txn, durable, self.persisted.get())?;
         txn.commit()?;
+        if wrote {
+            self.store.visibility_changed();
+        }
         self.persisted.set(persisted);
         *self.committed.borrow_mut() = Some(summary);
         Ok(())
