@@ -160,7 +160,8 @@ pub struct Limits {
     /// Request body bytes held in memory across the node at once (JSON bodies, and
     /// uploads' chunks on their way to the spool file); past it requests get 503.
     pub body_bytes_in_flight_max: usize,
-    /// Uploads being received at once across the node (each spooled to a file).
+    /// Uploads being received at once across the node (each spooled to a file); a
+    /// user with none in progress may still start one.
     pub uploads_in_flight_max: usize,
     /// After a few seconds' grace, a request body must arrive at least this fast on
     /// average, or the request ends with 408 and its connection closes.

@@ -109,6 +109,9 @@ impl CommonArgs {
 #[global_allocator]
 static GLOBAL_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+const BLOCKING_THREADS_MAX: usize = 128;
+const BLOCKING_THREAD_IDLE_MS: u64 = 2000;
+
 fn main() -> Result<()> {
     // Whatever the node, a crate or a subcommand creates in the data dir (database,
     // photos, spooled uploads, keys) is for this user only, even where a creation
@@ -123,8 +126,16 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    // Blocking threads run API handlers, conversions and password checks; those two wait
+    // in their own gates (at most 32 + 64 waiting), so 128 threads keep requests moving
+    // while a flood cannot grow the pool to tokio's 512 (each thread's stack and
+    // allocator cache stay resident until it exits; idle ones exit after 2 s).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
+        .thread_keep_alive(std::time::Duration::from_millis(BLOCKING_THREAD_IDLE_MS))
+        .build()
+        .context("cannot start the runtime")?;
     let done = match cli.command {
         Command::Serve { common, listen, name, claim_code, no_mdns } => {
             let mut config = common.load()?;

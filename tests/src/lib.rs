@@ -10,9 +10,11 @@
 //! - `steps`: one helper per user action (claim, invite, upload, post, follow, …).
 //! - `contract`: the route table of docs/api.md, matched against `/openapi.json`.
 //! - `faults`: for the fault-injection tier: opt-in switch, seeded RNG, node memory.
+//! - `attack`: the abuse tier's attackers, their tallies, a legitimate phone, a memory watch.
 //!
 //! The tests themselves live in `tests/tests/*.rs`, one story per file.
 
+pub mod attack;
 pub mod cases;
 pub mod checks;
 pub mod client;

@@ -1,18 +1,26 @@
 //! Abuse: 10,000 idle QUIC connections, slow-header TCP clients and a flood of wrong
-//! passwords, each against its own node on loopback. Throughout, the node's memory
-//! (VmRSS, VmHWM) stays bounded and a legitimate person's requests (health, log in,
-//! post) keep succeeding within a few seconds.
+//! passwords, each against its own node on loopback; then issue 13's front door:
+//! body floods, stalled bodies in a thousand slots, image bombs, password guessing and
+//! an upload storm, each alone and then all at once, while the owner's phone signs in,
+//! reads its feed and uploads a photo every second. Throughout, the node's memory
+//! (VmRSS, VmHWM) stays bounded and a legitimate person's requests keep succeeding.
 //!
 //! System tier: `#[ignore]`d, as the tests are slow and load the machine; run them
 //! with `--include-ignored`. Prints every figure as `abuse: …`. The tests take turns.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use edgenode_tests::attack::{
+    self, attacker_address, BodyRoute, MemoryWatch, Pace, Phone, PhoneRequest, Tally, Target, UnfinishedBodies,
+    Uploads, ATTACKER_ADDRESSES, LEGIT_ADDRESS,
+};
 use edgenode_tests::checks::{id_of, text};
-use edgenode_tests::faults::Memory;
+use edgenode_tests::faults::{numbered_photo, Memory};
+use edgenode_tests::fixtures::noisy_photo;
 use edgenode_tests::steps::PASSWORD;
 use edgenode_tests::{Account, Client, Node, NodeOptions, Transport};
 use serde_json::json;
@@ -323,6 +331,565 @@ fn a_login_flood_is_throttled_and_bounded() {
         ));
     }
     assert_no_problems("login flood", &problems);
+}
+
+// ----- every attack at once -----
+
+/// Each attack class alone for this long, one after another…
+const FRONT_DOOR_ALONE_PHASE: Duration = Duration::from_secs(15);
+/// …then all of them together for this long.
+const FRONT_DOOR_TOGETHER_PHASE: Duration = Duration::from_secs(30);
+/// How long after the attack the node's memory must be back near where it started.
+const FRONT_DOOR_SETTLE_TIME: Duration = Duration::from_secs(30);
+/// Issue 13: the node's VmHWM stays under this throughout (a board with 1 GB).
+const FRONT_DOOR_PEAK_RESIDENT_BYTES_MAX: u64 = 256 << 20;
+/// Issue 13: 30 s after the attack VmRSS is within this of where it started.
+const FRONT_DOOR_RESIDENT_RETURN_BYTES_MAX: u64 = 32 << 20;
+/// Issue 13: every legitimate request succeeds within this.
+const PHONE_REQUEST_TIME_MAX: Duration = Duration::from_secs(2);
+/// How long the phone waits for an answer before it counts the request as failed.
+const PHONE_WAIT_MAX: Duration = Duration::from_secs(5);
+const PHONE_ROUND_INTERVAL: Duration = Duration::from_secs(1);
+/// Anonymous uploads are refused before their body is read: answered within this.
+const ANONYMOUS_UPLOAD_ANSWER_WITHIN: Duration = Duration::from_secs(2);
+/// A stalled body is ended by the minimum body rate (5 s grace, then below 16 KiB/s):
+/// answered 408 or closed within this of opening the connection.
+const STALLED_BODY_ENDED_WITHIN: Duration = Duration::from_secs(12);
+/// An unfinished upload announces this much (the 30 MB uploads of issue 13).
+const UNFINISHED_UPLOAD_DECLARED_BYTES: u64 = 30_000_000;
+/// Floods send at 256 KiB/s per upload: well above the minimum body rate, so only
+/// the caps on bodies in flight, quotas and auth can stop them.
+const FLOOD_PACE: Pace = Pace {
+    chunk_bytes: 64 * 1024,
+    interval: Duration::from_millis(250),
+    bytes_to_send: UNFINISHED_UPLOAD_DECLARED_BYTES - 1,
+};
+/// Issue 13: "1,022 such connections … filled the 1,024 slots".
+const STALLED_CONNECTIONS: usize = 1022;
+/// A stalled sign-in announces a body just under `json_body_bytes_max` (64 KiB).
+const STALLED_SIGN_IN_DECLARED_BYTES: u64 = 60_000;
+const STALLED_HANDSHAKES_AT_ONCE: usize = 64;
+/// Accounts flooding at once: with 4 uploads in flight each (the node's per-user
+/// cap today) more than the node-wide `uploads_in_flight_max` (64).
+const FLOODERS: usize = 20;
+const BOMB_SIDE_PIXELS: u32 = 8000;
+const BOMB_WORKERS: usize = 2;
+const BOMBS_PER_PHASE_MAX: u64 = 2_000;
+const GUESS_WORKERS: usize = 8;
+const GUESSES_PER_PHASE_MAX: u64 = 50_000;
+/// docs/api.md: past 5 failures for a handle (without a known device), one attempt
+/// per this from anywhere.
+const HANDLE_GUESS_INTERVAL: Duration = Duration::from_secs(10);
+const STORM_WORKERS: usize = 4;
+const STORM_UPLOADS_PER_PHASE_MAX: u64 = 2000;
+/// The storm's photo: noise hardly compresses, so each upload is about a megabyte.
+const STORM_PHOTO_SIDE_PIXELS: u32 = 1000;
+
+/// The attack classes of issue 13, in the order they run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attack {
+    BodyFlood,
+    StalledBodies,
+    ImageBombs,
+    PasswordGuessing,
+    UploadStorm,
+}
+
+impl Attack {
+    const ALL: [Attack; 5] =
+        [Attack::BodyFlood, Attack::StalledBodies, Attack::ImageBombs, Attack::PasswordGuessing, Attack::UploadStorm];
+
+    fn name(self) -> &'static str {
+        match self {
+            Attack::BodyFlood => "a-body-flood",
+            Attack::StalledBodies => "b-stalled-bodies",
+            Attack::ImageBombs => "c-image-bombs",
+            Attack::PasswordGuessing => "d-password-guessing",
+            Attack::UploadStorm => "e-upload-storm",
+        }
+    }
+
+    /// Statuses this class may be answered; anything else (400, 404, 500 …) means
+    /// the node or the attack is broken.
+    fn statuses_allowed(self) -> &'static [u16] {
+        match self {
+            Attack::BodyFlood | Attack::StalledBodies => &[401, 408, 413, 429, 503, 507],
+            Attack::ImageBombs => &[201, 413, 429, 503, 507],
+            Attack::PasswordGuessing => &[401, 429, 503],
+            Attack::UploadStorm => &[200, 201, 429, 503, 507],
+        }
+    }
+}
+
+/// Who attacks: their accounts and what they send.
+struct Attackers {
+    target: Target,
+    /// Signed in for the stalls (uploads must pass auth to be read).
+    mallory: String,
+    /// The flood's accounts, `FLOODERS` of them.
+    flooders: Vec<String>,
+    bomber: String,
+    hoarder: String,
+    victim_handle: String,
+    bomb: Arc<Vec<u8>>,
+    storm_photo: Arc<Vec<u8>>,
+}
+
+impl Attackers {
+    /// Starts every task of `attack`, each stopping by itself at `deadline`.
+    fn run(&self, attack: Attack, tally: Arc<Tally>, deadline: Instant) -> tokio::task::JoinSet<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        match attack {
+            Attack::BodyFlood => {
+                let handshakes = Arc::new(tokio::sync::Semaphore::new(STALLED_HANDSHAKES_AT_ONCE));
+                // Anonymous, and signed in as many accounts at once: each user may
+                // only have a few uploads in flight, so it takes many users to reach
+                // the node-wide caps on uploads and body bytes in flight.
+                let mut floods: Vec<(Transport, Option<&String>, usize)> = Vec::new();
+                for (transport, uploads_at_once, flooders) in
+                    [(Transport::Http2, 30, 0..8), (Transport::Http1, 4, 8..14), (Transport::Http3, 10, 14..FLOODERS)]
+                {
+                    floods.push((transport, None, uploads_at_once));
+                    floods.extend(flooders.map(|flooder| (transport, Some(&self.flooders[flooder]), uploads_at_once)));
+                }
+                for (index, (transport, token, uploads_at_once)) in floods.into_iter().enumerate() {
+                    let uploads = UnfinishedBodies {
+                        route: BodyRoute::Upload,
+                        transport,
+                        source: attacker_address(index),
+                        token: token.cloned(),
+                        at_once: uploads_at_once,
+                        connection_each: false,
+                        declared_bytes: UNFINISHED_UPLOAD_DECLARED_BYTES,
+                        pace: FLOOD_PACE,
+                        answer_within: token.is_none().then_some(ANONYMOUS_UPLOAD_ANSWER_WITHIN),
+                        handshakes: Arc::clone(&handshakes),
+                    };
+                    tasks.spawn(attack::unfinished_bodies(self.target.clone(), uploads, Arc::clone(&tally), deadline));
+                }
+            }
+            Attack::StalledBodies => {
+                // Connection j comes from attacker address j % 39 with the kind j % 13:
+                // anonymous sign-ins (whose body must be read) and signed-in uploads,
+                // silent after their head or sending a byte a second, over HTTP/1.1
+                // mostly, and anonymous uploads (refused before their body).
+                use BodyRoute::{SignIn, Upload};
+                const KINDS: [(BodyRoute, Transport, bool, Pace); 13] = [
+                    (SignIn, Transport::Http1, false, Pace::SILENT),
+                    (SignIn, Transport::Http1, false, Pace::SILENT),
+                    (SignIn, Transport::Http1, false, Pace::SILENT),
+                    (SignIn, Transport::Http1, false, Pace::BYTE_PER_SECOND),
+                    (SignIn, Transport::Http1, false, Pace::BYTE_PER_SECOND),
+                    (SignIn, Transport::Http2, false, Pace::SILENT),
+                    (SignIn, Transport::Http2, false, Pace::BYTE_PER_SECOND),
+                    (SignIn, Transport::Http3, false, Pace::SILENT),
+                    (Upload, Transport::Http1, true, Pace::SILENT),
+                    (Upload, Transport::Http1, true, Pace::BYTE_PER_SECOND),
+                    (Upload, Transport::Http2, true, Pace::SILENT),
+                    (Upload, Transport::Http3, true, Pace::BYTE_PER_SECOND),
+                    (Upload, Transport::Http1, false, Pace::SILENT),
+                ];
+                let mut groups: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+                for connection in 0..STALLED_CONNECTIONS {
+                    *groups.entry((connection % ATTACKER_ADDRESSES, connection % KINDS.len())).or_default() += 1;
+                }
+                let handshakes = Arc::new(tokio::sync::Semaphore::new(STALLED_HANDSHAKES_AT_ONCE));
+                for ((address, kind), connections) in groups {
+                    let (route, transport, signed_in, pace) = KINDS[kind];
+                    let anonymous_upload = route == Upload && !signed_in;
+                    let bodies = UnfinishedBodies {
+                        route,
+                        transport,
+                        source: attacker_address(address),
+                        token: signed_in.then(|| self.mallory.clone()),
+                        at_once: connections,
+                        connection_each: true,
+                        declared_bytes: match route {
+                            Upload => UNFINISHED_UPLOAD_DECLARED_BYTES,
+                            SignIn => STALLED_SIGN_IN_DECLARED_BYTES,
+                        },
+                        pace,
+                        answer_within: Some(if anonymous_upload {
+                            ANONYMOUS_UPLOAD_ANSWER_WITHIN
+                        } else {
+                            STALLED_BODY_ENDED_WITHIN
+                        }),
+                        handshakes: Arc::clone(&handshakes),
+                    };
+                    tasks.spawn(attack::unfinished_bodies(self.target.clone(), bodies, Arc::clone(&tally), deadline));
+                }
+            }
+            Attack::ImageBombs => {
+                let bomb = Arc::clone(&self.bomb);
+                let uploads = Uploads {
+                    sources: (10..14).map(attacker_address).collect(),
+                    transports: Transport::ALL.to_vec(),
+                    token: self.bomber.clone(),
+                    content_type: "image/png",
+                    workers: BOMB_WORKERS,
+                    uploads_max: BOMBS_PER_PHASE_MAX,
+                    body: Arc::new(move |n| attack::with_png_comment(&bomb, &format!("bomb {n} {:?}", Instant::now()))),
+                };
+                tasks.spawn(attack::uploads(self.target.clone(), uploads, Arc::clone(&tally), deadline));
+            }
+            Attack::PasswordGuessing => {
+                tasks.spawn(attack::guess_passwords(
+                    self.target.clone(),
+                    self.victim_handle.clone(),
+                    GUESS_WORKERS,
+                    GUESSES_PER_PHASE_MAX,
+                    Arc::clone(&tally),
+                    deadline,
+                ));
+            }
+            Attack::UploadStorm => {
+                let photo = Arc::clone(&self.storm_photo);
+                let uploads = Uploads {
+                    sources: (20..24).map(attacker_address).collect(),
+                    transports: Transport::ALL.to_vec(),
+                    token: self.hoarder.clone(),
+                    content_type: "image/jpeg",
+                    workers: STORM_WORKERS,
+                    uploads_max: STORM_UPLOADS_PER_PHASE_MAX,
+                    body: Arc::new(move |n| {
+                        attack::with_jpeg_comment(&photo, &format!("storm {n} {:?}", Instant::now()))
+                    }),
+                };
+                tasks.spawn(attack::uploads(self.target.clone(), uploads, Arc::clone(&tally), deadline));
+            }
+        }
+        tasks
+    }
+}
+
+#[test]
+#[ignore = "system tier: minutes, loads the machine (10k QUIC connections, floods)"]
+fn every_attack_at_once_and_the_owners_phone_still_gets_in() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let test_started = Instant::now();
+    let node = Node::start(NodeOptions::default());
+    let target = Target::of(&node);
+
+    // The household: an admin, the phone's owner (with a post in her feed), and the
+    // attackers' own accounts, as anyone invited could have.
+    let setup = Client::new(&node, Transport::Http2);
+    let admin = setup.claim_admin(&node, "admin");
+    let owner = setup.join(&setup.create_invite(&admin), "lena");
+    setup.create_post(&owner, "Harbour at dusk", &[], "public");
+    let mallory = setup.join(&setup.create_invite(&admin), "mallory");
+    let bomber = setup.join(&setup.create_invite(&admin), "bomber");
+    let hoarder = setup.join(&setup.create_invite(&admin), "hoarder");
+    let flooders: Vec<String> = (0..FLOODERS)
+        .map(|flooder| setup.join(&setup.create_invite(&admin), &format!("flood{flooder:02}")).token)
+        .collect();
+    let bomb_started = Instant::now();
+    let attackers = Attackers {
+        target: target.clone(),
+        mallory: mallory.token,
+        flooders,
+        bomber: bomber.token,
+        hoarder: hoarder.token,
+        victim_handle: owner.handle.clone(),
+        bomb: Arc::new(attack::png_bomb_16_bit(BOMB_SIDE_PIXELS, BOMB_SIDE_PIXELS)),
+        storm_photo: Arc::new(noisy_photo(7, STORM_PHOTO_SIDE_PIXELS, STORM_PHOTO_SIDE_PIXELS)),
+    };
+    println!(
+        "abuse: front door: PNG bomb {BOMB_SIDE_PIXELS}x{BOMB_SIDE_PIXELS} 16-bit RGB in {} bytes, storm photo {} \
+         bytes, made in {:.1?}",
+        attackers.bomb.len(),
+        attackers.storm_photo.len(),
+        bomb_started.elapsed()
+    );
+
+    // The phone signs in once from its own address, as on the day it was set up,
+    // then does one round before the attack.
+    let phone_runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the phone's runtime");
+    let (phone, first_sign_in) = phone_runtime.block_on(Phone::set_up(target.clone(), &owner.handle, PASSWORD));
+    println!("abuse: front door: the phone's first sign-in: {}", first_sign_in.describe());
+    let mut problems = Vec::new();
+    let mut phone = phone.unwrap_or_else(|| panic!("the phone could not sign in before any attack: {first_sign_in:?}"));
+    if phone.device.is_none() {
+        problems.push(format!(
+            "sign-in answered no `device` token ({}), so the phone cannot prove it is a known device",
+            first_sign_in.describe()
+        ));
+    }
+    let photo_numbers = AtomicUsize::new(1_000);
+    let next_photo = || numbered_photo(photo_numbers.fetch_add(1, Ordering::Relaxed) as u64);
+    let warm_up = phone_runtime.block_on(phone.round(Transport::Http2, next_photo(), PHONE_WAIT_MAX));
+    let before = Memory::of(node.pid());
+    println!("abuse: front door: node before the attack: {before}; setup took {:.1?}", test_started.elapsed());
+
+    let watch = MemoryWatch::start(node.pid(), Duration::from_millis(200), FRONT_DOOR_PEAK_RESIDENT_BYTES_MAX);
+    let mut phone_requests: Vec<(String, PhoneRequest)> =
+        warm_up.into_iter().map(|request| ("before".to_owned(), request)).collect();
+
+    // The phases: each class alone, then all together; the phone every second.
+    let phases: Vec<(String, Vec<Attack>, Duration)> = Attack::ALL
+        .iter()
+        .map(|&attack| (format!("alone:{}", attack.name()), vec![attack], FRONT_DOOR_ALONE_PHASE))
+        .chain(std::iter::once(("together".to_owned(), Attack::ALL.to_vec(), FRONT_DOOR_TOGETHER_PHASE)))
+        .collect();
+    // Named before the phone starts, so its first round is labelled with the phase it runs in.
+    let phase_name = Arc::new(Mutex::new(phases[0].0.clone()));
+    let attack_runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("attack runtime");
+    let attack_ends = Instant::now() + phases.iter().map(|(_, _, length)| *length).sum::<Duration>();
+    let mut figures: Vec<(String, Arc<Tally>, Memory)> = Vec::new();
+    let attack_over = AtomicBool::new(false);
+    let mut guessing_started: Option<Instant> = None;
+    let phone_during = std::thread::scope(|scope| {
+        let phone_thread = scope.spawn(|| {
+            let mut requests = Vec::new();
+            let mut round_times: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
+            let mut round = 0usize;
+            // Until the last phase ends, and never past a minute after it should have.
+            while !attack_over.load(Ordering::Relaxed)
+                && Instant::now() < attack_ends + Duration::from_secs(60)
+                && round < 1_000
+            {
+                let round_started = Instant::now();
+                let phase = phase_name.lock().expect("phase").clone();
+                let transport = Transport::ALL[round % Transport::ALL.len()];
+                for request in phone_runtime.block_on(phone.round(transport, next_photo(), PHONE_WAIT_MAX)) {
+                    requests.push((phase.clone(), request));
+                }
+                let (rounds, longest) = round_times.entry(phase).or_default();
+                (*rounds, *longest) = (*rounds + 1, (*longest).max(round_started.elapsed()));
+                round += 1;
+                std::thread::sleep(PHONE_ROUND_INTERVAL.saturating_sub(round_started.elapsed()));
+            }
+            for (phase, (rounds, longest)) in round_times {
+                println!("abuse: front door: the phone during {phase}: {rounds} rounds, the longest {longest:.2?}");
+            }
+            (phone, requests)
+        });
+        for (name, attacks, length) in &phases {
+            name.clone_into(&mut phase_name.lock().expect("phase"));
+            watch.set_phase(name);
+            let deadline = Instant::now() + *length;
+            if attacks.contains(&Attack::PasswordGuessing) && guessing_started.is_none() {
+                guessing_started = Some(Instant::now());
+            }
+            let tallies: Vec<(Attack, Arc<Tally>)> =
+                attacks.iter().map(|&attack| (attack, Tally::new(attack.name()))).collect();
+            attack_runtime.block_on(async {
+                let mut running: Vec<_> =
+                    tallies.iter().map(|(attack, tally)| attackers.run(*attack, Arc::clone(tally), deadline)).collect();
+                // Every attacker stops at the deadline (one that reached its count
+                // bound earlier leaves the phase quieter, not shorter); a task that does
+                // not stop (stuck in a handshake) is dropped a few seconds later.
+                let _ =
+                    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline + Duration::from_secs(5)), async {
+                        for tasks in &mut running {
+                            while tasks.join_next().await.is_some() {}
+                        }
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                    })
+                    .await;
+            });
+            let memory = attack::memory_of(node.pid()).unwrap_or(Memory { resident_bytes: 0, peak_resident_bytes: 0 });
+            for (attack, tally) in tallies {
+                print_tally(name, &tally, memory);
+                figures.push((format!("{name} {}", attack.name()), tally, memory));
+            }
+        }
+        attack_over.store(true, Ordering::Relaxed);
+        phone_thread.join().expect("the phone's thread")
+    });
+    // Closing the attack runtime closes every attacker's socket.
+    attack_runtime.shutdown_timeout(Duration::from_secs(2));
+    let (mut phone, during) = phone_during;
+    phone_requests.extend(during);
+    let attack_ended = Instant::now();
+    let at_attack_end = attack::memory_of(node.pid());
+    println!("abuse: front door: node as the attack ends: {at_attack_end:?}");
+
+    watch.set_phase("settling");
+    std::thread::sleep(FRONT_DOOR_SETTLE_TIME.saturating_sub(attack_ended.elapsed()));
+    let settled = attack::memory_of(node.pid());
+    let after_round = phone_runtime.block_on(phone.round(Transport::Http3, next_photo(), PHONE_WAIT_MAX));
+    phone_requests.extend(after_round.into_iter().map(|request| ("after".to_owned(), request)));
+    let seen = watch.seen();
+    drop(watch);
+    print_metrics(&node);
+
+    // The figures.
+    let mut latencies: Vec<Duration> = phone_requests.iter().map(|(_, request)| request.elapsed).collect();
+    latencies.sort();
+    let phone_failures: Vec<String> = phone_requests
+        .iter()
+        .filter(|(_, request)| !request.succeeded_within(PHONE_REQUEST_TIME_MAX))
+        .map(|(phase, request)| format!("[{phase}] {}", request.describe()))
+        .collect();
+    println!(
+        "abuse: front door: legit phone from {LEGIT_ADDRESS}: {} requests, {} failed or slower than \
+         {PHONE_REQUEST_TIME_MAX:?}; latency p50 {:.2?}, max {:.2?}",
+        phone_requests.len(),
+        phone_failures.len(),
+        latencies.get(latencies.len() / 2).copied().unwrap_or_default(),
+        latencies.last().copied().unwrap_or_default(),
+    );
+    for (phase, _, _) in &phases {
+        let mut in_phase: Vec<&PhoneRequest> =
+            phone_requests.iter().filter(|(of, _)| of == phase).map(|(_, request)| request).collect();
+        in_phase.sort_by_key(|request| request.elapsed);
+        let failed = in_phase.iter().filter(|request| !request.succeeded_within(PHONE_REQUEST_TIME_MAX)).count();
+        println!(
+            "abuse: front door: legit during {phase}: {} requests, {failed} failed/slow, p50 {:.2?}, max {:.2?}",
+            in_phase.len(),
+            in_phase.get(in_phase.len() / 2).map(|request| request.elapsed).unwrap_or_default(),
+            in_phase.last().map(|request| request.elapsed).unwrap_or_default(),
+        );
+    }
+    let settled_resident = settled.map_or(0, |memory| memory.resident_bytes);
+    println!(
+        "abuse: front door: node RSS before {} MiB, peak (VmHWM) {} MiB, VmRSS max {} MiB, {:?} after the attack \
+         {} MiB ({} samples); test took {:.1?}",
+        before.resident_bytes >> 20,
+        seen.peak_resident_bytes >> 20,
+        seen.resident_max_bytes >> 20,
+        FRONT_DOOR_SETTLE_TIME,
+        settled_resident >> 20,
+        seen.samples,
+        test_started.elapsed()
+    );
+
+    // The judgement.
+    if let Some(phase) = &seen.vanished_during {
+        problems.push(format!("the node died during {phase}"));
+    }
+    if let Some((phase, peak)) = &seen.first_over_limit {
+        problems.push(format!(
+            "the node's VmHWM reached {} MiB during {phase}, past {} MiB",
+            peak >> 20,
+            FRONT_DOOR_PEAK_RESIDENT_BYTES_MAX >> 20
+        ));
+    }
+    if settled_resident > before.resident_bytes + FRONT_DOOR_RESIDENT_RETURN_BYTES_MAX {
+        problems.push(format!(
+            "{FRONT_DOOR_SETTLE_TIME:?} after the attack VmRSS is {} MiB, more than {} MiB over the {} MiB it \
+             started at",
+            settled_resident >> 20,
+            FRONT_DOOR_RESIDENT_RETURN_BYTES_MAX >> 20,
+            before.resident_bytes >> 20
+        ));
+    }
+    if !phone_failures.is_empty() {
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for (phase, request) in &phone_requests {
+            if !request.succeeded_within(PHONE_REQUEST_TIME_MAX) {
+                let outcome = match &request.outcome {
+                    Ok(answer) if (200..300).contains(&answer.status) => format!("{} but slow", answer.status),
+                    Ok(answer) => answer.outcome(),
+                    Err(failure) => failure.split(':').next().unwrap_or_default().to_owned(),
+                };
+                *kinds.entry(format!("[{phase}] {}: {outcome}", request.what)).or_default() += 1;
+            }
+        }
+        problems.push(format!(
+            "{} of the phone's {} requests failed or took longer than {PHONE_REQUEST_TIME_MAX:?}: {kinds:#?}; the \
+             first:\n  {}",
+            phone_failures.len(),
+            phone_requests.len(),
+            phone_failures.iter().take(6).cloned().collect::<Vec<_>>().join("\n  ")
+        ));
+    }
+    let mut guesses_checked = 0;
+    for (phase_and_class, tally, _) in &figures {
+        let (count, kept) = tally.problems();
+        if count > 0 {
+            problems.push(format!("{phase_and_class}: {count} problems; the first:\n  {}", kept.join("\n  ")));
+        }
+        let attack = Attack::ALL.into_iter().find(|attack| attack.name() == tally.class).expect("a known class");
+        let unexpected: BTreeMap<String, u64> = tally
+            .outcomes()
+            .into_iter()
+            .filter(|(outcome, _)| {
+                outcome
+                    .split(' ')
+                    .next()
+                    .and_then(|status| status.parse::<u16>().ok())
+                    .is_some_and(|status| !attack.statuses_allowed().contains(&status))
+            })
+            .collect();
+        if !unexpected.is_empty() {
+            problems
+                .push(format!("{phase_and_class}: answers other than {:?}: {unexpected:?}", attack.statuses_allowed()));
+        }
+        if attack == Attack::PasswordGuessing {
+            guesses_checked += tally.answered(401);
+            if tally.requests() == 0 {
+                problems.push(format!("{phase_and_class}: no guess was sent"));
+            }
+        }
+    }
+    let panics: Vec<String> =
+        node.stderr_text().lines().filter(|line| line.contains("panicked")).take(3).map(str::to_owned).collect();
+    if !panics.is_empty() {
+        problems.push(format!("the node panicked under the attack (its stderr):\n  {}", panics.join("\n  ")));
+    }
+    // docs/api.md, "Sign-in throttling": without a known device, after 5 failures
+    // for a handle its attempts are spaced out to one per 10 s from anywhere, so
+    // over the guessing (from the start of its own phase to the end of the last)
+    // at most 5 + one per 10 s are checked, however many addresses guess.
+    let guessing_span = guessing_started.map_or(Duration::ZERO, |started| attack_ended.duration_since(started));
+    let guesses_checked_max =
+        (FAILED_LOGINS_BEFORE_LOCK as u64) + guessing_span.as_secs().div_ceil(HANDLE_GUESS_INTERVAL.as_secs()) + 1;
+    println!(
+        "abuse: front door: wrong passwords for {} checked (401): {guesses_checked} of at most \
+         {guesses_checked_max} over {guessing_span:.0?} of guessing",
+        owner.handle
+    );
+    if guesses_checked > guesses_checked_max {
+        problems.push(format!(
+            "{guesses_checked} wrong passwords for {} were checked (401) from {ATTACKER_ADDRESSES} addresses in \
+             {guessing_span:.0?}; at most {guesses_checked_max} may be ({FAILED_LOGINS_BEFORE_LOCK}, then one per \
+             {HANDLE_GUESS_INTERVAL:?})",
+            owner.handle
+        ));
+    }
+    assert_no_problems("every attack at once", &problems);
+}
+
+/// `abuse: class=… phase=… requests=… refused=… {status counts} … VmHWM=… MiB`.
+fn print_tally(phase: &str, tally: &Tally, memory_at_end: Memory) {
+    let (ended, median, longest) = tally.ended_after();
+    let ended = if ended > 0 {
+        format!(" ended by 408 or a close: {ended} (median after {median:.1?}, last after {longest:.1?})")
+    } else {
+        String::new()
+    };
+    println!(
+        "abuse: class={} phase={phase} requests={} refused={} statuses={:?}{ended} problems={} VmHWM={} MiB \
+         VmRSS={} MiB",
+        tally.class,
+        tally.requests(),
+        tally.refused(),
+        tally.outcomes(),
+        tally.problems().0,
+        memory_at_end.peak_resident_bytes >> 20,
+        memory_at_end.resident_bytes >> 20,
+    );
+}
+
+/// The node's own counters, read with the control token (diagnostics only).
+fn print_metrics(node: &Node) {
+    let Ok(token) = std::fs::read_to_string(node.data_dir().join("control-token")) else {
+        println!("abuse: front door: no control token to read /metrics with");
+        return;
+    };
+    let client = Client::new(node, Transport::Http2);
+    match client.try_request("GET", "/metrics", Some(token.trim()), &[], Vec::new()) {
+        Ok(response) if response.status == 200 => {
+            for line in String::from_utf8_lossy(&response.body).lines().filter(|line| !line.starts_with('#')) {
+                println!("abuse: front door: metric {line}");
+            }
+        }
+        Ok(response) => println!("abuse: front door: /metrics answered {}", response.status),
+        Err(error) => println!("abuse: front door: /metrics failed: {error}"),
+    }
 }
 
 // ----- the legitimate person -----

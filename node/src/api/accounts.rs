@@ -325,7 +325,7 @@ pub fn login(api: &Api, call: &mut Call<'_>) -> ApiResult {
         None => None,
     };
     let hash = credential.as_ref().map_or(dummy_hash(), |credential| credential.password_hash.as_str());
-    let checked = api.password_gate.matches(&request.password, hash);
+    let checked = api.password_gate.matches(&request.password, hash, device.is_some());
     let mut throttle = api.login_throttle.lock().expect("throttle lock");
     let Some(matches) = checked else {
         throttle.cancel(attempt);

@@ -125,40 +125,61 @@ pub enum BodyPlan {
     Spool { bytes_max: u64, dir: PathBuf, ticket: UploadTicket },
 }
 
-/// Uploads each user is sending at once: one account cannot take every upload slot
-/// of the node.
+/// Uploads being received, in total and by user: one account cannot take every upload
+/// slot of the node, and a user with none in progress always gets one (so a flood by
+/// a few accounts cannot keep everyone else's phone from uploading).
 #[derive(Debug, Default)]
 pub struct UploadTickets {
-    by_user: Arc<Mutex<HashMap<String, usize>>>,
+    counts: Arc<Mutex<UploadCounts>>,
+}
+
+#[derive(Debug, Default)]
+struct UploadCounts {
+    total: usize,
+    by_user: HashMap<String, usize>,
+}
+
+/// Why no ticket was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTicket {
+    /// This user has `per_user_max` uploads in progress.
+    UserBusy,
+    /// The node has `total_max` in progress, and this user has some of them.
+    NodeBusy,
 }
 
 impl UploadTickets {
-    /// A ticket for one more upload by `user_id`, unless they have `per_user_max`.
-    pub fn take(&self, user_id: &str, per_user_max: usize) -> Option<UploadTicket> {
-        let mut by_user = crate::locking::lock(&self.by_user);
-        let count = by_user.entry(user_id.to_owned()).or_insert(0);
-        if *count >= per_user_max {
-            return None;
+    /// A ticket for one more upload by `user_id`.
+    pub fn take(&self, user_id: &str, per_user_max: usize, total_max: usize) -> Result<UploadTicket, NoTicket> {
+        let mut counts = crate::locking::lock(&self.counts);
+        let user_count = counts.by_user.get(user_id).copied().unwrap_or(0);
+        if user_count >= per_user_max {
+            return Err(NoTicket::UserBusy);
         }
-        *count += 1;
-        Some(UploadTicket { by_user: self.by_user.clone(), user_id: user_id.to_owned() })
+        if user_count > 0 && counts.total >= total_max {
+            return Err(NoTicket::NodeBusy);
+        }
+        counts.total += 1;
+        *counts.by_user.entry(user_id.to_owned()).or_insert(0) += 1;
+        Ok(UploadTicket { counts: self.counts.clone(), user_id: user_id.to_owned() })
     }
 }
 
 /// One upload in progress; given back when dropped.
 #[derive(Debug)]
 pub struct UploadTicket {
-    by_user: Arc<Mutex<HashMap<String, usize>>>,
+    counts: Arc<Mutex<UploadCounts>>,
     user_id: String,
 }
 
 impl Drop for UploadTicket {
     fn drop(&mut self) {
-        let mut by_user = crate::locking::lock(&self.by_user);
-        if let Some(count) = by_user.get_mut(&self.user_id) {
+        let mut counts = crate::locking::lock(&self.counts);
+        counts.total -= 1;
+        if let Some(count) = counts.by_user.get_mut(&self.user_id) {
             *count -= 1;
             if *count == 0 {
-                by_user.remove(&self.user_id);
+                counts.by_user.remove(&self.user_id);
             }
         }
     }
@@ -181,4 +202,22 @@ pub fn prepare_spool_dir(dir: &Path) -> std::io::Result<()> {
         tracing::info!(removed, dir = %dir.display(), "removed unfinished uploads left by an earlier run");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_with_no_upload_in_progress_always_gets_a_ticket() {
+        let tickets = UploadTickets::default();
+        let flood: Vec<_> = (0..4).map(|_| tickets.take("mallory", 4, 4).unwrap()).collect();
+        assert_eq!(tickets.take("mallory", 4, 4).unwrap_err(), NoTicket::UserBusy);
+        let first = tickets.take("ada", 4, 4).unwrap();
+        assert_eq!(tickets.take("ada", 4, 4).unwrap_err(), NoTicket::NodeBusy);
+        drop(flood);
+        let _second = tickets.take("ada", 4, 4).unwrap();
+        drop(first);
+        assert_eq!(crate::locking::lock(&tickets.counts).total, 1);
+    }
 }

@@ -57,6 +57,9 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
         Some(info) => info,
         None => {
             let body = &call.body;
+            // One conversion per user at a time: a user sending many photos queues
+            // behind their own, so another user's photo is never stuck behind a batch.
+            let _turn = api.conversion_turns.take(&owner);
             let (result, coalesced) = api.media_work.run(media_id.clone(), || api.convert_and_store(&media_id, body));
             if coalesced {
                 api.metrics.media_coalesced_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -67,6 +70,39 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let is_new = api.store.put_media(&info, &owner)?;
     api.record_upload(&owner, call.body.len());
     json_response(if is_new { StatusCode::CREATED } else { StatusCode::OK }, &media_json(&info))
+}
+
+/// Each user's turn at converting: one conversion at a time per user, the others of
+/// theirs wait here (on their own blocking thread, at most their upload tickets).
+#[derive(Default)]
+pub struct ConversionTurns {
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
+    freed: std::sync::Condvar,
+}
+
+/// A user's turn; the next of theirs goes when this is dropped.
+pub struct ConversionTurn<'a> {
+    turns: &'a ConversionTurns,
+    user_id: String,
+}
+
+impl ConversionTurns {
+    /// Waits for `user_id`'s turn.
+    pub fn take(&self, user_id: &str) -> ConversionTurn<'_> {
+        let mut busy = crate::locking::lock(&self.busy);
+        while busy.contains(user_id) {
+            busy = self.freed.wait(busy).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        busy.insert(user_id.to_owned());
+        ConversionTurn { turns: self, user_id: user_id.to_owned() }
+    }
+}
+
+impl Drop for ConversionTurn<'_> {
+    fn drop(&mut self) {
+        crate::locking::lock(&self.turns.busy).remove(&self.user_id);
+        self.turns.freed.notify_all();
+    }
 }
 
 /// Uploads allowed to wait for a conversion slot; past this the node answers 503 so

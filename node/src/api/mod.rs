@@ -31,7 +31,9 @@ use crate::config::Config;
 use crate::core::model::User;
 use crate::media::{MediaError, Pipeline};
 use crate::store::{MediaInfo, Store, StoreError};
-pub use body::{prepare_spool_dir, BodyPlan, RequestBody, ResponseFile, SpooledBody, UploadTicket, UploadTickets};
+pub use body::{
+    prepare_spool_dir, BodyPlan, NoTicket, RequestBody, ResponseFile, SpooledBody, UploadTicket, UploadTickets,
+};
 use metrics::Metrics;
 use throttle::LoginThrottle;
 
@@ -213,10 +215,13 @@ pub struct Api {
     password_gate: password::PasswordGate,
     /// Uploads being received, by user.
     upload_tickets: body::UploadTickets,
+    uploads_in_flight_max: usize,
     /// Photos proved visible to anyone, answered without blocking.
     public_media: media_cache::PublicMediaCache,
     /// Uploads (and derivative rebuilds) in flight, by media id.
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
+    /// One conversion at a time per user.
+    conversion_turns: media::ConversionTurns,
     /// Nodes seen over mDNS; `None` when discovery is off.
     nearby: Option<crate::discovery::NearbyHandle>,
     /// Sibling replication (state, pairing, where users' replicas are).
@@ -258,7 +263,9 @@ impl Api {
                 PASSWORD_CHECKS_WAITING_MAX,
             ),
             media_work: Coalescer::default(),
+            conversion_turns: media::ConversionTurns::default(),
             upload_tickets: body::UploadTickets::default(),
+            uploads_in_flight_max: config.limits.uploads_in_flight_max,
             public_media: media_cache::PublicMediaCache::new(config.limits.public_media_cache_bytes),
             nearby: None,
             siblings: None,
@@ -334,14 +341,24 @@ impl Api {
         let user = user.ok_or_else(ApiError::unauthorized)?;
         // Quota and rate from the declared length, before a byte is stored.
         self.admit_upload(&user, declared_length(&head.headers).unwrap_or(0))?;
-        let ticket = self.upload_tickets.take(&user.user_id, UPLOADS_PER_USER_IN_FLIGHT_MAX).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_uploads",
-                format!("at most {UPLOADS_PER_USER_IN_FLIGHT_MAX} uploads at once per user; send the next when one finishes"),
-            )
-            .retry_after(std::time::Duration::from_secs(1))
-        })?;
+        let ticket = self
+            .upload_tickets
+            .take(&user.user_id, UPLOADS_PER_USER_IN_FLIGHT_MAX, self.uploads_in_flight_max)
+            .map_err(|refused| match refused {
+                NoTicket::UserBusy => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_uploads",
+                    format!(
+                        "at most {UPLOADS_PER_USER_IN_FLIGHT_MAX} uploads at once per user; send the next when one finishes"
+                    ),
+                ),
+                NoTicket::NodeBusy => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the node is receiving as many uploads as it can; retry in a few seconds",
+                ),
+            }
+            .retry_after(std::time::Duration::from_secs(2)))?;
         Ok(BodyPlan::Spool { bytes_max: bytes_max as u64, dir: self.spool_dir.clone(), ticket })
     }
 

@@ -2,7 +2,8 @@
 //! on a Raspberry Pi 4. `PasswordGate` runs at most one hash per core at a time and
 //! gives each its 19 MiB from a pool it keeps, so a flood of logins neither piles up
 //! threads nor churns the allocator (a fresh 19 MiB per check was seen to leave
-//! gigabytes resident after a few hundred logins).
+//! gigabytes resident after a few hundred logins). Once no check runs or waits, the
+//! pool shrinks to one buffer, so a flood's memory does not stay after it.
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -32,6 +33,8 @@ pub struct PasswordGate {
 struct GateState {
     running: usize,
     waiting: usize,
+    /// Of `waiting`, those with priority.
+    waiting_priority: usize,
     memories: Vec<Vec<Block>>,
 }
 
@@ -50,16 +53,25 @@ impl PasswordGate {
     }
 
     /// Runs `work` in a slot with a memory buffer; `None` when too many wait already.
-    pub fn run<R>(&self, work: impl FnOnce(&mut Vec<Block>) -> R) -> Option<R> {
+    /// A `priority` caller (a sign-in from a known device) goes before every other
+    /// waiter and is never refused for the queue's length: a flood of guesses must not
+    /// keep the owner waiting.
+    pub fn run<R>(&self, priority: bool, work: impl FnOnce(&mut Vec<Block>) -> R) -> Option<R> {
         let mut state = self.lock();
-        if state.running >= self.slots && state.waiting >= self.waiting_max {
+        if !priority && state.running >= self.slots && state.waiting >= self.waiting_max {
             return None;
         }
         state.waiting += 1;
-        while state.running >= self.slots {
+        if priority {
+            state.waiting_priority += 1;
+        }
+        while state.running >= self.slots || (!priority && state.waiting_priority > 0) {
             state = self.freed.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         state.waiting -= 1;
+        if priority {
+            state.waiting_priority -= 1;
+        }
         state.running += 1;
         let mut memory = state.memories.pop().unwrap_or_default();
         drop(state);
@@ -67,17 +79,24 @@ impl PasswordGate {
         let mut state = self.lock();
         state.running -= 1;
         state.memories.push(memory);
+        if state.running == 0 && state.waiting == 0 {
+            // The burst is over: keep one buffer warm and give the rest back (the
+            // allocator returns them to the OS within seconds).
+            state.memories.truncate(1);
+        }
         drop(state);
-        self.freed.notify_one();
+        // Every waiter checks whether it is next (a priority one may be among them).
+        self.freed.notify_all();
         Some(result)
     }
 
     pub fn hash(&self, password: &str) -> Option<String> {
-        self.run(|memory| hash_with(password, memory))
+        self.run(false, |memory| hash_with(password, memory))
     }
 
-    pub fn matches(&self, password: &str, hash: &str) -> Option<bool> {
-        self.run(|memory| matches_with(password, hash, memory))
+    /// Checks `password` against `hash`; `known_device` goes first (see `run`).
+    pub fn matches(&self, password: &str, hash: &str, known_device: bool) -> Option<bool> {
+        self.run(known_device, |memory| matches_with(password, hash, memory))
     }
 }
 
@@ -166,7 +185,7 @@ mod tests {
             .map(|_| {
                 let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
                 std::thread::spawn(move || {
-                    gate.run(|_| {
+                    gate.run(false, |_| {
                         let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                         most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
                         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -179,6 +198,46 @@ mod tests {
         let ran = threads.into_iter().map(|thread| thread.join().unwrap()).filter(|ran| *ran).count();
         assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2, "two at once at most");
         assert_eq!(ran, 5, "two ran and three waited (the waiting limit)");
-        assert!(gate.lock().memories.len() <= 2, "one buffer per slot");
+        assert_eq!(gate.lock().memories.len(), 1, "once idle, one buffer is kept warm");
+    }
+
+    #[test]
+    fn a_known_device_goes_before_the_queue() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{mpsc, Arc};
+        let gate = Arc::new(PasswordGate::new(1, 8));
+        let release = Arc::new(AtomicBool::new(false));
+        let (order_sender, order) = mpsc::channel();
+        let holder = {
+            let (gate, release) = (gate.clone(), release.clone());
+            std::thread::spawn(move || {
+                gate.run(false, |_| {
+                    while !release.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                })
+            })
+        };
+        let waiter = |name: &'static str, priority: bool| {
+            let (gate, order_sender) = (gate.clone(), order_sender.clone());
+            std::thread::spawn(move || gate.run(priority, |_| order_sender.send(name).unwrap()))
+        };
+        let wait_for_waiting = |count: usize| {
+            while gate.lock().waiting < count {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        while gate.lock().running == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let guesses: Vec<_> = (0..3).map(|_| waiter("guess", false)).collect();
+        wait_for_waiting(3);
+        let owner = waiter("owner", true);
+        wait_for_waiting(4);
+        release.store(true, Ordering::SeqCst);
+        for thread in guesses.into_iter().chain([owner, holder]) {
+            thread.join().unwrap().unwrap();
+        }
+        assert_eq!(order.try_iter().next(), Some("owner"), "the known device went first");
     }
 }

@@ -1,7 +1,7 @@
 //! Reading a request body the way the service planned it, the same for every
 //! transport: bounded in bytes; held in memory only within the node-wide budget
 //! `body_bytes_in_flight_max`, uploads written to a spool file and hashed on the way
-//! in (within `uploads_in_flight_max`); and at a minimum rate, so a client that stalls
+//! in; and at a minimum rate, so a client that stalls
 //! its body frees its slot within seconds.
 
 use std::io::Write as _;
@@ -44,7 +44,7 @@ pub(super) enum BodyError {
     TooLarge {
         bytes_max: u64,
     },
-    /// The node holds as many body bytes (or uploads) as it allows.
+    /// The node holds as many body bytes as it allows.
     Busy,
     /// The client sent slower than the minimum rate, or not at all.
     TooSlow,
@@ -98,7 +98,6 @@ impl BodyError {
 /// The node-wide budgets for bodies being read, and the minimum rate.
 pub(super) struct BodyBudget {
     memory_bytes: Arc<Semaphore>,
-    uploads: Arc<Semaphore>,
     bytes_per_second_min: u64,
 }
 
@@ -106,7 +105,6 @@ impl BodyBudget {
     pub(super) fn new(limits: &Limits) -> BodyBudget {
         BodyBudget {
             memory_bytes: Arc::new(Semaphore::new(limits.body_bytes_in_flight_max)),
-            uploads: Arc::new(Semaphore::new(limits.uploads_in_flight_max)),
             bytes_per_second_min: limits.body_bytes_per_second_min,
         }
     }
@@ -130,9 +128,8 @@ pub(super) async fn read(
         BodyPlan::Refuse(_) => unreachable!("refused bodies are answered, not read"),
         BodyPlan::Memory { bytes_max } => read_to_memory(source, bytes_max, budget, pace).await,
         BodyPlan::Spool { bytes_max, dir, ticket } => {
-            let Ok(slot) = budget.uploads.clone().try_acquire_owned() else { return Err(BodyError::Busy) };
             let body = read_to_spool(source, bytes_max, &dir, budget, pace).await?;
-            Ok(ReadBody { body: RequestBody::Spooled(body), _held: Some(slot), _ticket: Some(ticket) })
+            Ok(ReadBody { body: RequestBody::Spooled(body), _held: None, _ticket: Some(ticket) })
         }
     }
 }

@@ -173,10 +173,13 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, shared: Shared<
                 break;
             }
             // Evicted to make room, or its client stalled a request body.
+            // Evicted to make room, or its client stalled a request body: no new
+            // requests; those in flight finish (a stalled one within seconds).
             () = activity.close_requested() => {
                 tracing::debug!("closing HTTP/3 connection on request");
-                requests.abort_all();
-                quic_connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"closed by the server");
+                if let Err(error) = h3_connection.shutdown(0).await {
+                    tracing::debug!(%error, "sending GOAWAY failed");
+                }
                 break;
             }
             () = shutdown_requested(&mut shutdown) => {
@@ -237,10 +240,10 @@ async fn serve_request<S: Service>(
             stream.stop_sending(Code::H3_NO_ERROR);
             response
         }
-        Answer::Failed(response) => {
-            stream.stop_sending(Code::H3_REQUEST_CANCELLED);
-            response
-        }
+        // The body read was cut short (too slow) or failed: h3-quinn cannot be asked to
+        // stop sending while a read of it was abandoned midway (it panics), and the
+        // connection is being closed anyway (too slow) or the stream is broken.
+        Answer::Failed(response) => response,
     };
     let mut response = response;
     finish_response(&mut response);

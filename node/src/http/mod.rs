@@ -405,7 +405,7 @@ pub(crate) mod tests {
     impl Service for Stub {
         fn plan_body(&self, head: &http::request::Parts) -> BodyPlan {
             if head.uri.path() == "/upload" {
-                let ticket = self.uploads.take("someone", 8).unwrap();
+                let ticket = self.uploads.take("someone", 8, 8).unwrap();
                 return BodyPlan::Spool { bytes_max: STUB_UPLOAD_BYTES_MAX, dir: self.spool.path().to_owned(), ticket };
             }
             if head.uri.path() == "/private" {
@@ -734,6 +734,26 @@ pub(crate) mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(server.service.metrics.connections_open.load(Ordering::Relaxed), 0);
+        stop(server).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_http3_body_gets_408_and_the_server_carries_on() {
+        let server = start_server(Limits::default()).await;
+        let (_endpoint, connection) = quic_connect(server.address, &server.pin).await.unwrap();
+        let (mut driver, mut sender) = ::h3::client::new(h3_quinn::Connection::new(connection)).await.unwrap();
+        let driver = tokio::spawn(async move { driver.wait_idle().await });
+        let mut declared = http3_request(Method::POST, "/echo");
+        declared.headers_mut().insert(http::header::CONTENT_LENGTH, 1000.into());
+        let mut stream = sender.send_request(declared).await.unwrap();
+        stream.send_data(Bytes::from_static(b"only ten b")).await.unwrap();
+        // ... and nothing more: the answer comes after the grace period.
+        let response = tokio::time::timeout(Duration::from_secs(15), stream.recv_response()).await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        driver.abort();
+        // The request task did not die, and others are served.
+        let reply = http3_send(&server, http3_request(Method::GET, "/after"), b"").await;
+        assert_eq!(reply.text(), "GET /after Some(Http3) Some(127.0.0.1) 0");
         stop(server).await;
     }
 
