@@ -57,8 +57,8 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
         Some(info) => info,
         None => {
             let body = &call.body;
-            // One conversion per user at a time: a user sending many photos queues
-            // behind their own, so another user's photo is never stuck behind a batch.
+            // A batch uses every worker only while no other user waits: another
+            // user's photo is never stuck behind it.
             let _turn = api.conversion_turns.take(&owner);
             let (result, coalesced) = api.media_work.run(media_id.clone(), || api.convert_and_store(&media_id, body));
             if coalesced {
@@ -72,36 +72,74 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
     json_response(if is_new { StatusCode::CREATED } else { StatusCode::OK }, &media_json(&info))
 }
 
-/// Each user's turn at converting: one conversion at a time per user, the others of
-/// theirs wait here (on their own blocking thread, at most their upload tickets).
-#[derive(Default)]
+/// Each user's turns at converting: a user's first conversion always goes to the
+/// gate at once; more of theirs go too (up to `per_user_max`, the worker count) only
+/// while no other user waits for a turn. So one user's batch uses every worker, and
+/// another user's photo is never stuck behind it. Waiters wait on their own blocking
+/// threads, at most their upload tickets.
 pub struct ConversionTurns {
-    busy: std::sync::Mutex<std::collections::HashSet<String>>,
-    freed: std::sync::Condvar,
+    state: std::sync::Mutex<TurnState>,
+    changed: std::sync::Condvar,
+    per_user_max: usize,
 }
 
-/// A user's turn; the next of theirs goes when this is dropped.
+#[derive(Default)]
+struct TurnState {
+    running: std::collections::HashMap<String, usize>,
+    waiting: std::collections::HashMap<String, usize>,
+}
+
+impl TurnState {
+    fn may_go(&self, user_id: &str, per_user_max: usize) -> bool {
+        match self.running.get(user_id).copied().unwrap_or(0) {
+            0 => true,
+            running => running < per_user_max && self.waiting.keys().all(|waiting| waiting == user_id),
+        }
+    }
+
+    fn add(counts: &mut std::collections::HashMap<String, usize>, user_id: &str, delta: isize) {
+        let count = counts.entry(user_id.to_owned()).or_insert(0);
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            counts.remove(user_id);
+        }
+    }
+}
+
+/// A user's turn; given back when dropped.
 pub struct ConversionTurn<'a> {
     turns: &'a ConversionTurns,
     user_id: String,
 }
 
 impl ConversionTurns {
-    /// Waits for `user_id`'s turn.
-    pub fn take(&self, user_id: &str) -> ConversionTurn<'_> {
-        let mut busy = crate::locking::lock(&self.busy);
-        while busy.contains(user_id) {
-            busy = self.freed.wait(busy).unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn new(per_user_max: usize) -> ConversionTurns {
+        ConversionTurns {
+            state: std::sync::Mutex::new(TurnState::default()),
+            changed: std::sync::Condvar::new(),
+            per_user_max: per_user_max.max(1),
         }
-        busy.insert(user_id.to_owned());
+    }
+
+    /// Waits for a turn of `user_id`'s.
+    pub fn take(&self, user_id: &str) -> ConversionTurn<'_> {
+        let mut state = crate::locking::lock(&self.state);
+        if !state.may_go(user_id, self.per_user_max) {
+            TurnState::add(&mut state.waiting, user_id, 1);
+            while !state.may_go(user_id, self.per_user_max) {
+                state = self.changed.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            TurnState::add(&mut state.waiting, user_id, -1);
+        }
+        TurnState::add(&mut state.running, user_id, 1);
         ConversionTurn { turns: self, user_id: user_id.to_owned() }
     }
 }
 
 impl Drop for ConversionTurn<'_> {
     fn drop(&mut self) {
-        crate::locking::lock(&self.turns.busy).remove(&self.user_id);
-        self.turns.freed.notify_all();
+        TurnState::add(&mut crate::locking::lock(&self.turns.state).running, &self.user_id, -1);
+        self.turns.changed.notify_all();
     }
 }
 
@@ -381,5 +419,23 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignored);
         assert_eq!(parse_range("items=0-1", 100), Ignored);
         assert_eq!(parse_range("bytes=9-2", 100), Ignored);
+    }
+
+    #[test]
+    fn a_batch_uses_every_worker_until_someone_else_waits() {
+        let turns = ConversionTurns::new(2);
+        let first = turns.take("mallory");
+        let second = turns.take("mallory");
+        let state = || crate::locking::lock(&turns.state).running.get("mallory").copied();
+        assert_eq!(state(), Some(2), "alone, a batch takes both workers");
+        // Ada goes at once although mallory holds two turns.
+        let ada = turns.take("ada");
+        drop((first, second, ada));
+        assert_eq!(state(), None);
+        // While ada waits (simulated), mallory gets only one turn.
+        TurnState::add(&mut crate::locking::lock(&turns.state).waiting, "ada", 1);
+        let _one = turns.take("mallory");
+        assert!(!crate::locking::lock(&turns.state).may_go("mallory", 2));
+        assert!(crate::locking::lock(&turns.state).may_go("ada", 2));
     }
 }

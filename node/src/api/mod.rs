@@ -220,7 +220,7 @@ pub struct Api {
     public_media: media_cache::PublicMediaCache,
     /// Uploads (and derivative rebuilds) in flight, by media id.
     media_work: Coalescer<String, Result<MediaInfo, ApiError>>,
-    /// One conversion at a time per user.
+    /// Conversions per user: all workers for a batch, one each when users compete.
     conversion_turns: media::ConversionTurns,
     /// Nodes seen over mDNS; `None` when discovery is off.
     nearby: Option<crate::discovery::NearbyHandle>,
@@ -263,7 +263,7 @@ impl Api {
                 PASSWORD_CHECKS_WAITING_MAX,
             ),
             media_work: Coalescer::default(),
-            conversion_turns: media::ConversionTurns::default(),
+            conversion_turns: media::ConversionTurns::new(config.limits.media_workers),
             upload_tickets: body::UploadTickets::default(),
             uploads_in_flight_max: config.limits.uploads_in_flight_max,
             public_media: media_cache::PublicMediaCache::new(config.limits.public_media_cache_bytes),
