@@ -57,10 +57,13 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
         Some(info) => info,
         None => {
             let body = &call.body;
-            // A batch uses every worker only while no other user waits: another
-            // user's photo is never stuck behind it.
-            let _turn = api.conversion_turns.take(&owner);
-            let (result, coalesced) = api.media_work.run(media_id.clone(), || api.convert_and_store(&media_id, body));
+            let (result, coalesced) = api.media_work.run(media_id.clone(), || {
+                // Only the upload that converts takes a turn (the others wait for it):
+                // a batch uses every worker only while no other user waits, so another
+                // user's photo is never stuck behind it.
+                let _turn = api.conversion_turns.take(&owner);
+                api.convert_and_store(&media_id, body)
+            });
             if coalesced {
                 api.metrics.media_coalesced_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

@@ -443,10 +443,7 @@ fn process_file_matches_process_and_reads_the_file_inside_the_gate() {
     assert_eq!((from_file.width, from_file.height), (300, 500));
     assert!(!exif_gps_present(&from_file.original));
     assert_eq!(pipeline.gate_stats(), GateStats::default());
-    assert!(matches!(
-        pipeline.process_file(Path::new("/nonexistent/edgenode/upload")),
-        Err(MediaError::Undecodable(_))
-    ));
+    assert!(matches!(pipeline.process_file(Path::new("/nonexistent/edgenode/upload")), Err(MediaError::Unreadable(_))));
 }
 
 #[test]
