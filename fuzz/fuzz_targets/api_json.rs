@@ -65,7 +65,7 @@ fn send(api: &Api, path: &str, authorization: Option<&str>, body: Vec<u8>) -> Re
     if let Some(value) = authorization {
         request = request.header(header::AUTHORIZATION, format!("Bearer {value}"));
     }
-    api.handle(request.body(Bytes::from(body)).expect("fuzz requests are well-formed"))
+    api.handle(request.body(Bytes::from(body).into()).expect("fuzz requests are well-formed"))
 }
 
 fn json_of(response: &Response<Bytes>, expected: StatusCode) -> serde_json::Value {
