@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use super::{
-    annotate, body_expected, finish_response, shutdown_requested, Activity, Answer, BodySource, ConnectionSlot,
-    FileChunks, NetError, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
+    annotate, body_expected, finish_response, shutdown_requested, Activity, BodySource, ConnectionSlot, FileChunks,
+    NetError, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
 };
 use crate::api::Transport;
 use crate::config::Limits;
@@ -232,20 +232,12 @@ async fn serve_request<S: Service>(
     let is_head = head.method == http::Method::HEAD;
     let expected = body_expected(&head, None);
     let answer = shared.serve_request(head, expected, &mut StreamSource(&mut stream), &activity).await;
-    let response = match answer {
-        Answer::Served(response) => response,
-        Answer::Refused(response) => {
-            // RFC 9114 §4.1: a server that needs no more of the request asks the client
-            // to stop sending with H3_NO_ERROR and still answers.
-            stream.stop_sending(Code::H3_NO_ERROR);
-            response
-        }
-        // The body read was cut short (too slow) or failed: h3-quinn cannot be asked to
-        // stop sending while a read of it was abandoned midway (it panics), and the
-        // connection is being closed anyway (too slow) or the stream is broken.
-        Answer::Failed(response) => response,
-    };
-    let mut response = response;
+    // A refused or cut-short body is not read further. RFC 9114 §4.1 has the server ask
+    // the client to stop sending (STOP_SENDING); h3-quinn's `stop_sending` panics
+    // whenever a read of the stream is in flight (which h3 may start on its own), and
+    // a panic aborts the node. Dropping the request stream after the answer makes
+    // quinn send STOP_SENDING itself, so the client stops all the same.
+    let mut response = answer.into_response();
     finish_response(&mut response);
     if is_head {
         *response.body_mut() = Bytes::new();
