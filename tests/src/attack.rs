@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Transport;
 use crate::faults::Memory;
-use crate::fixtures::sha256_hex;
+use crate::fixtures::{png_chunk, sha256_hex};
 use crate::node::Node;
 
 /// The legitimate phone's address; no attacker uses it.
@@ -1347,18 +1347,6 @@ impl BitWriter {
         }
         self.bytes
     }
-}
-
-fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(kind);
-    crc.update(data);
-    let mut chunk = Vec::with_capacity(12 + data.len());
-    chunk.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    chunk.extend_from_slice(kind);
-    chunk.extend_from_slice(data);
-    chunk.extend_from_slice(&crc.finalize().to_be_bytes());
-    chunk
 }
 
 /// `png` with a `tEXt` comment after its IHDR, so each copy has its own SHA-256.

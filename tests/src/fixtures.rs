@@ -61,7 +61,8 @@ pub fn png_claiming_size(width: u32, height: u32) -> Vec<u8> {
     png
 }
 
-fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+/// One PNG chunk: length, type, data and CRC.
+pub fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(kind);
     crc.update(data);
