@@ -40,6 +40,7 @@ fn fixture() -> &'static Fixture {
             roles: vec!["home".into()],
             pin: "sha256/fuzz".into(),
             addresses: vec!["127.0.0.1:8443".into()],
+            base_url: NodeInfo::base_url("fuzz", 8443, None),
         };
         let pipeline = Pipeline::new(MediaLimits {
             upload_bytes_max: 64 * 1024,

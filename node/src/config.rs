@@ -33,6 +33,65 @@ pub struct Config {
     /// scraper on loopback or a management network (unset: `/metrics` only over
     /// HTTPS, to admins and the local control token).
     pub metrics_listen: Option<SocketAddr>,
+    /// Plain-HTTP address a phone reaches before it trusts anything: the onboarding
+    /// page (how to trust this node's CA, per platform), the CA's downloads, ACME
+    /// HTTP-01 answers; every other request is redirected to HTTPS. The appliance
+    /// sets `[::]:80`; unset, no plain HTTP is served.
+    pub onboarding_listen: Option<SocketAddr>,
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: what the public transports present besides the node's own CA's
+/// certificate (see `crate::tls`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A certificate chain (PEM, leaf first) and its key, e.g. from the operator's own
+    /// ACME client; reloaded when either file changes. Presented for the names it is
+    /// valid for.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `[tls.acme]`: certificates from an ACME CA (Let's Encrypt, an ISP's own) for
+/// boxes with a domain name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The directory URL, e.g. `https://acme-v02.api.letsencrypt.org/directory`.
+    pub directory_url: String,
+    /// Names on the certificate; each must reach this node.
+    pub domains: Vec<String>,
+    /// `mailto:` address(es) for expiry notices; may be empty.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// `http-01` (answered on `onboarding_listen`, which must be port 80 to the
+    /// ACME server).
+    #[serde(default = "default_acme_challenge")]
+    pub challenge: String,
+    /// Extra PEM roots to trust for the directory (a private ACME server, Pebble
+    /// in tests); the system's roots are used otherwise.
+    #[serde(default)]
+    pub directory_ca_file: Option<PathBuf>,
+    /// Renew when fewer days than this are left, or a third of the certificate's
+    /// lifetime, whichever comes first (so a certificate shorter than this window is
+    /// not re-ordered as soon as it arrives).
+    #[serde(default = "default_acme_renew_days_before")]
+    pub renew_days_before: u32,
+}
+
+/// The only ACME challenge a node answers (on `onboarding_listen`).
+pub const ACME_CHALLENGE_HTTP_01: &str = "http-01";
+/// Names on one certificate (Let's Encrypt's own limit).
+pub const ACME_DOMAINS_MAX: usize = 100;
+
+fn default_acme_challenge() -> String {
+    "http-01".to_owned()
+}
+
+fn default_acme_renew_days_before() -> u32 {
+    30
 }
 
 /// `[fanout]`: posts pushed to followers' home nodes across the neighbourhood (see
@@ -208,6 +267,8 @@ impl Default for Config {
             limits: Limits::default(),
             fanout: FanoutSettings::default(),
             metrics_listen: None,
+            onboarding_listen: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -331,6 +392,38 @@ impl Config {
                 return invalid("`claim_code` must be at least 8 characters");
             }
         }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid("`tls.cert_file` and `tls.key_file` go together: set both or neither");
+        }
+        if let Some(acme) = &self.tls.acme {
+            if acme.challenge != ACME_CHALLENGE_HTTP_01 {
+                return Err(ConfigError::Invalid(format!(
+                    "[tls.acme] challenge = {:?} is not supported: only \"http-01\" (answered on onboarding_listen, which the ACME server must reach on port 80)",
+                    acme.challenge
+                )));
+            }
+            if acme.domains.len() > ACME_DOMAINS_MAX {
+                return Err(ConfigError::Invalid(format!(
+                    "`tls.acme.domains`: at most {} names on one certificate",
+                    ACME_DOMAINS_MAX
+                )));
+            }
+            if let Some(domain) = acme.domains.iter().find(|domain| {
+                domain.starts_with("*.") || domain.parse::<std::net::IpAddr>().is_ok() || domain.trim().is_empty()
+            }) {
+                return Err(ConfigError::Invalid(format!(
+                    "`tls.acme.domains`: {domain:?} cannot be validated by HTTP-01 (no wildcards or IP addresses: DNS names that reach this node)"
+                )));
+            }
+            if acme.domains.is_empty() {
+                return invalid("`tls.acme.domains` must name at least one domain");
+            }
+            if self.onboarding_listen.is_none() {
+                return invalid(
+                    "`tls.acme` answers HTTP-01 on the onboarding listener: set `onboarding_listen` (port 80 as the ACME server sees it)",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -366,5 +459,26 @@ mod tests {
         assert!(Config::parse("region = \"earth//x\"").unwrap().validate().is_err());
         assert!(Config::parse("roles = [\"aggregator\"]").unwrap().validate().is_err(), "needs a region");
         assert!(Config::parse("roles = [\"hub\"]").unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let acme = |domains: &str, onboarding: bool| {
+            let listen = if onboarding { "onboarding_listen = \"[::]:80\"\n" } else { "" };
+            Config::parse(&format!(
+                "{listen}[tls.acme]\ndirectory_url = \"https://ca.example/dir\"\ndomains = {domains}\n"
+            ))
+            .unwrap()
+            .validate()
+        };
+        acme("[\"photos.example.org\"]", true).unwrap();
+        assert!(acme("[\"photos.example.org\"]", false).is_err(), "HTTP-01 needs the onboarding listener");
+        assert!(acme("[\"*.example.org\"]", true).is_err(), "no wildcards by HTTP-01");
+        assert!(acme("[\"192.0.2.1\"]", true).is_err(), "no IP addresses");
+        assert!(acme("[]", true).is_err());
+        assert!(
+            Config::parse("[tls]\ncert_file = \"a.crt\"\n").unwrap().validate().is_err(),
+            "a certificate needs its key"
+        );
     }
 }

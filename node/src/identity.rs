@@ -177,7 +177,7 @@ impl Identity {
     }
 }
 
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
+pub(crate) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -213,7 +213,7 @@ fn self_signed_certificate(key_pair: &rcgen::KeyPair, name: &str) -> Result<rcge
 
 /// Writes `dir/file_name` with mode 0600 so that a crash never leaves half a file:
 /// temp file, fsync, rename, fsync the directory.
-fn write_private_file(dir: &Path, file_name: &str, contents: &[u8]) -> Result<(), IdentityError> {
+pub(crate) fn write_private_file(dir: &Path, file_name: &str, contents: &[u8]) -> Result<(), IdentityError> {
     let path = dir.join(file_name);
     let temp_path = dir.join(format!(".{file_name}.tmp"));
     let write_error = |path: &PathBuf| {
@@ -241,7 +241,7 @@ fn write_private_file(dir: &Path, file_name: &str, contents: &[u8]) -> Result<()
     Ok(())
 }
 
-fn warn_if_readable_by_others(key_path: &Path) {
+pub(crate) fn warn_if_readable_by_others(key_path: &Path) {
     if let Ok(metadata) = fs::metadata(key_path) {
         if metadata.permissions().mode() & 0o077 != 0 {
             tracing::warn!(path = %key_path.display(), "TLS private key is readable by other users; run chmod 600 on it");
@@ -251,27 +251,6 @@ fn warn_if_readable_by_others(key_path: &Path) {
 
 pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Server configuration for HTTPS over TCP: TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`.
-pub fn https_server_config(identity: &Identity) -> Result<rustls::ServerConfig, IdentityError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(ring_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(identity.certificate_chain(), identity.private_key())?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
-    Ok(config)
-}
-
-/// Server configuration for QUIC: TLS 1.3 only (QUIC requires it), ALPN `h3`. No 0-RTT:
-/// early data can be replayed and our API has non-idempotent requests.
-pub fn quic_server_config(identity: &Identity) -> Result<rustls::ServerConfig, IdentityError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(ring_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(identity.certificate_chain(), identity.private_key())?;
-    config.alpn_protocols = vec![ALPN_H3.to_vec()];
-    Ok(config)
 }
 
 /// A client configuration that accepts exactly a server whose certificate's SPKI pin
@@ -543,15 +522,5 @@ mod tests {
         let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         assert!(self_signed_certificate(&key_pair, "Café über alles").is_ok());
         assert!(self_signed_certificate(&key_pair, "").is_ok());
-    }
-
-    #[test]
-    fn server_configs_offer_the_right_protocols() {
-        let dir = TempDir::new("configs");
-        let identity = Identity::load_or_create(dir.path(), "garden").unwrap();
-        let https = https_server_config(&identity).unwrap();
-        assert_eq!(https.alpn_protocols, vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]);
-        let quic = quic_server_config(&identity).unwrap();
-        assert_eq!(quic.alpn_protocols, vec![ALPN_H3.to_vec()]);
     }
 }

@@ -22,4 +22,5 @@ pub mod services;
 pub mod store;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 pub mod wiring;

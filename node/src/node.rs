@@ -31,6 +31,7 @@ use crate::services::fanout::{self, Fanout, FanoutServiceError};
 use crate::services::replication::{self, ReplicationError, Siblings};
 use crate::services::search::{SearchError, SearchService};
 use crate::store::{Store, StoreError};
+use crate::tls::ServingCertificates;
 
 /// How long shutdown waits, once the transports have stopped, for API handlers that
 /// outlived their connection (the client hung up, or the grace period ran out) while
@@ -167,7 +168,13 @@ impl Node {
         });
         // Bound now (a port in use fails the start before anything else runs); they
         // accept only once serving starts, last.
-        let listeners = transports::bind(config.listen, &identity, limits).await?;
+        let certificates = Arc::new(ServingCertificates::start(
+            &config.data_dir,
+            &identity,
+            &crate::discovery::rules::host_label(&config.name),
+            &store.node_id().to_string(),
+        )?);
+        let listeners = transports::bind(config.listen, &identity, certificates.clone(), limits).await?;
         let siblings = Siblings::start(&config, &identity, store.clone()).await?;
         let search = SearchService::start(&config, store.clone(), &siblings).map_err(NodeError::Search)?;
         let peer_address = siblings.peer_address();
@@ -178,6 +185,11 @@ impl Node {
             roles: config.roles.clone(),
             pin: identity.pin.clone(),
             addresses: vec![local_addr.to_string()],
+            base_url: NodeInfo::base_url(
+                &crate::discovery::rules::host_label(&config.name),
+                local_addr.port(),
+                config.tls.acme.as_ref().and_then(|acme| acme.domains.first()).map(String::as_str),
+            ),
         };
         let fanout = Fanout::start(
             store.clone(),
@@ -189,6 +201,7 @@ impl Node {
         let control_token = base64_url(&os::random_bytes::<32>());
         write_private_file(&config.data_dir.join("control-token"), control_token.as_bytes())?;
         let mut api = Api::new(&config, store.clone(), pipeline, node_info, claim_code)
+            .with_tls(certificates.clone(), local_addr.port())
             .with_control_token(&control_token)
             .with_siblings(siblings.clone())
             .with_search(search)
@@ -220,6 +233,32 @@ impl Node {
             let listener = transports::bind_metrics(address).await?;
             tracing::info!(%address, "metrics on plain HTTP: GET /metrics");
             tokio::spawn(transports::serve_metrics(listener, api.clone(), transports_stop.clone()));
+        }
+        if let Some(address) = config.onboarding_listen {
+            let listener = transports::bind_onboarding(address).await?;
+            tracing::info!(%address, "onboarding on plain HTTP: the trust page, CA downloads, redirects to HTTPS");
+            tokio::spawn(transports::serve_onboarding(
+                listener,
+                api.clone(),
+                local_addr.port(),
+                transports_stop.clone(),
+            ));
+        }
+        let own_card = crate::tls::SiblingCard {
+            ca_pem: certificates.ca().certificate_pem.clone(),
+            name: crate::discovery::rules::host_label(&config.name),
+            https_port: local_addr.port(),
+        };
+        crate::services::sibling_web::start(&siblings, &own_card, config.data_dir.clone(), transports_stop.clone());
+        let own_files = config.tls.cert_file.clone().zip(config.tls.key_file.clone());
+        tokio::spawn(certificates.clone().keep_current(identity.private_key(), own_files, transports_stop.clone()));
+        if let Some(acme) = config.tls.acme.clone() {
+            tokio::spawn(crate::tls::acme::run(
+                acme,
+                config.data_dir.clone(),
+                certificates.clone(),
+                transports_stop.clone(),
+            ));
         }
         let transports =
             tokio::spawn(transports::serve(listeners, api.clone(), config.limits.clone(), transports_stop));

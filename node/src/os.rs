@@ -8,6 +8,11 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
 }
 
+/// Seconds since the Unix epoch (certificate dates).
+pub fn unix_seconds() -> i64 {
+    (now_ms() / 1000) as i64
+}
+
 /// `N` bytes from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];

@@ -133,6 +133,23 @@ pub fn hue_of_rows(image: &image::RgbImage, top: f32, bottom: f32) -> Hue {
     }
 }
 
+/// The mean colour of the pixels in columns `x` and rows `y` of `image` (clamped to the
+/// image), per channel, unrounded.
+pub fn mean_colour(image: &image::RgbImage, x: std::ops::Range<u32>, y: std::ops::Range<u32>) -> [f64; 3] {
+    let mut sums = [0u64; 3];
+    let mut n = 0u64;
+    for row in y.start..y.end.min(image.height()) {
+        for column in x.start..x.end.min(image.width()) {
+            let pixel = image.get_pixel(column, row).0;
+            for channel in 0..3 {
+                sums[channel] += u64::from(pixel[channel]);
+            }
+            n += 1;
+        }
+    }
+    sums.map(|sum| sum as f64 / n.max(1) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,7 +239,11 @@ fn a_sibling_user_followed_by_remote_handle_is_in_the_feed_once_per_post() {
     let [node1, node2] = siblings(["fanout-sib-1", "fanout-sib-2"]);
     let (at1, at2) = (Client::new(&node1, Transport::Http2), Client::new(&node2, Transport::Http2));
     let alice = at1.claim_admin(&node1, "alice");
-    let bob = at2.claim_admin(&node2, "bob");
+    // Node 2 holds alice once her account replicates: a claimed neighbourhood's
+    // sibling is not claimed again (409). Bob joins there with alice's invite.
+    converge(&[(&at1, &node1), (&at2, &node2)], WITHIN);
+    let alice_on_2 = at2.sign_in("alice");
+    let bob = at2.join(&at2.create_invite(&alice_on_2), "bob");
     let bob_remote = format!("bob@{}", node2.node_id());
     at1.follow(&alice, &bob_remote);
     let mut expected = Vec::new();

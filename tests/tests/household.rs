@@ -217,7 +217,10 @@ fn every_openapi_route_is_routed(client: &Client, visitor: &Account) {
     let mut unrouted = Vec::new();
     for (method, path) in &calls {
         let response = client.request(method, path, Some(&visitor.token), &[], Vec::new());
-        if response.status == 404 || response.status == 405 {
+        // A routed handler may answer 404 for what it looks up (an ACME challenge not
+        // pending); the router's own 404 says there is no route.
+        let no_route = response.status == 404 && response.body_text().contains("no route for");
+        if no_route || response.status == 405 {
             unrouted.push(format!("{method} {path} -> {} {}", response.status, response.body_text()));
         }
     }

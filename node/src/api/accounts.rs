@@ -1,4 +1,7 @@
 //! Node info, health, metrics, accounts, sessions and invites.
+//!
+//! Claim and invite codes are compared in one normalised form (`normalised_code`), so
+//! a code typed in lower case, without its hyphen or with O for 0 still matches.
 
 use std::time::Instant;
 
@@ -13,10 +16,77 @@ use super::{password, ports};
 use crate::core::model::User;
 use crate::core::text;
 use crate::os;
-use crate::store::{Admission, StoreError};
+use crate::store::{Admission, Store, StoreError};
 
 pub const PASSWORD_CHARS_MIN: usize = 8;
 pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// The smallest side of an invite's QR code as rendered (the SVG scales; its
+/// `viewBox` is kept).
+const INVITE_QR_SIDE_PIXELS_MIN: u32 = 240;
+
+/// A claim or invite code as compared: upper case, hyphens and white space dropped,
+/// and Crockford's look-alikes read as the digit (I and L as 1, O as 0). New invite
+/// codes use no I, L, O or U; claim codes are normalised on both sides, so one an
+/// operator chose (`--claim-code`) matches however it was typed too.
+fn normalised_code(code: &str) -> String {
+    code.chars()
+        .filter(|character| *character != '-' && !character.is_whitespace())
+        .map(|character| match character.to_ascii_uppercase() {
+            'I' | 'L' => '1',
+            'O' => '0',
+            upper => upper,
+        })
+        .collect()
+}
+
+/// An invite code as shown to people: `XXXXX-XXXXX` for a normalised short code;
+/// any other code (one from before short codes) as stored.
+fn shown_invite_code(code: &str) -> String {
+    if code.len() != Store::INVITE_CODE_SYMBOLS || !code.is_ascii() {
+        return code.to_owned();
+    }
+    let (first, second) = code.split_at(code.len() / 2);
+    format!("{first}-{second}")
+}
+
+/// The web app's join screen with `code` filled in, on the address people use.
+fn invite_link(base_url: &str, shown_code: &str) -> String {
+    format!("{}/#/join?code={shown_code}", base_url.trim_end_matches('/'))
+}
+
+/// `link` as a QR code: an `<svg>` element to insert inline (no XML declaration),
+/// dark modules on white. `None` when the link does not fit a QR code (only a
+/// configured domain thousands of bytes long could make it so).
+fn qr_svg(link: &str) -> Option<String> {
+    let code = match qrcode::QrCode::new(link.as_bytes()) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::warn!(%error, link_bytes = link.len(), "the invite link does not fit a QR code");
+            return None;
+        }
+    };
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(INVITE_QR_SIDE_PIXELS_MIN, INVITE_QR_SIDE_PIXELS_MIN)
+        .build();
+    let element_start = svg.find("<svg").expect("the qrcode SVG renderer writes an <svg> element");
+    Some(svg[element_start..].to_owned())
+}
+
+/// Whether `given` is the claim code `expected`, both normalised; in constant time
+/// for codes of one length.
+fn claim_code_matches(expected: &str, given: &str) -> bool {
+    constant_time_eq(normalised_code(expected).as_bytes(), normalised_code(given).as_bytes())
+}
+
+fn already_claimed() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "already_claimed",
+        "this node already has accounts (it was claimed, or holds its siblings' accounts), so it cannot be \
+         claimed again: sign in, or ask an admin for an invite",
+    )
+}
 
 fn password_busy() -> ApiError {
     ApiError::new(
@@ -79,8 +149,9 @@ pub fn node(api: &Api, call: &mut Call<'_>) -> ApiResult {
         "roles": api.node.roles,
         "pin": api.node.pin,
         "addresses": api.node.addresses,
+        "base_url": api.node.base_url,
         "peers": api.siblings.as_ref().map(|siblings| siblings.sibling_list()).unwrap_or_default(),
-        "claimed": api.store.claimed_by()?.is_some(),
+        "claimed": api.store.claimed_or_has_accounts()?,
         "open_registration": api.open_registration,
         "uptime_seconds": api.started.elapsed().as_secs(),
     });
@@ -216,12 +287,21 @@ pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
 
 /// Admits and creates the account `request` asks for. Also says whether its claim or
 /// invite code was judged right (`Some(true)`), wrong (`Some(false)`), or not judged
-/// (`None`: no code, the handle is taken, the node is busy).
+/// (`None`: no code, a claim of a node that has accounts, the handle is taken, the
+/// node is busy).
 fn admit(api: &Api, request: &NewAccount, handle: &str) -> (Result<User, ApiError>, Option<bool>) {
+    let invite = request.invite.as_deref().map(normalised_code);
     let (admission, code_was_right) = if let Some(claim) = &request.claim {
+        // A node with accounts has an owner, whatever its claim code (a sibling that
+        // was never claimed keeps one): not judged, so no guess is counted.
+        match api.store.claimed_or_has_accounts() {
+            Err(error) => return (Err(error.into()), None),
+            Ok(true) => return (Err(already_claimed()), None),
+            Ok(false) => {}
+        }
         let expected = api.claim_code.lock().expect("claim lock").clone();
         match expected {
-            Some(code) if constant_time_eq(code.as_bytes(), claim.trim().as_bytes()) => (Admission::Claim, Some(true)),
+            Some(code) if claim_code_matches(&code, claim) => (Admission::Claim, Some(true)),
             _ => {
                 let wrong = ApiError::forbidden_code(
                     "bad_claim_code",
@@ -230,20 +310,20 @@ fn admit(api: &Api, request: &NewAccount, handle: &str) -> (Result<User, ApiErro
                 return (Err(wrong), Some(false));
             }
         }
-    } else if let Some(invite) = &request.invite {
-        (Admission::Invite(invite.trim()), None)
+    } else if let Some(invite) = &invite {
+        (Admission::Invite(invite), None)
     } else {
-        match api.store.claimed_by() {
+        match api.store.claimed_or_has_accounts() {
             Err(error) => return (Err(error.into()), None),
-            Ok(None) => {
+            Ok(false) => {
                 let refused = ApiError::forbidden_code(
                     "claim_required",
                     "this node is not claimed yet: the first account needs the claim code (see `edgenode status`)",
                 );
                 return (Err(refused), None);
             }
-            Ok(Some(_)) if api.open_registration => (Admission::Open, None),
-            Ok(Some(_)) => {
+            Ok(true) if api.open_registration => (Admission::Open, None),
+            Ok(true) => {
                 let refused =
                     ApiError::forbidden_code("invite_required", "registration needs an invite code from an admin");
                 return (Err(refused), None);
@@ -256,6 +336,8 @@ fn admit(api: &Api, request: &NewAccount, handle: &str) -> (Result<User, ApiErro
     let user = match api.store.create_user(handle, password_hash, admission) {
         Ok(user) => user,
         Err(StoreError::BadInvite) => return (Err(StoreError::BadInvite.into()), Some(false)),
+        // Accounts replicated here since the check above.
+        Err(StoreError::AlreadyClaimed) => return (Err(already_claimed()), None),
         Err(error) => return (Err(error.into()), None),
     };
     if matches!(admission, Admission::Claim) {
@@ -364,7 +446,10 @@ pub fn create_invite(api: &Api, call: &mut Call<'_>) -> ApiResult {
         return Err(ApiError::forbidden("only an admin can create invites"));
     }
     let invite = api.store.create_invite(&user.user_id)?;
-    json_response(StatusCode::CREATED, &json!({"code": invite.code}))
+    let code = shown_invite_code(&invite.code);
+    let link = invite_link(&api.node.base_url, &code);
+    let qr_svg = qr_svg(&link);
+    json_response(StatusCode::CREATED, &json!({"code": code, "link": link, "qr_svg": qr_svg}))
 }
 
 impl Api {
@@ -378,4 +463,102 @@ impl Api {
 
 pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http::{Method, Request};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::api::NodeInfo;
+    use crate::config::Config;
+    use crate::media::{MediaLimits, Pipeline};
+    use crate::test_support::TempDir;
+
+    const CLAIM_CODE: &str = "ABCD-EFGH-JKMN";
+
+    /// A real `Api` over a fresh store, unclaimed, with `CLAIM_CODE`.
+    fn api_in(dir: &TempDir) -> (Api, Arc<Store>) {
+        let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        let store = Arc::new(Store::open(dir.path()).expect("store opens"));
+        let node = NodeInfo {
+            name: "Harbour Box".into(),
+            region: String::new(),
+            roles: vec!["home".into()],
+            pin: "sha256/test".into(),
+            addresses: vec!["127.0.0.1:8443".into()],
+            base_url: NodeInfo::base_url("harbour-box", 8443, None),
+        };
+        let api =
+            Api::new(&config, store.clone(), Pipeline::new(MediaLimits::default()), node, Some(CLAIM_CODE.into()));
+        (api, store)
+    }
+
+    fn send(api: &Api, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map_or_else(Bytes::new, |body| Bytes::from(body.to_string()));
+        let request = Request::builder().method(method).uri(uri).body(body.into()).unwrap();
+        let response = api.handle(request);
+        let answer = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+        (response.status(), answer)
+    }
+
+    #[test]
+    fn codes_compare_without_case_hyphens_spaces_or_look_alikes() {
+        assert_eq!(normalised_code("7k3qz-m9x2a"), "7K3QZM9X2A");
+        assert_eq!(normalised_code(" 7K3QZ M9X2A\n"), "7K3QZM9X2A");
+        assert_eq!(normalised_code("oIl-OiL"), "011011");
+        // An invite from before short codes: hex has no look-alikes, only the case changes.
+        assert_eq!(normalised_code("0a1b2c3d4e5f60718293"), "0A1B2C3D4E5F60718293");
+        assert!(claim_code_matches(CLAIM_CODE, "abcd efgh jkmn"));
+        assert!(claim_code_matches(CLAIM_CODE, "ABCDEFGHJKMN"));
+        assert!(!claim_code_matches(CLAIM_CODE, "ABCD-EFGH-JKMP"));
+        assert!(claim_code_matches("claim-7319-harbour", "CLAIM 7319 HARBOUR"), "an operator's own code");
+    }
+
+    #[test]
+    fn invite_codes_are_shown_in_two_groups_of_five() {
+        assert_eq!(shown_invite_code("7K3QZM9X2A"), "7K3QZ-M9X2A");
+        assert_eq!(normalised_code(&shown_invite_code("7K3QZM9X2A")), "7K3QZM9X2A");
+        assert_eq!(shown_invite_code("0a1b2c3d4e5f60718293"), "0a1b2c3d4e5f60718293", "old codes as made");
+    }
+
+    #[test]
+    fn invite_links_open_the_join_screen_with_a_qr_code() {
+        let link = invite_link("https://harbour-box.local:8443/", "7K3QZ-M9X2A");
+        assert_eq!(link, "https://harbour-box.local:8443/#/join?code=7K3QZ-M9X2A");
+        let svg = qr_svg(&link).expect("a link fits a QR code");
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "an element to insert inline: {svg}");
+        assert!(svg.contains("viewBox"), "scales to any size: {svg}");
+        assert_eq!(qr_svg(&"x".repeat(8_000)), None, "too long for any QR code");
+    }
+
+    #[test]
+    fn a_node_holding_a_siblings_accounts_is_claimed_and_cannot_be_claimed() {
+        let dir = TempDir::new("api-populated");
+        let (api, store) = api_in(&dir);
+        let (status, info) = send(&api, Method::GET, "/api/v1/node", None);
+        assert_eq!(status, StatusCode::OK, "{info}");
+        assert_eq!(info["claimed"], json!(false), "{info}");
+        assert_eq!(info["base_url"], json!("https://harbour-box.local:8443/"), "{info}");
+
+        // As replication brings a sibling's account: nobody claimed this node.
+        store.create_user("ada", "h".into(), Admission::Open).unwrap();
+        assert_eq!(store.claimed_by().unwrap(), None);
+        let (_, info) = send(&api, Method::GET, "/api/v1/node", None);
+        assert_eq!(info["claimed"], json!(true), "a sibling of a claimed neighbourhood: {info}");
+
+        let claim = json!({"handle": "eve", "password": "a long enough password", "claim": CLAIM_CODE});
+        let (status, answer) = send(&api, Method::POST, "/api/v1/accounts", Some(claim));
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(answer["error"]["code"], json!("already_claimed"), "{answer}");
+        let no_code = json!({"handle": "eve", "password": "a long enough password"});
+        let (status, answer) = send(&api, Method::POST, "/api/v1/accounts", Some(no_code));
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert_eq!(answer["error"]["code"], json!("invite_required"), "not `claim_required`: {answer}");
+        assert_eq!(store.user_count().unwrap(), 1);
+    }
 }

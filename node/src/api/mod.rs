@@ -7,6 +7,8 @@ mod accounts;
 mod body;
 mod media;
 mod media_cache;
+mod onboarding;
+pub use onboarding::request_host;
 pub mod metrics;
 pub mod password;
 pub mod ports;
@@ -192,6 +194,26 @@ pub struct NodeInfo {
     pub pin: String,
     /// Addresses clients can reach this node at (`host:port`).
     pub addresses: Vec<String>,
+    /// The address people use to reach this node: `https://<host_label>.local:<port>/`
+    /// (`host_label` from `discovery::rules::host_label` of the node name), or the
+    /// first ACME domain when one is configured; `:<port>` is left out for 443. Invite
+    /// links start with it. Made by `NodeInfo::base_url`.
+    pub base_url: String,
+}
+
+impl NodeInfo {
+    /// `https://<host>[:<port>]/`: `host` is the first ACME domain when there is one,
+    /// else `<host_label>.local`.
+    pub fn base_url(host_label: &str, port: u16, acme_domain: Option<&str>) -> String {
+        let host = match acme_domain {
+            Some(domain) => domain.to_owned(),
+            None => format!("{host_label}.local"),
+        };
+        match port {
+            443 => format!("https://{host}/"),
+            port => format!("https://{host}:{port}/"),
+        }
+    }
 }
 
 pub struct Api {
@@ -233,6 +255,10 @@ pub struct Api {
     /// SHA-256 of the local control token in `<data_dir>/control-token`: whoever can
     /// read the data dir (the `edgenode` CLI on the box) may read admin node info.
     control_token_hash: [u8; 32],
+    /// The node's CA and serving certificates (onboarding pages, ACME answers).
+    tls: Option<Arc<crate::tls::ServingCertificates>>,
+    /// Where HTTPS is served (links from the onboarding page).
+    https_port: u16,
 }
 
 impl Api {
@@ -272,6 +298,8 @@ impl Api {
             search: None,
             fanout: None,
             control_token_hash: [0; 32],
+            tls: None,
+            https_port: config.listen.port(),
         }
     }
 
@@ -290,6 +318,14 @@ impl Api {
     /// Answers searches of the neighbourhood and of regions through this service.
     pub fn with_search(mut self, search: Arc<dyn ports::Search>) -> Api {
         self.search = Some(search);
+        self
+    }
+
+    /// Serves trust onboarding (`onboarding.rs`) for this CA, with links to HTTPS on
+    /// `https_port` (the bound one: `listen` may ask for port 0).
+    pub fn with_tls(mut self, certificates: Arc<crate::tls::ServingCertificates>, https_port: u16) -> Api {
+        self.tls = Some(certificates);
+        self.https_port = https_port;
         self
     }
 
@@ -543,6 +579,17 @@ fn header_value(text: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_name_the_host_people_reach() {
+        assert_eq!(NodeInfo::base_url("harbour-box", 8443, None), "https://harbour-box.local:8443/");
+        assert_eq!(NodeInfo::base_url("harbour-box", 443, None), "https://harbour-box.local/");
+        assert_eq!(NodeInfo::base_url("harbour-box", 443, Some("photos.example.net")), "https://photos.example.net/");
+        assert_eq!(
+            NodeInfo::base_url("harbour-box", 8443, Some("photos.example.net")),
+            "https://photos.example.net:8443/"
+        );
+    }
 
     #[test]
     fn query_params_are_percent_decoded() {

@@ -4,7 +4,7 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{accounts, media, social, Api, ApiError, ApiResult, Call};
+use super::{accounts, media, onboarding, social, Api, ApiError, ApiResult, Call};
 
 /// Who may call a route (documentation; handlers enforce it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,16 @@ pub fn table() -> &'static [Route] {
             route!(GET "/metrics", Operator, None, accounts::metrics,
                 "Prometheus metrics: admins, the control token or the metrics listener; 403 for others"),
             route!(GET "/openapi.json", Anyone, None, openapi, "This document"),
-            route!(GET "/api/v1/node", Anyone, None, accounts::node, "Node id, name, version, region, roles, pin, peers"),
+            route!(GET "/onboarding", Anyone, None, onboarding::page,
+                "Trusting this node's CA, per platform (HTML; also on the plain-HTTP onboarding listener); ?claim=CODE continues to the claim screen"),
+            route!(GET "/ca.crt", Anyone, None, onboarding::ca_der, "This node's certificate authority (DER)"),
+            route!(GET "/ca.pem", Anyone, None, onboarding::ca_pem, "This node's CA and its siblings' CAs (PEM bundle)"),
+            route!(GET "/ca.mobileconfig", Anyone, None, onboarding::ca_mobileconfig,
+                "The CA bundle as an iOS/macOS configuration profile"),
+            route!(GET "/.well-known/acme-challenge/{token}", Anyone, None, onboarding::acme_challenge,
+                "ACME HTTP-01 answer while this node orders a certificate"),
+            route!(GET "/api/v1/node", Anyone, None, accounts::node,
+                "Node id, name, version, region, roles, pin, addresses, base_url, peers, claimed (claimed or holding any account), open_registration"),
             route!(GET "/api/v1/node/replication", Admin, None, accounts::replication,
                 "Replication state for operators: {node_id, records, tombstones, digest, media_missing, epoch, log_end, peers}"),
             route!(GET "/api/v1/node/peers", Admin, None, accounts::peers,
@@ -66,11 +75,12 @@ pub fn table() -> &'static [Route] {
             route!(GET "/api/v1/node/nearby", Admin, None, accounts::nearby,
                 "Nodes seen nearby over mDNS (hints only: pins are checked, never trusted): {mdns, items}"),
             route!(POST "/api/v1/accounts", Anyone, JSON, accounts::create_account,
-                "Create an account: {handle, password, claim?|invite?}"),
+                "Create an account: {handle, password, claim?|invite?}; codes compare case-insensitively, hyphens and spaces ignored; 409 already_claimed when claiming a node that has accounts"),
             route!(POST "/api/v1/sessions", Anyone, JSON, accounts::login,
                 "Sign in: {handle, password, device?} -> {token, user_id, device}"),
             route!(DELETE "/api/v1/sessions", User, None, accounts::logout, "Sign out: revoke the token used"),
-            route!(POST "/api/v1/invites", Admin, None, accounts::create_invite, "Create a one-time invite code"),
+            route!(POST "/api/v1/invites", Admin, None, accounts::create_invite,
+                "Create a one-time invite code: {code: XXXXX-XXXXX (Crockford base32), link: <base_url>#/join?code=<code>, qr_svg: <svg> of link}"),
             route!(POST "/api/v1/media", User, IMAGE, media::upload, "Upload an image; the node computes its SHA-256"),
             route!(PUT "/api/v1/media/{sha256}", User, IMAGE, media::upload,
                 "Upload an image under its SHA-256 (hex); 200 if already stored"),

@@ -357,7 +357,7 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
                         .collect();
                     (Some(api.node.name.clone()), addresses)
                 } else {
-                    (None, Vec::new())
+                    sibling_web_address(api, node_id, peer_address.as_deref())
                 };
                 json!({"id": node_id.to_string(), "name": name, "addresses": addresses,
                        "peer_address": peer_address, "this_node": this_node})
@@ -366,6 +366,28 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
         answer["nodes"] = json!(nodes);
     }
     ok_json(answer)
+}
+
+/// A sibling's name and HTTPS addresses, from the card it gave over the link
+/// (`tls::SiblingCard`): its peer endpoint's host with its HTTPS port, then
+/// `<name>.local`. Nothing until its card has arrived.
+fn sibling_web_address(
+    api: &Api,
+    node_id: crate::core::model::NodeId,
+    peer_address: Option<&str>,
+) -> (Option<String>, Vec<String>) {
+    let Some(card) = crate::tls::SiblingCard::read(&api.data_dir.join(crate::tls::SIBLING_WEB_DIR), node_id) else {
+        return (None, Vec::new());
+    };
+    let mut addresses = Vec::new();
+    let host = peer_address.and_then(|address| match address.parse::<std::net::SocketAddr>() {
+        Ok(socket) if socket.ip().is_unspecified() => None,
+        Ok(socket) => Some(std::net::SocketAddr::new(socket.ip(), card.https_port).to_string()),
+        Err(_) => address.rsplit_once(':').map(|(host, _)| format!("{host}:{}", card.https_port)),
+    });
+    addresses.extend(host);
+    addresses.push(format!("{}.local:{}", card.name, card.https_port));
+    (Some(card.name), addresses)
 }
 
 pub fn user_posts(api: &Api, call: &mut Call<'_>) -> ApiResult {

@@ -185,6 +185,7 @@ mod tests {
             roles: vec!["home".into()],
             pin: "sha256/test".into(),
             addresses: vec!["127.0.0.1:8443".into()],
+            base_url: "https://web-unit.local:8443/".into(),
         };
         (Api::new(&config, store, Pipeline::new(MediaLimits::default()), node, None), dir)
     }

@@ -18,6 +18,7 @@ pub async fn status(config: Config, json: bool) -> Result<()> {
     let identity = Identity::load(&config.data_dir)?;
     let claim_code =
         std::fs::read_to_string(config.data_dir.join("claim-code")).ok().map(|code| code.trim().to_owned());
+    let ca_fingerprint = edgenode::tls::ca::fingerprint_in(&config.data_dir);
     let target = serving_address(&config);
     let control_token = std::fs::read_to_string(config.data_dir.join("control-token")).unwrap_or_default();
     let fetch = async {
@@ -37,6 +38,7 @@ pub async fn status(config: Config, json: bool) -> Result<()> {
         let value = serde_json::json!({
             "data_dir": config.data_dir,
             "pin": identity.pin,
+            "ca_fingerprint": ca_fingerprint,
             "claim_code": claim_code,
             "serving": live.is_some(),
             "node": live,
@@ -51,6 +53,7 @@ pub async fn status(config: Config, json: bool) -> Result<()> {
     let mut rows: Vec<(&str, String)> = vec![
         ("data dir", config.data_dir.display().to_string()),
         ("pin", identity.pin.clone()),
+        ("CA", ca_fingerprint.clone().unwrap_or_else(|| "none yet (made at the first start)".to_owned())),
         ("serving", if live.is_some() { format!("yes, https://{target}") } else { format!("no answer on {target}") }),
     ];
     for (label, key) in [

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::api::Transport;
 use crate::config::Limits;
-use crate::identity::{self as tls, Identity};
+use crate::tls::ServingCertificates;
 
 /// Unidirectional streams a client may open: HTTP/3 needs three (control, QPACK
 /// encoder and decoder); the rest leaves room for grease streams.
@@ -35,8 +35,11 @@ type H3Connection = ::h3::server::Connection<h3_quinn::Connection, Bytes>;
 type H3RequestStream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
 /// The QUIC server configuration: TLS 1.3 with ALPN `h3` and the transport limits.
-pub(super) fn server_config(identity: &Identity, limits: &Limits) -> Result<quinn::ServerConfig, NetError> {
-    let crypto = QuicServerConfig::try_from(tls::quic_server_config(identity)?)
+pub(super) fn server_config(
+    certificates: Arc<ServingCertificates>,
+    limits: &Limits,
+) -> Result<quinn::ServerConfig, NetError> {
+    let crypto = QuicServerConfig::try_from(crate::tls::quic_server_config(certificates)?)
         .map_err(|error| NetError::Quic(error.to_string()))?;
     let idle_timeout = match limits.idle_timeout_seconds {
         0 => None,

@@ -53,6 +53,9 @@ const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 512 * 1024;
 /// Writes at least this large are response data and count as activity.
 const ACTIVE_WRITE_BYTES_MIN: usize = 128;
 
+/// At shutdown, how long a connection with no request in progress may stay silent.
+const SHUTDOWN_SILENCE_MS: u64 = 500;
+
 /// Accepts TCP connections until shutdown, then drains them within the grace period.
 pub(super) async fn serve<S: Service>(listener: TcpListener, tls_acceptor: TlsAcceptor, port: u16, shared: Shared<S>) {
     let builders = Arc::new(Builders::new(&shared));
@@ -190,6 +193,11 @@ impl<S: Service> Connection<S> {
         let idle = activity.until_idle(shared.idle_timeout());
         tokio::pin!(idle);
         let mut shutting_down = false;
+        // Once shutting down, a connection silent this long with no request in progress
+        // closes: hyper's graceful shutdown of an HTTP/2 connection that never sent its
+        // preface (browsers pre-connect) would wait out the whole grace period.
+        let drained = activity.until_idle(Some(Duration::from_millis(SHUTDOWN_SILENCE_MS)));
+        tokio::pin!(drained);
         loop {
             tokio::select! {
                 result = connection.as_mut() => {
@@ -213,6 +221,10 @@ impl<S: Service> Connection<S> {
                 () = shutdown_requested(&mut shutdown), if !shutting_down => {
                     shutting_down = true;
                     connection.as_mut().graceful_shutdown();
+                }
+                () = &mut drained, if shutting_down => {
+                    tracing::debug!("closing an HTTPS connection with nothing in progress at shutdown");
+                    return;
                 }
             }
         }

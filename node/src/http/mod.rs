@@ -5,6 +5,7 @@ mod body;
 mod h3;
 mod https;
 mod metrics_listener;
+mod onboarding_listener;
 mod slots;
 pub mod systemd;
 
@@ -19,11 +20,13 @@ use tokio::sync::watch;
 use crate::api::metrics::Metrics;
 use crate::api::{error_response, BodyPlan, ClientAddr, RequestBody, ResponseFile, Transport};
 use crate::config::Limits;
+use crate::tls::ServingCertificates;
 use body::{BodyBudget, BodyError, BodySource, TransportError};
 use slots::{Activity, ConnectionSlot, Slots};
 
 pub use crate::identity::Identity;
 pub use metrics_listener::{bind_metrics, serve_metrics};
+pub use onboarding_listener::{bind_onboarding, serve_onboarding};
 
 /// Time a client gets to complete the TLS (or QUIC) handshake.
 const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
@@ -101,9 +104,15 @@ pub struct Listeners {
 /// Binds TCP and UDP on the same address and port. With port 0, TCP picks the port and
 /// UDP follows it (retrying with a new port if UDP's is taken). `[::]` falls back to
 /// `0.0.0.0` on hosts without IPv6.
-pub async fn bind(listen: SocketAddr, identity: &Identity, limits: &Limits) -> Result<Listeners, NetError> {
-    let tls_acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(crate::identity::https_server_config(identity)?));
-    let quic_config = h3::server_config(identity, limits)?;
+pub async fn bind(
+    listen: SocketAddr,
+    identity: &Identity,
+    certificates: Arc<ServingCertificates>,
+    limits: &Limits,
+) -> Result<Listeners, NetError> {
+    let tls_acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::https_server_config(certificates.clone())?));
+    let quic_config = h3::server_config(certificates, limits)?;
     let (tcp, udp) = match bind_sockets(listen).await {
         Err(NetError::Listen { source, .. })
             if listen.ip() == IpAddr::from(Ipv6Addr::UNSPECIFIED) && ipv6_unavailable(&source) =>
@@ -454,7 +463,9 @@ pub(crate) mod tests {
     async fn start_server(limits: Limits) -> TestServer {
         let dir = TempDir::new("serve");
         let identity = Identity::load_or_create(dir.path(), "test").unwrap();
-        let listeners = bind("127.0.0.1:0".parse().unwrap(), &identity, &limits).await.unwrap();
+        let certificates =
+            Arc::new(ServingCertificates::start(dir.path(), &identity, "test", "0000000000000001").unwrap());
+        let listeners = bind("127.0.0.1:0".parse().unwrap(), &identity, certificates, &limits).await.unwrap();
         let address = listeners.local_addr;
         assert_ne!(address.port(), 0);
         let service = Arc::new(Stub::default());
@@ -896,7 +907,9 @@ pub(crate) mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dir = TempDir::new("taken");
         let identity = Identity::load_or_create(dir.path(), "test").unwrap();
-        let error = bind(taken.local_addr().unwrap(), &identity, &Limits::default()).await.err().unwrap();
+        let certificates =
+            Arc::new(ServingCertificates::start(dir.path(), &identity, "test", "0000000000000001").unwrap());
+        let error = bind(taken.local_addr().unwrap(), &identity, certificates, &Limits::default()).await.err().unwrap();
         assert!(matches!(&error, NetError::Listen { protocol: "TCP", .. }), "{error}");
         assert!(error.to_string().contains("is another edgenode running?"), "{error}");
     }

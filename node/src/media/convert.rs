@@ -11,6 +11,10 @@
 //! alpha composited from the front). PNG is decoded row by row with 16-bit samples
 //! stripped to 8 as each row arrives, so a 16-bit PNG never has a 16-bit copy of the
 //! image at all: a 64 MP 16-bit RGBA PNG costs 192 MB of RGB8 instead of 512 MB + 256 MB.
+//!
+//! The embedded ICC profile is read from the decoder's header before the full-size buffer
+//! exists, and the display image is converted to sRGB with it (`colour.rs`) before the
+//! thumb is made from it.
 
 use std::io::Cursor;
 
@@ -24,12 +28,16 @@ use image::codecs::webp::WebPDecoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageError, RgbImage};
 
-use super::header::Declared;
+use super::colour::{self, Samples, ToSrgb};
+use super::header::{self, Declared};
 use super::{MediaError, MediaKind, Variant};
 
 /// Fixed allowance for the work after the full-size image is gone: the thumb, its resize
 /// scratch, the JPEG encoders' buffers and the blurhash.
 const AFTER_RESIZE_SLACK_BYTES: u64 = 2 * 1024 * 1024;
+// The colour transform is made before any pixel buffer exists, in the room the estimate
+// keeps for the slack and the transform.
+const _: () = assert!(colour::SETUP_BYTES_MAX <= AFTER_RESIZE_SLACK_BYTES + colour::TRANSFORM_BYTES_MAX);
 
 /// Long edge of the `display` derivative, in pixels.
 pub const DISPLAY_EDGE_PIXELS: u32 = 1080;
@@ -74,7 +82,10 @@ pub(crate) fn open_decoder(
 ///   the vertical pass first for u8 pixels: source width × target height × 3) and the
 ///   display image;
 ///
-/// then the display's rotated copy and a fixed slack for the thumb and encoders.
+/// then the colour transform, kept until the display is converted (charged to every image:
+/// whether it has a profile is not known from the header), the display's rotated copy and
+/// a fixed slack for the thumb and encoders. Making the transform happens before any
+/// pixel buffer exists, in the room of the slack and the transform.
 /// The uploaded bytes are not included: the caller charges them.
 pub(crate) fn decoded_bytes_estimate(kind: MediaKind, declared: &Declared) -> u64 {
     let (width, height) = (u64::from(declared.width), u64::from(declared.height));
@@ -91,31 +102,74 @@ pub(crate) fn decoded_bytes_estimate(kind: MediaKind, declared: &Declared) -> u6
     let display = u64::from(display_width) * u64::from(display_height) * 3;
     let resize_intermediate = width.saturating_mul(u64::from(display_height)) * 3;
     let resizing = full.saturating_add(resize_intermediate).saturating_add(display);
-    decoding.max(resizing).saturating_add(display).saturating_add(AFTER_RESIZE_SLACK_BYTES)
+    decoding
+        .max(resizing)
+        .saturating_add(colour::TRANSFORM_BYTES_MAX)
+        .saturating_add(display)
+        .saturating_add(AFTER_RESIZE_SLACK_BYTES)
+}
+
+/// A decoded image: the full-size pixels as the file encodes them, and the conversion of
+/// its colour space to sRGB when it is not sRGB already.
+pub(crate) struct Decoded {
+    pub full: RgbImage,
+    pub to_srgb: Option<ToSrgb>,
 }
 
 /// Decodes the whole image to RGB8, checking that the data has the size the header
-/// declared (the memory reservation was sized from it).
+/// declared (the memory reservation was sized from it), and reads its colour profile.
 pub(crate) fn decode_rgb8(
     kind: MediaKind,
     bytes: &[u8],
     declared: &Declared,
     limits: image::Limits,
-) -> Result<RgbImage, MediaError> {
-    let image = match kind {
-        // The png crate's own allocations are rows and chunk buffers; text and ICC
-        // chunks are skipped (we do not use them), so rows are nearly all of it.
+) -> Result<Decoded, MediaError> {
+    match kind {
+        // The png crate's own allocations are rows and chunk buffers; text chunks are
+        // skipped (we do not use them), so rows and the ICC profile are nearly all of it.
         MediaKind::Png => {
             let row_bytes_max = u64::from(declared.width).saturating_mul(8 * 4);
-            decode_png_rgb8(bytes, declared, super::METADATA_BYTES_MAX.saturating_add(row_bytes_max))?
+            decode_png_rgb8(bytes, declared, super::METADATA_BYTES_MAX.saturating_add(row_bytes_max))
         }
         MediaKind::Jpeg | MediaKind::Webp => {
-            let decoder = open_decoder(kind, bytes, limits)?;
+            let mut decoder = open_decoder(kind, bytes, limits)?;
             check_dimensions(declared, decoder.dimensions())?;
-            decode_in_place_rgb8(decoder)?
+            let to_srgb = embedded_to_srgb(kind, bytes, &mut decoder);
+            Ok(Decoded { full: decode_in_place_rgb8(decoder)?, to_srgb })
         }
+    }
+}
+
+/// The conversion to sRGB the decoder's embedded ICC profile calls for, made before any
+/// pixel buffer exists. A JPEG's profile is measured in its header first, so that an
+/// untagged JPEG costs no second header parse and an oversized profile is never copied.
+fn embedded_to_srgb(kind: MediaKind, bytes: &[u8], decoder: &mut OpenDecoder<'_>) -> Option<ToSrgb> {
+    if kind == MediaKind::Jpeg {
+        let profile_bytes = header::jpeg_icc_profile_bytes(bytes);
+        if profile_bytes == 0 {
+            return None;
+        }
+        if profile_bytes > colour::PROFILE_BYTES_MAX {
+            tracing::debug!(
+                profile_bytes,
+                profile_bytes_max = colour::PROFILE_BYTES_MAX,
+                "embedded ICC profile too large to use; pixels kept as they are"
+            );
+            return None;
+        }
+    }
+    let samples = match decoder.color_type() {
+        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16 => Samples::Grey,
+        _ => Samples::Colour,
     };
-    Ok(image)
+    match decoder.icc_profile() {
+        Ok(Some(profile)) => colour::to_srgb(&profile, samples),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::debug!(%error, "embedded ICC profile unreadable; pixels kept as they are");
+            None
+        }
+    }
 }
 
 fn check_dimensions(declared: &Declared, (width, height): (u32, u32)) -> Result<(), MediaError> {
@@ -196,18 +250,26 @@ fn over_white(channel: u8, alpha: u8) -> u8 {
 
 /// PNG through the png crate directly, one row at a time: palettes and low bit depths
 /// expanded, 16-bit samples stripped to 8, each row flattened to RGB8 and written (or, for
-/// an Adam7-interlaced image, spread by its pass) into the one full-size buffer.
-fn decode_png_rgb8(bytes: &[u8], declared: &Declared, metadata_bytes_max: u64) -> Result<RgbImage, MediaError> {
+/// an Adam7-interlaced image, spread by its pass) into the one full-size buffer. The
+/// colour profile is the iCCP chunk's, unless an sRGB chunk says the image is sRGB.
+fn decode_png_rgb8(bytes: &[u8], declared: &Declared, metadata_bytes_max: u64) -> Result<Decoded, MediaError> {
     let png_error = |error: png::DecodingError| MediaError::Undecodable(error.to_string());
     let limits = png::Limits { bytes: usize::try_from(metadata_bytes_max).unwrap_or(usize::MAX) };
     let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     decoder.set_ignore_text_chunk(true);
-    decoder.set_ignore_iccp_chunk(true);
     let mut reader = decoder.read_info().map_err(png_error)?;
     let (width, height) = (reader.info().width, reader.info().height);
     check_dimensions(declared, (width, height))?;
     let (color, _) = reader.output_color_type();
+    let samples = match color {
+        png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => Samples::Grey,
+        png::ColorType::Rgb | png::ColorType::Rgba | png::ColorType::Indexed => Samples::Colour,
+    };
+    let to_srgb = match (&reader.info().srgb, &reader.info().icc_profile) {
+        (None, Some(profile)) => colour::to_srgb(profile, samples),
+        _ => None,
+    };
     let channels = color.samples();
     let row_stride = usize::try_from(width).unwrap_or(usize::MAX).saturating_mul(3);
     let mut image = zeroed_buffer(u64::from(width) * u64::from(height) * 3)?;
@@ -244,7 +306,8 @@ fn decode_png_rgb8(bytes: &[u8], declared: &Declared, metadata_bytes_max: u64) -
             }
         }
     }
-    RgbImage::from_raw(width, height, image).ok_or_else(|| internal("png", "buffer size mismatch"))
+    let full = RgbImage::from_raw(width, height, image).ok_or_else(|| internal("png", "buffer size mismatch"))?;
+    Ok(Decoded { full, to_srgb })
 }
 
 /// The derivatives of one image, already upright.
@@ -255,9 +318,15 @@ pub(crate) struct Derived {
 }
 
 /// Makes the derivatives from the full-size image, which is dropped before encoding starts.
-pub(crate) fn derive(full: RgbImage, orientation: Orientation) -> Result<Derived, MediaError> {
-    let display = resize_to_fit(&full, DISPLAY_EDGE_PIXELS)?;
+/// The display is converted to sRGB once resized (14 times fewer pixels than the full
+/// size on a 12 MP photo), and the thumb is made from it.
+pub(crate) fn derive(decoded: Decoded, orientation: Orientation) -> Result<Derived, MediaError> {
+    let Decoded { full, to_srgb } = decoded;
+    let mut display = resize_to_fit(&full, DISPLAY_EDGE_PIXELS)?;
     drop(full);
+    if let Some(to_srgb) = to_srgb {
+        to_srgb.apply(&mut display);
+    }
     // From the display image, not the source: a few ms for 0.9 MP instead of ~30 ms for
     // 12 MP, and at 1080 px the display still has four times the thumb's resolution, so
     // nothing the thumb could show is lost.

@@ -160,9 +160,55 @@ fn png_header(bytes: &[u8]) -> Option<Declared> {
 /// JPEG: walk the marker segments up to the first start-of-frame (SOFn) and read its size
 /// and whether it is progressive (SOF2, SOF6, SOF10, SOF14).
 fn jpeg_frame(bytes: &[u8]) -> Option<Declared> {
+    // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+    let (marker, at) = jpeg_header_segments(bytes)
+        .find(|&(marker, _)| matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC))?;
+    // Length(2) precision(1) height(2) width(2) components(1), then per component:
+    // id(1) sampling factors(1: H high nibble, V low) table(1).
+    let height = u16_be(bytes, at + 3)?;
+    let width = u16_be(bytes, at + 5)?;
+    // A frame header cut short after the size is refused by the decoder; until then,
+    // assume three components at full resolution (the most memory for a colour image).
+    let components = usize::from(bytes.get(at + 7).copied().unwrap_or(3));
+    let mut sampling = Vec::with_capacity(components);
+    for index in 0..components {
+        let factors = bytes.get(at + 8 + index * 3 + 1).copied().unwrap_or(0x11);
+        sampling.push((u64::from(factors >> 4).max(1), u64::from(factors & 0x0F).max(1)));
+    }
+    let progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
+    let coefficients =
+        if progressive { jpeg_coefficient_bytes(u64::from(width), u64::from(height), &sampling) } else { 0 };
+    Some(Declared {
+        width: u32::from(width),
+        height: u32::from(height),
+        // The decoder outputs grey or RGB (CMYK is converted to RGB).
+        decoded_bytes_per_pixel: if components == 1 { 1 } else { 3 },
+        progressive,
+        decoder_scratch_bytes: coefficients,
+    })
+}
+
+/// Bytes of the ICC profile a JPEG carries in its header (APP2 "ICC_PROFILE" chunks), so
+/// that an oversized one is never copied out (see `colour::PROFILE_BYTES_MAX`); 0 when
+/// there is none.
+pub(crate) fn jpeg_icc_profile_bytes(bytes: &[u8]) -> usize {
+    const ICC_PREFIX: &[u8] = b"ICC_PROFILE\0";
+    jpeg_header_segments(bytes)
+        .filter(|&(marker, at)| {
+            marker == 0xE2 && bytes.get(at + 2..).is_some_and(|payload| payload.starts_with(ICC_PREFIX))
+        })
+        // Length(2), the prefix, then the chunk's sequence number and count (1 + 1).
+        .filter_map(|(_, at)| usize::from(u16_be(bytes, at)?).checked_sub(2 + ICC_PREFIX.len() + 2))
+        .sum()
+}
+
+/// The marker segments of a JPEG's header, from SOI up to its first scan: each segment's
+/// marker and the offset of its length field. Standalone markers are skipped and markers
+/// may be preceded by any number of 0xFF fill bytes; the walk ends at a start of scan, an
+/// end of image, a malformed segment or the end of `bytes`.
+fn jpeg_header_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, usize)> + '_ {
     let mut at = 2; // after SOI
-    loop {
-        // Markers may be preceded by any number of 0xFF fill bytes.
+    std::iter::from_fn(move || loop {
         if *bytes.get(at)? != 0xFF {
             return None;
         }
@@ -174,47 +220,19 @@ fn jpeg_frame(bytes: &[u8]) -> Option<Declared> {
         match marker {
             // Standalone markers carry no length.
             0x01 | 0xD0..=0xD7 => continue,
-            // End of image or start of scan before any frame header: no dimensions.
+            // End of image or start of scan: the header is over.
             0xD9 | 0xDA => return None,
-            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                // Length(2) precision(1) height(2) width(2) components(1), then per
-                // component: id(1) sampling factors(1: H high nibble, V low) table(1).
-                let height = u16_be(bytes, at + 3)?;
-                let width = u16_be(bytes, at + 5)?;
-                // A frame header cut short after the size is refused by the decoder;
-                // until then, assume three components at full resolution (the most
-                // memory for a colour image).
-                let components = usize::from(bytes.get(at + 7).copied().unwrap_or(3));
-                let mut sampling = Vec::with_capacity(components);
-                for index in 0..components {
-                    let factors = bytes.get(at + 8 + index * 3 + 1).copied().unwrap_or(0x11);
-                    sampling.push((u64::from(factors >> 4).max(1), u64::from(factors & 0x0F).max(1)));
-                }
-                let progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
-                let coefficients = if progressive {
-                    jpeg_coefficient_bytes(u64::from(width), u64::from(height), &sampling)
-                } else {
-                    0
-                };
-                return Some(Declared {
-                    width: u32::from(width),
-                    height: u32::from(height),
-                    // The decoder outputs grey or RGB (CMYK is converted to RGB).
-                    decoded_bytes_per_pixel: if components == 1 { 1 } else { 3 },
-                    progressive,
-                    decoder_scratch_bytes: coefficients,
-                });
-            }
             _ => {
+                let segment = at;
                 let length = usize::from(u16_be(bytes, at)?);
                 if length < 2 {
                     return None;
                 }
                 at = at.checked_add(length)?;
+                return Some((marker, segment));
             }
         }
-    }
+    })
 }
 
 /// The JPEG frame header of a file too large to hold, found by reading only segment

@@ -1,5 +1,5 @@
 //! Image pipeline: content sniffing, pixel limits before decoding, EXIF orientation,
-//! `thumb`/`display` derivatives without metadata, blurhash, GPS removal from the
+//! `thumb`/`display` derivatives in sRGB without metadata, blurhash, GPS removal from the
 //! stored original, and a bounded gate so a Raspberry Pi never runs out of memory.
 //!
 //! INTERFACE CONTRACT (the API layer is written against exactly this; keep it):
@@ -7,6 +7,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+mod colour;
 mod convert;
 pub mod exif;
 mod gate;
@@ -259,14 +260,14 @@ impl Pipeline {
 
     /// The pixel work, inside the gate.
     fn convert(&self, kind: MediaKind, declared: &header::Declared, bytes: &[u8]) -> Result<Converted, MediaError> {
-        let full = convert::decode_rgb8(kind, bytes, declared, Self::decoder_limits(declared))?;
+        let decoded = convert::decode_rgb8(kind, bytes, declared, Self::decoder_limits(declared))?;
         // Unreadable orientation metadata is not worth refusing a photo over.
         let orientation = exif_orientation(bytes)
             .and_then(|value| u8::try_from(value).ok())
             .and_then(image::metadata::Orientation::from_exif)
             .unwrap_or(image::metadata::Orientation::NoTransforms);
-        let (width, height) = upright(full.width(), full.height(), orientation);
-        let derived = convert::derive(full, orientation)?;
+        let (width, height) = upright(decoded.full.width(), decoded.full.height(), orientation);
+        let derived = convert::derive(decoded, orientation)?;
         Ok(Converted { width, height, derived })
     }
 

@@ -292,11 +292,12 @@ fn pipeline_runs_at_most_workers_conversions_at_once() {
 
 #[test]
 fn decoded_bytes_budget_limits_conversions_at_once() {
-    // Each 600x400 job reserves about 5 MB: 0.7 MB of pixels, as much again for the
-    // resize's intermediate, the display (twice) and 2 MiB of slack, plus its upload twice.
+    // Each 600x400 job reserves about 6 MB: 0.7 MB of pixels, as much again for the
+    // resize's intermediate, the display (twice), 1 MiB for a colour transform and 2 MiB
+    // of slack, plus its upload twice.
     let limits = MediaLimits { workers: 6, decoded_bytes_in_flight_max: 8_000_000, ..MediaLimits::default_for_pi() };
     assert_eq!(most_conversions_at_once(limits), 1);
-    let limits = MediaLimits { workers: 6, decoded_bytes_in_flight_max: 11_000_000, ..MediaLimits::default_for_pi() };
+    let limits = MediaLimits { workers: 6, decoded_bytes_in_flight_max: 13_000_000, ..MediaLimits::default_for_pi() };
     assert_eq!(most_conversions_at_once(limits), 2);
 }
 
@@ -374,7 +375,7 @@ fn sixteen_bit_png_with_alpha_decodes_row_by_row() {
         .expect("encode 16-bit png");
     let declared = header::declared(MediaKind::Png, &png).expect("IHDR");
     assert_eq!(declared.decoded_bytes_per_pixel, 8);
-    let full = convert::decode_rgb8(MediaKind::Png, &png, &declared, image::Limits::default()).expect("decodes");
+    let full = convert::decode_rgb8(MediaKind::Png, &png, &declared, image::Limits::default()).expect("decodes").full;
     assert_eq!(full.dimensions(), (width, height));
     assert_eq!(full.get_pixel(10, 10).0, RED);
     assert_eq!(full.get_pixel(width - 10, 10).0, [255, 255, 255]);
@@ -423,7 +424,7 @@ fn interlaced_png_decodes_to_the_same_pixels() {
     let png = interlaced_png(width, height, colour);
     let reference = decode(&png);
     let declared = header::declared(MediaKind::Png, &png).expect("IHDR");
-    let full = convert::decode_rgb8(MediaKind::Png, &png, &declared, image::Limits::default()).expect("decodes");
+    let full = convert::decode_rgb8(MediaKind::Png, &png, &declared, image::Limits::default()).expect("decodes").full;
     assert_eq!(full.as_raw(), reference.as_raw());
     assert_eq!(full.get_pixel(36, 22).0, colour(36, 22));
 }
@@ -667,4 +668,140 @@ fn webp_exif_and_xmp_chunks_lose_their_location_and_flags_stay_true() {
     assert!(!contains(&webp, b"GPS"));
     assert_eq!(webp[20] & 0x0C, 0x0C, "both chunks are still there, and flagged");
     assert_eq!(decode(&webp), pixels);
+}
+
+// ---------------------------------------------------------------------------------------
+// Colour: derivatives in sRGB
+
+/// Display P3 colours that sRGB shows differently with the same numbers, and grey.
+const P3_PATCHES: [[u8; 3]; 4] = [[200, 80, 60], [224, 172, 140], [60, 160, 90], [128, 128, 128]];
+const PATCH_PIXELS: u32 = 32;
+
+fn p3_profile() -> Vec<u8> {
+    moxcms::ColorProfile::new_display_p3().encode().expect("moxcms encodes its Display P3 profile")
+}
+
+/// The patches side by side, encoded as `kind` with `profile` embedded (if any).
+fn patches_encoded(kind: MediaKind, patches: &[[u8; 3]], profile: Option<Vec<u8>>) -> Vec<u8> {
+    let width = PATCH_PIXELS * patches.len() as u32;
+    let image = RgbImage::from_fn(width, PATCH_PIXELS, |x, _| image::Rgb(patches[(x / PATCH_PIXELS) as usize]));
+    let mut bytes = Vec::new();
+    let (raw, colour) = (image.as_raw(), image::ExtendedColorType::Rgb8);
+    match kind {
+        MediaKind::Jpeg => {
+            let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+            if let Some(profile) = profile {
+                encoder.set_icc_profile(profile).expect("JPEG takes a profile");
+            }
+            encoder.write_image(raw, width, PATCH_PIXELS, colour)
+        }
+        MediaKind::Png => {
+            let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
+            if let Some(profile) = profile {
+                encoder.set_icc_profile(profile).expect("PNG takes a profile");
+            }
+            encoder.write_image(raw, width, PATCH_PIXELS, colour)
+        }
+        MediaKind::Webp => {
+            let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut bytes);
+            if let Some(profile) = profile {
+                encoder.set_icc_profile(profile).expect("WebP takes a profile");
+            }
+            encoder.write_image(raw, width, PATCH_PIXELS, colour)
+        }
+    }
+    .expect("encode the patches");
+    bytes
+}
+
+/// The colour at the centre of each patch of a derivative.
+fn patch_centres(variant: &Variant, patches: usize) -> Vec<[u8; 3]> {
+    let image = decode(&variant.bytes);
+    (0..patches as u32)
+        .map(|index| image.get_pixel(index * PATCH_PIXELS + PATCH_PIXELS / 2, PATCH_PIXELS / 2).0)
+        .collect()
+}
+
+fn largest_difference(left: &[[u8; 3]], right: &[[u8; 3]]) -> u8 {
+    left.iter().flatten().zip(right.iter().flatten()).map(|(left, right)| left.abs_diff(*right)).max().unwrap_or(0)
+}
+
+#[test]
+fn display_p3_photos_get_srgb_derivatives_in_every_format() {
+    // What the P3 colours are in sRGB: the transform on its own is checked against the
+    // published matrix in colour.rs; here, that the pipeline applies it to both variants.
+    let mut expected = RgbImage::from_fn(P3_PATCHES.len() as u32, 1, |x, _| image::Rgb(P3_PATCHES[x as usize]));
+    colour::to_srgb(&p3_profile(), colour::Samples::Colour).expect("P3 is not sRGB").apply(&mut expected);
+    let expected: Vec<[u8; 3]> = expected.pixels().map(|pixel| pixel.0).collect();
+    assert!(largest_difference(&expected, &P3_PATCHES) > 10, "the patches are ones sRGB shows differently");
+    for kind in [MediaKind::Jpeg, MediaKind::Png, MediaKind::Webp] {
+        let processed = pipeline().process(&patches_encoded(kind, &P3_PATCHES, Some(p3_profile()))).expect("converts");
+        for (name, variant) in [("display", &processed.display), ("thumb", &processed.thumb)] {
+            let got = patch_centres(variant, P3_PATCHES.len());
+            // JPEG in (quality 95) and out (80–82) moves flat patches by a step or two.
+            assert!(largest_difference(&got, &expected) <= 3, "{kind:?} {name}: {got:?}, expected {expected:?}");
+            assert!(!contains(&variant.bytes, b"ICC_PROFILE"), "{kind:?} {name}: sRGB needs no profile");
+        }
+    }
+}
+
+#[test]
+fn untagged_srgb_and_unusable_profiles_leave_the_derivatives_as_they_were() {
+    let untagged = pipeline().process(&patches_encoded(MediaKind::Jpeg, &P3_PATCHES, None)).expect("converts");
+    let got = patch_centres(&untagged.display, P3_PATCHES.len());
+    assert!(largest_difference(&got, &P3_PATCHES) <= 3, "untagged pixels are kept: {got:?}");
+    let srgb = moxcms::ColorProfile::new_srgb().encode().expect("encodes");
+    let mut oversized = p3_profile();
+    oversized.resize(colour::PROFILE_BYTES_MAX + 1, 0);
+    for (what, profile) in
+        [("sRGB", srgb), ("not a profile", b"garbage, not an ICC profile".to_vec()), ("oversized", oversized)]
+    {
+        let jpeg = patches_encoded(MediaKind::Jpeg, &P3_PATCHES, Some(profile));
+        let processed = pipeline().process(&jpeg).unwrap_or_else(|error| panic!("{what}: {error}"));
+        assert_eq!(processed.display.bytes, untagged.display.bytes, "{what}: display as if untagged");
+        assert_eq!(processed.thumb.bytes, untagged.thumb.bytes, "{what}: thumb as if untagged");
+    }
+}
+
+#[test]
+fn jpeg_icc_profile_bytes_add_up_every_app2_chunk() {
+    let untagged = patches_encoded(MediaKind::Jpeg, &P3_PATCHES, None);
+    assert_eq!(header::jpeg_icc_profile_bytes(&untagged), 0);
+    let profile = p3_profile();
+    let tagged = patches_encoded(MediaKind::Jpeg, &P3_PATCHES, Some(profile.clone()));
+    assert_eq!(header::jpeg_icc_profile_bytes(&tagged), profile.len());
+    // 150 KB: three APP2 chunks, counted before the decoder is asked for any of it.
+    let large = vec![7u8; 150_000];
+    let tagged = patches_encoded(MediaKind::Jpeg, &P3_PATCHES, Some(large));
+    assert_eq!(header::jpeg_icc_profile_bytes(&tagged), 150_000);
+}
+
+#[test]
+fn grey_photos_follow_their_grey_profile() {
+    let levels: Vec<u8> = (0..64 * 8).map(|index| [64u8, 128, 192, 255][(index % 64) / 16]).collect();
+    let grey_jpeg = |profile: Option<Vec<u8>>| {
+        let mut jpeg = Vec::new();
+        let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
+        if let Some(profile) = profile {
+            encoder.set_icc_profile(profile).expect("JPEG takes a profile");
+        }
+        encoder.write_image(&levels, 64, 8, image::ExtendedColorType::L8).expect("encode grey");
+        jpeg
+    };
+    let centres = |jpeg: &[u8]| -> Vec<[u8; 3]> {
+        let display = decode(&pipeline().process(jpeg).expect("converts").display.bytes);
+        (0..4).map(|index| display.get_pixel(index * 16 + 8, 4).0).collect()
+    };
+    let plain = centres(&grey_jpeg(None));
+    let gamma = moxcms::ColorProfile::new_gray_with_gamma(1.8).encode().expect("encodes");
+    let converted = centres(&grey_jpeg(Some(gamma)));
+    for (index, (plain, converted)) in plain.iter().zip(&converted).enumerate() {
+        // Gamma 1.8 is lighter than sRGB in the midtones; white stays white.
+        let level = f64::from([64u8, 128, 192, 255][index]) / 255.0;
+        let linear = level.powf(1.8);
+        let srgb = if linear <= 0.003_130_8 { linear * 12.92 } else { 1.055 * linear.powf(1.0 / 2.4) - 0.055 };
+        let expected = (srgb * 255.0).round() as u8;
+        assert!(converted.iter().all(|&value| value.abs_diff(expected) <= 2), "{converted:?}, expected {expected}");
+        assert!(plain.iter().all(|&value| value.abs_diff([64u8, 128, 192, 255][index]) <= 2), "{plain:?}");
+    }
 }

@@ -5,3 +5,4 @@ pub mod fanout;
 pub mod media_fetch;
 pub mod replication;
 pub mod search;
+pub mod sibling_web;

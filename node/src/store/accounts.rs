@@ -14,10 +14,38 @@ use crate::os;
 /// What lets a new account in.
 #[derive(Debug, Clone, Copy)]
 pub enum Admission<'a> {
-    /// The first account, with the claim code: becomes admin.
+    /// The first account, with the claim code: becomes admin. Refused once the node
+    /// holds any account, its own or a sibling's.
     Claim,
+    /// An invite code in its normalised form (upper case, no hyphens or spaces, I and
+    /// L read as 1, O as 0: what the API compares codes in).
     Invite(&'a str),
     Open,
+}
+
+/// Crockford's base32: digits and letters without I, L, O and U, so a code read
+/// aloud or copied by hand has no look-alikes.
+const INVITE_CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A new invite code in its normalised form (`Store::INVITE_CODE_SYMBOLS` symbols, no
+/// hyphen).
+fn new_invite_code() -> String {
+    const BITS_PER_SYMBOL: usize = 5;
+    const _: () = assert!(Store::INVITE_CODE_SYMBOLS * BITS_PER_SYMBOL <= u64::BITS as usize);
+    let random = u64::from_le_bytes(os::random_bytes::<8>());
+    (0..Store::INVITE_CODE_SYMBOLS)
+        .map(|index| INVITE_CODE_ALPHABET[((random >> (index * BITS_PER_SYMBOL)) & 0b1_1111) as usize] as char)
+        .collect()
+}
+
+/// The keys an invite with the normalised `code` may be stored under. New invites are
+/// keyed by their normalised code; those made before short codes were 20 lower-case
+/// hex digits, keyed as made, and the normalised form of such a code is the same
+/// digits in upper case (hex has no I, L or O).
+fn invite_keys(code: &str) -> impl Iterator<Item = String> + '_ {
+    let before_short_codes = code.to_ascii_lowercase();
+    let second = (before_short_codes != code).then_some(before_short_codes);
+    std::iter::once(code.to_owned()).chain(second)
 }
 
 /// Per-user quota overrides an admin set; `None` is the node's default. Local to this
@@ -39,6 +67,10 @@ struct Session {
 }
 
 impl Store {
+    /// Symbols of a new invite code: 50 random bits, shown as `XXXXX-XXXXX`. Guesses
+    /// are throttled per address and each costs a password hash (api/throttle.rs).
+    pub const INVITE_CODE_SYMBOLS: usize = 10;
+
     // ----- node: who claimed it, how many accounts -----
 
     /// The user id of the admin who claimed the node, if any.
@@ -54,10 +86,20 @@ impl Store {
         Ok(txn.open_table(HANDLES)?.len()?)
     }
 
+    /// Whether the node has an owner: it was claimed, or it holds any account (a
+    /// sibling of a claimed neighbourhood holds the accounts replicated to it, and is
+    /// no unclaimed node even though nobody claimed it).
+    pub fn claimed_or_has_accounts(&self) -> StoreResult<bool> {
+        let txn = self.db.begin_read()?;
+        let claimed = txn.open_table(META)?.get("claimed_by")?.is_some();
+        Ok(claimed || !txn.open_table(HANDLES)?.is_empty()?)
+    }
+
     // ----- accounts -----
 
-    /// Creates an account. `how` says what admits it: the claim (first admin), an
-    /// invite code (consumed in the same transaction), or open registration.
+    /// Creates an account. `how` says what admits it: the claim (first admin; refused
+    /// with `AlreadyClaimed` once any account is here), an invite code (consumed in the
+    /// same transaction), or open registration.
     pub fn create_user(&self, handle: &str, password_hash: String, how: Admission<'_>) -> StoreResult<User> {
         self.write(|tx| {
             let version = tx.version();
@@ -77,23 +119,33 @@ impl Store {
                 }
                 match how {
                     Admission::Claim => {
+                        // Checked here too, not only by the API: replication may bring
+                        // a sibling's accounts in between.
+                        let has_accounts = !tx.txn.open_table(HANDLES)?.is_empty()?;
                         let mut meta = tx.txn.open_table(META)?;
-                        if meta.get("claimed_by")?.is_some() {
+                        if has_accounts || meta.get("claimed_by")?.is_some() {
                             return Err(StoreError::AlreadyClaimed);
                         }
                         meta.insert("claimed_by", user_id.as_bytes())?;
                     }
                     Admission::Invite(code) => {
                         let mut invites = tx.txn.open_table(INVITES)?;
-                        let invite = match invites.get(code)? {
-                            Some(bytes) => live::<Invite>(bytes.value())?,
-                            None => None,
-                        };
-                        let Some(mut invite) = invite.filter(|invite| invite.used_by.is_none()) else {
+                        let mut found = None;
+                        for key in invite_keys(code) {
+                            let invite = match invites.get(key.as_str())? {
+                                Some(bytes) => live::<Invite>(bytes.value())?,
+                                None => None,
+                            };
+                            if let Some(invite) = invite {
+                                found = Some((key, invite));
+                                break;
+                            }
+                        }
+                        let Some((key, mut invite)) = found.filter(|(_, invite)| invite.used_by.is_none()) else {
                             return Err(StoreError::BadInvite);
                         };
                         invite.used_by = Some(user_id.clone());
-                        invites.insert(code, encode(&Record::live(version, invite)).as_slice())?;
+                        invites.insert(key.as_str(), encode(&Record::live(version, invite)).as_slice())?;
                     }
                     Admission::Open => {}
                 }
@@ -211,11 +263,14 @@ impl Store {
 
     /// An invite, versioned by the node's one clock (the replication node's when it
     /// runs): written through the client write path, though invites do not replicate.
+    /// Its `code` is normalised (`Store::INVITE_CODE_SYMBOLS` symbols, no hyphen) and is the
+    /// key. A new code equal to a stored one (odds about n / 2^50 with n invites made)
+    /// would replace it.
     pub fn create_invite(&self, created_by: &str) -> StoreResult<Invite> {
         self.write_unhooked(|tx| {
             let version = tx.version();
             let invite = Invite {
-                code: hex(&os::random_bytes::<10>()),
+                code: new_invite_code(),
                 created_by: created_by.to_owned(),
                 created_at: version.at.physical_ms(),
                 used_by: None,
@@ -246,6 +301,66 @@ mod tests {
             Err(StoreError::BadInvite)
         ));
         assert!(matches!(store.create_user("bob", "h".into(), Admission::Open), Err(StoreError::HandleTaken)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn new_invite_codes_are_ten_crockford_symbols() {
+        let dir = temp_dir("invite-format");
+        let store = Store::open(&dir).unwrap();
+        let first = store.create_invite("admin").unwrap();
+        assert_eq!(first.code.len(), Store::INVITE_CODE_SYMBOLS, "{}", first.code);
+        assert!(first.code.bytes().all(|symbol| INVITE_CODE_ALPHABET.contains(&symbol)), "{}", first.code);
+        assert_ne!(first.code, store.create_invite("admin").unwrap().code);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Invites made before short codes: 20 lower-case hex digits, keyed as made.
+    fn store_invite_as_before_short_codes(store: &Store, code: &str) {
+        store
+            .write_unhooked(|tx| {
+                let version = tx.version();
+                let invite = Invite { code: code.to_owned(), created_by: "admin".into(), created_at: 1, used_by: None };
+                tx.txn.open_table(INVITES)?.insert(code, encode(&Record::live(version, invite)).as_slice())?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn invites_from_before_short_codes_still_admit_once() {
+        let dir = temp_dir("old-invite");
+        let store = Store::open(&dir).unwrap();
+        let old_code = "0a1b2c3d4e5f60718293";
+        store_invite_as_before_short_codes(&store, old_code);
+        // What the API hands the store: the normalised form, in upper case.
+        let normalised = old_code.to_ascii_uppercase();
+        let bob = store.create_user("bob", "h".into(), Admission::Invite(&normalised)).unwrap();
+        assert!(matches!(
+            store.create_user("cy", "h".into(), Admission::Invite(&normalised)),
+            Err(StoreError::BadInvite)
+        ));
+        let txn = store.db.begin_read().unwrap();
+        let invites = txn.open_table(INVITES).unwrap();
+        let stored = live::<Invite>(invites.get(old_code).unwrap().unwrap().value()).unwrap().unwrap();
+        assert_eq!(stored.used_by, Some(bob.user_id), "used under the key it was made with");
+        assert!(invites.get(normalised.as_str()).unwrap().is_none(), "no second row");
+        drop(invites);
+        drop(txn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_node_holding_accounts_cannot_be_claimed() {
+        let dir = temp_dir("populated");
+        let store = Store::open(&dir).unwrap();
+        assert!(!store.claimed_or_has_accounts().unwrap());
+        // As a sibling's account replicated here would be: present, yet nobody claimed.
+        store.create_user("ada", "h".into(), Admission::Open).unwrap();
+        assert_eq!(store.claimed_by().unwrap(), None);
+        assert!(store.claimed_or_has_accounts().unwrap());
+        assert!(matches!(store.create_user("eve", "h".into(), Admission::Claim), Err(StoreError::AlreadyClaimed)));
+        assert_eq!(store.user_count().unwrap(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
