@@ -62,11 +62,16 @@ fn main() -> Result<()> {
                 }
             })?;
             let width = boxes.iter().map(|b| b.name.len()).max().unwrap_or(4).max(4);
-            println!("{:<width$}  {:<14}  pin", "name", "claim code");
+            let code_width = boxes.iter().map(|b| b.label.link.claim_code.len()).max().unwrap_or(10).max(10);
+            let pin_width = boxes.iter().map(|b| b.pin.len()).max().unwrap_or(3);
+            println!("{:<width$}  {:<code_width$}  {:<pin_width$}  CA fingerprint", "name", "claim code", "pin");
             for provisioned in &boxes {
                 println!(
-                    "{:<width$}  {:<14}  {}",
-                    provisioned.name, provisioned.label.claim_code, provisioned.label.pin
+                    "{:<width$}  {:<code_width$}  {:<pin_width$}  {}",
+                    provisioned.name,
+                    provisioned.label.link.claim_code,
+                    provisioned.pin,
+                    provisioned.label.ca_fingerprint
                 );
             }
             eprintln!(

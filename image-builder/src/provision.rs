@@ -1,8 +1,10 @@
 //! `image-builder provision`: an ISP's inventory CSV becomes, per box, a provisioning
-//! file (`<out>/<name>/edgenode.toml`) and a printable label (`<out>/<name>/label.png`).
+//! file (`<out>/<name>/edgenode.toml`), a printable label (`<out>/<name>/label.png`),
+//! the label's text (`label.txt`) and the box's CA certificate (`ca.crt`).
 //!
-//! The provisioner makes each node's TLS identity (with the node's own code) so the
-//! pin on the label and in the siblings' files is the pin the box will have.
+//! The provisioner makes each node's TLS identity and certificate authority (with the
+//! node's own code) so the pin in the siblings' files and the CA fingerprint on the
+//! label are those the box will have.
 //!
 //! Inventory columns (header row required, order free, unknown columns refused):
 //! `name` (required), `region`, `role`, `wifi_ssid`, `wifi_psk`, `wifi_country`,
@@ -14,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::label::{self, LabelContent};
-use crate::provisioning::{self, IdentityPem, Provisioning, Sibling, Ssh, Wifi};
+use crate::label::{self, LabelContent, OnboardingLink};
+use crate::provisioning::{self, CaPem, IdentityPem, Provisioning, Sibling, Ssh, Wifi};
 
 /// Boxes in one inventory.
 pub const INVENTORY_ROWS_MAX: usize = 10_000;
@@ -39,6 +41,8 @@ pub enum ProvisionError {
     Box { name: String, source: provisioning::ProvisioningError },
     #[error("box {name}: cannot make its TLS identity: {message}")]
     Identity { name: String, message: String },
+    #[error("box {name}: cannot make its certificate authority: {message}")]
+    Ca { name: String, message: String },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -63,6 +67,9 @@ impl InventoryRow {
 pub struct ProvisionedBox {
     pub name: String,
     pub dir: PathBuf,
+    /// The SPKI pin of the node's key (what siblings and the CLI check).
+    pub pin: String,
+    /// What the label shows, with the CA's full fingerprint.
     pub label: LabelContent,
 }
 
@@ -138,7 +145,21 @@ fn make_identity(name: &str, scratch: &Path) -> Result<(IdentityPem, String), Pr
     Ok((pem, identity.pin))
 }
 
-/// Writes one provisioning file and one label per row into `out_dir/<name>/`.
+/// Makes the node's CA as the node would at its first start, for the names it will
+/// have (`CaNames::for_node`), without LAN addresses: they are unknown before the box
+/// boots, and it is reached by name. Returns the files and the CA's fingerprint.
+fn make_ca(name: &str, pin: &str) -> Result<(CaPem, String), ProvisionError> {
+    use edgenode::tls::ca::{CaNames, NodeCa};
+    let host_label = edgenode::discovery::rules::host_label(name);
+    let node_id = edgenode::core::model::NodeId::from_pin(pin).to_string();
+    let (ca, files) = NodeCa::create(&host_label, CaNames::for_node(&host_label, &node_id, &[]))
+        .map_err(|error| ProvisionError::Ca { name: name.to_owned(), message: error.to_string() })?;
+    let pem = CaPem { key_pem: files.key_pem, certificate_pem: files.certificate_pem, names: files.names_text };
+    Ok((pem, ca.fingerprint()))
+}
+
+/// Writes one provisioning file, one label (PNG and text) and the CA certificate per
+/// row into `out_dir/<name>/`.
 /// `progress` is called after each box with (done, total, name).
 pub fn provision(
     rows: &[InventoryRow],
@@ -149,6 +170,16 @@ pub fn provision(
         let path = path.to_owned();
         move |source| ProvisionError::Write { path: path.clone(), source }
     };
+    // Checked before anything is written.
+    for row in rows {
+        let code = row.get("claim_code");
+        if !code.is_empty() && !label::is_link_safe(code) {
+            return Err(ProvisionError::Row {
+                line: row.line,
+                message: format!("claim_code {code:?}: the label's link carries it, so only letters, digits and '-'"),
+            });
+        }
+    }
     fs::create_dir_all(out_dir).map_err(write_error(out_dir))?;
     // Identities first: siblings in the same inventory refer to each other's pins.
     let mut identities = BTreeMap::new();
@@ -190,6 +221,8 @@ pub fn provision(
             code => code.to_owned(),
         };
         let (identity, pin) = identities[&name].clone();
+        let (ca, ca_fingerprint) = make_ca(&name, &pin)?;
+        let ca_certificate_pem = ca.certificate_pem.clone();
         let provisioning = Provisioning {
             format: provisioning::FORMAT,
             name: name.clone(),
@@ -204,22 +237,41 @@ pub fn provision(
             siblings,
             ssh: Ssh { enabled: !ssh_keys.is_empty(), authorized_keys: ssh_keys },
             identity: Some(identity),
+            ca: Some(ca),
         };
         provisioning.validate().map_err(|source| ProvisionError::Box { name: name.clone(), source })?;
         let dir = out_dir.join(&name);
         fs::create_dir_all(&dir).map_err(write_error(&dir))?;
         let file = dir.join(provisioning::FILE_NAME);
         write_private(&file, provisioning.to_toml(true).as_bytes()).map_err(write_error(&file))?;
-        let label =
-            LabelContent { url: format!("https://{name}.local:{}/", provisioning::DEFAULT_PORT), pin, claim_code };
+        let label = LabelContent { link: OnboardingLink { name: name.clone(), claim_code }, ca_fingerprint };
         label::write_png(&label, &dir.join("label.png"))?;
+        // For label software of the ISP's own, and to check a box by hand (the claim
+        // code is in it: owner-only, like the provisioning file).
+        let label_text = dir.join("label.txt");
+        write_private(&label_text, label_text_of(&label).as_bytes()).map_err(write_error(&label_text))?;
+        // Public: `openssl x509 -noout -fingerprint -sha256 -in ca.crt` shows the label's.
+        let ca_file = dir.join(edgenode::tls::ca::CA_CERTIFICATE_FILE_NAME);
+        fs::write(&ca_file, ca_certificate_pem).map_err(write_error(&ca_file))?;
         progress(index + 1, rows.len(), &name);
-        provisioned.push(ProvisionedBox { name, dir, label });
+        provisioned.push(ProvisionedBox { name, dir, pin, label });
     }
     Ok(provisioned)
 }
 
-/// The provisioning file holds a private key and the claim code: owner-only.
+/// `label.txt`: what the label says, one `key: value` per line, the fingerprint whole.
+pub fn label_text_of(label: &LabelContent) -> String {
+    format!(
+        "name: {}\nlink: {}\nurl: {}\nclaim code: {}\nca fingerprint: {}\n",
+        label.link.name,
+        label.link.url(),
+        label.link.base_url(),
+        label.link.claim_code,
+        label.ca_fingerprint
+    )
+}
+
+/// The provisioning file holds private keys and the claim code: owner-only.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -246,6 +298,15 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_code_the_link_cannot_carry_is_refused() {
+        let out = std::env::temp_dir().join(format!("image-builder-provision-code-{}", std::process::id()));
+        let rows = parse_inventory("name,claim_code\na,two words here\n").unwrap();
+        let error = provision(&rows, &out, &mut |_, _, _| {}).unwrap_err().to_string();
+        assert!(error.contains("line 2") && error.contains("claim_code"), "{error}");
+        assert!(!out.exists(), "nothing is written");
+    }
+
+    #[test]
     fn claim_codes_have_the_node_shape() {
         let code = new_claim_code();
         assert_eq!(code.len(), 14);
@@ -265,16 +326,22 @@ mod tests {
         let boxes = provision(&rows, &out, &mut |_, _, _| calls += 1).unwrap();
         assert_eq!(calls, 2);
         let b = Provisioning::parse(&fs::read_to_string(out.join("b/edgenode.toml")).unwrap()).unwrap();
-        assert_eq!(b.siblings[0], Sibling { address: "a.local:8443".into(), pin: boxes[0].label.pin.clone() });
+        assert_eq!(b.siblings[0], Sibling { address: "a.local:8443".into(), pin: boxes[0].pin.clone() });
         assert_eq!(b.siblings[1].address, "c.example:8443");
-        assert_eq!(boxes[0].label.claim_code, "AAAA-BBBB-CCCC");
+        assert_eq!(boxes[0].label.link.claim_code, "AAAA-BBBB-CCCC");
         // The pin on the label is the pin of the key in the file.
         let identity_dir = out.join("check");
         fs::create_dir_all(&identity_dir).unwrap();
         let identity = b.identity.unwrap();
         fs::write(identity_dir.join("node.key"), identity.key_pem).unwrap();
         fs::write(identity_dir.join("node.crt"), identity.certificate_pem).unwrap();
-        assert_eq!(edgenode::identity::Identity::load(&identity_dir).unwrap().pin, boxes[1].label.pin);
+        assert_eq!(edgenode::identity::Identity::load(&identity_dir).unwrap().pin, boxes[1].pin);
+        // The CA is made for the box's names, and its certificate is written beside.
+        let ca = b.ca.unwrap();
+        let node_id = edgenode::core::model::NodeId::from_pin(&boxes[1].pin).to_string();
+        assert!(ca.names.starts_with(&format!("dns b.local\ndns {node_id}.local\n")), "{}", ca.names);
+        assert_eq!(fs::read_to_string(out.join("b/ca.crt")).unwrap(), ca.certificate_pem);
+        assert!(fs::read_to_string(out.join("b/label.txt")).unwrap().contains(&boxes[1].label.ca_fingerprint));
         assert!(out.join("a/label.png").exists());
         assert!(!out.join(".identity-a").exists());
         fs::remove_dir_all(&out).unwrap();

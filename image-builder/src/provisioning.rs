@@ -2,8 +2,9 @@
 //! boot by `edgenode-firstboot`. Its format (documented in `provisioning.md`), its
 //! validation, how it is written, and how it is applied to a box.
 //!
-//! Secrets in it (claim code, Wi-Fi PSK, the node's private key) leave the boot
-//! partition when it is applied: what stays is `edgenode-applied.toml` without them.
+//! Secrets in it (claim code, Wi-Fi PSK, the private keys of the node and of its CA)
+//! leave the boot partition when it is applied: what stays is `edgenode-applied.toml`
+//! without them.
 
 use std::fs;
 use std::io::Write as _;
@@ -20,6 +21,9 @@ pub const APPLIED_FILE_NAME: &str = "edgenode-applied.toml";
 pub const PROVISIONED_MARKER: &str = "provisioned";
 /// The node's port unless the provisioning file says otherwise.
 pub const DEFAULT_PORT: u16 = 8443;
+/// The appliance's plain-HTTP onboarding page (`onboarding_listen` of the node): the
+/// label's link, `http://<name>.local/`, which a phone opens before it trusts the CA.
+pub const ONBOARDING_LISTEN: &str = "[::]:80";
 const PROVISIONING_FILE_BYTES_MAX: u64 = 256 * 1024;
 const SIBLINGS_MAX: usize = 64;
 const SSH_KEYS_MAX: usize = 32;
@@ -51,6 +55,10 @@ pub struct Provisioning {
     /// The key is secret.
     #[serde(default)]
     pub identity: Option<IdentityPem>,
+    /// The node's certificate authority, made by the provisioner so the fingerprint
+    /// on the label is true. The key is secret. Absent: the node makes its own.
+    #[serde(default)]
+    pub ca: Option<CaPem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -93,6 +101,26 @@ impl std::fmt::Debug for IdentityPem {
     // Never print the private key.
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("IdentityPem").finish_non_exhaustive()
+    }
+}
+
+/// The node's CA as its three files in the data dir (see `edgenode::tls::ca`).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaPem {
+    /// `ca.key`. Secret.
+    pub key_pem: String,
+    /// `ca.crt`: what phones install.
+    pub certificate_pem: String,
+    /// `ca-names`: the names the CA is constrained to, one per line (`dns NAME` or
+    /// `ip ADDRESS`).
+    pub names: String,
+}
+
+impl std::fmt::Debug for CaPem {
+    // Never print the private key.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("CaPem").field("names", &self.names).finish_non_exhaustive()
     }
 }
 
@@ -177,6 +205,24 @@ impl Provisioning {
         {
             return invalid("each `ssh.authorized_keys` entry is one public key line (`ssh-ed25519 AAAA…`)".to_owned());
         }
+        let listen_port = self.listen.as_deref().and_then(|listen| listen.parse::<std::net::SocketAddr>().ok());
+        if listen_port.is_some_and(|address| address.port() == 80) {
+            return invalid(format!(
+                "`listen` may not use port 80: the appliance serves onboarding on {ONBOARDING_LISTEN}"
+            ));
+        }
+        if let Some(ca) = &self.ca {
+            // The node checks the PEM itself at start; a slip is caught here, on the
+            // console, rather than as a node that does not start.
+            if !ca.key_pem.starts_with("-----BEGIN ") || !ca.certificate_pem.starts_with("-----BEGIN CERTIFICATE-----")
+            {
+                return invalid("`ca.key_pem` and `ca.certificate_pem` must be PEM".to_owned());
+            }
+            let name_line = |line: &str| line.starts_with("dns ") || line.starts_with("ip ");
+            if !ca.names.lines().any(name_line) || !ca.names.lines().all(|line| line.is_empty() || name_line(line)) {
+                return invalid("`ca.names` must be lines of `dns NAME` or `ip ADDRESS`".to_owned());
+            }
+        }
         self.node_config_toml("/var/lib/edgenode").map(|_| ())
     }
 
@@ -191,6 +237,8 @@ impl Provisioning {
         if let Some(listen) = &self.listen {
             text += &format!("listen = {}\n", quote(listen));
         }
+        // The label's link opens here: the page that installs the node's CA.
+        text += &format!("onboarding_listen = {}\n", quote(ONBOARDING_LISTEN));
         text += "\n[peers]\n";
         for sibling in &self.siblings {
             text +=
@@ -208,9 +256,10 @@ impl Provisioning {
         let mut text = String::new();
         text += "# Edgenode provisioning file. Put it on the boot partition as edgenode.toml; the\n";
         text += "# box applies it once on first boot, then removes the secrets (claim code,\n";
-        text += "# Wi-Fi PSK, private key) and keeps the rest as edgenode-applied.toml.\n";
+        text += "# Wi-Fi PSK, private keys) and keeps the rest as edgenode-applied.toml.\n";
         text += &format!("format = {FORMAT}\n");
-        text += "# Host label: the node is https://<name>.local:8443/ on the LAN.\n";
+        text += "# Host label: the node is http://<name>.local/ (onboarding) and\n";
+        text += "# https://<name>.local:8443/ on the LAN.\n";
         text += &format!("name = {}\n", quote(&self.name));
         text += "# Region path, e.g. earth/africa/ng/lagos.\n";
         text += &format!("region = {}\n", quote(&self.region));
@@ -246,6 +295,16 @@ impl Provisioning {
             text += "\n# The node's TLS identity; its pin is printed on the label.\n[identity]\n";
             text += &format!("key_pem = {}\n", quote(&identity.key_pem));
             text += &format!("certificate_pem = {}\n", quote(&identity.certificate_pem));
+        }
+        if let (Some(ca), true) = (&self.ca, with_secrets) {
+            text += "\n# The node's certificate authority, which phones trust once; its fingerprint\n";
+            text += "# is on the label.\n[ca]\n";
+            text += &format!("key_pem = {}\n", quote(&ca.key_pem));
+            text += &format!("certificate_pem = {}\n", quote(&ca.certificate_pem));
+            text += &format!("names = {}\n", quote(&ca.names));
+        }
+        if !with_secrets && (self.identity.is_some() || self.ca.is_some()) {
+            text += "\n# [identity] and [ca] went into the node's data dir; removed from here.\n";
         }
         text
     }
@@ -289,6 +348,8 @@ pub struct Applied {
     pub from_file: bool,
     pub wifi: bool,
     pub ssh: bool,
+    /// The node's CA came from the file (else the node makes its own at first start).
+    pub ca: bool,
 }
 
 /// Applies the provisioning file (or defaults when there is none) once. Safe to rerun
@@ -319,6 +380,7 @@ pub fn apply(layout: &Layout) -> Result<Applied, ProvisioningError> {
         siblings: Vec::new(),
         ssh: Ssh::default(),
         identity: None,
+        ca: None,
     });
 
     create_dir(&layout.config_dir, 0o750)?;
@@ -336,6 +398,9 @@ pub fn apply(layout: &Layout) -> Result<Applied, ProvisioningError> {
         // Key first, as the node does: a key without a certificate is repaired by it.
         write_if_absent(&layout.state_dir.join("node.key"), identity.key_pem.as_bytes(), layout.node_owner)?;
         write_if_absent(&layout.state_dir.join("node.crt"), identity.certificate_pem.as_bytes(), layout.node_owner)?;
+    }
+    if let Some(ca) = &provisioning.ca {
+        install_ca(&layout.state_dir, ca, layout.node_owner)?;
     }
     if let Some(code) = &provisioning.claim_code {
         // The node reads a saved claim code when its config has none, and removes the
@@ -371,7 +436,7 @@ pub fn apply(layout: &Layout) -> Result<Applied, ProvisioningError> {
         sync_dir(&layout.boot_dir)?;
     }
     write_file(&layout.config_dir.join(PROVISIONED_MARKER), b"", 0o644, None)?;
-    Ok(Applied { name: provisioning.name, from_file, wifi: wifi.is_some(), ssh })
+    Ok(Applied { name: provisioning.name, from_file, wifi: wifi.is_some(), ssh, ca: provisioning.ca.is_some() })
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ProvisioningError + '_ {
@@ -393,6 +458,19 @@ fn write_if_absent(path: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Resu
         return Ok(());
     }
     write_file(path, bytes, 0o600, owner)
+}
+
+/// Installs the node's CA as the node itself writes it: `ca.key`, `ca-names`, then
+/// `ca.crt`, each 0600. A certificate already there means a whole CA that phones may
+/// trust: it is kept. Without one, what is there is an unfinished install: replaced.
+fn install_ca(state_dir: &Path, ca: &CaPem, owner: Option<(u32, u32)>) -> Result<(), ProvisioningError> {
+    use edgenode::tls::ca::{CA_CERTIFICATE_FILE_NAME, CA_KEY_FILE_NAME, CA_NAMES_FILE_NAME};
+    if state_dir.join(CA_CERTIFICATE_FILE_NAME).exists() {
+        return Ok(());
+    }
+    write_file(&state_dir.join(CA_KEY_FILE_NAME), ca.key_pem.as_bytes(), 0o600, owner)?;
+    write_file(&state_dir.join(CA_NAMES_FILE_NAME), ca.names.as_bytes(), 0o600, owner)?;
+    write_file(&state_dir.join(CA_CERTIFICATE_FILE_NAME), ca.certificate_pem.as_bytes(), 0o600, owner)
 }
 
 /// Writes durably: temp file, fsync, rename, fsync of the directory.
@@ -445,6 +523,11 @@ mod tests {
             siblings: vec![Sibling { address: "box-0002.local:8443".into(), pin: "sha256/abc=".into() }],
             ssh: Ssh::default(),
             identity: Some(IdentityPem { key_pem: "KEY\nPEM\n".into(), certificate_pem: "CERT\n".into() }),
+            ca: Some(CaPem {
+                key_pem: "-----BEGIN PRIVATE KEY-----\nCAKEY\n-----END PRIVATE KEY-----\n".into(),
+                certificate_pem: "-----BEGIN CERTIFICATE-----\nCACERT\n-----END CERTIFICATE-----\n".into(),
+                names: "dns box-0001.local\nip 127.0.0.1\n".into(),
+            }),
         }
     }
 
@@ -461,8 +544,8 @@ mod tests {
         assert_eq!(Provisioning::parse(&provisioning.to_toml(true)).unwrap(), provisioning);
         let applied = provisioning.to_toml(false);
         assert!(!applied.contains("ABCD-EFGH-JKMN") && !applied.contains("a long passphrase"));
-        assert!(!applied.contains("KEY"));
-        Provisioning::parse(&applied).unwrap();
+        assert!(!applied.contains("KEY") && !applied.contains("CAKEY"));
+        assert_eq!(Provisioning::parse(&applied).unwrap().ca, None);
     }
 
     #[test]
@@ -480,6 +563,9 @@ mod tests {
         refuse(&|p| p.roles = vec!["king".into()], "role");
         refuse(&|p| p.siblings[0].pin = "abc".into(), "sibling");
         refuse(&|p| p.format = 2, "`format`");
+        refuse(&|p| p.listen = Some("[::]:80".into()), "`listen`");
+        refuse(&|p| p.ca.as_mut().unwrap().certificate_pem = "CERT".into(), "`ca.");
+        refuse(&|p| p.ca.as_mut().unwrap().names = "box-0001.local".into(), "`ca.names`");
         assert!(Provisioning::parse("format = 1\nname = \"a\"\nnmae = \"typo\"").is_err());
     }
 
@@ -496,7 +582,7 @@ mod tests {
         fs::create_dir_all(&layout.boot_dir).unwrap();
         fs::write(layout.boot_dir.join(FILE_NAME), sample().to_toml(true)).unwrap();
         let applied = apply(&layout).unwrap();
-        assert_eq!(applied, Applied { name: "box-0001".into(), from_file: true, wifi: true, ssh: false });
+        assert_eq!(applied, Applied { name: "box-0001".into(), from_file: true, wifi: true, ssh: false, ca: true });
 
         let node_config = edgenode::config::Config::load(Some(&layout.config_dir.join("node.toml"))).unwrap();
         assert_eq!(node_config.name, "box-0001");
@@ -505,6 +591,13 @@ mod tests {
         assert_eq!(node_config.claim_code, None, "the claim code is not kept in the config");
         assert_eq!(fs::read_to_string(layout.state_dir.join("claim-code")).unwrap(), "ABCD-EFGH-JKMN");
         assert_eq!(fs::read_to_string(layout.state_dir.join("node.key")).unwrap(), "KEY\nPEM\n");
+        let ca = sample().ca.unwrap();
+        for (file, contents) in [("ca.key", &ca.key_pem), ("ca.crt", &ca.certificate_pem), ("ca-names", &ca.names)] {
+            let path = layout.state_dir.join(file);
+            assert_eq!(&fs::read_to_string(&path).unwrap(), contents, "{file}");
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{file}");
+        }
+        assert_eq!(node_config.onboarding_listen, Some("[::]:80".parse().unwrap()));
         assert!(fs::read_to_string(layout.config_dir.join("wpa_supplicant-wlan0.conf"))
             .unwrap()
             .contains("psk=\"a long passphrase\""));
@@ -514,7 +607,23 @@ mod tests {
         assert!(!layout.boot_dir.join(FILE_NAME).exists());
         let left_on_boot = fs::read_to_string(layout.boot_dir.join(APPLIED_FILE_NAME)).unwrap();
         assert!(!left_on_boot.contains("ABCD-EFGH-JKMN") && !left_on_boot.contains("passphrase"));
+        assert!(!left_on_boot.contains("CAKEY"));
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_whole_ca_in_the_data_dir_is_kept_and_an_unfinished_one_replaced() {
+        let state = scratch("ca");
+        let ca = sample().ca.unwrap();
+        // Unfinished: a key without its certificate (a crash between the two).
+        fs::write(state.join("ca.key"), "OLD").unwrap();
+        install_ca(&state, &ca, None).unwrap();
+        assert_eq!(fs::read_to_string(state.join("ca.key")).unwrap(), ca.key_pem);
+        // Whole: phones may trust it, so another file's CA does not replace it.
+        let other = CaPem { key_pem: "OTHER".into(), ..ca.clone() };
+        install_ca(&state, &other, None).unwrap();
+        assert_eq!(fs::read_to_string(state.join("ca.key")).unwrap(), ca.key_pem);
+        fs::remove_dir_all(&state).unwrap();
     }
 
     #[test]

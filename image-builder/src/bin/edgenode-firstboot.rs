@@ -16,7 +16,8 @@ struct Cli {
     config_dir: PathBuf,
     #[arg(long, default_value = "/var/lib/edgenode")]
     state_dir: PathBuf,
-    /// The user the node runs as; owns the state dir, the identity and the claim code.
+    /// The user the node runs as; owns the state dir, the identity, the CA and the
+    /// claim code.
     #[arg(long, default_value = "edgenode")]
     user: String,
 }
@@ -39,11 +40,12 @@ fn main() -> Result<()> {
     let applied = provisioning::apply(&layout).context("first boot provisioning failed; the node stays stopped")?;
     if applied.from_file {
         println!(
-            "edgenode-firstboot: applied {} for node {} (Wi-Fi {}, SSH {}); secrets removed from {}",
+            "edgenode-firstboot: applied {} for node {} (Wi-Fi {}, SSH {}, CA {}); secrets removed from {}",
             provisioning::FILE_NAME,
             applied.name,
             if applied.wifi { "configured" } else { "off" },
             if applied.ssh { "on" } else { "off" },
+            if applied.ca { "from the file" } else { "made by the node" },
             layout.boot_dir.display()
         );
     } else {
