@@ -83,6 +83,14 @@ function icon(name) {
 let node = null;
 /** The node's name, kept so the offline banner can say which node is missing. */
 const NODE_NAME_KEY = 'edgenode.node-name';
+/**
+ * Where the signed-in person's data is kept (their profile's `nodes`, this node's id
+ * beside them), so that the banner can send them to a sibling while this node is down.
+ * localStorage is per origin: each node's address keeps its own list.
+ */
+const REPLICAS_KEY = 'edgenode.replicas';
+/** The profile's `nodes` were read since the app started (they change when nodes pair). */
+let replicasRead = false;
 /** Aborted when the screen changes: pending loads stop, blob: URLs are freed. */
 let screen = new AbortController();
 let firstRender = true;
@@ -110,13 +118,73 @@ function toast(text) {
 
 function showBanner() {
   const banner = $('#banner');
+  // Every failed request says so; rebuilding a banner in view would take a tap or focus away.
+  if (!banner.hidden) return;
   const known = node ? node.name : localStorage.getItem(NODE_NAME_KEY);
   const name = known ? `“${known}”` : 'your Edgenode';
   banner.replaceChildren(
     h('p', {}, h('strong', {}, `Can't reach ${name}.`), ' Check that you are on its network and that it is switched on.'),
     h('button', { type: 'button', class: 'button', onclick: () => { hideBanner(); render(); } }, 'Retry'),
+    elsewhereNodes(),
   );
   banner.hidden = false;
+}
+
+/** Remembers the replicas a profile of the signed-in person lists (`nodes`, home first). */
+function rememberReplicas(profile) {
+  const session = currentSession();
+  if (!profile || !Array.isArray(profile.nodes) || !session || profile.handle !== session.handle) return;
+  const nodes = profile.nodes.map((held) => ({
+    id: String(held.id),
+    name: typeof held.name === 'string' ? held.name : null,
+    addresses: (held.addresses || []).filter((address) => typeof address === 'string' && address),
+    this_node: Boolean(held.this_node),
+  }));
+  localStorage.setItem(REPLICAS_KEY, JSON.stringify({ handle: profile.handle, node_id: node ? node.node_id : null, nodes }));
+  replicasRead = true;
+}
+
+/** The replicas other than this node, as remembered: `{handle, nodes}` or null. */
+function otherReplicas() {
+  let saved;
+  try {
+    saved = JSON.parse(localStorage.getItem(REPLICAS_KEY) || 'null');
+  } catch {
+    return null;
+  }
+  if (!saved || typeof saved.handle !== 'string' || !Array.isArray(saved.nodes)) return null;
+  const here = node ? node.node_id : saved.node_id;
+  const nodes = saved.nodes.filter((held) => !held.this_node && held.id !== here);
+  return nodes.length ? { handle: saved.handle, nodes } : null;
+}
+
+/** `https://<address>/#/signin?handle=…` on another node; an address may carry its scheme. */
+function signInUrl(address, handle) {
+  const origin = /^https:\/\//.test(address) ? address.replace(/\/+$/, '') : 'https://' + address;
+  return `${origin}/#/signin?handle=${encodeURIComponent(handle)}`;
+}
+
+/**
+ * For the banner: the other nodes that hold the person's account, as links to their
+ * sign-in screens, and an honest word about those whose address the app never learnt.
+ */
+function elsewhereNodes() {
+  const replicas = otherReplicas();
+  if (!replicas) return null;
+  const reachable = replicas.nodes.filter((held) => held.addresses.length);
+  const unknown = replicas.nodes.length - reachable.length;
+  const label = (held) => held.name || held.addresses[0] || 'node ' + held.id;
+  return h('div', { class: 'elsewhere' },
+    reachable.length
+      ? [
+        h('p', {}, `Your account and photos are also kept on ${reachable.length === 1 ? 'another node' : 'other nodes'}: sign in there to carry on.`),
+        h('div', { class: 'row' }, reachable.map((held) =>
+          h('a', { class: 'button', href: signInUrl(held.addresses[0], replicas.handle), title: held.addresses.join(', ') }, `Open ${label(held)}`))),
+      ]
+      : null,
+    unknown
+      ? h('p', { class: 'small' }, `${reachable.length ? 'Also kept' : 'Your account and photos are also kept'} on ${plural(unknown, 'other node', 'other nodes')} whose address this app does not know; your admin does.`)
+      : null);
 }
 
 function hideBanner() {
@@ -150,12 +218,25 @@ const ROUTES = [
 function currentRoute() {
   const raw = location.hash.startsWith('#/') ? location.hash.slice(1) : '/feed';
   const [path, query] = raw.split('?', 2);
-  return { path, params: new URLSearchParams(query || '') };
+  return { path: path === '/' ? '/feed' : path, params: new URLSearchParams(query || '') };
+}
+
+/**
+ * The screen an address without `#/` stands for, or null: the box label's older link
+ * `#pin=…&claim=CODE` opens the claim screen with its code.
+ */
+function legacyPath(hash) {
+  if (!hash || hash.startsWith('#/')) return null;
+  const claim = new URLSearchParams(hash.slice(1)).get('claim');
+  return claim && claim.trim() ? '/claim?code=' + encodeURIComponent(claim.trim()) : null;
 }
 
 async function render() {
-  // `#main` and other in-page anchors are not screens.
-  if (location.hash && !location.hash.startsWith('#/')) return;
+  const legacy = legacyPath(location.hash);
+  if (legacy) history.replaceState(null, '', '#' + legacy);
+  // `#main` and other in-page anchors are not screens: they leave the screen shown.
+  // Before the first screen nothing is shown but "Loading…": such an address opens the feed.
+  else if (location.hash && !location.hash.startsWith('#/') && !firstRender) return;
   screen.abort();
   screen = new AbortController();
   const signal = screen.signal;
@@ -186,6 +267,10 @@ async function render() {
   if (route && route.signedOut && session) return go('/feed');
   if (node.claimed) renderNav(path);
   else $('#nav').hidden = true;
+  if (session && !replicasRead) {
+    replicasRead = true;
+    api('GET', '/api/v1/users/' + encodeURIComponent(session.handle)).then(rememberReplicas, () => { replicasRead = false; });
+  }
   const view = h('div', { class: 'view' });
   main.replaceChildren(view);
   try {
@@ -294,29 +379,96 @@ function whenNear(element, callback, once = true) {
   lazyObserver.observe(element);
 }
 
+// One observer for every photo shown: a frame that grows (a phone turned, a window
+// widened) gets a bigger variant when the one it has no longer fills it.
+const resizeCallbacks = new WeakMap();
+const resizeObserver = new ResizeObserver((entries) => {
+  for (const entry of entries) {
+    const callback = resizeCallbacks.get(entry.target);
+    if (callback) callback();
+  }
+});
+
+/** The variants the node makes, smallest first, with the box each fits (docs/api.md). */
+const VARIANTS = [['thumb', 256], ['display', 1080]];
+
+/** Pixel size of one variant of `media`: as the node said, else from the original's; null if unknown. */
+function variantSize(media, variant, fitPixels) {
+  const given = media.variants && media.variants[variant];
+  if (given && given.width && given.height) return given;
+  if (!media.width || !media.height) return null;
+  const scale = Math.min(1, fitPixels / Math.max(media.width, media.height));
+  return { width: Math.round(media.width * scale), height: Math.round(media.height * scale) };
+}
+
 /**
- * A photo: its blurhash at once, then the `variant` (thumb or display) when it
- * scrolls near. `square` crops to a square tile.
+ * The smallest variant whose pixels cover `frame` as laid out, at this screen's pixel
+ * ratio (photos fill their frame: `object-fit: cover`), else the largest. Called once
+ * the frame is laid out, which is why photos are not chosen by `srcset`: their bytes
+ * come through fetch with the token.
  */
-function photo(media, variant, signal, { alt = '', square = false } = {}) {
-  const size = (media.variants && media.variants[variant]) || media;
+function variantFor(media, frame) {
+  const box = frame.getBoundingClientRect();
+  const ratio = window.devicePixelRatio || 1;
+  const width = box.width * ratio, height = box.height * ratio;
+  for (const [variant, fitPixels] of VARIANTS.slice(0, -1)) {
+    const size = variantSize(media, variant, fitPixels);
+    // Size unknown (a neighbour's photo not cached here yet): judge by the box it fits.
+    const enough = size ? size.width >= width && size.height >= height : Math.max(width, height) <= fitPixels;
+    // A small original: this variant is already the whole photo.
+    const whole = size && media.width && size.width >= media.width;
+    if (enough || whole) return variant;
+  }
+  return VARIANTS[VARIANTS.length - 1][0];
+}
+
+/**
+ * A photo: its blurhash at once, then, when it scrolls near, the variant that fits
+ * the frame on this screen (a bigger one if the frame grows). `square` crops to a
+ * square tile.
+ */
+function photo(media, signal, { alt = '', square = false } = {}) {
+  const known = media.width && media.height;
   const frame = h('div', { class: 'photo' + (square ? ' square' : '') });
-  if (!square && size.width && size.height) frame.style.aspectRatio = `${size.width} / ${size.height}`;
+  // A photo of unknown size takes its own shape when it arrives.
+  if (!square) frame.style.aspectRatio = known ? `${media.width} / ${media.height}` : '1';
   const canvas = h('canvas', { class: 'blur', 'aria-hidden': 'true' });
-  if (paintBlurhash(canvas, media.blurhash, square ? 1 : size.width / size.height)) frame.append(canvas);
-  const image = h('img', { alt, decoding: 'async', width: size.width, height: size.height });
+  if (paintBlurhash(canvas, media.blurhash, square || !known ? 1 : media.width / media.height)) frame.append(canvas);
+  const image = h('img', { alt, decoding: 'async', width: media.width, height: media.height });
   frame.append(image);
-  image.addEventListener('load', () => frame.classList.add('loaded'));
-  whenNear(frame, () => {
-    mediaObjectUrl(media.id, variant, signal).then((url) => {
-      if (signal.aborted) { URL.revokeObjectURL(url); return; }
-      signal.addEventListener('abort', () => URL.revokeObjectURL(url));
-      image.src = url;
+  image.addEventListener('load', () => {
+    frame.classList.add('loaded');
+    if (!square && !known && image.naturalWidth) frame.style.aspectRatio = `${image.naturalWidth} / ${image.naturalHeight}`;
+  });
+  /** Index in VARIANTS of the variant shown or on its way; -1 before the first. */
+  let rank = -1;
+  let url = null;
+  const load = () => {
+    const variant = variantFor(media, frame);
+    const wanted = VARIANTS.findIndex(([name]) => name === variant);
+    if (wanted <= rank || signal.aborted) return;
+    const first = rank < 0;
+    rank = wanted;
+    mediaObjectUrl(media.id, variant, signal).then((next) => {
+      if (signal.aborted) { URL.revokeObjectURL(next); return; }
+      const previous = url;
+      url = next;
+      image.src = next;
+      if (previous) image.addEventListener('load', () => URL.revokeObjectURL(previous), { once: true });
     }).catch((error) => {
-      if (signal.aborted || error.name === 'AbortError') return;
+      if (signal.aborted || error.name === 'AbortError' || !first) return;
       frame.classList.add('failed');
       frame.append(h('span', { class: 'photo-error' }, 'Photo unavailable'));
     });
+  };
+  signal.addEventListener('abort', () => {
+    resizeObserver.unobserve(frame);
+    if (url) URL.revokeObjectURL(url);
+  });
+  whenNear(frame, () => {
+    load();
+    resizeCallbacks.set(frame, load);
+    resizeObserver.observe(frame);
   });
   return frame;
 }
@@ -382,7 +534,7 @@ function postCard(post, signal) {
   const shown = post.media.slice(0, 4);
   const photos = shown.length
     ? h('div', { class: 'photos count-' + shown.length }, shown.map((media, index) => {
-      const link = h('a', { class: 'photo-link', href: open }, photo(media, 'thumb', signal, {
+      const link = h('a', { class: 'photo-link', href: open }, photo(media, signal, {
         alt: photoAlt(post, index), square: shown.length > 1,
       }));
       if (index === 3 && post.media.length > 4) link.append(h('span', { class: 'more' }, `+${post.media.length - 4}`));
@@ -403,7 +555,7 @@ function gridTile(post, signal) {
   const first = post.media[0];
   return h('li', {}, h('a', { class: 'tile', href: '#/post/' + post.id },
     first
-      ? photo(first, 'thumb', signal, { alt: photoAlt(post, 0), square: true })
+      ? photo(first, signal, { alt: photoAlt(post, 0), square: true })
       : h('span', { class: 'tile-text' }, post.caption.slice(0, 80)),
     post.media.length > 1 ? h('span', { class: 'more' }, `${post.media.length}`) : null));
 }
@@ -500,15 +652,26 @@ function passwordInput(autocomplete) {
 async function startSession(answer, handle) {
   rememberDevice(handle, answer.device);
   saveSession({ token: answer.token, user_id: answer.user_id, handle, admin: Boolean(answer.admin) });
-  if (answer.admin === undefined) {
-    const profile = await api('GET', '/api/v1/users/' + encodeURIComponent(handle));
+  // The profile says whether this is an admin (a session's answer does not) and which
+  // nodes hold the account, for the banner to offer if this one stops answering.
+  let profile = null;
+  try {
+    profile = await api('GET', '/api/v1/users/' + encodeURIComponent(handle));
+  } catch (error) {
+    if (answer.admin === undefined) throw error;
+  }
+  if (profile) {
     saveSession({ ...currentSession(), admin: Boolean(profile.admin) });
+    rememberReplicas(profile);
   }
 }
 
 function signInView({ view, params }) {
   setTitle('Sign in');
   const handle = handleInput('username');
+  // Another node's banner sends people here with their handle (`#/signin?handle=…`).
+  const given = (params.get('handle') || '').trim().toLowerCase();
+  if (given) handle.value = given;
   const password = passwordInput('current-password');
   view.append(h('section', { class: 'card narrow' },
     h('h1', {}, 'Sign in'),
@@ -531,19 +694,23 @@ function signInView({ view, params }) {
 
 function joinView({ view, params }) {
   setTitle('Join');
-  const code = h('input', { name: 'invite', required: true, autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', value: params.get('code') || '' });
+  const code = h('input', {
+    name: 'invite', required: true, autocomplete: 'off', autocapitalize: 'characters', autocorrect: 'off', spellcheck: 'false',
+    maxlength: 64, value: params.get('code') || '',
+  });
   const handle = handleInput('username');
   const password = passwordInput('new-password');
   view.append(h('section', { class: 'card narrow' },
     h('h1', {}, 'Join ' + node.name),
     h('p', { class: 'muted' }, 'Ask the node’s admin for an invite code.'),
     form('stack', [
-      field('Invite code', code),
+      field('Invite code', code, 'Like 7K3QZ-M9X2A; small letters and spaces are fine.'),
       field('Choose a handle', handle, HANDLE_HINT),
       field('Choose a password', password, PASSWORD_HINT),
       h('button', { type: 'submit', class: 'button primary' }, 'Create account'),
     ], async () => {
       const name = handle.value.trim().toLowerCase();
+      // The node compares codes normalised (case, hyphens and spaces ignored).
       const answer = await api('POST', '/api/v1/accounts', { body: { handle: name, password: password.value, invite: code.value.trim() } });
       await startSession(answer, name);
       toast(`Welcome, @${name}!`);
@@ -552,9 +719,13 @@ function joinView({ view, params }) {
     h('p', {}, 'Already have an account? ', h('a', { href: '#/signin' }, 'Sign in'))));
 }
 
-function claimView({ view }) {
+function claimView({ view, params }) {
   setTitle('Set up');
-  const code = h('input', { name: 'claim', required: true, autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false' });
+  // The label's link carries the code (`#/claim?code=…`, through the onboarding page).
+  const code = h('input', {
+    name: 'claim', required: true, autocomplete: 'off', autocapitalize: 'characters', autocorrect: 'off', spellcheck: 'false',
+    maxlength: 64, value: params.get('code') || '',
+  });
   const handle = handleInput('username');
   const password = passwordInput('new-password');
   view.append(h('section', { class: 'card narrow' },
@@ -562,7 +733,7 @@ function claimView({ view }) {
     h('p', {}, 'This node has no owner yet. Claim it with the code on its label (or from ',
       h('code', {}, 'edgenode status'), ' on the box), and choose the admin account.'),
     form('stack', [
-      field('Claim code', code),
+      field('Claim code', code, params.get('code') ? 'Filled in from the label’s link.' : null),
       field('Admin handle', handle, HANDLE_HINT),
       field('Password', password, PASSWORD_HINT),
       h('button', { type: 'submit', class: 'button primary' }, 'Claim this node'),
@@ -606,7 +777,7 @@ async function postView({ view, match, signal }) {
     authorLine(post),
     h('h1', { class: 'visually-hidden' }, `Post by @${post.author.handle}`),
     h('div', { class: 'photos-full' }, post.media.map((media, index) =>
-      photo(media, 'display', signal, { alt: photoAlt(post, index) }))),
+      photo(media, signal, { alt: photoAlt(post, index) }))),
     post.caption ? h('p', { class: 'caption' }, captionNodes(post.caption)) : null,
     post.tags.length ? h('p', { class: 'tags' }, post.tags.map((tag) =>
       h('a', { class: 'tag chip', href: '#/search?q=' + encodeURIComponent('#' + tag) }, '#' + tag))) : null,
@@ -850,6 +1021,7 @@ async function profileView({ view, match, signal }) {
   setTitle('@' + user.handle);
   const session = currentSession();
   const self = session && session.user_id === user.user_id;
+  if (self) rememberReplicas(user);
   const named = user.display_name && user.display_name !== user.handle;
   const followers = h('span', {});
   const paintCounts = () => {
@@ -864,6 +1036,7 @@ async function profileView({ view, match, signal }) {
       if (!(error instanceof ApiError)) { toast(messageOf(error)); return; }
     }
     saveSession(null);
+    localStorage.removeItem(REPLICAS_KEY);
     toast('Signed out.');
     go('/signin');
   };
@@ -879,7 +1052,7 @@ async function profileView({ view, match, signal }) {
           self ? h('button', { type: 'button', class: 'button secondary', onclick: signOut }, 'Sign out')
             : session ? followButton(user, paintCounts) : h('a', { class: 'button primary', href: '#/signin' }, 'Sign in to follow')),
         h('p', { class: 'hint' }, 'Photos kept on ', user.nodes.map((held, index) =>
-          [index ? ', ' : '', h('span', { title: held.addresses.join(', ') }, held.name)])))),
+          [index ? ', ' : '', h('span', { title: held.addresses.join(', ') || null }, held.name || 'node ' + held.id)])))),
     h('h2', { class: 'visually-hidden' }, 'Posts'),
     grid));
   pager({
@@ -959,6 +1132,16 @@ function duration(seconds) {
   return `${seconds} s`;
 }
 
+/**
+ * An SVG document (the node's QR code) as a `data:` URL for an `<img>`: an image's
+ * `src` is no script sink, and an SVG shown as an image runs nothing.
+ */
+function svgDataUrl(svg) {
+  const element = svg.slice(Math.max(0, svg.indexOf('<svg')));
+  const namespaced = /^<svg[^>]*\sxmlns=/.test(element) ? element : element.replace('<svg', `<svg xmlns="${SVG}"`);
+  return 'data:image/svg+xml;charset=utf-8,' + encodeURIComponent(namespaced);
+}
+
 function copyButton(text, label) {
   return h('button', {
     type: 'button', class: 'button secondary small', 'aria-label': label,
@@ -990,6 +1173,7 @@ async function adminView({ view, signal }) {
     ['Roles', (node.roles || []).join(', ') || 'none'],
     ['Registration', node.open_registration ? 'open to anyone' : 'by invite'],
     ['Addresses', (node.addresses || []).join(', ') || '–'],
+    node.base_url ? ['Web address', h('code', { class: 'wrap' }, node.base_url)] : null,
     ['Siblings', node.peers && node.peers.length ? String(node.peers.length) : 'none paired yet'],
     ['Storage', storageText(node.storage)],
   ];
@@ -997,11 +1181,16 @@ async function adminView({ view, signal }) {
   const createInvite = async (button) => {
     button.disabled = true;
     try {
-      const { code } = await api('POST', '/api/v1/invites');
-      const link = `${location.origin}/#/join?code=${encodeURIComponent(code)}`;
+      const { code, link: given, qr_svg: qr } = await api('POST', '/api/v1/invites');
+      // The node's link names the address people use to reach it (`base_url`); a node
+      // too old to send one gets the address this browser used.
+      const link = given || `${location.origin}/#/join?code=${encodeURIComponent(code)}`;
       invites.prepend(h('li', {},
         h('output', { class: 'invite-code' }, code), copyButton(code, 'Copy invite code'),
-        h('p', { class: 'hint' }, 'Or share this link: ', h('code', { class: 'wrap' }, link))));
+        qr ? h('div', { class: 'invite-qr' },
+          h('img', { src: svgDataUrl(qr), alt: `QR code of the invite link for ${code}: scan it with a phone's camera`, width: 200, height: 200 })) : null,
+        h('p', { class: 'hint' }, qr ? 'Scan the code, or share this link: ' : 'Or share this link: ',
+          h('code', { class: 'wrap invite-link' }, link), ' ', copyButton(link, 'Copy invite link'))));
       toast('Invite created: ' + code);
     } catch (error) {
       toast(messageOf(error));
@@ -1018,7 +1207,7 @@ async function adminView({ view, signal }) {
   view.append(h('div', { class: 'wide admin' },
     h('h1', {}, 'Admin'),
     h('section', { class: 'card' }, h('h2', {}, 'This node'),
-      h('dl', { class: 'facts' }, facts.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]))),
+      h('dl', { class: 'facts' }, facts.filter(Boolean).map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]))),
     h('section', { class: 'card' }, h('h2', {}, 'Invites'),
       h('p', {}, 'Each code lets one person create an account. Codes work once.'),
       inviteButton, invites),

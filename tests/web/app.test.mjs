@@ -44,8 +44,8 @@ describe('the web app, as two neighbours use it', { timeout: 300_000 }, () => {
 
   before(async () => {
     node = await startNode({ name: 'web-test', claimCode: CLAIM_CODE });
-    alice = await launchPerson();
-    bob = await launchPerson();
+    alice = await launchPerson({ trust: [node] });
+    bob = await launchPerson({ trust: [node] });
   });
 
   after(async () => {
@@ -298,7 +298,7 @@ describe('the web app, as two neighbours use it', { timeout: 300_000 }, () => {
   });
 
   it('passes an accessibility audit on every screen, phone and desktop', async () => {
-    const auditor = await launchPerson({ bypassCSP: true });
+    const auditor = await launchPerson({ trust: [node], bypassCSP: true });
     const session = await alice.page.evaluate(() => localStorage.getItem('edgenode.session'));
     const screens = ['#/feed', `#/post/${postId}`, '#/upload', '#/admin', `#/search?q=${encodeURIComponent('#harbour')}`, '#/u/alice', '#/signin', '#/join'];
     const found = [];
