@@ -429,21 +429,6 @@ impl LabNode {
         created["token"].as_str().unwrap_or_else(|| panic!("no token in {created}")).to_owned()
     }
 
-    /// Signs in as `handle` (with the admin password: an admin whose account replicated
-    /// here from a sibling) and returns the token; retried until `within`.
-    pub fn sign_in_replicated(&self, handle: &str, within: std::time::Duration) -> String {
-        let body = json!({ "handle": handle, "password": ADMIN_PASSWORD });
-        let started = std::time::Instant::now();
-        loop {
-            let (status, answer) = self.https("POST", "/api/v1/sessions", None, Some(&body));
-            if status == 200 {
-                return answer["token"].as_str().unwrap_or_else(|| panic!("no token in {answer}")).to_owned();
-            }
-            assert!(started.elapsed() < within, "{handle} never signed in on {}: {status} {answer}", self.name);
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-    }
-
     /// `GET /api/v1/node/nearby` as the admin.
     pub fn nearby(&self, token: &str) -> Vec<Value> {
         let (status, answer) = self.https("GET", "/api/v1/node/nearby", Some(token), None);
