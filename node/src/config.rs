@@ -39,6 +39,10 @@ pub struct Config {
     /// sets `[::]:80`; unset, no plain HTTP is served.
     pub onboarding_listen: Option<SocketAddr>,
     pub tls: TlsConfig,
+    /// What the node logs: comma-separated levels (`error`, `warn`, `info`, `debug`,
+    /// `trace`, `off`) for every target and `target=level` directives, e.g.
+    /// `"info,edgenode::link=debug"`. `RUST_LOG`, when set, wins over it.
+    pub log_level: String,
 }
 
 /// `[tls]`: what the public transports present besides the node's own CA's
@@ -269,6 +273,7 @@ impl Default for Config {
             metrics_listen: None,
             onboarding_listen: None,
             tls: TlsConfig::default(),
+            log_level: "info".to_owned(),
         }
     }
 }
@@ -424,8 +429,35 @@ impl Config {
                 );
             }
         }
+        if let Some(reason) = log_level_problem(&self.log_level) {
+            return Err(ConfigError::Invalid(format!("`log_level` = {:?}: {reason}", self.log_level)));
+        }
         Ok(())
     }
+}
+
+/// Why `log_level` cannot be used, if it cannot. It is an `EnvFilter` directive
+/// string, but stricter than `RUST_LOG`: a bare word must be a level, because
+/// `EnvFilter` would read a misspelt level (`inof`) as a target name and the node
+/// would log nothing else.
+fn log_level_problem(log_level: &str) -> Option<String> {
+    const EXPECTED: &str =
+        "expected a level (error, warn, info, debug, trace, off) or `target=level` directives such as \"info,edgenode::link=debug\"";
+    if log_level.trim().is_empty() {
+        return Some(format!("empty; {EXPECTED}"));
+    }
+    let directives: Vec<&str> = log_level.split(',').map(str::trim).filter(|directive| !directive.is_empty()).collect();
+    for directive in &directives {
+        let names_a_target = directive.contains('=') || directive.contains('[');
+        if !names_a_target && directive.parse::<tracing_subscriber::filter::LevelFilter>().is_err() {
+            return Some(format!("{directive:?} is not a level; {EXPECTED}"));
+        }
+    }
+    // Spaces after commas are allowed (and removed before the filter is made).
+    tracing_subscriber::EnvFilter::builder()
+        .parse(directives.join(","))
+        .err()
+        .map(|error| format!("{error}; {EXPECTED}"))
 }
 
 #[cfg(test)]
@@ -459,6 +491,20 @@ mod tests {
         assert!(Config::parse("region = \"earth//x\"").unwrap().validate().is_err());
         assert!(Config::parse("roles = [\"aggregator\"]").unwrap().validate().is_err(), "needs a region");
         assert!(Config::parse("roles = [\"hub\"]").unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn log_levels_are_checked() {
+        assert_eq!(Config::default().log_level, "info");
+        for good in ["info", "debug", "WARN", "off", "edgenode=debug,quinn=warn", "info, edgenode::link=trace"] {
+            let config = Config::parse(&format!("log_level = {good:?}")).unwrap();
+            assert_eq!(config.log_level, good);
+            config.validate().unwrap_or_else(|error| panic!("{good:?} refused: {error}"));
+        }
+        for bad in ["", " ", "inof", "edgenode=loud", "info,edgenode", "edgenode=debug=x"] {
+            let error = Config::parse(&format!("log_level = {bad:?}")).unwrap().validate().unwrap_err().to_string();
+            assert!(error.contains("`log_level`"), "{bad:?}: the message names the key: {error}");
+        }
     }
 
     #[test]

@@ -54,13 +54,44 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Create, list and revoke invites to this node (talks to the node running on this
+    /// data dir). Exits 0 when done, 1 when the node refused, 2 when no node answered.
+    Invite {
+        #[command(subcommand)]
+        action: cli::invite::InviteAction,
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Show this node's identity, claim state, whether it is serving, and nearby nodes.
+    #[command(after_help = cli::status::HELP_AFTER)]
     Status {
         #[command(flatten)]
         common: CommonArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Upload photos (files, or folders walked for JPEG, PNG and WebP) to any node as
+    /// one of its users, optionally one post each. Resumable: run it again after an
+    /// interruption. Exits 0 when all are done, 1 when any failed, 130 after Ctrl-C.
+    Upload(cli::upload::UploadArgs),
+    /// Check a configuration file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Read FILE with the node's own parser and check its values, without starting the node.
+    #[command(after_help = cli::config_check::HELP_AFTER)]
+    Check {
+        /// The TOML file, e.g. /etc/edgenode/node.toml.
+        file: PathBuf,
     },
 }
 
@@ -100,6 +131,15 @@ impl CommonArgs {
         }
         Ok(config)
     }
+
+    /// As `load`, but with neither --config nor --data-dir, the appliance's config
+    /// when this machine has one: `edgenode status` on a box finds its node.
+    fn load_local_node(&self) -> Result<Config> {
+        match (&self.config, &self.data_dir) {
+            (None, None) => Ok(Config::load(cli::appliance_config().as_deref())?),
+            _ => self.load(),
+        }
+    }
 }
 
 /// jemalloc, whose background threads return freed pages to the OS within seconds
@@ -112,20 +152,14 @@ static GLOBAL_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemall
 const BLOCKING_THREADS_MAX: usize = 128;
 const BLOCKING_THREAD_IDLE_MS: u64 = 2000;
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
     // Whatever the node, a crate or a subcommand creates in the data dir (database,
     // photos, spooled uploads, keys) is for this user only, even where a creation
     // site forgets its own mode; files and dirs that existed before are fixed at start
     // (`store::make_data_dir_private`).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,quinn=warn,h3=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logging = cli::Logging::init();
     // Blocking threads run API handlers, conversions and password checks; those two wait
     // in their own gates (at most 32 + 64 waiting), so 128 threads keep requests moving
     // while a flood cannot grow the pool to tokio's 512 (each thread's stack and
@@ -152,9 +186,14 @@ fn main() -> Result<()> {
                 config.mdns.enabled = false;
             }
             config.validate()?;
+            logging.apply_log_level(&config.log_level)?;
             runtime.block_on(edgenode::node::serve(config)).map_err(anyhow::Error::from)
         }
-        Command::Status { common, json } => runtime.block_on(cli::status::status(common.load()?, json)),
+        Command::Status { common, json } => match common.load_local_node() {
+            Ok(config) => runtime.block_on(cli::status::status(config, json)),
+            Err(error) => Err(cli::Exit::new(cli::EXIT_CANNOT_TELL, error.to_string()).into()),
+        },
+        Command::Config { action: ConfigAction::Check { file } } => cli::config_check::check(&file),
         Command::Peer { action, common } => {
             let config = common.load()?;
             match action {
@@ -163,11 +202,15 @@ fn main() -> Result<()> {
                 PeerAction::List { json } => runtime.block_on(cli::peer::list(config, json)),
             }
         }
+        Command::Invite { action, common, json } => {
+            runtime.block_on(cli::invite::invite(common.load_local_node()?, action, json))
+        }
+        Command::Upload(args) => runtime.block_on(cli::upload::upload(args)),
         Command::Discover { timeout, json } => cli::discover::discover(Duration::from_secs(timeout), json),
     };
     // Last: `serve` has stopped every piece of the node in order by now; dropping the
     // runtime ends only tasks with no stop of their own (fan-out's loops, search's
     // feeder), which then let go of the store, and it closes.
     drop(runtime);
-    done
+    cli::exit_code(done)
 }

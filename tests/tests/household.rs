@@ -105,6 +105,7 @@ fn household(transport: Transport) {
     let carol = client.join(&client.create_invite(&alice), "carol");
     the_openapi_document_lists_every_documented_route(&client);
     every_openapi_route_is_routed(&client, &carol);
+    the_admin_routes_answer_as_documented(&client, &alice);
 
     // Alice deletes the post: it is gone from the feed, from search, and by id.
     client.delete_post(&alice, &post_id);
@@ -191,10 +192,26 @@ fn the_openapi_document_lists_every_documented_route(client: &Client) {
     assert!(missing.is_empty(), "/openapi.json lacks these routes of docs/api.md: {missing:#?}");
 }
 
+/// The success statuses `/openapi.json` documents for `method` on `template`.
+fn documented_successes(openapi: &Value, method: &str, template: &str) -> Vec<u16> {
+    let responses = &openapi["paths"][template][method.to_ascii_lowercase()]["responses"];
+    let statuses = responses.as_object().map(|responses| responses.keys().filter_map(|status| status.parse().ok()));
+    statuses.into_iter().flatten().filter(|status| (200..300).contains(status)).collect()
+}
+
+/// Why `status` (an answer to `method` on `template`) is not what `/openapi.json`
+/// documents, if it is a success the document does not list.
+fn undocumented_success(openapi: &Value, method: &str, template: &str, status: u16) -> Option<String> {
+    let documented = documented_successes(openapi, method, template);
+    ((200..300).contains(&status) && !documented.contains(&status))
+        .then(|| format!("{method} {template} answered {status}; /openapi.json documents {documented:?}"))
+}
+
 /// Calls every operation of the OpenAPI document, with real ids, as `visitor` (who
 /// owns the post and media used, so nothing of anyone else changes) and checks each
-/// is routed: neither 404 nor 405. Mutations run after reads, the visitor's own
-/// post is deleted last but one, and signing out comes last.
+/// is routed: neither 404 nor 405, and a success is one the document lists for it.
+/// Mutations run after reads, the visitor's own post is deleted last but one, and
+/// signing out comes last.
 fn every_openapi_route_is_routed(client: &Client, visitor: &Account) {
     let photo = distinct_photo(7);
     let media_id = id_of(&client.upload_jpeg(visitor, &photo));
@@ -202,12 +219,15 @@ fn every_openapi_route_is_routed(client: &Client, visitor: &Account) {
     let values = PathValues { post_id, media_id, media_sha256: sha256_hex(&photo), handle: "alice".to_owned() };
 
     let (_, openapi) = client.get_json("/openapi.json", None);
-    let mut calls: Vec<(String, String)> = openapi_operations(&openapi)
+    let mut calls: Vec<(String, String, String)> = openapi_operations(&openapi)
         .into_iter()
-        .map(|operation| (operation.method, concrete_path(&operation.path, &values)))
+        .map(|operation| {
+            let path = concrete_path(&operation.path, &values);
+            (operation.method, operation.path, path)
+        })
         .collect();
     let own_post = format!("/api/v1/posts/{}", values.post_id);
-    calls.sort_by_key(|(method, path)| match method.as_str() {
+    calls.sort_by_key(|(method, _, path)| match method.as_str() {
         "GET" | "HEAD" | "OPTIONS" => 0,
         "DELETE" if path == "/api/v1/sessions" => 4,
         "DELETE" if *path == own_post => 3,
@@ -215,8 +235,10 @@ fn every_openapi_route_is_routed(client: &Client, visitor: &Account) {
         _ => 1,
     });
     let mut unrouted = Vec::new();
-    for (method, path) in &calls {
+    let mut undocumented = Vec::new();
+    for (method, template, path) in &calls {
         let response = client.request(method, path, Some(&visitor.token), &[], Vec::new());
+        undocumented.extend(undocumented_success(&openapi, method, template, response.status));
         // A routed handler may answer 404 for what it looks up (an ACME challenge not
         // pending); the router's own 404 says there is no route.
         let no_route = response.status == 404 && response.body_text().contains("no route for");
@@ -226,6 +248,35 @@ fn every_openapi_route_is_routed(client: &Client, visitor: &Account) {
     }
     assert!(!calls.is_empty(), "/openapi.json lists no operations");
     assert!(unrouted.is_empty(), "routes listed in /openapi.json that the router does not serve: {unrouted:#?}");
+    assert!(undocumented.is_empty(), "successes /openapi.json does not document: {undocumented:#?}");
+}
+
+/// The admin's own routes the visitor above is refused, each answered with a success
+/// `/openapi.json` documents for it: pairing, siblings, nearby nodes, invites.
+fn the_admin_routes_answer_as_documented(client: &Client, admin: &Account) {
+    let (_, openapi) = client.get_json("/openapi.json", None);
+    let created = client.request("POST", "/api/v1/invites", Some(&admin.token), &[], Vec::new());
+    let code = text(&created.json(), "code").to_owned();
+    let revoke = format!("/api/v1/invites/{code}");
+    let mut answers = vec![("POST", "/api/v1/invites", created)];
+    for (method, template, path) in [
+        ("GET", "/api/v1/invites", "/api/v1/invites"),
+        ("DELETE", "/api/v1/invites/{code}", revoke.as_str()),
+        ("GET", "/api/v1/node/peers", "/api/v1/node/peers"),
+        ("GET", "/api/v1/node/replication", "/api/v1/node/replication"),
+        ("GET", "/api/v1/node/nearby", "/api/v1/node/nearby"),
+        ("POST", "/api/v1/node/peers/pair", "/api/v1/node/peers/pair"),
+    ] {
+        answers.push((method, template, client.request(method, path, Some(&admin.token), &[], Vec::new())));
+    }
+    let mut wrong = Vec::new();
+    for (method, template, response) in answers {
+        if !(200..300).contains(&response.status) {
+            wrong.push(format!("{method} {template} as the admin: {} {}", response.status, response.body_text()));
+        }
+        wrong.extend(undocumented_success(&openapi, method, template, response.status));
+    }
+    assert!(wrong.is_empty(), "admin routes not answered as /openapi.json documents: {wrong:#?}");
 }
 
 /// Read as the admin: `/metrics` is for operators only.

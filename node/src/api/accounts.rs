@@ -18,8 +18,13 @@ use crate::core::text;
 use crate::os;
 use crate::store::{Admission, Store, StoreError};
 
-pub const PASSWORD_CHARS_MIN: usize = 8;
+/// Fewest characters of a new password (accounts made before this rule, with 8, still
+/// sign in: the rule applies where a password is set).
+pub const PASSWORD_CHARS_MIN: usize = 10;
 pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// The zxcvbn score a new password needs: `Three` is about 10^10 guesses or more, what
+/// zxcvbn calls safe against an offline attack on a slow hash (ours is Argon2id).
+const PASSWORD_SCORE_MIN: zxcvbn::Score = zxcvbn::Score::Three;
 /// The smallest side of an invite's QR code as rendered (the SVG scales; its
 /// `viewBox` is kept).
 const INVITE_QR_SIDE_PIXELS_MIN: u32 = 240;
@@ -242,7 +247,7 @@ pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let request: NewAccount = call.json()?;
     let handle = request.handle.trim().to_lowercase();
     text::check_handle(&handle).map_err(|error| ApiError::bad_request("invalid_handle", error.to_string()))?;
-    check_password(&request.password)?;
+    check_password(&request.password, &handle)?;
     let guess = match (&request.claim, &request.invite) {
         (Some(_), _) => Some(Guess::ClaimCode),
         (None, Some(_)) => Some(Guess::InviteCode),
@@ -353,14 +358,35 @@ fn admit(api: &Api, request: &NewAccount, handle: &str) -> (Result<User, ApiErro
     (Ok(user), code_was_right)
 }
 
-fn check_password(password: &str) -> Result<(), ApiError> {
-    if password.chars().count() < PASSWORD_CHARS_MIN || password.len() > PASSWORD_BYTES_MAX {
+/// A new password for `handle`: `PASSWORD_CHARS_MIN` characters or more, at most
+/// `PASSWORD_BYTES_MAX` bytes, and hard enough to guess by zxcvbn's estimate, with the
+/// handle as a word a guesser knows (so `ada-ada-ada` is weak for ada). The refusal
+/// is 400 `weak_password` with zxcvbn's warning and suggestions. zxcvbn reads only the
+/// first 100 characters, so a check costs at most a few milliseconds.
+fn check_password(password: &str, handle: &str) -> Result<(), ApiError> {
+    let characters = password.chars().count();
+    if characters < PASSWORD_CHARS_MIN || password.len() > PASSWORD_BYTES_MAX {
         return Err(ApiError::bad_request(
             "weak_password",
-            format!("a password is {PASSWORD_CHARS_MIN} to {PASSWORD_BYTES_MAX} characters"),
+            format!(
+                "a password needs at least {PASSWORD_CHARS_MIN} characters (and at most {PASSWORD_BYTES_MAX} \
+                 bytes); this one has {characters}"
+            ),
         ));
     }
-    Ok(())
+    let estimate = zxcvbn::zxcvbn(password, &[handle]);
+    if estimate.score() >= PASSWORD_SCORE_MIN {
+        return Ok(());
+    }
+    let mut why = vec!["this password is too easy to guess.".to_owned()];
+    if let Some(feedback) = estimate.feedback() {
+        why.extend(feedback.warning().map(|warning| warning.to_string()));
+        why.extend(feedback.suggestions().iter().map(ToString::to_string));
+    }
+    if why.len() == 1 {
+        why.push("Use a few uncommon words, not your handle.".to_owned());
+    }
+    Err(ApiError::bad_request("weak_password", why.join(" ")))
 }
 
 #[derive(Deserialize)]
@@ -440,16 +466,63 @@ pub fn logout(api: &Api, call: &mut Call<'_>) -> ApiResult {
     empty_response(StatusCode::NO_CONTENT)
 }
 
-pub fn create_invite(api: &Api, call: &mut Call<'_>) -> ApiResult {
+/// Who manages invites: an admin (their user id), or the local control token (the
+/// CLI on the box, `Store::INVITE_BY_CONTROL_TOKEN`); 403 for anyone else.
+fn invite_manager<'a>(call: &'a Call<'_>, what: &str) -> Result<&'a str, ApiError> {
+    if call.local_control {
+        return Ok(Store::INVITE_BY_CONTROL_TOKEN);
+    }
     let user = call.user()?;
     if !user.admin {
-        return Err(ApiError::forbidden("only an admin can create invites"));
+        return Err(ApiError::forbidden(format!("only an admin can {what}")));
     }
-    let invite = api.store.create_invite(&user.user_id)?;
+    Ok(&user.user_id)
+}
+
+pub fn create_invite(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let created_by = invite_manager(call, "create invites")?;
+    let invite = api.store.create_invite(created_by)?;
     let code = shown_invite_code(&invite.code);
     let link = invite_link(&api.node.base_url, &code);
     let qr_svg = qr_svg(&link);
     json_response(StatusCode::CREATED, &json!({"code": code, "link": link, "qr_svg": qr_svg}))
+}
+
+/// Open invites (not used, not revoked), newest first: `{items:[{code, created_at,
+/// created_by:{user_id, handle}|null}]}`; `null` for one the control token made.
+pub fn list_invites(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    invite_manager(call, "list invites")?;
+    let mut items = Vec::new();
+    for invite in api.store.open_invites()? {
+        let created_by = if invite.created_by == Store::INVITE_BY_CONTROL_TOKEN {
+            serde_json::Value::Null
+        } else {
+            let handle = api.store.user(&invite.created_by)?.map(|user| user.handle);
+            json!({"user_id": invite.created_by, "handle": handle})
+        };
+        items.push(json!({
+            "code": shown_invite_code(&invite.code),
+            "created_at": invite.created_at,
+            "created_by": created_by,
+        }));
+    }
+    ok_json(json!({"items": items}))
+}
+
+/// Revokes an open invite by its code (compared normalised, as at sign-up): 204, or
+/// 404 when no open invite has it.
+pub fn revoke_invite(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    invite_manager(call, "revoke invites")?;
+    let code = call.param(0).to_owned();
+    if api.store.revoke_invite(&normalised_code(&code))? {
+        tracing::info!(code = %shown_invite_code(&normalised_code(&code)), "invite revoked");
+        return empty_response(StatusCode::NO_CONTENT);
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no open invite {code}: it is unknown, used or revoked already (see GET /api/v1/invites)"),
+    ))
 }
 
 impl Api {
@@ -499,11 +572,116 @@ mod tests {
     }
 
     fn send(api: &Api, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        send_as(api, None, method, uri, body)
+    }
+
+    /// As `send`, with `Authorization: Bearer <token>` when `token` is given.
+    fn send_as(api: &Api, token: Option<&str>, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
         let body = body.map_or_else(Bytes::new, |body| Bytes::from(body.to_string()));
-        let request = Request::builder().method(method).uri(uri).body(body.into()).unwrap();
-        let response = api.handle(request);
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = api.handle(request.body(body.into()).unwrap());
         let answer = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
         (response.status(), answer)
+    }
+
+    /// `POST /api/v1/accounts` with `body`; the new account's token.
+    fn create_account(api: &Api, body: Value) -> String {
+        let (status, answer) = send(api, Method::POST, "/api/v1/accounts", Some(body));
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        answer["token"].as_str().expect("a token").to_owned()
+    }
+
+    fn weak_password_message(password: &str, handle: &str) -> String {
+        let refused = check_password(password, handle).expect_err(password);
+        assert_eq!((refused.status, refused.code), (StatusCode::BAD_REQUEST, "weak_password"), "{password}");
+        refused.message
+    }
+
+    #[test]
+    fn new_passwords_are_ten_characters_and_hard_to_guess() {
+        for (password, handle) in [
+            ("sunsets over the harbour 42", "ada"),
+            ("a long password", "ada"),
+            ("correct horse battery", "ada"),
+            ("ada-lovelace-1815", "ada"),
+            ("Tr0ub4dor&3", "ada"),
+        ] {
+            assert!(check_password(password, handle).is_ok(), "{password} is accepted");
+        }
+        assert!(weak_password_message("harbour 7", "ada").contains("at least 10 characters"));
+        assert!(weak_password_message(&"x".repeat(PASSWORD_BYTES_MAX + 1), "ada").contains("1024 bytes"));
+        let common = weak_password_message("password123", "ada");
+        assert!(common.contains("too easy to guess") && common.contains("very common password"), "{common}");
+        for password in ["qwertyuiop", "1234567890", "iloveyou123", "Password2024!", "aaaaaaaaaaaa"] {
+            weak_password_message(password, "ada");
+        }
+        // The handle is a word every guesser knows.
+        let handle_repeated = weak_password_message("ada-ada-ada", "ada");
+        assert!(handle_repeated.contains("Avoid repeated words"), "{handle_repeated}");
+        assert!(check_password("mrwhiskers42", "bob").is_ok(), "fine for bob");
+        weak_password_message("mrwhiskers42", "mrwhiskers");
+    }
+
+    #[test]
+    fn a_weak_password_creates_nothing_and_keeps_the_claim_code() {
+        let dir = TempDir::new("api-weak-password");
+        let (api, store) = api_in(&dir);
+        let weak = json!({"handle": "ada", "password": "password123", "claim": CLAIM_CODE});
+        let (status, answer) = send(&api, Method::POST, "/api/v1/accounts", Some(weak));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["code"], json!("weak_password"), "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("very common password"), "{answer}");
+        assert_eq!(store.user_count().unwrap(), 0);
+        create_account(&api, json!({"handle": "ada", "password": "harbour lights at dusk", "claim": CLAIM_CODE}));
+    }
+
+    #[test]
+    fn admins_and_the_control_token_list_and_revoke_invites() {
+        let dir = TempDir::new("api-invites");
+        let (api, _store) = api_in(&dir);
+        let api = api.with_control_token("control-secret");
+        let password = "harbour lights at dusk";
+        let admin = create_account(&api, json!({"handle": "ada", "password": password, "claim": CLAIM_CODE}));
+        let (status, made) = send_as(&api, Some(&admin), Method::POST, "/api/v1/invites", None);
+        assert_eq!(status, StatusCode::CREATED, "{made}");
+        let (status, by_cli) = send_as(&api, Some("control-secret"), Method::POST, "/api/v1/invites", None);
+        assert_eq!(status, StatusCode::CREATED, "the CLI on the box makes invites: {by_cli}");
+
+        let (status, listed) = send_as(&api, Some("control-secret"), Method::GET, "/api/v1/invites", None);
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        let items = listed["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{listed}");
+        let made_by_ada = items.iter().find(|item| item["code"] == made["code"]).expect("ada's invite is listed");
+        assert_eq!(made_by_ada["created_by"]["handle"], json!("ada"), "{listed}");
+        assert!(made_by_ada["created_at"].as_u64().is_some_and(|at| at > 0), "{listed}");
+        let made_by_cli = items.iter().find(|item| item["code"] == by_cli["code"]).expect("the CLI's is listed");
+        assert_eq!(made_by_cli["created_by"], Value::Null, "{listed}");
+
+        // A user who is not an admin may do neither.
+        let bob = create_account(&api, json!({"handle": "bob", "password": password, "invite": made["code"]}));
+        assert_eq!(send_as(&api, Some(&bob), Method::GET, "/api/v1/invites", None).0, StatusCode::FORBIDDEN);
+        let cli_code = by_cli["code"].as_str().unwrap().to_owned();
+        let revoke_uri = format!("/api/v1/invites/{}", cli_code.to_lowercase());
+        assert_eq!(send_as(&api, Some(&bob), Method::DELETE, &revoke_uri, None).0, StatusCode::FORBIDDEN);
+        assert_eq!(send(&api, Method::GET, "/api/v1/invites", None).0, StatusCode::UNAUTHORIZED);
+
+        // A used invite is no longer open; a revoked one admits nobody.
+        let (_, listed) = send_as(&api, Some(&admin), Method::GET, "/api/v1/invites", None);
+        assert_eq!(listed["items"].as_array().unwrap().len(), 1, "ada's invite was used: {listed}");
+        let (status, answer) = send_as(&api, Some(&admin), Method::DELETE, &revoke_uri, None);
+        assert_eq!(status, StatusCode::NO_CONTENT, "a code typed in lower case revokes: {answer}");
+        let (status, answer) = send_as(&api, Some(&admin), Method::DELETE, &revoke_uri, None);
+        assert_eq!((status, &answer["error"]["code"]), (StatusCode::NOT_FOUND, &json!("not_found")), "{answer}");
+        let made_uri = format!("/api/v1/invites/{}", made["code"].as_str().unwrap());
+        assert_eq!(send_as(&api, Some(&admin), Method::DELETE, &made_uri, None).0, StatusCode::NOT_FOUND, "used");
+        let (_, listed) = send_as(&api, Some(&admin), Method::GET, "/api/v1/invites", None);
+        assert_eq!(listed["items"], json!([]), "{listed}");
+        let join = json!({"handle": "cyd", "password": password, "invite": cli_code});
+        let (status, answer) = send(&api, Method::POST, "/api/v1/accounts", Some(join));
+        assert_eq!((status, &answer["error"]["code"]), (StatusCode::FORBIDDEN, &json!("bad_invite")), "{answer}");
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::HandleTaken => ApiError::new(StatusCode::CONFLICT, "handle_taken", "that handle is taken"),
             StoreError::BadInvite => {
-                ApiError::forbidden_code("bad_invite", "the invite code is unknown or already used")
+                ApiError::forbidden_code("bad_invite", "the invite code is unknown, used or revoked")
             }
             StoreError::AlreadyClaimed => {
                 ApiError::forbidden_code("bad_claim_code", "this node is already claimed; ask its admin for an invite")

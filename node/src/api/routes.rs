@@ -27,17 +27,27 @@ pub struct Route {
     pub access: Access,
     /// Request body: `None`, `Some("json")` or `Some("image")`.
     pub body: Option<&'static str>,
+    /// Every success status the handler answers with, the usual one first: what
+    /// `/openapi.json` documents (the black-box tests check answers against it).
+    pub success: &'static [StatusCode],
     pub handler: fn(&Api, &mut Call<'_>) -> ApiResult,
 }
 
+/// `route!(METHOD "/pattern", Access, body, handler, "summary")` for a route that
+/// answers 200; `route!(METHOD "/pattern" => CREATED | OK, …)` names the success
+/// statuses (`StatusCode` constants) of one that answers anything else.
 macro_rules! route {
     ($method:ident $pattern:literal, $access:ident, $body:expr, $handler:path, $summary:literal) => {
+        route!($method $pattern => OK, $access, $body, $handler, $summary)
+    };
+    ($method:ident $pattern:literal => $($success:ident)|+, $access:ident, $body:expr, $handler:path, $summary:literal) => {
         Route {
             method: Method::$method,
             pattern: $pattern,
             summary: $summary,
             access: Access::$access,
             body: $body,
+            success: &[$(StatusCode::$success),+],
             handler: $handler,
         }
     };
@@ -74,26 +84,35 @@ pub fn table() -> &'static [Route] {
                 "Pairs with the node at address using the code it showed: {node_id, address, pin}"),
             route!(GET "/api/v1/node/nearby", Admin, None, accounts::nearby,
                 "Nodes seen nearby over mDNS (hints only: pins are checked, never trusted): {mdns, items}"),
-            route!(POST "/api/v1/accounts", Anyone, JSON, accounts::create_account,
+            route!(POST "/api/v1/accounts" => CREATED, Anyone, JSON, accounts::create_account,
                 "Create an account: {handle, password, claim?|invite?}; codes compare case-insensitively, hyphens and spaces ignored; 409 already_claimed when claiming a node that has accounts"),
             route!(POST "/api/v1/sessions", Anyone, JSON, accounts::login,
                 "Sign in: {handle, password, device?} -> {token, user_id, device}"),
-            route!(DELETE "/api/v1/sessions", User, None, accounts::logout, "Sign out: revoke the token used"),
-            route!(POST "/api/v1/invites", Admin, None, accounts::create_invite,
-                "Create a one-time invite code: {code: XXXXX-XXXXX (Crockford base32), link: <base_url>#/join?code=<code>, qr_svg: <svg> of link}"),
-            route!(POST "/api/v1/media", User, IMAGE, media::upload, "Upload an image; the node computes its SHA-256"),
-            route!(PUT "/api/v1/media/{sha256}", User, IMAGE, media::upload,
+            route!(DELETE "/api/v1/sessions" => NO_CONTENT, User, None, accounts::logout,
+                "Sign out: revoke the token used"),
+            route!(POST "/api/v1/invites" => CREATED, Admin, None, accounts::create_invite,
+                "Create a one-time invite code (admin or control token): {code: XXXXX-XXXXX (Crockford base32), link: <base_url>#/join?code=<code>, qr_svg: <svg> of link}"),
+            route!(GET "/api/v1/invites", Admin, None, accounts::list_invites,
+                "Open invites, newest first (admin or control token): {items: [{code, created_at, created_by: {user_id, handle}|null}]}"),
+            route!(DELETE "/api/v1/invites/{code}" => NO_CONTENT, Admin, None, accounts::revoke_invite,
+                "Revoke an open invite (admin or control token); 404 when no open invite has the code"),
+            route!(POST "/api/v1/media" => CREATED | OK, User, IMAGE, media::upload,
+                "Upload an image; the node computes its SHA-256"),
+            route!(PUT "/api/v1/media/{sha256}" => CREATED | OK, User, IMAGE, media::upload,
                 "Upload an image under its SHA-256 (hex); 200 if already stored"),
-            route!(GET "/api/v1/media/{id}/{variant}", OptionalUser, None, media::download,
+            route!(GET "/api/v1/media/{id}/{variant}" => OK | PARTIAL_CONTENT, OptionalUser, None, media::download,
                 "Image bytes: variant thumb (fits 256 px), display (fits 1080 px) or original (owner only)"),
-            route!(POST "/api/v1/posts", User, JSON, social::create_post, "Post: {caption, media: [id], visibility}"),
+            route!(POST "/api/v1/posts" => CREATED, User, JSON, social::create_post,
+                "Post: {caption, media: [id], visibility}"),
             route!(GET "/api/v1/posts/{id}", OptionalUser, None, social::get_post, "One post"),
-            route!(DELETE "/api/v1/posts/{id}", User, None, social::delete_post, "Delete one of your posts"),
+            route!(DELETE "/api/v1/posts/{id}" => NO_CONTENT, User, None, social::delete_post,
+                "Delete one of your posts"),
             route!(PATCH "/api/v1/posts/{id}", User, JSON, social::edit_post,
                 "Edit one of your posts: {caption?, visibility?}"),
             route!(PUT "/api/v1/posts/{id}/like", User, None, social::like, "Like a post"),
             route!(DELETE "/api/v1/posts/{id}/like", User, None, social::unlike, "Take back a like"),
-            route!(POST "/api/v1/posts/{id}/comments", User, JSON, social::add_comment, "Comment: {text}"),
+            route!(POST "/api/v1/posts/{id}/comments" => CREATED, User, JSON, social::add_comment,
+                "Comment: {text}"),
             route!(GET "/api/v1/posts/{id}/comments", OptionalUser, None, social::comments,
                 "Comments, oldest first: {items, next_cursor}"),
             route!(GET "/api/v1/users/{handle}", OptionalUser, None, social::get_user,
@@ -192,8 +211,10 @@ pub fn openapi_document() -> Value {
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             }
         });
-        let success = if route.method == Method::POST && route.pattern != "/api/v1/sessions" { "201" } else { "200" };
-        operation["responses"][success] = json!({"description": "Success"});
+        for status in route.success {
+            let description = status.canonical_reason().unwrap_or("Success");
+            operation["responses"][status.as_str()] = json!({"description": description});
+        }
         if matches!(route.access, Access::User | Access::Admin | Access::Operator) {
             operation["security"] = json!([{"bearer": []}]);
         }
@@ -246,6 +267,29 @@ mod tests {
         assert_eq!(not_allowed.status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(not_allowed.headers, vec![(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"))]);
         assert!(find(&Method::DELETE, "/api/v1/posts/abc").is_ok());
+    }
+
+    #[test]
+    fn the_document_gives_the_success_statuses_handlers_answer() {
+        let document = openapi_document();
+        let documented = |method: &str, pattern: &str| {
+            let responses = document["paths"][pattern][method]["responses"].as_object().expect("responses");
+            let mut statuses: Vec<&str> =
+                responses.keys().map(String::as_str).filter(|status| *status != "default").collect();
+            statuses.sort_unstable();
+            statuses
+        };
+        // Pairing answers 200: it makes no resource a client could fetch.
+        assert_eq!(documented("post", "/api/v1/node/peers/pair"), ["200"]);
+        assert_eq!(documented("post", "/api/v1/node/peers/join"), ["200"]);
+        assert_eq!(documented("post", "/api/v1/sessions"), ["200"]);
+        assert_eq!(documented("post", "/api/v1/accounts"), ["201"]);
+        assert_eq!(documented("delete", "/api/v1/invites/{code}"), ["204"]);
+        assert_eq!(documented("put", "/api/v1/media/{sha256}"), ["200", "201"]);
+        for route in table() {
+            assert!(!route.success.is_empty(), "{} {} documents a success", route.method, route.pattern);
+            assert!(route.success.iter().all(StatusCode::is_success), "{} {}", route.method, route.pattern);
+        }
     }
 
     #[test]

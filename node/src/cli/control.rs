@@ -96,11 +96,16 @@ pub async fn call_json(
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|error| error["error"]["message"].as_str().or(error["message"].as_str()).map(str::to_owned))
-            .unwrap_or_default();
-        bail!("node answered {status}: {message}");
+        bail!("node answered {status}: {}", error_message(&body));
     }
     Ok(serde_json::from_slice(&body)?)
+}
+
+/// The message of an error answer (`{"error":{"code":"…","message":"…"}}`), or empty
+/// when the body is not one.
+pub fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|error| error["error"]["message"].as_str().or(error["message"].as_str()).map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -1,5 +1,6 @@
 //! `edgenode status`: this node's identity, claim state, whether it is serving (and
-//! what it says about itself), and the nodes it sees nearby; a table, or JSON.
+//! what it says about itself), and the nodes it sees nearby; a table, or JSON. Its exit
+//! code says whether the node is serving, for scripts and health checks.
 
 use std::time::Duration;
 
@@ -10,12 +11,22 @@ use edgenode::discovery;
 use edgenode::http::Identity;
 
 use super::control::{fetch_json, serving_address};
+use super::{Exit, EXIT_CANNOT_TELL, EXIT_NO};
+
+/// `status --help`, and README's "Operating a node".
+pub const HELP_AFTER: &str = "\
+Without --config or --data-dir, reads /etc/edgenode/node.toml when it exists (the appliance's config).
+
+Exit status:
+  0  the node is serving (it answered)
+  1  the node is not serving (no answer within 5 s)
+  2  cannot tell: the config, the data dir or the node's identity cannot be read";
 
 /// How long `status` waits for the node before it reports it as not answering.
 const NODE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn status(config: Config, json: bool) -> Result<()> {
-    let identity = Identity::load(&config.data_dir)?;
+    let identity = Identity::load(&config.data_dir).map_err(|error| Exit::new(EXIT_CANNOT_TELL, error.to_string()))?;
     let claim_code =
         std::fs::read_to_string(config.data_dir.join("claim-code")).ok().map(|code| code.trim().to_owned());
     let ca_fingerprint = edgenode::tls::ca::fingerprint_in(&config.data_dir);
@@ -45,7 +56,7 @@ pub async fn status(config: Config, json: bool) -> Result<()> {
             "nearby": nearby,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+        return serving_verdict(live.is_some());
     }
     let field = |info: &Option<serde_json::Value>, key: &str| {
         info.as_ref().and_then(|info| info.get(key)).map(|value| value.to_string().trim_matches('"').to_owned())
@@ -102,5 +113,25 @@ pub async fn status(config: Config, json: bool) -> Result<()> {
             print!("\nnearby:\n{}", discovery::render_table(&nodes));
         }
     }
-    Ok(())
+    serving_verdict(live.is_some())
+}
+
+/// Exit 0 when the node answered, else 1 (the output has said so already).
+fn serving_verdict(serving: bool) -> Result<()> {
+    if serving {
+        Ok(())
+    } else {
+        Err(Exit::new(EXIT_NO, "").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_says_what_the_code_does() {
+        assert!(HELP_AFTER.contains(&format!("within {} s", NODE_ANSWER_TIMEOUT.as_secs())));
+        assert!(HELP_AFTER.contains(super::super::APPLIANCE_CONFIG_PATH));
+    }
 }

@@ -70,6 +70,11 @@ impl Store {
     /// Symbols of a new invite code: 50 random bits, shown as `XXXXX-XXXXX`. Guesses
     /// are throttled per address and each costs a password hash (api/throttle.rs).
     pub const INVITE_CODE_SYMBOLS: usize = 10;
+    /// `created_by` of an invite made with the local control token (the CLI on the
+    /// box): no user made it.
+    pub const INVITE_BY_CONTROL_TOKEN: &'static str = "";
+    /// Open invites `open_invites` lists at most (the newest).
+    pub const OPEN_INVITES_LISTED_MAX: usize = 1000;
 
     // ----- node: who claimed it, how many accounts -----
 
@@ -266,6 +271,8 @@ impl Store {
     /// Its `code` is normalised (`Store::INVITE_CODE_SYMBOLS` symbols, no hyphen) and is the
     /// key. A new code equal to a stored one (odds about n / 2^50 with n invites made)
     /// would replace it.
+    /// `created_by` is the admin's user id, or `Store::INVITE_BY_CONTROL_TOKEN` for one
+    /// the CLI on the box made.
     pub fn create_invite(&self, created_by: &str) -> StoreResult<Invite> {
         self.write_unhooked(|tx| {
             let version = tx.version();
@@ -279,6 +286,51 @@ impl Store {
                 .open_table(INVITES)?
                 .insert(invite.code.as_str(), encode(&Record::live(version, invite.clone())).as_slice())?;
             Ok(invite)
+        })
+    }
+
+    /// Invites nobody has used or revoked, newest first, at most
+    /// `Store::OPEN_INVITES_LISTED_MAX`.
+    pub fn open_invites(&self) -> StoreResult<Vec<Invite>> {
+        let txn = self.db.begin_read()?;
+        let invites = txn.open_table(INVITES)?;
+        // By version, newest first: the node's one clock orders invites made within
+        // one millisecond too.
+        let mut open = Vec::new();
+        for entry in invites.iter()? {
+            let (_, bytes) = entry?;
+            let record = decode::<Record<Invite>>(bytes.value())?;
+            if let Some(invite) = record.body.filter(|invite| invite.used_by.is_none()) {
+                open.push((record.version, invite));
+            }
+        }
+        open.sort_by(|(a, _), (b, _)| b.cmp(a));
+        open.truncate(Self::OPEN_INVITES_LISTED_MAX);
+        Ok(open.into_iter().map(|(_, invite)| invite).collect())
+    }
+
+    /// Revokes the open invite with the normalised `code` (as `Admission::Invite` takes
+    /// it): a tombstone, versioned by the node's one clock, replaces it under the key it
+    /// was made with, so it admits nobody. `false` when no open invite has that code
+    /// (unknown, used or revoked before).
+    pub fn revoke_invite(&self, code: &str) -> StoreResult<bool> {
+        self.write_unhooked(|tx| {
+            let mut invites = tx.txn.open_table(INVITES)?;
+            let mut open_key = None;
+            for key in invite_keys(code) {
+                let invite = match invites.get(key.as_str())? {
+                    Some(bytes) => live::<Invite>(bytes.value())?,
+                    None => None,
+                };
+                if invite.is_some_and(|invite| invite.used_by.is_none()) {
+                    open_key = Some(key);
+                    break;
+                }
+            }
+            let Some(key) = open_key else { return Ok(false) };
+            let version = tx.version();
+            invites.insert(key.as_str(), encode(&Record::<Invite>::tombstone(version)).as_slice())?;
+            Ok(true)
         })
     }
 }
@@ -301,6 +353,34 @@ mod tests {
             Err(StoreError::BadInvite)
         ));
         assert!(matches!(store.create_user("bob", "h".into(), Admission::Open), Err(StoreError::HandleTaken)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn open_invites_are_listed_until_used_or_revoked() {
+        let dir = temp_dir("invite-revoke");
+        let store = Store::open(&dir).unwrap();
+        let admin = store.create_user("ada", "h".into(), Admission::Claim).unwrap();
+        let used = store.create_invite(&admin.user_id).unwrap();
+        let revoked = store.create_invite(&admin.user_id).unwrap();
+        let kept = store.create_invite(Store::INVITE_BY_CONTROL_TOKEN).unwrap();
+        let codes =
+            |store: &Store| store.open_invites().unwrap().into_iter().map(|invite| invite.code).collect::<Vec<_>>();
+        assert_eq!(codes(&store), [kept.code.as_str(), &revoked.code, &used.code], "newest first");
+        store.create_user("bob", "h".into(), Admission::Invite(&used.code)).unwrap();
+        assert!(store.revoke_invite(&revoked.code).unwrap());
+        assert_eq!(codes(&store), [kept.code.as_str()]);
+        assert!(!store.revoke_invite(&revoked.code).unwrap(), "revoked already");
+        assert!(!store.revoke_invite(&used.code).unwrap(), "used: not open");
+        assert!(!store.revoke_invite("0000000000").unwrap(), "unknown");
+        assert!(matches!(
+            store.create_user("cy", "h".into(), Admission::Invite(&revoked.code)),
+            Err(StoreError::BadInvite)
+        ));
+        // One made before short codes is revoked under the key it was made with.
+        store_invite_as_before_short_codes(&store, "0a1b2c3d4e5f60718293");
+        assert!(store.revoke_invite("0A1B2C3D4E5F60718293").unwrap());
+        assert_eq!(codes(&store), [kept.code.as_str()]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
