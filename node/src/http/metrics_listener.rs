@@ -3,6 +3,7 @@
 //! `GET /metrics`, without credentials. Everything else stays behind HTTPS.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,24 +28,41 @@ pub async fn bind_metrics(address: SocketAddr) -> Result<TcpListener, NetError> 
 }
 
 /// Serves `/metrics` on `listener` until shutdown.
-pub async fn serve_metrics<S: Service>(listener: TcpListener, service: Arc<S>, mut shutdown: watch::Receiver<bool>) {
-    let scrapers = Arc::new(tokio::sync::Semaphore::new(SCRAPERS_MAX));
+pub async fn serve_metrics<S: Service>(listener: TcpListener, service: Arc<S>, shutdown: watch::Receiver<bool>) {
+    let answer = move |request, remote| scrape(request, service.clone(), remote);
+    serve_plain_http1(listener, SCRAPERS_MAX, Duration::from_millis(SCRAPE_TIMEOUT_MS), shutdown, answer).await;
+}
+
+/// Serves plain HTTP/1.1 on `listener` until shutdown, each connection with `answer`:
+/// at most `connections_max` at once (more wait in the kernel's backlog), each for at
+/// most `timeout`. The plain listeners (metrics, onboarding) differ only in `answer`.
+pub(super) async fn serve_plain_http1<A, F>(
+    listener: TcpListener,
+    connections_max: usize,
+    timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    answer: A,
+) where
+    A: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    let connections = Arc::new(tokio::sync::Semaphore::new(connections_max));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown_requested(&mut shutdown) => return,
         };
         let Ok((tcp, remote)) = accepted else { continue };
-        let Ok(permit) = scrapers.clone().try_acquire_owned() else { continue };
-        let service = service.clone();
+        let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
+        let answer = answer.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let answer = hyper::service::service_fn(move |request| scrape(request, service.clone(), remote));
+            let service = hyper::service::service_fn(move |request| answer(request, remote));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_millis(SCRAPE_TIMEOUT_MS))
-                .serve_connection(TokioIo::new(tcp), answer);
-            let _ = tokio::time::timeout(Duration::from_millis(SCRAPE_TIMEOUT_MS), connection).await;
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(timeout, connection).await;
         });
     }
 }

@@ -12,11 +12,11 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{call_service, finish_response, shutdown_requested, NetError, Service};
+use super::metrics_listener::serve_plain_http1;
+use super::{call_service, finish_response, NetError, Service};
 use crate::api::RequestBody;
 
 /// Phones being onboarded at once; more wait in the kernel's backlog.
@@ -39,28 +39,10 @@ pub async fn serve_onboarding<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
     https_port: u16,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown_requested(&mut shutdown) => return,
-        };
-        let Ok((tcp, remote)) = accepted else { continue };
-        let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
-        let service = service.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let answer =
-                hyper::service::service_fn(move |request| answer(request, service.clone(), remote, https_port));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_millis(CONNECTION_TIMEOUT_MS))
-                .serve_connection(TokioIo::new(tcp), answer);
-            let _ = tokio::time::timeout(Duration::from_millis(CONNECTION_TIMEOUT_MS), connection).await;
-        });
-    }
+    let answer = move |request, remote| answer(request, service.clone(), remote, https_port);
+    serve_plain_http1(listener, CONNECTIONS_MAX, Duration::from_millis(CONNECTION_TIMEOUT_MS), shutdown, answer).await;
 }
 
 async fn answer<S: Service>(
