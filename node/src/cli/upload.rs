@@ -96,8 +96,9 @@ pub struct UploadArgs {
     /// asked for on the terminal.
     #[arg(long)]
     handle: String,
-    /// A session token of that handle, instead of a password.
-    #[arg(long)]
+    /// A session token of that handle, instead of a password. Tokens are base64url,
+    /// so one may start with `-`.
+    #[arg(long, allow_hyphen_values = true)]
     token: Option<String>,
     /// Make one post per photo.
     #[arg(long)]
@@ -1637,6 +1638,20 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_starts_with_a_hyphen_is_a_value_not_a_flag() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            upload: UploadArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "upload", "--to", "https://localhost", "--pin", "sha256/x", "--handle", "a", "--token", "-cY_2", "photo.jpg",
+        ])
+        .expect("parses");
+        assert_eq!(cli.upload.token.as_deref(), Some("-cY_2"));
+    }
 
     #[test]
     fn captions_fill_name_and_date_and_drop_empty_fields() {
