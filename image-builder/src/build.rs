@@ -598,7 +598,7 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
         copy_tree(&systemd_dir.join(dir), &rootfs.join(to))?;
     }
     let workspace = workspace_root();
-    for document in ["README.md", "hardware.md", "image-builder/provisioning.md"] {
+    for document in ["README.md", "hardware.md", "provisioning/provisioning.md"] {
         let name = Path::new(document).file_name().expect("file").to_string_lossy().into_owned();
         install(&workspace.join(document), &format!("/usr/share/doc/edgenode/{name}"), 0o644)?;
     }
