@@ -29,6 +29,7 @@ pub struct Config {
     pub peers: PeersConfig,
     pub limits: Limits,
     pub fanout: FanoutSettings,
+    pub sessions: SessionSettings,
     /// Plain-HTTP address answering only `GET /metrics` without credentials, for a
     /// scraper on loopback or a management network (unset: `/metrics` only over
     /// HTTPS, to admins and the local control token).
@@ -43,6 +44,25 @@ pub struct Config {
     /// `trace`, `off`) for every target and `target=level` directives, e.g.
     /// `"info,edgenode::link=debug"`. `RUST_LOG`, when set, wins over it.
     pub log_level: String,
+    /// `[backup]`: where `edgenode backup` writes when given no DEST (the appliance's
+    /// `edgenode-backup.timer`).
+    pub backup: BackupSettings,
+}
+
+/// `[backup]`: scheduled backups (`edgenode backup`, `systemd/edgenode-backup.timer`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSettings {
+    /// The backup directory, e.g. a folder on a USB disk; unset: DEST must be given.
+    pub dir: Option<PathBuf>,
+    /// Generations kept (older ones, and files only they use, are removed).
+    pub keep: u64,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings { dir: None, keep: 7 }
+    }
 }
 
 /// `[tls]`: what the public transports present besides the node's own CA's
@@ -143,6 +163,23 @@ impl Default for FanoutSettings {
     }
 }
 
+/// `[sessions]`: how long a sign-in lasts (see `crate::api`'s accounts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A session not used for this long is signed out. Its last use is recorded at
+    /// most once an hour (or every quarter of this, when shorter), so a session may
+    /// last up to that much longer than this.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        // A phone opened once a month stays signed in.
+        SessionSettings { idle_timeout_seconds: 30 * 24 * 3600 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MdnsConfig {
@@ -209,6 +246,9 @@ pub struct Limits {
     pub json_body_bytes_max: usize,
     /// Largest media upload body.
     pub upload_bytes_max: usize,
+    /// Largest archive `POST /api/v1/me/import` accepts (spooled to the data dir,
+    /// checked whole before anything is written). 0 turns import off.
+    pub import_bytes_max: u64,
     /// Free bytes kept on the data partition: clients' writes are refused (507)
     /// rather than let the database meet a full disk; reads go on. 0 turns it off.
     pub disk_free_bytes_min: u64,
@@ -270,10 +310,12 @@ impl Default for Config {
             peers: PeersConfig::default(),
             limits: Limits::default(),
             fanout: FanoutSettings::default(),
+            sessions: SessionSettings::default(),
             metrics_listen: None,
             onboarding_listen: None,
             tls: TlsConfig::default(),
             log_level: "info".to_owned(),
+            backup: BackupSettings::default(),
         }
     }
 }
@@ -289,6 +331,8 @@ impl Default for Limits {
         Limits {
             json_body_bytes_max: 64 * 1024,
             upload_bytes_max: 40 * 1024 * 1024,
+            // An export of a few hundred photos; the spooled copy needs as much disk.
+            import_bytes_max: 4 * 1024 * 1024 * 1024,
             disk_free_bytes_min: 64 * 1024 * 1024,
             image_pixels_max: 64_000_000,
             // Sized for a 1 GB board: 2 workers × 96 MiB. Two 12 MP photos convert side
@@ -369,8 +413,14 @@ impl Config {
         if self.limits.media_workers == 0 {
             return invalid("`limits.media_workers` must be at least 1");
         }
+        if self.backup.keep == 0 {
+            return invalid("`backup.keep` must be at least 1");
+        }
         if self.limits.connections_max == 0 {
             return invalid("`limits.connections_max` must be at least 1");
+        }
+        if self.sessions.idle_timeout_seconds == 0 {
+            return invalid("`sessions.idle_timeout_seconds` must be at least 1");
         }
         if self.peers.replicas == Some(0) {
             return invalid("`peers.replicas` must be at least 1");

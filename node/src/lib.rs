@@ -11,6 +11,7 @@ pub mod coalesce;
 pub mod config;
 pub mod core;
 pub mod discovery;
+pub mod exposition;
 pub mod http;
 pub mod identity;
 pub mod link;

@@ -65,6 +65,18 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The people of this node: list, add, password-reset codes, disable, enable (talks
+    /// to the node running on this data dir). Exits 0 when done, 1 when the node
+    /// refused, 2 when no node answered.
+    User {
+        #[command(subcommand)]
+        action: cli::user::UserAction,
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Show this node's identity, claim state, whether it is serving, and nearby nodes.
     #[command(after_help = cli::status::HELP_AFTER)]
     Status {
@@ -78,6 +90,19 @@ enum Command {
     /// one of its users, optionally one post each. Resumable: run it again after an
     /// interruption. Exits 0 when all are done, 1 when any failed, 130 after Ctrl-C.
     Upload(cli::upload::UploadArgs),
+    /// Back up the node serving on this data dir into DEST (a USB disk, say): its
+    /// database as of one transaction, its photos and identity; incremental, keeping
+    /// --keep generations. Safe while the node serves.
+    #[command(after_help = cli::backup::HELP_AFTER)]
+    Backup {
+        #[command(flatten)]
+        args: cli::backup::BackupArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Restore a backup into an empty data dir, with the node stopped; the node started
+    /// on it has the same identity, users, posts and photos.
+    Restore(cli::restore::RestoreArgs),
     /// Check a configuration file.
     Config {
         #[command(subcommand)]
@@ -170,7 +195,8 @@ fn main() -> Result<std::process::ExitCode> {
         .thread_keep_alive(std::time::Duration::from_millis(BLOCKING_THREAD_IDLE_MS))
         .build()
         .context("cannot start the runtime")?;
-    let done = match cli.command {
+    // A closure, so that an early `?` in an arm also ends in `exit_code`.
+    let done = (|| match cli.command {
         Command::Serve { common, listen, name, claim_code, no_mdns } => {
             let mut config = common.load()?;
             if let Some(listen) = listen {
@@ -205,12 +231,20 @@ fn main() -> Result<std::process::ExitCode> {
         Command::Invite { action, common, json } => {
             runtime.block_on(cli::invite::invite(common.load_local_node()?, action, json))
         }
+        Command::User { action, common, json } => {
+            runtime.block_on(cli::user::user(common.load_local_node()?, action, json))
+        }
         Command::Upload(args) => runtime.block_on(cli::upload::upload(args)),
+        Command::Backup { args, common } => match common.load_local_node() {
+            Ok(config) => runtime.block_on(cli::backup::backup(config, args)),
+            Err(error) => Err(cli::Exit::new(cli::EXIT_CANNOT_TELL, error.to_string()).into()),
+        },
+        Command::Restore(args) => cli::restore::restore(args),
         Command::Discover { timeout, json } => cli::discover::discover(Duration::from_secs(timeout), json),
-    };
+    })();
     // Last: `serve` has stopped every piece of the node in order by now; dropping the
     // runtime ends only tasks with no stop of their own (fan-out's loops, search's
     // feeder), which then let go of the store, and it closes.
     drop(runtime);
-    cli::exit_code(done)
+    Ok(cli::exit_code(done, &logging))
 }

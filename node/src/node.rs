@@ -205,7 +205,9 @@ impl Node {
             .with_control_token(&control_token)
             .with_siblings(siblings.clone())
             .with_search(search)
-            .with_fanout(fanout);
+            .with_fanout(fanout.clone());
+        api.metrics.register_collector(Box::new(siblings.metrics_collector()));
+        api.metrics.register_collector(Box::new(fanout.metrics_collector()));
         let discovery = if config.mdns.enabled {
             let advertisement = Advertisement {
                 name: config.name.clone(),

@@ -18,10 +18,6 @@ use crate::store::fanout::RemoteProfile;
 use crate::store::{BlobKind, MediaInfo, StoreError};
 
 impl ports::Replication for Siblings {
-    fn metrics_text(&self) -> String {
-        Siblings::metrics_text(self)
-    }
-
     fn sibling_list(&self) -> Vec<Value> {
         Siblings::sibling_list(self)
     }
@@ -52,10 +48,6 @@ impl ports::Replication for Siblings {
 }
 
 impl ports::Fanout for Fanout {
-    fn metrics_text(&self) -> String {
-        Fanout::metrics_text(self)
-    }
-
     fn post_changed(&self, author_id: &str, post_id: &str) {
         Fanout::post_changed(self, author_id, post_id);
     }

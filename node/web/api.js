@@ -88,11 +88,16 @@ function authHeaders() {
   return session ? { Authorization: `Bearer ${session.token}` } : {};
 }
 
-/** A token the node no longer knows: the session ended elsewhere (signed out, revoked). */
-function sessionEnded(response, sentToken) {
-  if (response.status === 401 && sentToken && session && session.token === sentToken) {
+/**
+ * A token the node no longer takes: the session ended elsewhere (signed out, revoked,
+ * expired) or an admin disabled the account. `error` (the answer's ApiError, when
+ * read) goes to the `signedOut` listeners, so they can say why.
+ */
+function sessionEnded(response, sentToken, error) {
+  const ended = response.status === 401 || (response.status === 403 && error && error.code === 'account_disabled');
+  if (ended && sentToken && session && session.token === sentToken) {
     saveSession(null);
-    emit('signedOut');
+    emit('signedOut', error);
   }
 }
 
@@ -145,8 +150,9 @@ export async function api(method, path, { body, query, signal } = {}) {
     cache: 'no-store',
   });
   if (!response.ok) {
-    sessionEnded(response, sentToken);
-    throw await errorOf(response);
+    const error = await errorOf(response);
+    sessionEnded(response, sentToken, error);
+    throw error;
   }
   if (response.status === 204) return null;
   return response.json();
@@ -211,6 +217,22 @@ export async function alreadyUploaded(sha256) {
   } catch {
     return false;
   }
+}
+
+/**
+ * The signed-in user's archive (`GET /api/v1/me/export`, docs/export.md) as
+ * `{blob, name}`, `name` the file name the node suggests. Rejects with ApiError or
+ * Unreachable.
+ */
+export async function downloadExport() {
+  const sentToken = session && session.token;
+  const response = await send('/api/v1/me/export', { headers: authHeaders(), credentials: 'omit', cache: 'no-store' });
+  if (!response.ok) {
+    sessionEnded(response, sentToken);
+    throw await errorOf(response);
+  }
+  const named = /filename="([^"]+)"/.exec(response.headers.get('Content-Disposition') || '');
+  return { blob: await response.blob(), name: named ? named[1] : 'edgenode-export.tar' };
 }
 
 /**

@@ -4,9 +4,10 @@
 
 import {
   api, ApiError, Unreachable, currentSession, saveSession, on, mediaObjectUrl, sha256Hex, alreadyUploaded, uploadPhoto,
-  knownDevice, rememberDevice,
+  knownDevice, rememberDevice, downloadExport,
 } from './api.js?v=__BUILD__';
 import { paintBlurhash } from './blurhash.js?v=__BUILD__';
+import { accountView, resetView, adminUsersCard, peopleText } from './account.js?v=__BUILD__';
 
 const FEED_PAGE_POSTS = 10;
 const GRID_PAGE_POSTS = 24;
@@ -103,7 +104,7 @@ function go(path) {
 
 function messageOf(error) {
   if (error instanceof Unreachable) return `Can't reach the node right now.`;
-  if (error instanceof ApiError) return error.message;
+  if (error instanceof ApiError) return peopleText(error) || error.message;
   return 'Something went wrong: ' + (error && error.message ? error.message : String(error));
 }
 
@@ -193,8 +194,9 @@ function hideBanner() {
 
 on('unreachable', showBanner);
 on('reachable', hideBanner);
-on('signedOut', () => {
-  toast('Your session ended. Please sign in again.');
+on('signedOut', (error) => {
+  // A disabled account or an expired session is said as such; any other end plainly.
+  toast((error && peopleText(error)) || 'Your session ended. Please sign in again.');
   go('/signin');
 });
 window.addEventListener('online', () => {
@@ -210,6 +212,8 @@ const ROUTES = [
   { pattern: /^\/upload$/, view: uploadView, signedIn: true },
   { pattern: /^\/search$/, view: searchView },
   { pattern: /^\/admin$/, view: adminView, signedIn: true },
+  { pattern: /^\/account$/, view: accountView, signedIn: true },
+  { pattern: /^\/reset$/, view: resetView, signedOut: true },
   { pattern: /^\/signin$/, view: signInView, signedOut: true },
   { pattern: /^\/join$/, view: joinView, signedOut: true },
   { pattern: /^\/claim$/, view: claimView },
@@ -694,7 +698,14 @@ function signInView({ view, params }) {
       await startSession(answer, name);
       go(params.get('next') || '/feed');
     }),
-    h('p', {}, 'Got an invite code? ', h('a', { href: '#/join' }, 'Join this node'))));
+    h('p', {}, 'Got an invite code? ', h('a', { href: '#/join' }, 'Join this node')),
+    h('p', {}, 'Forgot your password? ', h('a', {
+      href: '#/reset', onclick: (event) => {
+        // The handle typed so far goes along, so it need not be typed twice.
+        const name = handle.value.trim().toLowerCase();
+        if (name) { event.preventDefault(); go('/reset?handle=' + encodeURIComponent(name)); }
+      },
+    }, 'Have a reset code?'))));
 }
 
 function joinView({ view, params }) {
@@ -1045,6 +1056,27 @@ async function profileView({ view, match, signal }) {
     toast('Signed out.');
     go('/signin');
   };
+  // The archive is fetched with the token (a plain link could not carry it), then
+  // handed to the browser as a file.
+  const downloadData = async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    toast('Preparing your archive…');
+    try {
+      const { blob, name } = await downloadExport();
+      const url = URL.createObjectURL(blob);
+      const link = h('a', { href: url, download: name });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      toast('Downloaded ' + name + '.');
+    } catch (error) {
+      toast(messageOf(error));
+    } finally {
+      button.disabled = false;
+    }
+  };
   view.append(h('div', { class: 'wide' },
     h('section', { class: 'card profile' },
       avatar(user.handle, 'large'),
@@ -1054,7 +1086,9 @@ async function profileView({ view, match, signal }) {
         user.bio ? h('p', {}, user.bio) : null,
         h('p', { class: 'counts' }, followers, ' · ', `${user.following_count} following`, user.admin ? h('span', { class: 'badge' }, 'Admin') : null),
         h('div', { class: 'row' },
-          self ? h('button', { type: 'button', class: 'button secondary', onclick: signOut }, 'Sign out')
+          self ? [h('a', { class: 'button secondary', href: '#/account' }, 'Account'),
+            h('button', { type: 'button', class: 'button secondary', onclick: signOut }, 'Sign out'),
+            h('button', { type: 'button', class: 'button secondary', onclick: downloadData }, 'Download my data')]
             : session ? followButton(user, paintCounts) : h('a', { class: 'button primary', href: '#/signin' }, 'Sign in to follow')),
         h('p', { class: 'hint' }, 'Photos kept on ', user.nodes.map((held, index) =>
           [index ? ', ' : '', h('span', { title: held.addresses.join(', ') || null }, held.name || 'node ' + held.id)])))),
@@ -1207,8 +1241,6 @@ async function adminView({ view, signal }) {
   inviteButton.addEventListener('click', () => createInvite(inviteButton));
 
   const nearby = h('div', { class: 'nearby' }, h('p', { class: 'muted' }, 'Looking…'));
-  const users = h('div', { class: 'user-results' });
-  const prefix = h('input', { type: 'search', name: 'handle', autocapitalize: 'none', spellcheck: 'false', maxlength: 30, placeholder: 'a, al, alice…' });
   view.append(h('div', { class: 'wide admin' },
     h('h1', {}, 'Admin'),
     h('section', { class: 'card' }, h('h2', {}, 'This node'),
@@ -1216,22 +1248,7 @@ async function adminView({ view, signal }) {
     h('section', { class: 'card' }, h('h2', {}, 'Invites'),
       h('p', {}, 'Each code lets one person create an account. Codes work once.'),
       inviteButton, invites),
-    h('section', { class: 'card' }, h('h2', {}, 'Users'),
-      h('p', { class: 'hint' }, 'Find accounts by the start of their handle.'),
-      form('search-form', [field('Handle starts with', prefix), h('button', { type: 'submit', class: 'button secondary' }, 'Find')], async () => {
-        const text = prefix.value.trim().replace(/^@/, '');
-        if (!text) throw new Error('Type the first letters of a handle.');
-        const answer = await api('GET', '/api/v1/search', { query: { q: text, limit: 100 } });
-        users.replaceChildren(answer.users.length
-          ? h('table', { class: 'table' },
-            h('thead', {}, h('tr', {}, ['Handle', 'Role', 'Joined'].map((name) => h('th', { scope: 'col' }, name)))),
-            h('tbody', {}, answer.users.map((user) => h('tr', {},
-              h('td', {}, h('a', { href: '#/u/' + user.handle }, '@' + user.handle)),
-              h('td', {}, user.admin ? 'admin' : 'member'),
-              h('td', {}, new Date(user.created_at).toLocaleDateString())))))
-          : h('p', { class: 'muted' }, `No handle starts with “${text}”.`));
-      }),
-      users),
+    adminUsersCard(signal),
     h('section', { class: 'card' }, h('h2', {}, 'Nearby nodes'), nearby)));
   try {
     const answer = await api('GET', '/api/v1/node/nearby', { signal });
@@ -1257,6 +1274,17 @@ function notFoundView({ view }) {
   setTitle('Not found');
   view.append(h('section', { class: 'card narrow' }, h('h1', {}, 'Nothing here'), h('p', {}, h('a', { href: '#/feed' }, 'Back to the feed'))));
 }
+
+/** `GET /api/v1/node` as last answered, or null before the first answer. */
+function nodeInfo() {
+  return node;
+}
+
+// What account.js builds its screens with.
+export {
+  h, field, form, toast, go, setTitle, copyButton, timeElement, plural, messageOf, storageText, startSession,
+  handleInput, passwordInput, PASSWORD_HINT, nodeInfo,
+};
 
 // ---------------------------------------------------------------- start
 

@@ -150,6 +150,29 @@ pub fn mean_colour(image: &image::RgbImage, x: std::ops::Range<u32>, y: std::ops
     sums.map(|sum| sum as f64 / n.max(1) as f64)
 }
 
+/// A python3 whose `import_check` (Python source) runs: $EDGENODE_TEST_PYTHON, else
+/// `python3` on the PATH, else Debian's own (`python3` may be a pyenv or virtualenv
+/// without Debian's python3-* modules). Panics with `install` (the test fails, it is
+/// not skipped) when none has it.
+pub fn python_with(import_check: &str, install: &str) -> std::path::PathBuf {
+    let candidates: Vec<std::path::PathBuf> = match std::env::var_os("EDGENODE_TEST_PYTHON") {
+        Some(python) => vec![python.into()],
+        None => vec!["python3".into(), "/usr/bin/python3".into()],
+    };
+    let mut tried = Vec::new();
+    for python in candidates {
+        match std::process::Command::new(&python).args(["-c", import_check]).output() {
+            Ok(output) if output.status.success() => return python,
+            Ok(output) => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                tried.push(format!("{}: {}", python.display(), stderr.lines().last().unwrap_or("failed")));
+            }
+            Err(error) => tried.push(format!("{}: {error}", python.display())),
+        }
+    }
+    panic!("no python3 passes `{import_check}` ({}): {install}", tried.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,26 +150,12 @@ fn read(path: &Path) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // The oracle
 
-/// A python3 that has Pillow with LittleCMS: $EDGENODE_TEST_PYTHON, else `python3` on the
-/// PATH, else Debian's own (`python3` may be a pyenv or virtualenv without python3-pil).
+/// A python3 that has Pillow with LittleCMS.
 fn python_with_pillow() -> PathBuf {
-    let candidates: Vec<PathBuf> = match std::env::var_os("EDGENODE_TEST_PYTHON") {
-        Some(python) => vec![python.into()],
-        None => vec!["python3".into(), "/usr/bin/python3".into()],
-    };
-    let check = "from PIL import ImageCms, features; assert features.check('littlecms2'), 'no LittleCMS'";
-    let mut tried = Vec::new();
-    for python in candidates {
-        match Command::new(&python).args(["-c", check]).output() {
-            Ok(output) if output.status.success() => return python,
-            Ok(output) => {
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                tried.push(format!("{}: {}", python.display(), stderr.lines().last().unwrap_or("failed")));
-            }
-            Err(error) => tried.push(format!("{}: {error}", python.display())),
-        }
-    }
-    panic!("no python3 with Pillow ({}): {INSTALL_PILLOW}", tried.join("; "))
+    edgenode_tests::fixtures::python_with(
+        "from PIL import ImageCms, features; assert features.check('littlecms2'), 'no LittleCMS'",
+        INSTALL_PILLOW,
+    )
 }
 
 /// Writes p3.jpg, p3.png, srgb.jpg, untagged.jpg and LittleCMS's sRGB references of the

@@ -201,6 +201,7 @@ fn under_a_journal_stream_each_line_reaches_journald_at_its_levels_priority() {
     std::fs::set_permissions(&notes, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     // The node's own debug lines, not its HTTP libraries' (a bare "debug" has those too).
     let config = scratch.write("node.toml", "log_level = \"info,edgenode=debug\"\n");
+    let bad_config = scratch.write("broken.toml", "[limits]\nmedia_workers = 0\n");
     let stop_file = scratch.0.join("stop");
     let stdout_file = scratch.0.join("stdout");
     let script = scratch.write(
@@ -217,6 +218,12 @@ mount -t tmpfs tmpfs /var/log/journal
 journald=$!
 trap 'kill $journald; wait $journald' EXIT
 for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
+# First a start that fails on its config, as a service whose file an operator broke.
+if systemd-cat -t edgenode-stderr sh -c 'export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); exec "$@"' \
+    sh '{binary}' serve --config '{bad_config}' --data-dir '{data}' --listen 127.0.0.1:0 --no-mdns; then
+    echo "the node started with a broken config" >&2
+    exit 1
+fi
 systemd-cat -t edgenode-stderr sh -c 'export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); exec "$@" >'"'{stdout}'" \
     sh '{binary}' serve --config '{config}' --data-dir '{data}' --listen 127.0.0.1:0 --name journal-test \
     --claim-code '{claim}' --no-mdns &
@@ -229,6 +236,7 @@ wait $node
             stdout = stdout_file.display(),
             binary = edgenode_binary().display(),
             config = config.display(),
+            bad_config = bad_config.display(),
             data = data_dir.display(),
             claim = CLAIM_CODE,
             stop = stop_file.display(),
@@ -319,6 +327,11 @@ wait $node
     };
     let native = serde_json::json!("journal");
     assert_eq!(priority_of("original missing"), ("3".to_owned(), native.clone()), "error → err");
+    assert_eq!(
+        priority_of("`limits.media_workers` must be at least 1"),
+        ("3".to_owned(), native.clone()),
+        "the error that stopped a start → err, so `journalctl -p err` says why a service is down"
+    );
     assert_eq!(priority_of("owner-only"), ("4".to_owned(), native.clone()), "warn → warning");
     assert_eq!(priority_of("ready"), ("6".to_owned(), native.clone()), "info → info");
     assert_eq!(priority_of("shutdown: transports stopped"), ("7".to_owned(), native), "debug → debug");

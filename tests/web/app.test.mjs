@@ -6,7 +6,7 @@
 // worker and manifest, screenshots of every main screen at 360 and 1280 px.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it as test } from 'node:test';
@@ -334,6 +334,24 @@ describe('the web app, as two neighbours use it', { timeout: 300_000 }, () => {
     assert.ok(await page.getByRole('button', { name: 'Unfollow @alice' }).isVisible());
     await page.locator(`a.tile[href="#/post/${postId}"] .photo.loaded`).waitFor();
     await screenshots(page, '10-profile');
+  });
+
+  it('downloads her data from her profile as one archive', async () => {
+    const { page } = alice;
+    const before = page.url();
+    await page.goto(`${node.origin}/#/u/alice`);
+    const button = page.getByRole('button', { name: 'Download my data' });
+    await button.waitFor();
+    const [download] = await Promise.all([page.waitForEvent('download'), button.click()]);
+    assert.match(download.suggestedFilename(), /^edgenode-export-alice-\d{4}-\d{2}-\d{2}\.tar$/);
+    const archive = readFileSync(await download.path());
+    // A ustar archive whose first entry is the manifest (docs/export.md).
+    assert.equal(archive.subarray(0, 13).toString(), 'manifest.json');
+    assert.equal(archive.subarray(257, 262).toString(), 'ustar');
+    assert.ok(archive.includes(Buffer.from('"caption": "' + CAPTION + '"')), 'posts.json holds her caption');
+    // Back where the next steps expect her.
+    await page.goto(before);
+    await page.locator('main h1').waitFor();
   });
 
   it('opens without the network from its service worker and says the node is unreachable', async () => {

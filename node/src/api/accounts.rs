@@ -1,4 +1,5 @@
-//! Node info, health, metrics, accounts, sessions and invites.
+//! Node info, health, metrics, accounts, sessions and invites; account care (password
+//! change, sessions, personal access tokens, reset codes) and the admin's users.
 //!
 //! Claim and invite codes are compared in one normalised form (`normalised_code`), so
 //! a code typed in lower case, without its hyphen or with O for 0 still matches.
@@ -13,10 +14,10 @@ use serde_json::json;
 use super::throttle::Guess;
 use super::{empty_response, json_response, ok_json, token_hash, Api, ApiError, ApiResult, Call};
 use super::{password, ports};
-use crate::core::model::User;
+use crate::core::model::{AccessToken, Credential, ResetCode, TokenScope, User};
 use crate::core::text;
 use crate::os;
-use crate::store::{Admission, Store, StoreError};
+use crate::store::{AccountDeletion, Admission, CredentialUpdate, Store, StoreError, UserRow};
 
 /// Fewest characters of a new password (accounts made before this rule, with 8, still
 /// sign in: the rule applies where a password is set).
@@ -125,22 +126,10 @@ pub fn metrics(api: &Api, call: &mut Call<'_>) -> ApiResult {
         ));
     }
     let users = api.store.user_count()?;
-    let gate = api.pipeline.gate_stats();
-    let mut body = api.metrics.render(users);
-    body.push_str(&format!(
-        "# TYPE edgenode_media_conversions_running gauge\nedgenode_media_conversions_running {}\n\
-         # TYPE edgenode_media_conversions_waiting gauge\nedgenode_media_conversions_waiting {}\n\
-         # TYPE edgenode_media_decoded_bytes_reserved gauge\nedgenode_media_decoded_bytes_reserved {}\n",
-        gate.jobs_running, gate.jobs_waiting, gate.bytes_reserved
-    ));
-    if let Some(siblings) = &api.siblings {
-        body.push_str(&siblings.metrics_text());
-    }
-    if let Some(fanout) = &api.fanout {
-        body.push_str(&fanout.metrics_text());
-    }
+    let format = super::metrics::Format::from_accept(call.parts.headers.get(header::ACCEPT));
+    let body = api.metrics.render(users, api.pipeline.gate_stats(), format);
     Ok(Response::builder()
-        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .header(header::CONTENT_TYPE, format.content_type())
         .body(body.into())
         .expect("static response parts are valid"))
 }
@@ -276,7 +265,7 @@ pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
         }
     }
     let user = created?;
-    let token = api.start_session(&user.user_id)?;
+    let token = api.start_session(&user.user_id, &user_agent(call))?;
     // The device that made the account is a known device from its first sign-in on.
     let device = api
         .login_throttle
@@ -400,7 +389,7 @@ struct Credentials {
 
 /// 429 `too_many_attempts` with `Retry-After` and when to retry in the message.
 fn too_many_attempts(api: &Api, what: &str, wait: std::time::Duration) -> ApiError {
-    api.metrics.logins_throttled_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    api.metrics.logins_throttled_total.inc();
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -449,7 +438,10 @@ pub fn login(api: &Api, call: &mut Call<'_>) -> ApiResult {
                 _ => throttle.device_key(&api.data_dir).issue(&user.user_id, os::random_bytes()),
             };
             drop(throttle);
-            let token = api.start_session(&user.user_id)?;
+            if credential.is_some_and(|credential| credential.disabled) {
+                return Err(account_disabled());
+            }
+            let token = api.start_session(&user.user_id, &user_agent(call))?;
             ok_json(json!({"token": token, "user_id": user.user_id, "device": device_token}))
         }
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong handle or password")),
@@ -525,11 +517,584 @@ pub fn revoke_invite(api: &Api, call: &mut Call<'_>) -> ApiResult {
     ))
 }
 
+// ----- account care: password, sessions, personal access tokens -----
+
+/// Personal access tokens look like `ent_<user id>_<43 base64url characters>` (32
+/// random bytes): the user id says whose credential holds the token's hash, so no
+/// index of tokens is needed, and the length tells them from session tokens (43).
+const ACCESS_TOKEN_PREFIX: &str = "ent_";
+const ACCESS_TOKEN_SECRET_CHARS: usize = 43;
+/// Personal access tokens one user may hold (they live in the user's one credential
+/// record, which every replica holds).
+pub const ACCESS_TOKENS_PER_USER_MAX: usize = 20;
+const ACCESS_TOKEN_NAME_CHARS_MAX: usize = 64;
+/// How long a password-reset code from an admin stays usable.
+pub const RESET_CODE_LIFETIME_MS: u64 = 24 * 3600 * 1000;
+
+/// The user id a personal access token names, if `token` has that shape.
+pub(super) fn access_token_user(token: &str) -> Option<&str> {
+    let (user_id, secret) = token.strip_prefix(ACCESS_TOKEN_PREFIX)?.split_once('_')?;
+    let user_id_shaped = user_id.len() == 32 && user_id.bytes().all(|byte| byte.is_ascii_hexdigit());
+    (user_id_shaped && secret.len() == ACCESS_TOKEN_SECRET_CHARS).then_some(user_id)
+}
+
+pub(super) fn account_disabled() -> ApiError {
+    ApiError::forbidden_code(
+        "account_disabled",
+        "this account is disabled by an admin of the node: ask them to enable it",
+    )
+}
+
+pub(super) fn signed_out() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this session was signed out (the password was changed or reset, or an admin disabled the account): sign in again",
+    )
+}
+
+pub(super) fn session_expired(api: &Api) -> ApiError {
+    let idle_seconds = api.session_idle_timeout_ms / 1000;
+    let idle = match idle_seconds {
+        seconds if seconds >= 86_400 => format!("{} days", seconds / 86_400),
+        seconds if seconds >= 3_600 => format!("{} hours", seconds / 3_600),
+        seconds => format!("{seconds} s"),
+    };
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "session_expired",
+        format!("this session ended after {idle} without use: sign in again"),
+    )
+}
+
+fn sha256_hex(text: &str) -> String {
+    crate::store::hex(&token_hash(text))
+}
+
+fn user_agent(call: &Call<'_>) -> String {
+    call.header(header::USER_AGENT).unwrap_or_default().to_owned()
+}
+
+impl Api {
+    /// The user and scope of a personal access token of `user_id` whose hash is
+    /// `hash`: 401 when none is (revoked, or never made), 403 when the account is
+    /// disabled.
+    pub(super) fn access_token_holder(&self, user_id: &str, hash: &[u8; 32]) -> Result<(User, TokenScope), ApiError> {
+        let revoked = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this access token was revoked or never existed: make a new one (POST /api/v1/me/tokens)",
+            )
+        };
+        let (user, credential) = self.store.user_with_credential(user_id)?.ok_or_else(revoked)?;
+        let credential = credential.ok_or_else(revoked)?;
+        let hash_hex = crate::store::hex(hash);
+        let token = credential
+            .access_tokens
+            .iter()
+            .find(|token| constant_time_eq(token.token_sha256.as_bytes(), hash_hex.as_bytes()))
+            .ok_or_else(revoked)?;
+        if credential.disabled {
+            return Err(account_disabled());
+        }
+        Ok((user, token.scope))
+    }
+
+    /// Begins a guess at `handle`'s password (or reset code), throttled as sign-ins are.
+    fn begin_password_guess(&self, call: &Call<'_>, handle: &str) -> Result<super::throttle::Attempt, ApiError> {
+        let guess = Guess::Password { handle, device: None };
+        let begun = self.login_throttle.lock().expect("throttle lock").begin(
+            guess,
+            call.client_addr.map(|addr| addr.ip()),
+            Instant::now(),
+        );
+        begun.map_err(|wait| too_many_attempts(self, "sign-ins", wait))
+    }
+
+    fn finish_password_guess(&self, attempt: super::throttle::Attempt, right: Option<bool>) {
+        let mut throttle = self.login_throttle.lock().expect("throttle lock");
+        match right {
+            Some(right) => throttle.finish(attempt, Instant::now(), right),
+            None => throttle.cancel(attempt),
+        }
+    }
+
+    /// Stores a new one-time reset code for `user` (replacing any earlier one); the
+    /// code as shown, once, and when it expires.
+    fn issue_reset_code(&self, user: &User) -> Result<(String, u64), ApiError> {
+        let code = Store::new_one_time_code();
+        let expires_at_ms = os::now_ms() + RESET_CODE_LIFETIME_MS;
+        let reset_code = ResetCode { code_sha256: sha256_hex(&code), expires_at_ms };
+        self.store
+            .update_credential(&user.user_id, None, |credential| {
+                credential.reset_code = Some(reset_code);
+                CredentialUpdate::Write(())
+            })?
+            .ok_or_else(credential_not_here)?;
+        tracing::info!(handle = %user.handle, "password reset code issued");
+        Ok((shown_invite_code(&code), expires_at_ms))
+    }
+}
+
+/// A signed-in user's password typed again (to change it, or to delete the account):
+/// a sign-in guess, throttled as one. 403 `wrong_password`; 409 while the credential
+/// is still on its way from a sibling.
+fn check_own_password(api: &Api, call: &Call<'_>, user: &User, password: &str) -> Result<(), ApiError> {
+    let attempt = api.begin_password_guess(call, &user.handle)?;
+    let credential = match api.store.credential(&user.user_id) {
+        Ok(credential) => credential,
+        Err(error) => {
+            api.finish_password_guess(attempt, None);
+            return Err(error.into());
+        }
+    };
+    let hash = credential.as_ref().map_or(dummy_hash(), |credential| credential.password_hash.as_str());
+    let Some(matches) = api.password_gate.matches(password, hash, false) else {
+        api.finish_password_guess(attempt, None);
+        return Err(password_busy());
+    };
+    api.finish_password_guess(attempt, Some(matches && credential.is_some()));
+    if credential.is_none() {
+        return Err(credential_not_here());
+    }
+    if !matches {
+        return Err(ApiError::forbidden_code("wrong_password", "the password is wrong"));
+    }
+    Ok(())
+}
+
+fn credential_not_here() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_replicated_yet",
+        "this node does not hold the account's credential yet (it is on its way from a sibling): retry shortly",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+    #[serde(default)]
+    sign_out_other_sessions: bool,
+}
+
+/// `PUT /api/v1/me/password`: the current password (a sign-in guess, throttled as
+/// one) and a new one; optionally every other session, on every node, is signed out.
+pub fn change_password(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let request: PasswordChange = call.json()?;
+    let user = call.user()?.clone();
+    check_password(&request.new_password, &user.handle)?;
+    check_own_password(api, call, &user, &request.current_password)?;
+    let new_hash = api.password_gate.hash(&request.new_password).ok_or_else(password_busy)?;
+    let sign_out = request.sign_out_other_sessions;
+    let keep = call.session_token_hash;
+    api.store
+        .update_credential(&user.user_id, keep.as_ref().map(|hash| hash.as_slice()), |credential| {
+            credential.password_hash = new_hash;
+            credential.reset_code = None;
+            if sign_out {
+                credential.session_epoch += 1;
+            }
+            CredentialUpdate::Write(())
+        })?
+        .ok_or_else(credential_not_here)?;
+    tracing::info!(handle = %user.handle, sign_out, "password changed");
+    ok_json(json!({"signed_out_other_sessions": sign_out}))
+}
+
+/// `GET /api/v1/me/sessions`: the caller's live sessions on this node.
+pub fn list_sessions(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user = call.user()?;
+    let epoch = api.store.credential(&user.user_id)?.map_or(0, |credential| credential.session_epoch);
+    let current = call.session_token_hash.map(|hash| Store::session_id(&hash));
+    let now_ms = os::now_ms();
+    let items: Vec<serde_json::Value> = api
+        .store
+        .sessions_of(&user.user_id)?
+        .into_iter()
+        .filter(|session| {
+            let idle_ms = now_ms.saturating_sub(session.last_seen_ms);
+            session.epoch >= epoch && (!session.last_seen_recorded || idle_ms <= api.session_idle_timeout_ms)
+        })
+        .map(|session| {
+            json!({
+                "session_id": session.session_id,
+                "created_at": session.created_at_ms,
+                "last_seen_at": session.last_seen_ms,
+                "user_agent": session.user_agent,
+                "current": current.as_deref() == Some(session.session_id.as_str()),
+            })
+        })
+        .collect();
+    ok_json(json!({"items": items}))
+}
+
+/// `DELETE /api/v1/me/sessions/{id}`: signs that session out (204), 404 when the
+/// caller has no such session on this node.
+pub fn revoke_session(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    if api.store.delete_session_by_id(&user_id, call.param(0))? {
+        return empty_response(StatusCode::NO_CONTENT);
+    }
+    Err(ApiError::not_found("session"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccessToken {
+    name: String,
+    scope: TokenScope,
+}
+
+fn access_token_json(token: &AccessToken) -> serde_json::Value {
+    json!({"token_id": token.token_id, "name": token.name, "scope": token.scope, "created_at": token.created_at})
+}
+
+/// `POST /api/v1/me/tokens {name, scope}`: 201 with the token, shown this once.
+pub fn create_token(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let request: NewAccessToken = call.json()?;
+    let name = request.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > ACCESS_TOKEN_NAME_CHARS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_token_name",
+            format!("a token's name is 1 to {ACCESS_TOKEN_NAME_CHARS_MAX} characters, e.g. \"backup script\""),
+        ));
+    }
+    let user = call.user()?.clone();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os::random_bytes::<32>());
+    let token = format!("{ACCESS_TOKEN_PREFIX}{}_{secret}", user.user_id);
+    let stored = AccessToken {
+        token_id: crate::store::hex(&os::random_bytes::<8>()),
+        name,
+        scope: request.scope,
+        token_sha256: sha256_hex(&token),
+        created_at: os::now_ms(),
+    };
+    let made = stored.clone();
+    let added = api
+        .store
+        .update_credential(&user.user_id, None, |credential| {
+            if credential.access_tokens.len() >= ACCESS_TOKENS_PER_USER_MAX {
+                return CredentialUpdate::Keep(false);
+            }
+            credential.access_tokens.push(made);
+            CredentialUpdate::Write(true)
+        })?
+        .ok_or_else(credential_not_here)?;
+    if !added {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_tokens",
+            format!("you have {ACCESS_TOKENS_PER_USER_MAX} access tokens, the most one account may: revoke one first"),
+        ));
+    }
+    let mut answer = access_token_json(&stored);
+    answer["token"] = json!(token);
+    json_response(StatusCode::CREATED, &answer)
+}
+
+/// `GET /api/v1/me/tokens`: the caller's personal access tokens (never the tokens).
+pub fn list_tokens(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user = call.user()?;
+    let credential = api.store.credential(&user.user_id)?;
+    let tokens = credential.map(|credential| credential.access_tokens).unwrap_or_default();
+    ok_json(json!({"items": tokens.iter().map(access_token_json).collect::<Vec<_>>()}))
+}
+
+/// `DELETE /api/v1/me/tokens/{id}`: 204, and the token stops working on every
+/// replica once this write reaches it; 404 when the caller has no such token.
+pub fn revoke_token(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    let token_id = call.param(0).to_owned();
+    let revoked = api
+        .store
+        .update_credential(&user_id, None, |credential| {
+            let before = credential.access_tokens.len();
+            credential.access_tokens.retain(|token| token.token_id != token_id);
+            if credential.access_tokens.len() == before {
+                CredentialUpdate::Keep(false)
+            } else {
+                CredentialUpdate::Write(true)
+            }
+        })?
+        .unwrap_or(false);
+    if revoked {
+        return empty_response(StatusCode::NO_CONTENT);
+    }
+    Err(ApiError::not_found("access token"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordReset {
+    handle: String,
+    code: String,
+    new_password: String,
+}
+
+/// `POST /api/v1/password-reset {handle, code, new_password}`: the one-time code an
+/// admin issued sets a new password, signs out every session on every node, and
+/// signs this one in. Guesses are throttled as sign-ins are.
+pub fn password_reset(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let request: PasswordReset = call.json()?;
+    let handle = request.handle.trim().to_lowercase();
+    check_password(&request.new_password, &handle)?;
+    let attempt = api.begin_password_guess(call, &handle)?;
+    let found = match api.store.user_by_handle(&handle) {
+        Ok(Some(user)) => api.store.credential(&user.user_id).map(|credential| Some(user).zip(credential)),
+        Ok(None) => Ok(None),
+        Err(error) => Err(error),
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(error) => {
+            api.finish_password_guess(attempt, None);
+            return Err(error.into());
+        }
+    };
+    let code_sha256 = sha256_hex(&normalised_code(&request.code));
+    let now_ms = os::now_ms();
+    let code_is_right = |credential: &Credential| {
+        credential.reset_code.as_ref().is_some_and(|reset| {
+            reset.expires_at_ms > now_ms && constant_time_eq(reset.code_sha256.as_bytes(), code_sha256.as_bytes())
+        })
+    };
+    let right = found.as_ref().is_some_and(|(_, credential)| code_is_right(credential));
+    api.finish_password_guess(attempt, Some(right));
+    let wrong = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_reset_code",
+            "wrong handle or reset code, or the code was used or has expired: ask an admin for a new one",
+        )
+    };
+    let Some((user, credential)) = found.filter(|_| right) else { return Err(wrong()) };
+    if credential.disabled {
+        return Err(account_disabled());
+    }
+    let new_hash = api.password_gate.hash(&request.new_password).ok_or_else(password_busy)?;
+    // Checked again in the write: the code is used once, however many try it at once.
+    let used = api
+        .store
+        .update_credential(&user.user_id, None, |credential| {
+            if !code_is_right(credential) {
+                return CredentialUpdate::Keep(false);
+            }
+            credential.password_hash = new_hash;
+            credential.reset_code = None;
+            credential.session_epoch += 1;
+            CredentialUpdate::Write(true)
+        })?
+        .unwrap_or(false);
+    if !used {
+        return Err(wrong());
+    }
+    tracing::info!(handle = %user.handle, "password reset with a code");
+    let token = api.start_session(&user.user_id, &user_agent(call))?;
+    ok_json(json!({"token": token, "user_id": user.user_id}))
+}
+
+// ----- admin: users -----
+
+/// An admin (their account) or the local control token (`None`); 403 for anyone else.
+fn user_admin<'a>(call: &'a Call<'_>, what: &str) -> Result<Option<&'a User>, ApiError> {
+    if call.local_control {
+        return Ok(None);
+    }
+    let user = call.user()?;
+    if !user.admin {
+        return Err(ApiError::forbidden(format!("only an admin can {what}")));
+    }
+    Ok(Some(user))
+}
+
+fn user_row_json(api: &Api, row: &UserRow) -> Result<serde_json::Value, ApiError> {
+    let user = &row.user;
+    Ok(json!({
+        "user_id": user.user_id,
+        "handle": user.handle,
+        "display_name": user.display_name,
+        "admin": user.admin,
+        "disabled": row.disabled,
+        "created_at": user.created_at,
+        "home": user.home.map(|home| home.to_string()),
+        "storage_bytes_used": api.store.user_storage_bytes(&user.user_id)?,
+        "last_seen_at": row.last_seen_ms,
+    }))
+}
+
+/// The user a `/api/v1/admin/users/{handle}/…` route names, as a list row.
+fn named_user_row(api: &Api, call: &Call<'_>) -> Result<UserRow, ApiError> {
+    let handle = call.param(0).trim().to_lowercase();
+    let user = api.store.user_by_handle(&handle)?.ok_or_else(|| ApiError::not_found("user"))?;
+    let credential = api.store.credential(&user.user_id)?;
+    let last_seen_ms = api.store.sessions_of(&user.user_id)?.iter().map(|session| session.last_seen_ms).max();
+    Ok(UserRow { disabled: credential.is_some_and(|credential| credential.disabled), user, last_seen_ms })
+}
+
+/// `GET /api/v1/admin/users?limit&cursor`: every user this node holds, by handle.
+pub fn admin_list_users(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    user_admin(call, "list users")?;
+    let limit = call.limit()?;
+    let cursor = call.query("cursor").filter(|cursor| !cursor.is_empty());
+    let (rows, next_cursor) = api.store.users_page(cursor.as_deref(), limit)?;
+    let items = rows.iter().map(|row| user_row_json(api, row)).collect::<Result<Vec<_>, _>>()?;
+    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddedUser {
+    handle: String,
+    password: Option<String>,
+}
+
+/// `POST /api/v1/admin/users {handle, password?}`: an account made by an admin. With
+/// no password, the answer carries a one-time reset code for the person to set
+/// their own (`POST /api/v1/password-reset`), so the admin never knows it.
+pub fn admin_add_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    user_admin(call, "add users")?;
+    let request: AddedUser = call.json()?;
+    let handle = request.handle.trim().to_lowercase();
+    text::check_handle(&handle).map_err(|error| ApiError::bad_request("invalid_handle", error.to_string()))?;
+    if let Some(password) = &request.password {
+        check_password(password, &handle)?;
+    }
+    if !api.store.claimed_or_has_accounts()? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_claimed",
+            "this node is not claimed yet: the first account claims it with the claim code (see `edgenode status`)",
+        ));
+    }
+    // Without a password, one nobody knows: only the reset code opens the account.
+    let unknown_password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os::random_bytes::<32>());
+    let password = request.password.as_deref().unwrap_or(&unknown_password);
+    let password_hash = api.password_gate.hash(password).ok_or_else(password_busy)?;
+    let user = api.store.create_user(&handle, password_hash, Admission::Open)?;
+    tracing::info!(handle = %user.handle, "account added by an admin");
+    let mut answer = json!({"user_id": user.user_id, "handle": user.handle, "admin": user.admin});
+    if request.password.is_none() {
+        let (code, expires_at) = api.issue_reset_code(&user)?;
+        answer["reset_code"] = json!(code);
+        answer["reset_code_expires_at"] = json!(expires_at);
+    }
+    json_response(StatusCode::CREATED, &answer)
+}
+
+/// Sets `disabled` on the named user; disabling also signs out their sessions on
+/// every node (enabling later does not bring them back).
+fn set_disabled(api: &Api, call: &mut Call<'_>, disabled: bool) -> ApiResult {
+    let caller = user_admin(call, if disabled { "disable users" } else { "enable users" })?;
+    let mut row = named_user_row(api, call)?;
+    if disabled && caller.is_some_and(|caller| caller.user_id == row.user.user_id) {
+        return Err(ApiError::bad_request(
+            "cannot_disable_self",
+            "an admin cannot disable their own account (ask another admin, or use `edgenode user disable` on the box)",
+        ));
+    }
+    api.store
+        .update_credential(&row.user.user_id, None, |credential| {
+            if credential.disabled == disabled {
+                return CredentialUpdate::Keep(());
+            }
+            credential.disabled = disabled;
+            if disabled {
+                credential.session_epoch += 1;
+            }
+            CredentialUpdate::Write(())
+        })?
+        .ok_or_else(credential_not_here)?;
+    tracing::info!(handle = %row.user.handle, disabled, "account disabled state set");
+    row.disabled = disabled;
+    ok_json(user_row_json(api, &row)?)
+}
+
+pub fn admin_disable_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_disabled(api, call, true)
+}
+
+pub fn admin_enable_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_disabled(api, call, false)
+}
+
+/// `POST /api/v1/admin/users/{handle}/reset-code`: a one-time code (replacing any
+/// earlier one) for `POST /api/v1/password-reset`, valid for a day.
+pub fn admin_reset_code(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    user_admin(call, "issue password reset codes")?;
+    let row = named_user_row(api, call)?;
+    let (code, expires_at) = api.issue_reset_code(&row.user)?;
+    ok_json(json!({"handle": row.user.handle, "code": code, "expires_at": expires_at}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountDeletionRequest {
+    password: String,
+}
+
+/// Deletes the account `user_id` (`handle`) on every replica (`Store::delete_account`)
+/// and answers what went.
+fn delete_user(api: &Api, user_id: &str, handle: &str) -> ApiResult {
+    match api.store.delete_account(user_id)? {
+        AccountDeletion::Deleted { records, follows_of_them, media_removed, posts } => {
+            tracing::info!(handle = %handle, records, media_removed, "account deleted");
+            // Followers on other nodes hold copies in their feed caches: each post's
+            // deletion goes to them as any deleted post's does.
+            for post_id in &posts {
+                api.fanout_post_changed(user_id, post_id);
+            }
+            ok_json(json!({
+                "handle": handle,
+                "user_id": user_id,
+                "deleted": true,
+                "records_deleted": records,
+                "follows_of_them_deleted": follows_of_them,
+                "photos_removed": media_removed,
+                "handle_reserved": true,
+            }))
+        }
+        AccountDeletion::NotHere => Err(ApiError::not_found("user")),
+        AccountDeletion::LastAdmin => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_admin",
+            "this is the node's last admin, and a node keeps one: another admin must exist before this account goes",
+        )),
+    }
+}
+
+/// `DELETE /api/v1/me {password}`: the caller deletes their own account, after
+/// signing in again with their password (a sign-in guess, throttled as one). Every
+/// record of theirs is tombstoned on every replica; the handle stays reserved.
+pub fn delete_me(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let request: AccountDeletionRequest = call.json()?;
+    let user = call.user()?.clone();
+    check_own_password(api, call, &user, &request.password)?;
+    delete_user(api, &user.user_id, &user.handle)
+}
+
+/// `DELETE /api/v1/admin/users/{handle}`: an admin (or the control token) deletes an
+/// account on every replica; the last admin cannot be deleted.
+/// A deleted account's handle finishes its deletion: what a replica cut off by a
+/// partition wrote for it meanwhile is deleted too (404 when nothing was left).
+pub fn admin_delete_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    user_admin(call, "delete users")?;
+    let handle = call.param(0).trim().to_lowercase();
+    if let Some(user) = api.store.user_by_handle(&handle)? {
+        return delete_user(api, &user.user_id, &user.handle);
+    }
+    let deleted = api.store.deleted_user_id_by_handle(&handle)?.ok_or_else(|| ApiError::not_found("user"))?;
+    delete_user(api, &deleted, &handle)
+}
+
 impl Api {
     /// A new random bearer token for `user_id`; only its hash is stored.
-    fn start_session(&self, user_id: &str) -> Result<String, ApiError> {
+    fn start_session(&self, user_id: &str, user_agent: &str) -> Result<String, ApiError> {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os::random_bytes::<32>());
-        self.store.create_session(&token_hash(&token), user_id)?;
+        self.store.create_session(&token_hash(&token), user_id, user_agent)?;
         Ok(token)
     }
 }

@@ -1,5 +1,6 @@
-//! Media routes: content-addressed upload (coalesced per hash) and download of
-//! derivatives and originals with ETag, immutable caching and Range.
+//! Media routes: content-addressed upload (coalesced per hash), download of
+//! derivatives and originals with ETag, immutable caching and Range, and the square
+//! avatar derivative of profile photos (made on demand).
 
 use std::time::Instant;
 
@@ -65,7 +66,7 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
                 api.convert_and_store(&media_id, body)
             });
             if coalesced {
-                api.metrics.media_coalesced_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                api.metrics.media_coalesced_total.inc();
             }
             result?
         }
@@ -152,7 +153,7 @@ pub const CONVERSIONS_WAITING_MAX: usize = 32;
 
 impl Api {
     /// Converts an upload and writes its blobs durably; the database row comes after.
-    fn convert_and_store(&self, media_id: &str, body: &RequestBody) -> Result<MediaInfo, ApiError> {
+    pub(super) fn convert_and_store(&self, media_id: &str, body: &RequestBody) -> Result<MediaInfo, ApiError> {
         let started = Instant::now();
         if self.pipeline.gate_stats().jobs_waiting >= CONVERSIONS_WAITING_MAX {
             return Err(ApiError::new(
@@ -167,10 +168,7 @@ impl Api {
             RequestBody::Memory(bytes) => self.pipeline.process(bytes)?,
             RequestBody::Spooled(spooled) => self.pipeline.process_file(spooled.path())?,
         };
-        self.metrics.media_processed_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.metrics
-            .media_processing_micros_total
-            .fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.record_media_processed(started.elapsed());
         self.write_blobs(media_id, &processed, true)
     }
 
@@ -253,10 +251,100 @@ impl Api {
             Ok(rebuilt)
         });
         if coalesced {
-            self.metrics.media_coalesced_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.media_coalesced_total.inc();
         }
         result
     }
+}
+
+impl Api {
+    /// Makes the avatar derivative of a photo this node holds, from its display
+    /// derivative (made again first if it is missing), and writes it durably. Coalesced
+    /// so a burst of requests converts once; inside the pipeline's gate and limits.
+    fn make_avatar(&self, info: &MediaInfo) -> Result<(), ApiError> {
+        if self.pipeline.gate_stats().jobs_waiting >= CONVERSIONS_WAITING_MAX {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the node is converting many photos right now; retry in a few seconds",
+            ));
+        }
+        let key = format!("{}.avatar", info.media_id);
+        let (result, coalesced) = self.media_work.run(key, || {
+            if self.store.blobs.avatar_path(&info.media_id).is_file() {
+                return Ok(info.clone()); // another request made it meanwhile
+            }
+            if !self.store.blobs.exists(&info.media_id, BlobKind::Display) {
+                self.rebuild_derivatives(info)?;
+            }
+            let display = self.store.blobs.read(&info.media_id, BlobKind::Display).map_err(|error| {
+                tracing::error!(%error, media_id = info.media_id, "display derivative unreadable; no avatar");
+                ApiError::not_found("media file")
+            })?;
+            // The display file is ours: one that does not convert is damaged, not the
+            // caller's fault.
+            let avatar = self.pipeline.avatar(&display).map_err(|error| {
+                tracing::error!(%error, media_id = info.media_id, "display derivative does not convert; no avatar");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the photo's avatar could not be made")
+            })?;
+            self.store.ensure_space(avatar.bytes.len() as u64)?;
+            self.store
+                .blobs
+                .write_avatar_durable(&info.media_id, &avatar.bytes, u64::from_le_bytes(os::random_bytes()))
+                .map_err(|error| {
+                    tracing::error!(%error, media_id = info.media_id, "could not write the avatar file");
+                    ApiError::new(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "storage_failed",
+                        format!("could not store the avatar: {error}"),
+                    )
+                })?;
+            tracing::info!(media_id = info.media_id, "made the avatar derivative");
+            Ok(info.clone())
+        });
+        if coalesced {
+            self.metrics.media_coalesced_total.inc();
+        }
+        result.map(drop)
+    }
+}
+
+/// `GET /api/v1/media/{id}/avatar`: the square avatar derivative of a photo, for
+/// anyone while it is some user's avatar (profiles are public) and for its owners
+/// always; 404 otherwise, as for hidden media. Made the first time this node is asked
+/// for it, so every replica holding the photo serves it without anything replicated
+/// beyond the photo and the User record.
+pub fn avatar(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let media_id = call.param(0).to_ascii_lowercase();
+    if !is_sha256_hex(&media_id) {
+        return Err(ApiError::not_found("media"));
+    }
+    let owner = match call.viewer_id() {
+        Some(viewer) => api.store.owns_media(&media_id, viewer)?,
+        None => false,
+    };
+    if !owner && !api.store.is_avatar(&media_id)? {
+        return Err(ApiError::not_found("media"));
+    }
+    // Its owner record can replicate here before its files do.
+    let Some(info) = api.store.media(&media_id)? else { return Err(ApiError::not_found("media")) };
+    let path = api.store.blobs.avatar_path(&media_id);
+    if !path.is_file() {
+        api.make_avatar(&info)?;
+    }
+    let bytes = std::fs::read(&path).map_err(|error| {
+        tracing::error!(%error, media_id, "avatar file unreadable");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the avatar file could not be read")
+    })?;
+    let etag = format!("\"{}\"", hex(&Sha256::digest(&bytes)));
+    let builder = Response::builder()
+        .header(header::ETAG, header_value(&etag))
+        .header(header::CACHE_CONTROL, MEDIA_CACHE_CONTROL)
+        .header(header::CONTENT_TYPE, "image/jpeg");
+    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| etag_matches(tags, &etag)) {
+        return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
+    }
+    Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))
 }
 
 /// Media bytes never change under one URL (content-addressed).
@@ -266,6 +354,9 @@ pub const MEDIA_CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
 pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     if_none_match.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*")
 }
+
+/// The route table's pattern of `download`, the label `serve_cached` answers under.
+pub(super) const DOWNLOAD_ROUTE: &str = "/api/v1/media/{id}/{variant}";
 
 impl Api {
     /// Answers `GET`/`HEAD /api/v1/media/{id}/thumb|display` from the public media
@@ -277,12 +368,12 @@ impl Api {
         }
         let (media_id, variant) = head.uri.path().strip_prefix("/api/v1/media/")?.split_once('/')?;
         let kind = BlobKind::from_name(variant).filter(|kind| *kind != BlobKind::Original)?;
-        let started = Instant::now();
         let if_none_match = head.headers.get(header::IF_NONE_MATCH).and_then(|value| value.to_str().ok());
         let epoch = self.store.visibility_epoch();
         let response = self.public_media.answer(&head.method, media_id, kind, if_none_match, epoch)?;
         let transport = head.extensions.get::<super::Transport>().copied();
-        self.metrics.record_request(transport, response.status(), started.elapsed());
+        let elapsed = super::metrics::request_elapsed(&head.extensions);
+        self.metrics.record_request(DOWNLOAD_ROUTE, &head.method, transport, response.status(), elapsed);
         Some(response)
     }
 }

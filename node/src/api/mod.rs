@@ -4,9 +4,12 @@
 //! services only through its own traits (`ports.rs`).
 
 mod accounts;
+mod backup;
 mod body;
+mod export;
 mod media;
 mod media_cache;
+mod notifications;
 mod onboarding;
 pub use onboarding::request_host;
 pub mod metrics;
@@ -30,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::coalesce::Coalescer;
 use crate::config::Config;
-use crate::core::model::User;
+use crate::core::model::{TokenScope, User};
 use crate::media::{MediaError, Pipeline};
 use crate::store::{MediaInfo, Store, StoreError};
 pub use body::{
@@ -58,6 +61,25 @@ pub enum Transport {
 /// (`metrics_listen`): it may read `/metrics` without credentials.
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsListener;
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedInBy {
+    /// A session from signing in (`POST /api/v1/sessions`).
+    Session,
+    /// A personal access token (`POST /api/v1/me/tokens`) of this scope.
+    AccessToken(TokenScope),
+}
+
+/// Who a request's credentials name, as `Api::viewer` found them.
+struct Viewer {
+    user: Option<User>,
+    /// The local control token (the CLI on this box).
+    local_control: bool,
+    signed_in_by: Option<SignedInBy>,
+    /// SHA-256 of the bearer token, when it is a session's.
+    session_token_hash: Option<[u8; 32]>,
+}
 
 /// The peer's socket address; transports put this in the request's extensions.
 #[derive(Debug, Clone, Copy)]
@@ -229,6 +251,8 @@ pub struct Api {
     open_registration: bool,
     json_body_bytes_max: usize,
     upload_bytes_max: usize,
+    /// Largest archive `POST /api/v1/me/import` takes; 0: import is off.
+    import_bytes_max: u64,
     started: Instant,
     login_throttle: Mutex<LoginThrottle>,
     /// Per-user storage quotas and upload rates (`quota.rs`).
@@ -259,7 +283,14 @@ pub struct Api {
     tls: Option<Arc<crate::tls::ServingCertificates>>,
     /// Where HTTPS is served (links from the onboarding page).
     https_port: u16,
+    /// A session unused this long is signed out (`sessions.idle_timeout_seconds`).
+    session_idle_timeout_ms: u64,
 }
+
+/// A session's last use is recorded at most this often (or every quarter of the
+/// idle timeout, when that is shorter): a write transaction per request would cost
+/// more than the request.
+const SESSION_LAST_SEEN_INTERVAL_MS: u64 = 3_600_000;
 
 impl Api {
     pub fn new(
@@ -281,6 +312,7 @@ impl Api {
             open_registration: config.open_registration,
             json_body_bytes_max: config.limits.json_body_bytes_max,
             upload_bytes_max: config.limits.upload_bytes_max,
+            import_bytes_max: config.limits.import_bytes_max,
             started: Instant::now(),
             login_throttle: Mutex::new(LoginThrottle::default()),
             quotas: quota::Quotas::new(&config.limits),
@@ -300,6 +332,7 @@ impl Api {
             control_token_hash: [0; 32],
             tls: None,
             https_port: config.listen.port(),
+            session_idle_timeout_ms: config.sessions.idle_timeout_seconds.saturating_mul(1000),
         }
     }
 
@@ -349,8 +382,7 @@ impl Api {
         match self.try_plan_body(head) {
             Ok(plan) => plan,
             Err(error) => {
-                let transport = head.extensions.get::<Transport>().copied();
-                self.metrics.record_request(transport, error.status, std::time::Duration::ZERO);
+                self.metrics.record_unhandled(head, error.status);
                 BodyPlan::Refuse(error.into_response())
             }
         }
@@ -358,25 +390,30 @@ impl Api {
 
     fn try_plan_body(&self, head: &http::request::Parts) -> Result<BodyPlan, ApiError> {
         let (route, _) = routes::find(&head.method, head.uri.path())?;
-        let is_upload = route.body == routes::IMAGE;
-        let bytes_max = if is_upload { self.upload_bytes_max } else { self.json_body_bytes_max };
+        let is_archive = route.body == routes::ARCHIVE;
+        let is_upload = route.body == routes::IMAGE || is_archive;
+        let bytes_max = self.body_bytes_max(route)?;
         if declared_length(&head.headers).is_some_and(|length| length > bytes_max as u64) {
             return Err(body_too_large(bytes_max));
         }
         let mut user = None;
-        if matches!(route.access, routes::Access::User | routes::Access::Admin) {
-            let (viewer, local_control) = self.viewer(&head.headers)?;
-            if viewer.is_none() && !local_control {
+        if matches!(route.access, routes::Access::User | routes::Access::Session | routes::Access::Admin) {
+            let viewer = self.viewer(&head.headers)?;
+            if viewer.user.is_none() && !viewer.local_control {
                 return Err(ApiError::unauthorized());
             }
-            user = viewer;
+            routes::check_signed_in_by(route, viewer.signed_in_by)?;
+            user = viewer.user;
         }
         if !is_upload {
             return Ok(BodyPlan::Memory { bytes_max });
         }
         let user = user.ok_or_else(ApiError::unauthorized)?;
-        // Quota and rate from the declared length, before a byte is stored.
-        self.admit_upload(&user, declared_length(&head.headers).unwrap_or(0))?;
+        // Quota and rate from the declared length, before a byte is stored (an
+        // archive's photos are charged once it is checked: export::import).
+        if !is_archive {
+            self.admit_upload(&user, declared_length(&head.headers).unwrap_or(0))?;
+        }
         let ticket = self
             .upload_tickets
             .take(&user.user_id, UPLOADS_PER_USER_IN_FLIGHT_MAX, self.uploads_in_flight_max)
@@ -402,11 +439,12 @@ impl Api {
     /// `plan_body` said. Blocking: call it from `spawn_blocking`. `HEAD` is served as
     /// `GET` without the body.
     pub fn handle(&self, request: Request<RequestBody>) -> Response<Bytes> {
-        let started = Instant::now();
+        let started = request.extensions().get::<metrics::RequestStarted>().map_or_else(Instant::now, |at| at.0);
         let transport = request.extensions().get::<Transport>().copied();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let mut response = match self.dispatch(request) {
+        let mut route = metrics::ROUTE_UNMATCHED;
+        let mut response = match self.dispatch(request, &mut route) {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
@@ -418,39 +456,102 @@ impl Api {
             }
             *response.body_mut() = Bytes::new();
         }
-        self.metrics.record_request(transport, response.status(), started.elapsed());
+        self.metrics.record_request(route, &method, transport, response.status(), started.elapsed());
         tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
         response
     }
 
-    fn dispatch(&self, request: Request<RequestBody>) -> ApiResult {
+    /// Finds the route and calls its handler; `route` is set to its pattern (the
+    /// metrics' label) once found.
+    fn dispatch(&self, request: Request<RequestBody>, route_label: &mut &'static str) -> ApiResult {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
         let method = if parts.method == Method::HEAD { Method::GET } else { parts.method.clone() };
         let (route, params) = routes::find(&method, path)?;
-        let bytes_max = if route.body == routes::IMAGE { self.upload_bytes_max } else { self.json_body_bytes_max };
+        *route_label = route.pattern;
+        let bytes_max = self.body_bytes_max(route)?;
         if body.len() > bytes_max as u64 {
             return Err(body_too_large(bytes_max));
         }
-        let (viewer, local_control) = self.viewer(&parts.headers)?;
+        let viewer = self.viewer(&parts.headers)?;
+        if route.access != routes::Access::Anyone {
+            routes::check_signed_in_by(route, viewer.signed_in_by)?;
+        }
         let client_addr = parts.extensions.get::<ClientAddr>().map(|addr| addr.0);
-        let mut call = Call { parts: &parts, body, params, viewer, local_control, client_addr };
+        let mut call = Call {
+            parts: &parts,
+            body,
+            params,
+            viewer: viewer.user,
+            local_control: viewer.local_control,
+            session_token_hash: viewer.session_token_hash,
+            client_addr,
+        };
         (route.handler)(self, &mut call)
     }
 
-    /// The signed-in user if the request carries a session token, and whether it
-    /// carries the local control token instead. A token that is present but unknown
-    /// is an error, so a client learns its session ended.
-    fn viewer(&self, headers: &http::HeaderMap) -> Result<(Option<User>, bool), ApiError> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok((None, false)) };
+    /// The largest body `route` takes; 403 `import_disabled` for an archive when
+    /// import is turned off.
+    fn body_bytes_max(&self, route: &routes::Route) -> Result<usize, ApiError> {
+        if route.body == routes::ARCHIVE {
+            if self.import_bytes_max == 0 {
+                return Err(ApiError::forbidden_code(
+                    "import_disabled",
+                    "import is turned off on this node (`limits.import_bytes_max` is 0); ask its operator",
+                ));
+            }
+            return Ok(usize::try_from(self.import_bytes_max).unwrap_or(usize::MAX));
+        }
+        Ok(if route.body == routes::IMAGE { self.upload_bytes_max } else { self.json_body_bytes_max })
+    }
+
+    /// Who the request's bearer token names: a session's or a personal access
+    /// token's user, or the local control token. A token that is present but unknown,
+    /// revoked, signed out or idle too long is an error, so a client learns its
+    /// session ended; a disabled account's is 403 `account_disabled`.
+    fn viewer(&self, headers: &http::HeaderMap) -> Result<Viewer, ApiError> {
+        let anonymous = Viewer { user: None, local_control: false, signed_in_by: None, session_token_hash: None };
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(anonymous) };
         let token =
             value.to_str().ok().and_then(|value| value.strip_prefix("Bearer ")).ok_or_else(ApiError::unauthorized)?;
         let hash = token_hash(token);
         if self.control_token_hash != [0; 32] && accounts::constant_time_eq(&hash, &self.control_token_hash) {
-            return Ok((None, true));
+            return Ok(Viewer { local_control: true, ..anonymous });
         }
-        let user_id = self.store.session_user(&hash)?.ok_or_else(ApiError::unauthorized)?;
-        Ok((Some(self.store.user(&user_id)?.ok_or_else(ApiError::unauthorized)?), false))
+        if let Some(user_id) = accounts::access_token_user(token) {
+            let (user, scope) = self.access_token_holder(user_id, &hash)?;
+            return Ok(Viewer { user: Some(user), signed_in_by: Some(SignedInBy::AccessToken(scope)), ..anonymous });
+        }
+        let signed_in = self.store.signed_in(&hash)?.ok_or_else(ApiError::unauthorized)?;
+        let credential = signed_in.credential.as_ref();
+        if credential.is_some_and(|credential| credential.disabled) {
+            return Err(accounts::account_disabled());
+        }
+        let now_ms = crate::os::now_ms();
+        // A session from before last use was recorded counts from this use: not
+        // idle yet, and its use is recorded now.
+        let idle_ms = match signed_in.session.last_seen_recorded {
+            true => now_ms.saturating_sub(signed_in.session.last_seen_ms),
+            false => self.session_idle_timeout_ms,
+        };
+        let signed_out = credential.is_some_and(|credential| signed_in.session.epoch < credential.session_epoch);
+        if signed_out || idle_ms > self.session_idle_timeout_ms {
+            // Gone for good: its row goes too (a failure to remove it changes nothing).
+            if let Err(error) = self.store.delete_session(&hash) {
+                tracing::warn!(%error, "could not remove an ended session");
+            }
+            return Err(if signed_out { accounts::signed_out() } else { accounts::session_expired(self) });
+        }
+        let last_seen_interval_ms = SESSION_LAST_SEEN_INTERVAL_MS.min(self.session_idle_timeout_ms / 4);
+        if idle_ms >= last_seen_interval_ms {
+            self.store.touch_session(&hash, now_ms)?;
+        }
+        Ok(Viewer {
+            user: Some(signed_in.user),
+            signed_in_by: Some(SignedInBy::Session),
+            session_token_hash: Some(hash),
+            ..anonymous
+        })
     }
 }
 
@@ -462,6 +563,8 @@ pub struct Call<'a> {
     viewer: Option<User>,
     /// The caller holds the local control token (the CLI on this box).
     local_control: bool,
+    /// SHA-256 of the caller's session token (not set for access tokens).
+    session_token_hash: Option<[u8; 32]>,
     client_addr: Option<SocketAddr>,
 }
 

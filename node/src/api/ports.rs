@@ -11,11 +11,9 @@ use crate::core::region::Region;
 use crate::store::fanout::RemoteProfile;
 use crate::store::{BlobKind, MediaInfo, StoreError};
 
-/// Sibling replication: its state for admins and `/metrics`, pairing, and where a
+/// Sibling replication: its state for admins, pairing, and where a
 /// user's replicas are. Called from blocking threads.
 pub trait Replication: Send + Sync {
-    /// Counters in Prometheus text format.
-    fn metrics_text(&self) -> String;
     /// The siblings this node replicates with: `[{id, peer_address}]` (public).
     fn sibling_list(&self) -> Vec<Value>;
     /// Every sibling with its connection state and counters.
@@ -56,8 +54,6 @@ pub struct Replica {
 /// Fan-out across the neighbourhood: users of other nodes, follows of them, their
 /// cached posts and photos. Called from blocking threads.
 pub trait Fanout: Send + Sync {
-    /// Counters in Prometheus text format.
-    fn metrics_text(&self) -> String;
     /// A post was created, edited or deleted through the API.
     fn post_changed(&self, author_id: &str, post_id: &str);
     /// Asks `node` for the user with `handle` (`None`: no such user there).

@@ -17,6 +17,7 @@ use serde_json::json;
 use super::{ok_json, Api, ApiError, ApiResult, Call};
 use crate::config::Limits;
 use crate::core::model::User;
+use crate::core::text::readable_bytes;
 use crate::store::QuotaOverride;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -124,18 +125,6 @@ impl UploadWindows {
 pub struct EffectiveQuota {
     pub storage_bytes_max: u64,
     pub upload_bytes_per_hour_max: u64,
-}
-
-/// Bytes in the units people read: "1.5 GiB", "820 MiB", "12 KiB", "96 bytes".
-fn readable_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            let value = bytes as f64 / size as f64;
-            return if value >= 10.0 { format!("{value:.0} {unit}") } else { format!("{value:.1} {unit}") };
-        }
-    }
-    format!("{bytes} bytes")
 }
 
 impl Api {
@@ -268,6 +257,6 @@ mod tests {
     fn bytes_read_as_people_say_them() {
         assert_eq!(readable_bytes(8 << 30), "8.0 GiB");
         assert_eq!(readable_bytes(820 * MIB), "820 MiB");
-        assert_eq!(readable_bytes(96), "96 bytes");
+        assert_eq!(readable_bytes(96), "96 B");
     }
 }

@@ -70,6 +70,7 @@ impl Api {
                     bio: String::new(),
                     created_at: 0,
                     home: profile.home,
+                    avatar: None,
                 });
             }
         }
@@ -99,6 +100,9 @@ impl Api {
             Some(profile) => format!("{}@{}", profile.handle, profile.home),
             None => post.author_id.clone(),
         };
+        // The feed cache keeps who a remote author is, not their profile: their plain
+        // handle (every display name starts as it) until the profile is asked for.
+        let display_name = profile.as_ref().map(|profile| profile.handle.clone()).unwrap_or_default();
         let media: Vec<Value> = post
             .media
             .iter()
@@ -109,7 +113,7 @@ impl Api {
             .collect();
         Some(json!({
             "id": post.post_id,
-            "author": {"user_id": post.author_id, "handle": handle},
+            "author": {"user_id": post.author_id, "handle": handle, "display_name": display_name, "avatar": null},
             "caption": post.caption,
             "media": media,
             "visibility": post.visibility,
@@ -133,6 +137,9 @@ pub(super) fn get_user(api: &Api, call: &mut Call<'_>, handle: &str, node: NodeI
         "handle": format!("{}@{}", user.handle, user.home),
         "display_name": user.display_name,
         "bio": user.bio,
+        // The photo is on their node: its id here, `url` null until this node can
+        // fetch avatars of other nodes.
+        "avatar": user.avatar.as_ref().map(|media_id| json!({"id": media_id, "url": null, "node": user.home.to_string()})),
         "admin": false,
         "created_at": user.created_at,
         "followed_by_me": followed_by_me,

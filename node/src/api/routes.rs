@@ -4,7 +4,8 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{accounts, media, onboarding, social, Api, ApiError, ApiResult, Call};
+use super::{accounts, media, onboarding, social, Api, ApiError, ApiResult, Call, SignedInBy};
+use crate::core::model::TokenScope;
 
 /// Who may call a route (documentation; handlers enforce it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +14,10 @@ pub enum Access {
     /// Anyone; a signed-in caller may see more.
     OptionalUser,
     User,
+    /// A user signed in with a session: personal access tokens never manage
+    /// credentials (password, sessions, tokens), so a leaked token cannot take over
+    /// the account.
+    Session,
     Admin,
     /// Admins, the local control token, or a request through the operator's metrics
     /// listener (`MetricsListener`); 403 for anyone else.
@@ -55,6 +60,8 @@ macro_rules! route {
 
 const JSON: Option<&str> = Some("json");
 pub(super) const IMAGE: Option<&str> = Some("image");
+/// A tar archive, spooled like an upload (`POST /api/v1/me/import`).
+pub(super) const ARCHIVE: Option<&str> = Some("archive");
 
 pub fn table() -> &'static [Route] {
     static TABLE: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
@@ -84,12 +91,44 @@ pub fn table() -> &'static [Route] {
                 "Pairs with the node at address using the code it showed: {node_id, address, pin}"),
             route!(GET "/api/v1/node/nearby", Admin, None, accounts::nearby,
                 "Nodes seen nearby over mDNS (hints only: pins are checked, never trusted): {mdns, items}"),
+            route!(POST "/api/v1/node/backups" => CREATED, Admin, None, super::backup::create,
+                "Control token only (`edgenode backup`): snapshot the database as of one transaction into <data_dir>/<path>: {id, path, node_id, database_bytes, rows, records, tombstones, digest, media_items, media_bytes, version}; 409 while another is taken"),
+            route!(DELETE "/api/v1/node/backups/{id}" => NO_CONTENT, Admin, None, super::backup::release,
+                "Control token only: remove a snapshot once `edgenode backup` has copied it"),
             route!(POST "/api/v1/accounts" => CREATED, Anyone, JSON, accounts::create_account,
                 "Create an account: {handle, password, claim?|invite?}; codes compare case-insensitively, hyphens and spaces ignored; 409 already_claimed when claiming a node that has accounts"),
             route!(POST "/api/v1/sessions", Anyone, JSON, accounts::login,
                 "Sign in: {handle, password, device?} -> {token, user_id, device}"),
-            route!(DELETE "/api/v1/sessions" => NO_CONTENT, User, None, accounts::logout,
-                "Sign out: revoke the token used"),
+            route!(DELETE "/api/v1/sessions" => NO_CONTENT, Session, None, accounts::logout,
+                "Sign out: revoke the session token used (access tokens are revoked with DELETE /api/v1/me/tokens/{id})"),
+            route!(POST "/api/v1/password-reset", Anyone, JSON, accounts::password_reset,
+                "Set a new password with a one-time code from an admin: {handle, code, new_password} -> {token, user_id}; every other session is signed out; throttled as sign-ins"),
+            route!(PUT "/api/v1/me/password", Session, JSON, accounts::change_password,
+                "Change your password: {current_password, new_password, sign_out_other_sessions?} -> {signed_out_other_sessions}"),
+            route!(DELETE "/api/v1/me", Session, JSON, accounts::delete_me,
+                "Delete your account on every replica: {password} (a session, not a token); what DELETE /api/v1/admin/users/{handle} does; 403 wrong_password, 409 last_admin"),
+            route!(GET "/api/v1/me/sessions", Session, None, accounts::list_sessions,
+                "Your sessions on this node: {items: [{session_id, created_at, last_seen_at, user_agent, current}]}"),
+            route!(DELETE "/api/v1/me/sessions/{id}" => NO_CONTENT, Session, None, accounts::revoke_session,
+                "Sign out one of your sessions on this node"),
+            route!(POST "/api/v1/me/tokens" => CREATED, Session, JSON, accounts::create_token,
+                "A personal access token: {name, scope: read|write} -> {token_id, name, scope, created_at, token} (token shown once)"),
+            route!(GET "/api/v1/me/tokens", Session, None, accounts::list_tokens,
+                "Your personal access tokens: {items: [{token_id, name, scope, created_at}]}"),
+            route!(DELETE "/api/v1/me/tokens/{id}" => NO_CONTENT, Session, None, accounts::revoke_token,
+                "Revoke a personal access token"),
+            route!(GET "/api/v1/admin/users", Admin, None, accounts::admin_list_users,
+                "Users this node holds, by handle (admin or control token): {items: [{user_id, handle, display_name, admin, disabled, created_at, home, storage_bytes_used, last_seen_at}], next_cursor}"),
+            route!(POST "/api/v1/admin/users" => CREATED, Admin, JSON, accounts::admin_add_user,
+                "Add an account (admin or control token): {handle, password?} -> {user_id, handle, admin, reset_code?, reset_code_expires_at?}"),
+            route!(POST "/api/v1/admin/users/{handle}/disable", Admin, None, accounts::admin_disable_user,
+                "Disable an account on every replica: no sign-in, sessions signed out, tokens refused -> the user's row"),
+            route!(POST "/api/v1/admin/users/{handle}/enable", Admin, None, accounts::admin_enable_user,
+                "Enable a disabled account -> the user's row"),
+            route!(DELETE "/api/v1/admin/users/{handle}", Admin, None, accounts::admin_delete_user,
+                "Delete an account on every replica (admin or control token): posts, likes, comments, follows of and by it, photo ownerships tombstoned, photos nobody else owns removed from disk; the handle stays reserved; 409 last_admin -> {handle, user_id, deleted, records_deleted, follows_of_them_deleted, photos_removed, handle_reserved}"),
+            route!(POST "/api/v1/admin/users/{handle}/reset-code", Admin, None, accounts::admin_reset_code,
+                "A one-time password-reset code, valid for a day: {handle, code, expires_at}"),
             route!(POST "/api/v1/invites" => CREATED, Admin, None, accounts::create_invite,
                 "Create a one-time invite code (admin or control token): {code: XXXXX-XXXXX (Crockford base32), link: <base_url>#/join?code=<code>, qr_svg: <svg> of link}"),
             route!(GET "/api/v1/invites", Admin, None, accounts::list_invites,
@@ -100,6 +139,8 @@ pub fn table() -> &'static [Route] {
                 "Upload an image; the node computes its SHA-256"),
             route!(PUT "/api/v1/media/{sha256}" => CREATED | OK, User, IMAGE, media::upload,
                 "Upload an image under its SHA-256 (hex); 200 if already stored"),
+            route!(GET "/api/v1/media/{id}/avatar", OptionalUser, None, media::avatar,
+                "A profile photo's square derivative (256 px JPEG, centre crop, no metadata): anyone, while it is someone's avatar; its owner always"),
             route!(GET "/api/v1/media/{id}/{variant}" => OK | PARTIAL_CONTENT, OptionalUser, None, media::download,
                 "Image bytes: variant thumb (fits 256 px), display (fits 1080 px) or original (owner only)"),
             route!(POST "/api/v1/posts" => CREATED, User, JSON, social::create_post,
@@ -115,6 +156,12 @@ pub fn table() -> &'static [Route] {
                 "Comment: {text}"),
             route!(GET "/api/v1/posts/{id}/comments", OptionalUser, None, social::comments,
                 "Comments, oldest first: {items, next_cursor}"),
+            route!(GET "/api/v1/me/export", User, None, super::export::export,
+                "Download your data: a tar of your originals (media/<sha256>.<ext>) beside manifest.json, profile.json, posts.json, comments.json, likes.json and follows.json (docs/export.md); 503 while some of your photos are still being copied here"),
+            route!(POST "/api/v1/me/import", User, ARCHIVE, super::export::import,
+                "Import an export's archive (application/x-tar) into your account: checked whole first (manifest hashes, names, JSON, limits; 400/422 and nothing written), then photos through the upload pipeline and posts with their dates, captions and visibility; again skips what is there: {posts: {imported, skipped}, photos: {imported, skipped}, not_imported: {comments, likes, follows}}"),
+            route!(PATCH "/api/v1/me/profile", User, JSON, social::edit_profile,
+                "Edit your profile: {display_name?, bio?, avatar?: media id|null}; answers the profile as GET /api/v1/users/{handle}"),
             route!(GET "/api/v1/users/{handle}", OptionalUser, None, social::get_user,
                 "Profile, with the nodes that hold the user's data"),
             route!(GET "/api/v1/users/{handle}/posts", OptionalUser, None, social::user_posts,
@@ -129,9 +176,17 @@ pub fn table() -> &'static [Route] {
                 "Your and followed users' posts, newest first: {items, next_cursor}"),
             route!(GET "/api/v1/search", OptionalUser, None, social::search,
                 "Search public posts (words, #tags) and handles: {users, posts}"),
+            route!(GET "/api/v1/notifications", User, None, super::notifications::list,
+                "Your notifications (likes, comments, follows, @mentions), collapsed per post and kind, newest first: {items: [{kind, post: {id, thumb}|null, actors (3 newest), actors_count, latest_at, unread}], next_cursor}"),
+            route!(GET "/api/v1/notifications/unread", User, None, super::notifications::unread,
+                "How many notification groups are unread: {count}"),
+            route!(POST "/api/v1/notifications/read" => NO_CONTENT, User, JSON, super::notifications::mark_read,
+                "Mark notifications read up to {up_to} (ms since the epoch; empty body or absent: now); the marker only moves forward"),
             route!(GET "/", Anyone, None, super::web::index, "The web app: the page every screen starts from"),
             route!(GET "/app/app.js", Anyone, None, super::web::asset, "Web app: screens and navigation"),
             route!(GET "/app/api.js", Anyone, None, super::web::asset, "Web app: calls to this API, uploads with progress"),
+            route!(GET "/app/account.js", Anyone, None, super::web::asset,
+                "Web app: account care (password, sessions, access tokens, reset codes) and the admin's users"),
             route!(GET "/app/blurhash.js", Anyone, None, super::web::asset, "Web app: blurhash placeholders"),
             route!(GET "/app/app.css", Anyone, None, super::web::asset, "Web app: style sheet"),
             route!(GET "/app/sw.js", Anyone, None, super::web::asset, "Web app: service worker (caches the app shell only)"),
@@ -139,6 +194,29 @@ pub fn table() -> &'static [Route] {
             route!(GET "/app/icon.svg", Anyone, None, super::web::asset, "Web app: icon"),
         ]
     })
+}
+
+/// What a caller's way of signing in allows on `route`, decided here for every
+/// route: a personal access token never manages credentials (`Access::Session`),
+/// and a read token only reads (`GET`, `HEAD`); 403 otherwise.
+pub fn check_signed_in_by(route: &Route, signed_in_by: Option<SignedInBy>) -> Result<(), ApiError> {
+    let Some(SignedInBy::AccessToken(scope)) = signed_in_by else { return Ok(()) };
+    if route.access == Access::Session {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "session_required",
+            "access tokens cannot manage passwords, sessions or tokens: sign in with your password",
+        ));
+    }
+    let reads = route.method == Method::GET || route.method == Method::HEAD;
+    if scope == TokenScope::Read && !reads {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only_token",
+            format!("this access token may only read; {} {} writes (make a write token)", route.method, route.pattern),
+        ));
+    }
+    Ok(())
 }
 
 /// The route for a request and its path parameters; 404 or 405 otherwise.
@@ -215,13 +293,17 @@ pub fn openapi_document() -> Value {
             let description = status.canonical_reason().unwrap_or("Success");
             operation["responses"][status.as_str()] = json!({"description": description});
         }
-        if matches!(route.access, Access::User | Access::Admin | Access::Operator) {
+        if matches!(route.access, Access::User | Access::Session | Access::Admin | Access::Operator) {
             operation["security"] = json!([{"bearer": []}]);
         }
         match route.body {
             Some("json") => {
                 operation["requestBody"] =
                     json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}})
+            }
+            Some("archive") => {
+                operation["requestBody"] = json!({"required": true, "content": {
+                    "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}})
             }
             Some(_) => {
                 operation["requestBody"] = json!({"required": true, "content": {

@@ -4,16 +4,18 @@
 use std::collections::BTreeMap;
 
 use http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::media::media_json;
 use super::ports::{self, SearchError};
 use super::{empty_response, json_response, ok_json, Api, ApiError, ApiResult, Call};
-use crate::core::model::{may_view, Post, User, Visibility};
+use crate::core::model::{checked_bio, checked_display_name, may_view, Post, User, Visibility};
 use crate::core::region::Scope;
 use crate::core::search::{merge_posts, merge_users};
 use crate::core::text;
+use crate::store::blobs::is_sha256_hex;
+use crate::store::ProfileEdit;
 
 pub const CAPTION_CHARS_MAX: usize = 2_200;
 pub const MEDIA_PER_POST_MAX: usize = 10;
@@ -67,7 +69,7 @@ impl Api {
     fn post_context(&self, post: &Post, viewer: Option<&str>) -> Result<PostContext, ApiError> {
         let (like_count, liked_by_me) = self.store.likes(&post.post_id, viewer)?;
         Ok(PostContext {
-            author_handle: self.store.user(&post.author_id)?.map(|user| user.handle).unwrap_or_default(),
+            author: author_json(&post.author_id, self.store.user(&post.author_id)?.as_ref()),
             media: self.post_media_json(&post.media)?,
             like_count,
             comment_count: self.store.comment_count(&post.post_id)?,
@@ -101,6 +103,7 @@ impl Api {
             "handle": user.handle,
             "display_name": user.display_name,
             "bio": user.bio,
+            "avatar": avatar_json(user.avatar.as_deref()),
             "admin": user.admin,
             "created_at": user.created_at,
             "follower_count": self.store.follower_count(&user.user_id)?,
@@ -122,7 +125,8 @@ struct PostMedia {
 
 /// What a post's answer holds besides the post itself.
 struct PostContext {
-    author_handle: String,
+    /// `author_json`.
+    author: Value,
     media: PostMedia,
     like_count: u64,
     comment_count: u64,
@@ -133,7 +137,7 @@ struct PostContext {
 fn written_post_json(post: &Post, context: PostContext) -> Value {
     json!({
         "id": post.post_id,
-        "author": {"user_id": post.author_id, "handle": context.author_handle},
+        "author": context.author,
         "caption": post.caption,
         "media": context.media.items,
         "media_pending": context.media.pending,
@@ -144,6 +148,27 @@ fn written_post_json(post: &Post, context: PostContext) -> Value {
         "comment_count": context.comment_count,
         "liked_by_me": context.liked_by_me,
     })
+}
+
+/// Who wrote a post or comment, as clients show them: `{user_id, handle,
+/// display_name, avatar}`; empty handle and name for a user this node does not hold
+/// (yet), so the answer still has its shape.
+fn author_json(user_id: &str, user: Option<&User>) -> Value {
+    json!({
+        "user_id": user_id,
+        "handle": user.map(|user| user.handle.as_str()).unwrap_or_default(),
+        "display_name": user.map(|user| user.display_name.as_str()).unwrap_or_default(),
+        "avatar": avatar_json(user.and_then(|user| user.avatar.as_deref())),
+    })
+}
+
+/// A profile photo as clients see it: its media id and where its square derivative
+/// (256 px JPEG) is served; `null` for none.
+pub(super) fn avatar_json(media_id: Option<&str>) -> Value {
+    match media_id {
+        Some(media_id) => json!({"id": media_id, "url": format!("/api/v1/media/{media_id}/avatar")}),
+        None => Value::Null,
+    }
 }
 
 #[derive(Deserialize)]
@@ -177,7 +202,7 @@ pub fn create_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     // would post twice). Ownership of the photos is checked inside the write's
     // transaction: `unknown_media` writes nothing.
     let context = PostContext {
-        author_handle: author.handle.clone(),
+        author: author_json(&author.user_id, Some(&author)),
         media: api.post_media_json(&media)?,
         like_count: 0,
         comment_count: 0,
@@ -281,7 +306,7 @@ pub fn add_comment(api: &Api, call: &mut Call<'_>) -> ApiResult {
         &json!({
             "id": comment.comment_id,
             "post_id": comment.post_id,
-            "author": {"user_id": author.user_id, "handle": author.handle},
+            "author": author_json(&author.user_id, Some(&author)),
             "text": comment.text,
             "created_at": comment.created_at,
         }),
@@ -319,11 +344,11 @@ pub fn comments(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let comments = api.store.comments(&post.post_id, cursor.as_deref(), limit)?;
     let mut items = Vec::new();
     for comment in &comments {
-        let handle = api.store.user(&comment.author_id)?.map(|user| user.handle).unwrap_or_default();
+        let author = api.store.user(&comment.author_id)?;
         items.push(json!({
             "id": comment.comment_id,
             "post_id": comment.post_id,
-            "author": {"user_id": comment.author_id, "handle": handle},
+            "author": author_json(&comment.author_id, author.as_ref()),
             "text": comment.text,
             "created_at": comment.created_at,
         }));
@@ -338,7 +363,13 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
         return super::remote::get_user(api, call, &handle, node);
     }
     let user = api.user_by_handle(call.param(0))?;
-    let mut answer = api.user_json(&user, call.viewer_id())?;
+    ok_json(profile_json(api, &user, call.viewer_id())?)
+}
+
+/// A local user's profile as `GET /api/v1/users/{handle}` gives it: `user_json`
+/// with the nodes that hold their data.
+fn profile_json(api: &Api, user: &User, viewer: Option<&str>) -> Result<Value, ApiError> {
+    let mut answer = api.user_json(user, viewer)?;
     if let Some(siblings) = &api.siblings {
         let nodes: Vec<serde_json::Value> = siblings
             .replicas_of(&user.user_id, user.home)
@@ -365,7 +396,60 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
             .collect();
         answer["nodes"] = json!(nodes);
     }
-    ok_json(answer)
+    Ok(answer)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileChange {
+    display_name: Option<String>,
+    bio: Option<String>,
+    /// Absent: unchanged; `null`: removed; a media id: set.
+    #[serde(default, deserialize_with = "present")]
+    avatar: Option<Option<String>>,
+}
+
+/// A field that is present, `null` or not: `Some`, so that an absent field (serde's
+/// `default`, `None`) differs from `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /api/v1/me/profile` `{display_name?, bio?, avatar?: media id | null}`: the
+/// caller edits their profile (one replicated write of their User record); the answer
+/// is the profile as `GET /api/v1/users/{handle}` gives it.
+pub fn edit_profile(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    let change: ProfileChange = call.json()?;
+    let invalid =
+        |error: crate::core::model::InvalidProfile| ApiError::bad_request("invalid_profile", error.to_string());
+    let avatar = match change.avatar {
+        Some(Some(media_id)) => {
+            let media_id = media_id.to_ascii_lowercase();
+            if !is_sha256_hex(&media_id) {
+                return Err(ApiError::bad_request(
+                    "bad_media_id",
+                    "`avatar` is the id of a photo you uploaded (64 hex digits, its SHA-256), or null for none",
+                ));
+            }
+            Some(Some(media_id))
+        }
+        other => other,
+    };
+    let edit = ProfileEdit {
+        display_name: change.display_name.as_deref().map(checked_display_name).transpose().map_err(invalid)?,
+        bio: change.bio.as_deref().map(checked_bio).transpose().map_err(invalid)?,
+        avatar,
+    };
+    // The answer is read after the commit; PATCH is idempotent, so a client that
+    // retries after a failed read writes the same profile again.
+    let user = if edit == ProfileEdit::default() {
+        api.store.user(&user_id)?
+    } else {
+        api.store.update_profile(&user_id, edit)?
+    };
+    let user = user.ok_or_else(|| ApiError::not_found("user"))?;
+    ok_json(profile_json(api, &user, Some(&user_id))?)
 }
 
 /// A sibling's name and HTTPS addresses, from the card it gave over the link

@@ -62,6 +62,7 @@ const SOURCES: &[Source] = &[
     source!("/app/app.css", "app.css", "text/css; charset=utf-8", false),
     source!("/app/app.js", "app.js", "text/javascript; charset=utf-8", false),
     source!("/app/api.js", "api.js", "text/javascript; charset=utf-8", false),
+    source!("/app/account.js", "account.js", "text/javascript; charset=utf-8", false),
     source!("/app/blurhash.js", "blurhash.js", "text/javascript; charset=utf-8", false),
     source!("/app/sw.js", "sw.js", "text/javascript; charset=utf-8", true),
     source!("/app/manifest.webmanifest", "manifest.webmanifest", "application/manifest+json", false),
@@ -210,6 +211,7 @@ mod tests {
             ("/app/app.css", "text/css; charset=utf-8"),
             ("/app/app.js", "text/javascript; charset=utf-8"),
             ("/app/api.js", "text/javascript; charset=utf-8"),
+            ("/app/account.js", "text/javascript; charset=utf-8"),
             ("/app/blurhash.js", "text/javascript; charset=utf-8"),
             ("/app/sw.js", "text/javascript; charset=utf-8"),
             ("/app/manifest.webmanifest", "application/manifest+json"),
@@ -275,8 +277,15 @@ mod tests {
         // The handler itself refuses a path it has no file for, whatever routed it.
         let request = Request::builder().uri("/app/nope.js").body(RequestBody::from(Bytes::new())).unwrap();
         let (parts, body) = request.into_parts();
-        let call =
-            Call { parts: &parts, body, params: Vec::new(), viewer: None, local_control: false, client_addr: None };
+        let call = Call {
+            parts: &parts,
+            body,
+            params: Vec::new(),
+            viewer: None,
+            local_control: false,
+            session_token_hash: None,
+            client_addr: None,
+        };
         let error = serve(&call, "/app/nope.js").unwrap_err();
         assert_eq!((error.status, error.code), (StatusCode::NOT_FOUND, "not_found"));
         std::fs::remove_dir_all(dir).unwrap();

@@ -37,10 +37,21 @@ impl LocalNode {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value> {
+        self.call_within(CALL_TIMEOUT, method, path, body).await
+    }
+
+    /// As `call`, for work that may take longer than `CALL_TIMEOUT` (a backup's snapshot).
+    pub async fn call_within(
+        &self,
+        timeout: Duration,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
         let call = call_json(self.target, &self.pin, method, path, Some(&self.control_token), body);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        match tokio::time::timeout(timeout, call).await {
             Ok(answer) => answer.with_context(|| format!("asking the node on {}", self.target)),
-            Err(_) => bail!("the node on {} did not answer within {} s", self.target, CALL_TIMEOUT.as_secs()),
+            Err(_) => bail!("the node on {} did not answer within {} s", self.target, timeout.as_secs()),
         }
     }
 }
@@ -97,6 +108,10 @@ pub async fn call_json(
     let body = response.into_body().collect().await?.to_bytes();
     if !status.is_success() {
         bail!("node answered {status}: {}", error_message(&body));
+    }
+    if body.is_empty() {
+        // 204 No Content (a DELETE): success with nothing to say.
+        return Ok(serde_json::Value::Null);
     }
     Ok(serde_json::from_slice(&body)?)
 }

@@ -76,7 +76,17 @@ pub async fn invite(config: Config, action: InviteAction, json: bool) -> Result<
 
 /// One call to the node; its failure as an [`Exit`] with the code that says which kind.
 async fn call(node: &LocalNode, method: http::Method, path: &str) -> Result<Value> {
-    let answer = match tokio::time::timeout(ANSWER_TIMEOUT, node.call(method, path, None)).await {
+    call_with_body(node, method, path, None).await
+}
+
+/// As `call`, with a JSON body (`user add`).
+pub(super) async fn call_with_body(
+    node: &LocalNode,
+    method: http::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value> {
+    let answer = match tokio::time::timeout(ANSWER_TIMEOUT, node.call(method, path, body)).await {
         Ok(answer) => answer,
         Err(_) => {
             let message = format!("the node did not answer within {} s", ANSWER_TIMEOUT.as_secs());
@@ -145,7 +155,7 @@ fn invite_table(items: &[Value], now_ms: u64) -> String {
 }
 
 /// `2026-12-05 13:07 UTC` for milliseconds since the Unix epoch.
-fn utc_minute(at_ms: u64) -> String {
+pub(super) fn utc_minute(at_ms: u64) -> String {
     let seconds = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX);
     match time::OffsetDateTime::from_unix_timestamp(seconds) {
         Ok(at) => format!(
@@ -161,7 +171,7 @@ fn utc_minute(at_ms: u64) -> String {
 }
 
 /// `just now`, `5 min ago`, `3 h ago`, `2 days ago`.
-fn age(elapsed_ms: u64) -> String {
+pub(super) fn age(elapsed_ms: u64) -> String {
     let minutes = elapsed_ms / 60_000;
     match minutes {
         0 => "just now".to_owned(),
@@ -172,7 +182,7 @@ fn age(elapsed_ms: u64) -> String {
 }
 
 /// `code` as one path segment: what is not a letter, digit, `-` or `_` as `%XX`.
-fn percent_encoded(code: &str) -> String {
+pub(super) fn percent_encoded(code: &str) -> String {
     code.bytes()
         .map(|byte| match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => (byte as char).to_string(),

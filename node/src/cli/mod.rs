@@ -4,13 +4,16 @@
 //! what every command of the binary shares: its logging (journald under systemd, text
 //! on stderr otherwise) and its exit codes.
 
+pub mod backup;
 pub mod config_check;
 pub mod control;
 pub mod discover;
 pub mod invite;
 pub mod peer;
+pub mod restore;
 pub mod status;
 pub mod upload;
+pub mod user;
 
 use std::path::{Path, PathBuf};
 
@@ -62,20 +65,45 @@ impl std::fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 /// The process's exit code for what a command returned: 0 for success, an [`Exit`]'s
-/// own code, and any other error back to `main` (which prints it and exits 1).
-pub fn exit_code(done: anyhow::Result<()>) -> anyhow::Result<std::process::ExitCode> {
+/// own code, and 1 for any other error, printed on stderr; under journald it is logged
+/// at error level instead, so `journalctl -p err` shows why a service stopped (a line
+/// printed on stderr would reach the journal as info).
+pub fn exit_code(done: anyhow::Result<()>, logging: &Logging) -> std::process::ExitCode {
     match done {
-        Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => match error.downcast_ref::<Exit>() {
             Some(exit) => {
                 if !exit.message.is_empty() {
                     eprintln!("Error: {}", exit.message);
                 }
-                Ok(std::process::ExitCode::from(exit.code))
+                std::process::ExitCode::from(exit.code)
             }
-            None => Err(error),
+            None => {
+                if logging.to_journal {
+                    tracing::error!("{error:#}");
+                } else {
+                    // The chain of causes on one line, never a backtrace.
+                    eprintln!("Error: {error:#}");
+                }
+                std::process::ExitCode::FAILURE
+            }
         },
     }
+}
+
+/// A progress bar of bytes on stderr with rate and ETA, `message` beside it; `None`
+/// when stderr is not a terminal (scripts and logs get the summary only).
+pub fn bytes_progress_bar(total_bytes: u64, message: String) -> Option<indicatif::ProgressBar> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let style =
+            ProgressStyle::with_template("{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
+                .expect("a valid template")
+                .progress_chars("=> ");
+        let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr()).with_style(style);
+        bar.set_message(message);
+        bar
+    })
 }
 
 /// Dependencies that log every packet at debug level: kept at `warn` unless the
@@ -89,6 +117,8 @@ pub struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
     /// `RUST_LOG` was set (and valid): it wins over the config's `log_level`.
     filter_from_environment: bool,
+    /// Lines go to journald natively (with priorities), not as text on stderr.
+    to_journal: bool,
 }
 
 impl Logging {
@@ -116,6 +146,7 @@ impl Logging {
         } else {
             None
         };
+        let to_journal = journal.is_some();
         let stderr_text = journal.is_none().then(|| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
@@ -129,7 +160,7 @@ impl Logging {
         if let Some(error) = journal_problem {
             tracing::warn!(%error, "stderr goes to the journal but journald's socket cannot be used; logging text to stderr (every line at priority info)");
         }
-        Logging { filter: filter_handle, filter_from_environment }
+        Logging { filter: filter_handle, filter_from_environment, to_journal }
     }
 
     /// Filters by the config's `log_level` from now on (checked by

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader, IsTerminal as _, Read, Write as _};
+use std::io::{BufRead as _, BufReader, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,7 +29,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full, Limited};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http2::SendRequest;
-use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
@@ -1446,16 +1446,7 @@ struct Progress {
 
 impl Progress {
     fn new(total_files: u64, total_bytes: u64) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let style = ProgressStyle::with_template(
-                "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> ");
-            let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr()).with_style(style);
-            bar.set_message(format!("0/{total_files} photos"));
-            bar
-        });
+        let bar = super::bytes_progress_bar(total_bytes, format!("0/{total_files} photos"));
         Progress {
             bar,
             total_files,
@@ -1647,7 +1638,16 @@ mod tests {
             upload: UploadArgs,
         }
         let cli = <Cli as clap::Parser>::try_parse_from([
-            "upload", "--to", "https://localhost", "--pin", "sha256/x", "--handle", "a", "--token", "-cY_2", "photo.jpg",
+            "upload",
+            "--to",
+            "https://localhost",
+            "--pin",
+            "sha256/x",
+            "--handle",
+            "a",
+            "--token",
+            "-cY_2",
+            "photo.jpg",
         ])
         .expect("parses");
         assert_eq!(cli.upload.token.as_deref(), Some("-cY_2"));

@@ -106,13 +106,109 @@ pub struct User {
     /// (clients try it first). Absent in records written before homes were kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<NodeId>,
+    /// The profile photo: the id (SHA-256 hex) of a photo the user uploaded. Absent
+    /// in records written before profiles could be edited, and when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+}
+
+/// Longest display name, in characters after trimming (at least one).
+pub const DISPLAY_NAME_CHARS_MAX: usize = 50;
+/// Longest bio, in characters.
+pub const BIO_CHARS_MAX: usize = 300;
+
+/// Why a profile edit is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidProfile {
+    #[error("a display name is 1 to {DISPLAY_NAME_CHARS_MAX} characters (spaces at either end do not count)")]
+    DisplayNameLength,
+    #[error("a display name cannot hold control characters (line breaks, tabs, …)")]
+    DisplayNameControl,
+    #[error("a bio is at most {BIO_CHARS_MAX} characters")]
+    BioLength,
+}
+
+/// The display name as stored: trimmed, checked against the limits.
+pub fn checked_display_name(name: &str) -> Result<String, InvalidProfile> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > DISPLAY_NAME_CHARS_MAX {
+        return Err(InvalidProfile::DisplayNameLength);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(InvalidProfile::DisplayNameControl);
+    }
+    Ok(name.to_owned())
+}
+
+/// The bio as stored: line breaks allowed (a bio is a paragraph), length checked.
+pub fn checked_bio(bio: &str) -> Result<String, InvalidProfile> {
+    let bio = bio.trim_end();
+    if bio.chars().count() > BIO_CHARS_MAX {
+        return Err(InvalidProfile::BioLength);
+    }
+    Ok(bio.to_owned())
 }
 
 /// Replicates with the user so a replica can log them in when the home node is down.
+/// Everything that decides who may act as the user lives here, in one record, so it
+/// holds on every replica: the password, whether an admin disabled the account, the
+/// session epoch (sessions started under an older one are signed out everywhere), a
+/// pending reset code and the personal access tokens. Fields added after the first
+/// format default when absent, so records written before them still decode; one
+/// record means concurrent changes on two replicas resolve by last writer wins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Credential {
     /// Argon2id in PHC string format.
     pub password_hash: String,
+    /// Set by an admin: no sign-in, session or token acts as the user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// Bumped to sign out every session of the user on every node.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub session_epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_code: Option<ResetCode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_tokens: Vec<AccessToken>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl Credential {
+    pub fn new(password_hash: String) -> Credential {
+        Credential { password_hash, disabled: false, session_epoch: 0, reset_code: None, access_tokens: Vec::new() }
+    }
+}
+
+/// A one-time password-reset code an admin issued; only its SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResetCode {
+    /// SHA-256 (hex) of the code in its normalised form.
+    pub code_sha256: String,
+    pub expires_at_ms: u64,
+}
+
+/// What a personal access token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// `GET` and `HEAD` only.
+    Read,
+    /// Everything the user may do, except managing their credentials.
+    Write,
+}
+
+/// A personal access token for scripts and apps; only its SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessToken {
+    pub token_id: String,
+    pub name: String,
+    pub scope: TokenScope,
+    /// SHA-256 (hex) of the whole token.
+    pub token_sha256: String,
+    pub created_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +248,13 @@ pub struct Comment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MediaOwner {
     pub since: u64,
+}
+
+/// How far a user has read their notifications: those at or before `up_to_ms` are
+/// read. One record per user, in their shard, so every replica counts the same unread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationsRead {
+    pub up_to_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +311,44 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains("\"origin\":\"0000000000000abc\""));
         assert_eq!(serde_json::from_str::<Record<Follow>>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn credentials_written_before_account_care_still_decode() {
+        let before = r#"{"password_hash":"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"}"#;
+        let credential: Credential = serde_json::from_str(before).unwrap();
+        assert_eq!(credential, Credential::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()));
+        assert_eq!(serde_json::to_string(&credential).unwrap(), before, "unchanged fields add no bytes");
+        let disabled = Credential { disabled: true, session_epoch: 2, ..credential };
+        let json = serde_json::to_string(&disabled).unwrap();
+        assert_eq!(serde_json::from_str::<Credential>(&json).unwrap(), disabled);
+    }
+
+    #[test]
+    fn users_written_before_avatars_still_decode_and_encode_the_same() {
+        let before = r#"{"user_id":"u1","handle":"ada","display_name":"ada","bio":"","admin":false,"created_at":7}"#;
+        let user: User = serde_json::from_str(before).unwrap();
+        assert_eq!(user.avatar, None);
+        assert_eq!(serde_json::to_string(&user).unwrap(), before, "no avatar adds no bytes");
+        let with_avatar = User { avatar: Some("a".repeat(64)), ..user };
+        let json = serde_json::to_string(&with_avatar).unwrap();
+        assert_eq!(serde_json::from_str::<User>(&json).unwrap(), with_avatar);
+    }
+
+    #[test]
+    fn profile_limits() {
+        assert_eq!(checked_display_name("  Ada L.  ").unwrap(), "Ada L.");
+        assert_eq!(checked_display_name(&"é".repeat(DISPLAY_NAME_CHARS_MAX)).unwrap().chars().count(), 50);
+        assert_eq!(
+            checked_display_name(&"x".repeat(DISPLAY_NAME_CHARS_MAX + 1)),
+            Err(InvalidProfile::DisplayNameLength)
+        );
+        assert_eq!(checked_display_name("   "), Err(InvalidProfile::DisplayNameLength));
+        assert_eq!(checked_display_name("Ada\nAdmin"), Err(InvalidProfile::DisplayNameControl));
+        assert_eq!(checked_display_name("Ada\u{7}"), Err(InvalidProfile::DisplayNameControl));
+        assert_eq!(checked_bio("line one\nline two\n").unwrap(), "line one\nline two");
+        assert_eq!(checked_bio(&"x".repeat(BIO_CHARS_MAX)).unwrap().len(), BIO_CHARS_MAX);
+        assert_eq!(checked_bio(&"x".repeat(BIO_CHARS_MAX + 1)), Err(InvalidProfile::BioLength));
     }
 
     #[test]

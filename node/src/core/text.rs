@@ -1,4 +1,5 @@
-//! Text rules: handles, hashtags and the search terms of captions and queries.
+//! Text rules: handles, hashtags and the search terms of captions and queries; sizes
+//! in the units people read.
 
 use std::collections::BTreeSet;
 
@@ -44,6 +45,36 @@ pub fn hashtags(caption: &str) -> Vec<String> {
     tags
 }
 
+/// Most `@handles` of one caption that notify their users.
+pub const MENTIONS_PER_POST_MAX: usize = 30;
+
+/// The `@handles` a caption mentions, lowercased, in order of first use, without
+/// repeats: `@` at the start or after a character that cannot be in a handle (so an
+/// e-mail address mentions no one), followed by a valid handle.
+pub fn mentions(caption: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut handles = Vec::new();
+    for (index, _) in caption.match_indices('@') {
+        let after_handle_char =
+            caption[..index].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '@');
+        if after_handle_char {
+            continue;
+        }
+        let handle: String = caption[index + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if check_handle(&handle).is_ok() && seen.insert(handle.clone()) {
+            handles.push(handle);
+            if handles.len() == MENTIONS_PER_POST_MAX {
+                break;
+            }
+        }
+    }
+    handles
+}
+
 /// Lowercased words of a text (a tag's word counts as a word too), without repeats.
 pub fn words(text: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
@@ -84,6 +115,18 @@ pub fn handle_prefix(query: &str) -> String {
     query.split_whitespace().find(|word| !word.starts_with('#')).unwrap_or("").trim_start_matches('@').to_lowercase()
 }
 
+/// Bytes in the units people read: `1.5 GiB`, `820 MiB`, `12 KiB`, `96 B`.
+pub fn readable_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            let value = bytes as f64 / size as f64;
+            return if value >= 10.0 { format!("{value:.0} {unit}") } else { format!("{value:.1} {unit}") };
+        }
+    }
+    format!("{bytes} B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +149,13 @@ mod tests {
     #[test]
     fn hashtags_are_lowercased_and_unique() {
         assert_eq!(hashtags("Sunset at the #Harbour, #harbour #sea_side! #"), vec!["harbour", "sea_side"]);
+    }
+
+    #[test]
+    fn mentions_are_handles_after_an_at_sign() {
+        assert_eq!(mentions("@Ada and @bob_2, @ada again; mail me@ada.org, @x @"), vec!["ada", "bob_2"]);
+        assert_eq!(mentions("(@grace) says hi"), vec!["grace"]);
+        assert!(mentions("no one").is_empty());
     }
 
     #[test]

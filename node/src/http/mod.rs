@@ -256,8 +256,7 @@ impl<S: Service> Shared<S> {
                 if matches!(error, BodyError::TooSlow) {
                     activity.request_close();
                 }
-                let status = error.response().status();
-                self.service.metrics().record_request(transport, status, Duration::ZERO);
+                self.service.metrics().record_unhandled(&head, error.response().status());
                 match error {
                     BodyError::TooLarge { .. } | BodyError::Busy => Answer::Refused(error.response()),
                     _ => Answer::Failed(error.response()),
@@ -292,6 +291,7 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 
 /// Attaches what the service needs to know about the transport to a request's head.
 fn annotate(head: &mut http::request::Parts, transport: Transport, client: SocketAddr) {
+    head.extensions.insert(crate::api::metrics::RequestStarted(std::time::Instant::now()));
     head.extensions.insert(transport);
     // Dual-stack sockets show IPv4 clients as ::ffff:a.b.c.d; rate limits want a.b.c.d.
     let client = SocketAddr::new(client.ip().to_canonical(), client.port());
@@ -390,7 +390,6 @@ pub(crate) mod tests {
     use crate::identity::{self as tls, ALPN_H2, ALPN_H3, ALPN_HTTP1};
     use http::{HeaderMap, Method};
     use sha2::Digest as _;
-    use std::sync::atomic::Ordering;
 
     use crate::test_support::TempDir;
 
@@ -739,12 +738,12 @@ pub(crate) mod tests {
         assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
         // The slot is free again.
         for _ in 0..50 {
-            if server.service.metrics.connections_open.load(Ordering::Relaxed) == 0 {
+            if server.service.metrics.connections_open.get() == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(server.service.metrics.connections_open.load(Ordering::Relaxed), 0);
+        assert_eq!(server.service.metrics.connections_open.get(), 0);
         stop(server).await;
     }
 
@@ -783,7 +782,7 @@ pub(crate) mod tests {
         let reply = http1_send(&server, request(Method::GET, "/", b"")).await;
         assert_eq!(reply.status, StatusCode::OK);
         let first_gone = tokio::time::timeout(Duration::from_millis(100), first_closed).await.is_ok();
-        assert!(first_gone || server.service.metrics.connections_open.load(Ordering::Relaxed) <= 2);
+        assert!(first_gone || server.service.metrics.connections_open.get() <= 2);
         stop(server).await;
     }
 
@@ -807,18 +806,18 @@ pub(crate) mod tests {
     async fn connections_over_the_cap_are_refused_and_counted() {
         let server = start_server(Limits { connections_max: 1, ..Limits::default() }).await;
         let first = tls_connect(server.address, &server.pin, ALPN_HTTP1).await.unwrap();
-        assert_eq!(server.service.metrics.connections_open.load(Ordering::Relaxed), 1);
+        assert_eq!(server.service.metrics.connections_open.get(), 1);
 
         assert!(tls_connect(server.address, &server.pin, ALPN_HTTP1).await.is_err());
         assert!(quic_connect(server.address, &server.pin).await.is_err());
-        assert_eq!(server.service.metrics.connections_refused_total.load(Ordering::Relaxed), 2);
+        assert_eq!(server.service.metrics.connections_refused_total.get(), 2);
 
         drop(first);
         // The slot comes back once the server notices the close.
         let mut reopened = false;
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            if server.service.metrics.connections_open.load(Ordering::Relaxed) == 0 {
+            if server.service.metrics.connections_open.get() == 0 {
                 reopened = tls_connect(server.address, &server.pin, ALPN_HTTP1).await.is_ok();
                 break;
             }
@@ -843,7 +842,7 @@ pub(crate) mod tests {
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.text(), "GET /slow Some(Http2) Some(127.0.0.1) 0");
         tokio::time::timeout(Duration::from_secs(5), server.task).await.unwrap().unwrap().unwrap();
-        assert_eq!(server.service.metrics.connections_open.load(Ordering::Relaxed), 0);
+        assert_eq!(server.service.metrics.connections_open.get(), 0);
         assert!(TcpStream::connect(address).await.is_err());
     }
 

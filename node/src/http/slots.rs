@@ -58,7 +58,7 @@ impl Slots {
         let metrics = service.metrics();
         let address = remote.ip().to_canonical();
         let refused = || {
-            metrics.connections_refused_total.fetch_add(1, Ordering::Relaxed);
+            metrics.connections_refused_total.inc();
             None
         };
         {
@@ -94,7 +94,7 @@ impl Slots {
             table.open.insert(id, activity.clone());
             id
         };
-        metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_open.inc();
         Some(ConnectionSlot {
             id,
             activity,
@@ -134,7 +134,7 @@ pub(super) struct ConnectionSlot<S: Service> {
 impl<S: Service> Drop for ConnectionSlot<S> {
     fn drop(&mut self) {
         crate::locking::lock(&self.slots.state).open.remove(&self.id);
-        self.service.metrics().connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.service.metrics().connections_open.dec();
     }
 }
 

@@ -43,6 +43,9 @@ const _: () = assert!(colour::SETUP_BYTES_MAX <= AFTER_RESIZE_SLACK_BYTES + colo
 pub const DISPLAY_EDGE_PIXELS: u32 = 1080;
 /// Long edge of the `thumb` derivative, in pixels.
 pub const THUMB_EDGE_PIXELS: u32 = 256;
+/// Side of the square `avatar` derivative, in pixels.
+pub const AVATAR_EDGE_PIXELS: u32 = 256;
+const AVATAR_JPEG_QUALITY: u8 = 85;
 const DISPLAY_JPEG_QUALITY: u8 = 82;
 const THUMB_JPEG_QUALITY: u8 = 80;
 const BLURHASH_COMPONENTS_X: u32 = 4;
@@ -342,6 +345,21 @@ pub(crate) fn derive(decoded: Decoded, orientation: Orientation) -> Result<Deriv
     })
 }
 
+/// The avatar of an upright sRGB image: its largest centred square, fitted into
+/// `AVATAR_EDGE_PIXELS` square (never upscaled), as a JPEG with no metadata.
+pub(crate) fn square_avatar(image: &RgbImage) -> Result<Variant, MediaError> {
+    let (x, y, side) = centred_square(image.width(), image.height());
+    let square = image::imageops::crop_imm(image, x, y, side, side).to_image();
+    encode_jpeg(&resize_to_fit(&square, AVATAR_EDGE_PIXELS)?, AVATAR_JPEG_QUALITY)
+}
+
+/// The largest square centred in `width`×`height`: (left, top, side). An odd
+/// leftover pixel goes to the right or bottom.
+pub(crate) fn centred_square(width: u32, height: u32) -> (u32, u32, u32) {
+    let side = width.min(height);
+    ((width - side) / 2, (height - side) / 2, side)
+}
+
 /// RGB8, with any transparency composited over white: dropping alpha would show
 /// whatever colour transparent pixels happen to hold (usually black).
 fn flatten_to_rgb8(image: DynamicImage) -> RgbImage {
@@ -434,6 +452,15 @@ mod tests {
         assert_eq!(fit(200, 100, 1080), (200, 100));
         assert_eq!(fit(100_000, 1, 256), (256, 1));
         assert_eq!(fit(1, 65_535, 256), (1, 256));
+    }
+
+    #[test]
+    fn the_centred_square_is_the_largest_one_in_the_middle() {
+        assert_eq!(centred_square(400, 300), (50, 0, 300));
+        assert_eq!(centred_square(300, 400), (0, 50, 300));
+        assert_eq!(centred_square(256, 256), (0, 0, 256));
+        assert_eq!(centred_square(5, 2), (1, 0, 2));
+        assert_eq!(centred_square(1, 1000), (0, 499, 1));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Image pipeline: content sniffing, pixel limits before decoding, EXIF orientation,
-//! `thumb`/`display` derivatives in sRGB without metadata, blurhash, GPS removal from the
+//! `thumb`/`display` derivatives in sRGB without metadata, the square `avatar` of a
+//! profile photo, blurhash, GPS removal from the
 //! stored original, and a bounded gate so a Raspberry Pi never runs out of memory.
 //!
 //! INTERFACE CONTRACT (the API layer is written against exactly this; keep it):
@@ -16,7 +17,7 @@ mod png_meta;
 pub mod testimage;
 mod xmp;
 
-pub use convert::{DISPLAY_EDGE_PIXELS, THUMB_EDGE_PIXELS};
+pub use convert::{AVATAR_EDGE_PIXELS, DISPLAY_EDGE_PIXELS, THUMB_EDGE_PIXELS};
 pub use exif::{exif_gps_present, exif_orientation, strip_gps, GpsScrub};
 pub use gate::GateStats;
 
@@ -276,6 +277,22 @@ impl Pipeline {
     /// so this is the same conversion.
     pub fn derive(&self, original: &[u8]) -> Result<Processed, MediaError> {
         self.process(original)
+    }
+
+    /// The square avatar derivative of a photo, made from its `display` derivative
+    /// (which this pipeline made: upright, sRGB, no metadata, at most 1080 px, so
+    /// nothing is lost at 256 px): the largest centred square, fitted into
+    /// `AVATAR_EDGE_PIXELS` square, a JPEG with no metadata. Checked and decoded with
+    /// the same limits as an upload, inside the gate.
+    pub fn avatar(&self, display: &[u8]) -> Result<Variant, MediaError> {
+        let kind = sniff(display).ok_or(MediaError::Unsupported)?;
+        let declared = header::declared(kind, display)
+            .ok_or_else(|| MediaError::Undecodable(format!("no image size found in the {} header", kind.mime())))?;
+        let reservation = self.admit(kind, &declared, display.len() as u64)?;
+        header::check_complete(kind, display).map_err(|missing| MediaError::Undecodable(missing.to_owned()))?;
+        let _permit = self.gate.acquire(reservation);
+        let decoded = convert::decode_rgb8(kind, display, &declared, Self::decoder_limits(&declared))?;
+        convert::square_avatar(&decoded.full)
     }
 
     fn check_pixels(&self, width: u32, height: u32) -> Result<(), MediaError> {

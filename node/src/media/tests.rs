@@ -805,3 +805,38 @@ fn grey_photos_follow_their_grey_profile() {
         assert!(plain.iter().all(|&value| value.abs_diff([64u8, 128, 192, 255][index]) <= 2), "{plain:?}");
     }
 }
+
+#[test]
+fn avatar_is_the_centred_square_fitted_to_256_without_metadata() {
+    // Landscape 600x400 with EXIF orientation 6 (upright it is portrait 400x600): left
+    // third red, middle third green, right third blue before turning.
+    let jpeg = jpeg_with_exif(600, 400, 6, true, |x, _| match x {
+        0..200 => RED,
+        200..400 => GREEN,
+        _ => BLUE,
+    });
+    let processed = pipeline().process(&jpeg).unwrap();
+    let avatar = pipeline().avatar(&processed.display.bytes).unwrap();
+    assert_eq!((avatar.width, avatar.height), (AVATAR_EDGE_PIXELS, AVATAR_EDGE_PIXELS));
+    assert!(!has_app1(&avatar.bytes), "no EXIF or XMP");
+    assert!(!contains(&avatar.bytes, b"ICC_PROFILE"));
+    let image = decode(&avatar.bytes);
+    assert_eq!(image.dimensions(), (256, 256));
+    // Upright, the stripes run top to bottom: red, green, blue. The centred square of
+    // 400x600 is rows 100..500, so its top sixth is red, its middle green and its
+    // bottom sixth blue.
+    assert_colour_near(&image, 128, 8, RED, "top");
+    assert_colour_near(&image, 128, 128, GREEN, "middle");
+    assert_colour_near(&image, 128, 248, BLUE, "bottom");
+}
+
+#[test]
+fn small_photos_give_a_small_square_avatar_never_upscaled() {
+    let jpeg = jpeg_with_exif(90, 40, 1, false, quadrants(90, 40));
+    let processed = pipeline().process(&jpeg).unwrap();
+    let avatar = pipeline().avatar(&processed.display.bytes).unwrap();
+    assert_eq!((avatar.width, avatar.height), (40, 40));
+    assert!(matches!(pipeline().avatar(b"not an image"), Err(MediaError::Unsupported)));
+    let truncated = &processed.display.bytes[..processed.display.bytes.len() / 2];
+    assert!(pipeline().avatar(truncated).is_err());
+}

@@ -73,6 +73,7 @@ use crate::core::fanout::{
     FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, RemoteUser, FANOUT_PROTOCOL_VERSION,
 };
 use crate::core::model::{may_view, NodeId, Version, Visibility};
+use crate::exposition;
 use crate::link::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices, Refusal};
 use crate::os;
 use crate::services::media_fetch::{decode_media, encode_media};
@@ -454,6 +455,11 @@ impl Fanout {
         if user.home != node && !self.link.neighbours().iter().any(|known| known.node_id == user.home) {
             user.home = node;
         }
+        // Another node's word: profile text within our limits, an avatar a media id
+        // or nothing.
+        user.display_name = user.display_name.chars().take(crate::core::model::DISPLAY_NAME_CHARS_MAX).collect();
+        user.bio = user.bio.chars().take(crate::core::model::BIO_CHARS_MAX).collect();
+        user.avatar = user.avatar.filter(|media_id| is_sha256_hex(media_id));
         Ok(Some(user))
     }
 
@@ -598,22 +604,69 @@ impl Fanout {
         }
     }
 
-    /// Counters in Prometheus text format.
-    pub fn metrics_text(&self) -> String {
+    /// Fan-out's figures for `/metrics`, read at each scrape.
+    pub fn metrics_collector(self: &Arc<Self>) -> FanoutMetrics {
+        FanoutMetrics(Arc::downgrade(self))
+    }
+
+    fn encode_metrics(&self, encoder: &mut exposition::Encoder<'_>) -> std::fmt::Result {
         let stats = self.lock().node.stats().clone();
-        let rows = [
-            ("edgenode_fanout_messages_sent_total", self.counters.messages_sent.load(Ordering::Relaxed)),
-            ("edgenode_fanout_messages_failed_total", self.counters.messages_failed.load(Ordering::Relaxed)),
-            ("edgenode_fanout_messages_dropped_total", self.counters.messages_dropped.load(Ordering::Relaxed)),
-            ("edgenode_fanout_pushes_applied_total", stats.pushes_applied),
-            ("edgenode_fanout_pulls_sent_total", stats.pulls_sent),
-            ("edgenode_fanout_pulls_refused_rate_total", stats.pulls_refused_rate),
-            ("edgenode_fanout_snapshots_applied_total", stats.snapshots_applied),
-            ("edgenode_fanout_media_fetched_total", self.counters.media_fetched.load(Ordering::Relaxed)),
-            ("edgenode_fanout_media_coalesced_total", self.counters.media_coalesced.load(Ordering::Relaxed)),
-            ("edgenode_fanout_media_cache_hits_total", self.counters.media_cache_hits.load(Ordering::Relaxed)),
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "edgenode_fanout_messages_sent",
+                "Fan-out messages sent to other nodes",
+                load(&self.counters.messages_sent),
+            ),
+            (
+                "edgenode_fanout_messages_failed",
+                "Fan-out messages that failed (to be retried)",
+                load(&self.counters.messages_failed),
+            ),
+            (
+                "edgenode_fanout_messages_dropped",
+                "Fan-out messages dropped (outbox full)",
+                load(&self.counters.messages_dropped),
+            ),
+            ("edgenode_fanout_pushes_applied", "Pushed posts merged into feed caches", stats.pushes_applied),
+            ("edgenode_fanout_pulls_sent", "Catch-up pulls sent", stats.pulls_sent),
+            ("edgenode_fanout_pulls_refused_rate", "Pulls refused by the token bucket", stats.pulls_refused_rate),
+            ("edgenode_fanout_snapshots_applied", "Full snapshots applied", stats.snapshots_applied),
+            ("edgenode_fanout_media_fetched", "Remote photos fetched", load(&self.counters.media_fetched)),
+            (
+                "edgenode_fanout_media_coalesced",
+                "Remote photo misses that waited for one in flight",
+                load(&self.counters.media_coalesced),
+            ),
+            (
+                "edgenode_fanout_media_cache_hits",
+                "Remote photos answered from the cache",
+                load(&self.counters.media_cache_hits),
+            ),
         ];
-        rows.iter().map(|(name, value)| format!("# TYPE {name} counter\n{name} {value}\n")).collect()
+        for (name, help, value) in counters {
+            exposition::counter(encoder, name, help, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fan-out's figures of `/metrics` (the registry holds this; it does not keep the
+/// service alive).
+pub struct FanoutMetrics(std::sync::Weak<Fanout>);
+
+impl std::fmt::Debug for FanoutMetrics {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("FanoutMetrics")
+    }
+}
+
+impl exposition::Collector for FanoutMetrics {
+    fn encode(&self, mut encoder: exposition::Encoder<'_>) -> std::fmt::Result {
+        match self.0.upgrade() {
+            Some(fanout) => fanout.encode_metrics(&mut encoder),
+            None => Ok(()),
+        }
     }
 }
 
@@ -787,6 +840,7 @@ impl NeighbourHandler for ProfileService {
             display_name: user.display_name,
             bio: user.bio,
             created_at: user.created_at,
+            avatar: user.avatar,
         };
         Ok(serde_json::to_vec(&remote).expect("profiles serialize"))
     }

@@ -24,12 +24,13 @@ use serde_json::{json, Value};
 use crate::config::{Config, SiblingConfig};
 use crate::core::model::NodeId;
 use crate::core::replication::{ReplicaConfig, ShardId};
+use crate::exposition;
 use crate::identity::Identity;
 use crate::link::neighbours::{NeighbourAddress, NeighbourLink, NeighbourServices};
 use crate::link::trust::TrustBook;
 use crate::link::{
-    ConnectionTable, NeighbourServing, PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, SharedNode,
-    SiblingInfo,
+    ConnectionTable, NeighbourServing, PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, PeerState,
+    SharedNode, SiblingInfo,
 };
 use crate::services::media_fetch::{media_server, MediaFetchLimits, MediaFetcher};
 use crate::store::{LocalBody, LocalTransactions, RedbReplicaStore, Store, StoreError, StoreResult};
@@ -62,6 +63,8 @@ const PAIRED_FILE: &str = "siblings.toml";
 const PAIRED_POLL_MS: u64 = 1000;
 /// The trust ledger, in the data dir.
 const TRUST_FILE: &str = "trust.json";
+/// How long a scrape of `/metrics` waits for the driver to report its peers.
+const PEER_STATES_TIMEOUT_MS: u64 = 2_000;
 
 type Node = SharedNode<RedbReplicaStore>;
 
@@ -79,6 +82,25 @@ pub struct Siblings {
     neighbour_services: Arc<NeighbourServices>,
     /// Calls to siblings' and neighbours' services.
     neighbour_link: Arc<NeighbourLink>,
+}
+
+/// The replication figures of `/metrics`, read at each scrape (the registry holds
+/// this; it does not keep the service alive).
+pub struct ReplicationMetrics(std::sync::Weak<Siblings>);
+
+impl std::fmt::Debug for ReplicationMetrics {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ReplicationMetrics")
+    }
+}
+
+impl exposition::Collector for ReplicationMetrics {
+    fn encode(&self, mut encoder: exposition::Encoder<'_>) -> std::fmt::Result {
+        match self.0.upgrade() {
+            Some(siblings) => siblings.encode_metrics(&mut encoder),
+            None => Ok(()),
+        }
+    }
 }
 
 struct Running {
@@ -452,37 +474,113 @@ impl Siblings {
         runtime.block_on(self.set_siblings(siblings))
     }
 
-    /// Replication counters in Prometheus text format, for `/metrics`.
-    pub fn metrics_text(&self) -> String {
-        let Some(node) = self.node() else { return String::new() };
+    /// Replication's figures for `/metrics`, read at each scrape (see `encode_metrics`).
+    pub fn metrics_collector(self: &Arc<Self>) -> ReplicationMetrics {
+        ReplicationMetrics(Arc::downgrade(self))
+    }
+
+    /// The node's replication counters, and per sibling (label `peer`, its node id):
+    /// connected or not, log entries it has not acknowledged, seconds since its last
+    /// frame, traffic, trust. Blocking: waits (at most `PEER_STATES_TIMEOUT_MS`) for
+    /// the driver to report its peers.
+    fn encode_metrics(&self, encoder: &mut exposition::Encoder<'_>) -> std::fmt::Result {
+        let Some(node) = self.node() else { return Ok(()) };
         let (stats, log_end) = node.read(|node| (node.stats().clone(), node.durable().log.end_seq()));
-        let (siblings, connected) = match self.running.blocking_lock().as_ref() {
-            Some(running) => (running.siblings.len(), running.driver.sibling_connections().current().len()),
-            None => (0, 0),
+        // What the scrape needs from `running`, taken without holding it while waiting.
+        let (siblings, connected, peer_handle) = match self.running.blocking_lock().as_ref() {
+            Some(running) => (
+                running.siblings.len(),
+                running.driver.sibling_connections().current().len(),
+                Some(running.driver.handle()),
+            ),
+            None => (0, 0, None),
         };
-        let rows = [
-            ("edgenode_siblings", "gauge", siblings as u64),
-            ("edgenode_siblings_connected", "gauge", connected as u64),
+        let gauges = [
+            ("edgenode_siblings", "Siblings this node replicates with", siblings as u64),
+            ("edgenode_siblings_connected", "Siblings connected now", connected as u64),
             // One connection per remote node carries all node-to-node traffic.
-            ("edgenode_link_connections", "gauge", self.neighbour_link.connection_count() as u64),
-            ("edgenode_replication_log_end", "gauge", log_end),
-            ("edgenode_replication_items_applied_total", "counter", stats.items_applied),
-            ("edgenode_replication_items_stale_total", "counter", stats.items_stale),
-            ("edgenode_replication_items_refused_total", "counter", stats.items_refused),
-            ("edgenode_replication_messages_stale_total", "counter", stats.messages_stale),
-            ("edgenode_replication_messages_dropped_total", "counter", stats.messages_dropped),
-            ("edgenode_replication_log_batches_sent_total", "counter", stats.log_batches_sent),
-            ("edgenode_replication_log_retransmits_total", "counter", stats.log_retransmits),
-            ("edgenode_replication_repair_rounds_total", "counter", stats.repair_rounds),
-            ("edgenode_replication_repair_items_pushed_total", "counter", stats.repair_items_pushed),
-            ("edgenode_replication_tombstones_purged_total", "counter", stats.tombstones_purged),
-            ("edgenode_replication_epochs_started_total", "counter", stats.epochs_started),
+            (
+                "edgenode_link_connections",
+                "Connections to other nodes (siblings and neighbours)",
+                self.neighbour_link.connection_count() as u64,
+            ),
+            ("edgenode_replication_log_end", "Sequence number after the last entry of this node's change log", log_end),
         ];
-        let mut text = String::new();
-        for (name, kind, value) in rows {
-            text.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
+        for (name, help, value) in gauges {
+            exposition::gauge(encoder, name, help, value)?;
         }
-        text
+        let counters = [
+            ("edgenode_replication_items_applied", "Records applied from siblings", stats.items_applied),
+            (
+                "edgenode_replication_items_stale",
+                "Records from siblings older than what this node holds",
+                stats.items_stale,
+            ),
+            ("edgenode_replication_items_refused", "Records from siblings refused (invalid)", stats.items_refused),
+            ("edgenode_replication_messages_stale", "Messages of an earlier epoch or session", stats.messages_stale),
+            ("edgenode_replication_messages_dropped", "Messages dropped (queue full)", stats.messages_dropped),
+            ("edgenode_replication_log_batches_sent", "Change-log batches sent", stats.log_batches_sent),
+            ("edgenode_replication_log_retransmits", "Change-log batches sent again", stats.log_retransmits),
+            ("edgenode_replication_repair_rounds", "Repair (set reconciliation) rounds", stats.repair_rounds),
+            ("edgenode_replication_repair_items_pushed", "Records pushed by repair", stats.repair_items_pushed),
+            ("edgenode_replication_tombstones_purged", "Tombstones purged past their horizon", stats.tombstones_purged),
+            ("edgenode_replication_epochs_started", "Change-log epochs started", stats.epochs_started),
+        ];
+        for (name, help, value) in counters {
+            exposition::counter(encoder, name, help, value)?;
+        }
+        let Some(peer_handle) = peer_handle else { return Ok(()) };
+        let states = tokio::runtime::Handle::current().block_on(async {
+            tokio::time::timeout(Duration::from_millis(PEER_STATES_TIMEOUT_MS), peer_handle.peer_states()).await
+        });
+        let Ok(Ok(states)) = states else {
+            tracing::debug!("the replication driver did not report its peers in time; per-sibling metrics left out");
+            return Ok(());
+        };
+        let lags = node.read(|node| states.iter().map(|state| node.peer_lag(state.node_id)).collect::<Vec<_>>());
+        let peer = |state: &PeerState| [("peer", state.node_id.to_string())];
+        let (gauge, counter) = (exposition::Kind::Gauge, exposition::Kind::Counter);
+        let connected: Vec<_> = states.iter().map(|state| (peer(state), u64::from(state.connected))).collect();
+        let help = "1 while the sibling is connected, else 0";
+        exposition::family(encoder, "edgenode_replication_peer_connected", help, gauge, &connected)?;
+        // Unknown (left out) until the sibling first acknowledges part of the log.
+        let lag: Vec<_> = states.iter().zip(&lags).filter_map(|(state, lag)| Some((peer(state), (*lag)?))).collect();
+        let help = "Entries of this node's change log the sibling has not acknowledged";
+        exposition::family(encoder, "edgenode_replication_peer_lag_entries", help, gauge, &lag)?;
+        let last_contact: Vec<_> =
+            states.iter().filter_map(|state| Some((peer(state), state.last_contact_ms_ago? as f64 / 1000.0))).collect();
+        let help = "Seconds since the last frame from the sibling";
+        exposition::family(encoder, "edgenode_replication_peer_last_contact_seconds", help, gauge, &last_contact)?;
+        let trust: Vec<_> =
+            states.iter().map(|state| (peer(state), u64::from(self.trust.score(state.node_id)))).collect();
+        let help = "The sibling's trust score, 0 to 100";
+        exposition::family(encoder, "edgenode_replication_peer_trust_score", help, gauge, &trust)?;
+        // Name, help, and the counter of `PeerState` it reads.
+        type PeerCounter = (&'static str, &'static str, fn(&PeerState) -> u64);
+        let traffic: [PeerCounter; 5] = [
+            ("edgenode_replication_peer_frames_received", "Replication frames received from the sibling", |state| {
+                state.frames_in
+            }),
+            ("edgenode_replication_peer_frames_sent", "Replication frames queued for the sibling", |state| {
+                state.frames_out
+            }),
+            (
+                "edgenode_replication_peer_received_bytes",
+                "Replication frame bytes received from the sibling",
+                |state| state.bytes_in,
+            ),
+            ("edgenode_replication_peer_sent_bytes", "Replication frame bytes queued for the sibling", |state| {
+                state.bytes_out
+            }),
+            ("edgenode_replication_peer_frames_dropped", "Frames dropped because the send queue was full", |state| {
+                state.frames_dropped
+            }),
+        ];
+        for (name, help, value) in traffic {
+            let samples: Vec<_> = states.iter().map(|state| (peer(state), value(state))).collect();
+            exposition::family(encoder, name, help, counter, &samples)?;
+        }
+        Ok(())
     }
 
     /// Replication figures for operators and tests.

@@ -1,5 +1,6 @@
 //! Content-addressed blob files under `<data_dir>/media`: originals and derivatives,
-//! named by the SHA-256 of the uploaded bytes. Written temp file → fsync → rename →
+//! named by the SHA-256 of the uploaded bytes, and the square avatar of a profile
+//! photo (`<sha256>.avatar`, made on demand, in no media row). Written temp file → fsync → rename →
 //! fsync dir, so a file that exists under its final name is complete and durable.
 //! Files are created 0600 and directories 0700 whatever the umask (see
 //! `super::PRIVATE_FILE_MODE`).
@@ -33,6 +34,11 @@ impl BlobKind {
     }
 }
 
+/// File suffix of the avatar derivative. Any node holding a photo makes it from the
+/// photo's display derivative when it is first asked for, so it is in no media row:
+/// not replicated, not backed up, not charged to a quota (256 px, a few KiB).
+const AVATAR_SUFFIX: &str = "avatar";
+
 #[derive(Debug)]
 pub struct BlobStore {
     root: PathBuf,
@@ -49,9 +55,22 @@ impl BlobStore {
         self.root.join(&media_id[..2]).join(format!("{media_id}.{}", kind.name()))
     }
 
+    /// The avatar derivative's file, beside the photo's other files.
+    pub fn avatar_path(&self, media_id: &str) -> PathBuf {
+        self.path(media_id, BlobKind::Original).with_extension(AVATAR_SUFFIX)
+    }
+
     /// Writes `bytes` so that after return they survive a crash or power loss.
     pub fn write_durable(&self, media_id: &str, kind: BlobKind, bytes: &[u8], random_suffix: u64) -> io::Result<()> {
-        let path = self.path(media_id, kind);
+        self.write_file_durable(self.path(media_id, kind), bytes, random_suffix)
+    }
+
+    /// Writes the avatar derivative durably (as `write_durable`).
+    pub fn write_avatar_durable(&self, media_id: &str, bytes: &[u8], random_suffix: u64) -> io::Result<()> {
+        self.write_file_durable(self.avatar_path(media_id), bytes, random_suffix)
+    }
+
+    fn write_file_durable(&self, path: PathBuf, bytes: &[u8], random_suffix: u64) -> io::Result<()> {
         let dir = path.parent().expect("blob paths have a parent");
         if !dir.exists() {
             create_private_dir_all(dir)?;
@@ -171,6 +190,24 @@ mod tests {
         assert_eq!(blobs.remove_orphans(|id| id == known).unwrap(), 2);
         assert!(blobs.exists(&known, BlobKind::Original));
         assert!(!blobs.exists(&unknown, BlobKind::Thumb));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn avatars_sit_beside_the_photo_and_go_with_it() {
+        let root = temp_root("avatar");
+        let blobs = BlobStore::open(root.clone()).unwrap();
+        let known = "c".repeat(64);
+        let unknown = "d".repeat(64);
+        blobs.write_avatar_durable(&known, b"square", 1).unwrap();
+        blobs.write_avatar_durable(&unknown, b"orphan", 2).unwrap();
+        let path = blobs.avatar_path(&known);
+        assert_eq!(path.file_name().unwrap().to_str().unwrap(), format!("{known}.avatar"));
+        assert_eq!(path.parent(), blobs.path(&known, BlobKind::Original).parent());
+        assert_eq!(fs::read(&path).unwrap(), b"square");
+        assert_eq!(blobs.remove_orphans(|id| id == known).unwrap(), 1, "the unknown photo's avatar");
+        assert!(path.is_file());
+        assert!(!blobs.avatar_path(&unknown).exists());
         fs::remove_dir_all(root).unwrap();
     }
 }

@@ -17,11 +17,11 @@ use super::{Store, StoreError, StoreResult, POSTS};
 use crate::core::fanout::{AuthorCache, FanoutState, Ledger, Subscriber, Subscription};
 use crate::core::model::{NodeId, Post, Record};
 
-const SUBSCRIBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("fanout_subscribers");
-const LEDGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fanout_ledgers");
-const SUBSCRIPTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("fanout_subscriptions");
-const CACHES: TableDefinition<&str, &[u8]> = TableDefinition::new("fanout_caches");
-const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("fanout_profiles");
+pub(super) const SUBSCRIBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("fanout_subscribers");
+pub(super) const LEDGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fanout_ledgers");
+pub(super) const SUBSCRIPTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("fanout_subscriptions");
+pub(super) const CACHES: TableDefinition<&str, &[u8]> = TableDefinition::new("fanout_caches");
+pub(super) const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("fanout_profiles");
 
 /// Format of every row written here.
 const STORED_FORMAT: u32 = 1;

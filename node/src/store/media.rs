@@ -39,7 +39,7 @@ pub struct BlobInfo {
 /// charged to every owner whoever uploaded it first), kept by `put_media` so a quota
 /// check is one lookup, not a scan. Local: counted from this node's uploads, plus
 /// whatever media rows existed when the counter was first built.
-const USER_STORAGE: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("user_storage_bytes");
+pub(super) const USER_STORAGE: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("user_storage_bytes");
 /// In `META` once `USER_STORAGE` has been built from the owners already stored.
 const USER_STORAGE_COUNTED: &str = "user_storage_counted";
 
@@ -82,35 +82,16 @@ impl Store {
     /// so the answer to an upload never tells whether someone else holds the same
     /// bytes. Each new owner is charged the item's bytes in their storage counter.
     pub fn put_media(&self, info: &MediaInfo, owner: &str) -> StoreResult<bool> {
-        let (media_is_new, owner_is_new) = self.write(|tx| {
-            count_user_storage(tx.txn)?;
-            let version = tx.version();
-            let media_is_new = {
-                let mut media = tx.txn.open_table(MEDIA)?;
-                let media_is_new = media.get(info.media_id.as_str())?.is_none();
-                if media_is_new {
-                    media.insert(info.media_id.as_str(), encode(info).as_slice())?;
-                }
-                media_is_new
-            };
-            let owned = match tx.txn.open_table(MEDIA_OWNERS)?.get((info.media_id.as_str(), owner))? {
-                Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
-                None => false,
-            };
-            if !owned {
-                let record = Record::live(version, MediaOwner { since: version.at.physical_ms() });
-                let key = RecordKey::new(Table::MediaOwner, pair_key(&info.media_id, owner));
-                tx.write_record(owner, &key, &record)?;
-                let mut storage = tx.txn.open_table(USER_STORAGE)?;
-                let used = storage.get(owner)?.map_or(0, |bytes| bytes.value());
-                storage.insert(owner, used + info.total_bytes())?;
-            }
-            Ok((media_is_new, !owned))
-        })?;
+        let (media_is_new, owner_is_new) = self.write(|tx| put_media_in(tx, info, owner))?;
         if media_is_new {
-            self.blob_bytes.fetch_add(info.total_bytes(), std::sync::atomic::Ordering::Relaxed);
+            self.media_bytes_added(info);
         }
         Ok(owner_is_new)
+    }
+
+    /// Counts a media item that `put_media_in` found new, once its transaction committed.
+    pub(super) fn media_bytes_added(&self, info: &MediaInfo) {
+        self.blob_bytes.fetch_add(info.total_bytes(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Bytes of media `user_id` owns (see `USER_STORAGE`).
@@ -174,6 +155,135 @@ impl Store {
     }
 }
 
+/// Keys in `META` of media rows removed with their last live owner, whose files
+/// are still to go: `<prefix><media id>` → the row's bytes (u64 LE), so the count of
+/// stored bytes drops when they do.
+const UNOWNED_MEDIA_PREFIX: &str = "media_unowned/";
+
+/// Called by `MediaOwner`'s `update_indexes` in the transaction that writes an owner
+/// record (locally or applied from a sibling): when a live owner becomes a tombstone
+/// and the item has no other live owner, its media row goes in this transaction (a
+/// row implies complete files, so the row before the files) and a marker in `META`
+/// asks `Store::remove_unowned_media_files` to remove the files after the commit.
+pub(super) fn owner_gone_check(
+    txn: &redb::WriteTransaction,
+    key: &str,
+    old: Option<&MediaOwner>,
+    new: Option<&MediaOwner>,
+) -> StoreResult<()> {
+    if old.is_none() || new.is_some() {
+        return Ok(());
+    }
+    let Some((media_id, gone_owner)) = super::split_pair_key(key) else { return Ok(()) };
+    {
+        let owners = txn.open_table(MEDIA_OWNERS)?;
+        for entry in owners.range((media_id, "")..(media_id, KEY_MAX))? {
+            let (owner_key, value) = entry?;
+            if owner_key.value().1 != gone_owner && live::<MediaOwner>(value.value())?.is_some() {
+                return Ok(());
+            }
+        }
+    }
+    let removed = {
+        let mut media = txn.open_table(MEDIA)?;
+        let removed = media.remove(media_id)?;
+        removed.map(|bytes| decode::<MediaInfo>(bytes.value())).transpose()?
+    };
+    if let Some(info) = removed {
+        let marker = format!("{UNOWNED_MEDIA_PREFIX}{media_id}");
+        txn.open_table(META)?.insert(marker.as_str(), info.total_bytes().to_le_bytes().as_slice())?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Removes the files of media items whose last owner went (see `owner_gone_check`)
+    /// and answers how many items it removed. Run after every commit that may have
+    /// removed such a row: the deleting node's and every replica's. A row made again
+    /// since (an owner came back) keeps its files. Idempotent: a file already gone is
+    /// no error, so a crash before the marker goes only repeats the removal.
+    pub fn remove_unowned_media_files(&self) -> StoreResult<usize> {
+        let prefix_end = format!("{UNOWNED_MEDIA_PREFIX}{KEY_MAX}");
+        let pending: Vec<(String, u64)> = {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let mut pending = Vec::new();
+            for entry in meta.range(UNOWNED_MEDIA_PREFIX..prefix_end.as_str())? {
+                let (key, value) = entry?;
+                let media_id = key.value().trim_start_matches(UNOWNED_MEDIA_PREFIX).to_owned();
+                pending.push((media_id, super::read_u64(value.value())));
+            }
+            pending
+        };
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        // A write transaction: no upload commits a row for these items meanwhile.
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let media = txn.open_table(MEDIA)?;
+            let mut meta = txn.open_table(META)?;
+            for (media_id, bytes) in &pending {
+                if media.get(media_id.as_str())?.is_none() && super::blobs::is_sha256_hex(media_id) {
+                    let paths = [BlobKind::Original, BlobKind::Display, BlobKind::Thumb]
+                        .map(|kind| self.blobs.path(media_id, kind))
+                        .into_iter()
+                        .chain([self.blobs.avatar_path(media_id)]);
+                    for path in paths {
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => {}
+                            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                    let _ = self.blob_bytes.fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |stored| Some(stored.saturating_sub(*bytes)),
+                    );
+                    removed += 1;
+                }
+                meta.remove(format!("{UNOWNED_MEDIA_PREFIX}{media_id}").as_str())?;
+            }
+        }
+        txn.commit()?;
+        if removed > 0 {
+            tracing::info!(removed, "removed the files of photos nobody owns any more");
+        }
+        Ok(removed)
+    }
+}
+
+/// `put_media`'s writes inside a transaction `tx` (an import adds many at once):
+/// (whether the media row is new, whether `owner` is new to it). Call
+/// `media_bytes_added` for each new row once `tx` has committed.
+pub(super) fn put_media_in(tx: &mut super::Tx<'_>, info: &MediaInfo, owner: &str) -> StoreResult<(bool, bool)> {
+    count_user_storage(tx.txn)?;
+    let version = tx.version();
+    let media_is_new = {
+        let mut media = tx.txn.open_table(MEDIA)?;
+        let media_is_new = media.get(info.media_id.as_str())?.is_none();
+        if media_is_new {
+            media.insert(info.media_id.as_str(), encode(info).as_slice())?;
+        }
+        media_is_new
+    };
+    let owned = match tx.txn.open_table(MEDIA_OWNERS)?.get((info.media_id.as_str(), owner))? {
+        Some(bytes) => live::<MediaOwner>(bytes.value())?.is_some(),
+        None => false,
+    };
+    if !owned {
+        let record = Record::live(version, MediaOwner { since: version.at.physical_ms() });
+        let key = RecordKey::new(Table::MediaOwner, pair_key(&info.media_id, owner));
+        tx.write_record(owner, &key, &record)?;
+        let mut storage = tx.txn.open_table(USER_STORAGE)?;
+        let used = storage.get(owner)?.map_or(0, |bytes| bytes.value());
+        storage.insert(owner, used + info.total_bytes())?;
+    }
+    Ok((media_is_new, !owned))
+}
+
 /// Builds `USER_STORAGE` from the owners already stored, once per database (the
 /// first upload after an upgrade pays one scan; every later one a lookup).
 fn count_user_storage(txn: &redb::WriteTransaction) -> StoreResult<()> {
@@ -211,18 +321,7 @@ mod tests {
     use crate::store::Admission;
 
     fn item(media_id: &str, bytes: u64) -> MediaInfo {
-        let blob = BlobInfo { width: 1, height: 1, bytes, sha256: String::new() };
-        MediaInfo {
-            media_id: media_id.to_owned(),
-            mime: "image/jpeg".into(),
-            width: 1,
-            height: 1,
-            blurhash: String::new(),
-            original: blob.clone(),
-            display: blob.clone(),
-            thumb: blob,
-            created_at: 0,
-        }
+        crate::store::tests::media_info(media_id, bytes, "", 0)
     }
 
     #[test]

@@ -12,10 +12,13 @@
 //! path every replicated record takes beneath them.
 
 mod accounts;
+pub mod backup;
 pub mod blobs;
+mod export;
 pub mod fanout;
 mod media;
 mod media_sync;
+mod notifications;
 mod posts;
 pub mod replica;
 pub mod search_index;
@@ -32,17 +35,25 @@ use crate::core::hlc::{HybridClock, Timestamp};
 use crate::core::model::{NodeId, Record, Version};
 use crate::core::replication::{RecordKey, ShardId, VersionedKey};
 use crate::os;
-pub use accounts::{Admission, QuotaOverride};
+pub use accounts::{
+    AccountDeletion, Admission, CredentialUpdate, ProfileEdit, QuotaOverride, SessionInfo, SignedIn, UserRow,
+};
 pub use blobs::{BlobKind, BlobStore};
+pub use export::{imported_post_id, FollowedUser, ImportCounts, ImportedPost, UserData};
 pub use media::{BlobInfo, MediaInfo};
+pub use notifications::{check_cursor, InvalidCursor, NotificationGroup, NotificationKind, NotificationPage};
 use replica::write_record;
-pub use replica::ShardTrees;
 pub use replica::{pair_key, split_pair_key, RedbReplicaStore};
+pub use replica::{ShardFingerprints, ShardTrees};
 
 /// Version of the table layout; bump with a migration in `migrate`.
 /// 2: the replica index (`replica_index`, `replica_tombstones`), `placement`, and the
 /// replication state (`replica_state`, `replica_log`); see `replica`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: the fingerprints repair compares, stored (`replica_shard_fingerprints`,
+/// `replica_bucket_fingerprints`) instead of built in memory at every start.
+/// 4: notifications (`notifications_read`, replicated; `notifications` and
+/// `notification_groups`, derived from posts, likes, comments and follows).
+pub const SCHEMA_VERSION: u32 = 4;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -130,8 +141,6 @@ pub struct Store {
     blob_bytes: std::sync::atomic::AtomicU64,
     node_id: NodeId,
     clock: Mutex<HybridClock>,
-    /// Per-shard fingerprints of the replicated records, kept with every write.
-    trees: Mutex<ShardTrees>,
     /// Where the database lives, for free-space checks.
     data_dir: std::path::PathBuf,
     /// Free bytes the file system must keep after a client's write (0: no check).
@@ -153,15 +162,14 @@ pub trait LocalTransactions: Send + Sync {
     fn transact(&self, body: &mut LocalBody<'_>) -> StoreResult<()>;
 }
 
-/// A client's replicated writes: given the write transaction, the fingerprint trees
-/// and a version source, writes and returns what it wrote.
-pub type LocalBody<'a> = dyn FnMut(&redb::WriteTransaction, &mut ShardTrees, &mut dyn FnMut() -> Version) -> StoreResult<Vec<VersionedKey>>
-    + 'a;
+/// A client's replicated writes: given the write transaction and a version source,
+/// writes and returns what it wrote.
+pub type LocalBody<'a> =
+    dyn FnMut(&redb::WriteTransaction, &mut dyn FnMut() -> Version) -> StoreResult<Vec<VersionedKey>> + 'a;
 
 /// One transaction of a client's replicated writes.
 struct Tx<'a> {
     txn: &'a redb::WriteTransaction,
-    trees: &'a mut ShardTrees,
     next_version: &'a mut dyn FnMut() -> Version,
     written: Vec<VersionedKey>,
 }
@@ -178,7 +186,7 @@ impl Tx<'_> {
         key: &RecordKey,
         record: &Record<T>,
     ) -> StoreResult<()> {
-        write_record(self.txn, self.trees, shard, key, record)?;
+        write_record(self.txn, shard, key, record)?;
         self.written.push(VersionedKey { shard: ShardId(shard.to_owned()), key: key.clone(), version: record.version });
         Ok(())
     }
@@ -218,10 +226,14 @@ impl Store {
     pub fn open_as(data_dir: &Path, new_node_id: NodeId, database_cache_bytes: usize) -> StoreResult<Store> {
         create_private_dir_all(data_dir)?;
         let db_path = data_dir.join("edgenode.redb");
-        let db = redb::Builder::new().set_cache_size(database_cache_bytes).create(&db_path)?;
+        let mut db = redb::Builder::new()
+            .set_cache_size(database_cache_bytes)
+            .create_with_file_format_v3(true)
+            .create(&db_path)?;
         // redb creates its file with the process's umask; it holds password hashes
         // and session tokens.
         set_private_mode(&db_path, PRIVATE_FILE_MODE)?;
+        upgrade_file_format(&mut db)?;
         let txn = db.begin_write()?;
         let node_id;
         let clock_high_water;
@@ -247,9 +259,6 @@ impl Store {
             clock_high_water = meta.get("clock_high_water")?.map(|v| read_u64(v.value())).unwrap_or(0);
         }
         txn.commit()?;
-        let started = std::time::Instant::now();
-        let trees = ShardTrees::build(&db)?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "fingerprint trees built");
         let blobs = BlobStore::open(data_dir.join("media"))?;
         let store = Store {
             db,
@@ -258,7 +267,6 @@ impl Store {
             blob_bytes: std::sync::atomic::AtomicU64::new(0),
             node_id,
             clock: Mutex::new(HybridClock::starting_after(Timestamp(clock_high_water))),
-            trees: Mutex::new(trees),
             local: std::sync::RwLock::new(None),
             write_hooks: std::sync::RwLock::new(Vec::new()),
             visibility_epoch: std::sync::atomic::AtomicU64::new(0),
@@ -326,8 +334,7 @@ impl Store {
 
     /// Runs `body`, a client's replicated writes, in one write transaction: through
     /// the replication node when one is attached (its clock versions them, its log
-    /// carries them), else committed here with this store's clock. A transaction that
-    /// fails after touching the fingerprint trees rebuilds them from the committed index.
+    /// carries them), else committed here with this store's clock.
     fn write<R>(&self, body: impl FnOnce(&mut Tx<'_>) -> StoreResult<R>) -> StoreResult<R> {
         let result = self.write_unhooked(body);
         if result.is_ok() {
@@ -361,36 +368,63 @@ impl Store {
         if let Some(local) = attached {
             let mut body = Some(body);
             let mut value = None;
-            local.transact(&mut |txn, trees, next_version| {
-                let mut tx = Tx { txn, trees, next_version, written: Vec::new() };
+            local.transact(&mut |txn, next_version| {
+                let mut tx = Tx { txn, next_version, written: Vec::new() };
                 value = Some((body.take().expect("a local transaction runs its body once"))(&mut tx)?);
                 Ok(tx.written)
             })?;
             return Ok(value.expect("set when the transaction succeeded"));
         }
         let txn = self.db.begin_write()?;
-        let mut trees = self.trees.lock().expect("trees lock");
-        trees.changed = false;
         let high_water = std::cell::Cell::new(None);
         let mut next_version = || {
             let at = self.clock.lock().expect("clock lock").tick(os::now_ms());
             high_water.set(Some(at));
             Version { at, origin: self.node_id }
         };
-        let result =
-            body(&mut Tx { txn: &txn, trees: &mut trees, next_version: &mut next_version, written: Vec::new() });
-        let result = result.and_then(|value| {
+        let result = body(&mut Tx { txn: &txn, next_version: &mut next_version, written: Vec::new() });
+        result.and_then(|value| {
             if let Some(at) = high_water.get() {
                 txn.open_table(META)?.insert("clock_high_water", at.0.to_le_bytes().as_slice())?;
             }
             txn.commit()?;
             self.visibility_changed();
             Ok(value)
-        });
-        if result.is_err() && trees.changed {
-            *trees = ShardTrees::build(&self.db)?;
+        })
+    }
+}
+
+/// Moves a database on redb's v2 file format to v3, once, before anything reads it.
+///
+/// redb 3 and later open only v3 files, and only redb 2.6+ can upgrade a v2 one; redb
+/// 2.6 reads and writes both, so the previous edgenode (redb 2.6.4) still opens an
+/// upgraded file. The upgrade commits twice, durably, and a v3 file returns at once.
+/// A persistent savepoint blocks it (edgenode makes none): the database is then
+/// left on v2, usable, and the next start tries again.
+///
+/// What moving to redb 3 (or 4) takes beyond this: redb 3 also stores variable-width
+/// tuples differently (fixed-width ones such as `(u64, u64, bool)` are unchanged) and
+/// names them differently, so a table keyed by `(&str, &str)`, `(&str, &str, &str)`,
+/// `(&str, u64, u8, &str)` or `(u64, u64, &str, u8, &str)` would fail to open
+/// (`TableTypeMismatch`). Either redb 3.x reads each such table as `redb::Legacy<…>`
+/// and a schema migration copies it into a new table (redb 4 has no `Legacy`), or,
+/// still on redb 2.6, those tables move to key types of our own encoding (a `Key`
+/// whose `SelfType` is the same tuple, so no call site changes) by a schema
+/// migration; after that the move is the version bump plus `use
+/// redb::ReadableDatabase` where `begin_read` is called. Tables keyed by `&str`,
+/// `&[u8]` or `u64` need nothing.
+fn upgrade_file_format(db: &mut Database) -> StoreResult<()> {
+    match db.upgrade() {
+        Ok(true) => {
+            tracing::info!("moved the database to redb's v3 file format");
+            Ok(())
         }
-        result
+        Ok(false) => Ok(()),
+        Err(error @ (redb::UpgradeError::PersistentSavepointExists | redb::UpgradeError::EphemeralSavepointExists)) => {
+            tracing::warn!(%error, "the database stays on redb's v2 file format for now: a savepoint blocks the upgrade");
+            Ok(())
+        }
+        Err(error) => Err(StoreError::Database(Box::new(error.into()))),
     }
 }
 
@@ -411,20 +445,33 @@ fn create_tables(txn: &redb::WriteTransaction) -> StoreResult<()> {
     txn.open_table(LIKES)?;
     txn.open_table(COMMENTS)?;
     txn.open_table(TERMS)?;
+    txn.open_table(notifications::NOTIFICATIONS_READ)?;
+    txn.open_table(notifications::NOTIFICATIONS)?;
+    txn.open_table(notifications::NOTIFICATION_GROUPS)?;
     txn.open_table(replica::REPLICA_INDEX)?;
     txn.open_table(replica::REPLICA_TOMBSTONES)?;
     txn.open_table(replica::PLACEMENT)?;
     txn.open_table(replica::REPLICA_STATE)?;
     txn.open_table(replica::REPLICA_LOG)?;
+    txn.open_table(replica::REPLICA_SHARD_FINGERPRINTS)?;
+    txn.open_table(replica::REPLICA_BUCKET_FINGERPRINTS)?;
     Ok(())
 }
 
 /// Brings an older layout up to `SCHEMA_VERSION`, in the opening transaction.
-/// 1 → 2: index every replicated row by shard and key hash (`replica::index_v1_rows`).
+/// 1 → 2: index every replicated row by shard and key hash (`replica::index_v1_rows`,
+/// which stores their fingerprints as it goes, as every write does).
+/// 2 → 3: store the fingerprints of what the index holds (`replica::build_fingerprints`).
+/// (any) → 4: derive the notification indexes from the rows (`notifications::rebuild_index`).
 fn migrate(txn: &redb::WriteTransaction, found: u32) -> StoreResult<()> {
     debug_assert!(found < SCHEMA_VERSION);
     if found < 2 {
         replica::index_v1_rows(txn)?;
+    } else if found < 3 {
+        replica::build_fingerprints(txn)?;
+    }
+    if found < 4 {
+        notifications::rebuild_index(txn)?;
     }
     Ok(())
 }
@@ -555,6 +602,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("edgenode-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    /// A media row whose three files each have `bytes` and hash `sha256`.
+    pub(super) fn media_info(media_id: &str, bytes: u64, sha256: &str, created_at: u64) -> MediaInfo {
+        let blob = BlobInfo { width: 1, height: 1, bytes, sha256: sha256.to_owned() };
+        MediaInfo {
+            media_id: media_id.to_owned(),
+            mime: "image/jpeg".into(),
+            width: 1,
+            height: 1,
+            blurhash: String::new(),
+            original: blob.clone(),
+            display: blob.clone(),
+            thumb: blob,
+            created_at,
+        }
     }
 
     #[test]

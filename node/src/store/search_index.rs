@@ -20,10 +20,10 @@ use crate::core::model::{NodeId, Post, User, Visibility};
 use crate::core::region::Region;
 use crate::core::search::{Digest, Entry, EntryKey, Kind, Origin, PublicPost, PublicUser};
 
-const SEARCH_ENTRIES: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("search_entries");
-const SEARCH_TERMS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("search_terms");
-const SEARCH_HANDLES: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("search_handles");
-const SEARCH_ORIGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("search_origins");
+pub(super) const SEARCH_ENTRIES: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("search_entries");
+pub(super) const SEARCH_TERMS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("search_terms");
+pub(super) const SEARCH_HANDLES: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("search_handles");
+pub(super) const SEARCH_ORIGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("search_origins");
 
 /// Entries kept per origin (a household node has far fewer public posts).
 pub const ENTRIES_PER_ORIGIN_MAX: u64 = 10_000;

@@ -26,6 +26,11 @@ pub struct RemoteUser {
     pub created_at: u64,
     /// The node that answers for them.
     pub home: NodeId,
+    /// Their profile photo's media id; its square derivative is served by their node
+    /// at `/api/v1/media/{id}/avatar`. Absent from nodes older than profiles, which
+    /// readers take as no avatar (so no protocol version bump).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
 }
 
 /// One post of an author as followers see it, at one version. `post: None` is a

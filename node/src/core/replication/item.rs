@@ -45,10 +45,12 @@ pub enum Table {
     MediaOwner = 7,
     /// `PlacementRecord`s, in the siblings shard.
     Placement = 8,
+    /// `NotificationsRead`: how far a user has read their notifications.
+    NotificationsRead = 9,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::User,
         Table::Credential,
         Table::Post,
@@ -57,6 +59,7 @@ impl Table {
         Table::Comment,
         Table::MediaOwner,
         Table::Placement,
+        Table::NotificationsRead,
     ];
 
     pub fn code(self) -> u8 {
@@ -78,6 +81,7 @@ impl Table {
             Table::Comment => "comments",
             Table::MediaOwner => "media_owners",
             Table::Placement => "placement",
+            Table::NotificationsRead => "notifications_read",
         }
     }
 }

@@ -5,7 +5,6 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::replicated::{for_table, Replicated};
 use super::rows::{pair_key, row_table, RowTable};
-use super::trees::ShardTrees;
 use super::write::set_index_entry;
 use crate::core::model::Record;
 use crate::core::replication::{RecordKey, Table};
@@ -15,7 +14,6 @@ use crate::store::{decode, StoreResult};
 /// v1 post and comment tombstones name no author, so no shard: they are left out of
 /// the index (v1 had no replication, so no sibling needs them) and counted.
 pub(in crate::store) fn index_v1_rows(txn: &WriteTransaction) -> StoreResult<()> {
-    let mut trees = ShardTrees::default();
     let mut unattributed = 0u64;
     for table in
         [Table::User, Table::Credential, Table::Post, Table::Follow, Table::Like, Table::Comment, Table::MediaOwner]
@@ -38,7 +36,7 @@ pub(in crate::store) fn index_v1_rows(txn: &WriteTransaction) -> StoreResult<()>
         }
         for (key, bytes) in rows {
             let key = RecordKey::new(table, key);
-            if !for_table!(table, index_v1_row(txn, &mut trees, &key, &bytes))? {
+            if !for_table!(table, index_v1_row(txn, &key, &bytes))? {
                 unattributed += 1;
             }
         }
@@ -49,15 +47,10 @@ pub(in crate::store) fn index_v1_rows(txn: &WriteTransaction) -> StoreResult<()>
     Ok(())
 }
 
-fn index_v1_row<T: Replicated>(
-    txn: &WriteTransaction,
-    trees: &mut ShardTrees,
-    key: &RecordKey,
-    bytes: &[u8],
-) -> StoreResult<bool> {
+fn index_v1_row<T: Replicated>(txn: &WriteTransaction, key: &RecordKey, bytes: &[u8]) -> StoreResult<bool> {
     let record = decode::<Record<T>>(bytes)?;
     let Some(shard) = T::shard_of(&key.key, record.body.as_ref()) else { return Ok(false) };
-    set_index_entry(txn, trees, shard, key, Some((record.version, record.body.is_none())))?;
+    set_index_entry(txn, shard, key, Some((record.version, record.body.is_none())))?;
     Ok(true)
 }
 
@@ -99,13 +92,14 @@ mod tests {
                     admin: true,
                     created_at: 1,
                     home: None,
+                    avatar: None,
                 };
                 txn.open_table(USERS)
                     .unwrap()
                     .insert("aa01", encode(&Record::live(stamp(1), user)).as_slice())
                     .unwrap();
                 txn.open_table(HANDLES).unwrap().insert("ada", "aa01").unwrap();
-                let credential = Credential { password_hash: "h".into() };
+                let credential = Credential::new("h".into());
                 let credential = encode(&Record::live(stamp(1), credential));
                 txn.open_table(CREDENTIALS).unwrap().insert("aa01", credential.as_slice()).unwrap();
                 let boats = post("aa0101", "aa01", "boats #harbour", Visibility::Public);
@@ -130,7 +124,10 @@ mod tests {
         {
             let txn = store.db.begin_read().unwrap();
             let meta = txn.open_table(META).unwrap();
-            assert_eq!(read_u64(meta.get("schema_version").unwrap().unwrap().value()), 2);
+            assert_eq!(
+                read_u64(meta.get("schema_version").unwrap().unwrap().value()),
+                u64::from(crate::store::SCHEMA_VERSION)
+            );
         }
         let ada = ShardId("aa01".into());
         let bob = ShardId("bb02".into());

@@ -29,8 +29,11 @@
 //!
 //! - `replica_index` (shard, key hash, table code, key) → (at, origin, tombstone):
 //!   every replicated record in repair order; the source of `summaries`, deep
-//!   `fingerprint`s, `originated_by`, and of the in-memory `FingerprintTree`s.
+//!   `fingerprint`s and `originated_by`.
 //! - `replica_tombstones` (at, origin, shard, table code, key) → (): tombstones by age.
+//! - `replica_shard_fingerprints`, `replica_bucket_fingerprints`: each shard's
+//!   fingerprint and those of its 256 buckets (`trees`), which `shards`, `fingerprint`
+//!   and the replication digest read; nothing of them is held in memory.
 //! - the indexes of `Store` (handles, posts_by_author, media_posts, terms, followers),
 //!   kept by `Replicated::update_indexes` from the old and the new body.
 //! - `replica_state` / `replica_log`: the `DurableState` of the replication node.
@@ -40,8 +43,8 @@
 //! This file holds `RedbReplicaStore` and its `ReplicaStore` impl; `rows` maps a
 //! `Table` to its redb rows and composite keys, `replicated` says per record type
 //! which shard it is in and which derived indexes it keeps, `write` is the one write
-//! path (rows, indexes, replica index, tombstones, trees), `trees` the in-memory
-//! fingerprint trees, `durable` the `DurableState` tables, and `migration` the
+//! path (rows, indexes, replica index, tombstones, fingerprints), `trees` the stored
+//! fingerprints, `durable` the `DurableState` tables, and `migration` the
 //! schema 1 → 2 indexing.
 
 mod durable;
@@ -70,7 +73,10 @@ pub(super) use migration::index_v1_rows;
 use replicated::for_table;
 pub(super) use replicated::Replicated;
 pub use rows::{pair_key, split_pair_key};
-pub use trees::ShardTrees;
+pub(super) use trees::build_fingerprints;
+use trees::{stored_fingerprint, stored_shards};
+pub use trees::{ShardFingerprints, ShardTrees};
+pub(super) use trees::{REPLICA_BUCKET_FINGERPRINTS, REPLICA_SHARD_FINGERPRINTS};
 pub(super) use write::write_record;
 use write::{apply_item, purge_record, read_item};
 
@@ -82,6 +88,15 @@ pub(super) const REPLICA_TOMBSTONES: TableDefinition<(u64, u64, &str, u8, &str),
 pub(super) const PLACEMENT: TableDefinition<&str, &[u8]> = TableDefinition::new("placement");
 pub(super) const REPLICA_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("replica_state");
 pub(super) const REPLICA_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("replica_log");
+
+/// Writes a tombstone of the record `key` in `shard`, whatever its table (deleting
+/// an account tombstones every record of its shard).
+pub(super) fn write_tombstone(txn: &WriteTransaction, shard: &str, key: &RecordKey, at: Version) -> StoreResult<()> {
+    fn of_type<T: Replicated>(txn: &WriteTransaction, shard: &str, key: &RecordKey, at: Version) -> StoreResult<()> {
+        write_record(txn, shard, key, &crate::core::model::Record::<T>::tombstone(at))
+    }
+    for_table!(key.table, of_type(txn, shard, key, at))
+}
 
 fn version(at: u64, origin: u64) -> Version {
     Version { at: Timestamp(at), origin: NodeId(origin) }
@@ -151,14 +166,9 @@ impl RedbReplicaStore {
         let pending = self.txn.borrow_mut().take();
         if let Some(error) = self.failure.borrow_mut().take() {
             drop(pending);
-            self.rebuild_trees();
             return Err(error);
         }
-        let result = self.commit_pending(pending, durable);
-        if result.is_err() {
-            self.rebuild_trees();
-        }
-        result
+        self.commit_pending(pending, durable)
     }
 
     fn commit_pending(&self, pending: Option<WriteTransaction>, durable: &DurableState) -> StoreResult<()> {
@@ -178,6 +188,11 @@ impl RedbReplicaStore {
         txn.commit()?;
         if wrote {
             self.store.visibility_changed();
+            // Photos whose last owner's tombstone arrived: their rows went in the
+            // commit, their files go now.
+            if let Err(error) = self.store.remove_unowned_media_files() {
+                tracing::warn!(%error, "could not remove the files of photos nobody owns any more");
+            }
         }
         self.persisted.set(persisted);
         *self.committed.borrow_mut() = Some(summary);
@@ -197,24 +212,12 @@ impl RedbReplicaStore {
         if slot.is_none() {
             *slot = Some(self.store.db.begin_write()?);
         }
-        let mut trees = self.store.trees.lock().expect("trees lock");
-        trees.changed = false;
         self.wrote.set(true);
-        let result = body(slot.as_ref().expect("begun above"), &mut trees, next_version);
+        let result = body(slot.as_ref().expect("begun above"), next_version);
         if result.is_err() {
             drop(slot.take());
-            if trees.changed {
-                *trees = ShardTrees::build(&self.store.db)?;
-            }
         }
         result
-    }
-
-    fn rebuild_trees(&self) {
-        match ShardTrees::build(&self.store.db) {
-            Ok(trees) => *self.store.trees.lock().expect("trees lock") = trees,
-            Err(error) => tracing::error!(%error, "rebuilding fingerprint trees failed"),
-        }
     }
 
     fn fail(&self, error: StoreError) {
@@ -271,10 +274,7 @@ impl ReplicaStore for RedbReplicaStore {
 
     fn put(&mut self, item: Item) {
         self.wrote.set(true);
-        let outcome = self.in_txn(None, |txn| {
-            let mut trees = self.store.trees.lock().expect("trees lock");
-            for_table!(item.key.table, apply_item(txn, &mut trees, &item)).map(Some)
-        });
+        let outcome = self.in_txn(None, |txn| for_table!(item.key.table, apply_item(txn, &item)).map(Some));
         match outcome {
             Some(Ok(true)) => self.store.observe_clock(item.version.at),
             Some(Ok(false)) | None => {}
@@ -286,24 +286,16 @@ impl ReplicaStore for RedbReplicaStore {
 
     fn purge(&mut self, shard: &ShardId, key: &RecordKey) {
         self.wrote.set(true);
-        self.in_txn((), |txn| {
-            let mut trees = self.store.trees.lock().expect("trees lock");
-            for_table!(key.table, purge_record(txn, &mut trees, &shard.0, key))
-        });
+        self.in_txn((), |txn| for_table!(key.table, purge_record(txn, &shard.0, key)));
     }
 
     fn shards(&self) -> Vec<ShardId> {
-        let trees = self.store.trees.lock().expect("trees lock");
-        trees.trees.keys().map(|shard| ShardId(shard.clone())).collect()
+        self.in_txn(Vec::new(), stored_shards)
     }
 
     fn fingerprint(&self, shard: &ShardId, range: HashRange) -> Fingerprint {
-        {
-            let trees = self.store.trees.lock().expect("trees lock");
-            let Some(tree) = trees.trees.get(&shard.0) else { return Fingerprint::default() };
-            if let Some(cached) = tree.get(range) {
-                return cached;
-            }
+        if let Some(stored) = self.in_txn(None, |txn| stored_fingerprint(txn, shard, range)) {
+            return stored;
         }
         let mut fingerprint = Fingerprint::default();
         for (key, version) in self.index_range(shard, range, usize::MAX) {

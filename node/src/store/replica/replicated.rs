@@ -7,10 +7,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::rows::split_pair_key;
-use crate::core::model::{Comment, Credential, Follow, Like, MediaOwner, Post, Record, User, Visibility};
+use crate::core::model::{
+    Comment, Credential, Follow, Like, MediaOwner, NotificationsRead, Post, Record, User, Visibility,
+};
 use crate::core::replication::{PlacementRecord, Table};
 use crate::core::text;
-use crate::store::{decode, StoreResult, FOLLOWERS, HANDLES, MEDIA_POSTS, POSTS_BY_AUTHOR, TERMS, USERS};
+use crate::store::{
+    decode, notifications, StoreResult, FOLLOWERS, HANDLES, MEDIA_POSTS, POSTS_BY_AUTHOR, TERMS, USERS,
+};
 
 /// A replicated record type: its table, whose shard it belongs to, and the derived
 /// indexes it keeps. `update_indexes` is the only place index maintenance lives.
@@ -42,7 +46,9 @@ impl Replicated for User {
 
     fn update_indexes(txn: &WriteTransaction, key: &str, old: Option<&Self>, new: Option<&Self>) -> StoreResult<()> {
         let mut handles = txn.open_table(HANDLES)?;
-        if let Some(old) = old {
+        // A deleted account (a tombstone) keeps its handle, so nobody can register it
+        // to pass for them; only a live record moves it.
+        if let Some(old) = old.filter(|_| new.is_some()) {
             let ours = handles.get(old.handle.as_str())?.is_some_and(|user_id| user_id.value() == key);
             if ours {
                 handles.remove(old.handle.as_str())?;
@@ -114,7 +120,7 @@ impl Replicated for Post {
                 }
             }
         }
-        Ok(())
+        notifications::post_changed(txn, post_id, old, new)
     }
 }
 
@@ -125,7 +131,7 @@ impl Replicated for Follow {
         split_pair_key(key).map(|(follower, _)| follower)
     }
 
-    fn update_indexes(txn: &WriteTransaction, key: &str, _old: Option<&Self>, new: Option<&Self>) -> StoreResult<()> {
+    fn update_indexes(txn: &WriteTransaction, key: &str, old: Option<&Self>, new: Option<&Self>) -> StoreResult<()> {
         let Some((follower, followee)) = split_pair_key(key) else { return Ok(()) };
         let mut followers = txn.open_table(FOLLOWERS)?;
         if new.is_some() {
@@ -133,7 +139,8 @@ impl Replicated for Follow {
         } else {
             followers.remove((followee, follower))?;
         }
-        Ok(())
+        drop(followers);
+        notifications::follow_changed(txn, key, old, new)
     }
 }
 
@@ -142,6 +149,10 @@ impl Replicated for Like {
 
     fn shard_of<'a>(key: &'a str, _body: Option<&'a Self>) -> Option<&'a str> {
         split_pair_key(key).map(|(_, user_id)| user_id)
+    }
+
+    fn update_indexes(txn: &WriteTransaction, key: &str, old: Option<&Self>, new: Option<&Self>) -> StoreResult<()> {
+        notifications::like_changed(txn, key, old, new)
     }
 }
 
@@ -153,6 +164,10 @@ impl Replicated for Comment {
         body.filter(|comment| comment.post_id == post_id && comment.comment_id == comment_id)
             .map(|comment| comment.author_id.as_str())
     }
+
+    fn update_indexes(txn: &WriteTransaction, _key: &str, old: Option<&Self>, new: Option<&Self>) -> StoreResult<()> {
+        notifications::comment_changed(txn, old, new)
+    }
 }
 
 impl Replicated for MediaOwner {
@@ -160,6 +175,19 @@ impl Replicated for MediaOwner {
 
     fn shard_of<'a>(key: &'a str, _body: Option<&'a Self>) -> Option<&'a str> {
         split_pair_key(key).map(|(_, user_id)| user_id)
+    }
+
+    fn update_indexes(txn: &WriteTransaction, key: &str, old: Option<&Self>, new: Option<&Self>) -> StoreResult<()> {
+        crate::store::media::owner_gone_check(txn, key, old, new)
+    }
+}
+
+/// One per user, in their shard (the key is the user id).
+impl Replicated for NotificationsRead {
+    const TABLE: Table = Table::NotificationsRead;
+
+    fn shard_of<'a>(key: &'a str, _body: Option<&'a Self>) -> Option<&'a str> {
+        Some(key)
     }
 }
 
@@ -193,6 +221,9 @@ macro_rules! for_table {
             $crate::core::replication::Table::Placement => {
                 $function::<$crate::core::replication::PlacementRecord>($($argument),*)
             }
+            $crate::core::replication::Table::NotificationsRead => {
+                $function::<$crate::core::model::NotificationsRead>($($argument),*)
+            }
         }
     };
 }
@@ -214,6 +245,7 @@ mod tests {
             admin: false,
             created_at,
             home: None,
+            avatar: None,
         };
         let first = item("aa01", Table::User, "aa01".into(), 10, 1, Some(user("aa01", 10)));
         let second = item("bb02", Table::User, "bb02".into(), 20, 2, Some(user("bb02", 20)));

@@ -33,6 +33,7 @@ pub(super) fn row_table(table: Table) -> RowTable {
         Table::Credential => RowTable::Single(CREDENTIALS),
         Table::Post => RowTable::Single(POSTS),
         Table::Placement => RowTable::Single(PLACEMENT),
+        Table::NotificationsRead => RowTable::Single(crate::store::notifications::NOTIFICATIONS_READ),
         Table::Follow => RowTable::Pair(FOLLOWS),
         Table::Like => RowTable::Pair(LIKES),
         Table::Comment => RowTable::Pair(COMMENTS),
