@@ -1,12 +1,12 @@
 // Account care in the web app: your password, where you are signed in, personal
-// access tokens, setting a new password with a reset code, and the admin's list of
-// users (disable, enable, reset codes). Built from app.js's pieces (`h`, `form`, …);
+// access tokens, deleting your account, setting a new password with a reset code,
+// and the admin's list of users (disable, enable, reset codes). Built from app.js's pieces (`h`, `form`, …);
 // app.js imports this module, so nothing here runs before app.js has loaded.
 
 import { api, ApiError, currentSession } from './api.js?v=__BUILD__';
 import {
   h, field, form, toast, go, setTitle, copyButton, timeElement, plural, messageOf, storageText, startSession,
-  handleInput, passwordInput, PASSWORD_HINT, nodeInfo,
+  handleInput, passwordInput, PASSWORD_HINT, nodeInfo, forgetSession,
 } from './app.js?v=__BUILD__';
 
 /** Rows the admin's list asks for at once (the node answers at most 100). */
@@ -27,12 +27,16 @@ const PEOPLE_TEXT = {
   session_required: 'Sign in with your password to do this: an access token cannot change passwords, sessions or tokens.',
   read_only_token: 'This access token may only look at things, not change them.',
   cannot_disable_self: 'You cannot disable your own account. Another admin can, or `edgenode user disable` on the box.',
+  last_admin: 'You are the last admin of this node, and a node keeps one: another account must be admin before yours can go.',
+  not_replicated_yet: 'This node has not received your account from its sibling yet. Please try again in a minute.',
+  unknown_media: 'That photo is not on this node yet. Wait a moment and save again, or choose the photo again.',
 };
 
 /** The sentence to show for `error` from the node where its code has one (PEOPLE_TEXT), else null. */
 export function peopleText(error) {
   if (!(error instanceof ApiError)) return null;
   if (error.code === 'weak_password') return 'Please choose a stronger password: ' + error.message;
+  if (error.code === 'invalid_profile') return 'Please check your profile: ' + error.message + '.';
   return PEOPLE_TEXT[error.code] || null;
 }
 
@@ -105,7 +109,7 @@ function focusHeading(list) {
 
 // ---------------------------------------------------------------- account screen
 
-/** `#/account`: password, sessions on this node, personal access tokens. */
+/** `#/account`: password, sessions on this node, personal access tokens, deleting the account. */
 export async function accountView({ view, signal }) {
   setTitle('Account');
   const session = currentSession();
@@ -119,7 +123,8 @@ export async function accountView({ view, signal }) {
       h('h2', { id: 'sessions-title' }, 'Where you are signed in'),
       h('p', { class: 'hint' }, `Browsers and apps signed in to ${nodeInfo() ? nodeInfo().name : 'this node'}. Other nodes that keep your account have their own list.`),
       sessions),
-    tokensCard(tokens, signal)));
+    tokensCard(tokens, signal),
+    deleteAccountCard(session.handle)));
   await Promise.all([loadSessions(sessions, signal), loadTokens(tokens, signal)]);
 }
 
@@ -239,6 +244,81 @@ async function loadTokens(list, signal) {
     return element;
   }));
   if (!answer.items.length) list.append(empty());
+}
+
+// ---------------------------------------------------------------- deleting the account
+
+/**
+ * The Account screen's last card: the password, then a question asked in place
+ * ("Delete @carol for good?"), its safe answer focused; only the second button
+ * deletes. Then the browser forgets the session and says goodbye.
+ */
+function deleteAccountCard(handle) {
+  const password = passwordInput('current-password');
+  password.id = 'delete-password';
+  const error = h('p', { class: 'error', role: 'alert' });
+  const start = h('button', { type: 'submit', class: 'button danger-outline' }, 'Delete my account');
+  const question = h('div', { class: 'confirm-delete', hidden: true });
+  const idle = () => {
+    question.hidden = true;
+    question.replaceChildren();
+    start.hidden = false;
+  };
+  const ask = () => {
+    const yes = h('button', { type: 'button', class: 'button danger' }, 'Delete for good');
+    const no = h('button', { type: 'button', class: 'button secondary' }, 'Cancel');
+    no.addEventListener('click', () => { idle(); start.focus(); });
+    yes.addEventListener('click', async () => {
+      yes.disabled = no.disabled = true;
+      try {
+        await api('DELETE', '/api/v1/me', { body: { password: password.value } });
+      } catch (failure) {
+        idle();
+        error.textContent = failure instanceof ApiError && failure.code === 'wrong_password'
+          ? 'That password is not right: nothing was deleted.'
+          : messageOf(failure);
+        password.focus();
+        return;
+      }
+      forgetSession();
+      go('/goodbye?handle=' + encodeURIComponent(handle));
+    });
+    question.replaceChildren(
+      h('p', { class: 'confirm' }, `Delete @${handle} and everything in it, for good?`),
+      h('div', { class: 'row' }, yes, no));
+    question.hidden = false;
+    start.hidden = true;
+    no.focus();
+  };
+  const element = h('form', { class: 'stack' },
+    field('Your password', password, 'To be sure it is you.'),
+    start,
+    question,
+    error);
+  element.addEventListener('submit', (event) => {
+    event.preventDefault();
+    error.textContent = '';
+    ask();
+  });
+  return h('section', { class: 'card delete-account', 'aria-labelledby': 'delete-title' },
+    h('h2', { id: 'delete-title' }, 'Delete your account'),
+    h('p', {}, 'This deletes your posts and photos, your comments and likes, who you follow and who follows you, ',
+      'your password, sessions and access tokens: here, and on every node that keeps your account. ',
+      h('strong', {}, 'It cannot be undone.')),
+    h('p', { class: 'hint' }, 'Your handle stays taken, so nobody can pass for you. Want a copy first? Use “Download my data” on ',
+      h('a', { href: '#/u/' + handle }, 'your profile'), '.'),
+    element);
+}
+
+/** `#/goodbye`: after an account was deleted. */
+export function goodbyeView({ view, params }) {
+  setTitle('Account deleted');
+  const handle = (params.get('handle') || '').trim();
+  view.append(h('section', { class: 'card narrow' },
+    h('h1', {}, 'Your account is deleted'),
+    h('p', {}, handle ? `@${handle} is gone from this node, ` : 'It is gone from this node, ',
+      'and from the other nodes that kept it as soon as they hear of it.'),
+    h('p', {}, h('a', { href: '#/signin' }, 'Sign in'), ' with another account, or ', h('a', { href: '#/search' }, 'look around'), '.')));
 }
 
 // ---------------------------------------------------------------- reset code

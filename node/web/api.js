@@ -101,16 +101,21 @@ function sessionEnded(response, sentToken, error) {
   }
 }
 
-async function send(url, init) {
+/**
+ * `fetch`, telling the listeners whether the node answered; a `background` request
+ * (one the person did not ask for, e.g. the unread count's poll) tells them nothing,
+ * so it never raises or hides the banner on its own.
+ */
+async function send(url, init, background = false) {
   let response;
   try {
     response = await fetch(url, init);
   } catch (error) {
     if (error.name === 'AbortError') throw error;
-    emit('unreachable');
+    if (!background) emit('unreachable');
     throw new Unreachable();
   }
-  emit('reachable');
+  if (!background) emit('reachable');
   return response;
 }
 
@@ -131,9 +136,10 @@ async function errorOf(response) {
 
 /**
  * Calls the API: `api('GET', '/api/v1/feed', {query: {limit: 10}})`. Resolves to the
- * JSON body (null for 204); rejects with ApiError or Unreachable.
+ * JSON body (null for 204); rejects with ApiError or Unreachable. `background`: see
+ * `send` (a token the node refuses still signs out).
  */
-export async function api(method, path, { body, query, signal } = {}) {
+export async function api(method, path, { body, query, signal, background = false } = {}) {
   const url = new URL(path, location.origin);
   for (const [name, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== '') url.searchParams.set(name, value);
@@ -148,7 +154,7 @@ export async function api(method, path, { body, query, signal } = {}) {
     signal,
     credentials: 'omit',
     cache: 'no-store',
-  });
+  }, background);
   if (!response.ok) {
     const error = await errorOf(response);
     sessionEnded(response, sentToken, error);
@@ -182,10 +188,20 @@ function nextMediaFetch() {
 
 /** A blob: URL of one variant (`thumb`, `display`) of a photo. */
 export function mediaObjectUrl(mediaId, variant, signal) {
+  return mediaPathObjectUrl(`/api/v1/media/${encodeURIComponent(mediaId)}/${variant}`, signal);
+}
+
+/**
+ * A blob: URL of the photo at `path`, a URL of this node's that the API handed out
+ * (`/api/v1/media/{id}/thumb` of a notification's post); rejects any other path.
+ */
+export function mediaPathObjectUrl(path, signal) {
+  if (typeof path !== 'string' || !/^\/api\/v1\/media\/[0-9A-Za-z_-]+\/[a-z]+$/.test(path)) {
+    return Promise.reject(new TypeError('not a photo URL of this node: ' + path));
+  }
   return new Promise((resolve, reject) => {
     const run = async () => {
-      const url = `/api/v1/media/${encodeURIComponent(mediaId)}/${variant}`;
-      const response = await send(url, { headers: authHeaders(), signal, credentials: 'omit' });
+      const response = await send(path, { headers: authHeaders(), signal, credentials: 'omit' });
       if (!response.ok) throw await errorOf(response);
       return URL.createObjectURL(await response.blob());
     };

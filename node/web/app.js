@@ -7,7 +7,8 @@ import {
   knownDevice, rememberDevice, downloadExport,
 } from './api.js?v=__BUILD__';
 import { paintBlurhash } from './blurhash.js?v=__BUILD__';
-import { accountView, resetView, adminUsersCard, peopleText } from './account.js?v=__BUILD__';
+import { accountView, resetView, goodbyeView, adminUsersCard, peopleText } from './account.js?v=__BUILD__';
+import { renderBell, notificationsView, editProfileView } from './people.js?v=__BUILD__';
 
 const FEED_PAGE_POSTS = 10;
 const GRID_PAGE_POSTS = 24;
@@ -65,6 +66,7 @@ const ICONS = {
   heart: 'M12 21s-7.5-4.6-9.4-9.2C1.2 8.3 3.3 4.5 7 4.5c2 0 3.6 1.1 5 2.9 1.4-1.8 3-2.9 5-2.9 3.7 0 5.8 3.8 4.4 7.3C19.5 16.4 12 21 12 21z',
   comment: 'M4 4h16v12H8l-4 4V4zm2 2v9.2L7.2 14H18V6H6z',
   signin: 'M10 3h9v18h-9v-2h7V5h-7V3zm1 5 4 4-4 4-1.4-1.4 1.6-1.6H3v-2h8.2L9.6 9.4 11 8z',
+  bell: 'M12 22a2 2 0 0 0 2-2h-4a2 2 0 0 0 2 2zm6-6v-5c0-3.1-1.6-5.6-4.5-6.3V4a1.5 1.5 0 0 0-3 0v.7C7.6 5.4 6 7.9 6 11v5l-2 2v1h16v-1l-2-2z',
 };
 
 function icon(name) {
@@ -213,6 +215,9 @@ const ROUTES = [
   { pattern: /^\/search$/, view: searchView },
   { pattern: /^\/admin$/, view: adminView, signedIn: true },
   { pattern: /^\/account$/, view: accountView, signedIn: true },
+  { pattern: /^\/edit-profile$/, view: editProfileView, signedIn: true },
+  { pattern: /^\/notifications$/, view: notificationsView, signedIn: true },
+  { pattern: /^\/goodbye$/, view: goodbyeView, signedOut: true },
   { pattern: /^\/reset$/, view: resetView, signedOut: true },
   { pattern: /^\/signin$/, view: signInView, signedOut: true },
   { pattern: /^\/join$/, view: joinView, signedOut: true },
@@ -331,6 +336,7 @@ function renderNav(path) {
       icon(iconName), h('span', {}, label))))));
   nav.hidden = false;
   document.body.classList.add('has-tabs');
+  renderBell(path);
 }
 
 // ---------------------------------------------------------------- pieces
@@ -516,20 +522,54 @@ function likeButton(post) {
   return button;
 }
 
+/** A person's display name when they chose one (it starts as the handle), else null. */
+function chosenName(person) {
+  const name = person.display_name;
+  return name && name !== person.handle ? name : null;
+}
+
+/** The link to an author's profile: their name and handle, or the handle alone. */
+function authorLink(author) {
+  const named = chosenName(author);
+  return [
+    h('a', { class: 'author', href: '#/u/' + author.handle }, named || '@' + author.handle),
+    named ? h('span', { class: 'muted handle' }, '@' + author.handle) : null,
+  ];
+}
+
 function authorLine(post) {
   return h('div', { class: 'byline' },
-    avatar(post.author.handle, 'small'),
-    h('a', { class: 'author', href: '#/u/' + post.author.handle }, '@' + post.author.handle),
+    avatar(post.author, 'small'),
+    authorLink(post.author),
     h('span', { class: 'muted' }, ' · ', timeElement(post.created_at)),
     post.visibility !== 'public' ? h('span', { class: 'badge' }, VISIBILITY_LABELS[post.visibility] || post.visibility) : null);
 }
 
-function avatar(handle, size = '') {
+/** The URL of a person's profile photo as the node gave it (`avatar.url`), or null. */
+function avatarUrl(person) {
+  const url = person.avatar && person.avatar.url;
+  return typeof url === 'string' && /^\/api\/v1\/media\/[0-9a-f]{64}\/avatar$/.test(url) ? url : null;
+}
+
+/**
+ * A person's round picture beside their name (so hidden from screen readers): their
+ * profile photo when they chose one, over their initial on a colour of their handle,
+ * which stays if the photo fails. Avatars are public, so a plain `<img>` loads it
+ * (and the browser caches it) without the token.
+ */
+function avatar(person, size = '') {
+  const handle = person.handle || '';
   // A colour from the handle, dark enough for white text (contrast ≥ 4.5:1).
   let hash = 0;
   for (const char of handle) hash = (hash * 31 + char.charCodeAt(0)) >>> 0;
   const element = h('span', { class: 'avatar ' + size, 'aria-hidden': 'true' }, handle.slice(0, 1).toUpperCase());
   element.style.backgroundColor = `hsl(${hash % 360} 55% 32%)`;
+  const url = avatarUrl(person);
+  if (url) {
+    const image = h('img', { src: url, alt: '', width: 256, height: 256, decoding: 'async', loading: 'lazy' });
+    image.addEventListener('error', () => image.remove());
+    element.append(image);
+  }
   return element;
 }
 
@@ -802,8 +842,8 @@ async function postView({ view, match, signal }) {
     comments);
   view.append(h('div', { class: 'column' }, section));
   const comment = (entry) => h('li', {},
-    h('div', { class: 'byline' }, avatar(entry.author.handle, 'small'),
-      h('a', { class: 'author', href: '#/u/' + entry.author.handle }, '@' + entry.author.handle),
+    h('div', { class: 'byline' }, avatar(entry.author, 'small'),
+      authorLink(entry.author),
       h('span', { class: 'muted' }, ' · ', timeElement(entry.created_at))),
     h('p', {}, entry.text));
   pager({
@@ -1051,8 +1091,7 @@ async function profileView({ view, match, signal }) {
     } catch (error) {
       if (!(error instanceof ApiError)) { toast(messageOf(error)); return; }
     }
-    saveSession(null);
-    localStorage.removeItem(REPLICAS_KEY);
+    forgetSession();
     toast('Signed out.');
     go('/signin');
   };
@@ -1079,14 +1118,15 @@ async function profileView({ view, match, signal }) {
   };
   view.append(h('div', { class: 'wide' },
     h('section', { class: 'card profile' },
-      avatar(user.handle, 'large'),
+      avatar(user, 'large'),
       h('div', { class: 'profile-body' },
         h('h1', {}, named ? user.display_name : '@' + user.handle),
         named ? h('p', { class: 'muted' }, '@' + user.handle) : null,
-        user.bio ? h('p', {}, user.bio) : null,
+        user.bio ? h('p', { class: 'bio' }, user.bio) : null,
         h('p', { class: 'counts' }, followers, ' · ', `${user.following_count} following`, user.admin ? h('span', { class: 'badge' }, 'Admin') : null),
         h('div', { class: 'row' },
-          self ? [h('a', { class: 'button secondary', href: '#/account' }, 'Account'),
+          self ? [h('a', { class: 'button secondary', href: '#/edit-profile' }, 'Edit profile'),
+            h('a', { class: 'button secondary', href: '#/account' }, 'Account'),
             h('button', { type: 'button', class: 'button secondary', onclick: signOut }, 'Sign out'),
             h('button', { type: 'button', class: 'button secondary', onclick: downloadData }, 'Download my data')]
             : session ? followButton(user, paintCounts) : h('a', { class: 'button primary', href: '#/signin' }, 'Sign in to follow')),
@@ -1108,8 +1148,8 @@ function userRow(user) {
   const self = session && session.user_id === user.user_id;
   const followers = h('span', { class: 'muted' }, plural(user.follower_count, 'follower', 'followers'));
   return h('li', { class: 'user-row' },
-    avatar(user.handle),
-    h('div', { class: 'grow' }, h('a', { class: 'author', href: '#/u/' + user.handle }, '@' + user.handle), h('br'), followers),
+    avatar(user),
+    h('div', { class: 'grow' }, authorLink(user), h('br'), followers),
     session && !self ? followButton(user, () => {
       followers.textContent = plural(user.follower_count, 'follower', 'followers');
     }) : null);
@@ -1275,15 +1315,22 @@ function notFoundView({ view }) {
   view.append(h('section', { class: 'card narrow' }, h('h1', {}, 'Nothing here'), h('p', {}, h('a', { href: '#/feed' }, 'Back to the feed'))));
 }
 
+/** Forgets who is signed in on this browser: after signing out, or deleting the account. */
+function forgetSession() {
+  saveSession(null);
+  localStorage.removeItem(REPLICAS_KEY);
+  replicasRead = false;
+}
+
 /** `GET /api/v1/node` as last answered, or null before the first answer. */
 function nodeInfo() {
   return node;
 }
 
-// What account.js builds its screens with.
+// What account.js and people.js build their screens with.
 export {
   h, field, form, toast, go, setTitle, copyButton, timeElement, plural, messageOf, storageText, startSession,
-  handleInput, passwordInput, PASSWORD_HINT, nodeInfo,
+  handleInput, passwordInput, PASSWORD_HINT, nodeInfo, pager, avatar, icon, forgetSession,
 };
 
 // ---------------------------------------------------------------- start

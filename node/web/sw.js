@@ -9,6 +9,7 @@ const SHELL = [
   '/app/app.js?v=' + BUILD,
   '/app/api.js?v=' + BUILD,
   '/app/account.js?v=' + BUILD,
+  '/app/people.js?v=' + BUILD,
   '/app/blurhash.js?v=' + BUILD,
   '/app/app.css?v=' + BUILD,
   '/app/icon.svg?v=' + BUILD,

@@ -281,3 +281,27 @@ fn a_sibling_user_followed_by_remote_handle_is_in_the_feed_once_per_post() {
     let pages = feed_pages(&at1, &alice, 3);
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 0], "a full last page has a cursor");
 }
+
+/// Followers on other nodes cannot be approved yet, so a locked author's
+/// followers-only posts never leave the author's node (and its siblings); public ones
+/// still go.
+#[test]
+fn a_locked_authors_followers_only_posts_go_to_no_other_node() {
+    let [node1, node2] = neighbours(["locked-1", "locked-2"]);
+    let (at1, at2) = (Client::new(&node1, Transport::Http2), Client::new(&node2, Transport::Http2));
+    let alice = at1.claim_admin(&node1, "alice");
+    let bob = at2.claim_admin(&node2, "bob");
+    let (status, profile) = at2.send_json("PATCH", "/api/v1/me/profile", Some(&bob.token), &json!({"locked": true}));
+    assert_eq!((status, &profile["locked"]), (200, &json!(true)), "{profile}");
+    let bob_remote = format!("bob@{}", node2.node_id());
+    at1.follow(&alice, &bob_remote);
+
+    at2.create_post(&bob, "bob locked, for followers", &[], "followers");
+    at2.create_post(&bob, "bob locked, in public", &[], "public");
+    let (feed, _) = feed_until(&at1, &alice, "the public post reaches alice", |feed| !feed.is_empty());
+    assert_eq!(captions(&feed), ["bob locked, in public"], "pushed in order: the followers post went first, or never");
+    let seen = captions(&at1.user_posts(Some(&alice), &bob_remote));
+    assert_eq!(seen, ["bob locked, in public"], "node 1 holds none of bob's followers-only posts");
+    let own = captions(&at2.user_posts(Some(&bob), "bob"));
+    assert_eq!(own.len(), 2, "bob's own node has both: {own:?}");
+}

@@ -15,7 +15,7 @@ use crate::core::region::Scope;
 use crate::core::search::{merge_posts, merge_users};
 use crate::core::text;
 use crate::store::blobs::is_sha256_hex;
-use crate::store::ProfileEdit;
+use crate::store::{FollowStatus, ProfileEdit};
 
 pub const CAPTION_CHARS_MAX: usize = 2_200;
 pub const MEDIA_PER_POST_MAX: usize = 10;
@@ -94,9 +94,9 @@ impl Api {
     }
 
     fn user_json(&self, user: &User, viewer: Option<&str>) -> Result<Value, ApiError> {
-        let followed_by_me = match viewer {
-            Some(viewer) => self.store.follows(viewer, &user.user_id)?,
-            None => false,
+        let follow_status = match viewer {
+            Some(viewer) => self.store.follow_status(viewer, &user.user_id)?,
+            None => None,
         };
         Ok(json!({
             "user_id": user.user_id,
@@ -108,11 +108,23 @@ impl Api {
             "created_at": user.created_at,
             "follower_count": self.store.follower_count(&user.user_id)?,
             "following_count": self.store.followees(&user.user_id)?.len(),
-            "followed_by_me": followed_by_me,
+            "locked": user.locked,
+            // A live follow, approved or not (the button says "unfollow" or "cancel").
+            "followed_by_me": follow_status.is_some(),
+            "follow_status": follow_status_name(follow_status),
             // Until replication exists, this node alone holds every local user's data.
             "nodes": [{"id": self.store.node_id().to_string(), "name": self.node.name, "addresses": self.node.addresses}],
         }))
     }
+}
+
+/// How a follower's follow stands, as they are told: a rejected request stays
+/// "requested" to them (an account's answers are its own business).
+fn follow_status_name(status: Option<FollowStatus>) -> Option<&'static str> {
+    status.map(|status| match status {
+        FollowStatus::Following => "following",
+        FollowStatus::Requested | FollowStatus::Rejected => "requested",
+    })
 }
 
 /// A post's photos as clients see them.
@@ -407,6 +419,8 @@ struct ProfileChange {
     /// Absent: unchanged; `null`: removed; a media id: set.
     #[serde(default, deserialize_with = "present")]
     avatar: Option<Option<String>>,
+    /// A locked account approves its followers (`/api/v1/me/follow-requests`).
+    locked: Option<bool>,
 }
 
 /// A field that is present, `null` or not: `Some`, so that an absent field (serde's
@@ -440,6 +454,7 @@ pub fn edit_profile(api: &Api, call: &mut Call<'_>) -> ApiResult {
         display_name: change.display_name.as_deref().map(checked_display_name).transpose().map_err(invalid)?,
         bio: change.bio.as_deref().map(checked_bio).transpose().map_err(invalid)?,
         avatar,
+        locked: change.locked,
     };
     // The answer is read after the commit; PATCH is idempotent, so a client that
     // retries after a failed read writes the same profile again.
@@ -450,6 +465,56 @@ pub fn edit_profile(api: &Api, call: &mut Call<'_>) -> ApiResult {
     };
     let user = user.ok_or_else(|| ApiError::not_found("user"))?;
     ok_json(profile_json(api, &user, Some(&user_id))?)
+}
+
+/// `GET /api/v1/me/follow-requests?limit&cursor`: follows of the caller's locked
+/// account waiting for an answer, oldest follower id first: `{items: [{user_id,
+/// handle, display_name, since}], next_cursor}`.
+pub fn follow_requests(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    let limit = call.limit()?;
+    let cursor = cursor(call)?;
+    let requests = api.store.follow_requests(&user_id, cursor.as_deref(), limit)?;
+    let mut items = Vec::with_capacity(requests.len());
+    for request in &requests {
+        let follower = api.store.user(&request.follower_id)?;
+        items.push(json!({
+            "user_id": request.follower_id,
+            "handle": follower.as_ref().map(|user| user.handle.as_str()).unwrap_or_default(),
+            "display_name": follower.as_ref().map(|user| user.display_name.as_str()).unwrap_or_default(),
+            "since": request.since,
+        }));
+    }
+    let next_cursor =
+        (requests.len() == limit).then(|| requests.last().map(|request| request.follower_id.clone())).flatten();
+    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+}
+
+/// The caller answers the follow of `{handle}`; 404 when that user does not follow
+/// them. Rejecting also removes an approved follower.
+fn answer_follow(api: &Api, call: &mut Call<'_>, approved: bool) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    if api.remote_handle(call.param(0)).is_some() {
+        return Err(ApiError::bad_request(
+            "remote_follow_requests_unsupported",
+            "follow requests from users of other nodes are not supported yet",
+        ));
+    }
+    let follower = api.user_by_handle(call.param(0))?;
+    if !api.store.answer_follow(&user_id, &follower.user_id, approved)? {
+        return Err(ApiError::not_found("follow request"));
+    }
+    ok_json(json!({"handle": follower.handle, "approved": approved}))
+}
+
+/// `POST /api/v1/me/follow-requests/{handle}/approve`.
+pub fn approve_follow_request(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    answer_follow(api, call, true)
+}
+
+/// `DELETE /api/v1/me/follow-requests/{handle}`: reject (or remove a follower).
+pub fn reject_follow_request(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    answer_follow(api, call, false)
 }
 
 /// A sibling's name and HTTPS addresses, from the card it gave over the link
@@ -501,7 +566,8 @@ fn set_follow(api: &Api, call: &mut Call<'_>, following: bool) -> ApiResult {
         return Err(ApiError::bad_request("cannot_follow_self", "you cannot follow yourself"));
     }
     api.store.set_follow(&follower, &followee.user_id, following)?;
-    ok_json(json!({"following": following}))
+    let status = api.store.follow_status(&follower, &followee.user_id)?;
+    ok_json(json!({"following": following, "status": follow_status_name(status)}))
 }
 
 pub fn follow(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -521,8 +587,9 @@ pub fn feed(api: &Api, call: &mut Call<'_>) -> ApiResult {
     authors.push(viewer.clone());
     let mut posts = Vec::new();
     for author in &authors {
-        // Every followed author passes the followers rule; private posts only for the viewer.
-        let follows = author != &viewer;
+        // A followed author's followers posts, unless their account is locked and has
+        // not approved the viewer; private posts only for the viewer.
+        let follows = author != &viewer && api.store.follows(&viewer, author)?;
         posts.extend(
             api.store
                 .posts_by_author(author, cursor.as_deref(), limit, |post| may_view(post, Some(&viewer), follows))?,

@@ -110,6 +110,10 @@ pub struct User {
     /// in records written before profiles could be edited, and when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<String>,
+    /// A locked account approves its followers: until it does, a follower sees only
+    /// its public posts (`follow_counts`). Absent (false) in records written before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
 }
 
 /// Longest display name, in characters after trimming (at least one).
@@ -227,6 +231,37 @@ pub struct Post {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Follow {
     pub since: u64,
+}
+
+/// A locked account's answer to a follow request; keyed by (followee, follower), in
+/// the followee's shard: the follower writes the follow in theirs, the followee
+/// answers in their own, so each record has one writer. An answer is about the
+/// follows made up to `at` (ms): unfollowing and following again asks again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowDecision {
+    pub approved: bool,
+    pub at: u64,
+}
+
+/// Whether the follow (made at `follow_since` ms) has been answered by `decision`.
+fn decided(follow_since: u64, decision: Option<&FollowDecision>) -> Option<bool> {
+    decision.filter(|decision| decision.at >= follow_since).map(|decision| decision.approved)
+}
+
+/// Whether a live follow lets the follower see the followee's followers posts: always
+/// when the followee is not locked, else only once approved.
+pub fn follow_counts(follow_since: u64, followee_locked: bool, decision: Option<&FollowDecision>) -> bool {
+    !followee_locked || decided(follow_since, decision) == Some(true)
+}
+
+/// Whether a live follow waits for the (locked) followee's answer.
+pub fn follow_pending(follow_since: u64, followee_locked: bool, decision: Option<&FollowDecision>) -> bool {
+    followee_locked && decided(follow_since, decision).is_none()
+}
+
+/// Whether a live follow has no answer yet, locked or not (what unlocking approves).
+pub fn follow_unanswered(follow_since: u64, decision: Option<&FollowDecision>) -> bool {
+    decided(follow_since, decision).is_none()
 }
 
 /// A user likes a post; keyed by (post, user).
@@ -349,6 +384,35 @@ mod tests {
         assert_eq!(checked_bio("line one\nline two\n").unwrap(), "line one\nline two");
         assert_eq!(checked_bio(&"x".repeat(BIO_CHARS_MAX)).unwrap().len(), BIO_CHARS_MAX);
         assert_eq!(checked_bio(&"x".repeat(BIO_CHARS_MAX + 1)), Err(InvalidProfile::BioLength));
+    }
+
+    #[test]
+    fn a_locked_account_counts_only_follows_it_approved_since_they_were_made() {
+        let approved_at = |at| FollowDecision { approved: true, at };
+        let rejected_at = |at| FollowDecision { approved: false, at };
+        assert!(follow_counts(10, false, None), "an unlocked account needs no answer");
+        assert!(!follow_counts(10, true, None));
+        assert!(follow_pending(10, true, None));
+        assert!(follow_counts(10, true, Some(&approved_at(10))));
+        assert!(!follow_pending(10, true, Some(&approved_at(10))));
+        assert!(!follow_counts(10, true, Some(&rejected_at(12))));
+        assert!(!follow_pending(10, true, Some(&rejected_at(12))), "a rejected request is no longer pending");
+        // Following again after an answer asks again.
+        assert!(!follow_counts(20, true, Some(&approved_at(12))));
+        assert!(follow_pending(20, true, Some(&rejected_at(12))));
+        assert!(follow_unanswered(20, Some(&rejected_at(12))));
+        assert!(!follow_unanswered(10, Some(&rejected_at(12))));
+        assert!(!follow_pending(10, false, None), "nothing waits on an unlocked account");
+    }
+
+    #[test]
+    fn users_written_before_locked_accounts_still_decode_and_encode_the_same() {
+        let before = r#"{"user_id":"u1","handle":"ada","display_name":"ada","bio":"","admin":false,"created_at":7}"#;
+        let user: User = serde_json::from_str(before).unwrap();
+        assert!(!user.locked);
+        assert_eq!(serde_json::to_string(&user).unwrap(), before);
+        let locked = User { locked: true, ..user };
+        assert_eq!(serde_json::from_str::<User>(&serde_json::to_string(&locked).unwrap()).unwrap(), locked);
     }
 
     #[test]

@@ -72,7 +72,7 @@ use crate::config::FanoutSettings;
 use crate::core::fanout::{
     FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, RemoteUser, FANOUT_PROTOCOL_VERSION,
 };
-use crate::core::model::{may_view, NodeId, Version, Visibility};
+use crate::core::model::{may_view, NodeId, Post, Version, Visibility};
 use crate::exposition;
 use crate::link::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices, Refusal};
 use crate::os;
@@ -351,9 +351,11 @@ impl Fanout {
         }
         changes.sort_by_key(|(_, record)| record.version);
         let count = changes.len();
+        let locked = self.author_locked(author_id);
         let stepped = self.step(|node, now| {
             for (post_id, record) in changes {
-                if let Err(error) = node.local_post(now, author_id, &post_id, record.version, record.body) {
+                let body = fanned_out(locked, record.body);
+                if let Err(error) = node.local_post(now, author_id, &post_id, record.version, body) {
                     tracing::error!(%error, "fan-out refused a post");
                 }
             }
@@ -377,6 +379,18 @@ impl Fanout {
             .collect();
         for author in authors {
             self.reconcile(&author);
+        }
+    }
+
+    /// Whether `user_id` approves their followers (a locked account).
+    fn author_locked(&self, user_id: &str) -> bool {
+        match self.store.user(user_id) {
+            Ok(user) => user.is_some_and(|user| user.locked),
+            Err(error) => {
+                // Unknown: treated as locked, so nothing leaves that should not.
+                tracing::error!(%error, "cannot read a post's author for fan-out");
+                true
+            }
         }
     }
 
@@ -405,7 +419,8 @@ impl Fanout {
                 return;
             }
         };
-        let stepped = self.step(|node, now| node.local_post(now, author_id, post_id, record.version, record.body));
+        let body = fanned_out(self.author_locked(author_id), record.body);
+        let stepped = self.step(|node, now| node.local_post(now, author_id, post_id, record.version, body));
         match stepped {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "fan-out refused a post"),
@@ -979,6 +994,14 @@ impl RemoteMedia {
             }
         }
     }
+}
+
+/// What fan-out carries of a post: a follower on another node cannot be approved yet
+/// (follow requests are answered for this node's and its siblings' users), so a
+/// locked author's followers-only posts go to no other node; an edit that makes a
+/// post followers-only takes it back from their caches, as a delete does.
+fn fanned_out(author_locked: bool, post: Option<Post>) -> Option<Post> {
+    post.filter(|post| !(author_locked && post.visibility == Visibility::Followers))
 }
 
 #[cfg(test)]

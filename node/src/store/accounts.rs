@@ -31,6 +31,9 @@ pub struct ProfileEdit {
     pub display_name: Option<String>,
     pub bio: Option<String>,
     pub avatar: Option<Option<String>>,
+    /// Locking keeps the followers the account has; unlocking approves every
+    /// pending follow request (`social::approve_unanswered_follows`).
+    pub locked: Option<bool>,
 }
 
 /// Crockford's base32: digits and letters without I, L, O and U, so a code read
@@ -237,6 +240,7 @@ impl Store {
                 created_at: version.at.physical_ms(),
                 home: Some(self.node_id),
                 avatar: None,
+                locked: false,
             };
             {
                 if tx.txn.open_table(HANDLES)?.get(handle)?.is_some() {
@@ -656,6 +660,10 @@ impl Store {
             }
             if let Some(avatar) = edit.avatar {
                 user.avatar = avatar;
+            }
+            if let Some(locked) = edit.locked.filter(|&locked| locked != user.locked) {
+                super::social::approve_unanswered_follows(tx, user_id)?;
+                user.locked = locked;
             }
             let version = tx.version();
             let key = RecordKey::new(Table::User, user_id);

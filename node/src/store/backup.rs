@@ -77,6 +77,7 @@ every_table!(
     super::MEDIA_POSTS,
     super::FOLLOWS,
     super::FOLLOWERS,
+    super::FOLLOW_DECISIONS,
     super::LIKES,
     super::COMMENTS,
     super::TERMS,

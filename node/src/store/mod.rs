@@ -45,6 +45,7 @@ pub use notifications::{check_cursor, InvalidCursor, NotificationGroup, Notifica
 use replica::write_record;
 pub use replica::{pair_key, split_pair_key, RedbReplicaStore};
 pub use replica::{ShardFingerprints, ShardTrees};
+pub use social::{FollowRequest, FollowStatus};
 
 /// Version of the table layout; bump with a migration in `migrate`.
 /// 2: the replica index (`replica_index`, `replica_tombstones`), `placement`, and the
@@ -68,6 +69,8 @@ const MEDIA_OWNERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 const MEDIA_POSTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("media_posts");
 const FOLLOWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("follows");
 const FOLLOWERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("followers");
+/// (followee, follower) → `Record<FollowDecision>`: a locked account's answers.
+const FOLLOW_DECISIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("follow_decisions");
 const LIKES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("likes");
 const COMMENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("comments");
 const TERMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("terms");
@@ -442,6 +445,7 @@ fn create_tables(txn: &redb::WriteTransaction) -> StoreResult<()> {
     txn.open_table(MEDIA_POSTS)?;
     txn.open_table(FOLLOWS)?;
     txn.open_table(FOLLOWERS)?;
+    txn.open_table(FOLLOW_DECISIONS)?;
     txn.open_table(LIKES)?;
     txn.open_table(COMMENTS)?;
     txn.open_table(TERMS)?;

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{live, Store, StoreResult, COMMENTS, FOLLOWERS, FOLLOWS, LIKES, POSTS, USERS};
+use super::{live, Store, StoreResult, COMMENTS, FOLLOWS, LIKES, POSTS, USERS};
 use crate::core::model::{may_view, Comment, Follow, Like, NotificationsRead, Post, Record, User};
 use crate::core::replication::{RecordKey, Table};
 use crate::core::text;
@@ -48,8 +48,8 @@ pub enum NotificationKind {
     Comment,
     Follow,
     Mention,
-    // Follow requests (issue 15, another session) will be one more kind, derived the
-    // same way from the request record, with the follow's recipient.
+    /// A follow of a locked account: a request it answers (`store::social`).
+    FollowRequest,
 }
 
 impl NotificationKind {
@@ -59,13 +59,25 @@ impl NotificationKind {
             NotificationKind::Comment => "comment",
             NotificationKind::Follow => "follow",
             NotificationKind::Mention => "mention",
+            NotificationKind::FollowRequest => "follow_request",
         }
     }
 
+    /// Whether events of this kind are about a post (follows are about the user).
+    fn has_post(self) -> bool {
+        !matches!(self, NotificationKind::Follow | NotificationKind::FollowRequest)
+    }
+
     fn from_name(name: &str) -> Option<NotificationKind> {
-        [NotificationKind::Like, NotificationKind::Comment, NotificationKind::Follow, NotificationKind::Mention]
-            .into_iter()
-            .find(|kind| kind.name() == name)
+        [
+            NotificationKind::Like,
+            NotificationKind::Comment,
+            NotificationKind::Follow,
+            NotificationKind::Mention,
+            NotificationKind::FollowRequest,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
     }
 }
 
@@ -223,17 +235,28 @@ pub(in crate::store) fn follow_changed(
     new: Option<&Follow>,
 ) -> StoreResult<()> {
     let Some((follower, followee)) = split_pair_key(key) else { return Ok(()) };
-    for (follow, present) in [(old, false), (new, true)] {
-        let Some(follow) = follow else { continue };
-        let event = Event {
-            recipient: followee,
-            at_ms: follow.since,
-            kind: NotificationKind::Follow,
-            post_id: NONE_PART,
-            actor_id: follower,
-            reference: NONE_PART,
-        };
-        event.set(txn, present)?;
+    // A follow of a locked account is a request; the kind is fixed when the follow
+    // arrives (locking or unlocking later leaves past notifications as they were).
+    let followee_locked = match txn.open_table(USERS)?.get(followee)? {
+        Some(bytes) => live::<User>(bytes.value())?.is_some_and(|user| user.locked),
+        None => false,
+    };
+    let event = |since: u64, kind: NotificationKind| Event {
+        recipient: followee,
+        at_ms: since,
+        kind,
+        post_id: NONE_PART,
+        actor_id: follower,
+        reference: NONE_PART,
+    };
+    if let Some(old) = old {
+        // Whichever kind it was indexed as.
+        event(old.since, NotificationKind::Follow).set(txn, false)?;
+        event(old.since, NotificationKind::FollowRequest).set(txn, false)?;
+    }
+    if let Some(new) = new {
+        let kind = if followee_locked { NotificationKind::FollowRequest } else { NotificationKind::Follow };
+        event(new.since, kind).set(txn, true)?;
     }
     Ok(())
 }
@@ -358,7 +381,7 @@ impl<'a> Reader<'a> {
     /// Whether the user may see the post an event is about (follows have none); a
     /// post that is gone or not here yet is not shown.
     fn may_see(&self, kind: NotificationKind, post_id: &str) -> StoreResult<bool> {
-        if kind == NotificationKind::Follow {
+        if !kind.has_post() {
             return Ok(true);
         }
         let post = match self.txn.open_table(POSTS)?.get(post_id)? {
@@ -366,7 +389,7 @@ impl<'a> Reader<'a> {
             None => None,
         };
         let Some(post) = post else { return Ok(false) };
-        let follows_author = self.txn.open_table(FOLLOWERS)?.get((post.author_id.as_str(), self.user_id))?.is_some();
+        let follows_author = super::social::follows_in(self.txn, self.user_id, &post.author_id)?;
         Ok(may_view(&post, Some(self.user_id), follows_author))
     }
 
@@ -433,7 +456,7 @@ impl<'a> Reader<'a> {
         actors.sort_unstable_by(|a, b| b.cmp(a));
         let group = NotificationGroup {
             kind,
-            post_id: (kind != NotificationKind::Follow).then(|| post_id.to_owned()),
+            post_id: kind.has_post().then(|| post_id.to_owned()),
             actors_count: actors.len() as u64,
             actor_ids: actors.into_iter().take(GROUP_ACTORS_SHOWN).map(|(_, actor)| actor).collect(),
             latest_at_ms,

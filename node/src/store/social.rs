@@ -1,20 +1,164 @@
-//! Between users: follows (with the derived followers index), likes and comments.
+//! Between users: follows (with the derived followers index), a locked account's
+//! answers to follow requests, likes and comments.
 
-use super::{live, pair_key, Store, StoreResult, COMMENTS, FOLLOWERS, FOLLOWS, KEY_MAX, LIKES};
-use crate::core::model::{time_ordered_id, Comment, Follow, Like, Record, Version};
+use redb::ReadableTable;
+
+use super::{
+    live, pair_key, Store, StoreResult, Tx, COMMENTS, FOLLOWERS, FOLLOWS, FOLLOW_DECISIONS, KEY_MAX, LIKES, USERS,
+};
+use crate::core::model::{
+    follow_counts, follow_pending, follow_unanswered, time_ordered_id, Comment, Follow, FollowDecision, Like, Record,
+    User, Version,
+};
 use crate::core::replication::{RecordKey, Table};
+
+/// Where a follow stands, as its follower sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowStatus {
+    /// Counts: the followee is not locked, or approved it.
+    Following,
+    /// The locked followee has not answered yet.
+    Requested,
+    /// The locked followee rejected it (or removed the follower).
+    Rejected,
+}
+
+/// A follow request waiting for a locked account's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowRequest {
+    pub follower_id: String,
+    /// When the follow was made (ms).
+    pub since: u64,
+}
+
+/// The follow of `follower` → `followee` and where it stands, read from any
+/// transaction's tables (the one rule every read path shares).
+fn follow_status_in(
+    follows: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    users: &impl ReadableTable<&'static str, &'static [u8]>,
+    decisions: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    follower_id: &str,
+    followee_id: &str,
+) -> StoreResult<Option<FollowStatus>> {
+    let follow = match follows.get((follower_id, followee_id))? {
+        Some(bytes) => live::<Follow>(bytes.value())?,
+        None => None,
+    };
+    let Some(follow) = follow else { return Ok(None) };
+    let locked = match users.get(followee_id)? {
+        Some(bytes) => live::<User>(bytes.value())?.is_some_and(|user| user.locked),
+        None => false,
+    };
+    let decision = match decisions.get((followee_id, follower_id))? {
+        Some(bytes) => live::<FollowDecision>(bytes.value())?,
+        None => None,
+    };
+    Ok(Some(if follow_counts(follow.since, locked, decision.as_ref()) {
+        FollowStatus::Following
+    } else if follow_pending(follow.since, locked, decision.as_ref()) {
+        FollowStatus::Requested
+    } else {
+        FollowStatus::Rejected
+    }))
+}
+
+/// Whether `follower` follows `followee` as visibility means it (notifications read
+/// it in their own snapshot).
+pub(in crate::store) fn follows_in(
+    txn: &redb::ReadTransaction,
+    follower_id: &str,
+    followee_id: &str,
+) -> StoreResult<bool> {
+    let status = follow_status_in(
+        &txn.open_table(FOLLOWS)?,
+        &txn.open_table(USERS)?,
+        &txn.open_table(FOLLOW_DECISIONS)?,
+        follower_id,
+        followee_id,
+    )?;
+    Ok(status == Some(FollowStatus::Following))
+}
+
+/// Approves, in `tx`, every live follow of `followee` that has no answer: a locked
+/// account keeps the followers it had when it locked, and unlocking lets everyone
+/// who asked in (so locking again later does not turn them back into requests).
+pub(in crate::store) fn approve_unanswered_follows(tx: &mut Tx<'_>, followee_id: &str) -> StoreResult<()> {
+    let mut unanswered = Vec::new();
+    {
+        let followers = tx.txn.open_table(FOLLOWERS)?;
+        let follows = tx.txn.open_table(FOLLOWS)?;
+        let decisions = tx.txn.open_table(FOLLOW_DECISIONS)?;
+        for entry in followers.range((followee_id, "")..(followee_id, KEY_MAX))? {
+            let follower_id = entry?.0.value().1.to_owned();
+            let follow = match follows.get((follower_id.as_str(), followee_id))? {
+                Some(bytes) => live::<Follow>(bytes.value())?,
+                None => None,
+            };
+            let Some(follow) = follow else { continue };
+            let decision = match decisions.get((followee_id, follower_id.as_str()))? {
+                Some(bytes) => live::<FollowDecision>(bytes.value())?,
+                None => None,
+            };
+            if follow_unanswered(follow.since, decision.as_ref()) {
+                unanswered.push((follower_id, follow.since));
+            }
+        }
+    }
+    for (follower_id, since) in unanswered {
+        write_decision(tx, followee_id, &follower_id, since, true)?;
+    }
+    Ok(())
+}
+
+/// The followee's answer to the follow made at `follow_since`; dated no earlier than
+/// the follow, so it answers that follow whatever the two nodes' clocks said.
+fn write_decision(
+    tx: &mut Tx<'_>,
+    followee_id: &str,
+    follower_id: &str,
+    follow_since: u64,
+    approved: bool,
+) -> StoreResult<()> {
+    let version = tx.version();
+    let decision = FollowDecision { approved, at: version.at.physical_ms().max(follow_since) };
+    let key = RecordKey::new(Table::FollowDecision, pair_key(followee_id, follower_id));
+    tx.write_record(followee_id, &key, &Record::live(version, decision))
+}
 
 impl Store {
     // ----- follows -----
 
+    /// Whether `follower` follows `followee` as visibility means it: a live follow,
+    /// approved if the followee's account is locked.
     pub fn follows(&self, follower_id: &str, followee_id: &str) -> StoreResult<bool> {
+        Ok(self.follow_status(follower_id, followee_id)? == Some(FollowStatus::Following))
+    }
+
+    /// The follow of `follower` → `followee` and where it stands; `None` without one.
+    pub fn follow_status(&self, follower_id: &str, followee_id: &str) -> StoreResult<Option<FollowStatus>> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(FOLLOWERS)?.get((followee_id, follower_id))?.is_some())
+        follow_status_in(
+            &txn.open_table(FOLLOWS)?,
+            &txn.open_table(USERS)?,
+            &txn.open_table(FOLLOW_DECISIONS)?,
+            follower_id,
+            followee_id,
+        )
     }
 
     /// Follows or unfollows; returns the follow record's version (fan-out keys on it).
+    /// Following again while a follow is live keeps it as it is (a PUT retried, or
+    /// sent twice, must not turn an approved follow back into a request).
     pub fn set_follow(&self, follower_id: &str, followee_id: &str, following: bool) -> StoreResult<Version> {
         self.write(|tx| {
+            if following {
+                if let Some(bytes) = tx.txn.open_table(FOLLOWS)?.get((follower_id, followee_id))? {
+                    let stored = super::decode::<Record<Follow>>(bytes.value())?;
+                    if stored.body.is_some() {
+                        return Ok(stored.version);
+                    }
+                }
+            }
             let version = tx.version();
             let record = if following {
                 Record::live(version, Follow { since: version.at.physical_ms() })
@@ -41,11 +185,64 @@ impl Store {
         Ok(followees)
     }
 
+    /// Followers that count (a locked account's approved ones).
     pub fn follower_count(&self, user_id: &str) -> StoreResult<u64> {
         let txn = self.db.begin_read()?;
         let followers = txn.open_table(FOLLOWERS)?;
-        let count = followers.range((user_id, "")..(user_id, KEY_MAX))?.count();
-        Ok(count as u64)
+        let (follows, users, decisions) =
+            (txn.open_table(FOLLOWS)?, txn.open_table(USERS)?, txn.open_table(FOLLOW_DECISIONS)?);
+        let mut count = 0;
+        for entry in followers.range((user_id, "")..(user_id, KEY_MAX))? {
+            let follower_id = entry?.0.value().1.to_owned();
+            if follow_status_in(&follows, &users, &decisions, &follower_id, user_id)? == Some(FollowStatus::Following) {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Up to `limit` follow requests waiting for `user_id`'s answer, by follower id
+    /// after `after`; empty unless the account is locked.
+    pub fn follow_requests(&self, user_id: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<FollowRequest>> {
+        let txn = self.db.begin_read()?;
+        let followers = txn.open_table(FOLLOWERS)?;
+        let (follows, users, decisions) =
+            (txn.open_table(FOLLOWS)?, txn.open_table(USERS)?, txn.open_table(FOLLOW_DECISIONS)?);
+        let mut requests = Vec::new();
+        for entry in followers.range((user_id, after.unwrap_or(""))..(user_id, KEY_MAX))? {
+            let follower_id = entry?.0.value().1.to_owned();
+            if Some(follower_id.as_str()) == after {
+                continue;
+            }
+            if requests.len() == limit {
+                break;
+            }
+            if follow_status_in(&follows, &users, &decisions, &follower_id, user_id)? != Some(FollowStatus::Requested) {
+                continue;
+            }
+            let since = match follows.get((follower_id.as_str(), user_id))? {
+                Some(bytes) => live::<Follow>(bytes.value())?.map_or(0, |follow| follow.since),
+                None => 0,
+            };
+            requests.push(FollowRequest { follower_id, since });
+        }
+        Ok(requests)
+    }
+
+    /// The followee answers `follower`'s follow: approve lets them see followers
+    /// posts; reject (also how a follower is removed) hides them again until they
+    /// unfollow and ask anew. One replicated record in the followee's shard; `false`
+    /// when there is no live follow to answer.
+    pub fn answer_follow(&self, followee_id: &str, follower_id: &str, approved: bool) -> StoreResult<bool> {
+        self.write(|tx| {
+            let follow = match tx.txn.open_table(FOLLOWS)?.get((follower_id, followee_id))? {
+                Some(bytes) => live::<Follow>(bytes.value())?,
+                None => None,
+            };
+            let Some(follow) = follow else { return Ok(false) };
+            write_decision(tx, followee_id, follower_id, follow.since, approved)?;
+            Ok(true)
+        })
     }
 
     // ----- likes and comments -----

@@ -47,10 +47,12 @@ pub enum Table {
     Placement = 8,
     /// `NotificationsRead`: how far a user has read their notifications.
     NotificationsRead = 9,
+    /// `FollowDecision`: a locked account's answer to a follow request.
+    FollowDecision = 10,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::User,
         Table::Credential,
         Table::Post,
@@ -60,6 +62,7 @@ impl Table {
         Table::MediaOwner,
         Table::Placement,
         Table::NotificationsRead,
+        Table::FollowDecision,
     ];
 
     pub fn code(self) -> u8 {
@@ -82,6 +85,7 @@ impl Table {
             Table::MediaOwner => "media_owners",
             Table::Placement => "placement",
             Table::NotificationsRead => "notifications_read",
+            Table::FollowDecision => "follow_decisions",
         }
     }
 }

@@ -93,6 +93,7 @@ mod tests {
                     created_at: 1,
                     home: None,
                     avatar: None,
+                    locked: false,
                 };
                 txn.open_table(USERS)
                     .unwrap()

@@ -20,6 +20,7 @@
 //! | `Comment`    | `comments`     | `post_id/comment_id`   | the comment's author |
 //! | `MediaOwner` | `media_owners` | `media_id/user_id`     | the owner            |
 //! | `Placement`  | `placement`    | the placed user id     | `~siblings`          |
+//! | `FollowDecision` | `follow_decisions` | `followee/follower` | the followee     |
 //!
 //! An `Item`'s body is the JSON of `T` of the stored `Record<T>` (exactly what
 //! `Item::from_record` makes); the row holds the whole `Record<T>` JSON as before, so

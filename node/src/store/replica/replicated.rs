@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::rows::split_pair_key;
 use crate::core::model::{
-    Comment, Credential, Follow, Like, MediaOwner, NotificationsRead, Post, Record, User, Visibility,
+    Comment, Credential, Follow, FollowDecision, Like, MediaOwner, NotificationsRead, Post, Record, User, Visibility,
 };
 use crate::core::replication::{PlacementRecord, Table};
 use crate::core::text;
@@ -191,6 +191,15 @@ impl Replicated for NotificationsRead {
     }
 }
 
+/// In the followee's shard (the key is `followee/follower`): only they answer.
+impl Replicated for FollowDecision {
+    const TABLE: Table = Table::FollowDecision;
+
+    fn shard_of<'a>(key: &'a str, _body: Option<&'a Self>) -> Option<&'a str> {
+        split_pair_key(key).map(|(followee, _)| followee)
+    }
+}
+
 /// The siblings shard's string, borrowed for `shard_of`.
 const SIBLINGS_SHARD: &str = "~siblings";
 
@@ -224,6 +233,9 @@ macro_rules! for_table {
             $crate::core::replication::Table::NotificationsRead => {
                 $function::<$crate::core::model::NotificationsRead>($($argument),*)
             }
+            $crate::core::replication::Table::FollowDecision => {
+                $function::<$crate::core::model::FollowDecision>($($argument),*)
+            }
         }
     };
 }
@@ -246,6 +258,7 @@ mod tests {
             created_at,
             home: None,
             avatar: None,
+            locked: false,
         };
         let first = item("aa01", Table::User, "aa01".into(), 10, 1, Some(user("aa01", 10)));
         let second = item("bb02", Table::User, "bb02".into(), 20, 2, Some(user("bb02", 20)));

@@ -5,7 +5,9 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::PLACEMENT;
 use crate::core::replication::{RecordKey, Table};
-use crate::store::{StoreError, StoreResult, COMMENTS, CREDENTIALS, FOLLOWS, LIKES, MEDIA_OWNERS, POSTS, USERS};
+use crate::store::{
+    StoreError, StoreResult, COMMENTS, CREDENTIALS, FOLLOWS, FOLLOW_DECISIONS, LIKES, MEDIA_OWNERS, POSTS, USERS,
+};
 
 /// Separator of the two parts of a composite key; ids are hex, so it cannot occur.
 const KEY_SEPARATOR: char = '/';
@@ -35,6 +37,7 @@ pub(super) fn row_table(table: Table) -> RowTable {
         Table::Placement => RowTable::Single(PLACEMENT),
         Table::NotificationsRead => RowTable::Single(crate::store::notifications::NOTIFICATIONS_READ),
         Table::Follow => RowTable::Pair(FOLLOWS),
+        Table::FollowDecision => RowTable::Pair(FOLLOW_DECISIONS),
         Table::Like => RowTable::Pair(LIKES),
         Table::Comment => RowTable::Pair(COMMENTS),
         Table::MediaOwner => RowTable::Pair(MEDIA_OWNERS),

@@ -84,6 +84,7 @@ fn random_item(rng: &mut Rng) -> Item {
                 created_at: at,
                 home: None,
                 avatar: None,
+                locked: false,
             };
             item(shard, Table::User, shard.into(), at, origin, live.then_some(user))
         }
@@ -264,6 +265,7 @@ fn applied_items_keep_the_indexes_and_tombstones_remove_them() {
         created_at: 1,
         home: None,
         avatar: None,
+        locked: false,
     };
     redb.put(item(author, Table::User, author.into(), 10, 77, Some(user.clone())));
     let boats = post("aa0101", author, "boats in the #harbour", Visibility::Public);
@@ -418,6 +420,7 @@ fn two_nodes_over_redb_converge_and_answer_alike() {
         created_at: now,
         home: None,
         avatar: None,
+        locked: false,
     };
     local_write(&mut nodes[1], now, "bb02", Table::User, "bb02".into(), Some(&bob));
     local_write(&mut nodes[1], now, "bb02", Table::Follow, pair_key("bb02", &ada.user_id), Some(&Follow { since: 1 }));
