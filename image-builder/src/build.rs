@@ -7,9 +7,15 @@
 //! | # | label          | what                                                        |
 //! |---|----------------|-------------------------------------------------------------|
 //! | 1 | edgenode-boot  | ESP (x86_64: systemd-boot, kernel, initrd) or RASPIFIRM (Pi) |
-//! | 2 | edgenode-root-a| root file system, mounted read-only (active slot)           |
-//! | 3 | edgenode-root-b| same size, empty: reserved for updates                      |
+//! | 2 | edgenode-root-a| root file system, mounted read-only (slot A, booted first)  |
+//! | 3 | edgenode-root-b| same size, empty until an update writes it (slot B)         |
 //! | 4 | edgenode-data  | /var (ext4): /var/lib/edgenode; grows to fill the disk      |
+//!
+//! Updates (see `update`): RAUC writes the slot not booted; the root slots are half as
+//! large again as the first build's file system, so later releases fit. On x86_64 the
+//! ESP holds one kernel directory and one loader entry per slot,
+//! `loader/entries/edgenode-<generation>-<slot>[+<tries>].conf`; systemd-boot boots
+//! the highest generation that has tries left (`default edgenode-*`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -85,10 +91,14 @@ impl Target {
             "e2fsprogs",
             "wpasupplicant",
             "openssh-server",
+            // A/B updates: `rauc install` talks to rauc.service over D-Bus.
+            "rauc",
+            "rauc-service",
         ];
         match self {
             Target::X86_64 => {
-                const X86: &[&str] = &["linux-image-amd64", "systemd-boot-efi"];
+                // systemd-boot: systemd-bless-boot and its generator (boot counting).
+                const X86: &[&str] = &["linux-image-amd64", "systemd-boot-efi", "systemd-boot"];
                 // Leaked once per build: a static list is what the callers want.
                 Box::leak([COMMON, X86].concat().into_boxed_slice())
             }
@@ -110,6 +120,10 @@ pub struct BuildOptions {
     pub work_dir: PathBuf,
     /// Keeps downloaded .deb files between builds (same packages, no download).
     pub deb_cache: Option<PathBuf>,
+    /// Update keys; the image's RAUC keyring is DIR/ca.cert.pem (`update::signing_keys`).
+    pub keys: PathBuf,
+    /// Written to /usr/lib/edgenode/version; the boot entries' titles show it.
+    pub version: String,
 }
 
 /// Progress: one line per phase with the time since the build started.
@@ -141,6 +155,13 @@ pub fn build(options: &BuildOptions) -> Result<()> {
         }
         None => None,
     };
+    // Checked before minutes of mmdebstrap, not after.
+    ensure!(
+        !options.version.is_empty() && !options.version.contains(char::is_whitespace),
+        "version {:?} must not be empty or hold spaces",
+        options.version
+    );
+    let keys = crate::update::signing_keys(&options.keys)?;
     let work = &options.work_dir;
     if work.exists() {
         fs::remove_dir_all(work).with_context(|| format!("cannot clear the work dir {}", work.display()))?;
@@ -171,11 +192,12 @@ pub fn build(options: &BuildOptions) -> Result<()> {
 
     phases.begin("edgenode, systemd units and defaults into the root file system");
     customize(options.target, &rootfs, &binaries)?;
+    install_updates(options, &rootfs, &keys)?;
 
     phases.begin("boot partition");
     let boot_tree = work.join("boot");
     fs::create_dir_all(&boot_tree)?;
-    populate_boot(options.target, &rootfs, &boot_tree)?;
+    populate_boot(options.target, &rootfs, &boot_tree, &options.version)?;
     if let Some(text) = &provisioning {
         fs::write(boot_tree.join(crate::provisioning::FILE_NAME), text)?;
     }
@@ -198,6 +220,8 @@ pub fn build(options: &BuildOptions) -> Result<()> {
     touch_tree(&rootfs, source_date_epoch)?;
     touch_tree(&var_tree, source_date_epoch)?;
     let root_bytes = round_up_mib(tree_bytes(&rootfs)? * 5 / 4 + 64 * MIB);
+    // Room for releases larger than this one: a bundle's file system must fit the slot.
+    let slot_bytes = round_up_mib(root_bytes * 3 / 2);
     let data_bytes = round_up_mib(tree_bytes(&var_tree)? * 5 / 4 + 128 * MIB);
     let root_image = work.join("root.img");
     let data_image = work.join("data.img");
@@ -205,14 +229,15 @@ pub fn build(options: &BuildOptions) -> Result<()> {
     make_ext4(&var_tree, &data_image, data_bytes, "edgenode-data", DATA_FS_UUID, source_date_epoch)?;
 
     phases.begin("disk image (GPT with sfdisk, file systems with dd)");
-    assemble(&options.out, &boot_image, &root_image, root_bytes, &data_image, data_bytes)?;
+    assemble(&options.out, &boot_image, &root_image, slot_bytes, &data_image, data_bytes)?;
 
     phases.begin("done");
     let size = fs::metadata(&options.out)?.len();
     eprintln!(
-        "image: {} ({} MiB; boot {BOOT_PARTITION_MIB} MiB, root slots 2 × {} MiB, data {} MiB growing on first boot) in {:.0} s",
+        "image: {} ({} MiB; boot {BOOT_PARTITION_MIB} MiB, root slots 2 × {} MiB ({} MiB used), data {} MiB growing on first boot) in {:.0} s",
         options.out.display(),
         size / MIB,
+        slot_bytes / MIB,
         root_bytes / MIB,
         data_bytes / MIB,
         phases.started.elapsed().as_secs_f64()
@@ -583,7 +608,7 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
     };
     install(&binaries.join("edgenode"), "/usr/bin/edgenode", 0o755)?;
     install(&binaries.join("edgenode-firstboot"), "/usr/libexec/edgenode/edgenode-firstboot", 0o755)?;
-    for script in ["grow-data", "console-issue"] {
+    for script in ["grow-data", "console-issue", "health-check", "rauc-boot", "rauc-boot-pi"] {
         install(&systemd_dir.join("libexec").join(script), &format!("/usr/libexec/edgenode/{script}"), 0o755)?;
     }
     copy_tree(&systemd_dir.join("system"), &rootfs.join("usr/lib/systemd/system"))?;
@@ -682,6 +707,7 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
         "edgenode-firstboot.service",
         "edgenode-grow-data.service",
         "edgenode-console.timer",
+        "edgenode-health.service",
         "systemd-networkd.service",
         "systemd-resolved.service",
         "systemd-timesyncd.service",
@@ -693,6 +719,39 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
         run(Command::new("systemctl")
             .arg(format!("--root={}", rootfs.display()))
             .args(["enable", "serial-getty@ttyS0.service"]))?;
+    }
+    Ok(())
+}
+
+/// RAUC's configuration and keyring, the slot's kernel options and version (which
+/// rauc-boot reads from the slot an update wrote), and boot counting's ESP location.
+fn install_updates(options: &BuildOptions, rootfs: &Path, keys: &crate::update::SigningKeys) -> Result<()> {
+    let write = |to: &str, text: &str| -> Result<()> {
+        let to = rootfs.join(to.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().expect("absolute path"))?;
+        fs::write(&to, text).with_context(|| format!("cannot write {}", to.display()))
+    };
+    write("/etc/rauc/system.conf", &crate::update::system_conf(options.target))?;
+    let keyring = fs::read_to_string(&keys.ca_cert)
+        .with_context(|| format!("cannot read the update CA {}", keys.ca_cert.display()))?;
+    ensure!(keyring.contains("-----BEGIN CERTIFICATE-----"), "{} is not a PEM certificate", keys.ca_cert.display());
+    write(crate::update::KEYRING_PATH, &keyring)?;
+    write("/usr/lib/edgenode/kernel-options", &(kernel_options(options.target) + "\n"))?;
+    write("/usr/lib/edgenode/version", &format!("{}\n", options.version))?;
+    write(
+        "/usr/lib/tmpfiles.d/edgenode-rauc.conf",
+        "# RAUC's slot status and data (data-directory in /etc/rauc/system.conf).\nd /var/lib/rauc 0700 root root -\n",
+    )?;
+    fs::create_dir_all(rootfs.join("var/lib/rauc"))?;
+    if options.target == Target::X86_64 {
+        // systemd looks for the ESP at /efi, /boot or /boot/efi; the image mounts it
+        // at /boot/firmware, like the Pi's boot partition.
+        for unit in ["systemd-bless-boot.service", "systemd-boot-system-token.service"] {
+            write(
+                &format!("/etc/systemd/system/{unit}.d/edgenode.conf"),
+                "[Service]\nEnvironment=SYSTEMD_ESP_PATH=/boot/firmware\n",
+            )?;
+        }
     }
     Ok(())
 }
@@ -712,6 +771,13 @@ fn kernel_and_initrd(rootfs: &Path) -> Result<(PathBuf, PathBuf)> {
 }
 
 fn kernel_command_line(target: Target) -> String {
+    format!("root=PARTUUID={} {} rauc.slot=A", ROOT_A_UUID.to_lowercase(), kernel_options(target))
+}
+
+/// The kernel options besides the root slot. The image keeps them in
+/// /usr/lib/edgenode/kernel-options: an update's boot entry takes them from the slot it
+/// boots, so each release decides its own.
+fn kernel_options(target: Target) -> String {
     let console = match target {
         Target::X86_64 => "console=tty0 console=ttyS0,115200",
         // Debian's kernel with the upstream device tree names the Pi 3/4 serial
@@ -719,13 +785,10 @@ fn kernel_command_line(target: Target) -> String {
         // cmdline.txt does; `serial0` is a Raspberry Pi OS alias it does not know.
         Target::RpiArm64 => "console=tty1 console=ttyS1,115200",
     };
-    format!(
-        "root=PARTUUID={} ro rootwait {console} systemd.show_status=auto systemd.gpt_auto=0",
-        ROOT_A_UUID.to_lowercase()
-    )
+    format!("ro rootwait {console} systemd.show_status=auto systemd.gpt_auto=0")
 }
 
-fn populate_boot(target: Target, rootfs: &Path, boot_tree: &Path) -> Result<()> {
+fn populate_boot(target: Target, rootfs: &Path, boot_tree: &Path, version: &str) -> Result<()> {
     let (kernel, initrd) = kernel_and_initrd(rootfs)?;
     match target {
         Target::X86_64 => {
@@ -738,11 +801,13 @@ fn populate_boot(target: Target, rootfs: &Path, boot_tree: &Path) -> Result<()> 
             )?;
             fs::copy(&kernel, boot_tree.join("edgenode-a/vmlinuz"))?;
             fs::copy(&initrd, boot_tree.join("edgenode-a/initrd.img"))?;
-            fs::write(boot_tree.join("loader/loader.conf"), "default edgenode-a.conf\ntimeout 0\n")?;
+            // The highest generation with tries left boots (rauc-boot writes the entries).
+            fs::write(boot_tree.join("loader/loader.conf"), "default edgenode-*\ntimeout 0\n")?;
             fs::write(
-                boot_tree.join("loader/entries/edgenode-a.conf"),
+                boot_tree.join("loader/entries/edgenode-1-a.conf"),
                 format!(
-                    "title Edgenode (slot A)\nlinux /edgenode-a/vmlinuz\ninitrd /edgenode-a/initrd.img\noptions {}\n",
+                    "title Edgenode {version} (slot A)\nversion {version}\nlinux /edgenode-a/vmlinuz\n\
+                     initrd /edgenode-a/initrd.img\noptions {}\n",
                     kernel_command_line(target)
                 ),
             )?;

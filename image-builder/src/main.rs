@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use image_builder::build::{self, BuildOptions, Target};
 use image_builder::provision;
+use image_builder::update::{self, BundleOptions, RootSource};
 
 #[derive(Parser)]
 #[command(version, about = "Flashable Edgenode images and provisioning files")]
@@ -40,6 +41,33 @@ enum Command {
         /// Directory that keeps downloaded .deb files between builds.
         #[arg(long)]
         deb_cache: Option<PathBuf>,
+        /// Update keys: the image trusts DIR/ca.cert.pem for updates. Made as a
+        /// development CA and signing key when DIR has none (an ISP uses its own).
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        /// The version the image reports for itself (/usr/lib/edgenode/version).
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        version: String,
+    },
+    /// Make a signed RAUC update bundle (verity) of an image's root file system, which
+    /// holds its kernel and initrd (needs rauc, squashfs-tools, openssl, fdisk).
+    Bundle {
+        #[arg(long, value_enum)]
+        target: Target,
+        /// A disk image from `image-builder build`: its slot A file system is bundled.
+        #[arg(long, required_unless_present = "rootfs", conflicts_with = "rootfs")]
+        image: Option<PathBuf>,
+        /// Or an ext4 root file system image (a build's WORK/root.img).
+        #[arg(long)]
+        rootfs: Option<PathBuf>,
+        /// The bundle's version, shown by `rauc info` and `edgenode update status`.
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        version: String,
+        /// Update keys (see `build --keys`); made when DIR has none.
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Turn an inventory CSV into one provisioning file and one label per box.
     Provision {
@@ -82,10 +110,18 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Build { target, out, provision, mirror, binaries, work_dir, deb_cache } => {
+        Command::Build { target, out, provision, mirror, binaries, work_dir, deb_cache, keys, version } => {
             let work_dir = work_dir.unwrap_or_else(|| out.with_extension("work"));
-            let options = BuildOptions { target, out, provision, mirror, binaries, work_dir, deb_cache };
+            let options = BuildOptions { target, out, provision, mirror, binaries, work_dir, deb_cache, keys, version };
             build::build(&options).context("image build failed")
+        }
+        Command::Bundle { target, image, rootfs, version, keys, out } => {
+            let source = match (image, rootfs) {
+                (Some(image), _) => RootSource::Image(image),
+                (None, Some(rootfs)) => RootSource::Rootfs(rootfs),
+                (None, None) => unreachable!("clap requires --image or --rootfs"),
+            };
+            update::bundle(&BundleOptions { target, source, version, keys, out }).context("bundle failed")
         }
     }
 }
