@@ -63,6 +63,17 @@ cpu_seconds() {
     # Fields after the ")" of the command name: utime and stime are 12 and 13 there.
     sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$ticks" '{printf "%.2f", ($12 + $13) / hz}'
 }
+# children_cpu_seconds VAR: sets VAR to the CPU seconds (user + system) of this shell's
+# children that have ended and been waited for (the second line of bash's `times`); the
+# difference around a command is that command's CPU, descendants included. `times` must run
+# in this very shell (a $(…) subshell would report its own, empty, counts), hence the file.
+children_cpu_seconds() {
+    local file="${TMPDIR:-/tmp}/bench-times.$BASHPID" user system
+    times >"$file"
+    { read -r _ && read -r user system; } <"$file"
+    rm -f "$file"
+    printf -v "$1" '%s' "$(awk -v u="$user" -v s="$system" 'BEGIN { split(u, a, /[ms]/); split(s, b, /[ms]/); printf "%.3f", a[1] * 60 + a[2] + b[1] * 60 + b[2] }')"
+}
 # Sum over several pids.
 sum_kib() { local total=0 pid; for pid in "${@:2}"; do total=$((total + $($1 "$pid"))); done; echo "$total"; }
 mib() { awk -v kib="$1" 'BEGIN { printf "%.1f", kib / 1024 }'; }
@@ -89,7 +100,8 @@ PY
 in_ns() { if [[ -n "${NS:-}" ]]; then ip netns exec "$NS" "$@"; else "$@"; fi; }
 
 # start_node DATA_DIR PORT NAME [extra serve args…]: starts edgenode in the background;
-# listens on ${NODE_HOST:-127.0.0.1}, in namespace $NS when set; sets NODE_PID, NODE_URL, NODE_PIN, NODE_ID, NODE_PEER, NODE_READY_MS (start to ready line).
+# listens on ${NODE_HOST:-127.0.0.1}, in namespace $NS when set, on the CPUs $NODE_CPUS
+# (a `taskset -c` list) when set; sets NODE_PID, NODE_URL, NODE_PIN, NODE_ID, NODE_PEER, NODE_READY_MS (start to ready line).
 start_node() {
     local data="$1" port="$2" name="$3"
     shift 3
@@ -100,6 +112,7 @@ start_node() {
     started=$(now_ms)
     local prefix=()
     [[ -n "${NS:-}" ]] && prefix=(ip netns exec "$NS")
+    [[ -n "${NODE_CPUS:-}" ]] && prefix+=(taskset -c "$NODE_CPUS")
     "${prefix[@]}" "$edgenode" serve --data-dir "$data" --listen "${NODE_HOST:-127.0.0.1}:$port" --name "$name" --claim-code BENCH-CLAIM-CODE --no-mdns "$@" \
         >"$out" 2>"$data.stderr" &
     NODE_PID=$!

@@ -47,6 +47,60 @@ pub struct Config {
     /// `[backup]`: where `edgenode backup` writes when given no DEST (the appliance's
     /// `edgenode-backup.timer`).
     pub backup: BackupSettings,
+    /// `[update]`: the fleet poller (`crate::services::update`); off while `url` is unset.
+    pub update: UpdateSettings,
+}
+
+/// `[update]`: where and when this box looks for updates, and when it may reboot into
+/// one (provisioning/update-server.md). Unset `url`: the node never polls, and
+/// `edgenode update install` still works.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateSettings {
+    /// The manifest's `https://` URL on the ISP's update server, e.g.
+    /// `https://updates.example.net/edgenode/x86_64/manifest.json`.
+    pub url: Option<String>,
+    /// The server's SPKI pin (`sha256/BASE64`, as `edgenode status` shows pins): only
+    /// a server with that key is accepted, whatever its certificate says. Unset: the
+    /// certificate is checked against the system's CA roots.
+    pub pin: Option<String>,
+    /// A box asks this often (plus its own offset and jitter).
+    pub check_interval_seconds: u64,
+    /// Spread of the boxes' checks: each box's own offset in `[0, jitter)` from its
+    /// node id, plus up to an eighth of it at random per check. 10,000 boxes with the
+    /// defaults ask at most ~21 times in any second (core/update.rs's herd test).
+    pub jitter_seconds: u64,
+    /// First wait after a failed check, doubled per failure up to the interval (each
+    /// wait drawn from its upper half). 5 minutes keeps a fleet's retries during an
+    /// outage near its normal rate (core/update.rs's herd test).
+    pub retry_seconds: u64,
+    /// When the box may reboot into an installed update: `"HH:MM-HH:MM"` in UTC (the
+    /// end may be past midnight: `"23:00-01:00"`); `""`: at once.
+    pub maintenance_window: String,
+    /// Largest bundle downloaded (the manifest's `size_bytes` is checked against it).
+    pub bundle_bytes_max: u64,
+    /// The RAUC program: a name looked up on `PATH`, or a path. Not found: updates
+    /// are not available on this system, and nothing is installed.
+    pub rauc_command: String,
+    /// What reboots the box into an installed update (split at spaces; run inside
+    /// the maintenance window).
+    pub reboot_command: String,
+}
+
+impl Default for UpdateSettings {
+    fn default() -> Self {
+        UpdateSettings {
+            url: None,
+            pin: None,
+            check_interval_seconds: 6 * 3600,
+            jitter_seconds: 3600,
+            retry_seconds: 300,
+            maintenance_window: "02:00-05:00".to_owned(),
+            bundle_bytes_max: 2 << 30,
+            rauc_command: "rauc".to_owned(),
+            reboot_command: "systemctl reboot".to_owned(),
+        }
+    }
 }
 
 /// `[backup]`: scheduled backups (`edgenode backup`, `systemd/edgenode-backup.timer`).
@@ -316,6 +370,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             log_level: "info".to_owned(),
             backup: BackupSettings::default(),
+            update: UpdateSettings::default(),
         }
     }
 }
@@ -479,8 +534,39 @@ impl Config {
                 );
             }
         }
+        self.validate_update()?;
         if let Some(reason) = log_level_problem(&self.log_level) {
             return Err(ConfigError::Invalid(format!("`log_level` = {:?}: {reason}", self.log_level)));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_update(&self) -> Result<(), ConfigError> {
+        let update = &self.update;
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if let Some(url) = &update.url {
+            if !url.starts_with("https://") || url.parse::<http::Uri>().is_err() {
+                return invalid(format!("`update.url` = {url:?}: an https:// URL of the update manifest"));
+            }
+        }
+        if let Some(pin) = &update.pin {
+            if !pin.starts_with("sha256/") || pin.len() != "sha256/".len() + 44 {
+                return invalid(format!("`update.pin` = {pin:?}: an SPKI pin, sha256/ and 44 base64 characters"));
+            }
+        }
+        if update.check_interval_seconds < 60 {
+            return invalid("`update.check_interval_seconds` must be at least 60".to_owned());
+        }
+        if update.reboot_command.split_whitespace().next().is_none() {
+            return invalid("`update.reboot_command` must name a program".to_owned());
+        }
+        if update.retry_seconds == 0 {
+            return invalid("`update.retry_seconds` must be at least 1".to_owned());
+        }
+        if let Err(error) = crate::core::update::MaintenanceWindow::parse(&update.maintenance_window) {
+            return invalid(format!("`update.maintenance_window`: {error}"));
         }
         Ok(())
     }
@@ -554,6 +640,27 @@ mod tests {
         for bad in ["", " ", "inof", "edgenode=loud", "info,edgenode", "edgenode=debug=x"] {
             let error = Config::parse(&format!("log_level = {bad:?}")).unwrap().validate().unwrap_err().to_string();
             assert!(error.contains("`log_level`"), "{bad:?}: the message names the key: {error}");
+        }
+    }
+
+    #[test]
+    fn update_settings_are_checked() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.update.url, None);
+        assert_eq!(config.update.maintenance_window, "02:00-05:00");
+        let good = Config::parse(
+            "[update]\nurl = \"https://updates.example.net/m.json\"\npin = \"sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nmaintenance_window = \"23:30-01:00\"\n",
+        )
+        .unwrap();
+        good.validate().unwrap();
+        for bad in [
+            "url = \"http://updates.example.net/m.json\"",
+            "pin = \"AAAA\"",
+            "maintenance_window = \"2-5\"",
+            "check_interval_seconds = 0",
+        ] {
+            let error = Config::parse(&format!("[update]\n{bad}\n")).unwrap().validate().unwrap_err().to_string();
+            assert!(error.contains("`update."), "{bad}: {error}");
         }
     }
 

@@ -103,6 +103,18 @@ enum Command {
     /// Restore a backup into an empty data dir, with the node stopped; the node started
     /// on it has the same identity, users, posts and photos.
     Restore(cli::restore::RestoreArgs),
+    /// Updates of this box: status, check now, install one bundle (talks to the node
+    /// running on this data dir; `status` reads its files when it does not answer).
+    #[command(after_help = cli::update::HELP_AFTER)]
+    Update {
+        #[command(subcommand)]
+        action: cli::update::UpdateAction,
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Check a configuration file.
     Config {
         #[command(subcommand)]
@@ -133,6 +145,18 @@ enum PeerAction {
     /// Siblings with state, last contact, lag and trust.
     List {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire the dead sibling NODE_ID (a box replaced): siblings stop waiting for it
+    /// and refuse its key. Exits 0 retired, 1 refused, 2 no node answered.
+    Retire {
+        /// The dead sibling's node id, as `edgenode peer list` shows it.
+        node_id: String,
+        /// Retire it even though it is connected now.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -221,11 +245,15 @@ fn main() -> Result<std::process::ExitCode> {
         },
         Command::Config { action: ConfigAction::Check { file } } => cli::config_check::check(&file),
         Command::Peer { action, common } => {
-            let config = common.load()?;
+            // On a box, the appliance's config: `edgenode peer list` finds its node.
+            let config = common.load_local_node()?;
             match action {
                 PeerAction::Pair { wait } => runtime.block_on(cli::peer::pair(config, wait)),
                 PeerAction::Join { address, code } => runtime.block_on(cli::peer::join(config, &address, &code)),
                 PeerAction::List { json } => runtime.block_on(cli::peer::list(config, json)),
+                PeerAction::Retire { node_id, force, json } => {
+                    runtime.block_on(cli::peer::retire(config, &node_id, force, json))
+                }
             }
         }
         Command::Invite { action, common, json } => {
@@ -234,6 +262,10 @@ fn main() -> Result<std::process::ExitCode> {
         Command::User { action, common, json } => {
             runtime.block_on(cli::user::user(common.load_local_node()?, action, json))
         }
+        Command::Update { action, common, json } => match common.load_local_node() {
+            Ok(config) => runtime.block_on(cli::update::update(config, action, json)),
+            Err(error) => Err(cli::Exit::new(cli::EXIT_CANNOT_TELL, error.to_string()).into()),
+        },
         Command::Upload(args) => runtime.block_on(cli::upload::upload(args)),
         Command::Backup { args, common } => match common.load_local_node() {
             Ok(config) => runtime.block_on(cli::backup::backup(config, args)),

@@ -198,6 +198,13 @@ impl Node {
             &config.fanout,
             &config.data_dir,
         )?;
+        let (stop_transports, transports_stop) = watch::channel(false);
+        let updates = crate::services::update::UpdateService::start(
+            &config.update,
+            store.node_id().0,
+            &config.data_dir,
+            transports_stop.clone(),
+        );
         let control_token = base64_url(&os::random_bytes::<32>());
         write_private_file(&config.data_dir.join("control-token"), control_token.as_bytes())?;
         let mut api = Api::new(&config, store.clone(), pipeline, node_info, claim_code)
@@ -205,8 +212,10 @@ impl Node {
             .with_control_token(&control_token)
             .with_siblings(siblings.clone())
             .with_search(search)
-            .with_fanout(fanout.clone());
+            .with_fanout(fanout.clone())
+            .with_updates(updates.clone());
         api.metrics.register_collector(Box::new(siblings.metrics_collector()));
+        api.metrics.register_collector(Box::new(updates.metrics_collector()));
         api.metrics.register_collector(Box::new(fanout.metrics_collector()));
         let discovery = if config.mdns.enabled {
             let advertisement = Advertisement {
@@ -230,7 +239,6 @@ impl Node {
         };
         let (handlers_running, handlers) = watch::channel(0);
         let api = Arc::new(CountedApi { api, running: handlers_running });
-        let (stop_transports, transports_stop) = watch::channel(false);
         if let Some(address) = config.metrics_listen {
             let listener = transports::bind_metrics(address).await?;
             tracing::info!(%address, "metrics on plain HTTP: GET /metrics");

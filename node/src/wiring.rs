@@ -45,6 +45,19 @@ impl ports::Replication for Siblings {
             .map(|(node_id, peer_address, this_node)| ports::Replica { node_id, peer_address, this_node })
             .collect()
     }
+
+    fn retire(&self, node_id: NodeId, force: bool) -> Result<Value, ports::RetireRefused> {
+        use crate::services::replication::ReplicationError;
+        Siblings::retire(self, node_id, force).map_err(|error| {
+            let reason = match error {
+                ReplicationError::RetireOwnNode { .. } => ports::RetireRefusal::OwnNode,
+                ReplicationError::NotASibling { .. } => ports::RetireRefusal::NotASibling,
+                ReplicationError::SiblingConnected { .. } => ports::RetireRefusal::Connected,
+                _ => ports::RetireRefusal::Failed,
+            };
+            ports::RetireRefused { reason, message: error.to_string() }
+        })
+    }
 }
 
 impl ports::Fanout for Fanout {
@@ -138,6 +151,33 @@ impl From<&Arc<Siblings>> for SearchLinks {
             link: siblings.neighbour_link().clone(),
             services: siblings.neighbour_services().clone(),
             sibling_ids: Box::new(move || source.sibling_ids()),
+        }
+    }
+}
+
+impl ports::Updates for crate::services::update::UpdateService {
+    fn status(&self) -> Value {
+        crate::services::update::UpdateService::status(self)
+    }
+
+    fn check_now(&self) -> Result<Value, ports::UpdateRefused> {
+        crate::services::update::UpdateService::check_now(self).map_err(ports::UpdateRefused::from)
+    }
+
+    fn install(&self, source: &str) -> Result<Value, ports::UpdateRefused> {
+        self.install_one(source).map_err(ports::UpdateRefused::from)
+    }
+}
+
+impl From<crate::services::update::UpdateError> for ports::UpdateRefused {
+    fn from(error: crate::services::update::UpdateError) -> Self {
+        use crate::services::update::UpdateError;
+        let message = error.to_string();
+        match error {
+            UpdateError::NotAvailable => ports::UpdateRefused::NotAvailable(message),
+            UpdateError::NotConfigured => ports::UpdateRefused::NotConfigured(message),
+            UpdateError::Busy => ports::UpdateRefused::Busy(message),
+            UpdateError::Failed(_) => ports::UpdateRefused::Failed(message),
         }
     }
 }

@@ -8,7 +8,9 @@ import {
 } from './api.js?v=__BUILD__';
 import { paintBlurhash } from './blurhash.js?v=__BUILD__';
 import { accountView, resetView, goodbyeView, adminUsersCard, peopleText } from './account.js?v=__BUILD__';
-import { renderBell, notificationsView, editProfileView } from './people.js?v=__BUILD__';
+import {
+  renderBell, notificationsView, editProfileView, followRequestsView, blockControl, reportControl, reportsCard,
+} from './people.js?v=__BUILD__';
 
 const FEED_PAGE_POSTS = 10;
 const GRID_PAGE_POSTS = 24;
@@ -217,6 +219,7 @@ const ROUTES = [
   { pattern: /^\/account$/, view: accountView, signedIn: true },
   { pattern: /^\/edit-profile$/, view: editProfileView, signedIn: true },
   { pattern: /^\/notifications$/, view: notificationsView, signedIn: true },
+  { pattern: /^\/follow-requests$/, view: followRequestsView, signedIn: true },
   { pattern: /^\/goodbye$/, view: goodbyeView, signedOut: true },
   { pattern: /^\/reset$/, view: resetView, signedOut: true },
   { pattern: /^\/signin$/, view: signInView, signedOut: true },
@@ -837,7 +840,7 @@ async function postView({ view, match, signal }) {
     post.caption ? h('p', { class: 'caption' }, captionNodes(post.caption)) : null,
     post.tags.length ? h('p', { class: 'tags' }, post.tags.map((tag) =>
       h('a', { class: 'tag chip', href: '#/search?q=' + encodeURIComponent('#' + tag) }, '#' + tag))) : null,
-    h('div', { class: 'actions' }, likeButton(post), mine ? deleteControl(post) : null),
+    h('div', { class: 'actions' }, likeButton(post), mine ? deleteControl(post) : session ? reportControl(post) : null),
     h('h2', { id: 'comments' }, 'Comments (', commentCount, ')'),
     comments);
   view.append(h('div', { class: 'column' }, section));
@@ -1127,9 +1130,10 @@ async function profileView({ view, match, signal }) {
         h('div', { class: 'row' },
           self ? [h('a', { class: 'button secondary', href: '#/edit-profile' }, 'Edit profile'),
             h('a', { class: 'button secondary', href: '#/account' }, 'Account'),
+            h('a', { class: 'button secondary', href: '#/follow-requests' }, 'Follow requests'),
             h('button', { type: 'button', class: 'button secondary', onclick: signOut }, 'Sign out'),
             h('button', { type: 'button', class: 'button secondary', onclick: downloadData }, 'Download my data')]
-            : session ? followButton(user, paintCounts) : h('a', { class: 'button primary', href: '#/signin' }, 'Sign in to follow')),
+            : session ? [followButton(user, paintCounts), blockControl(user, signal)] : h('a', { class: 'button primary', href: '#/signin' }, 'Sign in to follow')),
         h('p', { class: 'hint' }, 'Photos kept on ', user.nodes.map((held, index) =>
           [index ? ', ' : '', h('span', { title: held.addresses.join(', ') || null }, held.name || 'node ' + held.id)])))),
     h('h2', { class: 'visually-hidden' }, 'Posts'),
@@ -1289,6 +1293,7 @@ async function adminView({ view, signal }) {
       h('p', {}, 'Each code lets one person create an account. Codes work once.'),
       inviteButton, invites),
     adminUsersCard(signal),
+    reportsCard(signal),
     h('section', { class: 'card' }, h('h2', {}, 'Nearby nodes'), nearby)));
   try {
     const answer = await api('GET', '/api/v1/node/nearby', { signal });

@@ -1,5 +1,6 @@
 // People in the web app: editing your profile (name, bio, a photo as avatar), the
-// notifications screen, and the bell in the top bar with its unread count. Built from
+// notifications screen, the bell in the top bar with its unread count, follow
+// requests, blocking, reporting a post and the admins' reports. Built from
 // app.js's pieces (`h`, `form`, …); app.js imports this module, so nothing here runs
 // before app.js has loaded.
 
@@ -145,6 +146,7 @@ const KIND_TEXT = {
   comment: (post) => ['commented on ', post('your post')],
   mention: (post) => ['mentioned you in ', post('a post')],
   follow: () => ['followed you'],
+  follow_request: () => ['asked to follow you (', h('a', { href: '#/follow-requests' }, 'answer'), ')'],
 };
 
 /** A person as notifications name them: their display name, else their handle. */
@@ -322,4 +324,181 @@ export async function editProfileView({ view, signal }) {
       toast('Profile saved.');
       go('/u/' + user.handle);
     })));
+}
+
+// ---------------------------------------------------------------- follow requests
+
+/** Follow requests shown at once (the node answers at most 100). */
+const REQUESTS_PAGE = 20;
+
+/** `#/follow-requests`: who asked to follow your locked account, each with Approve and Reject. */
+export function followRequestsView({ view, signal }) {
+  setTitle('Follow requests');
+  const list = h('ul', { class: 'card requests', 'aria-label': 'Follow requests' });
+  view.append(h('div', { class: 'column' }, h('h1', {}, 'Follow requests'), list));
+  const request = (entry) => {
+    const element = h('li', { class: 'user-row' });
+    const answer = async (approved, button) => {
+      button.disabled = true;
+      try {
+        const path = `/api/v1/me/follow-requests/${encodeURIComponent(entry.handle)}`;
+        await api(approved ? 'POST' : 'DELETE', approved ? path + '/approve' : path);
+        element.replaceChildren(h('p', { class: 'muted', role: 'status' },
+          approved ? `@${entry.handle} now follows you.` : `You turned down @${entry.handle}.`));
+      } catch (error) {
+        toast(messageOf(error));
+        button.disabled = false;
+      }
+    };
+    const approve = h('button', { type: 'button', class: 'button primary small', 'aria-label': `Approve ${entry.handle}` }, 'Approve');
+    const reject = h('button', { type: 'button', class: 'button secondary small', 'aria-label': `Reject ${entry.handle}` }, 'Reject');
+    approve.addEventListener('click', () => answer(true, approve));
+    reject.addEventListener('click', () => answer(false, reject));
+    element.append(avatar(entry),
+      h('div', { class: 'grow' },
+        h('a', { class: 'author', href: '#/u/' + entry.handle }, entry.display_name || '@' + entry.handle),
+        h('br'), h('span', { class: 'muted small' }, 'asked ', timeElement(entry.since))),
+      h('div', { class: 'row' }, approve, reject));
+    return element;
+  };
+  pager({
+    list,
+    signal,
+    load: (cursor) => api('GET', '/api/v1/me/follow-requests', { query: { limit: REQUESTS_PAGE, cursor }, signal }),
+    item: request,
+    empty: h('p', { class: 'muted center' }, 'Nobody is waiting. When your account is locked, people who follow you wait here for your answer.'),
+  });
+}
+
+// ---------------------------------------------------------------- blocking
+
+/**
+ * Block / Unblock for someone else's profile. Asks the node whether you block them
+ * (the profile does not say), and asks once more before blocking.
+ */
+export function blockControl(user, signal) {
+  const wrapper = h('div', { class: 'block-control row' });
+  let blocked = false;
+  const set = async (blocking, button) => {
+    button.disabled = true;
+    try {
+      const path = `/api/v1/users/${encodeURIComponent(user.handle)}/block`;
+      blocked = (await api(blocking ? 'POST' : 'DELETE', path)).blocked;
+      toast(blocked
+        ? `You blocked @${user.handle}. They can no longer follow you, see your followers posts, or like, comment on or mention you.`
+        : `You unblocked @${user.handle}.`);
+      idle();
+      wrapper.querySelector('button').focus();
+    } catch (error) {
+      toast(messageOf(error));
+      button.disabled = false;
+    }
+  };
+  const idle = () => {
+    const label = blocked ? 'Unblock' : 'Block';
+    const button = h('button', { type: 'button', class: 'button secondary', 'aria-label': `${label} @${user.handle}` }, label);
+    button.addEventListener('click', () => (blocked ? set(false, button) : ask()));
+    wrapper.replaceChildren(button);
+  };
+  const ask = () => {
+    const yes = h('button', { type: 'button', class: 'button danger' }, 'Block');
+    const no = h('button', { type: 'button', class: 'button secondary' }, 'Cancel');
+    yes.addEventListener('click', () => set(true, yes));
+    no.addEventListener('click', () => { idle(); wrapper.querySelector('button').focus(); });
+    wrapper.replaceChildren(h('span', { class: 'confirm' }, `Block @${user.handle}? Follows between you end.`), yes, no);
+    no.focus();
+  };
+  idle();
+  api('GET', `/api/v1/users/${encodeURIComponent(user.handle)}/block`, { signal, background: true }).then((answer) => {
+    if (signal.aborted) return;
+    blocked = answer.blocked;
+    idle();
+  }, () => {});
+  return wrapper;
+}
+
+// ---------------------------------------------------------------- reports
+
+/** The node's limit on a report's reason (docs/api.md, `POST /api/v1/posts/{id}/report`). */
+const REPORT_REASON_CHARS_MAX = 500;
+/** Reports the admin's list shows at once. */
+const REPORTS_PAGE = 20;
+
+/** "Report" under someone else's post: a reason, sent to the node's admins. */
+export function reportControl(post) {
+  const wrapper = h('div', { class: 'report' });
+  const idle = () => wrapper.replaceChildren(
+    h('button', { type: 'button', class: 'button secondary', onclick: ask }, 'Report'));
+  const ask = () => {
+    const reason = h('textarea', { name: 'reason', rows: 2, required: true, maxlength: REPORT_REASON_CHARS_MAX });
+    const cancel = h('button', { type: 'button', class: 'button secondary' }, 'Cancel');
+    cancel.addEventListener('click', () => { idle(); wrapper.querySelector('button').focus(); });
+    wrapper.replaceChildren(form('report-form stack', [
+      field('Why are you reporting this post?', reason, 'Only this node’s admins read it.'),
+      h('div', { class: 'row' }, h('button', { type: 'submit', class: 'button primary' }, 'Send report'), cancel),
+    ], async () => {
+      await api('POST', `/api/v1/posts/${post.id}/report`, { body: { reason: reason.value } });
+      wrapper.replaceChildren(h('p', { class: 'muted', role: 'status' }, 'Thank you: the admins will look at it.'));
+      toast('Report sent.');
+    }));
+    reason.focus();
+  };
+  idle();
+  return wrapper;
+}
+
+/** The admin page's card of open reports: each with its post, Hide (or Show) and Resolve. */
+export function reportsCard(signal) {
+  const list = h('ul', { class: 'reports', 'aria-label': 'Open reports' });
+  const card = h('section', { class: 'card' }, h('h2', {}, 'Reports'),
+    h('p', {}, 'Posts people reported. A hidden post is shown only to its author and admins.'), list);
+  const report = (entry) => {
+    const element = h('li', { class: 'report-item' });
+    const who = entry.post_author.handle ? '@' + entry.post_author.handle : 'someone';
+    const paint = () => {
+      const hide = h('button', { type: 'button', class: 'button secondary small', 'aria-label': `${entry.hidden ? 'Show' : 'Hide'} the post by ${who}` },
+        entry.hidden ? 'Show' : 'Hide');
+      hide.addEventListener('click', async () => {
+        hide.disabled = true;
+        try {
+          const answer = await api('POST', `/api/v1/admin/posts/${entry.post_id}/${entry.hidden ? 'unhide' : 'hide'}`);
+          entry.hidden = answer.hidden;
+          toast(entry.hidden ? `The post by ${who} is hidden.` : `The post by ${who} is shown again.`);
+          paint();
+          element.querySelector('button').focus();
+        } catch (error) {
+          toast(messageOf(error));
+          hide.disabled = false;
+        }
+      });
+      const resolve = h('button', { type: 'button', class: 'button secondary small', 'aria-label': `Resolve the report by @${entry.reporter.handle}` }, 'Resolve');
+      resolve.addEventListener('click', async () => {
+        resolve.disabled = true;
+        try {
+          await api('POST', `/api/v1/admin/reports/${entry.id}/resolve`);
+          element.replaceChildren(h('p', { class: 'muted', role: 'status' }, `Resolved the report on the post by ${who}.`));
+        } catch (error) {
+          toast(messageOf(error));
+          resolve.disabled = false;
+        }
+      });
+      element.replaceChildren(
+        h('p', {},
+          entry.post_deleted ? `A deleted post by ${who}` : h('a', { href: '#/post/' + entry.post_id }, `Post by ${who}`),
+          entry.hidden ? h('span', { class: 'badge' }, 'Hidden') : null),
+        entry.post && entry.post.caption ? h('p', { class: 'muted small' }, entry.post.caption) : null,
+        h('p', {}, h('span', { class: 'muted' }, `@${entry.reporter.handle || '?'}, `, timeElement(entry.created_at), ': '), entry.reason),
+        h('div', { class: 'row' }, entry.post_deleted ? null : hide, resolve));
+    };
+    paint();
+    return element;
+  };
+  pager({
+    list,
+    signal,
+    load: (cursor) => api('GET', '/api/v1/admin/reports', { query: { limit: REPORTS_PAGE, cursor }, signal }),
+    item: report,
+    empty: h('p', { class: 'muted' }, 'No open reports.'),
+  });
+  return card;
 }

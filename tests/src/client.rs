@@ -5,8 +5,13 @@
 //! plain sequences of requests. Each request gets its own connection: a server that
 //! closes a connection after an error (say, an oversized body) cannot spoil the
 //! next request, and every request is one independent, reproducible event.
+//!
+//! Every JSON answer is checked against the schema the node's `/openapi.json`
+//! documents for its method, path and status (`contract::AnswerContract`, the
+//! document fetched once per client and node); an answer that differs panics with
+//! the request, the status, the validator's message and the body.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +21,7 @@ use http::{HeaderMap, Method, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use crate::contract::AnswerContract;
 use crate::node::Node;
 
 /// How long one request (connection, handshake, body, response) may take.
@@ -98,6 +104,9 @@ pub struct Client {
     source_ip: IpAddr,
     /// The last requests and their answers, printed when a test fails.
     transcript: RefCell<Vec<String>>,
+    /// What the node's `/openapi.json` promises its answers are, fetched at the
+    /// first JSON answer; `None` when the server has no such document.
+    contract: RefCell<OnceCell<Option<Arc<AnswerContract>>>>,
 }
 
 impl Client {
@@ -123,6 +132,7 @@ impl Client {
             pin: node.pin().to_owned(),
             source_ip,
             transcript: RefCell::new(Vec::new()),
+            contract: RefCell::new(OnceCell::new()),
         }
     }
 
@@ -134,6 +144,7 @@ impl Client {
     pub fn reconnect_to(&mut self, node: &Node) {
         self.server = node.addr();
         self.pin = node.pin().to_owned();
+        self.contract = RefCell::new(OnceCell::new());
     }
 
     /// Sends one request and returns the whole answer. Panics (with the request) when
@@ -154,6 +165,20 @@ impl Client {
     /// out: say, the node was killed mid-request) is returned as `Err` with the same
     /// message `request` panics with, for tests where that is an expected outcome.
     pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Response, String> {
+        let response = self.exchange(method, path, token, headers, body)?;
+        self.check_against_contract(method, path, &response);
+        Ok(response)
+    }
+
+    /// One request and its answer, unchecked.
+    fn exchange(
         &self,
         method: &str,
         path: &str,
@@ -202,6 +227,44 @@ impl Client {
             self.transport
         );
         Ok(response)
+    }
+
+    /// Panics when `response` is JSON and not what `/openapi.json` documents for it.
+    fn check_against_contract(&self, method: &str, path: &str, response: &Response) {
+        let is_json = response.header("content-type").is_some_and(|value| value.starts_with("application/json"));
+        if !is_json || method == "HEAD" || response.body.is_empty() || path.split('?').next() == Some("/openapi.json") {
+            return;
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&response.body) else {
+            panic!("{}: answer {} says JSON but is not: {}", response.request, response.status, response.body_text())
+        };
+        let Some(contract) = self.contract() else { return };
+        if let Err(mismatch) = contract.check(method, path, response.status, &body) {
+            panic!(
+                "{}: answer {} differs from /openapi.json: {mismatch}\nbody: {}",
+                response.request,
+                response.status,
+                response.body_text()
+            );
+        }
+    }
+
+    /// The node's answer contract, fetched once; `None` when it has no
+    /// `/openapi.json` (or could not answer for it: the answer is not checked then).
+    fn contract(&self) -> Option<Arc<AnswerContract>> {
+        let cell = self.contract.borrow();
+        if let Some(contract) = cell.get() {
+            return contract.clone();
+        }
+        let fetched = match self.exchange("GET", "/openapi.json", None, &[], Vec::new()) {
+            Ok(response) if response.status == 200 => serde_json::from_slice::<serde_json::Value>(&response.body)
+                .ok()
+                .filter(|document| document["openapi"].is_string())
+                .map(|document| Arc::new(AnswerContract::new(document))),
+            // The node may be gone (a test killed it): check the next answer instead.
+            _ => return None,
+        };
+        cell.get_or_init(|| fetched).clone()
     }
 
     /// GET → (status, JSON body).

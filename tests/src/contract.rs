@@ -1,8 +1,13 @@
 //! The route table of docs/api.md, read at test time, and matching it against the
 //! node's `/openapi.json`, so the contract page, the OpenAPI document and the router
-//! cannot drift apart unnoticed.
+//! cannot drift apart unnoticed; and `AnswerContract`, which checks every JSON answer
+//! a black-box test receives against the schema `/openapi.json` gives it.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
 
 /// One route: an upper-case method and a path whose parameters are `{name}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +141,108 @@ pub fn concrete_path(template: &str, values: &PathValues) -> String {
         concrete.push(value.to_owned());
     }
     concrete.join("/")
+}
+
+/// The answers an OpenAPI document promises, checked with a JSON Schema (2020-12)
+/// validator: the schema of the operation (method and path template) and status
+/// (or `default`) an answer is for.
+pub struct AnswerContract {
+    document: Value,
+    /// Validators by (method, template, documented status), built on first use.
+    validators: Mutex<HashMap<(String, String, String), Arc<jsonschema::Validator>>>,
+}
+
+impl AnswerContract {
+    /// The contract of a node's `/openapi.json`.
+    pub fn new(document: Value) -> AnswerContract {
+        AnswerContract { document, validators: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Err` with what is wrong when `body`, the JSON answer with `status` to
+    /// `method` `path` (query allowed), is not what the document promises.
+    pub fn check(&self, method: &str, path: &str, status: u16, body: &Value) -> Result<(), String> {
+        let path = path.split('?').next().unwrap_or(path);
+        let method = method.to_ascii_lowercase();
+        let Some(template) = self.template_for(&method, path) else {
+            if status >= 400 {
+                return self.validate(
+                    ("*".into(), "*".into(), "default".into()),
+                    json!({"$ref": "#/components/schemas/Error"}),
+                    body,
+                );
+            }
+            return Err(format!("no operation for {method} {path} in /openapi.json answers {status}"));
+        };
+        let responses = &self.document["paths"][&template][&method]["responses"];
+        let status_key =
+            if responses.get(status.to_string()).is_some() { status.to_string() } else { "default".to_owned() };
+        let Some(response) = responses.get(&status_key) else {
+            return Err(format!("/openapi.json documents neither {status} nor a default for {method} {template}"));
+        };
+        let Some(schema) = response["content"].get("application/json").map(|media| media["schema"].clone()) else {
+            let documented: Vec<&String> =
+                response["content"].as_object().map(|content| content.keys().collect()).unwrap_or_default();
+            return Err(format!("{method} {template} {status_key} is documented as {documented:?}, not as JSON"));
+        };
+        self.validate((method, template, status_key), schema, body)
+    }
+
+    fn validate(&self, key: (String, String, String), schema: Value, body: &Value) -> Result<(), String> {
+        let validator = {
+            let mut validators = self.validators.lock().expect("validators lock");
+            match validators.get(&key) {
+                Some(validator) => validator.clone(),
+                None => {
+                    // The schema at the root of a document holding the components, so
+                    // its `#/components/schemas/…` references resolve.
+                    let rooted = json!({
+                        "$schema": "https://json-schema.org/draft/2020-12/schema",
+                        "components": self.document["components"],
+                        "allOf": [schema],
+                    });
+                    let validator = Arc::new(
+                        jsonschema::draft202012::new(&rooted)
+                            .map_err(|error| format!("the schema of {key:?} is not valid JSON Schema: {error}"))?,
+                    );
+                    validators.insert(key.clone(), validator.clone());
+                    validator
+                }
+            }
+        };
+        let errors: Vec<String> =
+            validator.iter_errors(body).take(5).map(|error| format!("at {}: {error}", error.instance_path())).collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} {} {}: {}", key.0, key.1, key.2, errors.join("; ")))
+        }
+    }
+
+    /// The path template of the document's operations that `path` matches for
+    /// `method`, the most literal one where several do (`/api/v1/media/{id}/avatar`
+    /// before `/api/v1/media/{id}/{variant}`), as the router's order has it.
+    fn template_for(&self, method: &str, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let paths = self.document["paths"].as_object()?;
+        paths
+            .iter()
+            .filter(|(_, item)| item.get(method).is_some())
+            .filter_map(|(template, _)| {
+                let template_segments: Vec<&str> = template.split('/').collect();
+                let matches = template_segments.len() == segments.len()
+                    && template_segments.iter().zip(&segments).all(|(expected, actual)| {
+                        if is_parameter(expected) {
+                            !actual.is_empty()
+                        } else {
+                            expected == actual
+                        }
+                    });
+                let literals = template_segments.iter().filter(|segment| !is_parameter(segment)).count();
+                matches.then_some((literals, template))
+            })
+            .max_by_key(|(literals, _)| *literals)
+            .map(|(_, template)| template.clone())
+    }
 }
 
 #[cfg(test)]

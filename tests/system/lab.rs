@@ -516,6 +516,36 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// `GET path` as raw bytes (a photo), curl pinned as in `request`: `(status, body)`,
+    /// or `Err` saying why no HTTP answer came within `timeout`.
+    pub fn get_bytes(&self, path: &str, token: Option<&str>, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
+        let pin = self.pin.strip_prefix("sha256/").expect("a sha256/ pin");
+        let url = format!("https://{}:{PORT}{path}", self.address);
+        let mut command = self.host.command("curl");
+        command.args(["--silent", "--show-error", "--insecure", "--max-time", &timeout.as_secs_f64().to_string()]);
+        command.args(["--pinnedpubkey", &format!("sha256//{pin}"), "--write-out", "%{http_code}"]);
+        if let Some(token) = token {
+            command.args(["--header", &format!("authorization: Bearer {token}")]);
+        }
+        let output = command.arg(&url).output().unwrap_or_else(|error| panic!("running {command:?}: {error}"));
+        if !output.status.success() {
+            return Err(format!(
+                "GET {url}: no answer ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        // The last three bytes are the status `--write-out` appended to the body.
+        let mut body = output.stdout;
+        let status_at = body.len().checked_sub(3).ok_or_else(|| format!("GET {url}: curl printed no status"))?;
+        let status =
+            String::from_utf8_lossy(&body[status_at..]).parse().map_err(|_| format!("GET {url}: no status"))?;
+        body.truncate(status_at);
+        Ok((status, body))
+    }
+}
+
 /// `tests/system/mdns_probe.py` running in a lab host; its JSON lines arrive as events.
 pub struct Probe {
     child: Option<Child>,

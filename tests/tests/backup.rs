@@ -326,13 +326,12 @@ fn a_second_backup_of_a_node_with_1000_photos_and_one_new_post_copies_under_one_
     assert_eq!(second["generations_kept"], 2);
 }
 
-/// FAILS today (the deleted post comes back on both nodes): once every sibling has
-/// collected a tombstone, a record older than it that only the restored node holds
-/// looks new to replication. Refusing absent records older than the purge floor would
-/// also refuse live records a new replica of a shard gets by repair; the fix needs
-/// per-shard floors (docs/backup.md). Ignored until core/replication has them.
+/// Once every sibling has collected a tombstone, a record older than it that only the
+/// restored node holds could look new to replication; the siblings' per-shard floors
+/// prove it deleted, so it stays deleted on both nodes, while what was kept and what
+/// was written since the backup is on both (docs/backup.md).
 #[test]
-#[ignore = "system tier (a minute of tombstone collection); fails until replication keeps per-shard purge floors"]
+#[ignore = "system tier: a minute of tombstone collection"]
 fn an_old_backup_restored_among_siblings_that_moved_on_resurrects_nothing() {
     let scratch = Scratch::new("siblings");
     let dest = scratch.join("usb-disk");

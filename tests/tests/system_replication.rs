@@ -1141,3 +1141,128 @@ fn bytes_under(dir: &Path, depth: usize) -> u64 {
 fn mebibytes(bytes: u64) -> u64 {
     bytes / (1024 * 1024)
 }
+
+/// Issue 15's check: the people-facing records (profile edits, blocks, follow
+/// approvals, an account's deletion) made on different replicas while one is cut off
+/// converge to one state after the heal, and a user's notifications read the same on
+/// every replica.
+#[test]
+#[ignore = "system tier: root, network namespaces, minutes"]
+fn profiles_blocks_approvals_and_deletions_from_both_sides_of_a_partition_converge() {
+    lab::require_tools();
+    let cluster = Cluster::start();
+    let ada = cluster.register(0, "ada");
+    let bo = cluster.register(1, "bob");
+    let cy = cluster.register(2, "cyd");
+    let di = cluster.register(1, "dia");
+    let ed = cluster.register(0, "eddy");
+    let on = |node: usize| cluster.nodes[node].endpoint();
+
+    // Before the cut: ada locks her account; bo, cy and ed ask to follow her; she has a
+    // public and a followers-only post; di posts a photo, likes and comments on ada's.
+    expect_ok(&on(0), "PATCH", "/api/v1/me/profile", Some(&ada.token), Some(&json!({ "locked": true })));
+    for follower in [&bo, &cy, &ed] {
+        let answer = expect_ok(&on(follower.home), "PUT", "/api/v1/users/ada/follow", Some(&follower.token), None);
+        assert_eq!(answer["status"], "requested", "{} follows locked ada: {answer}", follower.handle);
+    }
+    let post = |user: &User, caption: &str, media: &[String], visibility: &str| {
+        let body = json!({ "caption": caption, "media": media, "visibility": visibility });
+        text_field(&expect_status(&on(user.home), "POST", "/api/v1/posts", Some(&user.token), Some(&body), 201), "id")
+    };
+    let ada_public = post(&ada, "harbour at dawn", &[], "public");
+    let ada_followers = post(&ada, "for my followers only", &[], "followers");
+    let photo = distinct_photo(151);
+    let (status, media) = on(di.home)
+        .request(
+            "PUT",
+            &format!("/api/v1/media/{}", sha256_hex(&photo)),
+            Some(&di.token),
+            Some(("image/jpeg", &photo)),
+            WRITE_TIMEOUT,
+        )
+        .expect("di uploads a photo");
+    assert_eq!(status, 201, "di's photo: {media}");
+    let di_media = text_field(&media, "id");
+    let di_post = post(&di, "dipostunique by di", std::slice::from_ref(&di_media), "public");
+    expect_ok(&on(di.home), "PUT", &format!("/api/v1/posts/{ada_public}/like"), Some(&di.token), None);
+    let comment = json!({ "text": "lovely, ada" });
+    let comments_path = format!("/api/v1/posts/{ada_public}/comments");
+    expect_status(&on(di.home), "POST", &comments_path, Some(&di.token), Some(&comment), 201);
+    cluster.wait_until_converged("people: everything written before the cut is everywhere");
+    // Sessions are per node: ada signs in on both sides of the coming cut.
+    let ada_on_cedar = log_in(&on(2), "ada", PASSWORD);
+
+    cluster.hosts[ISOLATED_NODE].unplug();
+    // The connected pair: ada edits her profile and approves bo; di deletes the account.
+    let alder_edit = json!({ "display_name": "Ada of alder", "bio": "written on alder" });
+    expect_ok(&on(0), "PATCH", "/api/v1/me/profile", Some(&ada.token), Some(&alder_edit));
+    expect_ok(&on(0), "POST", "/api/v1/me/follow-requests/bob/approve", Some(&ada.token), None);
+    expect_ok(&on(1), "DELETE", "/api/v1/me", Some(&di.token), Some(&json!({ "password": PASSWORD })));
+    // The cut-off node, later: ada edits her profile again, approves cy and blocks ed;
+    // cy comments on ada's post.
+    std::thread::sleep(Duration::from_millis(200));
+    let cedar_edit = json!({ "display_name": "Ada of cedar" });
+    expect_ok(&on(2), "PATCH", "/api/v1/me/profile", Some(&ada_on_cedar), Some(&cedar_edit));
+    expect_ok(&on(2), "POST", "/api/v1/me/follow-requests/cyd/approve", Some(&ada_on_cedar), None);
+    expect_ok(&on(2), "POST", "/api/v1/users/eddy/block", Some(&ada_on_cedar), None);
+    let cy_comment = json!({ "text": "written while cedar was cut off" });
+    expect_status(&on(2), "POST", &comments_path, Some(&cy.token), Some(&cy_comment), 201);
+    // Nothing crossed: the pair does not know cedar's edit yet.
+    let profile_on_alder = expect_ok(&on(0), "GET", "/api/v1/users/ada", None, None);
+    assert_eq!(profile_on_alder["display_name"], "Ada of alder", "the cut was not real: {profile_on_alder}");
+
+    cluster.hosts[ISOLATED_NODE].plug();
+    cluster.wait_until_connected(RECONNECT_AFTER_HEAL_WITHIN);
+    cluster.wait_until_converged("people: after the heal");
+
+    let mut notifications_by_node = Vec::new();
+    for (node, name) in NODE_NAMES.iter().enumerate() {
+        let ada_here = log_in(&on(node), "ada", PASSWORD);
+        let profile = expect_ok(&on(node), "GET", "/api/v1/users/ada", None, None);
+        assert_eq!(profile["display_name"], "Ada of cedar", "{name}: the later profile edit wins: {profile}");
+        for follower in [&bo, &cy] {
+            let token = log_in(&on(node), &follower.handle, PASSWORD);
+            let (status, answer) = on(node).https("GET", &format!("/api/v1/posts/{ada_followers}"), Some(&token), None);
+            assert_eq!(status, 200, "{name}: {} was approved on one side and sees the post: {answer}", follower.handle);
+        }
+        let requests = expect_ok(&on(node), "GET", "/api/v1/me/follow-requests", Some(&ada_here), None);
+        let pending: Vec<&str> =
+            requests["items"].as_array().expect("items").iter().filter_map(|item| item["handle"].as_str()).collect();
+        assert!(
+            !pending.contains(&"bob") && !pending.contains(&"cyd"),
+            "{name}: approvals from both sides: {requests}"
+        );
+        let blocks = expect_ok(&on(node), "GET", "/api/v1/me/blocks", Some(&ada_here), None);
+        assert!(blocks.to_string().contains("\"eddy\""), "{name}: ada's block of ed made on cedar: {blocks}");
+        let ed_here = log_in(&on(node), "eddy", PASSWORD);
+        let (status, answer) = on(node).https("PUT", &format!("/api/v1/posts/{ada_public}/like"), Some(&ed_here), None);
+        assert_eq!(status, 403, "{name}: blocked ed cannot like ada's post: {answer}");
+        assert_eq!(on(node).https("GET", "/api/v1/users/dia", None, None).0, 404, "{name}: di's profile");
+        assert_eq!(on(node).https("GET", &format!("/api/v1/posts/{di_post}"), None, None).0, 404, "{name}: di's post");
+        let thumb = format!("/api/v1/media/{di_media}/thumb");
+        assert_eq!(on(node).https("GET", &thumb, Some(&ada_here), None).0, 404, "{name}: di's photo");
+        let found = expect_ok(&on(node), "GET", "/api/v1/search?q=dipostunique&scope=node", None, None);
+        assert_eq!(found["posts"], json!([]), "{name}: di's post is not found by search: {found}");
+        let comments = expect_ok(&on(node), "GET", &comments_path, None, None);
+        let texts = comments.to_string();
+        assert!(
+            texts.contains("written while cedar was cut off") && !texts.contains("lovely, ada"),
+            "{name}: cy's comment from cedar is there and di's is gone: {comments}"
+        );
+        let notifications = expect_ok(&on(node), "GET", "/api/v1/notifications", Some(&ada_here), None);
+        assert!(!notifications.to_string().contains("\"dia\""), "{name}: no notification names deleted di");
+        notifications_by_node.push(notifications);
+    }
+    for (node, notifications) in notifications_by_node.iter().enumerate().skip(1) {
+        assert_eq!(
+            notifications, &notifications_by_node[0],
+            "ada's notifications on {} and {}",
+            NODE_NAMES[node], NODE_NAMES[0]
+        );
+    }
+    println!(
+        "people: profile edits, approvals on both sides, a block and a deletion converged; ada's {} notification \
+         groups read the same on all three nodes",
+        notifications_by_node[0]["items"].as_array().map_or(0, Vec::len)
+    );
+}

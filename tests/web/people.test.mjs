@@ -350,3 +350,219 @@ describe('profiles, notifications and deleting an account in the web app', { tim
     }
   });
 });
+
+// Follow requests, blocking, reporting and hiding, end to end: Alice locks her
+// account; Bob's follow waits in her follow requests until she approves it there,
+// Dave's she turns down. Bob reports her post; on the admin page Alice finds the
+// report, hides the post (Bob then gets 404 for it) and resolves the report. She
+// blocks Bob from his profile, after a question, and Bob's follow is refused until
+// she unblocks him. Every new screen and state passes axe.
+describe('follow requests, blocking, reporting and hiding in the web app', { timeout: 300_000 }, () => {
+  let node, alice, bob, auditor, postId, failed = false;
+  const DAVE_PASSWORD = 'dave reads the tide tables';
+  const REASON = 'Selling fake tickets to the ferry';
+
+  const it = (name, body) => test(name, async (t) => {
+    try {
+      await body(t);
+    } catch (error) {
+      failed = true;
+      mkdirSync(ARTIFACTS, { recursive: true });
+      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
+      for (const [who, person] of [['alice', alice], ['bob', bob], ['auditor', auditor]]) {
+        if (person) await person.page.screenshot({ path: join(ARTIFACTS, `safety-failed-${slug}-${who}.png`), fullPage: true }).catch(() => {});
+      }
+      throw error;
+    }
+  });
+
+  async function signIn(page, handle, password) {
+    await page.goto(`${node.origin}/#/signin`);
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await page.getByLabel('Handle').fill(handle);
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+  }
+
+  /** An API call from `page` with its own session, or with `token`. */
+  function callFrom(page, method, path, body, token) {
+    return page.evaluate(async ({ method, path, body, token }) => {
+      const bearer = token || JSON.parse(localStorage.getItem('edgenode.session')).token;
+      const headers = { Authorization: `Bearer ${bearer}`, Accept: 'application/json' };
+      if (body !== undefined) headers['Content-Type'] = 'application/json';
+      const answer = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = await answer.text();
+      return { status: answer.status, body: text ? JSON.parse(text) : null };
+    }, { method, path, body, token });
+  }
+
+  async function audit(page, label) {
+    const found = [];
+    for (const viewport of [PHONE, DESKTOP]) {
+      await page.setViewportSize(viewport);
+      await page.evaluate(() => window.scrollTo(0, 0));
+      await settle(page);
+      for (const violation of await accessibilityViolations(page)) found.push(`${label} at ${viewport.width} px: ${violation}`);
+    }
+    await page.setViewportSize(PHONE);
+    return found;
+  }
+
+  before(async () => {
+    node = await startNode({ name: 'safety-test', claimCode: CLAIM_CODE });
+    alice = await launchPerson({ trust: [node] });
+    bob = await launchPerson({ trust: [node] });
+    auditor = await launchPerson({ trust: [node], bypassCSP: true });
+  });
+
+  after(async () => {
+    for (const person of [alice, bob, auditor]) if (person) await person.close();
+    if (node) {
+      if (failed) console.error(`the node's stderr:\n${node.stderr()}`);
+      await node.stop();
+    }
+  });
+
+  let daveToken;
+
+  it('lets Alice claim the node, lock her account and post; Bob and Dave join', async () => {
+    const { page } = alice;
+    await page.goto(node.origin + '/');
+    await page.getByRole('heading', { name: 'Set up safety-test' }).waitFor();
+    await page.getByLabel('Claim code').fill(CLAIM_CODE);
+    await page.getByLabel('Admin handle').fill('alice');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Claim this node' }).click();
+    await page.getByRole('heading', { name: 'Feed' }).waitFor();
+    const invite = await callFrom(page, 'POST', '/api/v1/invites');
+    await bob.page.goto(`${node.origin}/#/join?code=${encodeURIComponent(invite.body.code)}`);
+    await bob.page.getByLabel('Choose a handle').fill('bob');
+    await bob.page.getByLabel('Choose a password').fill(BOB_PASSWORD);
+    await bob.page.getByRole('button', { name: 'Create account' }).click();
+    await bob.page.getByRole('heading', { name: 'Search' }).waitFor();
+    const second = await callFrom(page, 'POST', '/api/v1/invites');
+    const dave = await page.evaluate(async ({ code, password }) => {
+      const answer = await fetch('/api/v1/accounts', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ handle: 'dave', password, invite: code }) });
+      return { status: answer.status, body: await answer.json() };
+    }, { code: second.body.code, password: DAVE_PASSWORD });
+    assert.equal(dave.status, 201, JSON.stringify(dave.body));
+    daveToken = dave.body.token;
+    assert.equal((await callFrom(page, 'PATCH', '/api/v1/me/profile', { locked: true })).status, 200);
+    const post = await callFrom(page, 'POST', '/api/v1/posts', { caption: 'Ferry to the island at noon', visibility: 'public' });
+    assert.equal(post.status, 201);
+    postId = post.body.id;
+  });
+
+  it('lets Alice approve Bob’s follow request and turn down Dave’s', async () => {
+    await bob.page.goto(`${node.origin}/#/u/alice`);
+    await bob.page.getByRole('button', { name: 'Follow @alice' }).click();
+    await bob.page.getByRole('button', { name: 'Unfollow @alice' }).waitFor();
+    assert.equal((await callFrom(alice.page, 'PUT', '/api/v1/users/alice/follow', {}, daveToken)).status, 200);
+
+    const { page } = alice;
+    await page.goto(`${node.origin}/#/u/alice`);
+    await page.getByRole('link', { name: 'Follow requests' }).click();
+    await page.getByRole('heading', { name: 'Follow requests' }).waitFor();
+    const list = page.getByRole('list', { name: 'Follow requests' });
+    await list.getByRole('link', { name: 'bob' }).waitFor();
+    await screenshots(page, 'safety-01-follow-requests');
+    await list.getByRole('button', { name: 'Approve bob' }).click();
+    await list.getByRole('status').filter({ hasText: '@bob now follows you.' }).waitFor();
+    await list.getByRole('button', { name: 'Reject dave' }).click();
+    await list.getByRole('status').filter({ hasText: 'You turned down @dave.' }).waitFor();
+    const asBob = await callFrom(bob.page, 'GET', '/api/v1/users/alice');
+    assert.equal(asBob.body.follow_status, 'following');
+    const requests = await callFrom(page, 'GET', '/api/v1/me/follow-requests');
+    assert.deepEqual(requests.body.items, [], 'nobody waits any more');
+  });
+
+  it('lets Bob report Alice’s post with a reason', async () => {
+    const { page } = bob;
+    await page.goto(`${node.origin}/#/post/${postId}`);
+    await page.getByRole('button', { name: 'Report' }).click();
+    await page.getByLabel('Why are you reporting this post?').fill(REASON);
+    await screenshots(page, 'safety-02-report');
+    await page.getByRole('button', { name: 'Send report' }).click();
+    await page.getByRole('status').filter({ hasText: 'Thank you: the admins will look at it.' }).waitFor();
+    assert.equal((await callFrom(page, 'GET', '/api/v1/admin/reports')).status, 403, 'reports are for admins');
+  });
+
+  it('shows Alice the report on the admin page, where she hides the post and resolves the report', async () => {
+    const { page } = alice;
+    await page.goto(`${node.origin}/#/admin`);
+    const reports = page.getByRole('list', { name: 'Open reports' });
+    await reports.getByText(REASON).waitFor();
+    await screenshots(page, 'safety-03-reports');
+    await reports.getByRole('button', { name: 'Hide the post by @alice' }).click();
+    await reports.getByRole('button', { name: 'Show the post by @alice' }).waitFor();
+    await reports.getByText('Hidden', { exact: true }).waitFor();
+    assert.equal((await callFrom(bob.page, 'GET', `/api/v1/posts/${postId}`)).status, 404, 'hidden from Bob');
+    assert.equal((await callFrom(page, 'GET', `/api/v1/posts/${postId}`)).status, 200, 'its author still sees it');
+    await reports.getByRole('button', { name: 'Show the post by @alice' }).click();
+    await reports.getByRole('button', { name: 'Hide the post by @alice' }).waitFor();
+    assert.equal((await callFrom(bob.page, 'GET', `/api/v1/posts/${postId}`)).status, 200, 'shown again');
+    await reports.getByRole('button', { name: 'Resolve the report by @bob' }).click();
+    await reports.getByRole('status').filter({ hasText: 'Resolved the report' }).waitFor();
+    const open = await callFrom(page, 'GET', '/api/v1/admin/reports');
+    assert.deepEqual(open.body.items, [], 'no open report left');
+  });
+
+  it('lets Alice block Bob from his profile after a question, and unblock him', async () => {
+    const { page } = alice;
+    await page.goto(`${node.origin}/#/u/bob`);
+    await page.getByRole('button', { name: 'Block @bob' }).click();
+    await page.getByText('Block @bob? Follows between you end.').waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Cancel', 'the question takes focus on its safe answer');
+    await screenshots(page, 'safety-04-block-question');
+    await page.getByRole('button', { name: 'Block', exact: true }).click();
+    await page.getByRole('button', { name: 'Unblock @bob' }).waitFor();
+    const follow = await callFrom(bob.page, 'PUT', '/api/v1/users/alice/follow', {});
+    assert.deepEqual([follow.status, follow.body.error.code], [403, 'blocked']);
+    const seen = await callFrom(bob.page, 'GET', '/api/v1/users/alice');
+    assert.equal(seen.body.followed_by_me, false, 'his follow ended');
+    await page.reload();
+    await page.getByRole('button', { name: 'Unblock @bob' }).click();
+    await page.getByRole('button', { name: 'Block @bob' }).waitFor();
+    assert.equal((await callFrom(bob.page, 'PUT', '/api/v1/users/alice/follow', {})).status, 200, 'he may ask again');
+  });
+
+  it('passes an accessibility audit on each new screen and state', async () => {
+    // Something to show: Dave asks again, Bob reports again.
+    assert.equal((await callFrom(alice.page, 'DELETE', '/api/v1/users/alice/follow', undefined, daveToken)).status, 200);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal((await callFrom(alice.page, 'PUT', '/api/v1/users/alice/follow', {}, daveToken)).status, 200);
+    assert.equal((await callFrom(bob.page, 'POST', `/api/v1/posts/${postId}/report`, { reason: REASON })).status, 201);
+
+    const { page } = auditor;
+    const found = [];
+    await signIn(page, 'alice', PASSWORD);
+    await page.getByRole('heading', { name: 'Feed' }).waitFor();
+    await page.goto(`${node.origin}/#/follow-requests`);
+    await page.getByRole('list', { name: 'Follow requests' }).getByRole('button', { name: 'Approve dave' }).waitFor();
+    found.push(...await audit(page, '#/follow-requests'));
+    await page.goto(`${node.origin}/#/admin`);
+    await page.getByRole('list', { name: 'Open reports' }).getByText(REASON).waitFor();
+    found.push(...await audit(page, '#/admin (reports)'));
+    await page.goto(`${node.origin}/#/u/bob`);
+    await page.getByRole('button', { name: 'Block @bob' }).click();
+    await page.getByText('Block @bob? Follows between you end.').waitFor();
+    found.push(...await audit(page, '#/u/bob (block question)'));
+    await page.goto(`${node.origin}/#/u/alice`);
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await signIn(page, 'bob', BOB_PASSWORD);
+    await page.getByRole('heading', { name: 'Feed' }).waitFor();
+    await page.goto(`${node.origin}/#/post/${postId}`);
+    await page.getByRole('button', { name: 'Report' }).click();
+    await page.getByLabel('Why are you reporting this post?').waitFor();
+    found.push(...await audit(page, '#/post (report form)'));
+    assert.deepEqual(found, []);
+  });
+
+  it('broke no rule of the page (CSP, Trusted Types) and threw nothing', async () => {
+    for (const [who, person] of [['alice', alice], ['bob', bob]]) {
+      assert.deepEqual(person.problems.filter((text) => BROKEN_RULE.test(text)), [], who);
+    }
+  });
+});

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::throttle::Guess;
-use super::{empty_response, json_response, ok_json, token_hash, Api, ApiError, ApiResult, Call};
+use super::{empty_response, ok_json, shapes, token_hash, Api, ApiError, ApiResult, Call};
 use super::{password, ports};
 use crate::core::model::{AccessToken, Credential, ResetCode, TokenScope, User};
 use crate::core::text;
@@ -110,7 +110,7 @@ fn dummy_hash() -> &'static str {
 }
 
 pub fn healthz(_api: &Api, _call: &mut Call<'_>) -> ApiResult {
-    ok_json(json!({"status": "ok"}))
+    shapes::ok(&shapes::Health { status: "ok" })
 }
 
 /// Admins, the local control token, or a request through the operator's metrics
@@ -135,28 +135,27 @@ pub fn metrics(api: &Api, call: &mut Call<'_>) -> ApiResult {
 }
 
 pub fn node(api: &Api, call: &mut Call<'_>) -> ApiResult {
-    let mut info = json!({
-        "node_id": api.store.node_id().to_string(),
-        "name": api.node.name,
-        "version": env!("CARGO_PKG_VERSION"),
-        "region": api.node.region,
-        "roles": api.node.roles,
-        "pin": api.node.pin,
-        "addresses": api.node.addresses,
-        "base_url": api.node.base_url,
-        "peers": api.siblings.as_ref().map(|siblings| siblings.sibling_list()).unwrap_or_default(),
-        "claimed": api.store.claimed_or_has_accounts()?,
-        "open_registration": api.open_registration,
-        "uptime_seconds": api.started.elapsed().as_secs(),
-    });
-    if call.local_control || call.viewer.as_ref().is_some_and(|user| user.admin) {
-        info["storage"] = storage_json(api);
-    }
-    ok_json(info)
+    let operator = call.local_control || call.viewer.as_ref().is_some_and(|user| user.admin);
+    shapes::ok(&shapes::NodeAbout {
+        node_id: api.store.node_id().to_string(),
+        name: api.node.name.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        region: api.node.region.clone(),
+        roles: api.node.roles.clone(),
+        pin: api.node.pin.clone(),
+        addresses: api.node.addresses.clone(),
+        base_url: api.node.base_url.clone(),
+        peers: api.siblings.as_ref().map(|siblings| siblings.sibling_list()).unwrap_or_default(),
+        claimed: api.store.claimed_or_has_accounts()?,
+        open_registration: api.open_registration,
+        uptime_seconds: api.started.elapsed().as_secs(),
+        storage: operator.then(|| storage(api)),
+        update: if operator { super::update::node_update_json(api) } else { None },
+    })
 }
 
 /// Bytes the node stores, and free/total space of the file system holding the data dir.
-fn storage_json(api: &Api) -> serde_json::Value {
+fn storage(api: &Api) -> shapes::Storage {
     let (free_bytes, total_bytes) = match nix::sys::statvfs::statvfs(&api.data_dir) {
         // The statvfs field types are narrower on 32-bit targets (e.g. 32-bit Pi OS).
         #[allow(clippy::unnecessary_cast)]
@@ -169,7 +168,7 @@ fn storage_json(api: &Api) -> serde_json::Value {
             (None, None)
         }
     };
-    json!({"used_bytes": api.store.used_bytes(), "free_bytes": free_bytes, "total_bytes": total_bytes})
+    shapes::Storage { used_bytes: api.store.used_bytes(), free_bytes, total_bytes }
 }
 
 /// Admins, or the local CLI with the control token.
@@ -207,9 +206,9 @@ pub fn pair(api: &Api, call: &mut Call<'_>) -> ApiResult {
     ok_json(answer)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct JoinRequest {
+pub(super) struct JoinRequest {
     address: String,
     code: String,
 }
@@ -218,14 +217,36 @@ pub fn join(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let request: JoinRequest = call.json()?;
     let service = siblings(api, call)?;
     match service.join(request.address.trim(), request.code.trim()) {
-        Ok(info) => ok_json(json!({"node_id": info.node_id.to_string(), "address": info.address, "pin": info.pin})),
+        Ok(info) => {
+            shapes::ok(&shapes::Joined { node_id: info.node_id.to_string(), address: info.address, pin: info.pin })
+        }
         Err(error) => Err(ApiError::bad_request("pairing_failed", error.to_string())),
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/node/peers/{node_id}/retire[?force=true]`: a dead sibling retired.
+pub fn retire_peer(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let service = siblings(api, call)?;
+    let node_id: crate::core::model::NodeId = call.param(0).trim().parse().map_err(|_| {
+        ApiError::bad_request("invalid_node_id", "a node id is 16 hexadecimal digits, as `edgenode peer list` shows")
+    })?;
+    let force = call.query("force").is_some_and(|value| value == "true" || value == "1");
+    match service.retire(node_id, force) {
+        Ok(answer) => ok_json(answer),
+        Err(refused) => Err(match refused.reason {
+            ports::RetireRefusal::OwnNode => ApiError::bad_request("own_node", refused.message),
+            ports::RetireRefusal::NotASibling => ApiError::new(StatusCode::NOT_FOUND, "not_a_sibling", refused.message),
+            ports::RetireRefusal::Connected => {
+                ApiError::new(StatusCode::CONFLICT, "sibling_connected", refused.message)
+            }
+            ports::RetireRefusal::Failed => ApiError::unavailable(refused.message),
+        }),
+    }
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewAccount {
+pub(super) struct NewAccount {
     handle: String,
     password: String,
     claim: Option<String>,
@@ -273,9 +294,9 @@ pub fn create_account(api: &Api, call: &mut Call<'_>) -> ApiResult {
         .expect("throttle lock")
         .device_key(&api.data_dir)
         .issue(&user.user_id, os::random_bytes());
-    json_response(
+    shapes::answer(
         StatusCode::CREATED,
-        &json!({"user_id": user.user_id, "handle": user.handle, "token": token, "admin": user.admin, "device": device}),
+        &shapes::AccountCreated { user_id: user.user_id, handle: user.handle, token, admin: user.admin, device },
     )
 }
 
@@ -378,9 +399,9 @@ fn check_password(password: &str, handle: &str) -> Result<(), ApiError> {
     Err(ApiError::bad_request("weak_password", why.join(" ")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Credentials {
+pub(super) struct Credentials {
     handle: String,
     password: String,
     /// The `device` token an earlier sign-in of this user on this device answered with.
@@ -442,7 +463,7 @@ pub fn login(api: &Api, call: &mut Call<'_>) -> ApiResult {
                 return Err(account_disabled());
             }
             let token = api.start_session(&user.user_id, &user_agent(call))?;
-            ok_json(json!({"token": token, "user_id": user.user_id, "device": device_token}))
+            shapes::ok(&shapes::SignedIn { token, user_id: user.user_id, device: device_token })
         }
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong handle or password")),
     }
@@ -477,7 +498,7 @@ pub fn create_invite(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let code = shown_invite_code(&invite.code);
     let link = invite_link(&api.node.base_url, &code);
     let qr_svg = qr_svg(&link);
-    json_response(StatusCode::CREATED, &json!({"code": code, "link": link, "qr_svg": qr_svg}))
+    shapes::answer(StatusCode::CREATED, &shapes::InviteCreated { code, link, qr_svg })
 }
 
 /// Open invites (not used, not revoked), newest first: `{items:[{code, created_at,
@@ -487,18 +508,14 @@ pub fn list_invites(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let mut items = Vec::new();
     for invite in api.store.open_invites()? {
         let created_by = if invite.created_by == Store::INVITE_BY_CONTROL_TOKEN {
-            serde_json::Value::Null
+            None
         } else {
             let handle = api.store.user(&invite.created_by)?.map(|user| user.handle);
-            json!({"user_id": invite.created_by, "handle": handle})
+            Some(shapes::InviteCreator { user_id: invite.created_by.clone(), handle })
         };
-        items.push(json!({
-            "code": shown_invite_code(&invite.code),
-            "created_at": invite.created_at,
-            "created_by": created_by,
-        }));
+        items.push(shapes::Invite { code: shown_invite_code(&invite.code), created_at: invite.created_at, created_by });
     }
-    ok_json(json!({"items": items}))
+    shapes::ok(&shapes::Items { items })
 }
 
 /// Revokes an open invite by its code (compared normalised, as at sign-up): 204, or
@@ -672,9 +689,9 @@ fn credential_not_here() -> ApiError {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordChange {
+pub(super) struct PasswordChange {
     current_password: String,
     new_password: String,
     #[serde(default)]
@@ -702,7 +719,7 @@ pub fn change_password(api: &Api, call: &mut Call<'_>) -> ApiResult {
         })?
         .ok_or_else(credential_not_here)?;
     tracing::info!(handle = %user.handle, sign_out, "password changed");
-    ok_json(json!({"signed_out_other_sessions": sign_out}))
+    shapes::ok(&shapes::PasswordChanged { signed_out_other_sessions: sign_out })
 }
 
 /// `GET /api/v1/me/sessions`: the caller's live sessions on this node.
@@ -711,7 +728,7 @@ pub fn list_sessions(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let epoch = api.store.credential(&user.user_id)?.map_or(0, |credential| credential.session_epoch);
     let current = call.session_token_hash.map(|hash| Store::session_id(&hash));
     let now_ms = os::now_ms();
-    let items: Vec<serde_json::Value> = api
+    let items: Vec<shapes::Session> = api
         .store
         .sessions_of(&user.user_id)?
         .into_iter()
@@ -719,17 +736,15 @@ pub fn list_sessions(api: &Api, call: &mut Call<'_>) -> ApiResult {
             let idle_ms = now_ms.saturating_sub(session.last_seen_ms);
             session.epoch >= epoch && (!session.last_seen_recorded || idle_ms <= api.session_idle_timeout_ms)
         })
-        .map(|session| {
-            json!({
-                "session_id": session.session_id,
-                "created_at": session.created_at_ms,
-                "last_seen_at": session.last_seen_ms,
-                "user_agent": session.user_agent,
-                "current": current.as_deref() == Some(session.session_id.as_str()),
-            })
+        .map(|session| shapes::Session {
+            current: current.as_deref() == Some(session.session_id.as_str()),
+            session_id: session.session_id,
+            created_at: session.created_at_ms,
+            last_seen_at: session.last_seen_ms,
+            user_agent: session.user_agent,
         })
         .collect();
-    ok_json(json!({"items": items}))
+    shapes::ok(&shapes::Items { items })
 }
 
 /// `DELETE /api/v1/me/sessions/{id}`: signs that session out (204), 404 when the
@@ -742,15 +757,21 @@ pub fn revoke_session(api: &Api, call: &mut Call<'_>) -> ApiResult {
     Err(ApiError::not_found("session"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewAccessToken {
+pub(super) struct NewAccessToken {
     name: String,
+    #[schemars(with = "super::shapes::TokenScope")]
     scope: TokenScope,
 }
 
-fn access_token_json(token: &AccessToken) -> serde_json::Value {
-    json!({"token_id": token.token_id, "name": token.name, "scope": token.scope, "created_at": token.created_at})
+fn access_token_shape(token: &AccessToken) -> shapes::AccessToken {
+    shapes::AccessToken {
+        token_id: token.token_id.clone(),
+        name: token.name.clone(),
+        scope: token.scope.into(),
+        created_at: token.created_at,
+    }
 }
 
 /// `POST /api/v1/me/tokens {name, scope}`: 201 with the token, shown this once.
@@ -791,9 +812,10 @@ pub fn create_token(api: &Api, call: &mut Call<'_>) -> ApiResult {
             format!("you have {ACCESS_TOKENS_PER_USER_MAX} access tokens, the most one account may: revoke one first"),
         ));
     }
-    let mut answer = access_token_json(&stored);
-    answer["token"] = json!(token);
-    json_response(StatusCode::CREATED, &answer)
+    shapes::answer(
+        StatusCode::CREATED,
+        &shapes::AccessTokenCreated { access_token: access_token_shape(&stored), token },
+    )
 }
 
 /// `GET /api/v1/me/tokens`: the caller's personal access tokens (never the tokens).
@@ -801,7 +823,7 @@ pub fn list_tokens(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let user = call.user()?;
     let credential = api.store.credential(&user.user_id)?;
     let tokens = credential.map(|credential| credential.access_tokens).unwrap_or_default();
-    ok_json(json!({"items": tokens.iter().map(access_token_json).collect::<Vec<_>>()}))
+    shapes::ok(&shapes::Items { items: tokens.iter().map(access_token_shape).collect() })
 }
 
 /// `DELETE /api/v1/me/tokens/{id}`: 204, and the token stops working on every
@@ -827,9 +849,10 @@ pub fn revoke_token(api: &Api, call: &mut Call<'_>) -> ApiResult {
     Err(ApiError::not_found("access token"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordReset {
+#[schemars(rename = "PasswordResetRequest")]
+pub(super) struct PasswordReset {
     handle: String,
     code: String,
     new_password: String,
@@ -894,7 +917,7 @@ pub fn password_reset(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
     tracing::info!(handle = %user.handle, "password reset with a code");
     let token = api.start_session(&user.user_id, &user_agent(call))?;
-    ok_json(json!({"token": token, "user_id": user.user_id}))
+    shapes::ok(&shapes::PasswordReset { token, user_id: user.user_id })
 }
 
 // ----- admin: users -----
@@ -911,19 +934,19 @@ fn user_admin<'a>(call: &'a Call<'_>, what: &str) -> Result<Option<&'a User>, Ap
     Ok(Some(user))
 }
 
-fn user_row_json(api: &Api, row: &UserRow) -> Result<serde_json::Value, ApiError> {
+fn user_row_json(api: &Api, row: &UserRow) -> Result<shapes::UserRow, ApiError> {
     let user = &row.user;
-    Ok(json!({
-        "user_id": user.user_id,
-        "handle": user.handle,
-        "display_name": user.display_name,
-        "admin": user.admin,
-        "disabled": row.disabled,
-        "created_at": user.created_at,
-        "home": user.home.map(|home| home.to_string()),
-        "storage_bytes_used": api.store.user_storage_bytes(&user.user_id)?,
-        "last_seen_at": row.last_seen_ms,
-    }))
+    Ok(shapes::UserRow {
+        user_id: user.user_id.clone(),
+        handle: user.handle.clone(),
+        display_name: user.display_name.clone(),
+        admin: user.admin,
+        disabled: row.disabled,
+        created_at: user.created_at,
+        home: user.home.map(|home| home.to_string()),
+        storage_bytes_used: api.store.user_storage_bytes(&user.user_id)?,
+        last_seen_at: row.last_seen_ms,
+    })
 }
 
 /// The user a `/api/v1/admin/users/{handle}/…` route names, as a list row.
@@ -942,12 +965,12 @@ pub fn admin_list_users(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let cursor = call.query("cursor").filter(|cursor| !cursor.is_empty());
     let (rows, next_cursor) = api.store.users_page(cursor.as_deref(), limit)?;
     let items = rows.iter().map(|row| user_row_json(api, row)).collect::<Result<Vec<_>, _>>()?;
-    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+    shapes::ok(&shapes::Page { items, next_cursor })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AddedUser {
+pub(super) struct AddedUser {
     handle: String,
     password: Option<String>,
 }
@@ -976,13 +999,20 @@ pub fn admin_add_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let password_hash = api.password_gate.hash(password).ok_or_else(password_busy)?;
     let user = api.store.create_user(&handle, password_hash, Admission::Open)?;
     tracing::info!(handle = %user.handle, "account added by an admin");
-    let mut answer = json!({"user_id": user.user_id, "handle": user.handle, "admin": user.admin});
-    if request.password.is_none() {
-        let (code, expires_at) = api.issue_reset_code(&user)?;
-        answer["reset_code"] = json!(code);
-        answer["reset_code_expires_at"] = json!(expires_at);
-    }
-    json_response(StatusCode::CREATED, &answer)
+    let reset_code = match request.password {
+        Some(_) => None,
+        None => Some(api.issue_reset_code(&user)?),
+    };
+    shapes::answer(
+        StatusCode::CREATED,
+        &shapes::UserAdded {
+            user_id: user.user_id,
+            handle: user.handle,
+            admin: user.admin,
+            reset_code_expires_at: reset_code.as_ref().map(|(_, expires_at)| *expires_at),
+            reset_code: reset_code.map(|(code, _)| code),
+        },
+    )
 }
 
 /// Sets `disabled` on the named user; disabling also signs out their sessions on
@@ -1010,7 +1040,7 @@ fn set_disabled(api: &Api, call: &mut Call<'_>, disabled: bool) -> ApiResult {
         .ok_or_else(credential_not_here)?;
     tracing::info!(handle = %row.user.handle, disabled, "account disabled state set");
     row.disabled = disabled;
-    ok_json(user_row_json(api, &row)?)
+    shapes::ok(&user_row_json(api, &row)?)
 }
 
 pub fn admin_disable_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -1027,12 +1057,12 @@ pub fn admin_reset_code(api: &Api, call: &mut Call<'_>) -> ApiResult {
     user_admin(call, "issue password reset codes")?;
     let row = named_user_row(api, call)?;
     let (code, expires_at) = api.issue_reset_code(&row.user)?;
-    ok_json(json!({"handle": row.user.handle, "code": code, "expires_at": expires_at}))
+    shapes::ok(&shapes::ResetCodeIssued { handle: row.user.handle, code, expires_at })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AccountDeletionRequest {
+pub(super) struct AccountDeletionRequest {
     password: String,
 }
 
@@ -1047,15 +1077,15 @@ fn delete_user(api: &Api, user_id: &str, handle: &str) -> ApiResult {
             for post_id in &posts {
                 api.fanout_post_changed(user_id, post_id);
             }
-            ok_json(json!({
-                "handle": handle,
-                "user_id": user_id,
-                "deleted": true,
-                "records_deleted": records,
-                "follows_of_them_deleted": follows_of_them,
-                "photos_removed": media_removed,
-                "handle_reserved": true,
-            }))
+            shapes::ok(&shapes::AccountDeleted {
+                handle: handle.to_owned(),
+                user_id: user_id.to_owned(),
+                deleted: true,
+                records_deleted: records,
+                follows_of_them_deleted: follows_of_them,
+                photos_removed: media_removed as u64,
+                handle_reserved: true,
+            })
         }
         AccountDeletion::NotHere => Err(ApiError::not_found("user")),
         AccountDeletion::LastAdmin => Err(ApiError::new(

@@ -8,9 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use http::StatusCode;
-use serde_json::json;
 
-use super::{empty_response, json_response, Api, ApiError, ApiResult, Call};
+use super::{empty_response, Api, ApiError, ApiResult, Call};
 use crate::store::backup::SnapshotError;
 
 /// A snapshot left behind this long (its backup was killed) is removed by the next.
@@ -73,21 +72,21 @@ pub fn create(api: &Api, call: &mut Call<'_>) -> ApiResult {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "backup snapshot taken"
     );
-    json_response(
+    super::shapes::answer(
         StatusCode::CREATED,
-        &json!({
-            "id": id,
-            "path": format!("{}/{file_name}", super::SPOOL_DIR),
-            "node_id": summary.node_id.to_string(),
-            "database_bytes": summary.database_bytes,
-            "rows": summary.rows,
-            "records": summary.records.saturating_sub(summary.tombstones),
-            "tombstones": summary.tombstones,
-            "digest": format!("{:016x}", summary.digest),
-            "media_items": summary.media_items,
-            "media_bytes": summary.media_bytes,
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
+        &super::shapes::BackupTaken {
+            path: format!("{}/{file_name}", super::SPOOL_DIR),
+            id,
+            node_id: summary.node_id.to_string(),
+            database_bytes: summary.database_bytes,
+            rows: summary.rows,
+            records: summary.records.saturating_sub(summary.tombstones),
+            tombstones: summary.tombstones,
+            digest: format!("{:016x}", summary.digest),
+            media_items: summary.media_items,
+            media_bytes: summary.media_bytes,
+            version: env!("CARGO_PKG_VERSION"),
+        },
     )
 }
 

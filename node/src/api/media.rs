@@ -6,28 +6,27 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{header_value, json_response, Api, ApiError, ApiResult, Call, RequestBody, ResponseFile};
+use super::{header_value, shapes, Api, ApiError, ApiResult, Call, RequestBody, ResponseFile};
 use crate::core::model::may_view;
 use crate::media::Processed;
 use crate::os;
 use crate::store::blobs::is_sha256_hex;
 use crate::store::{hex, BlobInfo, BlobKind, MediaInfo};
 
-pub fn media_json(info: &MediaInfo) -> Value {
-    json!({
-        "id": info.media_id,
-        "width": info.width,
-        "height": info.height,
-        "blurhash": info.blurhash,
-        "mime": info.mime,
-        "variants": {
-            "thumb": {"width": info.thumb.width, "height": info.thumb.height},
-            "display": {"width": info.display.width, "height": info.display.height},
-        }
-    })
+pub fn media_shape(info: &MediaInfo) -> shapes::Media {
+    shapes::Media {
+        id: info.media_id.clone(),
+        width: info.width,
+        height: info.height,
+        blurhash: info.blurhash.clone(),
+        mime: info.mime.clone(),
+        variants: shapes::MediaVariants {
+            thumb: shapes::Size { width: info.thumb.width, height: info.thumb.height },
+            display: shapes::Size { width: info.display.width, height: info.display.height },
+        },
+    }
 }
 
 /// `PUT /api/v1/media/{sha256}` and `POST /api/v1/media`.
@@ -73,7 +72,7 @@ pub fn upload(api: &Api, call: &mut Call<'_>) -> ApiResult {
     };
     let is_new = api.store.put_media(&info, &owner)?;
     api.record_upload(&owner, call.body.len());
-    json_response(if is_new { StatusCode::CREATED } else { StatusCode::OK }, &media_json(&info))
+    shapes::answer(if is_new { StatusCode::CREATED } else { StatusCode::OK }, &media_shape(&info))
 }
 
 /// Each user's turns at converting: a user's first conversion always goes to the
@@ -228,7 +227,7 @@ impl Api {
                 Some(viewer) => self.store.follows(viewer, &post.author_id)?,
                 None => false,
             };
-            if may_view(&post, viewer, follows) {
+            if may_view(&post, viewer, follows) && self.moderation_allows(&post, viewer)? {
                 return Ok(true);
             }
         }

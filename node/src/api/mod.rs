@@ -18,8 +18,11 @@ pub mod ports;
 mod quota;
 mod remote;
 mod routes;
+mod safety;
+mod shapes;
 mod social;
 pub mod throttle;
+mod update;
 mod web;
 
 use std::net::SocketAddr;
@@ -87,11 +90,12 @@ pub struct ClientAddr(pub SocketAddr);
 
 /// The JSON error every failure is answered with: `{"error":{"code","message"}}`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Bytes> {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    let body =
+        shapes::ErrorAnswer { error: shapes::ErrorDetail { code: code.to_owned(), message: message.to_owned() } };
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Bytes::from(body.to_string()))
+        .body(Bytes::from(serde_json::to_vec(&body).expect("the error shape serializes")))
         .expect("static response parts are valid")
 }
 
@@ -276,6 +280,8 @@ pub struct Api {
     search: Option<Arc<dyn ports::Search>>,
     /// Fan-out across the neighbourhood (remote follows, feeds, photos); see `remote.rs`.
     fanout: Option<Arc<dyn ports::Fanout>>,
+    /// Updates of this box (`update.rs`): status for admins, check and install.
+    updates: Option<Arc<dyn ports::Updates>>,
     /// SHA-256 of the local control token in `<data_dir>/control-token`: whoever can
     /// read the data dir (the `edgenode` CLI on the box) may read admin node info.
     control_token_hash: [u8; 32],
@@ -329,6 +335,7 @@ impl Api {
             siblings: None,
             search: None,
             fanout: None,
+            updates: None,
             control_token_hash: [0; 32],
             tls: None,
             https_port: config.listen.port(),
@@ -351,6 +358,12 @@ impl Api {
     /// Answers searches of the neighbourhood and of regions through this service.
     pub fn with_search(mut self, search: Arc<dyn ports::Search>) -> Api {
         self.search = Some(search);
+        self
+    }
+
+    /// Shows update state to admins and takes `edgenode update check|install` through this.
+    pub fn with_updates(mut self, updates: Arc<dyn ports::Updates>) -> Api {
+        self.updates = Some(updates);
         self
     }
 

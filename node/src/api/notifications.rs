@@ -5,9 +5,8 @@
 
 use http::StatusCode;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::{empty_response, ok_json, Api, ApiError, ApiResult, Call};
+use super::{empty_response, shapes, Api, ApiError, ApiResult, Call};
 use crate::store::{check_cursor, NotificationGroup};
 
 /// `GET /api/v1/notifications?limit&cursor`.
@@ -23,49 +22,49 @@ pub fn list(api: &Api, call: &mut Call<'_>) -> ApiResult {
     for group in &page.groups {
         items.push(group_json(api, group)?);
     }
-    ok_json(json!({"items": items, "next_cursor": page.next_cursor}))
+    shapes::ok(&shapes::Page { items, next_cursor: page.next_cursor })
 }
 
 /// One collapsed group as clients show it: "ada and 3 others liked your post".
-fn group_json(api: &Api, group: &NotificationGroup) -> Result<Value, ApiError> {
+fn group_json(api: &Api, group: &NotificationGroup) -> Result<shapes::NotificationGroup, ApiError> {
     let mut actors = Vec::with_capacity(group.actor_ids.len());
     for actor_id in &group.actor_ids {
         let user = api.store.user(actor_id)?;
         // A user this node does not hold (yet) keeps the answer's shape, as authors do.
-        actors.push(json!({
-            "user_id": actor_id,
-            "handle": user.as_ref().map(|user| user.handle.as_str()).unwrap_or_default(),
-            "display_name": user.as_ref().map(|user| user.display_name.as_str()).unwrap_or_default(),
-        }));
+        actors.push(shapes::Actor {
+            user_id: actor_id.clone(),
+            handle: user.as_ref().map(|user| user.handle.clone()).unwrap_or_default(),
+            display_name: user.as_ref().map(|user| user.display_name.clone()).unwrap_or_default(),
+        });
     }
     let post = match &group.post_id {
         Some(post_id) => {
             let first_photo = api.store.post(post_id)?.and_then(|post| post.media.first().cloned());
             let thumb = first_photo.map(|media_id| format!("/api/v1/media/{media_id}/thumb"));
-            json!({"id": post_id, "thumb": thumb})
+            Some(shapes::NotifiedPost { id: post_id.clone(), thumb })
         }
-        None => Value::Null,
+        None => None,
     };
-    Ok(json!({
-        "kind": group.kind.name(),
-        "post": post,
-        "actors": actors,
-        "actors_count": group.actors_count,
-        "latest_at": group.latest_at_ms,
-        "unread": group.unread,
-    }))
+    Ok(shapes::NotificationGroup {
+        kind: group.kind.name(),
+        post,
+        actors,
+        actors_count: group.actors_count,
+        latest_at: group.latest_at_ms,
+        unread: group.unread,
+    })
 }
 
 /// `GET /api/v1/notifications/unread`: cheap, for polling.
 pub fn unread(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let user_id = call.user()?.user_id.clone();
     let count = api.store.unread_notifications(&user_id)?;
-    ok_json(json!({"count": count}))
+    shapes::ok(&shapes::UnreadCount { count })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct MarkRead {
+pub(super) struct MarkRead {
     /// Milliseconds since the epoch; absent: now.
     up_to: Option<u64>,
 }

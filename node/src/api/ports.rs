@@ -26,6 +26,28 @@ pub trait Replication: Send + Sync {
     fn join(&self, address: &str, code: &str) -> Result<Sibling, PairingFailed>;
     /// The replicas of a user, `home` first.
     fn replicas_of(&self, user_id: &str, home: Option<NodeId>) -> Vec<Replica>;
+    /// Retires the dead sibling `node_id`: never waited for, placed on or admitted
+    /// again; a connected one only with `force`.
+    fn retire(&self, node_id: NodeId, force: bool) -> Result<Value, RetireRefused>;
+}
+
+/// Why a sibling was not retired; the message is for people, sent as it is.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RetireRefused {
+    pub reason: RetireRefusal,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireRefusal {
+    /// The id is this node's own.
+    OwnNode,
+    NotASibling,
+    /// Connected now and `force` not given.
+    Connected,
+    /// The node could not do it (files, shutting down).
+    Failed,
 }
 
 /// Why pairing could not start or a join failed: a message for people, which the API
@@ -124,4 +146,31 @@ pub enum SearchError {
     /// The search service cannot answer (e.g. its configuration).
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// Updates of this box (RAUC, the fleet poller): what `/api/v1/node` shows admins and
+/// what `edgenode update check|install` asks for. Called from blocking threads.
+pub trait Updates: Send + Sync {
+    /// `{available, running_version, state, booted_slot, slots, last_check, last_install, …}`.
+    fn status(&self) -> Value;
+    /// Asks the update server now: `{outcome, version, …}`.
+    fn check_now(&self) -> Result<Value, UpdateRefused>;
+    /// Installs one bundle (a file the node can read, or an `https://` URL).
+    fn install(&self, source: &str) -> Result<Value, UpdateRefused>;
+}
+
+/// Why an update was not checked or installed, as the API tells the cases apart.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateRefused {
+    /// No `rauc` on this system.
+    #[error("{0}")]
+    NotAvailable(String),
+    /// No `[update] url`.
+    #[error("{0}")]
+    NotConfigured(String),
+    #[error("{0}")]
+    Busy(String),
+    /// The server, the download or RAUC failed; nothing changed.
+    #[error("{0}")]
+    Failed(String),
 }

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 
-use super::{ok_json, Api, ApiError, ApiResult, Call};
+use super::{Api, ApiError, ApiResult, Call};
 use crate::config::Limits;
 use crate::core::model::User;
 use crate::core::text::readable_bytes;
@@ -188,11 +187,11 @@ fn quota_user(api: &Api, call: &Call<'_>) -> Result<User, ApiError> {
 
 fn quota_json(api: &Api, user: &User) -> ApiResult {
     let quota = api.effective_quota(&user.user_id)?;
-    ok_json(json!({
-        "storage_bytes_used": api.store.user_storage_bytes(&user.user_id)?,
-        "storage_bytes_max": quota.storage_bytes_max,
-        "upload_bytes_per_hour_max": quota.upload_bytes_per_hour_max,
-    }))
+    super::shapes::ok(&super::shapes::Quota {
+        storage_bytes_used: api.store.user_storage_bytes(&user.user_id)?,
+        storage_bytes_max: quota.storage_bytes_max,
+        upload_bytes_per_hour_max: quota.upload_bytes_per_hour_max,
+    })
 }
 
 /// `GET /api/v1/users/{handle}/quota`: the user themselves, an admin, or the CLI.
@@ -207,9 +206,9 @@ pub fn get_quota(api: &Api, call: &mut Call<'_>) -> ApiResult {
     quota_json(api, &user)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct QuotaRequest {
+pub(super) struct QuotaRequest {
     #[serde(default)]
     storage_bytes_max: Option<u64>,
     #[serde(default)]

@@ -6,11 +6,12 @@
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::media::media_json;
+use super::media::media_shape;
 use super::ports::{Fanout, RemoteError};
-use super::{header_value, ok_json, Api, ApiError, ApiResult, Call};
+use super::social::to_value;
+use super::{header_value, shapes, Api, ApiError, ApiResult, Call};
 use crate::core::fanout::{FeedEntry, RemoteUser};
 use crate::core::model::NodeId;
 use crate::store::BlobKind;
@@ -103,26 +104,26 @@ impl Api {
         // The feed cache keeps who a remote author is, not their profile: their plain
         // handle (every display name starts as it) until the profile is asked for.
         let display_name = profile.as_ref().map(|profile| profile.handle.clone()).unwrap_or_default();
-        let media: Vec<Value> = post
+        let media = post
             .media
             .iter()
             .map(|media_id| match fanout.cached_media_info(media_id) {
-                Some(info) => media_json(&info),
-                None => json!({"id": media_id}),
+                Some(info) => shapes::PostPhoto::Stored(media_shape(&info)),
+                None => shapes::PostPhoto::NotHere(shapes::MediaReference { id: media_id.clone(), pending: None }),
             })
             .collect();
-        Some(json!({
-            "id": post.post_id,
-            "author": {"user_id": post.author_id, "handle": handle, "display_name": display_name, "avatar": null},
-            "caption": post.caption,
-            "media": media,
-            "visibility": post.visibility,
-            "tags": post.tags,
-            "created_at": post.created_at,
-            "like_count": 0,
-            "comment_count": 0,
-            "liked_by_me": false,
-            "node": {"id": profile.map(|profile| profile.home.to_string())},
+        Some(to_value(&shapes::RemotePost {
+            id: post.post_id.clone(),
+            author: shapes::RemoteAuthor { user_id: post.author_id.clone(), handle, display_name, avatar: None },
+            caption: post.caption.clone(),
+            media,
+            visibility: post.visibility.into(),
+            tags: post.tags.clone(),
+            created_at: post.created_at,
+            like_count: 0,
+            comment_count: 0,
+            liked_by_me: false,
+            node: shapes::NodeReference { id: profile.map(|profile| profile.home.to_string()) },
         }))
     }
 }
@@ -132,20 +133,30 @@ pub(super) fn get_user(api: &Api, call: &mut Call<'_>, handle: &str, node: NodeI
     let user = api.remote_user(handle, node, true)?;
     let followed_by_me =
         call.viewer_id().is_some_and(|viewer| api.fanout().is_ok_and(|f| f.follows(viewer, &user.user_id)));
-    ok_json(json!({
-        "user_id": user.user_id,
-        "handle": format!("{}@{}", user.handle, user.home),
-        "display_name": user.display_name,
-        "bio": user.bio,
+    shapes::ok(&shapes::RemoteProfile {
+        user_id: user.user_id.clone(),
+        handle: format!("{}@{}", user.handle, user.home),
+        display_name: user.display_name.clone(),
+        bio: user.bio.clone(),
         // The photo is on their node: its id here, `url` null until this node can
         // fetch avatars of other nodes.
-        "avatar": user.avatar.as_ref().map(|media_id| json!({"id": media_id, "url": null, "node": user.home.to_string()})),
-        "admin": false,
-        "created_at": user.created_at,
-        "followed_by_me": followed_by_me,
-        "node": {"id": user.home.to_string()},
-        "nodes": [{"id": user.home.to_string(), "name": null, "addresses": [], "peer_address": null, "this_node": false}],
-    }))
+        avatar: user.avatar.as_ref().map(|media_id| shapes::RemoteAvatar {
+            id: media_id.clone(),
+            url: None,
+            node: user.home.to_string(),
+        }),
+        admin: false,
+        created_at: user.created_at,
+        followed_by_me,
+        node: shapes::NodeReference { id: Some(user.home.to_string()) },
+        nodes: vec![shapes::ProfileNode {
+            id: user.home.to_string(),
+            name: None,
+            addresses: Vec::new(),
+            peer_address: Some(None),
+            this_node: Some(false),
+        }],
+    })
 }
 
 /// `PUT`/`DELETE /api/v1/users/{handle}@{node id}/follow`: the Follow record in the
@@ -161,7 +172,7 @@ pub(super) fn set_follow(api: &Api, call: &mut Call<'_>, handle: &str, node: Nod
         RemoteError::Store(error) => error.into(),
         error => ApiError::unavailable(error.to_string()),
     })?;
-    ok_json(json!({"following": following}))
+    shapes::ok(&shapes::Followed::Remote { following })
 }
 
 /// `GET /api/v1/users/{handle}@{node id}/posts`: what this node has cached of them.
@@ -178,7 +189,7 @@ pub(super) fn user_posts(api: &Api, call: &mut Call<'_>, handle: &str, node: Nod
         .collect();
     let items: Vec<Value> = entries.iter().filter_map(|entry| api.remote_post_json(fanout, entry)).collect();
     let next_cursor = (entries.len() == limit).then(|| entries.last().map(|entry| entry.post_id.clone())).flatten();
-    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+    shapes::ok(&shapes::Page { items, next_cursor })
 }
 
 /// `GET /api/v1/media/{id}/{thumb|display}` for a photo this node does not hold: a

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use http::StatusCode;
 use serde::{Deserialize, Deserializer};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::media::media_json;
+use super::media::media_shape;
 use super::ports::{self, SearchError};
-use super::{empty_response, json_response, ok_json, Api, ApiError, ApiResult, Call};
+use super::{empty_response, ok_json, shapes, Api, ApiError, ApiResult, Call};
 use crate::core::model::{checked_bio, checked_display_name, may_view, Post, User, Visibility};
 use crate::core::region::Scope;
 use crate::core::search::{merge_posts, merge_users};
@@ -28,19 +28,19 @@ impl Api {
             Some(viewer) if post.visibility == Visibility::Followers => self.store.follows(viewer, &post.author_id)?,
             _ => false,
         };
-        Ok(may_view(post, viewer, follows))
+        Ok(may_view(post, viewer, follows) && self.moderation_allows(post, viewer)?)
     }
 
     /// The post if it exists and the caller may see it; 404 otherwise, so hidden
     /// posts are indistinguishable from missing ones.
-    fn visible_post(&self, post_id: &str, viewer: Option<&str>) -> Result<Post, ApiError> {
+    pub(super) fn visible_post(&self, post_id: &str, viewer: Option<&str>) -> Result<Post, ApiError> {
         match self.store.post(post_id)? {
             Some(post) if self.may_view_post(&post, viewer)? => Ok(post),
             _ => Err(ApiError::not_found("post")),
         }
     }
 
-    fn user_by_handle(&self, handle: &str) -> Result<User, ApiError> {
+    pub(super) fn user_by_handle(&self, handle: &str) -> Result<User, ApiError> {
         // `handle@<this node's id>` names a local user.
         let handle = match super::remote::parse(handle) {
             Some((local, node)) if node == self.store.node_id() => local,
@@ -55,9 +55,12 @@ impl Api {
         let mut media = PostMedia { items: Vec::with_capacity(media_ids.len()), pending: false };
         for media_id in media_ids {
             match self.store.media(media_id)? {
-                Some(info) => media.items.push(media_json(&info)),
+                Some(info) => media.items.push(shapes::PostPhoto::Stored(media_shape(&info))),
                 None => {
-                    media.items.push(json!({"id": media_id, "pending": true}));
+                    media.items.push(shapes::PostPhoto::NotHere(shapes::MediaReference {
+                        id: media_id.clone(),
+                        pending: Some(true),
+                    }));
                     media.pending = true;
                 }
             }
@@ -69,7 +72,7 @@ impl Api {
     fn post_context(&self, post: &Post, viewer: Option<&str>) -> Result<PostContext, ApiError> {
         let (like_count, liked_by_me) = self.store.likes(&post.post_id, viewer)?;
         Ok(PostContext {
-            author: author_json(&post.author_id, self.store.user(&post.author_id)?.as_ref()),
+            author: author(&post.author_id, self.store.user(&post.author_id)?.as_ref()),
             media: self.post_media_json(&post.media)?,
             like_count,
             comment_count: self.store.comment_count(&post.post_id)?,
@@ -79,9 +82,13 @@ impl Api {
 
     /// The post as readers see it; `None` while a sibling's photos for it are still on
     /// their way (for reads a post counts as replicated only with its media).
-    fn post_json(&self, post: &Post, viewer: Option<&str>) -> Result<Option<Value>, ApiError> {
+    pub(super) fn post_json(&self, post: &Post, viewer: Option<&str>) -> Result<Option<Value>, ApiError> {
+        // Lists (feed, profile, search) leave out hidden posts and blocked authors'.
+        if !self.moderation_allows(post, viewer)? {
+            return Ok(None);
+        }
         let context = self.post_context(post, viewer)?;
-        Ok((!context.media.pending).then(|| written_post_json(post, context)))
+        Ok((!context.media.pending).then(|| to_value(&written_post(post, context))))
     }
 
     fn post_list_json(&self, posts: &[Post], limit: usize, viewer: Option<&str>) -> ApiResult {
@@ -90,40 +97,57 @@ impl Api {
             items.extend(self.post_json(post, viewer)?);
         }
         let next_cursor = (posts.len() == limit).then(|| posts.last().map(|post| post.post_id.clone())).flatten();
-        ok_json(json!({"items": items, "next_cursor": next_cursor}))
+        shapes::ok(&shapes::Page { items, next_cursor })
     }
 
     fn user_json(&self, user: &User, viewer: Option<&str>) -> Result<Value, ApiError> {
+        Ok(to_value(&self.profile(user, viewer)?))
+    }
+
+    /// A local user as profiles and search show them, with this node as the one that
+    /// holds their data (`profile_json` names the replicas when replication runs).
+    fn profile(&self, user: &User, viewer: Option<&str>) -> Result<shapes::Profile, ApiError> {
         let follow_status = match viewer {
             Some(viewer) => self.store.follow_status(viewer, &user.user_id)?,
             None => None,
         };
-        Ok(json!({
-            "user_id": user.user_id,
-            "handle": user.handle,
-            "display_name": user.display_name,
-            "bio": user.bio,
-            "avatar": avatar_json(user.avatar.as_deref()),
-            "admin": user.admin,
-            "created_at": user.created_at,
-            "follower_count": self.store.follower_count(&user.user_id)?,
-            "following_count": self.store.followees(&user.user_id)?.len(),
-            "locked": user.locked,
+        Ok(shapes::Profile {
+            user_id: user.user_id.clone(),
+            handle: user.handle.clone(),
+            display_name: user.display_name.clone(),
+            bio: user.bio.clone(),
+            avatar: avatar(user.avatar.as_deref()),
+            admin: user.admin,
+            created_at: user.created_at,
+            follower_count: self.store.follower_count(&user.user_id)?,
+            following_count: self.store.followees(&user.user_id)?.len() as u64,
+            locked: user.locked,
             // A live follow, approved or not (the button says "unfollow" or "cancel").
-            "followed_by_me": follow_status.is_some(),
-            "follow_status": follow_status_name(follow_status),
-            // Until replication exists, this node alone holds every local user's data.
-            "nodes": [{"id": self.store.node_id().to_string(), "name": self.node.name, "addresses": self.node.addresses}],
-        }))
+            followed_by_me: follow_status.is_some(),
+            follow_status: follow_status_name(follow_status),
+            // Without replication, this node alone holds every local user's data.
+            nodes: vec![shapes::ProfileNode {
+                id: self.store.node_id().to_string(),
+                name: Some(self.node.name.clone()),
+                addresses: self.node.addresses.clone(),
+                peer_address: None,
+                this_node: None,
+            }],
+        })
     }
+}
+
+/// A shape as a JSON value, for lists merged with other nodes' answers.
+pub(super) fn to_value<T: serde::Serialize>(shape: &T) -> Value {
+    serde_json::to_value(shape).expect("answer shapes serialize")
 }
 
 /// How a follower's follow stands, as they are told: a rejected request stays
 /// "requested" to them (an account's answers are its own business).
-fn follow_status_name(status: Option<FollowStatus>) -> Option<&'static str> {
+fn follow_status_name(status: Option<FollowStatus>) -> Option<shapes::FollowStatus> {
     status.map(|status| match status {
-        FollowStatus::Following => "following",
-        FollowStatus::Requested | FollowStatus::Rejected => "requested",
+        FollowStatus::Following => shapes::FollowStatus::Following,
+        FollowStatus::Requested | FollowStatus::Rejected => shapes::FollowStatus::Requested,
     })
 }
 
@@ -131,14 +155,13 @@ fn follow_status_name(status: Option<FollowStatus>) -> Option<&'static str> {
 struct PostMedia {
     /// One per photo: the media object, or `{id, pending: true}` for a photo whose
     /// files have not arrived from the sibling it was uploaded through.
-    items: Vec<Value>,
+    items: Vec<shapes::PostPhoto>,
     pending: bool,
 }
 
 /// What a post's answer holds besides the post itself.
 struct PostContext {
-    /// `author_json`.
-    author: Value,
+    author: shapes::Author,
     media: PostMedia,
     like_count: u64,
     comment_count: u64,
@@ -146,50 +169,53 @@ struct PostContext {
 }
 
 /// The post as clients see it. Pure, so the answer to a committed write cannot fail.
-fn written_post_json(post: &Post, context: PostContext) -> Value {
-    json!({
-        "id": post.post_id,
-        "author": context.author,
-        "caption": post.caption,
-        "media": context.media.items,
-        "media_pending": context.media.pending,
-        "visibility": post.visibility,
-        "tags": post.tags,
-        "created_at": post.created_at,
-        "like_count": context.like_count,
-        "comment_count": context.comment_count,
-        "liked_by_me": context.liked_by_me,
-    })
+fn written_post(post: &Post, context: PostContext) -> shapes::Post {
+    shapes::Post {
+        id: post.post_id.clone(),
+        author: context.author,
+        caption: post.caption.clone(),
+        media: context.media.items,
+        media_pending: context.media.pending,
+        visibility: post.visibility.into(),
+        tags: post.tags.clone(),
+        created_at: post.created_at,
+        like_count: context.like_count,
+        comment_count: context.comment_count,
+        liked_by_me: context.liked_by_me,
+    }
 }
 
 /// Who wrote a post or comment, as clients show them: `{user_id, handle,
 /// display_name, avatar}`; empty handle and name for a user this node does not hold
 /// (yet), so the answer still has its shape.
-fn author_json(user_id: &str, user: Option<&User>) -> Value {
-    json!({
-        "user_id": user_id,
-        "handle": user.map(|user| user.handle.as_str()).unwrap_or_default(),
-        "display_name": user.map(|user| user.display_name.as_str()).unwrap_or_default(),
-        "avatar": avatar_json(user.and_then(|user| user.avatar.as_deref())),
-    })
-}
-
-/// A profile photo as clients see it: its media id and where its square derivative
-/// (256 px JPEG) is served; `null` for none.
-pub(super) fn avatar_json(media_id: Option<&str>) -> Value {
-    match media_id {
-        Some(media_id) => json!({"id": media_id, "url": format!("/api/v1/media/{media_id}/avatar")}),
-        None => Value::Null,
+pub(super) fn author(user_id: &str, user: Option<&User>) -> shapes::Author {
+    shapes::Author {
+        user_id: user_id.to_owned(),
+        handle: user.map(|user| user.handle.clone()).unwrap_or_default(),
+        display_name: user.map(|user| user.display_name.clone()).unwrap_or_default(),
+        avatar: avatar(user.and_then(|user| user.avatar.as_deref())),
     }
 }
 
-#[derive(Deserialize)]
+/// `author` as a JSON value.
+pub(super) fn author_json(user_id: &str, user: Option<&User>) -> Value {
+    to_value(&author(user_id, user))
+}
+
+/// A profile photo as clients see it: its media id and where its square derivative
+/// (256 px JPEG) is served; `None` for none.
+pub(super) fn avatar(media_id: Option<&str>) -> Option<shapes::Avatar> {
+    media_id.map(|media_id| shapes::Avatar { id: media_id.to_owned(), url: format!("/api/v1/media/{media_id}/avatar") })
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewPost {
+pub(super) struct NewPost {
     #[serde(default)]
     caption: String,
     #[serde(default)]
     media: Vec<String>,
+    #[schemars(with = "super::shapes::Visibility")]
     visibility: Visibility,
 }
 
@@ -214,7 +240,7 @@ pub fn create_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     // would post twice). Ownership of the photos is checked inside the write's
     // transaction: `unknown_media` writes nothing.
     let context = PostContext {
-        author: author_json(&author.user_id, Some(&author)),
+        author: self::author(&author.user_id, Some(&author)),
         media: api.post_media_json(&media)?,
         like_count: 0,
         comment_count: 0,
@@ -222,7 +248,7 @@ pub fn create_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     };
     let post = api.store.create_post(&author.user_id, request.caption, media, request.visibility)?;
     api.fanout_post_changed(&author.user_id, &post.post_id);
-    json_response(StatusCode::CREATED, &written_post_json(&post, context))
+    shapes::answer(StatusCode::CREATED, &written_post(&post, context))
 }
 
 pub fn get_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -241,10 +267,11 @@ pub fn delete_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     empty_response(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PostEdit {
+pub(super) struct PostEdit {
     caption: Option<String>,
+    #[schemars(with = "Option<super::shapes::Visibility>")]
     visibility: Option<Visibility>,
 }
 
@@ -276,15 +303,18 @@ pub fn edit_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let context = api.post_context(&post, Some(&user_id))?;
     let post = api.store.update_post(&post)?;
     api.fanout_post_changed(&post.author_id, &post.post_id);
-    ok_json(written_post_json(&post, context))
+    shapes::ok(&written_post(&post, context))
 }
 
 fn set_like(api: &Api, call: &mut Call<'_>, liked: bool) -> ApiResult {
     let user_id = call.user()?.user_id.clone();
     let post = api.visible_post(call.param(0), Some(&user_id))?;
+    if liked {
+        api.refuse_if_blocked(&post.author_id, &user_id)?;
+    }
     api.store.set_like(&post.post_id, &user_id, liked)?;
     let (like_count, _) = api.store.likes(&post.post_id, None)?;
-    ok_json(json!({"liked": liked, "like_count": like_count}))
+    shapes::ok(&shapes::Liked { liked, like_count })
 }
 
 pub fn like(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -295,9 +325,9 @@ pub fn unlike(api: &Api, call: &mut Call<'_>) -> ApiResult {
     set_like(api, call, false)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewComment {
+pub(super) struct NewComment {
     text: String,
 }
 
@@ -312,16 +342,17 @@ pub fn add_comment(api: &Api, call: &mut Call<'_>) -> ApiResult {
         ));
     }
     let post = api.visible_post(call.param(0), Some(&author.user_id))?;
+    api.refuse_if_blocked(&post.author_id, &author.user_id)?;
     let comment = api.store.add_comment(&post.post_id, &author.user_id, text.to_owned())?;
-    json_response(
+    shapes::answer(
         StatusCode::CREATED,
-        &json!({
-            "id": comment.comment_id,
-            "post_id": comment.post_id,
-            "author": author_json(&author.user_id, Some(&author)),
-            "text": comment.text,
-            "created_at": comment.created_at,
-        }),
+        &shapes::Comment {
+            id: comment.comment_id,
+            post_id: comment.post_id,
+            author: self::author(&author.user_id, Some(&author)),
+            text: comment.text,
+            created_at: comment.created_at,
+        },
     )
 }
 
@@ -336,7 +367,7 @@ fn cursor(call: &Call<'_>) -> Result<Option<String>, ApiError> {
     checked_cursor(call.query("cursor"))
 }
 
-fn checked_cursor(cursor: Option<String>) -> Result<Option<String>, ApiError> {
+pub(super) fn checked_cursor(cursor: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(cursor) = cursor else { return Ok(None) };
     let well_formed = cursor.len() == CURSOR_HEX_DIGITS
         && cursor.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
@@ -356,18 +387,21 @@ pub fn comments(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let comments = api.store.comments(&post.post_id, cursor.as_deref(), limit)?;
     let mut items = Vec::new();
     for comment in &comments {
-        let author = api.store.user(&comment.author_id)?;
-        items.push(json!({
-            "id": comment.comment_id,
-            "post_id": comment.post_id,
-            "author": author_json(&comment.author_id, author.as_ref()),
-            "text": comment.text,
-            "created_at": comment.created_at,
-        }));
+        if api.viewer_blocks(call.viewer_id(), &comment.author_id)? {
+            continue;
+        }
+        let user = api.store.user(&comment.author_id)?;
+        items.push(shapes::Comment {
+            id: comment.comment_id.clone(),
+            post_id: comment.post_id.clone(),
+            author: author(&comment.author_id, user.as_ref()),
+            text: comment.text.clone(),
+            created_at: comment.created_at,
+        });
     }
     let next_cursor =
         (comments.len() == limit).then(|| comments.last().map(|comment| comment.comment_id.clone())).flatten();
-    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+    shapes::ok(&shapes::Page { items, next_cursor })
 }
 
 pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -375,15 +409,15 @@ pub fn get_user(api: &Api, call: &mut Call<'_>) -> ApiResult {
         return super::remote::get_user(api, call, &handle, node);
     }
     let user = api.user_by_handle(call.param(0))?;
-    ok_json(profile_json(api, &user, call.viewer_id())?)
+    shapes::ok(&profile_json(api, &user, call.viewer_id())?)
 }
 
 /// A local user's profile as `GET /api/v1/users/{handle}` gives it: `user_json`
 /// with the nodes that hold their data.
-fn profile_json(api: &Api, user: &User, viewer: Option<&str>) -> Result<Value, ApiError> {
-    let mut answer = api.user_json(user, viewer)?;
+fn profile_json(api: &Api, user: &User, viewer: Option<&str>) -> Result<shapes::Profile, ApiError> {
+    let mut answer = api.profile(user, viewer)?;
     if let Some(siblings) = &api.siblings {
-        let nodes: Vec<serde_json::Value> = siblings
+        answer.nodes = siblings
             .replicas_of(&user.user_id, user.home)
             .into_iter()
             .map(|ports::Replica { node_id, peer_address, this_node }| {
@@ -402,22 +436,27 @@ fn profile_json(api: &Api, user: &User, viewer: Option<&str>) -> Result<Value, A
                 } else {
                     sibling_web_address(api, node_id, peer_address.as_deref())
                 };
-                json!({"id": node_id.to_string(), "name": name, "addresses": addresses,
-                       "peer_address": peer_address, "this_node": this_node})
+                shapes::ProfileNode {
+                    id: node_id.to_string(),
+                    name,
+                    addresses,
+                    peer_address: Some(peer_address),
+                    this_node: Some(this_node),
+                }
             })
             .collect();
-        answer["nodes"] = json!(nodes);
     }
     Ok(answer)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ProfileChange {
+pub(super) struct ProfileChange {
     display_name: Option<String>,
     bio: Option<String>,
     /// Absent: unchanged; `null`: removed; a media id: set.
     #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "Option<String>")]
     avatar: Option<Option<String>>,
     /// A locked account approves its followers (`/api/v1/me/follow-requests`).
     locked: Option<bool>,
@@ -464,7 +503,7 @@ pub fn edit_profile(api: &Api, call: &mut Call<'_>) -> ApiResult {
         api.store.update_profile(&user_id, edit)?
     };
     let user = user.ok_or_else(|| ApiError::not_found("user"))?;
-    ok_json(profile_json(api, &user, Some(&user_id))?)
+    shapes::ok(&profile_json(api, &user, Some(&user_id))?)
 }
 
 /// `GET /api/v1/me/follow-requests?limit&cursor`: follows of the caller's locked
@@ -478,16 +517,16 @@ pub fn follow_requests(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let mut items = Vec::with_capacity(requests.len());
     for request in &requests {
         let follower = api.store.user(&request.follower_id)?;
-        items.push(json!({
-            "user_id": request.follower_id,
-            "handle": follower.as_ref().map(|user| user.handle.as_str()).unwrap_or_default(),
-            "display_name": follower.as_ref().map(|user| user.display_name.as_str()).unwrap_or_default(),
-            "since": request.since,
-        }));
+        items.push(shapes::FollowRequest {
+            user_id: request.follower_id.clone(),
+            handle: follower.as_ref().map(|user| user.handle.clone()).unwrap_or_default(),
+            display_name: follower.as_ref().map(|user| user.display_name.clone()).unwrap_or_default(),
+            since: request.since,
+        });
     }
     let next_cursor =
         (requests.len() == limit).then(|| requests.last().map(|request| request.follower_id.clone())).flatten();
-    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+    shapes::ok(&shapes::Page { items, next_cursor })
 }
 
 /// The caller answers the follow of `{handle}`; 404 when that user does not follow
@@ -504,7 +543,7 @@ fn answer_follow(api: &Api, call: &mut Call<'_>, approved: bool) -> ApiResult {
     if !api.store.answer_follow(&user_id, &follower.user_id, approved)? {
         return Err(ApiError::not_found("follow request"));
     }
-    ok_json(json!({"handle": follower.handle, "approved": approved}))
+    shapes::ok(&shapes::FollowAnswered { handle: follower.handle, approved })
 }
 
 /// `POST /api/v1/me/follow-requests/{handle}/approve`.
@@ -565,9 +604,13 @@ fn set_follow(api: &Api, call: &mut Call<'_>, following: bool) -> ApiResult {
     if followee.user_id == follower {
         return Err(ApiError::bad_request("cannot_follow_self", "you cannot follow yourself"));
     }
+    if following {
+        api.refuse_if_blocked(&followee.user_id, &follower)?;
+        api.refuse_if_blocked(&follower, &followee.user_id)?;
+    }
     api.store.set_follow(&follower, &followee.user_id, following)?;
     let status = api.store.follow_status(&follower, &followee.user_id)?;
-    ok_json(json!({"following": following, "status": follow_status_name(status)}))
+    shapes::ok(&shapes::Followed::Here { following, status: follow_status_name(status) })
 }
 
 pub fn follow(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -620,7 +663,7 @@ pub fn feed(api: &Api, call: &mut Call<'_>) -> ApiResult {
         }
     }
     let (items, next_cursor) = merge_feed_page(local, kept, limit);
-    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+    shapes::ok(&shapes::Page { items, next_cursor })
 }
 
 /// One feed page from two sources, each newest first and at most `limit` long: the
@@ -702,7 +745,7 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let users = users.iter().map(|user| api.user_json(user, viewer)).collect::<Result<Vec<_>, _>>()?;
     let answered_by = api.store.node_id().to_string();
     let Some(service) = service else {
-        return ok_json(json!({"scope": "node", "answered_by": answered_by, "users": users, "posts": posts}));
+        return shapes::ok(&shapes::SearchAnswer { scope: "node", answered_by, users, posts, unreachable: None });
     };
     // The neighbourhood: this node's answer (its public posts only; search_posts
     // keeps to those) and each sibling's, items tagged with the node they came from.
@@ -718,13 +761,13 @@ pub fn search(api: &Api, call: &mut Call<'_>) -> ApiResult {
         users.extend(answer["users"].as_array_mut().map(std::mem::take).unwrap_or_default());
         posts.extend(answer["posts"].as_array_mut().map(std::mem::take).unwrap_or_default());
     }
-    ok_json(json!({
-        "scope": "neighbourhood",
-        "answered_by": answered_by,
-        "users": merge_users(users, limit),
-        "posts": merge_posts(posts, limit),
-        "unreachable": unreachable,
-    }))
+    shapes::ok(&shapes::SearchAnswer {
+        scope: "neighbourhood",
+        answered_by,
+        users: merge_users(users, limit),
+        posts: merge_posts(posts, limit),
+        unreachable: Some(unreachable),
+    })
 }
 
 fn not_replicated_yet() -> ApiError {
@@ -754,7 +797,7 @@ mod tests {
     }
 
     fn item(source: &str, post_id: &str) -> Value {
-        json!({"id": post_id, "from": source})
+        serde_json::json!({"id": post_id, "from": source})
     }
 
     fn sources(items: &[Value]) -> Vec<String> {

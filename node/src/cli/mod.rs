@@ -12,6 +12,7 @@ pub mod invite;
 pub mod peer;
 pub mod restore;
 pub mod status;
+pub mod update;
 pub mod upload;
 pub mod user;
 

@@ -1,5 +1,6 @@
-//! `edgenode peer pair|join|list`: pairing with sibling nodes and the table of
-//! siblings, through the node running on this data dir (`control::LocalNode`).
+//! `edgenode peer pair|join|list|retire`: pairing with sibling nodes, the table of
+//! siblings, and retiring a dead one, through the node running on this data dir
+//! (`control::LocalNode`).
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,8 @@ use serde_json::Value;
 use edgenode::config::Config;
 
 use super::control::LocalNode;
+use super::invite::{call_with_body, EXIT_NODE_UNREACHABLE};
+use super::Exit;
 
 /// How often `peer pair` asks the node whether someone joined with its code.
 const JOIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -103,6 +106,19 @@ pub async fn list(config: Config, json: bool) -> Result<()> {
         if let Some(reason) = trust_lowered_by(&item) {
             reasons.push(reason);
         }
+        if item["state"] == "retired" {
+            println!(
+                "{:<16}  {:<22}  {:<12}  {:>12}  {:>6}  {:<15}  {:<6}",
+                item["node_id"].as_str().unwrap_or_default(),
+                format!("by {}", item["retired_by"].as_str().unwrap_or("?")),
+                "retired",
+                "-",
+                "-",
+                "-",
+                "retired"
+            );
+            continue;
+        }
         let contact = item["last_contact_ms_ago"]
             .as_u64()
             .map_or("never".to_owned(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0));
@@ -121,6 +137,30 @@ pub async fn list(config: Config, json: bool) -> Result<()> {
     if !reasons.is_empty() {
         println!("trust lowered by:\n{}", reasons.join("\n"));
     }
+    Ok(())
+}
+
+/// Retires the dead sibling `node_id` (a box replaced): this node and, through it,
+/// every sibling stop waiting for it, placing data on it and admitting its key.
+/// Exit 0 retired (or already), 1 refused, 2 no node answered.
+pub async fn retire(config: Config, node_id: &str, force: bool, json: bool) -> Result<()> {
+    let node = LocalNode::of(&config).map_err(|error| {
+        Exit::new(EXIT_NODE_UNREACHABLE, format!("cannot reach the node on {}: {error:#}", config.data_dir.display()))
+    })?;
+    let node_id = node_id.trim();
+    let path = format!("/api/v1/node/peers/{node_id}/retire{}", if force { "?force=true" } else { "" });
+    let answer = call_with_body(&node, http::Method::POST, &path, None).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let node_id = answer["node_id"].as_str().unwrap_or(node_id);
+    if answer["already_retired"] == Value::Bool(true) {
+        println!("{node_id} was already retired (by {})", answer["retired_by"].as_str().unwrap_or("?"));
+        return Ok(());
+    }
+    println!("retired {node_id}: no longer a sibling here; {} siblings left", answer["siblings_left"]);
+    println!("its siblings are told now and every 30 s; check with `edgenode peer list` on each");
     Ok(())
 }
 

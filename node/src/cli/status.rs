@@ -78,6 +78,9 @@ pub async fn status(config: Config, json: bool) -> Result<()> {
             rows.push((label, value));
         }
     }
+    if let Some(update) = live.as_ref().map(|info| &info["update"]).filter(|update| update.is_object()) {
+        rows.push(("updates", update_summary(update)));
+    }
     if let Some(storage) = live.as_ref().map(|info| &info["storage"]).filter(|storage| storage.is_object()) {
         let gigabytes =
             |key: &str| storage[key].as_f64().map_or("?".to_owned(), |bytes| format!("{:.2} GB", bytes / 1e9));
@@ -114,6 +117,33 @@ pub async fn status(config: Config, json: bool) -> Result<()> {
         }
     }
     serving_verdict(live.is_some())
+}
+
+/// One line of `/api/v1/node`'s `update`: the updater's state, the booted slot and
+/// each slot's state (`edgenode update status` has the rest).
+fn update_summary(update: &serde_json::Value) -> String {
+    if update["available"] != serde_json::Value::Bool(true) {
+        return update["message"].as_str().unwrap_or("not available").to_owned();
+    }
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or("?").to_owned();
+    let slots: Vec<String> = update["slots"]
+        .as_array()
+        .map(|slots| {
+            slots
+                .iter()
+                .map(|slot| {
+                    format!(
+                        "{} {}/{} {}",
+                        text(&slot["bootname"]),
+                        text(&slot["state"]),
+                        text(&slot["boot_status"]),
+                        slot["version"].as_str().unwrap_or("-")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("{}, booted slot {}; {}", text(&update["state"]), text(&update["booted_slot"]), slots.join(", "))
 }
 
 /// Exit 0 when the node answered, else 1 (the output has said so already).

@@ -1,5 +1,5 @@
 //! Sans-IO logic: the data model, the hybrid logical clock, text rules, replication,
-//! fan-out and trust.
+//! fan-out, trust and the fleet update schedule.
 //! Nothing here touches tokio, sockets, files, the wall clock or the OS RNG:
 //! time and randomness are passed in, so it can be driven by a simulator.
 //! (The test-only `sim.rs`, which runs the simulators over many seeds, reads its seed
@@ -15,3 +15,4 @@ pub mod search;
 pub(crate) mod sim;
 pub mod text;
 pub mod trust;
+pub mod update;

@@ -264,6 +264,64 @@ pub fn follow_unanswered(follow_since: u64, decision: Option<&FollowDecision>) -
     decided(follow_since, decision).is_none()
 }
 
+/// `blocker` blocks `blocked`; keyed by (blocker, blocked), in the blocker's shard,
+/// so it holds on every replica of the blocker, where their posts are and where a
+/// blocked user's follow, like or comment of them is checked. Unblocking writes a
+/// tombstone (last writer wins, like a follow).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    pub since: u64,
+}
+
+/// Longest reason a report may give, in characters.
+pub const REPORT_REASON_CHARS_MAX: usize = 500;
+
+/// A user reports a post to the node's admins; keyed by (report id, reporter), in the
+/// reporter's shard (the reporter writes it; an admin resolving it writes it again,
+/// last writer wins). `post_author_id` is kept so a report still says whose post it
+/// was after the post is deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub report_id: String,
+    pub post_id: String,
+    pub post_author_id: String,
+    pub reporter_id: String,
+    pub reason: String,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ReportResolution>,
+}
+
+/// Who closed a report, and when (ms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportResolution {
+    pub by: String,
+    pub at: u64,
+}
+
+/// An admin's decision on a post: hidden from everyone but its author and admins.
+/// Keyed by (author, post), in the author's shard, so it replicates wherever the
+/// post does; written by an admin of any node holding that shard (siblings accept it
+/// as they accept an admin disabling an account). Unhiding writes `hidden: false`,
+/// so the record keeps who decided last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostModeration {
+    pub hidden: bool,
+    pub by: String,
+    pub at: u64,
+}
+
+/// Whether moderation lets `viewer` see a post that `may_view` allows: a hidden post
+/// only its author and admins; nobody the posts of an author they block.
+pub fn moderation_allows(
+    hidden: bool,
+    viewer_is_author: bool,
+    viewer_is_admin: bool,
+    viewer_blocks_author: bool,
+) -> bool {
+    (!hidden || viewer_is_author || viewer_is_admin) && !viewer_blocks_author
+}
+
 /// A user likes a post; keyed by (post, user).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Like {
@@ -413,6 +471,33 @@ mod tests {
         assert_eq!(serde_json::to_string(&user).unwrap(), before);
         let locked = User { locked: true, ..user };
         assert_eq!(serde_json::from_str::<User>(&serde_json::to_string(&locked).unwrap()).unwrap(), locked);
+    }
+
+    #[test]
+    fn hidden_posts_are_for_their_author_and_admins_and_blocked_authors_for_nobody_who_blocks() {
+        assert!(moderation_allows(false, false, false, false));
+        assert!(!moderation_allows(true, false, false, false), "hidden from others");
+        assert!(moderation_allows(true, true, false, false), "its author still sees it");
+        assert!(moderation_allows(true, false, true, false), "admins still see it");
+        assert!(!moderation_allows(false, false, false, true), "an author the viewer blocks is gone for them");
+        assert!(!moderation_allows(false, false, true, true), "also for an admin who blocks them");
+    }
+
+    #[test]
+    fn reports_without_a_resolution_add_no_bytes() {
+        let report = Report {
+            report_id: "r".into(),
+            post_id: "p".into(),
+            post_author_id: "a".into(),
+            reporter_id: "u".into(),
+            reason: "spam".into(),
+            created_at: 1,
+            resolved: None,
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("resolved"));
+        let resolved = Report { resolved: Some(ReportResolution { by: "admin".into(), at: 2 }), ..report };
+        assert_eq!(serde_json::from_str::<Report>(&serde_json::to_string(&resolved).unwrap()).unwrap(), resolved);
     }
 
     #[test]

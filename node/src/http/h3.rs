@@ -196,6 +196,18 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, shared: Shared<
     }
     while requests.join_next().await.is_some() {}
     linger(&quic_connection).await;
+    // What the transport did, for tuning: packets per response, datagrams per send call
+    // (segmentation offload), how often the client acknowledged, losses.
+    let stats = quic_connection.stats();
+    tracing::debug!(
+        packets_sent = stats.path.sent_packets,
+        datagrams_sent = stats.udp_tx.datagrams,
+        send_calls = stats.udp_tx.ios,
+        datagrams_received = stats.udp_rx.datagrams,
+        acks_received = stats.frame_rx.acks,
+        lost_packets = stats.path.lost_packets,
+        "HTTP/3 connection finished"
+    );
     // Dropping the h3 connection closes QUIC with H3_NO_ERROR.
     drop(h3_connection);
 }

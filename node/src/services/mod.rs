@@ -6,3 +6,4 @@ pub mod media_fetch;
 pub mod replication;
 pub mod search;
 pub mod sibling_web;
+pub mod update;

@@ -7,6 +7,14 @@
 //! Every node runs it, with or without siblings: a node alone still keeps its change
 //! log, so pairing later ships everything it wrote.
 //!
+//! Retirement (`edgenode peer retire`): an admin retires a dead sibling's node id.
+//! The id is kept in `<data-dir>/retired.toml` and left out of the sibling list from
+//! then on, so replication stops waiting for it (horizons, tombstone collection, log
+//! truncation), placement no longer names it and the link refuses its key. Each node
+//! announces its retired ids to its siblings (call `retired-siblings`, at once and
+//! every `RETIRED_ANNOUNCE_INTERVAL_MS`), so a sibling that was down when it happened
+//! learns it at the next round; a sibling never retires itself.
+//!
 //! Trust: the driver and the media fetcher score what each sibling does
 //! (`link::trust`, saved to `<data-dir>/trust.json`); placement weighs siblings
 //! by trust tier, so when a sibling changes tier the driver restarts with the new
@@ -26,7 +34,7 @@ use crate::core::model::NodeId;
 use crate::core::replication::{ReplicaConfig, ShardId};
 use crate::exposition;
 use crate::identity::Identity;
-use crate::link::neighbours::{NeighbourAddress, NeighbourLink, NeighbourServices};
+use crate::link::neighbours::{NeighbourAddress, NeighbourHandler, NeighbourLink, NeighbourServices, Refusal};
 use crate::link::trust::TrustBook;
 use crate::link::{
     ConnectionTable, NeighbourServing, PeerDriver, PeerDriverConfig, PeerEndpoint, PeerLimits, PeerSibling, PeerState,
@@ -52,6 +60,20 @@ pub enum ReplicationError {
     Store(#[from] StoreError),
     #[error("replication has stopped; the node is shutting down")]
     Stopped,
+    #[error("{node_id} is this node; retire a dead sibling from one of its siblings instead")]
+    RetireOwnNode { node_id: NodeId },
+    #[error("{node_id} is not a sibling of this node (see `edgenode peer list`)")]
+    NotASibling { node_id: NodeId },
+    #[error(
+        "{node_id} is connected now: retiring a running box cuts it off; stop it first, or retire it anyway with --force"
+    )]
+    SiblingConnected { node_id: NodeId },
+    #[error("{node_id} was retired; a retired node cannot pair again (a replacement box has a new id)")]
+    Retired { node_id: NodeId },
+    #[error("{path} is not a valid retired-siblings file: {reason} — fix it (removing it makes every retired node a sibling again)")]
+    RetiredFile { path: PathBuf, reason: String },
+    #[error("{path} holds {count} retired nodes, the most this node keeps is {max}")]
+    TooManyRetired { path: PathBuf, count: usize, max: usize },
 }
 
 pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;
@@ -63,6 +85,15 @@ const PAIRED_FILE: &str = "siblings.toml";
 const PAIRED_POLL_MS: u64 = 1000;
 /// The trust ledger, in the data dir.
 const TRUST_FILE: &str = "trust.json";
+/// Sibling ids retired by an admin here or on a sibling, in the data dir.
+const RETIRED_FILE: &str = "retired.toml";
+/// The call on which siblings announce the ids they retired.
+pub const SERVICE_RETIRED_SIBLINGS: &str = "retired-siblings";
+/// How often the retired ids are announced to every sibling (also at once, on retire).
+const RETIRED_ANNOUNCE_INTERVAL_MS: u64 = 30_000;
+const RETIRED_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Retired ids kept, and taken from one announcement.
+const RETIRED_NODES_MAX: usize = 1024;
 /// How long a scrape of `/metrics` waits for the driver to report its peers.
 const PEER_STATES_TIMEOUT_MS: u64 = 2_000;
 
@@ -151,7 +182,8 @@ struct PairedFile {
     sibling: Vec<PairedSibling>,
 }
 
-/// The config's siblings plus those learned by pairing (config first; one per node id).
+/// The config's siblings plus those learned by pairing (config first; one per node id),
+/// less the retired ones.
 pub fn all_siblings(config: &Config) -> Result<Vec<SiblingConfig>> {
     let mut siblings = config.peers.siblings.clone();
     for paired in read_paired(&config.data_dir)?.sibling {
@@ -164,6 +196,11 @@ pub fn all_siblings(config: &Config) -> Result<Vec<SiblingConfig>> {
             });
         }
     }
+    let retired = read_retired(&config.data_dir)?;
+    siblings.retain(|sibling| {
+        let id = node_id_of(sibling);
+        !retired.iter().any(|node| Some(node.node_id) == id)
+    });
     Ok(siblings)
 }
 
@@ -197,12 +234,16 @@ fn save_paired(data_dir: &Path, info: &SiblingInfo) -> Result<()> {
          # the [peers] siblings of the config. Remove an entry and restart to unpair.\n{}",
         toml::to_string(&file).expect("the siblings file serializes")
     );
-    let path = paired_path(data_dir);
+    write_owner_only(paired_path(data_dir), &text)
+}
+
+/// Writes `text` to a temporary file, synced, then renamed over `path`; owner-only
+/// whatever the umask: the file says which nodes this one trusts.
+fn write_owner_only(path: PathBuf, text: &str) -> Result<()> {
     let temporary = path.with_extension("toml.tmp");
     let written = (|| {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
-        // Owner-only whatever the umask: it says which nodes this one trusts.
         let mut out =
             std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
         out.write_all(text.as_bytes())?;
@@ -210,6 +251,67 @@ fn save_paired(data_dir: &Path, info: &SiblingInfo) -> Result<()> {
         std::fs::rename(&temporary, &path)
     })();
     written.map_err(|source| ReplicationError::Io { action: "write", path, source })
+}
+
+/// A sibling retired by an admin (here or on a sibling), as `retired.toml` keeps it
+/// and the `retired-siblings` call carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredNode {
+    pub node_id: NodeId,
+    /// Its key's pin, when the node that retired it knew it.
+    #[serde(default)]
+    pub pin: Option<String>,
+    pub retired_at_ms: u64,
+    /// The node whose admin retired it.
+    pub retired_by: NodeId,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RetiredFile {
+    #[serde(default)]
+    node: Vec<RetiredNode>,
+}
+
+fn retired_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(RETIRED_FILE)
+}
+
+/// The retired siblings kept in the data dir (none when there is no file).
+pub fn read_retired(data_dir: &Path) -> Result<Vec<RetiredNode>> {
+    let path = retired_path(data_dir);
+    let file: RetiredFile = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map_err(|error| ReplicationError::RetiredFile { path: path.clone(), reason: error.to_string() })?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => RetiredFile::default(),
+        Err(source) => return Err(ReplicationError::Io { action: "read", path, source }),
+    };
+    Ok(file.node)
+}
+
+/// Adds the ids of `retired` not kept yet (never `own_id`); returns those added.
+fn save_retired(data_dir: &Path, own_id: NodeId, retired: &[RetiredNode]) -> Result<Vec<RetiredNode>> {
+    let mut kept = read_retired(data_dir)?;
+    let mut added = Vec::new();
+    for node in retired {
+        if node.node_id != own_id && !kept.iter().any(|known| known.node_id == node.node_id) {
+            kept.push(node.clone());
+            added.push(node.clone());
+        }
+    }
+    if added.is_empty() {
+        return Ok(added);
+    }
+    let path = retired_path(data_dir);
+    if kept.len() > RETIRED_NODES_MAX {
+        return Err(ReplicationError::TooManyRetired { path, count: kept.len(), max: RETIRED_NODES_MAX });
+    }
+    let text = format!(
+        "# Siblings retired by `edgenode peer retire` (here or on a sibling): never siblings\n\
+         # again, whatever the config or siblings.toml says. Learnt from siblings too.\n{}",
+        toml::to_string(&RetiredFile { node: kept }).expect("the retired file serializes")
+    );
+    write_owner_only(path, &text)?;
+    Ok(added)
 }
 
 /// A sibling's node id: as configured, else the one its pin gives (`NodeId::from_pin`,
@@ -295,6 +397,10 @@ impl Siblings {
             neighbour_link,
         });
         tokio::spawn(watch_paired(Arc::downgrade(&service)));
+        service
+            .neighbour_services
+            .register(SERVICE_RETIRED_SIBLINGS, Arc::new(RetiredAnnouncements(Arc::downgrade(&service))));
+        tokio::spawn(announce_retired_every_interval(Arc::downgrade(&service)));
         Ok(service)
     }
 
@@ -354,6 +460,9 @@ impl Siblings {
         let siblings =
             self.running.blocking_lock().as_ref().map(|running| running.siblings.clone()).unwrap_or_default();
         let mut replicas = node.read(|node| node.replicas_of(&ShardId(user_id.to_owned())));
+        // A retired home (a dead box replaced) leads nothing: placement alone says.
+        let home =
+            home.filter(|home| *home == own || siblings.iter().any(|sibling| node_id_of(sibling) == Some(*home)));
         if let Some(home) = home {
             replicas.retain(|node_id| *node_id != home);
             replicas.insert(0, home);
@@ -435,7 +544,76 @@ impl Siblings {
                     "connection_bytes_received": peer.connection_bytes_received,
                 })
             })
+            .chain(self.retired_json())
             .collect()
+    }
+
+    /// Retired siblings as `peer list` shows them (state `retired`).
+    fn retired_json(&self) -> Vec<Value> {
+        let retired = read_retired(&self.config.data_dir).unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot read the retired siblings");
+            Vec::new()
+        });
+        retired
+            .into_iter()
+            .map(|node| {
+                json!({
+                    "node_id": node.node_id.to_string(),
+                    "pin": node.pin,
+                    "state": "retired",
+                    "connected": false,
+                    "retired_at_ms": node.retired_at_ms,
+                    "retired_by": node.retired_by.to_string(),
+                    "source": "retired",
+                })
+            })
+            .collect()
+    }
+
+    /// Retires the sibling `node_id` (`edgenode peer retire`): kept as retired, left out
+    /// of the sibling list from now on (replication stops waiting for it, placement
+    /// forgets it, its key is refused), and announced to the siblings. A sibling
+    /// connected now is refused unless `force`. Retiring a retired node again changes
+    /// nothing (`already_retired`).
+    pub fn retire(&self, node_id: NodeId, force: bool) -> Result<Value> {
+        let own_id = self.store.node_id();
+        if node_id == own_id {
+            return Err(ReplicationError::RetireOwnNode { node_id });
+        }
+        let runtime = tokio::runtime::Handle::current();
+        if let Some(known) = read_retired(&self.config.data_dir)?.into_iter().find(|node| node.node_id == node_id) {
+            return Ok(retired_answer(&known, true, self.sibling_ids().len()));
+        }
+        let (pin, connected) = {
+            let running = self.running.blocking_lock();
+            let Some(running) = running.as_ref() else { return Err(ReplicationError::Stopped) };
+            let Some(sibling) = running.siblings.iter().find(|sibling| node_id_of(sibling) == Some(node_id)) else {
+                return Err(ReplicationError::NotASibling { node_id });
+            };
+            let states = runtime.block_on(running.driver.handle().peer_states())?;
+            let connected = states.iter().any(|state| state.node_id == node_id && state.connected);
+            (sibling.pin.clone(), connected)
+        };
+        if connected && !force {
+            return Err(ReplicationError::SiblingConnected { node_id });
+        }
+        let retired = RetiredNode { node_id, pin: Some(pin), retired_at_ms: crate::os::now_ms(), retired_by: own_id };
+        self.apply_retired(&runtime, std::slice::from_ref(&retired))?;
+        tracing::warn!(peer = %node_id, forced = connected, "sibling retired by an admin; no longer waited for");
+        runtime.spawn(announce_retired(self.neighbour_link.clone(), self.sibling_ids(), vec![retired.clone()]));
+        Ok(retired_answer(&retired, false, self.sibling_ids().len()))
+    }
+
+    /// Keeps the retired nodes not known yet and, when there were any, replicates with
+    /// the siblings left.
+    fn apply_retired(&self, runtime: &tokio::runtime::Handle, retired: &[RetiredNode]) -> Result<usize> {
+        let added = save_retired(&self.config.data_dir, self.store.node_id(), retired)?;
+        if added.is_empty() {
+            return Ok(0);
+        }
+        let siblings = all_siblings(&self.config)?;
+        runtime.block_on(self.set_siblings(siblings))?;
+        Ok(added.len())
     }
 
     /// A one-time pairing code for `edgenode peer join` on the other node.
@@ -468,6 +646,9 @@ impl Siblings {
     }
 
     fn adopt(&self, runtime: &tokio::runtime::Handle, info: &SiblingInfo) -> Result<()> {
+        if read_retired(&self.config.data_dir)?.iter().any(|node| node.node_id == info.node_id) {
+            return Err(ReplicationError::Retired { node_id: info.node_id });
+        }
         save_paired(&self.config.data_dir, info)?;
         let siblings = all_siblings(&self.config)?;
         tracing::info!(peer = %info.node_id, address = %info.address, "paired; restarting replication with the new sibling");
@@ -525,6 +706,16 @@ impl Siblings {
             ("edgenode_replication_repair_items_pushed", "Records pushed by repair", stats.repair_items_pushed),
             ("edgenode_replication_tombstones_purged", "Tombstones purged past their horizon", stats.tombstones_purged),
             ("edgenode_replication_epochs_started", "Change-log epochs started", stats.epochs_started),
+            (
+                "edgenode_replication_items_collected",
+                "Records from siblings refused as deleted: absent here and older than the shard's floor",
+                stats.items_collected,
+            ),
+            (
+                "edgenode_replication_records_dropped",
+                "Records dropped because a sibling's floor proved them deleted (an old backup restored)",
+                stats.records_dropped,
+            ),
         ];
         for (name, help, value) in counters {
             exposition::counter(encoder, name, help, value)?;
@@ -604,6 +795,79 @@ impl Siblings {
             "stats": stats,
             "peers": self.peers(),
         }))
+    }
+}
+
+/// `retire`'s answer.
+fn retired_answer(node: &RetiredNode, already_retired: bool, siblings_left: usize) -> Value {
+    json!({
+        "node_id": node.node_id.to_string(),
+        "pin": node.pin,
+        "retired_at_ms": node.retired_at_ms,
+        "retired_by": node.retired_by.to_string(),
+        "already_retired": already_retired,
+        "siblings_left": siblings_left,
+    })
+}
+
+/// The `retired-siblings` call: a sibling tells which nodes it retired (JSON list of
+/// `RetiredNode`); this node retires them too. Only siblings are heard.
+struct RetiredAnnouncements(std::sync::Weak<Siblings>);
+
+impl NeighbourHandler for RetiredAnnouncements {
+    fn handle(&self, from: NodeId, body: &[u8]) -> std::result::Result<Vec<u8>, Refusal> {
+        let Some(service) = self.0.upgrade() else { return Err(Refusal("this node is shutting down".into())) };
+        if !service.sibling_ids().contains(&from) {
+            return Err(Refusal("only a sibling may announce retired siblings".into()));
+        }
+        let retired: Vec<RetiredNode> =
+            serde_json::from_slice(body).map_err(|error| format!("not a list of retired nodes: {error}"))?;
+        if retired.len() > RETIRED_NODES_MAX {
+            return Err(Refusal(format!("{} retired nodes; at most {RETIRED_NODES_MAX}", retired.len())));
+        }
+        if retired.iter().any(|node| node.node_id == service.store.node_id()) {
+            tracing::warn!(peer = %from, "a sibling says this node was retired; its siblings will refuse it");
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let added = service.apply_retired(&runtime, &retired).map_err(|error| error.to_string())?;
+        if added > 0 {
+            tracing::warn!(peer = %from, added, "siblings retired on a sibling; no longer waited for");
+        }
+        Ok(json!({"added": added}).to_string().into_bytes())
+    }
+}
+
+/// Tells each of `siblings` about `retired` (best effort: the periodic round repeats).
+async fn announce_retired(link: Arc<NeighbourLink>, siblings: Vec<NodeId>, retired: Vec<RetiredNode>) {
+    if retired.is_empty() {
+        return;
+    }
+    let body = serde_json::to_vec(&retired).expect("retired nodes serialize");
+    let timeout = Duration::from_millis(RETIRED_CALL_TIMEOUT_MS);
+    for node in siblings {
+        if let Err(error) = link.call(node, SERVICE_RETIRED_SIBLINGS, &body, timeout).await {
+            tracing::debug!(%node, %error, "retired siblings not announced to this sibling this round");
+        }
+    }
+}
+
+/// Announces the retired siblings to every sibling every `RETIRED_ANNOUNCE_INTERVAL_MS`,
+/// so one that was down or partitioned when a node was retired stops waiting for it.
+async fn announce_retired_every_interval(service: std::sync::Weak<Siblings>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(RETIRED_ANNOUNCE_INTERVAL_MS)).await;
+        let Some(service) = service.upgrade() else { return };
+        let link = service.neighbour_link.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let retired = read_retired(&service.config.data_dir);
+            (service.sibling_ids(), retired)
+        })
+        .await;
+        match found {
+            Ok((siblings, Ok(retired))) => announce_retired(link, siblings, retired).await,
+            Ok((_, Err(error))) => tracing::error!(%error, "cannot read the retired siblings"),
+            Err(_) => return,
+        }
     }
 }
 
@@ -755,5 +1019,57 @@ async fn stop(running: Running) {
             }
         }
         Err(error) => tracing::warn!(%error, "replication did not stop cleanly"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TempDir;
+
+    fn sibling(node_id: u64) -> SiblingConfig {
+        SiblingConfig {
+            address: format!("10.0.0.{node_id}:8444"),
+            pin: format!("sha256/pin-{node_id}"),
+            node_id: Some(NodeId(node_id).to_string()),
+            zone: None,
+        }
+    }
+
+    fn retired(node_id: u64, by: u64) -> RetiredNode {
+        RetiredNode { node_id: NodeId(node_id), pin: None, retired_at_ms: 1_000 + node_id, retired_by: NodeId(by) }
+    }
+
+    fn listed(config: &Config) -> Vec<String> {
+        all_siblings(config).unwrap().into_iter().filter_map(|sibling| sibling.node_id).collect()
+    }
+
+    #[test]
+    fn a_retired_node_is_no_sibling_whether_configured_or_paired() {
+        let dir = TempDir::new("retired-siblings");
+        let mut config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        config.peers.siblings = vec![sibling(1), sibling(2)];
+        let info = |id: u64| SiblingInfo { node_id: NodeId(id), address: sibling(id).address, pin: sibling(id).pin };
+        save_paired(dir.path(), &info(3)).unwrap();
+        assert_eq!(listed(&config), [NodeId(1), NodeId(2), NodeId(3)].map(|id| id.to_string()));
+
+        // Retired: the configured 1 and the paired 3; this node (9) is never kept.
+        let added = save_retired(dir.path(), NodeId(9), &[retired(1, 2), retired(3, 2), retired(9, 2)]).unwrap();
+        assert_eq!(added, [retired(1, 2), retired(3, 2)]);
+        assert_eq!(listed(&config), [NodeId(2).to_string()]);
+        // Announced again (by another sibling, later): nothing new, the first kept.
+        assert!(save_retired(dir.path(), NodeId(9), &[retired(1, 5)]).unwrap().is_empty());
+        assert_eq!(read_retired(dir.path()).unwrap(), [retired(1, 2), retired(3, 2)]);
+        let text = std::fs::read_to_string(dir.path().join(RETIRED_FILE)).unwrap();
+        let mode = std::fs::metadata(dir.path().join(RETIRED_FILE)).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600, "{text}");
+    }
+
+    #[test]
+    fn a_broken_retired_file_is_an_error_not_an_empty_list() {
+        let dir = TempDir::new("retired-broken");
+        std::fs::write(dir.path().join(RETIRED_FILE), "node = 3").unwrap();
+        let error = read_retired(dir.path()).unwrap_err();
+        assert!(matches!(error, ReplicationError::RetiredFile { .. }), "{error}");
     }
 }

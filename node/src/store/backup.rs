@@ -79,6 +79,9 @@ every_table!(
     super::FOLLOWERS,
     super::FOLLOW_DECISIONS,
     super::LIKES,
+    super::BLOCKS,
+    super::REPORTS,
+    super::POST_MODERATION,
     super::COMMENTS,
     super::TERMS,
     super::notifications::NOTIFICATIONS_READ,
@@ -100,6 +103,7 @@ every_table!(
     super::replica::PLACEMENT,
     super::replica::REPLICA_STATE,
     super::replica::REPLICA_LOG,
+    super::replica::REPLICA_FLOORS,
     super::replica::REPLICA_SHARD_FINGERPRINTS,
     super::replica::REPLICA_BUCKET_FINGERPRINTS,
 );

@@ -21,6 +21,7 @@ mod media_sync;
 mod notifications;
 mod posts;
 pub mod replica;
+mod safety;
 pub mod search_index;
 mod social;
 
@@ -45,6 +46,7 @@ pub use notifications::{check_cursor, InvalidCursor, NotificationGroup, Notifica
 use replica::write_record;
 pub use replica::{pair_key, split_pair_key, RedbReplicaStore};
 pub use replica::{ShardFingerprints, ShardTrees};
+pub use safety::BlockedUser;
 pub use social::{FollowRequest, FollowStatus};
 
 /// Version of the table layout; bump with a migration in `migrate`.
@@ -72,6 +74,12 @@ const FOLLOWERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("follo
 /// (followee, follower) → `Record<FollowDecision>`: a locked account's answers.
 const FOLLOW_DECISIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("follow_decisions");
 const LIKES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("likes");
+/// (blocker, blocked) → `Record<Block>`.
+const BLOCKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("blocks");
+/// (report id, reporter) → `Record<Report>`: report ids sort by time.
+const REPORTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("reports");
+/// (author, post) → `Record<PostModeration>`: admins' decisions on posts.
+const POST_MODERATION: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("post_moderation");
 const COMMENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("comments");
 const TERMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("terms");
 
@@ -87,7 +95,7 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
-    #[error("the database has schema version {found}, newer than this edgenode understands ({supported}); run a newer edgenode")]
+    #[error("the database has schema version {found}, newer than this edgenode understands ({supported}), and there is no pre-migration/schema-{supported}.redb to go back to; run a newer edgenode")]
     NewerSchema { found: u32, supported: u32 },
     #[error("handle is taken")]
     HandleTaken,
@@ -229,6 +237,7 @@ impl Store {
     pub fn open_as(data_dir: &Path, new_node_id: NodeId, database_cache_bytes: usize) -> StoreResult<Store> {
         create_private_dir_all(data_dir)?;
         let db_path = data_dir.join("edgenode.redb");
+        keep_what_an_older_version_needs(data_dir, &db_path)?;
         let mut db = redb::Builder::new()
             .set_cache_size(database_cache_bytes)
             .create_with_file_format_v3(true)
@@ -397,6 +406,93 @@ impl Store {
     }
 }
 
+/// Where a copy of the database is kept before a migration: `pre-migration/` in the
+/// data dir, one `schema-N.redb` per schema migrated from.
+pub const PRE_MIGRATION_DIR: &str = "pre-migration";
+
+/// Before this binary touches the database at `db_path`, keeps a rollback possible
+/// both ways (issue 17: a rollback never leaves a node that cannot open its database):
+///
+/// - an older schema is about to be migrated: the file is copied first, durably, to
+///   `pre-migration/schema-<old>.redb`, which the older binary restores if the box
+///   goes back to it;
+/// - a newer schema (a newer version ran here, and the box went back to this one):
+///   with `pre-migration/schema-<ours>.redb`, the newer file is moved aside (kept:
+///   `edgenode.redb.schema-<newer>-<unix seconds>`), the snapshot put in its place,
+///   and a warning says so; siblings replicate back what was written since (as after
+///   restoring a backup, docs/backup.md). Without one, `open` refuses it as before.
+fn keep_what_an_older_version_needs(data_dir: &Path, db_path: &Path) -> StoreResult<()> {
+    if !db_path.exists() {
+        return Ok(());
+    }
+    let Some(found) = stored_schema(db_path)? else { return Ok(()) };
+    let snapshots = data_dir.join(PRE_MIGRATION_DIR);
+    if found < SCHEMA_VERSION {
+        let snapshot = snapshots.join(format!("schema-{found}.redb"));
+        create_private_dir_all(&snapshots)?;
+        copy_durably(db_path, &snapshot)?;
+        tracing::info!(
+            from = found,
+            to = SCHEMA_VERSION,
+            snapshot = %snapshot.display(),
+            "migrating the database; a copy of it as it was is kept for a rollback to the previous version"
+        );
+    } else if found > SCHEMA_VERSION {
+        let snapshot = snapshots.join(format!("schema-{SCHEMA_VERSION}.redb"));
+        if !snapshot.exists() {
+            return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+        }
+        let aside = data_dir.join(format!("edgenode.redb.schema-{found}-{}", os::unix_seconds()));
+        std::fs::rename(db_path, &aside)?;
+        std::fs::rename(&snapshot, db_path)?;
+        sync_dir(data_dir)?;
+        sync_dir(&snapshots)?;
+        tracing::warn!(
+            found,
+            supported = SCHEMA_VERSION,
+            kept = %aside.display(),
+            restored = %snapshot.display(),
+            "the database was migrated by a newer edgenode (schema {found}) and this box went back to this version: \
+             opening the copy taken before that migration; the newer file is kept as {}, and what was written since \
+             comes back from siblings by replication (written here only: in the kept file)",
+            aside.display()
+        );
+    }
+    Ok(())
+}
+
+/// The schema version a database file records (`None`: a new file).
+fn stored_schema(db_path: &Path) -> StoreResult<Option<u32>> {
+    let db = redb::Builder::new().set_cache_size(1024 * 1024).create(db_path)?;
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let schema = meta.get("schema_version")?.map(|value| read_u64(value.value()) as u32);
+    Ok(schema)
+}
+
+/// Copies `from` to `to` so that `to` is either absent or whole after a crash: into
+/// a temporary file, synced, renamed, and the directory synced.
+fn copy_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    let partial = to.with_extension("redb.partial");
+    let _ = std::fs::remove_file(&partial);
+    {
+        let mut source = std::fs::File::open(from)?;
+        let mut target = create_private_file(&partial)?;
+        std::io::copy(&mut source, &mut target)?;
+        target.sync_all()?;
+    }
+    std::fs::rename(&partial, to)?;
+    sync_dir(to.parent().unwrap_or(Path::new(".")))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Moves a database on redb's v2 file format to v3, once, before anything reads it.
 ///
 /// redb 3 and later open only v3 files, and only redb 2.6+ can upgrade a v2 one; redb
@@ -447,6 +543,9 @@ fn create_tables(txn: &redb::WriteTransaction) -> StoreResult<()> {
     txn.open_table(FOLLOWERS)?;
     txn.open_table(FOLLOW_DECISIONS)?;
     txn.open_table(LIKES)?;
+    txn.open_table(BLOCKS)?;
+    txn.open_table(REPORTS)?;
+    txn.open_table(POST_MODERATION)?;
     txn.open_table(COMMENTS)?;
     txn.open_table(TERMS)?;
     txn.open_table(notifications::NOTIFICATIONS_READ)?;
@@ -457,6 +556,7 @@ fn create_tables(txn: &redb::WriteTransaction) -> StoreResult<()> {
     txn.open_table(replica::PLACEMENT)?;
     txn.open_table(replica::REPLICA_STATE)?;
     txn.open_table(replica::REPLICA_LOG)?;
+    txn.open_table(replica::REPLICA_FLOORS)?;
     txn.open_table(replica::REPLICA_SHARD_FINGERPRINTS)?;
     txn.open_table(replica::REPLICA_BUCKET_FINGERPRINTS)?;
     Ok(())
@@ -713,6 +813,78 @@ mod tests {
             txn.commit().unwrap();
         }
         assert!(matches!(Store::open(&dir), Err(StoreError::NewerSchema { found: 99, .. })));
+        assert!(dir.join("edgenode.redb").exists(), "a refused database is left as it was");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn set_schema(dir: &Path, schema: u64) {
+        let db = Database::create(dir.join("edgenode.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("schema_version", schema.to_le_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn schema_of(path: &Path) -> u32 {
+        stored_schema(path).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_migration_keeps_a_copy_of_the_database_as_it_was() {
+        let dir = temp_dir("pre-migration");
+        let user_id = {
+            let store = Store::open(&dir).unwrap();
+            store.create_user("ada", "hash".into(), Admission::Claim).unwrap().user_id
+        };
+        let older = SCHEMA_VERSION as u64 - 1;
+        set_schema(&dir, older);
+        let store = Store::open(&dir).unwrap();
+        assert!(store.user(&user_id).unwrap().is_some());
+        drop(store);
+        let snapshot = dir.join(format!("pre-migration/schema-{older}.redb"));
+        assert_eq!(schema_of(&snapshot), older as u32, "the copy is the database before the migration");
+        assert_eq!(schema_of(&dir.join("edgenode.redb")), SCHEMA_VERSION);
+        assert_eq!(mode_of(&snapshot), 0o600);
+        assert!(!dir.join(format!("pre-migration/schema-{older}.redb.partial")).exists());
+        // Opening at the current schema takes no copy.
+        std::fs::remove_file(&snapshot).unwrap();
+        drop(Store::open(&dir).unwrap());
+        assert!(!snapshot.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_rollback_after_a_migration_opens_the_copy_and_keeps_the_newer_file() {
+        let dir = temp_dir("rollback");
+        // What this version wrote, then a copy of it "taken by a newer version's
+        // migration", which then wrote a post and moved the schema on.
+        let (user_id, before) = {
+            let store = Store::open(&dir).unwrap();
+            let user = store.create_user("ada", "hash".into(), Admission::Claim).unwrap();
+            let post = store.create_post(&user.user_id, "before".into(), vec![], Visibility::Public).unwrap();
+            (user.user_id, post.post_id)
+        };
+        std::fs::create_dir_all(dir.join(PRE_MIGRATION_DIR)).unwrap();
+        std::fs::copy(dir.join("edgenode.redb"), dir.join(format!("pre-migration/schema-{SCHEMA_VERSION}.redb")))
+            .unwrap();
+        let after = {
+            let store = Store::open(&dir).unwrap();
+            store.create_post(&user_id, "after".into(), vec![], Visibility::Public).unwrap().post_id
+        };
+        set_schema(&dir, SCHEMA_VERSION as u64 + 1);
+
+        let store = Store::open(&dir).expect("the older version opens the copy");
+        assert!(store.post(&before).unwrap().is_some());
+        assert!(store.post(&after).unwrap().is_none(), "the copy is the database as it was before the migration");
+        drop(store);
+        let kept: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with(&format!("edgenode.redb.schema-{}-", SCHEMA_VERSION + 1)))
+            .collect();
+        assert_eq!(kept.len(), 1, "the newer file is kept: {kept:?}");
+        assert_eq!(schema_of(&dir.join(&kept[0])), SCHEMA_VERSION + 1);
+        assert!(!dir.join(format!("pre-migration/schema-{SCHEMA_VERSION}.redb")).exists(), "the copy was put in place");
+        assert_eq!(schema_of(&dir.join("edgenode.redb")), SCHEMA_VERSION);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -436,12 +436,14 @@ impl<'a> Reader<'a> {
         let end = format!("{prefix}\u{7f}");
         let mut latest_by_actor: BTreeMap<String, u64> = BTreeMap::new();
         let mut latest: Option<(u64, String)> = None;
+        let blocks = self.txn.open_table(super::BLOCKS)?;
         for entry in self.txn.open_table(NOTIFICATION_GROUPS)?.range(prefix.as_str()..end.as_str())? {
             let (key, at_ms) = entry?;
             let at_ms = at_ms.value();
             let rest = &key.value()[prefix.len()..];
             let Some((actor_id, reference)) = rest.split_once('/') else { continue };
-            if actor_id == self.user_id {
+            // Nothing of a user the recipient blocks (their mentions, likes, comments).
+            if actor_id == self.user_id || super::safety::blocks_in(&blocks, self.user_id, actor_id)? {
                 continue;
             }
             let slot = latest_by_actor.entry(actor_id.to_owned()).or_default();
@@ -514,8 +516,12 @@ impl Store {
         let above = format!("{:016x}/\u{7f}", reader.read_up_to_ms);
         let events = reader.events_newest_first(None, Some(&above), UNREAD_EVENTS_SCANNED_MAX)?;
         let mut groups = BTreeSet::new();
+        let blocks = txn.open_table(super::BLOCKS)?;
         for suffix in &events {
             let Some((_, kind, post_id, actor_id)) = parse_suffix(suffix) else { continue };
+            if super::safety::blocks_in(&blocks, user_id, actor_id)? {
+                continue;
+            }
             if actor_id != user_id && !groups.contains(&(kind, post_id)) && reader.may_see(kind, post_id)? {
                 groups.insert((kind, post_id));
             }

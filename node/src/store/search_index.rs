@@ -433,6 +433,7 @@ impl Store {
         let users = txn.open_table(USERS)?;
         let index = txn.open_table(POSTS_BY_AUTHOR)?;
         let posts = txn.open_table(POSTS)?;
+        let moderation = txn.open_table(super::POST_MODERATION)?;
         let mut entries = Vec::new();
         for item in users.iter()? {
             let (_, bytes) = item?;
@@ -460,6 +461,10 @@ impl Store {
                     None => None,
                 };
                 let Some(post) = post.filter(|post| post.visibility == Visibility::Public) else { continue };
+                // A post an admin hid is no longer fed (aggregators drop it on the next change).
+                if super::safety::hidden_in(&moderation, &post.author_id, &post.post_id)? {
+                    continue;
+                }
                 entries.push(Entry::Post(public_post(&post, &user.handle)));
             }
         }

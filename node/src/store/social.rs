@@ -4,7 +4,8 @@
 use redb::ReadableTable;
 
 use super::{
-    live, pair_key, Store, StoreResult, Tx, COMMENTS, FOLLOWERS, FOLLOWS, FOLLOW_DECISIONS, KEY_MAX, LIKES, USERS,
+    live, pair_key, Store, StoreResult, Tx, BLOCKS, COMMENTS, FOLLOWERS, FOLLOWS, FOLLOW_DECISIONS, KEY_MAX, LIKES,
+    USERS,
 };
 use crate::core::model::{
     follow_counts, follow_pending, follow_unanswered, time_ordered_id, Comment, Follow, FollowDecision, Like, Record,
@@ -37,6 +38,7 @@ fn follow_status_in(
     follows: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     users: &impl ReadableTable<&'static str, &'static [u8]>,
     decisions: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    blocks: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     follower_id: &str,
     followee_id: &str,
 ) -> StoreResult<Option<FollowStatus>> {
@@ -45,6 +47,11 @@ fn follow_status_in(
         None => None,
     };
     let Some(follow) = follow else { return Ok(None) };
+    // A block ends the follow when it is written; a follow that reappears after it
+    // (written on the other side of a partition) still does not count.
+    if super::safety::blocks_in(blocks, followee_id, follower_id)? {
+        return Ok(Some(FollowStatus::Rejected));
+    }
     let locked = match users.get(followee_id)? {
         Some(bytes) => live::<User>(bytes.value())?.is_some_and(|user| user.locked),
         None => false,
@@ -73,6 +80,7 @@ pub(in crate::store) fn follows_in(
         &txn.open_table(FOLLOWS)?,
         &txn.open_table(USERS)?,
         &txn.open_table(FOLLOW_DECISIONS)?,
+        &txn.open_table(BLOCKS)?,
         follower_id,
         followee_id,
     )?;
@@ -141,6 +149,7 @@ impl Store {
             &txn.open_table(FOLLOWS)?,
             &txn.open_table(USERS)?,
             &txn.open_table(FOLLOW_DECISIONS)?,
+            &txn.open_table(BLOCKS)?,
             follower_id,
             followee_id,
         )
@@ -189,12 +198,18 @@ impl Store {
     pub fn follower_count(&self, user_id: &str) -> StoreResult<u64> {
         let txn = self.db.begin_read()?;
         let followers = txn.open_table(FOLLOWERS)?;
-        let (follows, users, decisions) =
-            (txn.open_table(FOLLOWS)?, txn.open_table(USERS)?, txn.open_table(FOLLOW_DECISIONS)?);
+        let (follows, users, decisions, blocks) = (
+            txn.open_table(FOLLOWS)?,
+            txn.open_table(USERS)?,
+            txn.open_table(FOLLOW_DECISIONS)?,
+            txn.open_table(BLOCKS)?,
+        );
         let mut count = 0;
         for entry in followers.range((user_id, "")..(user_id, KEY_MAX))? {
             let follower_id = entry?.0.value().1.to_owned();
-            if follow_status_in(&follows, &users, &decisions, &follower_id, user_id)? == Some(FollowStatus::Following) {
+            if follow_status_in(&follows, &users, &decisions, &blocks, &follower_id, user_id)?
+                == Some(FollowStatus::Following)
+            {
                 count += 1;
             }
         }
@@ -206,8 +221,12 @@ impl Store {
     pub fn follow_requests(&self, user_id: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<FollowRequest>> {
         let txn = self.db.begin_read()?;
         let followers = txn.open_table(FOLLOWERS)?;
-        let (follows, users, decisions) =
-            (txn.open_table(FOLLOWS)?, txn.open_table(USERS)?, txn.open_table(FOLLOW_DECISIONS)?);
+        let (follows, users, decisions, blocks) = (
+            txn.open_table(FOLLOWS)?,
+            txn.open_table(USERS)?,
+            txn.open_table(FOLLOW_DECISIONS)?,
+            txn.open_table(BLOCKS)?,
+        );
         let mut requests = Vec::new();
         for entry in followers.range((user_id, after.unwrap_or(""))..(user_id, KEY_MAX))? {
             let follower_id = entry?.0.value().1.to_owned();
@@ -217,7 +236,9 @@ impl Store {
             if requests.len() == limit {
                 break;
             }
-            if follow_status_in(&follows, &users, &decisions, &follower_id, user_id)? != Some(FollowStatus::Requested) {
+            if follow_status_in(&follows, &users, &decisions, &blocks, &follower_id, user_id)?
+                != Some(FollowStatus::Requested)
+            {
                 continue;
             }
             let since = match follows.get((follower_id.as_str(), user_id))? {

@@ -49,10 +49,16 @@ pub enum Table {
     NotificationsRead = 9,
     /// `FollowDecision`: a locked account's answer to a follow request.
     FollowDecision = 10,
+    /// `Block`: a user blocks another, in the blocker's shard.
+    Block = 11,
+    /// `Report`: a user reports a post to the node's admins, in the reporter's shard.
+    Report = 12,
+    /// `PostModeration`: an admin hid (or unhid) a post, in its author's shard.
+    PostModeration = 13,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 13] = [
         Table::User,
         Table::Credential,
         Table::Post,
@@ -63,6 +69,9 @@ impl Table {
         Table::Placement,
         Table::NotificationsRead,
         Table::FollowDecision,
+        Table::Block,
+        Table::Report,
+        Table::PostModeration,
     ];
 
     pub fn code(self) -> u8 {
@@ -86,6 +95,9 @@ impl Table {
             Table::Placement => "placement",
             Table::NotificationsRead => "notifications_read",
             Table::FollowDecision => "follow_decisions",
+            Table::Block => "blocks",
+            Table::Report => "reports",
+            Table::PostModeration => "post_moderation",
         }
     }
 }

@@ -41,10 +41,46 @@
 //! 8. **Acknowledged writes survive.** A write is acknowledged after it is in the
 //!    durable store and log; the log (or the new epoch that replaces it) carries it to
 //!    every replica, and repair carries anything the log missed.
-//! 9. **Everything is bounded.** Frames (`frame_bytes_max`, checked on decode before
-//!    allocating), batches (`batch_bytes_max`), log entries in flight, the log itself
-//!    (compacted into a new epoch past `log_entries_max`), the outbox, tombstones
-//!    collected per pass, and how far in the future a remote clock may be.
+//! 9. **Deleted stays deleted, past collection.** A record absent at a node and
+//!    older than that node's floor of its shard is a delete every replica collected
+//!    (see "Shard floors"): the node refuses it, and a sibling holding it drops it.
+//! 10. **Everything is bounded.** Frames (`frame_bytes_max`, checked on decode before
+//!     allocating), batches (`batch_bytes_max`), log entries in flight, the log itself
+//!     (compacted into a new epoch past `log_entries_max`), the outbox, tombstones
+//!     collected per pass, and how far in the future a remote clock may be.
+//!
+//! # Shard floors
+//!
+//! A node *settled* for a shard keeps a floor F for it (`DurableState::shard_floors`,
+//! on disk): every write to the shard older than F is held there (or a newer version
+//! of its record is), or was deleted and its tombstone collected by every replica.
+//! So an absence below F proves a collected delete, which a tombstone no longer can.
+//! - Settling: a node settles a shard at floor 0 when it creates it (a local
+//!   transaction whose live records are all it holds of the shard), or at the first
+//!   record a sibling sends while every origin's log has reached it since it held
+//!   nothing of it. Otherwise (restored from a backup, sibling list changed) it
+//!   settles when its whole shard equals a settled sibling's (equal whole-range
+//!   fingerprints; a round runs soon after the shard's first record), adopting that
+//!   sibling's floor; a settled node answers an unsettled one's equal probe with its
+//!   own, so the probe settles either way.
+//! - Raising: collection raises every settled floor to the purge floor (at most the
+//!   stable horizon, so every replica has every write below it). Floors only rise.
+//! - Claiming: a node claims `min(F, complete)` (`ReplicaNode::floor_of`), so a write
+//!   still on its way from another origin is never taken for a collected one; it
+//!   sends the claim with each probe (`Probe::floor`), and with a list of summaries
+//!   only when the list is the whole range.
+//! - Using: an item absent here and older than the claim is refused (a restored
+//!   node's old copy does not come back); a record this node lists, the sibling's
+//!   whole list lacks, and older than the sibling's claim is dropped here; a record
+//!   the sibling holds under this node's claim is answered with this node's list, so
+//!   the sibling drops it. Records at or above a floor, and records the sibling
+//!   holds too, flow as before: a live record is never dropped for being old.
+//! - A restored node learns it lost its own writes when a sibling's mark of its log
+//!   (Hello, LogAck) is past its log's end: it withdraws every floor and settles
+//!   again by repair. It observes that mark's clock, and every horizon, log clock
+//!   and floor a sibling sends, so its new writes are newer than any floor.
+//! - Mixed versions: probes carry floors from protocol version 2 on; a version-1
+//!   probe claims nothing, and a version-1 node refuses version-2 frames.
 //!
 //! # What is absent (for now)
 //!
@@ -55,6 +91,13 @@
 //! - No relaying: a node streams only its own log; records reach a replica from their
 //!   origin's log or from repair.
 //! - No media: a post's media files travel on their own streams, outside this module.
+//! - A restored node that writes before every sibling has told it how far its log had
+//!   gone may version a write under a sibling's floor (when its wall clock is behind
+//!   the clock it had); a record new under that version is then refused as collected.
+//! - After a change of siblings (pairing, a trust tier change) a node settles the
+//!   shards siblings send it by repair only, for good (`shards_settle_by_repair_only`
+//!   is never cleared): a shard busy enough never to be equal at a round stays
+//!   unsettled there, so that node proves no delete of it (nothing is lost).
 
 pub mod fingerprint;
 pub mod item;

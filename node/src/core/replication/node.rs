@@ -123,6 +123,16 @@ pub struct DurableState {
     /// Tombstones older than this are collected; messages stamped with a horizon
     /// older than this are stale and dropped. Only grows.
     pub purge_floor: Timestamp,
+    /// The shards this node is settled for, each with its floor: every write to the
+    /// shard older than the floor is held here (or a newer version of its record
+    /// is), or was deleted and its tombstone collected by every replica. A shard
+    /// without an entry is unsettled: this node claims nothing for it and raises no
+    /// floor for it (see "Shard floors" in `replication`). Each floor only grows.
+    pub shard_floors: BTreeMap<ShardId, Timestamp>,
+    /// Set once this node may lack writes its marks cover (its own writes were lost
+    /// in a restore, or the sibling list changed): a shard it starts holding is then
+    /// settled only by repair, never at its first record.
+    pub shards_settle_by_repair_only: bool,
 }
 
 /// Counters for metrics and for the simulator's coverage report.
@@ -135,6 +145,12 @@ pub struct ReplicaStats {
     pub items_refused: u64,
     /// Messages dropped because their sender's horizon was behind the purge floor.
     pub messages_stale: u64,
+    /// Items refused because their record is absent here and older than the shard's
+    /// floor: a deleted record whose tombstone every replica collected.
+    pub items_collected: u64,
+    /// Records this node held that a sibling's floor proved deleted (restored from an
+    /// old backup), dropped.
+    pub records_dropped: u64,
     /// Messages dropped because the outbox was full.
     pub messages_dropped: u64,
     pub log_batches_sent: u64,
@@ -316,6 +332,7 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         let mut next_version = || Version { at: clock.tick(now), origin: id };
         let (result, mut written) = body(&mut self.store, &mut next_version)?;
         written.sort_by_key(|record| record.version);
+        self.settle_created_shards(&written);
         for record in written {
             debug_assert_eq!(record.version.origin, id, "a local transaction writes versions of this node");
             self.durable.log.append(record.shard, record.key, record.version);
@@ -338,8 +355,17 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         for sibling in siblings.iter().filter(|sibling| sibling.id != own_id) {
             self.peers.entry(sibling.id).or_default();
         }
+        // Logs skipped this node for shards it did not hold, and marks moved on: a
+        // shard whose replicas changed is settled again by repair.
+        let replicas_wanted = self.config.replicas_wanted;
+        let old_siblings = std::mem::replace(&mut self.siblings, siblings);
+        self.durable.shard_floors.retain(|shard, _| {
+            place(shard, &old_siblings, replicas_wanted) == place(shard, &self.siblings, replicas_wanted)
+        });
+        if old_siblings != self.siblings {
+            self.durable.shards_settle_by_repair_only = true;
+        }
         self.placement_cache.clear();
-        self.siblings = siblings;
     }
 
     pub fn handle_connected(&mut self, now: u64, peer: NodeId) {
@@ -370,13 +396,14 @@ impl<S: ReplicaStore> ReplicaNode<S> {
             Message::Hello(hello) => self.on_hello(now, from, hello),
             Message::LogBatch(batch) => self.on_log_batch(now, from, batch),
             Message::LogAck(ack) => self.on_log_ack(now, from, ack),
-            Message::Repair(probes) => self.on_repair(from, probes),
+            Message::Repair(probes) => self.on_repair(now, from, probes),
             Message::Items(items) => {
                 if items.complete < self.durable.purge_floor {
                     self.stats.messages_stale += 1;
                 } else {
+                    self.observe_remote(now, items.complete);
                     for item in items.items {
-                        self.apply(now, item);
+                        self.apply(now, from, item);
                     }
                 }
             }
@@ -515,6 +542,59 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         self.placement_cache[shard].contains(&node)
     }
 
+    /// What this node claims for `shard` (see `Probe::floor`): its floor, but no
+    /// further than its own horizon, below which its marks prove that every other
+    /// origin's writes arrived (so a write still on its way is never taken for a
+    /// collected one). `None` while the shard is unsettled.
+    pub fn floor_of(&self, shard: &ShardId) -> Option<Timestamp> {
+        let floor = *self.durable.shard_floors.get(shard)?;
+        Some(floor.min(self.complete()))
+    }
+
+    /// Settles at floor 0 (nothing claimed yet; collection raises it) each unsettled
+    /// shard whose records, here, are exactly the live records this local
+    /// transaction wrote: a shard it created (a new user), which no other node can
+    /// have written below it. Not a transaction that overwrites or deletes what was
+    /// held (an account deletion tombstones every record it knows of).
+    fn settle_created_shards(&mut self, written: &[VersionedKey]) {
+        let mut by_shard: BTreeMap<&ShardId, Vec<&VersionedKey>> = BTreeMap::new();
+        for record in written {
+            by_shard.entry(&record.shard).or_default().push(record);
+        }
+        for (shard, records) in by_shard {
+            if self.durable.shard_floors.contains_key(shard) || !self.replicates(self.id, shard) {
+                continue;
+            }
+            let mut keys: Vec<&RecordKey> = records.iter().map(|record| &record.key).collect();
+            keys.sort();
+            keys.dedup();
+            let all_live = keys.iter().all(|key| self.store.get(shard, key).is_some_and(|held| !held.is_tombstone()));
+            if all_live && self.store.fingerprint(shard, HashRange::ALL).count == keys.len() as u64 {
+                self.durable.shard_floors.insert(shard.clone(), Timestamp::default());
+            }
+        }
+    }
+
+    /// A sibling has applied writes of this node's log that this node no longer has:
+    /// it was restored from an old backup, and its marks no longer prove what it
+    /// holds. Every shard is settled again by repair, and floors it claimed before
+    /// are withdrawn.
+    fn note_own_writes_lost(&mut self) {
+        self.durable.shard_floors.clear();
+        self.durable.shards_settle_by_repair_only = true;
+    }
+
+    /// The HLC's receive rule for the timestamps a sibling sends besides versions
+    /// (log clocks, horizons, floors): later local writes are newer than every floor
+    /// this node could be told about. A timestamp too far ahead of `now` is ignored.
+    fn observe_remote(&mut self, now: u64, at: Timestamp) {
+        if at > self.durable.clock.last()
+            && at.physical_ms() <= now.saturating_add(self.config.remote_clock_ahead_max_ms)
+        {
+            self.durable.clock.observe(at, now);
+        }
+    }
+
     fn send(&mut self, peer: NodeId, message: Message) {
         if !self.peers.get(&peer).is_some_and(|state| state.connected) {
             return;
@@ -584,7 +664,16 @@ impl<S: ReplicaStore> ReplicaNode<S> {
 
     fn on_hello(&mut self, now: u64, from: NodeId, hello: Hello) {
         self.note_complete(from, hello.complete);
+        self.observe_remote(now, hello.complete);
         self.note_epoch(now, from, hello.epoch);
+        if let Some((_, own)) = hello.marks.iter().find(|(origin, _)| *origin == self.id) {
+            // Versions are never reissued, even by a node restored from a backup.
+            self.observe_remote(now, own.clock);
+            let log = &self.durable.log;
+            if own.epoch > log.epoch() || (own.epoch == log.epoch() && own.seq > log.end_seq()) {
+                self.note_own_writes_lost();
+            }
+        }
         let Some(state) = self.peers.get_mut(&from).filter(|state| state.connected) else { return };
         state.hello_received = true;
         state.next_repair_at = now;
@@ -667,8 +756,9 @@ impl<S: ReplicaStore> ReplicaNode<S> {
             self.stats.items_refused += batch.items.len() as u64;
             return;
         }
+        self.observe_remote(now, batch.clock);
         for item in batch.items {
-            self.apply(now, item);
+            self.apply(now, from, item);
         }
         let mark = self.durable.received.get_mut(&from).expect("noted above");
         mark.seq = mark.seq.max(batch.through_seq);
@@ -677,6 +767,11 @@ impl<S: ReplicaStore> ReplicaNode<S> {
 
     fn on_log_ack(&mut self, now: u64, from: NodeId, ack: LogAck) {
         self.note_complete(from, ack.complete);
+        self.observe_remote(now, ack.complete);
+        let log = &self.durable.log;
+        if ack.epoch > log.epoch() || (ack.epoch == log.epoch() && ack.seq > log.end_seq()) {
+            self.note_own_writes_lost();
+        }
         let log = &self.durable.log;
         let Some(state) = self.peers.get_mut(&from).filter(|state| state.connected) else { return };
         let Some(acked) = state.acked_seq else { return };
@@ -689,18 +784,37 @@ impl<S: ReplicaStore> ReplicaNode<S> {
     }
 
     /// Merges a peer's version of a record: last writer wins.
-    fn apply(&mut self, now: u64, item: Item) {
+    fn apply(&mut self, now: u64, from: NodeId, item: Item) {
         if !self.replicates(self.id, &item.shard)
             || item.version.at.physical_ms() > now.saturating_add(self.config.remote_clock_ahead_max_ms)
         {
             self.stats.items_refused += 1;
             return;
         }
-        if self.store.get(&item.shard, &item.key).is_some_and(|stored| stored.version >= item.version) {
+        let stored = self.store.get(&item.shard, &item.key);
+        if stored.as_ref().is_some_and(|stored| stored.version >= item.version) {
             self.stats.items_stale += 1;
             return;
         }
+        if stored.is_none() && self.floor_of(&item.shard).is_some_and(|floor| item.version.at < floor) {
+            // Absent and older than the floor: deleted, and the tombstone collected.
+            self.stats.items_collected += 1;
+            return;
+        }
         self.durable.clock.observe(item.version.at, now);
+        if !self.durable.shard_floors.contains_key(&item.shard)
+            && self.store.fingerprint(&item.shard, HashRange::ALL).count == 0
+        {
+            if self.durable.shards_settle_by_repair_only {
+                // Settled by repair: soon, not at the next periodic round.
+                if let Some(state) = self.peers.get_mut(&from).filter(|state| state.hello_received) {
+                    let soon = now.saturating_add(self.config.repair_after_connect_wait_max_ms);
+                    state.next_repair_at = state.next_repair_at.min(soon);
+                }
+            } else {
+                self.durable.shard_floors.insert(item.shard.clone(), Timestamp::default());
+            }
+        }
         self.store.put(item);
         self.stats.items_applied += 1;
     }
@@ -800,7 +914,8 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         for shard in self.store.shards() {
             if self.replicates(self.id, &shard) && self.replicates(peer, &shard) {
                 let fingerprint = self.store.fingerprint(&shard, HashRange::ALL);
-                probes.push(Probe { shard, range: HashRange::ALL, body: ProbeBody::Fingerprint(fingerprint) });
+                let floor = self.floor_of(&shard);
+                probes.push(Probe { shard, range: HashRange::ALL, floor, body: ProbeBody::Fingerprint(fingerprint) });
             }
         }
         self.stats.repair_rounds += 1;
@@ -808,8 +923,11 @@ impl<S: ReplicaStore> ReplicaNode<S> {
     }
 
     /// Range-based set reconciliation: equal ranges end, small ones are listed,
-    /// large ones split; listed ones end in pushes and wants.
-    fn on_repair(&mut self, from: NodeId, probes: Vec<Probe>) {
+    /// large ones split; listed ones end in pushes and wants. Floors settle a shard
+    /// (a whole shard equal to a settled sibling's) and prove deletes: a record one
+    /// side lacks and the other holds older than the lacking side's floor was
+    /// deleted, so its holder drops it instead of pushing it back to life.
+    fn on_repair(&mut self, now: u64, from: NodeId, probes: Vec<Probe>) {
         let list_max = self.config.repair_list_items_max;
         let mut replies = Vec::new();
         let mut pushes = Vec::new();
@@ -818,22 +936,47 @@ impl<S: ReplicaStore> ReplicaNode<S> {
             if !self.replicates(self.id, &probe.shard) || !self.replicates(from, &probe.shard) {
                 continue;
             }
-            let Probe { shard, range, body } = probe;
+            let Probe { shard, range, floor: their_floor, body } = probe;
+            if let Some(floor) = their_floor {
+                self.observe_remote(now, floor);
+            }
             match body {
                 ProbeBody::Fingerprint(theirs) => {
                     let mine = self.store.fingerprint(&shard, range);
                     if mine == theirs {
+                        if range != HashRange::ALL {
+                            continue;
+                        }
+                        match (their_floor, self.floor_of(&shard)) {
+                            (Some(floor), _) => {
+                                // The same records as a settled sibling had when it
+                                // sent this: what it claimed is true here too.
+                                let entry = self.durable.shard_floors.entry(shard).or_default();
+                                *entry = (*entry).max(floor);
+                            }
+                            (None, Some(floor)) => {
+                                // An unsettled sibling with the same records: it
+                                // settles on our probe.
+                                let body = ProbeBody::Fingerprint(mine);
+                                replies.push(Probe { shard, range, floor: Some(floor), body });
+                            }
+                            (None, None) => {}
+                        }
                         continue;
                     }
+                    let floor = self.floor_of(&shard);
                     if mine.count.max(theirs.count) as usize <= list_max || !range.can_split() {
                         let summaries = self.store.summaries(&shard, range, list_max * 4);
-                        replies.push(Probe { shard, range, body: ProbeBody::Summaries(summaries) });
+                        // A floor vouches for an absence only in a list of the whole range.
+                        let floor = floor.filter(|_| summaries.len() as u64 == mine.count);
+                        replies.push(Probe { shard, range, floor, body: ProbeBody::Summaries(summaries) });
                     } else {
                         for child in range.children() {
                             let fingerprint = self.store.fingerprint(&shard, child);
                             replies.push(Probe {
                                 shard: shard.clone(),
                                 range: child,
+                                floor,
                                 body: ProbeBody::Fingerprint(fingerprint),
                             });
                         }
@@ -841,19 +984,40 @@ impl<S: ReplicaStore> ReplicaNode<S> {
                 }
                 ProbeBody::Summaries(theirs) => {
                     let mine = self.store.summaries(&shard, range, list_max * 4);
+                    let my_floor = self.floor_of(&shard);
+                    let mine_whole = mine.len() as u64 == self.store.fingerprint(&shard, range).count;
                     let theirs_by_key: BTreeMap<&RecordKey, Version> =
                         theirs.iter().map(|summary| (&summary.key, summary.version)).collect();
                     let mine_by_key: BTreeMap<&RecordKey, Version> =
                         mine.iter().map(|summary| (&summary.key, summary.version)).collect();
                     for Summary { key, version } in &mine {
-                        if theirs_by_key.get(key).is_none_or(|theirs| theirs < version) {
-                            pushes.extend(self.store.get(&shard, key));
+                        match theirs_by_key.get(key) {
+                            None if their_floor.is_some_and(|floor| version.at < floor) => {
+                                // Deleted while this node was away (an old backup); a
+                                // tombstone here is left to collection.
+                                if self.store.get(&shard, key).is_some_and(|held| !held.is_tombstone()) {
+                                    self.store.purge(&shard, key);
+                                    self.stats.records_dropped += 1;
+                                }
+                            }
+                            Some(theirs) if theirs >= version => {}
+                            _ => pushes.extend(self.store.get(&shard, key)),
                         }
                     }
+                    let mut they_hold_collected = false;
                     for Summary { key, version } in &theirs {
-                        if mine_by_key.get(key).is_none_or(|mine| mine < version) {
-                            wanted.push(Wanted { shard: shard.clone(), key: key.clone() });
+                        match mine_by_key.get(key) {
+                            None if mine_whole && my_floor.is_some_and(|floor| version.at < floor) => {
+                                they_hold_collected = true;
+                            }
+                            Some(mine) if mine >= version => {}
+                            _ => wanted.push(Wanted { shard: shard.clone(), key: key.clone() }),
                         }
+                    }
+                    if they_hold_collected {
+                        // Our list with our floor: the sender drops what it proves deleted.
+                        let floor = my_floor.filter(|_| mine_whole);
+                        replies.push(Probe { shard, range, floor, body: ProbeBody::Summaries(mine) });
                     }
                 }
             }
@@ -885,6 +1049,16 @@ impl<S: ReplicaStore> ReplicaNode<S> {
         let horizon = self.stable_horizon();
         if horizon > self.durable.purge_floor {
             self.durable.purge_floor = horizon;
+        }
+        // Settled shards this node holds: every replica has every write below the
+        // purge floor, and this node has them or collects their tombstones now.
+        let purge_floor = self.durable.purge_floor;
+        let settled: Vec<ShardId> = self.durable.shard_floors.keys().cloned().collect();
+        for shard in settled {
+            if self.replicates(self.id, &shard) {
+                let floor = self.durable.shard_floors.get_mut(&shard).expect("listed above");
+                *floor = (*floor).max(purge_floor);
+            }
         }
         for doomed in self.store.tombstones_before(self.durable.purge_floor, self.config.tombstones_per_gc_max) {
             self.store.purge(&doomed.shard, &doomed.key);
@@ -980,6 +1154,57 @@ mod tests {
         };
         assert!(matches!(node.handle_local_write(NOW, long_key), Err(WriteError::KeyTooLarge { .. })));
         assert_eq!(node.durable().log.end_seq(), 0, "nothing refused is logged");
+    }
+
+    /// Delivers messages between `nodes` (ids 1, 2, …) until none is left.
+    fn deliver_all(nodes: &mut [ReplicaNode], now: u64) {
+        for _ in 0..1_000 {
+            let mut quiet = true;
+            for from in 0..nodes.len() {
+                while let Some((to, message)) = nodes[from].poll_transmit() {
+                    quiet = false;
+                    let from_id = nodes[from].id();
+                    nodes[to.0 as usize - 1].handle_message(now, from_id, message);
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+        panic!("the nodes never stopped talking");
+    }
+
+    #[test]
+    fn after_a_change_of_siblings_a_new_shard_still_settles_on_every_replica() {
+        let mut nodes = [node(1, 1), node(2, 1)];
+        for node in &mut nodes {
+            node.set_siblings(siblings(2));
+            assert!(node.durable().shards_settle_by_repair_only, "logs may have skipped it: repair settles");
+        }
+        nodes[0].handle_connected(NOW, NodeId(2));
+        nodes[1].handle_connected(NOW, NodeId(1));
+        deliver_all(&mut nodes, NOW);
+
+        // A user created on node 1: its creator settles it; node 2, which got it by
+        // the log, settles at a repair round soon after, not minutes later.
+        let shard = ShardId("u1".into());
+        nodes[0].handle_local_write(NOW, write(&shard, "p1", Some("hello"))).unwrap();
+        assert_eq!(nodes[0].floor_of(&shard), Some(Timestamp::default()));
+        deliver_all(&mut nodes, NOW);
+        assert!(nodes[1].store().get(&shard, &RecordKey::new(Table::Post, "p1")).is_some());
+        assert_eq!(nodes[1].floor_of(&shard), None);
+        let soon = NOW + ReplicaConfig::default().repair_after_connect_wait_max_ms;
+        assert!(nodes[1].poll_timeout().is_some_and(|at| at <= soon));
+        for node in &mut nodes {
+            node.handle_timeout(soon);
+        }
+        deliver_all(&mut nodes, soon);
+        assert_eq!(nodes[1].floor_of(&shard), Some(Timestamp::default()), "settled on node 1's probe");
+
+        // A deletion that tombstones what a node holds settles nothing.
+        let other = ShardId("u2".into());
+        nodes[1].handle_local_write(soon, write(&other, "p2", None)).unwrap();
+        assert_eq!(nodes[1].floor_of(&other), None);
     }
 
     #[test]

@@ -6,7 +6,12 @@
 //! and the system quiesces, a checker compares every replica with the history of
 //! acknowledged writes. Every run is a function of its seed.
 //!
-//! `EDGENODE_SIM_SEED=<seed>` replays one seed; `EDGENODE_SIM_SEEDS=<n>` runs n seeds.
+//! A second campaign restores a node from an old snapshot of its store and durable
+//! state (an old backup) among siblings that deleted records and collected the
+//! tombstones since: nothing deleted comes back, nothing live is lost.
+//!
+//! `EDGENODE_SIM_SEED=<seed>` replays one seed; `EDGENODE_SIM_SEEDS=<n>` runs n seeds
+//! (`EDGENODE_RESTORE_SEED` / `EDGENODE_RESTORE_SEEDS` for the restore campaign).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -83,6 +88,10 @@ pub struct Sim {
     pub history: Vec<Item>,
     /// Stats of node incarnations that crashed.
     retired_stats: Vec<ReplicaStats>,
+    /// A node restored from an old snapshot takes no client writes until every
+    /// sibling's Hello told it how far its lost log had gone (see the module doc of
+    /// `replication`, "What is absent").
+    restored_waiting: Option<usize>,
 }
 
 impl Sim {
@@ -101,6 +110,7 @@ impl Sim {
             nodes: Vec::new(),
             history: Vec::new(),
             retired_stats: Vec::new(),
+            restored_waiting: None,
         };
         for index in 0..node_count {
             sim.nodes.push(SimNode { replica: None, parked: Some((MemoryStore::default(), DurableState::default())) });
@@ -152,6 +162,50 @@ impl Sim {
         self.reconnect();
     }
 
+    /// A copy of a running node's store and durable state: a backup.
+    pub fn snapshot(&self, node: usize) -> (MemoryStore, DurableState) {
+        let replica = self.node(node);
+        (replica.store().clone(), replica.durable().clone())
+    }
+
+    /// The node's disk dies and `backup` comes back in its place. Writes it made
+    /// since that no sibling has (by record or by mark) died with the disk, so they
+    /// leave the history the checks hold the nodes to.
+    pub fn restore(&mut self, node: usize, backup: (MemoryStore, DurableState)) -> Result<(), String> {
+        self.crash(node);
+        // Frames it sent before it died arrive or are lost by now.
+        self.run_for(DOWNTIME_BEFORE_RESTORE_MS)?;
+        let id = self.ids[node];
+        let (backup_store, _) = &backup;
+        let siblings_have = |sim: &Sim, item: &Item| {
+            (0..sim.ids.len()).filter(|other| *other != node).any(|other| {
+                let (store, durable) = match (&sim.nodes[other].replica, &sim.nodes[other].parked) {
+                    (Some(replica), _) => (replica.store(), replica.durable()),
+                    (None, Some((store, durable))) => (store, durable),
+                    (None, None) => return false,
+                };
+                store.get(&item.shard, &item.key).is_some_and(|held| held.version >= item.version)
+                    || (sim.replicas(&item.shard).contains(&other)
+                        && durable.received.get(&id).is_some_and(|mark| item.version.at <= mark.clock))
+            })
+        };
+        let lost: Vec<bool> = self
+            .history
+            .iter()
+            .map(|item| {
+                item.version.origin == id
+                    && backup_store.get(&item.shard, &item.key).is_none_or(|held| held.version < item.version)
+                    && !siblings_have(self, item)
+            })
+            .collect();
+        let mut lost = lost.into_iter();
+        self.history.retain(|_| !lost.next().expect("one flag per item"));
+        self.nodes[node].parked = Some(backup);
+        self.restored_waiting = Some(node);
+        self.restart(node, false);
+        Ok(())
+    }
+
     /// A client's write at `node`; returns the acknowledged item.
     pub fn write(&mut self, node: usize, shard: &ShardId, key: RecordKey, body: Option<&str>) -> Item {
         let now = self.world.local_time(node);
@@ -170,8 +224,20 @@ impl Sim {
 
     fn random_write(&mut self) {
         let shard = ShardId(format!("{:04x}", self.world.rng.below(SHARDS)));
-        let up: Vec<usize> =
-            self.replicas(&shard).into_iter().filter(|node| self.nodes[*node].replica.is_some()).collect();
+        if let Some(restored) = self.restored_waiting {
+            let replica = self.nodes[restored].replica.as_ref();
+            let heard_from_all = replica.is_some_and(|replica| {
+                self.ids.iter().filter(|id| **id != replica.id()).all(|id| replica.peer_lag(*id).is_some())
+            });
+            if heard_from_all {
+                self.restored_waiting = None;
+            }
+        }
+        let up: Vec<usize> = self
+            .replicas(&shard)
+            .into_iter()
+            .filter(|node| self.nodes[*node].replica.is_some() && self.restored_waiting != Some(*node))
+            .collect();
         if up.is_empty() {
             return;
         }
@@ -440,8 +506,8 @@ impl Simulator for Sim {
 
 fn add_stats(total: &mut ReplicaStats, stats: &ReplicaStats) {
     add_fields!(total, stats;
-        items_applied, items_stale, items_refused, messages_stale, messages_dropped, log_batches_sent, log_retransmits,
-        repair_rounds, repair_items_pushed, tombstones_purged, epochs_started);
+        items_applied, items_stale, items_refused, messages_stale, items_collected, records_dropped, messages_dropped,
+        log_batches_sent, log_retransmits, repair_rounds, repair_items_pushed, tombstones_purged, epochs_started);
 }
 
 fn lowest_key() -> RecordKey {
@@ -480,7 +546,8 @@ impl std::fmt::Display for RunReport {
         write!(
             formatter,
             "{} writes, {} frames ({} lost), {} crashes; applied {}, repair pushes {}, retransmits {}, \
-             stale messages dropped {}, tombstones purged {}, epochs started {}",
+             stale messages dropped {}, tombstones purged {}, epochs started {}, collected items refused {}, \
+             records dropped on a floor {}",
             self.writes,
             self.frames_sent,
             self.frames_lost,
@@ -491,6 +558,8 @@ impl std::fmt::Display for RunReport {
             self.stats.messages_stale,
             self.stats.tombstones_purged,
             self.stats.epochs_started,
+            self.stats.items_collected,
+            self.stats.records_dropped,
         )
     }
 }
@@ -523,6 +592,60 @@ pub fn run_seed(seed: u64) -> Result<RunReport, String> {
     })
 }
 
+/// The restore campaign's faults: loss, duplication, delay and partitions, no
+/// crashes (the restore is the crash). Its workload runs before and after the restore.
+const RESTORE_FAULT_PLAN: FaultPlan = FaultPlan {
+    loss_per_mille_max: 100,
+    duplication_per_mille_max: 50,
+    held_back_per_mille_max: 0,
+    delay_ms_max: 5..=400,
+    held_back_ms: 0..=0,
+    workload_events: 20..=60,
+    workload_ms: RESTORE_WORKLOAD_MS,
+    partitions_max: 3,
+    partition_ms: 1_000..=20_000,
+    crashes_max: 0,
+    downtime_ms: 0..=0,
+    restart_data_loss: 0.0,
+};
+const RESTORE_WORKLOAD_MS: u64 = 150_000;
+/// Longer than any frame's delay in a restore run (nothing is held back there).
+const DOWNTIME_BEFORE_RESTORE_MS: u64 = 1_000;
+
+/// One seeded restore: three siblings, each shard on all three; one node is backed
+/// up early, the others go on writing and deleting until their tombstones are
+/// collected, then its disk dies and the backup comes back, among faults.
+pub fn run_restore_seed(seed: u64) -> Result<RunReport, String> {
+    let mut rng = Rng::new(seed ^ 0x0e57_04ed_0b5c_0000);
+    let mut sim = Sim::new(seed, 3, sim_config());
+    for node in 0..3 {
+        let skew = rng.between(0, 60_000) as i64 - 30_000;
+        sim.set_skew(node, skew);
+    }
+    sim.world.schedule_random_faults(&mut rng, &RESTORE_FAULT_PLAN);
+    let restored = rng.below(3) as usize;
+    let backup_at = rng.between(5_000, 40_000);
+    let restore_at = rng.between(backup_at + 40_000, 110_000);
+    sim.run_until(backup_at)?;
+    let backup = sim.snapshot(restored);
+    sim.run_until(restore_at)?;
+    sim.restore(restored, backup)?;
+    sim.run_until(RESTORE_WORKLOAD_MS)?;
+    sim.stop_faults();
+    sim.run_until(RESTORE_WORKLOAD_MS + QUIESCE_MS)?;
+    sim.check().and_then(|()| sim.check_tombstones_collected()).map_err(|error| {
+        format!("{error} (node {restored} restored at {restore_at} ms from {backup_at} ms)") + &sim.describe_nodes()
+    })?;
+    Ok(RunReport {
+        nodes: 3,
+        writes: sim.history.len(),
+        frames_sent: sim.world.messages_sent,
+        frames_lost: sim.world.messages_lost,
+        crashes: 1,
+        stats: sim.total_stats(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,6 +670,61 @@ mod tests {
             assert!(totals.stats.tombstones_purged > 0 && totals.stats.epochs_started > 0);
             assert!(totals.stats.repair_items_pushed > 0);
         }
+    }
+
+    const RESTORE_CAMPAIGN: SeedCampaign = SeedCampaign {
+        name: "replication restore sim",
+        seed_variable: "EDGENODE_RESTORE_SEED",
+        seed_count_variable: "EDGENODE_RESTORE_SEEDS",
+        seed_count_default: 300,
+        test_filter: "core::replication::sim::tests::old_backups",
+    };
+
+    #[test]
+    fn old_backups_restored_among_moving_siblings_resurrect_nothing_and_lose_nothing() {
+        let runs = run_seeds(&RESTORE_CAMPAIGN, run_restore_seed);
+        if runs.seed_count >= 100 {
+            // The restores did meet collected deletes, and floors stopped them.
+            let stats = &runs.totals.stats;
+            assert!(stats.tombstones_purged > 0 && stats.epochs_started > 0);
+            assert!(stats.items_collected + stats.records_dropped > 0, "{:?}", stats);
+        }
+    }
+
+    #[test]
+    fn an_old_backup_restored_after_a_collected_delete_brings_back_nothing_deleted() {
+        let mut sim = Sim::new(7, 3, sim_config());
+        sim.run_for(1_000).unwrap();
+        let shard = shard_on(&sim, &[0, 1, 2]);
+        let doomed = sim.write(0, &shard, post("doomed"), Some("v1"));
+        let kept = sim.write(0, &shard, post("kept"), Some("v1"));
+        sim.run_for(30_000).unwrap();
+        let backup = sim.snapshot(0);
+
+        sim.write(1, &shard, post("doomed"), None);
+        let later = sim.write(0, &shard, post("later"), Some("after the backup"));
+        let elsewhere = sim.write(2, &shard, post("elsewhere"), Some("after the backup"));
+        sim.run_for(30_000).unwrap();
+        for node in 0..3 {
+            assert_eq!(sim.node(node).store().tombstone_count(), 0, "node {node} collected the tombstone");
+            let floor = sim.node(node).floor_of(&shard).expect("settled at the first record");
+            assert!(floor > doomed.version.at, "node {node}'s floor {floor:?} is past the delete");
+        }
+
+        sim.restore(0, backup).unwrap();
+        assert_eq!(sim.node(0).store().get(&shard, &post("doomed")), Some(doomed.clone()));
+        sim.run_for(30_000).unwrap();
+        for node in 0..3 {
+            let store = sim.node(node).store();
+            assert_eq!(store.get(&shard, &post("doomed")), None, "node {node}: the delete holds");
+            assert_eq!(store.get(&shard, &post("kept")), Some(kept.clone()), "node {node}");
+            assert_eq!(store.get(&shard, &post("later")), Some(later.clone()), "node {node}");
+            assert_eq!(store.get(&shard, &post("elsewhere")), Some(elsewhere.clone()), "node {node}");
+        }
+        let stats = sim.total_stats();
+        assert!(stats.items_collected + stats.records_dropped > 0, "{stats:?}");
+        assert!(sim.node(0).floor_of(&shard).is_some(), "the restored node settled again by repair");
+        sim.check().unwrap();
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! Compatibility: `PROTOCOL_VERSION` is in every frame. A change of any message's
 //! layout bumps it, keeps a decoder for the previous version, and adds a test that
 //! decodes a frame of the previous version.
+//!
+//! Version 2 added each probe's `floor` (what the sender claims for the shard). A
+//! version-1 frame still decodes, its probes with no floor (no claim); a version-1
+//! node refuses version-2 frames, so it replicates nothing from an upgraded sibling
+//! until it is upgraded too (nothing is lost meanwhile: marks and repair resume).
 
 use bytes::Bytes;
 
@@ -15,7 +20,9 @@ use super::store::Summary;
 use crate::core::hlc::Timestamp;
 use crate::core::model::{NodeId, Version};
 
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The previous version, still decoded (its probes carry no floor).
+const PROTOCOL_VERSION_1: u8 = 1;
 /// Length prefix, version byte, tag byte.
 pub const FRAME_HEADER_BYTES: usize = 6;
 
@@ -65,6 +72,11 @@ pub struct LogAck {
 pub struct Probe {
     pub shard: ShardId,
     pub range: HashRange,
+    /// The sender's floor of the shard when it made the probe, `None` when it claims
+    /// none: every write to the shard older than this that the sender does not hold
+    /// was deleted and its tombstone collected everywhere. On `Summaries` it is set
+    /// only when the list is the whole range (see `ReplicaNode::on_repair`).
+    pub floor: Option<Timestamp>,
     pub body: ProbeBody,
 }
 
@@ -191,10 +203,10 @@ pub fn decode(buffer: &[u8], frame_bytes_max: usize) -> Result<Option<(Message, 
         return Err(DecodeError::Malformed("frame shorter than its header"));
     }
     let Some(frame) = buffer.get(..frame_bytes) else { return Ok(None) };
-    if frame[4] != PROTOCOL_VERSION {
+    if frame[4] != PROTOCOL_VERSION && frame[4] != PROTOCOL_VERSION_1 {
         return Err(DecodeError::UnsupportedVersion(frame[4]));
     }
-    let mut reader = Reader { rest: &frame[FRAME_HEADER_BYTES..] };
+    let mut reader = Reader { rest: &frame[FRAME_HEADER_BYTES..], probes_have_floors: frame[4] >= 2 };
     let message = match frame[5] {
         1 => Message::Hello(Hello {
             epoch: reader.u64()?,
@@ -296,6 +308,13 @@ fn put_probe(sink: &mut impl Sink, probe: &Probe) {
     put_bytes(sink, probe.shard.0.as_bytes());
     sink.put(&[probe.range.depth()]);
     put_u64(sink, probe.range.start());
+    match probe.floor {
+        Some(floor) => {
+            sink.put(&[1]);
+            put_u64(sink, floor.0);
+        }
+        None => sink.put(&[0]),
+    }
     match &probe.body {
         ProbeBody::Fingerprint(fingerprint) => {
             sink.put(&[1]);
@@ -365,6 +384,8 @@ fn encode_payload(message: &Message, sink: &mut impl Sink) {
 
 struct Reader<'a> {
     rest: &'a [u8],
+    /// Version 2 and later: probes carry the sender's floor.
+    probes_have_floors: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -450,6 +471,7 @@ impl<'a> Reader<'a> {
         let shard = ShardId(self.string()?);
         let depth = self.u8()?;
         let range = HashRange::new(depth, self.u64()?).ok_or(DecodeError::Malformed("range is not aligned"))?;
+        let floor = if self.probes_have_floors && self.bool()? { Some(Timestamp(self.u64()?)) } else { None };
         let body = match self.u8()? {
             1 => ProbeBody::Fingerprint(Fingerprint { sum: self.u64()?, count: self.u64()? }),
             2 => ProbeBody::Summaries(
@@ -457,7 +479,7 @@ impl<'a> Reader<'a> {
             ),
             _ => return Err(DecodeError::Malformed("unknown probe kind")),
         };
-        Ok(Probe { shard, range, body })
+        Ok(Probe { shard, range, floor, body })
     }
 }
 
@@ -496,11 +518,13 @@ pub fn example_messages() -> Vec<Message> {
             Probe {
                 shard: ShardId("00ab".into()),
                 range: HashRange::ALL,
+                floor: Some(Timestamp(60)),
                 body: ProbeBody::Fingerprint(Fingerprint { sum: 42, count: 3 }),
             },
             Probe {
                 shard: ShardId("00ab".into()),
                 range: HashRange::new(8, 0xab << 56).expect("an aligned range"),
+                floor: None,
                 body: ProbeBody::Summaries(vec![Summary {
                     key: RecordKey::new(Table::Like, "p1/u2"),
                     version: Version { at: Timestamp(8), origin: NodeId(2) },
@@ -530,6 +554,30 @@ mod tests {
                 assert_eq!(decode(&frame[..cut], FRAME_BYTES_MAX), Ok(None), "{message:?} cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn a_version_1_repair_frame_decodes_with_no_floor() {
+        // Written out by hand as version 1 laid it: one whole-range fingerprint probe.
+        let mut payload = vec![4u8];
+        payload.extend_from_slice(&1u32.to_be_bytes());
+        payload.extend_from_slice(&4u32.to_be_bytes());
+        payload.extend_from_slice(b"00ab");
+        payload.push(0);
+        payload.extend_from_slice(&0u64.to_be_bytes());
+        payload.push(1);
+        payload.extend_from_slice(&42u64.to_be_bytes());
+        payload.extend_from_slice(&3u64.to_be_bytes());
+        let mut frame = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+        frame.push(PROTOCOL_VERSION_1);
+        frame.extend_from_slice(&payload);
+        let expected = Message::Repair(vec![Probe {
+            shard: ShardId("00ab".into()),
+            range: HashRange::ALL,
+            floor: None,
+            body: ProbeBody::Fingerprint(Fingerprint { sum: 42, count: 3 }),
+        }]);
+        assert_eq!(decode(&frame, FRAME_BYTES_MAX), Ok(Some((expected, frame.len()))));
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! The `DurableState` of the replication node in `replica_state` (the small state,
-//! whole) and `replica_log` (the change log, written as a diff), and what a commit
-//! compares to skip writing an unchanged state.
+//! whole), `replica_log` (the change log, written as a diff) and `replica_floors`
+//! (each settled shard's floor, written as a diff), and what a commit compares to
+//! skip writing an unchanged state.
+
+use std::collections::BTreeMap;
 
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{version, REPLICA_LOG, REPLICA_STATE};
+use super::trees::stored_shards;
+use super::{version, REPLICA_FLOORS, REPLICA_LOG, REPLICA_STATE};
 use crate::core::hlc::{HybridClock, Timestamp};
 use crate::core::model::{NodeId, Version};
 use crate::core::replication::{ChangeLog, DurableState, LogEntry, LogMark, RecordKey, ShardId, Table};
@@ -25,6 +29,12 @@ struct StoredState {
     entries_at_epoch_start: u64,
     received: Vec<StoredMark>,
     purge_floor: u64,
+    /// `replica_floors` is kept (absent in a state written before shard floors: see
+    /// `floors_from_before_floors`).
+    #[serde(default)]
+    floors_kept: bool,
+    #[serde(default)]
+    shards_settle_by_repair_only: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,12 +55,14 @@ struct StoredLogEntry {
     origin: NodeId,
 }
 
-/// What of the log is in `replica_log`: (epoch, first seq, end seq).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What of the log is in `replica_log` (epoch, first seq, end seq), and the floors
+/// in `replica_floors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PersistedLog {
     epoch: u64,
     first_seq: u64,
     end_seq: u64,
+    floors: BTreeMap<ShardId, Timestamp>,
 }
 
 /// Rebuilds a `ChangeLog` with the same epoch, seqs and entries. `ChangeLog` has no
@@ -90,13 +102,50 @@ fn restore_log(epoch: u64, first_seq: u64, entries_at_epoch_start: u64, entries:
     log
 }
 
+/// The floors of a state written before shard floors existed: every shard held is
+/// settled at the purge floor, which is what collection already relied on (every
+/// replica had every write below it).
+fn floors_from_before_floors(
+    txn: &WriteTransaction,
+    purge_floor: Timestamp,
+) -> StoreResult<BTreeMap<ShardId, Timestamp>> {
+    Ok(stored_shards(txn)?.into_iter().map(|shard| (shard, purge_floor)).collect())
+}
+
+fn read_floors(txn: &WriteTransaction) -> StoreResult<BTreeMap<ShardId, Timestamp>> {
+    let mut floors = BTreeMap::new();
+    for entry in txn.open_table(REPLICA_FLOORS)?.iter()? {
+        let (shard, floor) = entry?;
+        floors.insert(ShardId(shard.value().to_owned()), Timestamp(floor.value()));
+    }
+    Ok(floors)
+}
+
+/// Writes the floors that differ from `persisted` and removes those `floors` lacks.
+fn write_floors(
+    txn: &WriteTransaction,
+    floors: &BTreeMap<ShardId, Timestamp>,
+    persisted: &BTreeMap<ShardId, Timestamp>,
+) -> StoreResult<()> {
+    let mut table = txn.open_table(REPLICA_FLOORS)?;
+    for (shard, floor) in floors {
+        if persisted.get(shard) != Some(floor) {
+            table.insert(shard.0.as_str(), floor.0)?;
+        }
+    }
+    for shard in persisted.keys().filter(|shard| !floors.contains_key(*shard)) {
+        table.remove(shard.0.as_str())?;
+    }
+    Ok(())
+}
+
 pub(super) fn read_durable(txn: &WriteTransaction) -> StoreResult<(DurableState, PersistedLog)> {
     let high_water = txn.open_table(META)?.get("clock_high_water")?.map(|v| read_u64(v.value())).unwrap_or(0);
     let stored = txn.open_table(REPLICA_STATE)?.get(STATE_KEY)?.map(|v| v.value().to_vec());
     let Some(bytes) = stored else {
         let durable =
             DurableState { clock: HybridClock::starting_after(Timestamp(high_water)), ..DurableState::default() };
-        let persisted = PersistedLog { epoch: durable.log.epoch(), first_seq: 1, end_seq: 0 };
+        let persisted = PersistedLog { epoch: durable.log.epoch(), first_seq: 1, end_seq: 0, floors: BTreeMap::new() };
         return Ok((durable, persisted));
     };
     let state: StoredState = decode(&bytes)?;
@@ -131,8 +180,20 @@ pub(super) fn read_durable(txn: &WriteTransaction) -> StoreResult<(DurableState,
             .map(|mark| (mark.origin, LogMark { epoch: mark.epoch, seq: mark.seq, clock: Timestamp(mark.clock) }))
             .collect(),
         purge_floor: Timestamp(state.purge_floor),
+        shard_floors: if state.floors_kept {
+            read_floors(txn)?
+        } else {
+            floors_from_before_floors(txn, Timestamp(state.purge_floor))?
+        },
+        shards_settle_by_repair_only: state.shards_settle_by_repair_only,
     };
-    let persisted = PersistedLog { epoch: state.epoch, first_seq: state.first_seq, end_seq: state.end_seq };
+    let persisted = PersistedLog {
+        epoch: state.epoch,
+        first_seq: state.first_seq,
+        end_seq: state.end_seq,
+        // Read from the table, or (before floors) nothing is in it yet.
+        floors: if state.floors_kept { durable.shard_floors.clone() } else { BTreeMap::new() },
+    };
     Ok((durable, persisted))
 }
 
@@ -141,10 +202,16 @@ pub(super) fn read_durable(txn: &WriteTransaction) -> StoreResult<(DurableState,
 pub(super) fn write_durable(
     txn: &WriteTransaction,
     durable: &DurableState,
-    persisted: PersistedLog,
+    persisted: &PersistedLog,
 ) -> StoreResult<PersistedLog> {
     let log = &durable.log;
-    let now = PersistedLog { epoch: log.epoch(), first_seq: log.first_seq(), end_seq: log.end_seq() };
+    write_floors(txn, &durable.shard_floors, &persisted.floors)?;
+    let now = PersistedLog {
+        epoch: log.epoch(),
+        first_seq: log.first_seq(),
+        end_seq: log.end_seq(),
+        floors: durable.shard_floors.clone(),
+    };
     let mut table = txn.open_table(REPLICA_LOG)?;
     let first_new = if now.epoch != persisted.epoch {
         table.retain(|_, _| false)?;
@@ -180,6 +247,8 @@ pub(super) fn write_durable(
             .map(|(origin, mark)| StoredMark { origin: *origin, epoch: mark.epoch, seq: mark.seq, clock: mark.clock.0 })
             .collect(),
         purge_floor: durable.purge_floor.0,
+        floors_kept: true,
+        shards_settle_by_repair_only: durable.shards_settle_by_repair_only,
     };
     txn.open_table(REPLICA_STATE)?.insert(STATE_KEY, encode(&state).as_slice())?;
     // One clock for the node: a restarted `Store` starts after the replication clock.
@@ -201,6 +270,8 @@ pub(super) struct DurableSummary {
     end_seq: u64,
     received: Vec<(NodeId, LogMark)>,
     purge_floor: Timestamp,
+    shard_floors: BTreeMap<ShardId, Timestamp>,
+    shards_settle_by_repair_only: bool,
 }
 
 impl DurableSummary {
@@ -212,6 +283,8 @@ impl DurableSummary {
             end_seq: durable.log.end_seq(),
             received: durable.received.iter().map(|(origin, mark)| (*origin, *mark)).collect(),
             purge_floor: durable.purge_floor,
+            shard_floors: durable.shard_floors.clone(),
+            shards_settle_by_repair_only: durable.shards_settle_by_repair_only,
         }
     }
 }

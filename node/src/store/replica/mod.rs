@@ -21,6 +21,9 @@
 //! | `MediaOwner` | `media_owners` | `media_id/user_id`     | the owner            |
 //! | `Placement`  | `placement`    | the placed user id     | `~siblings`          |
 //! | `FollowDecision` | `follow_decisions` | `followee/follower` | the followee     |
+//! | `Block`      | `blocks`       | `blocker/blocked`      | the blocker          |
+//! | `Report`     | `reports`      | `report_id/reporter`   | the reporter         |
+//! | `PostModeration` | `post_moderation` | `author/post_id` | the post's author  |
 //!
 //! An `Item`'s body is the JSON of `T` of the stored `Record<T>` (exactly what
 //! `Item::from_record` makes); the row holds the whole `Record<T>` JSON as before, so
@@ -37,7 +40,8 @@
 //!   and the replication digest read; nothing of them is held in memory.
 //! - the indexes of `Store` (handles, posts_by_author, media_posts, terms, followers),
 //!   kept by `Replicated::update_indexes` from the old and the new body.
-//! - `replica_state` / `replica_log`: the `DurableState` of the replication node.
+//! - `replica_state` / `replica_log` / `replica_floors`: the `DurableState` of the
+//!   replication node.
 //!
 //! # Files
 //!
@@ -89,6 +93,8 @@ pub(super) const REPLICA_TOMBSTONES: TableDefinition<(u64, u64, &str, u8, &str),
 pub(super) const PLACEMENT: TableDefinition<&str, &[u8]> = TableDefinition::new("placement");
 pub(super) const REPLICA_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("replica_state");
 pub(super) const REPLICA_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("replica_log");
+/// shard → its floor (`DurableState::shard_floors`): the settled shards.
+pub(super) const REPLICA_FLOORS: TableDefinition<&str, u64> = TableDefinition::new("replica_floors");
 
 /// Writes a tombstone of the record `key` in `shard`, whatever its table (deleting
 /// an account tombstones every record of its shard).
@@ -122,7 +128,7 @@ pub struct RedbReplicaStore {
     txn: RefCell<Option<WriteTransaction>>,
     store: Arc<Store>,
     failure: RefCell<Option<StoreError>>,
-    persisted: Cell<PersistedLog>,
+    persisted: RefCell<PersistedLog>,
     /// What the last commit made durable, to skip commits that would change nothing.
     committed: RefCell<Option<DurableSummary>>,
     /// The open transaction wrote something (a step that only read commits nothing:
@@ -149,7 +155,7 @@ impl RedbReplicaStore {
             store,
             txn: RefCell::new(None),
             failure: RefCell::new(None),
-            persisted: Cell::new(persisted),
+            persisted: RefCell::new(persisted),
             committed: RefCell::new(None),
             wrote: Cell::new(false),
         };
@@ -185,7 +191,7 @@ impl RedbReplicaStore {
             Some(txn) => txn,
             None => self.store.db.begin_write()?,
         };
-        let persisted = write_durable(&txn, durable, self.persisted.get())?;
+        let persisted = write_durable(&txn, durable, &self.persisted.borrow())?;
         txn.commit()?;
         if wrote {
             self.store.visibility_changed();
@@ -195,7 +201,7 @@ impl RedbReplicaStore {
                 tracing::warn!(%error, "could not remove the files of photos nobody owns any more");
             }
         }
-        self.persisted.set(persisted);
+        *self.persisted.borrow_mut() = persisted;
         *self.committed.borrow_mut() = Some(summary);
         Ok(())
     }

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::rows::split_pair_key;
 use crate::core::model::{
-    Comment, Credential, Follow, FollowDecision, Like, MediaOwner, NotificationsRead, Post, Record, User, Visibility,
+    Block, Comment, Credential, Follow, FollowDecision, Like, MediaOwner, NotificationsRead, Post, PostModeration,
+    Record, Report, User, Visibility,
 };
 use crate::core::replication::{PlacementRecord, Table};
 use crate::core::text;
@@ -200,6 +201,34 @@ impl Replicated for FollowDecision {
     }
 }
 
+/// In the blocker's shard (the key is `blocker/blocked`).
+impl Replicated for Block {
+    const TABLE: Table = Table::Block;
+
+    fn shard_of<'a>(key: &'a str, _body: Option<&'a Self>) -> Option<&'a str> {
+        split_pair_key(key).map(|(blocker, _)| blocker)
+    }
+}
+
+/// In the reporter's shard (the key is `report_id/reporter`).
+impl Replicated for Report {
+    const TABLE: Table = Table::Report;
+
+    fn shard_of<'a>(key: &'a str, body: Option<&'a Self>) -> Option<&'a str> {
+        let (report_id, reporter) = split_pair_key(key)?;
+        body.is_none_or(|report| report.report_id == report_id && report.reporter_id == reporter).then_some(reporter)
+    }
+}
+
+/// In the post author's shard (the key is `author/post_id`), beside the post.
+impl Replicated for PostModeration {
+    const TABLE: Table = Table::PostModeration;
+
+    fn shard_of<'a>(key: &'a str, _body: Option<&'a Self>) -> Option<&'a str> {
+        split_pair_key(key).map(|(author, _)| author)
+    }
+}
+
 /// The siblings shard's string, borrowed for `shard_of`.
 const SIBLINGS_SHARD: &str = "~siblings";
 
@@ -235,6 +264,11 @@ macro_rules! for_table {
             }
             $crate::core::replication::Table::FollowDecision => {
                 $function::<$crate::core::model::FollowDecision>($($argument),*)
+            }
+            $crate::core::replication::Table::Block => $function::<$crate::core::model::Block>($($argument),*),
+            $crate::core::replication::Table::Report => $function::<$crate::core::model::Report>($($argument),*),
+            $crate::core::replication::Table::PostModeration => {
+                $function::<$crate::core::model::PostModeration>($($argument),*)
             }
         }
     };

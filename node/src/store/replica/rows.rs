@@ -6,7 +6,8 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use super::PLACEMENT;
 use crate::core::replication::{RecordKey, Table};
 use crate::store::{
-    StoreError, StoreResult, COMMENTS, CREDENTIALS, FOLLOWS, FOLLOW_DECISIONS, LIKES, MEDIA_OWNERS, POSTS, USERS,
+    StoreError, StoreResult, BLOCKS, COMMENTS, CREDENTIALS, FOLLOWS, FOLLOW_DECISIONS, LIKES, MEDIA_OWNERS, POSTS,
+    POST_MODERATION, REPORTS, USERS,
 };
 
 /// Separator of the two parts of a composite key; ids are hex, so it cannot occur.
@@ -38,6 +39,9 @@ pub(super) fn row_table(table: Table) -> RowTable {
         Table::NotificationsRead => RowTable::Single(crate::store::notifications::NOTIFICATIONS_READ),
         Table::Follow => RowTable::Pair(FOLLOWS),
         Table::FollowDecision => RowTable::Pair(FOLLOW_DECISIONS),
+        Table::Block => RowTable::Pair(BLOCKS),
+        Table::Report => RowTable::Pair(REPORTS),
+        Table::PostModeration => RowTable::Pair(POST_MODERATION),
         Table::Like => RowTable::Pair(LIKES),
         Table::Comment => RowTable::Pair(COMMENTS),
         Table::MediaOwner => RowTable::Pair(MEDIA_OWNERS),

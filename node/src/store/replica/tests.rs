@@ -530,3 +530,52 @@ fn measure_open_time() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+#[test]
+fn shard_floors_survive_a_restart_and_a_state_from_before_them_settles_what_it_holds() {
+    let dir = temp_dir("floors");
+    let (mut redb, mut durable) = open(&dir);
+    let (ada, bob) = (ShardId("aa01".into()), ShardId("bb02".into()));
+    redb.put(item("aa01", Table::Post, "aa0101".into(), 10, 77, Some(post("aa0101", "aa01", "x", Visibility::Public))));
+    redb.put(item("bb02", Table::Post, "bb0201".into(), 11, 77, Some(post("bb0201", "bb02", "y", Visibility::Public))));
+    durable.purge_floor = Timestamp(9);
+    durable.shard_floors.insert(ada.clone(), Timestamp(7));
+    redb.commit(&durable).unwrap();
+    // Raised, settled, withdrawn: each commit writes what changed.
+    durable.shard_floors.insert(ada.clone(), Timestamp(8));
+    durable.shard_floors.insert(bob.clone(), Timestamp(5));
+    redb.commit(&durable).unwrap();
+    durable.shard_floors.remove(&bob);
+    durable.shards_settle_by_repair_only = true;
+    redb.commit(&durable).unwrap();
+    drop(redb);
+    let (redb, reopened) = open(&dir);
+    assert_eq!(reopened.shard_floors, [(ada.clone(), Timestamp(8))].into_iter().collect());
+    assert!(reopened.shards_settle_by_repair_only);
+
+    // The state as an edgenode before shard floors wrote it: no floor fields, no rows.
+    let store = Arc::clone(redb.store());
+    drop(redb);
+    let txn = store.db.begin_write().unwrap();
+    {
+        let mut state = txn.open_table(REPLICA_STATE).unwrap();
+        let bytes = state.get("state").unwrap().unwrap().value().to_vec();
+        let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert!(fields.remove("floors_kept").is_some() && fields.remove("shards_settle_by_repair_only").is_some());
+        state.insert("state", serde_json::to_vec(&json).unwrap().as_slice()).unwrap();
+        txn.open_table(REPLICA_FLOORS).unwrap().retain(|_, _| false).unwrap();
+    }
+    txn.commit().unwrap();
+    let (redb, upgraded) = RedbReplicaStore::open(Arc::clone(&store)).unwrap();
+    // Collection already relied on every replica holding every write below the purge
+    // floor, so every shard held is settled there.
+    assert_eq!(upgraded.shard_floors, [(ada, Timestamp(9)), (bob, Timestamp(9))].into_iter().collect());
+    assert!(!upgraded.shards_settle_by_repair_only);
+    redb.commit(&upgraded).unwrap();
+    drop(redb);
+    let (_, again) = RedbReplicaStore::open(Arc::clone(&store)).unwrap();
+    assert_eq!(again.shard_floors, upgraded.shard_floors, "the migrated floors were written");
+    drop(store);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,210 @@
+//! Blocking, reporting and admins hiding a post: the routes, and the checks the
+//! social routes call (`Api::refuse_if_blocked`, `Api::moderation_allows`). Blocks,
+//! reports and hidden flags are replicated records (store/safety.rs), so every check
+//! here holds on any replica that holds the blocker's (or the post author's) shard,
+//! which is every node where their posts and profile can be reached at all.
+
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::social::{author_json, checked_cursor};
+use super::{json_response, ok_json, Api, ApiError, ApiResult, Call};
+use crate::core::model::{Post, Report, REPORT_REASON_CHARS_MAX};
+
+impl Api {
+    /// 403 `blocked` when `owner` blocks `actor`: what a blocked user's follow, like
+    /// or comment of the blocker's posts meets.
+    pub(super) fn refuse_if_blocked(&self, owner_id: &str, actor_id: &str) -> Result<(), ApiError> {
+        if self.store.blocks(owner_id, actor_id)? {
+            return Err(blocked_error());
+        }
+        Ok(())
+    }
+
+    /// Whether moderation lets `viewer` see `post`, on top of `may_view`: a hidden
+    /// post only its author and admins; nobody the posts of an author they block.
+    pub(super) fn moderation_allows(&self, post: &Post, viewer: Option<&str>) -> Result<bool, ApiError> {
+        Ok(self.store.post_shown_to(post, viewer)?)
+    }
+
+    /// Whether `viewer` blocks `author`, so a comment of theirs is left out.
+    pub(super) fn viewer_blocks(&self, viewer: Option<&str>, author_id: &str) -> Result<bool, ApiError> {
+        match viewer {
+            Some(viewer) if viewer != author_id => Ok(self.store.blocks(viewer, author_id)?),
+            _ => Ok(false),
+        }
+    }
+}
+
+fn blocked_error() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "blocked", "this user has blocked you, or you have blocked them")
+}
+
+/// The signed-in admin's user id; 403 for anyone else (reports name who resolved
+/// them, so the control token, which is nobody, is not enough).
+fn admin_id(call: &Call<'_>, what: &str) -> Result<String, ApiError> {
+    let user = call.user()?;
+    if !user.admin {
+        return Err(ApiError::forbidden(format!("only an admin can {what}")));
+    }
+    Ok(user.user_id.clone())
+}
+
+// ----- blocks -----
+
+fn set_block(api: &Api, call: &mut Call<'_>, blocking: bool) -> ApiResult {
+    let blocker = call.user()?.user_id.clone();
+    if api.remote_handle(call.param(0)).is_some() {
+        return Err(ApiError::bad_request(
+            "remote_block_unsupported",
+            "blocking users of other nodes is not supported yet; block them where their account lives",
+        ));
+    }
+    let blocked = api.user_by_handle(call.param(0))?;
+    if blocked.user_id == blocker {
+        return Err(ApiError::bad_request("cannot_block_self", "you cannot block yourself"));
+    }
+    api.store.set_block(&blocker, &blocked.user_id, blocking)?;
+    ok_json(json!({"handle": blocked.handle, "blocked": blocking}))
+}
+
+/// `POST /api/v1/users/{handle}/block`: also ends the follows between you, both ways.
+pub fn block(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_block(api, call, true)
+}
+
+/// `DELETE /api/v1/users/{handle}/block`: no follow comes back.
+pub fn unblock(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_block(api, call, false)
+}
+
+/// `GET /api/v1/users/{handle}/block`: whether the caller blocks them.
+pub fn block_status(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let viewer = call.user()?.user_id.clone();
+    let user = api.user_by_handle(call.param(0))?;
+    ok_json(json!({"handle": user.handle, "blocked": api.store.blocks(&viewer, &user.user_id)?}))
+}
+
+/// `GET /api/v1/me/blocks?limit&cursor`: `{items: [{user_id, handle, display_name,
+/// since}], next_cursor}`, by user id.
+pub fn list_blocks(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let user_id = call.user()?.user_id.clone();
+    let limit = call.limit()?;
+    let cursor = checked_cursor(call.query("cursor"))?;
+    let blocked = api.store.blocked_users(&user_id, cursor.as_deref(), limit)?;
+    let mut items = Vec::with_capacity(blocked.len());
+    for entry in &blocked {
+        let user = api.store.user(&entry.user_id)?;
+        items.push(json!({
+            "user_id": entry.user_id,
+            "handle": user.as_ref().map(|user| user.handle.as_str()).unwrap_or_default(),
+            "display_name": user.as_ref().map(|user| user.display_name.as_str()).unwrap_or_default(),
+            "since": entry.since,
+        }));
+    }
+    let next_cursor = (blocked.len() == limit).then(|| blocked.last().map(|entry| entry.user_id.clone())).flatten();
+    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+}
+
+// ----- reports -----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewReport {
+    reason: String,
+}
+
+/// `POST /api/v1/posts/{id}/report {reason}`: to the node's admins; 404 for a post
+/// the caller cannot see.
+pub fn report_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let reporter = call.user()?.user_id.clone();
+    let request: NewReport = call.json()?;
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.chars().count() > REPORT_REASON_CHARS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_report",
+            format!("a reason is 1 to {REPORT_REASON_CHARS_MAX} characters"),
+        ));
+    }
+    let post = api.visible_post(call.param(0), Some(&reporter))?;
+    let report = api.store.report_post(&reporter, &post, reason.to_owned())?;
+    json_response(
+        StatusCode::CREATED,
+        &json!({"id": report.report_id, "post_id": report.post_id, "reason": report.reason, "created_at": report.created_at}),
+    )
+}
+
+fn report_json(api: &Api, report: &Report, admin: &str) -> Result<Value, ApiError> {
+    let post = api.store.post(&report.post_id)?;
+    let post_json = match &post {
+        Some(post) => api.post_json(post, Some(admin))?,
+        None => None,
+    };
+    let hidden = match &post {
+        Some(post) => api.store.post_moderation(post)?.is_some_and(|moderation| moderation.hidden),
+        None => false,
+    };
+    let resolved = match &report.resolved {
+        Some(resolution) => {
+            json!({"by": author_json(&resolution.by, api.store.user(&resolution.by)?.as_ref()), "at": resolution.at})
+        }
+        None => Value::Null,
+    };
+    Ok(json!({
+        "id": report.report_id,
+        "reason": report.reason,
+        "created_at": report.created_at,
+        "reporter": author_json(&report.reporter_id, api.store.user(&report.reporter_id)?.as_ref()),
+        "post_id": report.post_id,
+        "post_author": author_json(&report.post_author_id, api.store.user(&report.post_author_id)?.as_ref()),
+        "post": post_json,
+        "post_deleted": post.is_none(),
+        "hidden": hidden,
+        "resolved": resolved,
+    }))
+}
+
+/// `GET /api/v1/admin/reports?limit&cursor&state=open|all`: newest first.
+pub fn list_reports(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let admin = admin_id(call, "read reports")?;
+    let limit = call.limit()?;
+    let cursor = checked_cursor(call.query("cursor"))?;
+    let open_only = match call.query("state").as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(_) => return Err(ApiError::bad_request("bad_query", "`state` is `open` (the default) or `all`")),
+    };
+    let reports = api.store.reports(cursor.as_deref(), limit, open_only)?;
+    let items = reports.iter().map(|report| report_json(api, report, &admin)).collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = (reports.len() == limit).then(|| reports.last().map(|report| report.report_id.clone())).flatten();
+    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+}
+
+/// `POST /api/v1/admin/reports/{id}/resolve`: closes it (it stays in `state=all`).
+pub fn resolve_report(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    let admin = admin_id(call, "resolve reports")?;
+    let report_id =
+        checked_cursor(Some(call.param(0).to_owned())).map_err(|_| ApiError::not_found("report"))?.unwrap_or_default();
+    let report = api.store.resolve_report(&report_id, &admin)?.ok_or_else(|| ApiError::not_found("report"))?;
+    ok_json(report_json(api, &report, &admin)?)
+}
+
+// ----- admins hiding posts -----
+
+fn set_hidden(api: &Api, call: &mut Call<'_>, hidden: bool) -> ApiResult {
+    let admin = admin_id(call, if hidden { "hide posts" } else { "unhide posts" })?;
+    let post = api.store.post(call.param(0))?.ok_or_else(|| ApiError::not_found("post"))?;
+    api.store.set_post_hidden(&post, &admin, hidden)?;
+    ok_json(json!({"post_id": post.post_id, "hidden": hidden}))
+}
+
+/// `POST /api/v1/admin/posts/{id}/hide`: shown to nobody but its author and admins.
+pub fn hide_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_hidden(api, call, true)
+}
+
+/// `POST /api/v1/admin/posts/{id}/unhide`.
+pub fn unhide_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    set_hidden(api, call, false)
+}
