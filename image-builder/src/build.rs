@@ -708,6 +708,7 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
         "edgenode-grow-data.service",
         "edgenode-console.timer",
         "edgenode-health.service",
+        "edgenode-reboot.path",
         "systemd-networkd.service",
         "systemd-resolved.service",
         "systemd-timesyncd.service",

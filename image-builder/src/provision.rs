@@ -10,20 +10,34 @@
 //! `name` (required), `region`, `role`, `wifi_ssid`, `wifi_psk`, `wifi_country`,
 //! `claim_code` (generated when empty), `siblings` (space-separated: names of boxes
 //! in the same inventory, or `address=pin` for boxes outside it), `ssh_keys`
-//! (`;`-separated public keys; SSH is enabled only when given).
+//! (`;`-separated public keys; SSH is enabled only when given), `update_url`,
+//! `update_pin`, `update_window` (the box's `[update]`: where it asks for updates, the
+//! server's SPKI pin, its maintenance window in UTC; no URL: it never asks).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::label::{self, LabelContent, OnboardingLink};
-use crate::provisioning::{self, CaPem, IdentityPem, Provisioning, Sibling, Ssh, Wifi};
+use crate::provisioning::{self, CaPem, IdentityPem, Provisioning, Sibling, Ssh, Update, Wifi};
 
 /// Boxes in one inventory.
 pub const INVENTORY_ROWS_MAX: usize = 10_000;
 const INVENTORY_BYTES_MAX: u64 = 16 * 1024 * 1024;
-const COLUMNS: &[&str] =
-    &["name", "region", "role", "wifi_ssid", "wifi_psk", "wifi_country", "claim_code", "siblings", "ssh_keys"];
+const COLUMNS: &[&str] = &[
+    "name",
+    "region",
+    "role",
+    "wifi_ssid",
+    "wifi_psk",
+    "wifi_country",
+    "claim_code",
+    "siblings",
+    "ssh_keys",
+    "update_url",
+    "update_pin",
+    "update_window",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -238,6 +252,16 @@ pub fn provision(
             ssh: Ssh { enabled: !ssh_keys.is_empty(), authorized_keys: ssh_keys },
             identity: Some(identity),
             ca: Some(ca),
+            update: match row.get("update_url") {
+                "" => None,
+                url => Some(Update {
+                    url: url.to_owned(),
+                    pin: Some(row.get("update_pin")).filter(|pin| !pin.is_empty()).map(str::to_owned),
+                    maintenance_window: Some(row.get("update_window"))
+                        .filter(|window| !window.is_empty())
+                        .map(str::to_owned),
+                }),
+            },
         };
         provisioning.validate().map_err(|source| ProvisionError::Box { name: name.clone(), source })?;
         let dir = out_dir.join(&name);

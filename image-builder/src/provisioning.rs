@@ -28,6 +28,8 @@ const PROVISIONING_FILE_BYTES_MAX: u64 = 256 * 1024;
 const SIBLINGS_MAX: usize = 64;
 const SSH_KEYS_MAX: usize = 32;
 const ROLES: &[&str] = &["home", "aggregator"];
+/// The file in the data dir that edgenode-reboot.path watches.
+const REBOOT_REQUEST: &str = "reboot-requested";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,23 @@ pub struct Provisioning {
     /// on the label is true. The key is secret. Absent: the node makes its own.
     #[serde(default)]
     pub ca: Option<CaPem>,
+    /// Where the box asks for updates (the node's `[update]`); absent: it never asks,
+    /// and `edgenode update install` still works on the box.
+    #[serde(default)]
+    pub update: Option<Update>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    /// The update server's manifest, `https://…` (provisioning/update-server.md).
+    pub url: String,
+    /// SPKI pin of the server (`sha256/…`); absent: checked against the system's CAs.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// `HH:MM-HH:MM` UTC; absent: the node's default.
+    #[serde(default)]
+    pub maintenance_window: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -244,6 +263,20 @@ impl Provisioning {
             text +=
                 &format!("[[peers.siblings]]\naddress = {}\npin = {}\n", quote(&sibling.address), quote(&sibling.pin));
         }
+        // The node runs unprivileged: it asks edgenode-reboot.path to reboot for it.
+        text += &format!(
+            "\n[update]\nreboot_command = {}\n",
+            quote(&format!("/usr/bin/touch {data_dir}/{REBOOT_REQUEST}"))
+        );
+        if let Some(update) = &self.update {
+            text += &format!("url = {}\n", quote(&update.url));
+            if let Some(pin) = &update.pin {
+                text += &format!("pin = {}\n", quote(pin));
+            }
+            if let Some(window) = &update.maintenance_window {
+                text += &format!("maintenance_window = {}\n", quote(window));
+            }
+        }
         let config =
             edgenode::config::Config::parse(&text).map_err(|error| ProvisioningError::NodeConfig(error.to_string()))?;
         config.validate().map_err(|error| ProvisioningError::NodeConfig(error.to_string()))?;
@@ -290,6 +323,16 @@ impl Provisioning {
         for sibling in &self.siblings {
             text += "\n[[siblings]]\n";
             text += &format!("address = {}\npin = {}\n", quote(&sibling.address), quote(&sibling.pin));
+        }
+        if let Some(update) = &self.update {
+            text += "\n# Where the box asks for signed updates, and when it may reboot into them (UTC).\n[update]\n";
+            text += &format!("url = {}\n", quote(&update.url));
+            if let Some(pin) = &update.pin {
+                text += &format!("pin = {}\n", quote(pin));
+            }
+            if let Some(window) = &update.maintenance_window {
+                text += &format!("maintenance_window = {}\n", quote(window));
+            }
         }
         if let (Some(identity), true) = (&self.identity, with_secrets) {
             text += "\n# The node's TLS identity; its pin is printed on the label.\n[identity]\n";
@@ -381,6 +424,7 @@ pub fn apply(layout: &Layout) -> Result<Applied, ProvisioningError> {
         ssh: Ssh::default(),
         identity: None,
         ca: None,
+        update: None,
     });
 
     create_dir(&layout.config_dir, 0o750)?;
@@ -528,7 +572,32 @@ mod tests {
                 certificate_pem: "-----BEGIN CERTIFICATE-----\nCACERT\n-----END CERTIFICATE-----\n".into(),
                 names: "dns box-0001.local\nip 127.0.0.1\n".into(),
             }),
+            update: None,
         }
+    }
+
+    #[test]
+    fn the_update_server_reaches_the_node_config_and_the_reboot_goes_through_the_path_unit() {
+        let mut provisioning = sample();
+        let without = provisioning.node_config_toml("/var/lib/edgenode").unwrap();
+        assert!(
+            without.contains("reboot_command = \"/usr/bin/touch /var/lib/edgenode/reboot-requested\""),
+            "{without}"
+        );
+        assert!(!without.contains("url ="), "no update server: the box never asks\n{without}");
+        provisioning.update = Some(Update {
+            url: "https://updates.example.net/edgenode/manifest.json".into(),
+            pin: Some("sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+            maintenance_window: Some("01:00-04:00".into()),
+        });
+        let with = provisioning.node_config_toml("/var/lib/edgenode").unwrap();
+        let config = edgenode::config::Config::parse(&with).unwrap();
+        assert_eq!(config.update.url.as_deref(), Some("https://updates.example.net/edgenode/manifest.json"));
+        assert_eq!(config.update.maintenance_window, "01:00-04:00");
+        let reparsed = Provisioning::parse(&provisioning.to_toml(false)).unwrap();
+        assert_eq!(reparsed.update, provisioning.update, "the applied file keeps [update]");
+        let path_unit = include_str!("../../systemd/system/edgenode-reboot.path");
+        assert!(path_unit.contains(&format!("PathExists=/var/lib/edgenode/{REBOOT_REQUEST}")), "{path_unit}");
     }
 
     fn scratch(test: &str) -> PathBuf {
