@@ -7,13 +7,11 @@
 // Every new screen passes axe (WCAG A/AA); screenshots go to artifacts/acct-*.
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { after, before, describe, it as test } from 'node:test';
+import { after, before, describe } from 'node:test';
 
-import { accessibilityViolations } from './lib/audit.mjs';
-import { ARTIFACTS, DESKTOP, PHONE, launchPerson, screenshots, settle } from './lib/browser.mjs';
+import { launchPerson, screenshots } from './lib/browser.mjs';
 import { startNode } from './lib/node.mjs';
+import { audit, callFrom, claimNode, joinWithInvite, signIn, stepKeepingScreens } from './lib/scenario.mjs';
 
 const CLAIM_CODE = 'CODE12345';
 const PASSWORD = 'correct horse battery';
@@ -27,59 +25,17 @@ describe('account care in the web app', { timeout: 300_000 }, () => {
   let node, alice, aliceElsewhere, bob, auditor, failed = false;
 
   /** A step of the scenario; when it fails, everyone's screen is kept. */
-  const it = (name, body) => test(name, async (t) => {
-    try {
-      await body(t);
-    } catch (error) {
-      failed = true;
-      mkdirSync(ARTIFACTS, { recursive: true });
-      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-      for (const [who, person] of [['alice', alice], ['alice-elsewhere', aliceElsewhere], ['bob', bob], ['auditor', auditor]]) {
-        if (person) await person.page.screenshot({ path: join(ARTIFACTS, `acct-failed-${slug}-${who}.png`), fullPage: true }).catch(() => {});
-      }
-      throw error;
-    }
-  });
-
-  /** Signs `handle` in on the sign-in screen and waits for the feed. */
-  async function signIn(page, handle, password) {
-    await page.goto(`${node.origin}/#/signin`);
-    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
-    await page.getByLabel('Handle').fill(handle);
-    await page.getByLabel('Password').fill(password);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-  }
+  const it = (name, body) => stepKeepingScreens(name, {
+    prefix: 'acct-',
+    people: () => ({ alice, 'alice-elsewhere': aliceElsewhere, bob, auditor }),
+    onFailure: () => { failed = true; },
+  }, body);
 
   /** Signs out from one's profile. */
   async function signOut(page, handle) {
     await page.goto(`${node.origin}/#/u/${handle}`);
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
-  }
-
-  /** The axe violations of what `page` shows, at phone and desktop widths. */
-  async function audit(page, label) {
-    const found = [];
-    for (const viewport of [PHONE, DESKTOP]) {
-      await page.setViewportSize(viewport);
-      // From the top, as a person arrives: content scrolled under the sticky top bar
-      // would count as obscured targets.
-      await page.evaluate(() => window.scrollTo(0, 0));
-      await settle(page);
-      for (const violation of await accessibilityViolations(page)) found.push(`${label} at ${viewport.width} px: ${violation}`);
-    }
-    await page.setViewportSize(PHONE);
-    return found;
-  }
-
-  /** An API call from `page` with its own session (what the app would send). */
-  function callFrom(page, method, path, token) {
-    return page.evaluate(async ({ method, path, token }) => {
-      const bearer = token || JSON.parse(localStorage.getItem('edgenode.session')).token;
-      const answer = await fetch(path, { method, headers: { Authorization: `Bearer ${bearer}`, Accept: 'application/json' } });
-      const text = await answer.text();
-      return { status: answer.status, body: text ? JSON.parse(text) : null };
-    }, { method, path, token });
   }
 
   before(async () => {
@@ -101,20 +57,10 @@ describe('account care in the web app', { timeout: 300_000 }, () => {
 
   it('lets Alice claim the node and Bob join with her invite', async () => {
     const { page } = alice;
-    await page.goto(node.origin + '/');
-    await page.getByRole('heading', { name: 'Set up account-test' }).waitFor();
-    await page.getByLabel('Claim code').fill(CLAIM_CODE);
-    await page.getByLabel('Admin handle').fill('alice');
-    await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Claim this node' }).click();
-    await page.getByRole('heading', { name: 'Feed' }).waitFor();
+    await claimNode(page, node, CLAIM_CODE, 'alice', PASSWORD);
     const invite = await callFrom(page, 'POST', '/api/v1/invites');
     assert.equal(invite.status, 201);
-    await bob.page.goto(`${node.origin}/#/join?code=${encodeURIComponent(invite.body.code)}`);
-    await bob.page.getByLabel('Choose a handle').fill('bob');
-    await bob.page.getByLabel('Choose a password').fill(BOB_PASSWORD);
-    await bob.page.getByRole('button', { name: 'Create account' }).click();
-    await bob.page.getByRole('heading', { name: 'Search' }).waitFor();
+    await joinWithInvite(bob.page, node.origin, invite.body.code, 'bob', BOB_PASSWORD);
   });
 
   it('changes Alice’s password from her profile’s Account screen: the old one is refused, the new one signs in', async () => {
@@ -145,7 +91,7 @@ describe('account care in the web app', { timeout: 300_000 }, () => {
     assert.equal(await password.getByLabel('Current password').inputValue(), '', 'the form forgets the passwords');
 
     await signOut(page, 'alice');
-    await signIn(page, 'alice', PASSWORD);
+    await signIn(page, node.origin, 'alice', PASSWORD);
     await page.getByRole('alert').filter({ hasText: /password/i }).waitFor();
     assert.equal(await page.getByRole('heading', { name: 'Sign in' }).count(), 1, 'the old password does not sign in');
     await page.getByLabel('Password').fill(NEW_PASSWORD);
@@ -154,7 +100,7 @@ describe('account care in the web app', { timeout: 300_000 }, () => {
   });
 
   it('lists Alice’s sessions from two browsers, and signing the other out sends it to sign-in', async () => {
-    await signIn(aliceElsewhere.page, 'alice', NEW_PASSWORD);
+    await signIn(aliceElsewhere.page, node.origin, 'alice', NEW_PASSWORD);
     await aliceElsewhere.page.getByRole('heading', { name: 'Feed' }).waitFor();
 
     const { page } = alice;
@@ -204,8 +150,8 @@ describe('account care in the web app', { timeout: 300_000 }, () => {
     await screenshots(page, 'acct-03-token-created');
 
     // The token reads, may not write, and its secret is not shown again.
-    assert.equal((await callFrom(page, 'GET', '/api/v1/feed', token)).status, 200);
-    const write = await callFrom(page, 'PUT', '/api/v1/users/bob/follow', token);
+    assert.equal((await callFrom(page, 'GET', '/api/v1/feed', undefined, token)).status, 200);
+    const write = await callFrom(page, 'PUT', '/api/v1/users/bob/follow', undefined, token);
     assert.deepEqual([write.status, write.body.error.code], [403, 'read_only_token']);
     await page.reload();
     await listed.filter({ hasText: 'backup script' }).waitFor();
@@ -216,7 +162,7 @@ describe('account care in the web app', { timeout: 300_000 }, () => {
     await listed.getByText('Revoke “backup script”? What uses it stops working.').waitFor();
     await listed.getByRole('button', { name: 'Revoke', exact: true }).click();
     await tokens.getByText('No access tokens.').waitFor();
-    assert.equal((await callFrom(page, 'GET', '/api/v1/feed', token)).status, 401, 'a revoked token stops working');
+    assert.equal((await callFrom(page, 'GET', '/api/v1/feed', undefined, token)).status, 401, 'a revoked token stops working');
   });
 
   it('lets the admin list users, disable Bob (his sign-in says so), enable him, and give him a reset code', async () => {
@@ -283,7 +229,7 @@ describe('account care in the web app', { timeout: 300_000 }, () => {
     await bob.page.getByRole('heading', { name: 'Feed' }).waitFor();
 
     await signOut(bob.page, 'bob');
-    await signIn(bob.page, 'bob', BOB_PASSWORD);
+    await signIn(bob.page, node.origin, 'bob', BOB_PASSWORD);
     await bob.page.getByRole('alert').filter({ hasText: /password/i }).waitFor();
     await bob.page.getByLabel('Password').fill(BOB_NEW_PASSWORD);
     await bob.page.getByRole('button', { name: 'Sign in' }).click();
@@ -336,7 +282,7 @@ describe('account care in the web app', { timeout: 300_000 }, () => {
     await page.getByRole('alert').filter({ hasText: 'Please choose a stronger password' }).waitFor();
     found.push(...await audit(page, '#/reset (refused)'));
 
-    await signIn(page, 'alice', NEW_PASSWORD);
+    await signIn(page, node.origin, 'alice', NEW_PASSWORD);
     await page.getByRole('heading', { name: 'Feed' }).waitFor();
     await page.goto(`${node.origin}/#/account`);
     await page.getByRole('list', { name: 'Sessions on this node' }).getByRole('listitem').nth(1).waitFor();

@@ -9,11 +9,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it as test } from 'node:test';
+import { after, before, describe } from 'node:test';
 
 import { accessibilityViolations } from './lib/audit.mjs';
 import { ARTIFACTS, DESKTOP, PHONE, gzipBytes, launchPerson, makeJpeg, screenshots, settle } from './lib/browser.mjs';
 import { startNode } from './lib/node.mjs';
+import { stepKeepingScreens } from './lib/scenario.mjs';
 
 const CLAIM_CODE = 'CODE12345';
 const PASSWORD = 'correct horse battery';
@@ -28,19 +29,11 @@ describe('the web app, as two neighbours use it', { timeout: 300_000 }, () => {
   const photos = [join(scratch, 'harbour-1.jpg'), join(scratch, 'harbour-2.jpg'), join(scratch, 'harbour-3.jpg')];
 
   /** A step of the scenario; when it fails, both people's screens are kept. */
-  const it = (name, body) => test(name, async (t) => {
-    try {
-      await body(t);
-    } catch (error) {
-      failed = true;
-      mkdirSync(ARTIFACTS, { recursive: true });
-      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-      for (const [who, person] of [['alice', alice], ['bob', bob]]) {
-        await person.page.screenshot({ path: join(ARTIFACTS, `failed-${slug}-${who}.png`), fullPage: true }).catch(() => {});
-      }
-      throw error;
-    }
-  });
+  const it = (name, body) => stepKeepingScreens(name, {
+    prefix: '',
+    people: () => ({ alice, bob }),
+    onFailure: () => { failed = true; },
+  }, body);
 
   before(async () => {
     node = await startNode({ name: 'web-test', claimCode: CLAIM_CODE });

@@ -8,14 +8,14 @@
 // Every new screen passes axe (WCAG A/AA); screenshots go to artifacts/people-*.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it as test } from 'node:test';
+import { after, before, describe } from 'node:test';
 
-import { accessibilityViolations } from './lib/audit.mjs';
-import { ARTIFACTS, DESKTOP, PHONE, launchPerson, makeJpeg, screenshots, settle } from './lib/browser.mjs';
+import { launchPerson, makeJpeg, screenshots } from './lib/browser.mjs';
 import { startNode } from './lib/node.mjs';
+import { audit, callFrom, claimNode, joinWithInvite, signIn, stepKeepingScreens } from './lib/scenario.mjs';
 
 const CLAIM_CODE = 'CODE12345';
 const PASSWORD = 'correct horse battery';
@@ -33,60 +33,11 @@ describe('profiles, notifications and deleting an account in the web app', { tim
   const photos = {};
 
   /** A step of the scenario; when it fails, everyone's screen is kept. */
-  const it = (name, body) => test(name, async (t) => {
-    try {
-      await body(t);
-    } catch (error) {
-      failed = true;
-      mkdirSync(ARTIFACTS, { recursive: true });
-      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-      for (const [who, person] of [['alice', alice], ['bob', bob], ['carol', carol], ['auditor', auditor]]) {
-        if (person) await person.page.screenshot({ path: join(ARTIFACTS, `people-failed-${slug}-${who}.png`), fullPage: true }).catch(() => {});
-      }
-      throw error;
-    }
-  });
-
-  async function signIn(page, handle, password) {
-    await page.goto(`${node.origin}/#/signin`);
-    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
-    await page.getByLabel('Handle').fill(handle);
-    await page.getByLabel('Password').fill(password);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-  }
-
-  async function joinWithInvite(page, code, handle, password) {
-    await page.goto(`${node.origin}/#/join?code=${encodeURIComponent(code)}`);
-    await page.getByLabel('Choose a handle').fill(handle);
-    await page.getByLabel('Choose a password').fill(password);
-    await page.getByRole('button', { name: 'Create account' }).click();
-    await page.getByRole('heading', { name: 'Search' }).waitFor();
-  }
-
-  /** An API call from `page` with its own session (what the app would send). */
-  function callFrom(page, method, path, body) {
-    return page.evaluate(async ({ method, path, body }) => {
-      const bearer = JSON.parse(localStorage.getItem('edgenode.session')).token;
-      const headers = { Authorization: `Bearer ${bearer}`, Accept: 'application/json' };
-      if (body !== undefined) headers['Content-Type'] = 'application/json';
-      const answer = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-      const text = await answer.text();
-      return { status: answer.status, body: text ? JSON.parse(text) : null };
-    }, { method, path, body });
-  }
-
-  /** The axe violations of what `page` shows, at phone and desktop widths. */
-  async function audit(page, label) {
-    const found = [];
-    for (const viewport of [PHONE, DESKTOP]) {
-      await page.setViewportSize(viewport);
-      await page.evaluate(() => window.scrollTo(0, 0));
-      await settle(page);
-      for (const violation of await accessibilityViolations(page)) found.push(`${label} at ${viewport.width} px: ${violation}`);
-    }
-    await page.setViewportSize(PHONE);
-    return found;
-  }
+  const it = (name, body) => stepKeepingScreens(name, {
+    prefix: 'people-',
+    people: () => ({ alice, bob, carol, auditor }),
+    onFailure: () => { failed = true; },
+  }, body);
 
   /** `{src, width}` of the profile photo in the first `.avatar` under `scope`, once it has loaded. */
   async function loadedAvatar(scope) {
@@ -123,17 +74,11 @@ describe('profiles, notifications and deleting an account in the web app', { tim
 
   it('lets Alice claim the node, Bob and Carol join, and Alice post a photo', async () => {
     const { page } = alice;
-    await page.goto(node.origin + '/');
-    await page.getByRole('heading', { name: 'Set up people-test' }).waitFor();
-    await page.getByLabel('Claim code').fill(CLAIM_CODE);
-    await page.getByLabel('Admin handle').fill('alice');
-    await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Claim this node' }).click();
-    await page.getByRole('heading', { name: 'Feed' }).waitFor();
+    await claimNode(page, node, CLAIM_CODE, 'alice', PASSWORD);
     for (const [person, handle, password] of [[bob, 'bob', BOB_PASSWORD], [carol, 'carol', CAROL_PASSWORD]]) {
       const invite = await callFrom(page, 'POST', '/api/v1/invites');
       assert.equal(invite.status, 201);
-      await joinWithInvite(person.page, invite.body.code, handle, password);
+      await joinWithInvite(person.page, node.origin, invite.body.code, handle, password);
     }
 
     photos.post = await makeJpeg(page, join(scratch, 'quay.jpg'), 0);
@@ -281,7 +226,7 @@ describe('profiles, notifications and deleting an account in the web app', { tim
     assert.equal(await page.evaluate(() => localStorage.getItem('edgenode.session')), null, 'the browser forgot the session');
     await screenshots(page, 'people-07-deleted');
 
-    await signIn(page, 'carol', CAROL_PASSWORD);
+    await signIn(page, node.origin, 'carol', CAROL_PASSWORD);
     await page.getByRole('alert').filter({ hasText: 'wrong handle or password' }).waitFor();
     assert.equal(await page.getByRole('heading', { name: 'Sign in' }).count(), 1, 'still on the sign-in screen');
     const profile = await page.evaluate(() => fetch('/api/v1/users/carol').then((answer) => answer.status));
@@ -299,7 +244,7 @@ describe('profiles, notifications and deleting an account in the web app', { tim
 
     const { page } = auditor;
     const found = [];
-    await signIn(page, 'alice', PASSWORD);
+    await signIn(page, node.origin, 'alice', PASSWORD);
     await page.getByRole('heading', { name: 'Feed' }).waitFor();
     await page.goto(`${node.origin}/#/u/alice`);
     await page.getByRole('heading', { name: DISPLAY_NAME }).waitFor();
@@ -362,51 +307,11 @@ describe('follow requests, blocking, reporting and hiding in the web app', { tim
   const DAVE_PASSWORD = 'dave reads the tide tables';
   const REASON = 'Selling fake tickets to the ferry';
 
-  const it = (name, body) => test(name, async (t) => {
-    try {
-      await body(t);
-    } catch (error) {
-      failed = true;
-      mkdirSync(ARTIFACTS, { recursive: true });
-      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-      for (const [who, person] of [['alice', alice], ['bob', bob], ['auditor', auditor]]) {
-        if (person) await person.page.screenshot({ path: join(ARTIFACTS, `safety-failed-${slug}-${who}.png`), fullPage: true }).catch(() => {});
-      }
-      throw error;
-    }
-  });
-
-  async function signIn(page, handle, password) {
-    await page.goto(`${node.origin}/#/signin`);
-    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
-    await page.getByLabel('Handle').fill(handle);
-    await page.getByLabel('Password').fill(password);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-  }
-
-  /** An API call from `page` with its own session, or with `token`. */
-  function callFrom(page, method, path, body, token) {
-    return page.evaluate(async ({ method, path, body, token }) => {
-      const bearer = token || JSON.parse(localStorage.getItem('edgenode.session')).token;
-      const headers = { Authorization: `Bearer ${bearer}`, Accept: 'application/json' };
-      if (body !== undefined) headers['Content-Type'] = 'application/json';
-      const answer = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-      const text = await answer.text();
-      return { status: answer.status, body: text ? JSON.parse(text) : null };
-    }, { method, path, body, token });
-  }
-
-  async function audit(page, label) {
-    const found = [];
-    for (const viewport of [PHONE, DESKTOP]) {
-      await page.setViewportSize(viewport);
-      await page.evaluate(() => window.scrollTo(0, 0));
-      await settle(page);
-      for (const violation of await accessibilityViolations(page)) found.push(`${label} at ${viewport.width} px: ${violation}`);
-    }
-    await page.setViewportSize(PHONE);
-    return found;
-  }
+  const it = (name, body) => stepKeepingScreens(name, {
+    prefix: 'safety-',
+    people: () => ({ alice, bob, auditor }),
+    onFailure: () => { failed = true; },
+  }, body);
 
   before(async () => {
     node = await startNode({ name: 'safety-test', claimCode: CLAIM_CODE });
@@ -427,19 +332,9 @@ describe('follow requests, blocking, reporting and hiding in the web app', { tim
 
   it('lets Alice claim the node, lock her account and post; Bob and Dave join', async () => {
     const { page } = alice;
-    await page.goto(node.origin + '/');
-    await page.getByRole('heading', { name: 'Set up safety-test' }).waitFor();
-    await page.getByLabel('Claim code').fill(CLAIM_CODE);
-    await page.getByLabel('Admin handle').fill('alice');
-    await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Claim this node' }).click();
-    await page.getByRole('heading', { name: 'Feed' }).waitFor();
+    await claimNode(page, node, CLAIM_CODE, 'alice', PASSWORD);
     const invite = await callFrom(page, 'POST', '/api/v1/invites');
-    await bob.page.goto(`${node.origin}/#/join?code=${encodeURIComponent(invite.body.code)}`);
-    await bob.page.getByLabel('Choose a handle').fill('bob');
-    await bob.page.getByLabel('Choose a password').fill(BOB_PASSWORD);
-    await bob.page.getByRole('button', { name: 'Create account' }).click();
-    await bob.page.getByRole('heading', { name: 'Search' }).waitFor();
+    await joinWithInvite(bob.page, node.origin, invite.body.code, 'bob', BOB_PASSWORD);
     const second = await callFrom(page, 'POST', '/api/v1/invites');
     const dave = await page.evaluate(async ({ code, password }) => {
       const answer = await fetch('/api/v1/accounts', { method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -536,7 +431,7 @@ describe('follow requests, blocking, reporting and hiding in the web app', { tim
 
     const { page } = auditor;
     const found = [];
-    await signIn(page, 'alice', PASSWORD);
+    await signIn(page, node.origin, 'alice', PASSWORD);
     await page.getByRole('heading', { name: 'Feed' }).waitFor();
     await page.goto(`${node.origin}/#/follow-requests`);
     await page.getByRole('list', { name: 'Follow requests' }).getByRole('button', { name: 'Approve dave' }).waitFor();
@@ -551,7 +446,7 @@ describe('follow requests, blocking, reporting and hiding in the web app', { tim
     await page.goto(`${node.origin}/#/u/alice`);
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
-    await signIn(page, 'bob', BOB_PASSWORD);
+    await signIn(page, node.origin, 'bob', BOB_PASSWORD);
     await page.getByRole('heading', { name: 'Feed' }).waitFor();
     await page.goto(`${node.origin}/#/post/${postId}`);
     await page.getByRole('button', { name: 'Report' }).click();

@@ -15,10 +15,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 
 import { caBundleOf, launchPerson, settle } from './lib/browser.mjs';
 import { imageBuilderBinary, startNode } from './lib/node.mjs';
+import { stepKeepingScreens } from './lib/scenario.mjs';
 
 const PASSWORD = 'correct horse battery';
 const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
@@ -222,19 +223,7 @@ async function freeNodePort() {
 
 /** A step that keeps the person's screen in tests/web/artifacts when it fails. */
 function step(name, people, body, options = {}) {
-  return it(name, options, async (t) => {
-    try {
-      await body(t);
-    } catch (error) {
-      const artifacts = join(dirname(fileURLToPath(import.meta.url)), 'artifacts');
-      mkdirSync(artifacts, { recursive: true });
-      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-      for (const [who, person] of Object.entries(people())) {
-        await person?.page.screenshot({ path: join(artifacts, `phone-failed-${slug}-${who}.png`), fullPage: true }).catch(() => {});
-      }
-      throw error;
-    }
-  });
+  return stepKeepingScreens(name, { prefix: 'phone-', people, options }, body);
 }
 
 function assertNoBrokenRules(person) {
