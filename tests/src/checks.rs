@@ -3,8 +3,9 @@
 
 use serde_json::Value;
 
-use crate::client::Response;
+use crate::client::{Client, Response};
 use crate::fixtures::{contains_exif, decode, looks_like_jpeg};
+use crate::steps::{Account, SharedPhoto};
 
 /// Panics unless `answer` has status `expected`; returns its JSON body.
 pub fn expect_status(what: &str, answer: (u16, Value), expected: u16) -> Value {
@@ -102,5 +103,45 @@ pub fn expect_one_of_errors(what: &str, response: &Response, allowed: &[(u16, &s
     match allowed.iter().find(|(status, _)| *status == response.status) {
         Some((status, code)) => expect_error_response(what, response, *status, code),
         None => panic!("{what}: expected one of {allowed:?}, got {}: {}", response.status, response.body_text()),
+    }
+}
+
+/// `viewer` opens the post and finds it among `author`'s posts.
+pub fn expect_seen_by_id_and_list(client: &Client, viewer: &Account, author: &str, shared: &SharedPhoto) {
+    let who = &viewer.handle;
+    let post =
+        expect_status(&format!("{who} opens {}", shared.post_id), client.get_post(Some(viewer), &shared.post_id), 200);
+    assert_eq!(id_of(&post), shared.post_id);
+    assert!(holds(&client.user_posts(Some(viewer), author), &shared.post_id), "{who} finds it among {author}'s posts");
+}
+
+/// `viewer` opens the post, finds it among `author`'s posts and in their feed, and
+/// loads its photo.
+pub fn expect_seen(client: &Client, viewer: &Account, author: &str, shared: &SharedPhoto) {
+    expect_seen_by_id_and_list(client, viewer, author, shared);
+    let who = &viewer.handle;
+    assert!(holds(&client.feed(viewer), &shared.post_id), "{who}'s feed holds it");
+    let media = client.fetch_media(Some(viewer), &shared.media_id, "display");
+    assert_eq!(media.status, 200, "{who} loads its photo: {}", media.body_text());
+}
+
+/// For `viewer` the post does not exist: by id, among `author`'s posts, in the feed,
+/// in a search for any of `search_words`, and its photo.
+pub fn expect_unseen(client: &Client, viewer: &Account, author: &str, shared: &SharedPhoto, search_words: &[&str]) {
+    let who = &viewer.handle;
+    expect_error(
+        &format!("{who} opens {}", shared.post_id),
+        &client.get_post(Some(viewer), &shared.post_id),
+        404,
+        "not_found",
+    );
+    assert!(!holds(&client.user_posts(Some(viewer), author), &shared.post_id), "{who}: not among {author}'s posts");
+    assert!(!holds(&client.feed(viewer), &shared.post_id), "{who}: not in the feed");
+    for query in search_words {
+        assert!(!holds(&client.search_posts(Some(viewer), query), &shared.post_id), "{who}: not found by search");
+    }
+    for variant in ["thumb", "display"] {
+        let media = client.fetch_media(Some(viewer), &shared.media_id, variant);
+        expect_media_hidden(&format!("{who} loads the {variant} of {}", shared.post_id), &media);
     }
 }

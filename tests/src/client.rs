@@ -172,23 +172,9 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Response, String> {
-        let response = self.exchange(method, path, token, headers, body)?;
-        self.check_against_contract(method, path, &response);
-        Ok(response)
-    }
-
-    /// One request and its answer, unchecked.
-    fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Result<Response, String> {
         let method = Method::from_bytes(method.as_bytes()).expect("a valid method");
         let request_line = format!("{method} {path}{}", if token.is_some() { " (with token)" } else { "" });
-        let mut builder = http::Request::builder().method(method).uri(self.uri(path));
+        let mut builder = http::Request::builder().method(method.clone()).uri(self.uri(path));
         if self.transport == Transport::Http1 {
             builder = builder.header(http::header::HOST, self.server.to_string());
         }
@@ -226,6 +212,7 @@ impl Client {
             "{request_line}: answered over {version:?}, but this client speaks {:?}",
             self.transport
         );
+        self.check_against_contract(method.as_str(), path, &response);
         Ok(response)
     }
 
@@ -256,7 +243,8 @@ impl Client {
         if let Some(contract) = cell.get() {
             return contract.clone();
         }
-        let fetched = match self.exchange("GET", "/openapi.json", None, &[], Vec::new()) {
+        // `check_against_contract` passes over `/openapi.json` itself: no recursion.
+        let fetched = match self.try_request("GET", "/openapi.json", None, &[], Vec::new()) {
             Ok(response) if response.status == 200 => serde_json::from_slice::<serde_json::Value>(&response.body)
                 .ok()
                 .filter(|document| document["openapi"].is_string())

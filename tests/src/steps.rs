@@ -5,10 +5,10 @@
 
 use serde_json::{json, Value};
 
-use crate::checks::{expect_status, id_field, text};
-use crate::client::{Client, Response};
-use crate::fixtures::sha256_hex;
-use crate::node::Node;
+use crate::checks::{expect_status, id_field, id_of, text};
+use crate::client::{Client, Response, Transport};
+use crate::fixtures::{distinct_photo, sha256_hex};
+use crate::node::{Node, NodeOptions};
 
 /// A password every test account uses; long enough for any sane policy.
 pub const PASSWORD: &str = "sunsets over the harbour 42";
@@ -36,6 +36,26 @@ fn items_of(what: &str, list: Value) -> Vec<Value> {
         Some(items) => items.clone(),
         None => panic!("{what}: expected {{items, next_cursor}}, got {list}"),
     }
+}
+
+/// A post and the photo it carries.
+pub struct SharedPhoto {
+    pub post_id: String,
+    pub media_id: String,
+}
+
+/// A fresh node, a client over `transport`, its admin `admin_handle`, and one account
+/// per handle in `member_handles`, each joined with an invite of the admin's.
+pub fn node_with_members<const N: usize>(
+    transport: Transport,
+    admin_handle: &str,
+    member_handles: [&str; N],
+) -> (Node, Client, Account, [Account; N]) {
+    let node = Node::start(NodeOptions::default());
+    let client = Client::new(&node, transport);
+    let admin = client.claim_admin(&node, admin_handle);
+    let members = member_handles.map(|handle| client.join(&client.create_invite(&admin), handle));
+    (node, client, admin, members)
 }
 
 impl Client {
@@ -160,6 +180,49 @@ impl Client {
         let found = expect_status(&what, self.get_json(&path, token_of(viewer)), 200);
         assert!(found["users"].is_array(), "{what}: expected {{users, posts}}, got {found}");
         found["posts"].as_array().unwrap_or_else(|| panic!("{what}: expected {{users, posts}}, got {found}")).clone()
+    }
+
+    /// Uploads a distinct photo (from `photo_seed`) and posts it with `visibility`.
+    pub fn share_photo(&self, author: &Account, photo_seed: u8, caption: &str, visibility: &str) -> SharedPhoto {
+        let media_id = id_of(&self.upload_jpeg(author, &distinct_photo(photo_seed)));
+        let post_id = id_of(&self.create_post(author, caption, &[&media_id], visibility));
+        SharedPhoto { post_id, media_id }
+    }
+
+    /// `handle`'s profile as `viewer` sees it.
+    pub fn profile_as(&self, viewer: &Account, handle: &str) -> Value {
+        let what = format!("{handle}'s profile as seen by {}", viewer.handle);
+        expect_status(&what, self.get_json(&format!("/api/v1/users/{handle}"), Some(&viewer.token)), 200)
+    }
+
+    /// The first 50 of `user`'s notification groups.
+    pub fn notifications(&self, user: &Account) -> Vec<Value> {
+        let what = format!("{}'s notifications", user.handle);
+        let page = expect_status(&what, self.get_json("/api/v1/notifications?limit=50", Some(&user.token)), 200);
+        page["items"].as_array().unwrap_or_else(|| panic!("{what}: {page}")).clone()
+    }
+
+    /// The `handle` of every item of the list at `path` (no query) as `user`, asked
+    /// for one item per page so that paging is exercised too; `what` names the list.
+    pub fn handles_one_per_page(&self, user: &Account, path: &str, what: &str) -> Vec<String> {
+        const PAGES_MAX: usize = 20;
+        let mut handles = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..PAGES_MAX {
+            let page_path = match &cursor {
+                Some(cursor) => format!("{path}?limit=1&cursor={cursor}"),
+                None => format!("{path}?limit=1"),
+            };
+            let page =
+                expect_status(&format!("{}'s {what}", user.handle), self.get_json(&page_path, Some(&user.token)), 200);
+            let items = page["items"].as_array().unwrap_or_else(|| panic!("items: {page}"));
+            handles.extend(items.iter().map(|item| item["handle"].as_str().unwrap_or_default().to_owned()));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return handles,
+            }
+        }
+        panic!("{}'s {what} did not end within {PAGES_MAX} pages", user.handle);
     }
 
     /// Fetches one variant (`thumb`, `display`, `original`) of a media item.

@@ -7,20 +7,19 @@
 
 use std::time::Duration;
 
-use edgenode_tests::checks::{expect_error, expect_media_hidden, expect_status, holds, id_of};
+use edgenode_tests::checks::{
+    expect_error, expect_media_hidden, expect_seen, expect_seen_by_id_and_list, expect_status, expect_unseen, id_of,
+};
 use edgenode_tests::cluster::{converge, preloaded_siblings};
-use edgenode_tests::fixtures::distinct_photo;
-use edgenode_tests::{Account, Client, Node, NodeOptions, Transport};
+use edgenode_tests::steps::node_with_members;
+use edgenode_tests::{Account, Client, Transport};
 use serde_json::{json, Value};
 
 /// Siblings agree within this, on loopback.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
 
-/// A post and the photo it carries.
-struct Shared {
-    post_id: String,
-    media_id: String,
-}
+/// Words of the captions: a hidden post must not be found by any.
+const SEARCH_WORDS: [&str; 3] = ["quay", "slipway", "path"];
 
 #[test]
 fn a_blocked_user_cannot_reach_the_blocker_over_every_transport() {
@@ -30,30 +29,27 @@ fn a_blocked_user_cannot_reach_the_blocker_over_every_transport() {
 }
 
 fn blocking_scenario(transport: Transport) {
-    let node = Node::start(NodeOptions::default());
-    let client = Client::new(&node, transport);
-    let alice = client.claim_admin(&node, "alice");
-    let [bob, carol] = ["bob", "carol"].map(|handle| client.join(&client.create_invite(&alice), handle));
+    let (_node, client, alice, [bob, carol]) = node_with_members(transport, "alice", ["bob", "carol"]);
 
     client.follow(&bob, "alice");
     client.follow(&alice, "bob");
-    let public = share(&client, &alice, 31, "Morning at the #quay", "public");
-    let for_followers = share(&client, &alice, 32, "Supper at the #quay with family", "followers");
-    let bobs_post = share(&client, &bob, 33, "Fishing off the #quay", "public");
-    let carols_post = share(&client, &carol, 34, "Gulls over the #harbour", "public");
-    sees(&client, &bob, "alice", &for_followers);
+    let public = client.share_photo(&alice, 31, "Morning at the #quay", "public");
+    let for_followers = client.share_photo(&alice, 32, "Supper at the #quay with family", "followers");
+    let bobs_post = client.share_photo(&bob, 33, "Fishing off the #quay", "public");
+    let carols_post = client.share_photo(&carol, 34, "Gulls over the #harbour", "public");
+    expect_seen(&client, &bob, "alice", &for_followers);
     client.like(&bob, &public.post_id);
     client.comment(&bob, &carols_post.post_id, "Lovely gulls");
-    assert!(has_actor(&notifications(&client, &alice), "bob"), "before the block Alice hears of Bob's like");
+    assert!(has_actor(&client.notifications(&alice), "bob"), "before the block Alice hears of Bob's like");
 
     // Alice blocks Bob.
     assert_eq!(set_block(&client, &alice, "bob", true), json!(true));
     assert_eq!(set_block(&client, &alice, "bob", true), json!(true), "blocking again changes nothing");
     assert_eq!(blocked_handles(&client, &alice), vec!["bob"]);
     assert!(blocked_handles(&client, &bob).is_empty(), "a block has one direction");
-    let alice_seen_by_bob = profile_as(&client, &bob, "alice");
+    let alice_seen_by_bob = client.profile_as(&bob, "alice");
     assert_eq!(alice_seen_by_bob["followed_by_me"], json!(false), "his follow ended: {alice_seen_by_bob}");
-    assert_eq!(profile_as(&client, &alice, "bob")["followed_by_me"], json!(false), "hers ended too");
+    assert_eq!(client.profile_as(&alice, "bob")["followed_by_me"], json!(false), "hers ended too");
 
     // Every attempt of Bob's fails.
     let follow = client.put_json("/api/v1/users/alice/follow", Some(&bob.token), &json!({}));
@@ -66,17 +62,17 @@ fn blocking_scenario(transport: Transport) {
         &json!({"text": "hello?"}),
     );
     expect_error("Bob comments on Alice's post", &comment, 403, "blocked");
-    does_not_see(&client, &bob, "alice", &for_followers);
+    expect_unseen(&client, &bob, "alice", &for_followers, &SEARCH_WORDS);
     let seen = expect_status("Bob opens Alice's public post", client.get_post(Some(&bob), &public.post_id), 200);
     assert_eq!(id_of(&seen), public.post_id, "public posts stay public");
     // His mention of her tells her nothing; his like and comment leave her view.
     client.create_post(&bob, "Hello @alice, look at the quay", &[], "public");
-    let alice_notifications = notifications(&client, &alice);
+    let alice_notifications = client.notifications(&alice);
     assert!(!has_actor(&alice_notifications, "bob"), "nothing of Bob's: {alice_notifications:#?}");
     let unread =
         expect_status("Alice's unread count", client.get_json("/api/v1/notifications/unread", Some(&alice.token)), 200);
     assert_eq!(unread["count"], json!(0), "nothing of Bob's counts as unread");
-    does_not_see(&client, &alice, "bob", &bobs_post);
+    expect_unseen(&client, &alice, "bob", &bobs_post, &SEARCH_WORDS);
     let comments = client.comments(Some(&alice), &carols_post.post_id);
     assert!(comments.is_empty(), "Bob's comment is gone for Alice: {comments:?}");
     assert_eq!(client.comments(Some(&carol), &carols_post.post_id).len(), 1, "Carol still sees it");
@@ -89,13 +85,13 @@ fn blocking_scenario(transport: Transport) {
     // Unblocked: no follow comes back, but Bob may follow, like and comment again.
     assert_eq!(set_block(&client, &alice, "bob", false), json!(false));
     assert!(blocked_handles(&client, &alice).is_empty());
-    does_not_see(&client, &bob, "alice", &for_followers);
+    expect_unseen(&client, &bob, "alice", &for_followers, &SEARCH_WORDS);
     client.follow(&bob, "alice");
-    sees(&client, &bob, "alice", &for_followers);
+    expect_seen(&client, &bob, "alice", &for_followers);
     client.like(&bob, &for_followers.post_id);
     client.comment(&bob, &for_followers.post_id, "Looks delicious");
     client.follow(&alice, "bob");
-    sees(&client, &alice, "bob", &bobs_post);
+    expect_seen(&client, &alice, "bob", &bobs_post);
 }
 
 #[test]
@@ -106,13 +102,10 @@ fn reports_reach_admins_and_a_hidden_post_is_gone_for_others_over_every_transpor
 }
 
 fn report_and_hide_scenario(transport: Transport) {
-    let node = Node::start(NodeOptions::default());
-    let client = Client::new(&node, transport);
-    let alice = client.claim_admin(&node, "alice");
-    let [bob, carol] = ["bob", "carol"].map(|handle| client.join(&client.create_invite(&alice), handle));
+    let (_node, client, alice, [bob, carol]) = node_with_members(transport, "alice", ["bob", "carol"]);
     client.follow(&bob, "carol");
-    let post = share(&client, &carol, 41, "Nets drying on the #slipway", "public");
-    sees(&client, &bob, "carol", &post);
+    let post = client.share_photo(&carol, 41, "Nets drying on the #slipway", "public");
+    expect_seen(&client, &bob, "carol", &post);
 
     // Bob reports it; only admins read reports.
     let empty = report(&client, &bob, &post.post_id, "   ");
@@ -133,11 +126,11 @@ fn report_and_hide_scenario(transport: Transport) {
     let refused = client.post_json(&format!("/api/v1/admin/posts/{}/hide", post.post_id), Some(&bob.token), &json!({}));
     expect_error("Bob hides a post", &refused, 403, "forbidden");
     set_hidden(&client, &alice, &post.post_id, true);
-    does_not_see(&client, &bob, "carol", &post);
+    expect_unseen(&client, &bob, "carol", &post, &SEARCH_WORDS);
     expect_error("a stranger opens it", &client.get_post(None, &post.post_id), 404, "not_found");
     expect_media_hidden("a stranger loads its photo", &client.fetch_media(None, &post.media_id, "thumb"));
-    sees_by_id_and_list(&client, &carol, "carol", &post);
-    sees_by_id_and_list(&client, &alice, "carol", &post);
+    expect_seen_by_id_and_list(&client, &carol, "carol", &post);
+    expect_seen_by_id_and_list(&client, &alice, "carol", &post);
     assert_eq!(open_reports(&client, &alice)[0]["hidden"], json!(true));
 
     // Resolved: out of the open list, kept in all.
@@ -157,7 +150,7 @@ fn report_and_hide_scenario(transport: Transport) {
 
     // Unhidden: back for Bob.
     set_hidden(&client, &alice, &post.post_id, false);
-    sees(&client, &bob, "carol", &post);
+    expect_seen(&client, &bob, "carol", &post);
 }
 
 #[test]
@@ -168,16 +161,16 @@ fn a_block_and_a_hide_made_on_one_sibling_hold_on_the_other() {
     let [bob, carol] = ["bob", "carol"].map(|handle| at_harbour.join(&at_harbour.create_invite(&alice), handle));
     at_harbour.follow(&bob, "alice");
     at_harbour.follow(&bob, "carol");
-    let for_followers = share(&at_harbour, &alice, 51, "Hill #path at dusk", "followers");
-    let public = share(&at_harbour, &alice, 52, "Hill #path at dawn", "public");
-    let carols_post = share(&at_harbour, &carol, 53, "Sheep on the #path", "public");
+    let for_followers = at_harbour.share_photo(&alice, 51, "Hill #path at dusk", "followers");
+    let public = at_harbour.share_photo(&alice, 52, "Hill #path at dawn", "public");
+    let carols_post = at_harbour.share_photo(&carol, 53, "Sheep on the #path", "public");
     set_block(&at_harbour, &alice, "bob", true);
     let made = expect_status("Bob reports", report(&at_harbour, &bob, &carols_post.post_id, "Not my sheep"), 201);
     converge(&[(&at_harbour, &harbour), (&at_hill, &hill)], CONVERGE_WITHIN);
 
     // On hill, the block made on harbour holds.
     let bob_on_hill = at_hill.sign_in("bob");
-    does_not_see(&at_hill, &bob_on_hill, "alice", &for_followers);
+    expect_unseen(&at_hill, &bob_on_hill, "alice", &for_followers, &SEARCH_WORDS);
     let follow = at_hill.put_json("/api/v1/users/alice/follow", Some(&bob_on_hill.token), &json!({}));
     expect_error("Bob follows Alice through hill", &follow, 403, "blocked");
     let like =
@@ -190,14 +183,14 @@ fn a_block_and_a_hide_made_on_one_sibling_hold_on_the_other() {
     assert_eq!(listed.iter().map(|item| item["id"].clone()).collect::<Vec<_>>(), vec![made["id"].clone()]);
     set_hidden(&at_hill, &alice_on_hill, &carols_post.post_id, true);
     converge(&[(&at_harbour, &harbour), (&at_hill, &hill)], CONVERGE_WITHIN);
-    does_not_see(&at_harbour, &bob, "carol", &carols_post);
-    sees_by_id_and_list(&at_harbour, &carol, "carol", &carols_post);
+    expect_unseen(&at_harbour, &bob, "carol", &carols_post, &SEARCH_WORDS);
+    expect_seen_by_id_and_list(&at_harbour, &carol, "carol", &carols_post);
 
     // Unblocked on hill: Bob may follow again through harbour.
     set_block(&at_hill, &alice_on_hill, "bob", false);
     converge(&[(&at_harbour, &harbour), (&at_hill, &hill)], CONVERGE_WITHIN);
     at_harbour.follow(&bob, "alice");
-    sees(&at_harbour, &bob, "alice", &for_followers);
+    expect_seen(&at_harbour, &bob, "alice", &for_followers);
 }
 
 /// `POST` (block) or `DELETE` (unblock) `/api/v1/users/{handle}/block`; returns `blocked`.
@@ -212,23 +205,7 @@ fn set_block(client: &Client, user: &Account, handle: &str, blocking: bool) -> V
 
 /// The handles `user` blocks, one per page (so paging is exercised too).
 fn blocked_handles(client: &Client, user: &Account) -> Vec<String> {
-    const PAGES_MAX: usize = 20;
-    let mut handles = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..PAGES_MAX {
-        let path = match &cursor {
-            Some(cursor) => format!("/api/v1/me/blocks?limit=1&cursor={cursor}"),
-            None => "/api/v1/me/blocks?limit=1".to_owned(),
-        };
-        let page = expect_status(&format!("{}'s blocks", user.handle), client.get_json(&path, Some(&user.token)), 200);
-        let items = page["items"].as_array().unwrap_or_else(|| panic!("items: {page}"));
-        handles.extend(items.iter().map(|item| item["handle"].as_str().unwrap_or_default().to_owned()));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return handles,
-        }
-    }
-    panic!("{}'s blocks did not end within {PAGES_MAX} pages", user.handle);
+    client.handles_one_per_page(user, "/api/v1/me/blocks", "blocks")
 }
 
 fn report(client: &Client, reporter: &Account, post_id: &str, reason: &str) -> (u16, Value) {
@@ -249,17 +226,6 @@ fn set_hidden(client: &Client, admin: &Account, post_id: &str, hidden: bool) {
     assert_eq!(answer["hidden"], json!(hidden), "{what}: {answer}");
 }
 
-fn profile_as(client: &Client, viewer: &Account, handle: &str) -> Value {
-    let what = format!("{handle}'s profile as seen by {}", viewer.handle);
-    expect_status(&what, client.get_json(&format!("/api/v1/users/{handle}"), Some(&viewer.token)), 200)
-}
-
-fn notifications(client: &Client, user: &Account) -> Vec<Value> {
-    let what = format!("{}'s notifications", user.handle);
-    let page = expect_status(&what, client.get_json("/api/v1/notifications?limit=50", Some(&user.token)), 200);
-    page["items"].as_array().unwrap_or_else(|| panic!("{what}: {page}")).clone()
-}
-
 fn has_actor(groups: &[Value], handle: &str) -> bool {
     groups.iter().any(|group| {
         group["actors"].as_array().is_some_and(|actors| actors.iter().any(|actor| actor["handle"] == json!(handle)))
@@ -268,51 +234,4 @@ fn has_actor(groups: &[Value], handle: &str) -> bool {
 
 fn text<'a>(object: &'a Value, field: &str) -> &'a str {
     object[field].as_str().unwrap_or_else(|| panic!("{field} in {object}"))
-}
-
-/// Uploads a photo and posts it with `visibility`.
-fn share(client: &Client, author: &Account, photo_seed: u8, caption: &str, visibility: &str) -> Shared {
-    let media_id = id_of(&client.upload_jpeg(author, &distinct_photo(photo_seed)));
-    let post_id = id_of(&client.create_post(author, caption, &[&media_id], visibility));
-    Shared { post_id, media_id }
-}
-
-/// `viewer` opens the post and finds it among `author`'s posts.
-fn sees_by_id_and_list(client: &Client, viewer: &Account, author: &str, shared: &Shared) {
-    let who = &viewer.handle;
-    let post =
-        expect_status(&format!("{who} opens {}", shared.post_id), client.get_post(Some(viewer), &shared.post_id), 200);
-    assert_eq!(id_of(&post), shared.post_id);
-    assert!(holds(&client.user_posts(Some(viewer), author), &shared.post_id), "{who} finds it among {author}'s posts");
-}
-
-/// `viewer` opens the post, finds it among `author`'s posts and in their feed, and
-/// loads its photo.
-fn sees(client: &Client, viewer: &Account, author: &str, shared: &Shared) {
-    sees_by_id_and_list(client, viewer, author, shared);
-    let who = &viewer.handle;
-    assert!(holds(&client.feed(viewer), &shared.post_id), "{who}'s feed holds it");
-    let media = client.fetch_media(Some(viewer), &shared.media_id, "display");
-    assert_eq!(media.status, 200, "{who} loads its photo: {}", media.body_text());
-}
-
-/// For `viewer` the post does not exist: by id, among `author`'s posts, in the feed,
-/// in search, and its photo.
-fn does_not_see(client: &Client, viewer: &Account, author: &str, shared: &Shared) {
-    let who = &viewer.handle;
-    expect_error(
-        &format!("{who} opens {}", shared.post_id),
-        &client.get_post(Some(viewer), &shared.post_id),
-        404,
-        "not_found",
-    );
-    assert!(!holds(&client.user_posts(Some(viewer), author), &shared.post_id), "{who}: not among {author}'s posts");
-    assert!(!holds(&client.feed(viewer), &shared.post_id), "{who}: not in the feed");
-    for query in ["quay", "slipway", "path"] {
-        assert!(!holds(&client.search_posts(Some(viewer), query), &shared.post_id), "{who}: not found by search");
-    }
-    for variant in ["thumb", "display"] {
-        let media = client.fetch_media(Some(viewer), &shared.media_id, variant);
-        expect_media_hidden(&format!("{who} loads the {variant} of {}", shared.post_id), &media);
-    }
 }

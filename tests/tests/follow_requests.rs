@@ -7,20 +7,17 @@
 
 use std::time::Duration;
 
-use edgenode_tests::checks::{expect_error, expect_media_hidden, expect_status, holds, id_of};
+use edgenode_tests::checks::{expect_error, expect_seen, expect_status, expect_unseen};
 use edgenode_tests::cluster::{converge, preloaded_siblings};
-use edgenode_tests::fixtures::distinct_photo;
-use edgenode_tests::{Account, Client, Node, NodeOptions, Transport};
+use edgenode_tests::steps::node_with_members;
+use edgenode_tests::{Account, Client, Transport};
 use serde_json::{json, Value};
 
 /// Siblings agree within this, on loopback.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
 
-/// One of Alice's posts and the photo it carries.
-struct Shared {
-    post_id: String,
-    media_id: String,
-}
+/// Words of Alice's captions: a post kept from a viewer must not be found by any.
+const SEARCH_WORDS: [&str; 2] = ["pier", "path"];
 
 #[test]
 fn a_locked_accounts_followers_wait_for_approval_over_every_transport() {
@@ -30,32 +27,29 @@ fn a_locked_accounts_followers_wait_for_approval_over_every_transport() {
 }
 
 fn locked_account_scenario(transport: Transport) {
-    let node = Node::start(NodeOptions::default());
-    let client = Client::new(&node, transport);
-    let alice = client.claim_admin(&node, "alice");
-    let [bob, carol, dave] = ["bob", "carol", "dave"].map(|handle| client.join(&client.create_invite(&alice), handle));
+    let (_node, client, alice, [bob, carol, dave]) = node_with_members(transport, "alice", ["bob", "carol", "dave"]);
 
     // Carol followed before Alice locked: locking keeps her.
     client.follow(&carol, "alice");
     let profile = set_locked(&client, &alice, true);
     assert_eq!(profile["locked"], json!(true), "{profile}");
     assert_eq!(follow(&client, &bob, "alice"), json!("requested"), "a follow of a locked account is a request");
-    let seen_by_bob = profile_as(&client, &bob, "alice");
+    let seen_by_bob = client.profile_as(&bob, "alice");
     assert_eq!((&seen_by_bob["follow_status"], &seen_by_bob["followed_by_me"]), (&json!("requested"), &json!(true)));
 
-    let public = share(&client, &alice, 11, "Morning at the #pier", "public");
-    let for_followers = share(&client, &alice, 12, "Evening at the #pier with family", "followers");
+    let public = client.share_photo(&alice, 11, "Morning at the #pier", "public");
+    let for_followers = client.share_photo(&alice, 12, "Evening at the #pier with family", "followers");
 
     // Pending: Bob sees the public post only.
-    sees(&client, &bob, &public);
-    does_not_see(&client, &bob, &for_followers);
-    sees(&client, &carol, &for_followers);
+    expect_seen(&client, &bob, "alice", &public);
+    expect_unseen(&client, &bob, "alice", &for_followers, &SEARCH_WORDS);
+    expect_seen(&client, &carol, "alice", &for_followers);
     assert_eq!(request_handles(&client, &alice), vec!["bob"], "only Bob waits; Carol was kept");
-    assert_eq!(profile_as(&client, &carol, "alice")["follow_status"], json!("following"));
-    assert_eq!(profile_as(&client, &alice, "alice")["follower_count"], json!(1), "a request is not a follower yet");
+    assert_eq!(client.profile_as(&carol, "alice")["follow_status"], json!("following"));
+    assert_eq!(client.profile_as(&alice, "alice")["follower_count"], json!(1), "a request is not a follower yet");
 
     // Alice is told: Bob's request, Carol's follow.
-    let notifications = notifications(&client, &alice);
+    let notifications = client.notifications(&alice);
     let requests = kind_group(&notifications, "follow_request");
     assert_eq!(requests["actors"][0]["handle"], json!("bob"), "{requests}");
     assert_eq!(requests["post"], Value::Null);
@@ -63,17 +57,17 @@ fn locked_account_scenario(transport: Transport) {
 
     // Approved: Bob sees the followers post everywhere.
     answer(&client, &alice, "bob", true, 200);
-    sees(&client, &bob, &for_followers);
+    expect_seen(&client, &bob, "alice", &for_followers);
     assert!(request_handles(&client, &alice).is_empty(), "nobody waits any more");
-    assert_eq!(profile_as(&client, &bob, "alice")["follow_status"], json!("following"));
+    assert_eq!(client.profile_as(&bob, "alice")["follow_status"], json!("following"));
     assert_eq!(follow(&client, &bob, "alice"), json!("following"), "following again keeps the approval");
-    sees(&client, &bob, &for_followers);
+    expect_seen(&client, &bob, "alice", &for_followers);
 
     // Removed (the same answer as a rejection): out again, and he is not told so.
     answer(&client, &alice, "bob", false, 200);
-    does_not_see(&client, &bob, &for_followers);
-    sees(&client, &bob, &public);
-    assert_eq!(profile_as(&client, &bob, "alice")["follow_status"], json!("requested"));
+    expect_unseen(&client, &bob, "alice", &for_followers, &SEARCH_WORDS);
+    expect_seen(&client, &bob, "alice", &public);
+    assert_eq!(client.profile_as(&bob, "alice")["follow_status"], json!("requested"));
     assert!(request_handles(&client, &alice).is_empty(), "an answered request is not listed");
     // Asking anew (unfollow, follow) is a new request.
     client.unfollow(&bob, "alice");
@@ -83,7 +77,7 @@ fn locked_account_scenario(transport: Transport) {
 
     // Rejecting a request.
     answer(&client, &alice, "bob", false, 200);
-    does_not_see(&client, &bob, &for_followers);
+    expect_unseen(&client, &bob, "alice", &for_followers, &SEARCH_WORDS);
     // Nobody to answer: 404.
     answer(&client, &alice, "dave", true, 404);
     answer(&client, &alice, "nobody-here", true, 404);
@@ -93,17 +87,17 @@ fn locked_account_scenario(transport: Transport) {
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(follow(&client, &bob, "alice"), json!("requested"));
     assert_eq!(follow(&client, &dave, "alice"), json!("requested"));
-    does_not_see(&client, &dave, &for_followers);
+    expect_unseen(&client, &dave, "alice", &for_followers, &SEARCH_WORDS);
     assert_eq!(request_handles(&client, &alice), vec!["bob", "dave"]);
     assert_eq!(set_locked(&client, &alice, false)["locked"], json!(false));
-    sees(&client, &bob, &for_followers);
-    sees(&client, &dave, &for_followers);
+    expect_seen(&client, &bob, "alice", &for_followers);
+    expect_seen(&client, &dave, "alice", &for_followers);
     set_locked(&client, &alice, true);
-    sees(&client, &bob, &for_followers);
-    sees(&client, &dave, &for_followers);
-    sees(&client, &carol, &for_followers);
+    expect_seen(&client, &bob, "alice", &for_followers);
+    expect_seen(&client, &dave, "alice", &for_followers);
+    expect_seen(&client, &carol, "alice", &for_followers);
     assert!(request_handles(&client, &alice).is_empty());
-    assert_eq!(profile_as(&client, &alice, "alice")["follower_count"], json!(3));
+    assert_eq!(client.profile_as(&alice, "alice")["follower_count"], json!(3));
 }
 
 #[test]
@@ -113,32 +107,32 @@ fn a_request_made_on_one_sibling_is_answered_on_the_other() {
     let alice = at_harbour.claim_admin(&harbour, "alice");
     let bob = at_harbour.join(&at_harbour.create_invite(&alice), "bob");
     set_locked(&at_harbour, &alice, true);
-    let for_followers = share(&at_harbour, &alice, 21, "Hill path at dusk", "followers");
+    let for_followers = at_harbour.share_photo(&alice, 21, "Hill path at dusk", "followers");
     converge(&[(&at_harbour, &harbour), (&at_hill, &hill)], CONVERGE_WITHIN);
 
     // Bob asks through hill; hill knows Alice is locked.
     let bob_on_hill = at_hill.sign_in("bob");
     assert_eq!(follow(&at_hill, &bob_on_hill, "alice"), json!("requested"));
-    does_not_see(&at_hill, &bob_on_hill, &for_followers);
+    expect_unseen(&at_hill, &bob_on_hill, "alice", &for_followers, &SEARCH_WORDS);
     converge(&[(&at_harbour, &harbour), (&at_hill, &hill)], CONVERGE_WITHIN);
 
     // Harbour lists the request and tells Alice; Bob still sees nothing there.
     assert_eq!(request_handles(&at_harbour, &alice), vec!["bob"]);
-    assert_eq!(kind_group(&notifications(&at_harbour, &alice), "follow_request")["actors"][0]["handle"], json!("bob"));
-    does_not_see(&at_harbour, &bob, &for_followers);
+    assert_eq!(kind_group(&at_harbour.notifications(&alice), "follow_request")["actors"][0]["handle"], json!("bob"));
+    expect_unseen(&at_harbour, &bob, "alice", &for_followers, &SEARCH_WORDS);
 
     // Approved on harbour: Bob sees the post on hill.
     answer(&at_harbour, &alice, "bob", true, 200);
     converge(&[(&at_harbour, &harbour), (&at_hill, &hill)], CONVERGE_WITHIN);
-    sees(&at_hill, &bob_on_hill, &for_followers);
+    expect_seen(&at_hill, &bob_on_hill, "alice", &for_followers);
     let alice_on_hill = at_hill.sign_in("alice");
     assert!(request_handles(&at_hill, &alice_on_hill).is_empty(), "hill knows the answer");
 
     // Removed on hill: out on harbour too.
     answer(&at_hill, &alice_on_hill, "bob", false, 200);
     converge(&[(&at_harbour, &harbour), (&at_hill, &hill)], CONVERGE_WITHIN);
-    does_not_see(&at_harbour, &bob, &for_followers);
-    does_not_see(&at_hill, &bob_on_hill, &for_followers);
+    expect_unseen(&at_harbour, &bob, "alice", &for_followers, &SEARCH_WORDS);
+    expect_unseen(&at_hill, &bob_on_hill, "alice", &for_followers, &SEARCH_WORDS);
 }
 
 /// `PATCH /api/v1/me/profile {locked}`; returns the profile.
@@ -160,38 +154,12 @@ fn follow(client: &Client, follower: &Account, handle: &str) -> Value {
     answer["status"].clone()
 }
 
-fn profile_as(client: &Client, viewer: &Account, handle: &str) -> Value {
-    let what = format!("{handle}'s profile as seen by {}", viewer.handle);
-    expect_status(&what, client.get_json(&format!("/api/v1/users/{handle}"), Some(&viewer.token)), 200)
-}
-
 /// The handles of the follow requests waiting for `user`, following `next_cursor`
 /// one request per page (so paging is exercised too).
 fn request_handles(client: &Client, user: &Account) -> Vec<String> {
-    const PAGES_MAX: usize = 20;
-    let mut handles = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..PAGES_MAX {
-        let path = match &cursor {
-            Some(cursor) => format!("/api/v1/me/follow-requests?limit=1&cursor={cursor}"),
-            None => "/api/v1/me/follow-requests?limit=1".to_owned(),
-        };
-        let page = expect_status(
-            &format!("{}'s follow requests", user.handle),
-            client.get_json(&path, Some(&user.token)),
-            200,
-        );
-        let items = page["items"].as_array().unwrap_or_else(|| panic!("items: {page}"));
-        handles.extend(items.iter().map(|item| item["handle"].as_str().unwrap_or_default().to_owned()));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => {
-                handles.sort();
-                return handles;
-            }
-        }
-    }
-    panic!("{}'s follow requests did not end within {PAGES_MAX} pages", user.handle);
+    let mut handles = client.handles_one_per_page(user, "/api/v1/me/follow-requests", "follow requests");
+    handles.sort();
+    handles
 }
 
 /// Approves (`POST …/approve`) or rejects (`DELETE`) `handle`'s follow of `user`.
@@ -211,53 +179,6 @@ fn answer(client: &Client, user: &Account, handle: &str, approved: bool, expecte
     }
 }
 
-fn notifications(client: &Client, user: &Account) -> Vec<Value> {
-    let what = format!("{}'s notifications", user.handle);
-    let page = expect_status(&what, client.get_json("/api/v1/notifications?limit=50", Some(&user.token)), 200);
-    page["items"].as_array().unwrap_or_else(|| panic!("{what}: {page}")).clone()
-}
-
 fn kind_group<'a>(items: &'a [Value], kind: &str) -> &'a Value {
     items.iter().find(|item| item["kind"] == json!(kind)).unwrap_or_else(|| panic!("no {kind} group in {items:#?}"))
-}
-
-/// Uploads a photo and posts it with `visibility`.
-fn share(client: &Client, author: &Account, photo_seed: u8, caption: &str, visibility: &str) -> Shared {
-    let media_id = id_of(&client.upload_jpeg(author, &distinct_photo(photo_seed)));
-    let post_id = id_of(&client.create_post(author, caption, &[&media_id], visibility));
-    Shared { post_id, media_id }
-}
-
-/// `viewer` opens the post, finds it among Alice's posts and in their feed, and
-/// loads its photo.
-fn sees(client: &Client, viewer: &Account, shared: &Shared) {
-    let who = &viewer.handle;
-    let post =
-        expect_status(&format!("{who} opens {}", shared.post_id), client.get_post(Some(viewer), &shared.post_id), 200);
-    assert_eq!(id_of(&post), shared.post_id);
-    assert!(holds(&client.user_posts(Some(viewer), "alice"), &shared.post_id), "{who} finds it among Alice's posts");
-    assert!(holds(&client.feed(viewer), &shared.post_id), "{who}'s feed holds it");
-    let media = client.fetch_media(Some(viewer), &shared.media_id, "display");
-    assert_eq!(media.status, 200, "{who} loads its photo: {}", media.body_text());
-}
-
-/// For `viewer` the post does not exist: by id, among Alice's posts, in the feed, in
-/// search, and its photo.
-fn does_not_see(client: &Client, viewer: &Account, shared: &Shared) {
-    let who = &viewer.handle;
-    expect_error(
-        &format!("{who} opens {}", shared.post_id),
-        &client.get_post(Some(viewer), &shared.post_id),
-        404,
-        "not_found",
-    );
-    assert!(!holds(&client.user_posts(Some(viewer), "alice"), &shared.post_id), "{who}: not among Alice's posts");
-    assert!(!holds(&client.feed(viewer), &shared.post_id), "{who}: not in the feed");
-    for query in ["pier", "path"] {
-        assert!(!holds(&client.search_posts(Some(viewer), query), &shared.post_id), "{who}: not found by search");
-    }
-    for variant in ["thumb", "display"] {
-        let media = client.fetch_media(Some(viewer), &shared.media_id, variant);
-        expect_media_hidden(&format!("{who} loads the {variant} of {}", shared.post_id), &media);
-    }
 }

@@ -594,18 +594,9 @@ fn generation_name(dest: &BackupDir) -> Result<String> {
     Ok(name)
 }
 
-/// `2026-12-05T15:30:12Z`.
+/// `2026-12-05T15:30:12Z`; the epoch when out of range.
 fn rfc3339(unix_seconds: i64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp(unix_seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    super::utc_timestamp(unix_seconds, 'T').unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
 /// A bar on stderr when it is a terminal; nothing otherwise (the summary says it all).

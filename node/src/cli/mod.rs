@@ -111,6 +111,21 @@ pub fn bytes_progress_bar(total_bytes: u64, message: String) -> Option<indicatif
 /// operator's `log_level` names them (e.g. `"debug,quinn=debug"`).
 const QUIET_TARGETS: [&str; 2] = ["quinn", "h3"];
 
+/// `unix_seconds` in UTC as `YYYY-MM-DD{separator}HH:MM:SSZ` (`'T'` for RFC 3339, `' '`
+/// for people); `None` outside the years `time` can represent.
+pub fn utc_timestamp(unix_seconds: i64, separator: char) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(unix_seconds).ok()?;
+    Some(format!(
+        "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    ))
+}
+
 /// The process's logging: under systemd, to journald with a priority per line;
 /// otherwise text on stderr. The filter is `RUST_LOG` when set, else `info` until
 /// `serve` has read the config's `log_level` ([`Logging::apply_log_level`]).

@@ -248,20 +248,12 @@ fn render(status: &Value, from_node: bool) -> String {
     out
 }
 
-/// `YYYY-MM-DD HH:MM:SSZ`.
+/// `YYYY-MM-DD HH:MM:SSZ`; the bare number when out of range.
 fn format_unix(unix: u64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(unix as i64) {
-        Ok(at) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
-            at.year(),
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second()
-        ),
-        Err(_) => unix.to_string(),
-    }
+    i64::try_from(unix)
+        .ok()
+        .and_then(|unix_seconds| super::utc_timestamp(unix_seconds, ' '))
+        .unwrap_or_else(|| unix.to_string())
 }
 
 /// One call to the node; its failure as an [`Exit`] with the code that says which kind.
@@ -311,5 +303,12 @@ mod tests {
         assert!(text.contains("updates not available on this system"), "{text}");
         assert!(text.contains("1970-01-01 00:00:00Z  0.2.0 boot_failed: the box rebooted"), "{text}");
         assert!(text.contains("not answering"), "{text}");
+    }
+
+    #[test]
+    fn times_read_in_utc_and_out_of_range_ones_stay_numbers() {
+        assert_eq!(format_unix(1_796_484_612), "2026-12-05 15:30:12Z");
+        assert_eq!(format_unix(u64::MAX), u64::MAX.to_string());
+        assert_eq!(format_unix(i64::MAX as u64), i64::MAX.to_string());
     }
 }
