@@ -3,7 +3,8 @@
 //! `mdns_probe.py`) beside them. Nodes can be stopped, killed with SIGKILL and
 //! restarted on their data dir; a host's cable can be pulled out of the switch and
 //! plugged back in. Included by `tests/tests/system_mdns.rs`,
-//! `tests/tests/system_replication.rs` and `tests/tests/system_neighbourhood.rs`.
+//! `tests/tests/system_replication.rs`, `tests/tests/system_replace_box.rs` and
+//! `tests/tests/system_neighbourhood.rs`; `siblings.rs` pairs lab nodes as siblings.
 //!
 //! Everything happens inside namespaces this process creates (`en<pid>l<lab><host>`,
 //! addresses from 10.213.<lab>.0/24): the host's own interfaces are never touched.

@@ -18,8 +18,9 @@
 
 #[path = "../system/lab.rs"]
 mod lab;
+#[path = "../system/siblings.rs"]
+mod siblings;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edgenode_tests::faults::corrupt_media_files;
@@ -27,8 +28,8 @@ use edgenode_tests::fixtures::distinct_photo;
 use edgenode_tests::steps::PASSWORD;
 use lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
 use serde_json::{json, Value};
+use siblings::{admin_handle, log_in, peer_address, Sibling};
 
-const PEER_PORT: u16 = 8444;
 /// Each user's data on two siblings (ash and beech keep each other's users).
 const REPLICAS: usize = 2;
 const ASH: usize = 0;
@@ -205,13 +206,6 @@ struct Neighbourhood {
     _lab: Lab,
 }
 
-/// A node as others' configs name it.
-struct Known {
-    node_id: String,
-    address: SocketAddr,
-    pin: String,
-}
-
 impl Neighbourhood {
     /// Starts each node alone (to learn its id and pin, and claim it), then all four
     /// with each other as siblings or neighbours.
@@ -224,21 +218,17 @@ impl Neighbourhood {
             .enumerate()
             .map(|(index, (host, name))| LabNode::start_without_mdns(host, name, &config(index, host, &[])))
             .collect();
-        let known: Vec<Known> = nodes
+        let known: Vec<Sibling> = nodes
             .iter()
             .map(|node| {
                 node.claim_as(&admin_handle(&node.name));
-                Known {
-                    node_id: node.ready.node_id.clone(),
-                    address: peer_address(node.host()),
-                    pin: node.ready.pin.clone(),
-                }
+                Sibling::of(node)
             })
             .collect();
         for node in &mut nodes {
             assert!(node.terminate().success(), "{} exits cleanly on SIGTERM", node.name);
         }
-        let known: Vec<&Known> = known.iter().collect();
+        let known: Vec<&Sibling> = known.iter().collect();
         let configs: Vec<String> = (0..nodes.len()).map(|index| config(index, &hosts[index], &known)).collect();
         for (node, config) in nodes.iter_mut().zip(&configs) {
             node.restart(config);
@@ -297,7 +287,7 @@ impl Neighbourhood {
 
 /// Region, roles and the `[peers]` table of node `index`, with `known` (all nodes, or
 /// none on the first start) as siblings or neighbours.
-fn config(index: usize, host: &Host, known: &[&Known]) -> String {
+fn config(index: usize, host: &Host, known: &[&Sibling]) -> String {
     let roles = if index == DOUGLAS { r#"["home", "aggregator"]"# } else { r#"["home"]"# };
     let mut config = format!(
         "region = \"{}\"\nroles = {roles}\n[peers]\nlisten = \"{}\"\nreplicas = {REPLICAS}\n",
@@ -313,26 +303,6 @@ fn config(index: usize, host: &Host, known: &[&Known]) -> String {
         ));
     }
     config
-}
-
-fn peer_address(host: &Host) -> SocketAddr {
-    SocketAddr::new(host.address().into(), PEER_PORT)
-}
-
-fn admin_handle(node_name: &str) -> String {
-    format!("admin_{node_name}")
-}
-
-fn log_in(endpoint: &Endpoint, handle: &str, password: &str) -> String {
-    let answer = expect(
-        endpoint,
-        "POST",
-        "/api/v1/sessions",
-        None,
-        Some(&json!({"handle": handle, "password": password})),
-        &[200],
-    );
-    answer["token"].as_str().expect("a token").to_owned()
 }
 
 /// One request whose status must be one of `statuses`; the answer.

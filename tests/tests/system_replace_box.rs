@@ -16,9 +16,10 @@
 
 #[path = "../system/lab.rs"]
 mod lab;
+#[path = "../system/siblings.rs"]
+mod siblings;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,8 @@ use edgenode_tests::node::edgenode_binary;
 use edgenode_tests::steps::PASSWORD;
 use lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
 use serde_json::{json, Value};
+use siblings::{admin_handle, expect_status, log_in, peers_config, percent_encode, start_paired, text_field};
 
-const PEER_PORT: u16 = 8444;
 /// Three siblings, three replicas: every live sibling holds every user.
 const REPLICAS: usize = 3;
 const NODE_NAMES: [&str; 3] = ["alder", "birch", "cedar"];
@@ -135,7 +136,7 @@ fn a_new_box_takes_over_the_users_of_a_dead_one_once_it_is_retired() {
 
     // The replacement: a fresh box in its own namespace, paired with both survivors.
     let new_host = lab.host();
-    let new_box = LabNode::start_without_mdns(&new_host, NEW_BOX_NAME, &peers_config(&new_host, &[]));
+    let new_box = LabNode::start_without_mdns(&new_host, NEW_BOX_NAME, &peers_config(&new_host, REPLICAS, &[]));
     let new_box_control = new_box.read_data_file("control-token");
     let new_id = new_box.ready.node_id.clone();
     for survivor in &nodes[1..] {
@@ -253,25 +254,10 @@ fn a_new_box_takes_over_the_users_of_a_dead_one_once_it_is_retired() {
     println!("done in {} s", started.elapsed().as_secs());
 }
 
-/// Each node started alone (to learn its id and pin) and claimed, then restarted with
-/// the others as configured siblings; returns once all see each other connected.
+/// The three siblings started paired (`siblings::start_paired`); returns once all
+/// see each other connected.
 fn start_siblings(hosts: &[Host]) -> Vec<LabNode> {
-    let mut nodes: Vec<LabNode> = hosts
-        .iter()
-        .zip(NODE_NAMES)
-        .map(|(host, name)| LabNode::start_without_mdns(host, name, &peers_config(host, &[])))
-        .collect();
-    let mut siblings = Vec::new();
-    for node in &mut nodes {
-        node.claim_as(&admin_handle(&node.name));
-        siblings.push((node.ready.node_id.clone(), peer_address(node.host()), node.ready.pin.clone()));
-        assert!(node.terminate().success(), "{} exits cleanly on SIGTERM", node.name);
-    }
-    for (index, node) in nodes.iter_mut().enumerate() {
-        let others: Vec<&(String, SocketAddr, String)> =
-            siblings.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, sibling)| sibling).collect();
-        node.restart(&peers_config(&hosts[index], &others));
-    }
+    let (nodes, _configs) = start_paired(hosts, &NODE_NAMES, REPLICAS);
     eventually(CONNECT_WITHIN, "every node connected to both siblings", || {
         for node in &nodes {
             let peers = peers_of(&node.endpoint(), &node.read_data_file("control-token"))?;
@@ -284,31 +270,13 @@ fn start_siblings(hosts: &[Host]) -> Vec<LabNode> {
     nodes
 }
 
-fn peers_config(host: &Host, siblings: &[&(String, SocketAddr, String)]) -> String {
-    let mut config = format!("[peers]\nlisten = \"{}\"\nreplicas = {REPLICAS}\n", peer_address(host));
-    for (node_id, address, pin) in siblings {
-        config.push_str(&format!(
-            "\n[[peers.siblings]]\nnode_id = \"{node_id}\"\naddress = \"{address}\"\npin = \"{pin}\"\n"
-        ));
-    }
-    config
-}
-
-fn peer_address(host: &Host) -> SocketAddr {
-    SocketAddr::new(host.address().into(), PEER_PORT)
-}
-
-fn admin_handle(node_name: &str) -> String {
-    format!("admin_{node_name}")
-}
-
 /// A user invited on the node behind `endpoint`, with photos and posts written there
 /// (every other post carries a photo).
 fn write_user(endpoint: &Endpoint, admin_token: &str, number: usize) -> User {
-    let invite = expect(endpoint, "POST", "/api/v1/invites", Some(admin_token), Some(&json!({})), 201);
+    let invite = expect_status(endpoint, "POST", "/api/v1/invites", Some(admin_token), Some(&json!({})), 201);
     let handle = format!("{}_{number}", NODE_NAMES[DEAD]);
-    let body = json!({ "handle": handle, "password": PASSWORD, "invite": field(&invite, "code") });
-    let token = field(&expect(endpoint, "POST", "/api/v1/accounts", None, Some(&body), 201), "token");
+    let body = json!({ "handle": handle, "password": PASSWORD, "invite": text_field(&invite, "code") });
+    let token = text_field(&expect_status(endpoint, "POST", "/api/v1/accounts", None, Some(&body), 201), "token");
     let mut photos = BTreeMap::new();
     for index in 0..PHOTOS_PER_USER {
         let photo = distinct_photo((number * PHOTOS_PER_USER + index) as u8);
@@ -317,7 +285,7 @@ fn write_user(endpoint: &Endpoint, admin_token: &str, number: usize) -> User {
             .request("PUT", &path, Some(&token), Some(("image/jpeg", &photo)), REQUEST_TIMEOUT)
             .unwrap_or_else(|error| panic!("{handle} uploading a photo: {error}"));
         assert_eq!(status, 201, "{handle} uploading a photo: {media}");
-        photos.insert(field(&media, "id"), String::new());
+        photos.insert(text_field(&media, "id"), String::new());
     }
     let media_ids: Vec<&String> = photos.keys().collect();
     let mut posts = BTreeSet::new();
@@ -325,7 +293,7 @@ fn write_user(endpoint: &Endpoint, admin_token: &str, number: usize) -> User {
     for index in 0..POSTS_PER_USER {
         let media: Vec<&String> = media_ids.get(index).into_iter().copied().collect();
         let body = json!({ "caption": format!("post {index} of {handle}"), "media": media, "visibility": "public" });
-        let post = field(&expect(endpoint, "POST", "/api/v1/posts", Some(&token), Some(&body), 201), "id");
+        let post = text_field(&expect_status(endpoint, "POST", "/api/v1/posts", Some(&token), Some(&body), 201), "id");
         if media.is_empty() {
             text_only_post = post.clone();
         }
@@ -449,44 +417,13 @@ fn posts_of(endpoint: &Endpoint, token: &str, handle: &str) -> Vec<String> {
         if let Some(cursor) = &cursor {
             path.push_str(&format!("&cursor={}", percent_encode(cursor)));
         }
-        let page = expect(endpoint, "GET", &path, Some(token), None, 200);
+        let page = expect_status(endpoint, "GET", &path, Some(token), None, 200);
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        posts.extend(items.iter().map(|post| field(post, "id")));
+        posts.extend(items.iter().map(|post| text_field(post, "id")));
         match page["next_cursor"].as_str() {
             Some(next) if !items.is_empty() => cursor = Some(next.to_owned()),
             _ => return posts,
         }
     }
     panic!("{handle}'s posts did not end within 10 pages");
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
-fn log_in(endpoint: &Endpoint, handle: &str, password: &str) -> String {
-    let body = json!({ "handle": handle, "password": password });
-    field(&expect(endpoint, "POST", "/api/v1/sessions", None, Some(&body), 200), "token")
-}
-
-fn expect(
-    endpoint: &Endpoint,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-    status: u16,
-) -> Value {
-    let (answered, answer) = endpoint.https(method, path, token, body);
-    assert_eq!(answered, status, "{method} {path}: {answer}");
-    answer
-}
-
-fn field(object: &Value, key: &str) -> String {
-    object[key].as_str().unwrap_or_else(|| panic!("no string `{key}` in {object}")).to_owned()
 }

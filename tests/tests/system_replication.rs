@@ -11,9 +11,10 @@
 
 #[path = "../system/lab.rs"]
 mod lab;
+#[path = "../system/siblings.rs"]
+mod siblings;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -23,9 +24,8 @@ use edgenode_tests::fixtures::{distinct_photo, sha256_hex};
 use edgenode_tests::steps::PASSWORD;
 use lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
 use serde_json::{json, Value};
+use siblings::{admin_handle, expect_status, log_in, percent_encode, start_paired, text_field};
 
-/// Every node's sibling endpoint (UDP) is its link address with this port.
-const PEER_PORT: u16 = 8444;
 /// Three siblings, three replicas: every node holds everything.
 const REPLICAS: usize = 3;
 const NODE_NAMES: [&str; 3] = ["alder", "birch", "cedar"];
@@ -420,13 +420,6 @@ struct Cluster {
     _lab: Lab,
 }
 
-/// A sibling as another node's config names it.
-struct Sibling {
-    node_id: String,
-    address: SocketAddr,
-    pin: String,
-}
-
 /// A user registered on its home node, with a session there.
 struct User {
     handle: String,
@@ -440,47 +433,7 @@ impl Cluster {
     fn start() -> Cluster {
         let mut lab = Lab::new();
         let hosts: Vec<Host> = NODE_NAMES.iter().map(|_| lab.host()).collect();
-        let mut nodes: Vec<LabNode> = hosts
-            .iter()
-            .zip(NODE_NAMES)
-            .map(|(host, name)| LabNode::start_without_mdns(host, name, &peers_config(host, &[])))
-            .collect();
-        let mut siblings = Vec::new();
-        for node in &nodes {
-            assert_eq!(
-                node.ready.peer,
-                Some(peer_address(node.host())),
-                "node {}: the ready line names the sibling endpoint (`peer=`) of its [peers] listen; is sibling \
-                 replication built in? (cargo build -p edgenode) ready line: {:?}",
-                node.name,
-                node.ready
-            );
-            // Claimed while alone: each node has its own admin, with a handle no other node uses.
-            node.claim_as(&admin_handle(&node.name));
-            siblings.push(Sibling {
-                node_id: node.ready.node_id.clone(),
-                address: peer_address(node.host()),
-                pin: node.ready.pin.clone(),
-            });
-        }
-        for node in &mut nodes {
-            let status = node.terminate();
-            assert!(status.success(), "{} exits cleanly on SIGTERM: {status}", node.name);
-        }
-        let mut configs = Vec::new();
-        for (index, node) in nodes.iter_mut().enumerate() {
-            let others: Vec<&Sibling> =
-                siblings.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, sibling)| sibling).collect();
-            let config = peers_config(&hosts[index], &others);
-            node.restart(&config);
-            assert_eq!(
-                (&node.ready.node_id, &node.ready.pin),
-                (&siblings[index].node_id, &siblings[index].pin),
-                "{}: node id and pin persist across a restart on the same data dir",
-                node.name
-            );
-            configs.push(config);
-        }
+        let (nodes, configs) = start_paired(&hosts, &NODE_NAMES, REPLICAS);
         let control_tokens = nodes.iter().map(|node| node.read_data_file("control-token")).collect();
         let admin_tokens =
             nodes.iter().map(|node| log_in(&node.endpoint(), &admin_handle(&node.name), ADMIN_PASSWORD)).collect();
@@ -579,26 +532,6 @@ impl Cluster {
             }
         })
     }
-}
-
-/// The `[peers]` section: the sibling endpoint on the host's link address, and the siblings.
-fn peers_config(host: &Host, siblings: &[&Sibling]) -> String {
-    let mut config = format!("[peers]\nlisten = \"{}\"\nreplicas = {REPLICAS}\n", peer_address(host));
-    for sibling in siblings {
-        config.push_str(&format!(
-            "\n[[peers.siblings]]\nnode_id = \"{}\"\naddress = \"{}\"\npin = \"{}\"\n",
-            sibling.node_id, sibling.address, sibling.pin
-        ));
-    }
-    config
-}
-
-fn peer_address(host: &Host) -> SocketAddr {
-    SocketAddr::new(host.address().into(), PEER_PORT)
-}
-
-fn admin_handle(node_name: &str) -> String {
-    format!("admin_{node_name}")
 }
 
 /// What one check-1 writer acknowledged.
@@ -1027,16 +960,6 @@ fn posts_of(endpoint: &Endpoint, token: &str, handle: &str) -> BTreeMap<String, 
     panic!("{handle}'s posts did not end within {LISTING_PAGES_MAX} pages");
 }
 
-/// Percent-encodes everything but unreserved characters, for a query value.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
 /// A small deterministic generator (xorshift64), so a writer's choices replay.
 struct Dice(u64);
 
@@ -1054,30 +977,8 @@ impl Dice {
     }
 }
 
-fn log_in(endpoint: &Endpoint, handle: &str, password: &str) -> String {
-    let body = json!({ "handle": handle, "password": password });
-    text_field(&expect_ok(endpoint, "POST", "/api/v1/sessions", None, Some(&body)), "token")
-}
-
 fn expect_ok(endpoint: &Endpoint, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Value {
     expect_status(endpoint, method, path, token, body, 200)
-}
-
-fn expect_status(
-    endpoint: &Endpoint,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-    expected: u16,
-) -> Value {
-    let (status, answer) = endpoint.https(method, path, token, body);
-    assert_eq!(status, expected, "{method} {path}: {answer}");
-    answer
-}
-
-fn text_field(object: &Value, key: &str) -> String {
-    object[key].as_str().unwrap_or_else(|| panic!("no string `{key}` in {object}")).to_owned()
 }
 
 /// The sum of one counter over a node's peers.
