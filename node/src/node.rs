@@ -239,6 +239,11 @@ impl Node {
         };
         let (handlers_running, handlers) = watch::channel(0);
         let api = Arc::new(CountedApi { api, running: handlers_running });
+        // Weak: the API holds fan-out, which must not keep the API alive.
+        let avatar_api = Arc::downgrade(&api);
+        fanout.set_avatar_maker(Box::new(move |media_id| {
+            avatar_api.upgrade().is_some_and(|counted| counted.api.ensure_avatar(media_id))
+        }));
         if let Some(address) = config.metrics_listen {
             let listener = transports::bind_metrics(address).await?;
             tracing::info!(%address, "metrics on plain HTTP: GET /metrics");

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::api::ports;
 use crate::core::fanout::{FeedEntry, RemoteUser};
 use crate::core::model::{NodeId, Version};
+use crate::core::operator;
 use crate::core::region::Region;
 use crate::services::fanout::{Fanout, FanoutServiceError};
 use crate::services::replication::Siblings;
@@ -18,19 +19,19 @@ use crate::store::fanout::RemoteProfile;
 use crate::store::{BlobKind, MediaInfo, StoreError};
 
 impl ports::Replication for Siblings {
-    fn sibling_list(&self) -> Vec<Value> {
+    fn sibling_list(&self) -> Vec<operator::SiblingAddress> {
         Siblings::sibling_list(self)
     }
 
-    fn peers(&self) -> Vec<Value> {
+    fn peers(&self) -> Vec<operator::Peer> {
         Siblings::peers(self)
     }
 
-    fn status(&self) -> Result<Value, StoreError> {
+    fn status(&self) -> Result<operator::ReplicationStatus, StoreError> {
         Siblings::status(self)
     }
 
-    fn start_pairing(&self) -> Result<Value, ports::PairingFailed> {
+    fn start_pairing(&self) -> Result<operator::PairingCode, ports::PairingFailed> {
         Siblings::start_pairing(self).map_err(|error| ports::PairingFailed(error.to_string()))
     }
 
@@ -46,7 +47,7 @@ impl ports::Replication for Siblings {
             .collect()
     }
 
-    fn retire(&self, node_id: NodeId, force: bool) -> Result<Value, ports::RetireRefused> {
+    fn retire(&self, node_id: NodeId, force: bool) -> Result<operator::PeerRetired, ports::RetireRefused> {
         use crate::services::replication::ReplicationError;
         Siblings::retire(self, node_id, force).map_err(|error| {
             let reason = match error {
@@ -110,6 +111,10 @@ impl ports::Fanout for Fanout {
         kind: BlobKind,
     ) -> Result<Option<(MediaInfo, Vec<u8>)>, ports::RemoteError> {
         Ok(Fanout::remote_media(self, viewer, media_id, kind)?)
+    }
+
+    fn remote_avatar(&self, media_id: &str, node: NodeId) -> Result<Option<Vec<u8>>, ports::RemoteError> {
+        Ok(Fanout::remote_avatar(self, media_id, node)?)
     }
 }
 
@@ -179,5 +184,76 @@ impl From<crate::services::update::UpdateError> for ports::UpdateRefused {
             UpdateError::Busy => ports::UpdateRefused::Busy(message),
             UpdateError::Failed(_) => ports::UpdateRefused::Failed(message),
         }
+    }
+}
+
+/// The update answers are built by the update service, which may not import the
+/// API's shapes, and the CLI (not the black-box client) reads most of them: here
+/// the values the service serializes are checked against what `/openapi.json` says.
+#[cfg(test)]
+mod answer_shapes {
+    use serde_json::{json, Value};
+
+    use crate::api::shapes;
+    use crate::services::update::{summarize_rauc_status, CheckRecord, FailedBundle, InstallOutcome, InstallRecord};
+
+    fn check<T: schemars::JsonSchema>(value: &Value) {
+        let schema = serde_json::to_value(schemars::schema_for!(T)).expect("schemas serialize");
+        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+        let errors: Vec<String> = validator.iter_errors(value).map(|error| error.to_string()).collect();
+        assert!(errors.is_empty(), "{value} is not a {}: {errors:?}", std::any::type_name::<T>());
+    }
+
+    fn install_record(outcome: InstallOutcome, finished_at_unix: Option<u64>) -> InstallRecord {
+        InstallRecord {
+            version: Some("1.2.3".to_owned()),
+            sha256: None,
+            source: "/tmp/bundle.raucb".to_owned(),
+            from_version: "1.2.2".to_owned(),
+            started_at_unix: 1_700_000_000,
+            finished_at_unix,
+            outcome,
+            message: String::new(),
+            boot_id: "boot".to_owned(),
+        }
+    }
+
+    #[test]
+    fn update_answers_match_their_shapes() {
+        for outcome in [
+            InstallOutcome::Installing,
+            InstallOutcome::AwaitingReboot,
+            InstallOutcome::Booted,
+            InstallOutcome::BootFailed,
+            InstallOutcome::Failed,
+        ] {
+            let record = install_record(outcome, Some(1_700_000_100));
+            check::<shapes::UpdateInstalled>(&json!({"installed": record}));
+        }
+        check::<shapes::UpdateInstallRecord>(&json!(install_record(InstallOutcome::Installing, None)));
+        let check_record =
+            CheckRecord { at_unix: 1, outcome: "failed".to_owned(), version: None, error: Some("refused".to_owned()) };
+        check::<shapes::UpdateCheckRecord>(&json!(check_record));
+        let failed = FailedBundle { version: None, sha256: "ab".repeat(32), at_unix: 1 };
+        check::<shapes::FailedBundle>(&json!(failed));
+        let rauc = json!({
+            "compatible": "edgenode-pi",
+            "booted": "A",
+            "boot_primary": "rootfs.0",
+            "slots": [{"rootfs.0": {"class": "rootfs", "bootname": "A", "device": "/dev/mmcblk0p2", "state": "booted",
+                "boot_status": "good", "slot_status": {"bundle": {"version": "1.2.3"}, "installation": {"timestamp": "t"}, "status": "ok"}}},
+                {"rootfs.1": {"class": "rootfs"}}],
+        });
+        let summary = summarize_rauc_status(&rauc);
+        for slot in summary["slots"].as_array().expect("slots") {
+            check::<shapes::RaucSlot>(slot);
+        }
+    }
+
+    #[test]
+    fn a_wrong_value_is_caught() {
+        let result =
+            std::panic::catch_unwind(|| check::<shapes::UpdateInstalled>(&json!({"installed": {"outcome": "nope"}})));
+        assert!(result.is_err());
     }
 }

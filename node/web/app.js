@@ -548,10 +548,13 @@ function authorLine(post) {
     post.visibility !== 'public' ? h('span', { class: 'badge' }, VISIBILITY_LABELS[post.visibility] || post.visibility) : null);
 }
 
-/** The URL of a person's profile photo as the node gave it (`avatar.url`), or null. */
+/**
+ * The URL of a person's profile photo as the node gave it (`avatar.url`), or null:
+ * this node's path, with `?node=<id>` for a user of another node (fetched through this one).
+ */
 function avatarUrl(person) {
   const url = person.avatar && person.avatar.url;
-  return typeof url === 'string' && /^\/api\/v1\/media\/[0-9a-f]{64}\/avatar$/.test(url) ? url : null;
+  return typeof url === 'string' && /^\/api\/v1\/media\/[0-9a-f]{64}\/avatar(\?node=[0-9a-f]{16})?$/.test(url) ? url : null;
 }
 
 /**

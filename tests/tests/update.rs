@@ -540,6 +540,12 @@ fn the_poller_installs_a_published_bundle_only_when_it_is_whole_and_for_this_box
     let calls = std::fs::read_to_string(tools.join("rauc-calls")).unwrap();
     let downloaded = node.data_dir().join("update/bundle.raucb");
     assert!(calls.contains(&format!("install {}", downloaded.display())), "{calls}");
+    // The state says `awaiting_reboot` before the node removes the download and asks
+    // for the reboot: both follow within moments.
+    let asked_by = Instant::now() + Duration::from_secs(10);
+    while (downloaded.exists() || !tools.join("rebooted").exists()) && Instant::now() < asked_by {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(!downloaded.exists(), "the download is removed once RAUC has it");
     assert!(tools.join("rebooted").exists(), "rebooted inside the window");
     // Checked again: it waits for its reboot, nothing is downloaded twice.

@@ -9,10 +9,9 @@ use std::time::Instant;
 use base64::Engine as _;
 use http::{header, Response, StatusCode};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::throttle::Guess;
-use super::{empty_response, ok_json, shapes, token_hash, Api, ApiError, ApiResult, Call};
+use super::{empty_response, shapes, token_hash, Api, ApiError, ApiResult, Call};
 use super::{password, ports};
 use crate::core::model::{AccessToken, Credential, ResetCode, TokenScope, User};
 use crate::core::text;
@@ -177,7 +176,7 @@ pub fn nearby(api: &Api, call: &mut Call<'_>) -> ApiResult {
         return Err(ApiError::forbidden("only an admin can list nearby nodes"));
     }
     let items = api.nearby.as_ref().map(|nearby| nearby.nearby()).unwrap_or_default();
-    ok_json(json!({"mdns": api.nearby.is_some(), "items": items}))
+    shapes::ok(&shapes::Nearby { mdns: api.nearby.is_some(), items })
 }
 
 pub fn replication(api: &Api, call: &mut Call<'_>) -> ApiResult {
@@ -185,8 +184,8 @@ pub fn replication(api: &Api, call: &mut Call<'_>) -> ApiResult {
         return Err(ApiError::forbidden("only an admin can see replication state"));
     }
     match &api.siblings {
-        Some(siblings) => ok_json(siblings.status()?),
-        None => ok_json(json!({"replication": false})),
+        Some(siblings) => shapes::ok(&shapes::ReplicationAnswer::Running(siblings.status()?)),
+        None => shapes::ok(&shapes::ReplicationAnswer::Off(shapes::ReplicationOff { replication: false })),
     }
 }
 
@@ -198,12 +197,12 @@ fn siblings<'a>(api: &'a Api, call: &mut Call<'_>) -> Result<&'a dyn ports::Repl
 }
 
 pub fn peers(api: &Api, call: &mut Call<'_>) -> ApiResult {
-    ok_json(json!({"items": siblings(api, call)?.peers()}))
+    shapes::ok(&shapes::Items { items: siblings(api, call)?.peers() })
 }
 
 pub fn pair(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let answer = siblings(api, call)?.start_pairing().map_err(|error| ApiError::unavailable(error.to_string()))?;
-    ok_json(answer)
+    shapes::ok(&answer)
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -232,7 +231,7 @@ pub fn retire_peer(api: &Api, call: &mut Call<'_>) -> ApiResult {
     })?;
     let force = call.query("force").is_some_and(|value| value == "true" || value == "1");
     match service.retire(node_id, force) {
-        Ok(answer) => ok_json(answer),
+        Ok(answer) => shapes::ok(&answer),
         Err(refused) => Err(match refused.reason {
             ports::RetireRefusal::OwnNode => ApiError::bad_request("own_node", refused.message),
             ports::RetireRefusal::NotASibling => ApiError::new(StatusCode::NOT_FOUND, "not_a_sibling", refused.message),
@@ -1139,7 +1138,7 @@ mod tests {
 
     use bytes::Bytes;
     use http::{Method, Request};
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::api::NodeInfo;

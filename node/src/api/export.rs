@@ -19,7 +19,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::social::{CAPTION_CHARS_MAX, MEDIA_PER_POST_MAX};
-use super::{header_value, ok_json, Api, ApiError, ApiResult, Call, RequestBody, ResponseFile, SpooledBody};
+use super::{header_value, shapes, Api, ApiError, ApiResult, Call, RequestBody, ResponseFile, SpooledBody};
 use crate::core::model::{Post, User, Visibility};
 use crate::os;
 use crate::store::blobs::is_sha256_hex;
@@ -437,11 +437,15 @@ pub fn import(api: &Api, call: &mut Call<'_>) -> ApiResult {
         photos_imported = counts.photos_imported,
         "import"
     );
-    ok_json(json!({
-        "posts": {"imported": counts.posts_imported, "skipped": counts.posts_skipped},
-        "photos": {"imported": counts.photos_imported, "skipped": counts.photos_skipped},
-        "not_imported": {"comments": checked.comments, "likes": checked.likes, "follows": checked.follows},
-    }))
+    shapes::ok(&shapes::Imported {
+        posts: shapes::ImportCounts { imported: counts.posts_imported, skipped: counts.posts_skipped },
+        photos: shapes::ImportCounts { imported: counts.photos_imported, skipped: counts.photos_skipped },
+        not_imported: shapes::NotImported {
+            comments: checked.comments,
+            likes: checked.likes,
+            follows: checked.follows,
+        },
+    })
 }
 
 /// Copies one photo out of the archive into a spool file of its own and runs it

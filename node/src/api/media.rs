@@ -308,6 +308,25 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Makes the avatar derivative of a photo that is some user's avatar here, if it
+    /// is missing (for a neighbour asking for it); whether the file exists after.
+    pub fn ensure_avatar(&self, media_id: &str) -> bool {
+        let path = self.store.blobs.avatar_path(media_id);
+        if path.is_file() {
+            return true;
+        }
+        let Ok(Some(info)) = self.store.media(media_id) else { return false };
+        if !self.store.is_avatar(media_id).unwrap_or(false) {
+            return false;
+        }
+        if let Err(error) = self.make_avatar(&info) {
+            tracing::warn!(media_id, error = error.message, "cannot make an avatar a neighbour asked for");
+        }
+        path.is_file()
+    }
+}
+
 /// `GET /api/v1/media/{id}/avatar`: the square avatar derivative of a photo, for
 /// anyone while it is some user's avatar (profiles are public) and for its owners
 /// always; 404 otherwise, as for hidden media. Made the first time this node is asked
@@ -317,6 +336,13 @@ pub fn avatar(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let media_id = call.param(0).to_ascii_lowercase();
     if !is_sha256_hex(&media_id) {
         return Err(ApiError::not_found("media"));
+    }
+    if let Some(node) = call.query("node") {
+        // A user of another node: their avatar through this node (phones talk to one node).
+        let node = node.parse().map_err(|_| ApiError::bad_request("bad_query", "node must be 16 hex digits"))?;
+        if node != api.store.node_id() {
+            return super::remote::avatar(api, call, &media_id, node);
+        }
     }
     let owner = match call.viewer_id() {
         Some(viewer) => api.store.owns_media(&media_id, viewer)?,

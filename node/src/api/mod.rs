@@ -19,7 +19,7 @@ mod quota;
 mod remote;
 mod routes;
 mod safety;
-mod shapes;
+pub(crate) mod shapes;
 mod social;
 pub mod throttle;
 mod update;

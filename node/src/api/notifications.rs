@@ -35,6 +35,7 @@ fn group_json(api: &Api, group: &NotificationGroup) -> Result<shapes::Notificati
             user_id: actor_id.clone(),
             handle: user.as_ref().map(|user| user.handle.clone()).unwrap_or_default(),
             display_name: user.as_ref().map(|user| user.display_name.clone()).unwrap_or_default(),
+            avatar: super::social::avatar(user.as_ref().and_then(|user| user.avatar.as_deref())),
         });
     }
     let post = match &group.post_id {

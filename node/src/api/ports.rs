@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::core::fanout::{FeedEntry, RemoteUser};
 use crate::core::model::{NodeId, Version};
+use crate::core::operator::{PairingCode, Peer, PeerRetired, ReplicationStatus, SiblingAddress};
 use crate::core::region::Region;
 use crate::store::fanout::RemoteProfile;
 use crate::store::{BlobKind, MediaInfo, StoreError};
@@ -15,20 +16,20 @@ use crate::store::{BlobKind, MediaInfo, StoreError};
 /// user's replicas are. Called from blocking threads.
 pub trait Replication: Send + Sync {
     /// The siblings this node replicates with: `[{id, peer_address}]` (public).
-    fn sibling_list(&self) -> Vec<Value>;
+    fn sibling_list(&self) -> Vec<SiblingAddress>;
     /// Every sibling with its connection state and counters.
-    fn peers(&self) -> Vec<Value>;
+    fn peers(&self) -> Vec<Peer>;
     /// Replication figures for operators and tests.
-    fn status(&self) -> Result<Value, StoreError>;
+    fn status(&self) -> Result<ReplicationStatus, StoreError>;
     /// A one-time pairing code for the other node, with how to reach this one.
-    fn start_pairing(&self) -> Result<Value, PairingFailed>;
+    fn start_pairing(&self) -> Result<PairingCode, PairingFailed>;
     /// Joins the node at `address` with the code it showed.
     fn join(&self, address: &str, code: &str) -> Result<Sibling, PairingFailed>;
     /// The replicas of a user, `home` first.
     fn replicas_of(&self, user_id: &str, home: Option<NodeId>) -> Vec<Replica>;
     /// Retires the dead sibling `node_id`: never waited for, placed on or admitted
     /// again; a connected one only with `force`.
-    fn retire(&self, node_id: NodeId, force: bool) -> Result<Value, RetireRefused>;
+    fn retire(&self, node_id: NodeId, force: bool) -> Result<PeerRetired, RetireRefused>;
 }
 
 /// Why a sibling was not retired; the message is for people, sent as it is.
@@ -107,6 +108,9 @@ pub trait Fanout: Send + Sync {
         media_id: &str,
         kind: BlobKind,
     ) -> Result<Option<(MediaInfo, Vec<u8>)>, RemoteError>;
+    /// The avatar derivative of `media_id` as `node` serves it, cached here (`None`:
+    /// not an avatar there).
+    fn remote_avatar(&self, media_id: &str, node: NodeId) -> Result<Option<Vec<u8>>, RemoteError>;
 }
 
 /// Why fan-out could not do what the API asked, as the API tells the cases apart.

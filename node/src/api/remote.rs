@@ -138,11 +138,10 @@ pub(super) fn get_user(api: &Api, call: &mut Call<'_>, handle: &str, node: NodeI
         handle: format!("{}@{}", user.handle, user.home),
         display_name: user.display_name.clone(),
         bio: user.bio.clone(),
-        // The photo is on their node: its id here, `url` null until this node can
-        // fetch avatars of other nodes.
+        // The photo is on their node; this node fetches and caches it (`avatar`).
         avatar: user.avatar.as_ref().map(|media_id| shapes::RemoteAvatar {
             id: media_id.clone(),
-            url: None,
+            url: Some(avatar_url(media_id, user.home)),
             node: user.home.to_string(),
         }),
         admin: false,
@@ -211,6 +210,34 @@ pub(super) fn download(api: &Api, call: &mut Call<'_>, media_id: &str, kind: Blo
         .header(header::IF_NONE_MATCH)
         .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
     {
+        return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
+    }
+    Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))
+}
+
+/// Where phones load the avatar of a user of `node` through this node.
+pub(super) fn avatar_url(media_id: &str, node: NodeId) -> String {
+    format!("/api/v1/media/{media_id}/avatar?node={node}")
+}
+
+/// `GET /api/v1/media/{id}/avatar?node={node id}`: the avatar derivative of a user of
+/// another node, from this node's remote photo cache or fetched from `node` (a sibling
+/// or configured neighbour). Avatars are public, so anyone may ask.
+pub(super) fn avatar(api: &Api, call: &mut Call<'_>, media_id: &str, node: NodeId) -> ApiResult {
+    let fanout = api.fanout()?;
+    let found = fanout.remote_avatar(media_id, node).map_err(|error| {
+        if !matches!(error, RemoteError::UnknownNode(_)) {
+            tracing::warn!(%error, media_id, %node, "cannot fetch a remote avatar");
+        }
+        unreachable(node, &error)
+    })?;
+    let Some(bytes) = found else { return Err(ApiError::not_found("media")) };
+    let etag = format!("\"{}\"", crate::store::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+    let builder = Response::builder()
+        .header(header::ETAG, header_value(&etag))
+        .header(header::CACHE_CONTROL, super::media::MEDIA_CACHE_CONTROL)
+        .header(header::CONTENT_TYPE, "image/jpeg");
+    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| super::media::etag_matches(tags, &etag)) {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
     }
     Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))

@@ -123,21 +123,21 @@ pub fn table() -> &'static [Route] {
             route!(GET "/api/v1/node", Anyone, None, accounts::node,
                 "Node id, name, version, region, roles, pin, addresses, base_url, peers, claimed (claimed or holding any account), open_registration").answers::<shapes::NodeAbout>(),
             route!(GET "/api/v1/node/replication", Admin, None, accounts::replication,
-                "Replication state for operators: {node_id, records, tombstones, digest, media_missing, epoch, log_end, peers}"),
+                "Replication state for operators: {node_id, records, tombstones, digest, media_missing, epoch, log_end, peers}").answers::<shapes::ReplicationAnswer>(),
             route!(GET "/api/v1/node/peers", Admin, None, accounts::peers,
-                "Siblings with state, last contact, lag and trust: {items}"),
+                "Siblings with state, last contact, lag and trust: {items}").answers::<shapes::Items<shapes::Peer>>(),
             route!(POST "/api/v1/node/peers/pair", Admin, None, accounts::pair,
-                "A one-time pairing code for `edgenode peer join` on the other node: {code, expires_in_seconds, peer_address, node_id, pin}"),
+                "A one-time pairing code for `edgenode peer join` on the other node: {code, expires_in_seconds, peer_address, node_id, pin}").answers::<shapes::PairingCode>(),
             route!(POST "/api/v1/node/peers/join", Admin, JSON, accounts::join,
                 "Pairs with the node at address using the code it showed: {node_id, address, pin}").answers::<shapes::Joined>().takes::<accounts::JoinRequest>(),
             route!(POST "/api/v1/node/peers/{node_id}/retire", Admin, None, accounts::retire_peer,
-                "Retires a dead sibling (?force=true: even if connected): {node_id, pin, retired_at_ms, retired_by, already_retired, siblings_left}"),
+                "Retires a dead sibling (?force=true: even if connected): {node_id, pin, retired_at_ms, retired_by, already_retired, siblings_left}").answers::<shapes::PeerRetired>(),
             route!(POST "/api/v1/node/update/check", Admin, None, super::update::check,
-                "Asks the update server now (`edgenode update check`): {outcome, version, running_version, rollout_percent, published_at}; 409 no_update_url, 502 update_failed, 501 updates_not_available"),
+                "Asks the update server now (`edgenode update check`): {outcome, version, running_version, rollout_percent, published_at}; 409 no_update_url, 502 update_failed, 501 updates_not_available").answers::<shapes::UpdateChecked>(),
             route!(POST "/api/v1/node/update/install", Admin, JSON, super::update::install,
-                "Control token only (`edgenode update install`): installs one RAUC bundle (an absolute path on the node's machine, or an https:// URL) into the inactive slot: {installed}; 501 updates_not_available, 502 update_failed, 409 update_in_progress"),
+                "Control token only (`edgenode update install`): installs one RAUC bundle (an absolute path on the node's machine, or an https:// URL) into the inactive slot: {installed}; 501 updates_not_available, 502 update_failed, 409 update_in_progress").answers::<shapes::UpdateInstalled>().takes::<super::update::InstallRequest>(),
             route!(GET "/api/v1/node/nearby", Admin, None, accounts::nearby,
-                "Nodes seen nearby over mDNS (hints only: pins are checked, never trusted): {mdns, items}"),
+                "Nodes seen nearby over mDNS (hints only: pins are checked, never trusted): {mdns, items}").answers::<shapes::Nearby>(),
             route!(POST "/api/v1/node/backups" => CREATED, Admin, None, super::backup::create,
                 "Control token only (`edgenode backup`): snapshot the database as of one transaction into <data_dir>/<path>: {id, path, node_id, database_bytes, rows, records, tombstones, digest, media_items, media_bytes, version}; 409 while another is taken").answers::<shapes::BackupTaken>(),
             route!(DELETE "/api/v1/node/backups/{id}" => NO_CONTENT, Admin, None, super::backup::release,
@@ -187,7 +187,7 @@ pub fn table() -> &'static [Route] {
             route!(PUT "/api/v1/media/{sha256}" => CREATED | OK, User, IMAGE, media::upload,
                 "Upload an image under its SHA-256 (hex); 200 if already stored").answers::<shapes::Media>(),
             route!(GET "/api/v1/media/{id}/avatar", OptionalUser, None, media::avatar,
-                "A profile photo's square derivative (256 px JPEG, centre crop, no metadata): anyone, while it is someone's avatar; its owner always").answers_bytes("image/jpeg"),
+                "A profile photo's square derivative (256 px JPEG, centre crop, no metadata): anyone, while it is someone's avatar; its owner always; ?node={node id}: a user of another node's, fetched through this node and cached").answers_bytes("image/jpeg"),
             route!(GET "/api/v1/media/{id}/{variant}" => OK | PARTIAL_CONTENT, OptionalUser, None, media::download,
                 "Image bytes: variant thumb (fits 256 px), display (fits 1080 px) or original (owner only)").answers_bytes("image/*"),
             route!(POST "/api/v1/posts" => CREATED, User, JSON, social::create_post,
@@ -200,15 +200,15 @@ pub fn table() -> &'static [Route] {
             route!(PUT "/api/v1/posts/{id}/like", User, None, social::like,
                 "Like a post; 403 blocked when its author blocks you").answers::<shapes::Liked>(),
             route!(POST "/api/v1/posts/{id}/report" => CREATED, User, JSON, safety::report_post,
-                "Report a post to this node's admins: {reason} (1 to 500 characters) -> {id, post_id, reason, created_at}; 404 for a post you cannot see"),
+                "Report a post to this node's admins: {reason} (1 to 500 characters) -> {id, post_id, reason, created_at}; 404 for a post you cannot see").answers::<shapes::ReportFiled>().takes::<safety::NewReport>(),
             route!(GET "/api/v1/admin/reports", Admin, None, safety::list_reports,
-                "Reports of posts, newest first (admins): ?state=open|all&limit&cursor -> {items: [{id, reason, created_at, reporter, post_id, post_author, post|null, post_deleted, hidden, resolved: {by, at}|null}], next_cursor}"),
+                "Reports of posts, newest first (admins): ?state=open|all&limit&cursor -> {items: [{id, reason, created_at, reporter, post_id, post_author, post|null, post_deleted, hidden, resolved: {by, at}|null}], next_cursor}").answers::<shapes::Page<shapes::ReportRow>>(),
             route!(POST "/api/v1/admin/reports/{id}/resolve", Admin, None, safety::resolve_report,
-                "Close a report (admins); it stays listed under state=all: the report as listed"),
+                "Close a report (admins); it stays listed under state=all: the report as listed").answers::<shapes::ReportRow>(),
             route!(POST "/api/v1/admin/posts/{id}/hide", Admin, None, safety::hide_post,
-                "Hide a post (admins): nobody but its author and admins sees it (feeds, profile, search, single GET, photos), on every replica: {post_id, hidden}"),
+                "Hide a post (admins): nobody but its author and admins sees it (feeds, profile, search, single GET, photos), on every replica: {post_id, hidden}").answers::<shapes::PostHidden>(),
             route!(POST "/api/v1/admin/posts/{id}/unhide", Admin, None, safety::unhide_post,
-                "Show a hidden post again (admins): {post_id, hidden}"),
+                "Show a hidden post again (admins): {post_id, hidden}").answers::<shapes::PostHidden>(),
             route!(DELETE "/api/v1/posts/{id}/like", User, None, social::unlike, "Take back a like").answers::<shapes::Liked>(),
             route!(POST "/api/v1/posts/{id}/comments" => CREATED, User, JSON, social::add_comment,
                 "Comment: {text}").answers::<shapes::Comment>().takes::<social::NewComment>(),
@@ -217,7 +217,7 @@ pub fn table() -> &'static [Route] {
             route!(GET "/api/v1/me/export", User, None, super::export::export,
                 "Download your data: a tar of your originals (media/<sha256>.<ext>) beside manifest.json, profile.json, posts.json, comments.json, likes.json and follows.json (docs/export.md); 503 while some of your photos are still being copied here").answers_bytes("application/x-tar"),
             route!(POST "/api/v1/me/import", User, ARCHIVE, super::export::import,
-                "Import an export's archive (application/x-tar) into your account: checked whole first (manifest hashes, names, JSON, limits; 400/422 and nothing written), then photos through the upload pipeline and posts with their dates, captions and visibility; again skips what is there: {posts: {imported, skipped}, photos: {imported, skipped}, not_imported: {comments, likes, follows}}"),
+                "Import an export's archive (application/x-tar) into your account: checked whole first (manifest hashes, names, JSON, limits; 400/422 and nothing written), then photos through the upload pipeline and posts with their dates, captions and visibility; again skips what is there: {posts: {imported, skipped}, photos: {imported, skipped}, not_imported: {comments, likes, follows}}").answers::<shapes::Imported>(),
             route!(PATCH "/api/v1/me/profile", User, JSON, social::edit_profile,
                 "Edit your profile: {display_name?, bio?, avatar?: media id|null, locked?: bool}; locking keeps your followers, unlocking approves every pending request; answers the profile as GET /api/v1/users/{handle}").answers::<shapes::Profile>().takes::<social::ProfileChange>(),
             route!(GET "/api/v1/me/follow-requests", User, None, social::follow_requests,
@@ -227,13 +227,13 @@ pub fn table() -> &'static [Route] {
             route!(DELETE "/api/v1/me/follow-requests/{handle}", User, None, social::reject_follow_request,
                 "Reject a follow request, or remove a follower: they see only your public posts until they follow again and you approve: {handle, approved}").answers::<shapes::FollowAnswered>(),
             route!(GET "/api/v1/me/blocks", User, None, safety::list_blocks,
-                "Users you block, by user id: {items: [{user_id, handle, display_name, since}], next_cursor}"),
+                "Users you block, by user id: {items: [{user_id, handle, display_name, since}], next_cursor}").answers::<shapes::Page<shapes::BlockedUser>>(),
             route!(GET "/api/v1/users/{handle}/block", User, None, safety::block_status,
-                "Whether you block the user: {handle, blocked}"),
+                "Whether you block the user: {handle, blocked}").answers::<shapes::BlockState>(),
             route!(POST "/api/v1/users/{handle}/block", User, None, safety::block,
-                "Block a user: they cannot follow you, see your non-public posts, like or comment on your posts, or notify you (mentions included); their posts and comments leave your feed, lists and notifications; follows between you end both ways and do not come back on unblocking: {handle, blocked}"),
+                "Block a user: they cannot follow you, see your non-public posts, like or comment on your posts, or notify you (mentions included); their posts and comments leave your feed, lists and notifications; follows between you end both ways and do not come back on unblocking: {handle, blocked}").answers::<shapes::BlockState>(),
             route!(DELETE "/api/v1/users/{handle}/block", User, None, safety::unblock,
-                "Unblock a user (follows stay ended): {handle, blocked}"),
+                "Unblock a user (follows stay ended): {handle, blocked}").answers::<shapes::BlockState>(),
             route!(GET "/api/v1/users/{handle}", OptionalUser, None, social::get_user,
                 "Profile, with the nodes that hold the user's data").answers::<shapes::AnyProfile>(),
             route!(GET "/api/v1/users/{handle}/posts", OptionalUser, None, social::user_posts,
@@ -521,6 +521,35 @@ mod tests {
         // Not-JSON answers say what they are.
         let photo = &document["paths"]["/api/v1/media/{id}/avatar"]["get"]["responses"]["200"]["content"];
         assert!(photo.get("image/jpeg").is_some(), "{photo}");
+    }
+
+    /// Issue 15: every JSON answer and JSON request body has a shape, so the
+    /// black-box tests check answers against something. Exceptions name why.
+    #[test]
+    fn every_json_route_has_its_shapes() {
+        // (method, pattern, why its answer stays a plain object)
+        const UNTYPED_ANSWERS: &[(&str, &str, &str)] =
+            &[("GET", "/openapi.json", "the OpenAPI document itself: its schema is the OpenAPI 3.1 specification's")];
+        let mut missing = Vec::new();
+        for route in table() {
+            let answers_content = route.success.iter().any(|status| *status != StatusCode::NO_CONTENT);
+            let excepted =
+                UNTYPED_ANSWERS.iter().any(|(method, pattern, _)| route.method == *method && route.pattern == *pattern);
+            if answers_content && matches!(route.answer, Answer::UntypedJson) && !excepted {
+                missing.push(format!("{} {}: no answer shape (`.answers::<T>()`)", route.method, route.pattern));
+            }
+            if route.body == JSON && route.request.is_none() {
+                missing.push(format!("{} {}: no request shape (`.takes::<T>()`)", route.method, route.pattern));
+            }
+        }
+        for (method, pattern, _) in UNTYPED_ANSWERS {
+            let route = table().iter().find(|route| route.method == *method && route.pattern == *pattern);
+            assert!(
+                route.is_some_and(|route| matches!(route.answer, Answer::UntypedJson)),
+                "{method} {pattern} is excepted but gone or typed: drop the exception"
+            );
+        }
+        assert!(missing.is_empty(), "routes without shapes:\n{}", missing.join("\n"));
     }
 
     #[test]

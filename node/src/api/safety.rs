@@ -4,13 +4,12 @@
 //! here holds on any replica that holds the blocker's (or the post author's) shard,
 //! which is every node where their posts and profile can be reached at all.
 
+use super::shapes::{self, BlockState, BlockedUser, Page, PostHidden, ReportFiled, ReportResolved, ReportRow};
+use super::social::{author, checked_cursor};
+use super::{Api, ApiError, ApiResult, Call};
+use crate::core::model::{Post, Report, REPORT_REASON_CHARS_MAX};
 use http::StatusCode;
 use serde::Deserialize;
-use serde_json::{json, Value};
-
-use super::social::{author_json, checked_cursor};
-use super::{json_response, ok_json, Api, ApiError, ApiResult, Call};
-use crate::core::model::{Post, Report, REPORT_REASON_CHARS_MAX};
 
 impl Api {
     /// 403 `blocked` when `owner` blocks `actor`: what a blocked user's follow, like
@@ -66,7 +65,7 @@ fn set_block(api: &Api, call: &mut Call<'_>, blocking: bool) -> ApiResult {
         return Err(ApiError::bad_request("cannot_block_self", "you cannot block yourself"));
     }
     api.store.set_block(&blocker, &blocked.user_id, blocking)?;
-    ok_json(json!({"handle": blocked.handle, "blocked": blocking}))
+    shapes::ok(&BlockState { handle: blocked.handle, blocked: blocking })
 }
 
 /// `POST /api/v1/users/{handle}/block`: also ends the follows between you, both ways.
@@ -83,7 +82,8 @@ pub fn unblock(api: &Api, call: &mut Call<'_>) -> ApiResult {
 pub fn block_status(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let viewer = call.user()?.user_id.clone();
     let user = api.user_by_handle(call.param(0))?;
-    ok_json(json!({"handle": user.handle, "blocked": api.store.blocks(&viewer, &user.user_id)?}))
+    let blocked = api.store.blocks(&viewer, &user.user_id)?;
+    shapes::ok(&BlockState { handle: user.handle, blocked })
 }
 
 /// `GET /api/v1/me/blocks?limit&cursor`: `{items: [{user_id, handle, display_name,
@@ -96,22 +96,23 @@ pub fn list_blocks(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let mut items = Vec::with_capacity(blocked.len());
     for entry in &blocked {
         let user = api.store.user(&entry.user_id)?;
-        items.push(json!({
-            "user_id": entry.user_id,
-            "handle": user.as_ref().map(|user| user.handle.as_str()).unwrap_or_default(),
-            "display_name": user.as_ref().map(|user| user.display_name.as_str()).unwrap_or_default(),
-            "since": entry.since,
-        }));
+        items.push(BlockedUser {
+            user_id: entry.user_id.clone(),
+            handle: user.as_ref().map(|user| user.handle.clone()).unwrap_or_default(),
+            display_name: user.as_ref().map(|user| user.display_name.clone()).unwrap_or_default(),
+            since: entry.since,
+        });
     }
     let next_cursor = (blocked.len() == limit).then(|| blocked.last().map(|entry| entry.user_id.clone())).flatten();
-    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+    shapes::ok(&Page { items, next_cursor })
 }
 
 // ----- reports -----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewReport {
+pub(super) struct NewReport {
+    /// 1 to 500 characters.
     reason: String,
 }
 
@@ -129,13 +130,18 @@ pub fn report_post(api: &Api, call: &mut Call<'_>) -> ApiResult {
     }
     let post = api.visible_post(call.param(0), Some(&reporter))?;
     let report = api.store.report_post(&reporter, &post, reason.to_owned())?;
-    json_response(
+    shapes::answer(
         StatusCode::CREATED,
-        &json!({"id": report.report_id, "post_id": report.post_id, "reason": report.reason, "created_at": report.created_at}),
+        &ReportFiled {
+            id: report.report_id,
+            post_id: report.post_id,
+            reason: report.reason,
+            created_at: report.created_at,
+        },
     )
 }
 
-fn report_json(api: &Api, report: &Report, admin: &str) -> Result<Value, ApiError> {
+fn report_row(api: &Api, report: &Report, admin: &str) -> Result<ReportRow, ApiError> {
     let post = api.store.post(&report.post_id)?;
     let post_json = match &post {
         Some(post) => api.post_json(post, Some(admin))?,
@@ -146,23 +152,24 @@ fn report_json(api: &Api, report: &Report, admin: &str) -> Result<Value, ApiErro
         None => false,
     };
     let resolved = match &report.resolved {
-        Some(resolution) => {
-            json!({"by": author_json(&resolution.by, api.store.user(&resolution.by)?.as_ref()), "at": resolution.at})
-        }
-        None => Value::Null,
+        Some(resolution) => Some(ReportResolved {
+            by: author(&resolution.by, api.store.user(&resolution.by)?.as_ref()),
+            at: resolution.at,
+        }),
+        None => None,
     };
-    Ok(json!({
-        "id": report.report_id,
-        "reason": report.reason,
-        "created_at": report.created_at,
-        "reporter": author_json(&report.reporter_id, api.store.user(&report.reporter_id)?.as_ref()),
-        "post_id": report.post_id,
-        "post_author": author_json(&report.post_author_id, api.store.user(&report.post_author_id)?.as_ref()),
-        "post": post_json,
-        "post_deleted": post.is_none(),
-        "hidden": hidden,
-        "resolved": resolved,
-    }))
+    Ok(ReportRow {
+        id: report.report_id.clone(),
+        reason: report.reason.clone(),
+        created_at: report.created_at,
+        reporter: author(&report.reporter_id, api.store.user(&report.reporter_id)?.as_ref()),
+        post_id: report.post_id.clone(),
+        post_author: author(&report.post_author_id, api.store.user(&report.post_author_id)?.as_ref()),
+        post: post_json,
+        post_deleted: post.is_none(),
+        hidden,
+        resolved,
+    })
 }
 
 /// `GET /api/v1/admin/reports?limit&cursor&state=open|all`: newest first.
@@ -176,9 +183,9 @@ pub fn list_reports(api: &Api, call: &mut Call<'_>) -> ApiResult {
         Some(_) => return Err(ApiError::bad_request("bad_query", "`state` is `open` (the default) or `all`")),
     };
     let reports = api.store.reports(cursor.as_deref(), limit, open_only)?;
-    let items = reports.iter().map(|report| report_json(api, report, &admin)).collect::<Result<Vec<_>, _>>()?;
+    let items = reports.iter().map(|report| report_row(api, report, &admin)).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = (reports.len() == limit).then(|| reports.last().map(|report| report.report_id.clone())).flatten();
-    ok_json(json!({"items": items, "next_cursor": next_cursor}))
+    shapes::ok(&Page { items, next_cursor })
 }
 
 /// `POST /api/v1/admin/reports/{id}/resolve`: closes it (it stays in `state=all`).
@@ -187,7 +194,7 @@ pub fn resolve_report(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let report_id =
         checked_cursor(Some(call.param(0).to_owned())).map_err(|_| ApiError::not_found("report"))?.unwrap_or_default();
     let report = api.store.resolve_report(&report_id, &admin)?.ok_or_else(|| ApiError::not_found("report"))?;
-    ok_json(report_json(api, &report, &admin)?)
+    shapes::ok(&report_row(api, &report, &admin)?)
 }
 
 // ----- admins hiding posts -----
@@ -196,7 +203,7 @@ fn set_hidden(api: &Api, call: &mut Call<'_>, hidden: bool) -> ApiResult {
     let admin = admin_id(call, if hidden { "hide posts" } else { "unhide posts" })?;
     let post = api.store.post(call.param(0))?.ok_or_else(|| ApiError::not_found("post"))?;
     api.store.set_post_hidden(&post, &admin, hidden)?;
-    ok_json(json!({"post_id": post.post_id, "hidden": hidden}))
+    shapes::ok(&PostHidden { post_id: post.post_id, hidden })
 }
 
 /// `POST /api/v1/admin/posts/{id}/hide`: shown to nobody but its author and admins.

@@ -77,7 +77,7 @@ pub struct NodeAbout {
     pub addresses: Vec<String>,
     pub base_url: String,
     /// Siblings, as replication lists them.
-    pub peers: Vec<Value>,
+    pub peers: Vec<SiblingAddress>,
     /// Claimed, or holding any account.
     pub claimed: bool,
     pub open_registration: bool,
@@ -86,6 +86,7 @@ pub struct NodeAbout {
     pub storage: Option<Storage>,
     /// The state of software updates, when the node updates itself.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UpdateStatus>")]
     pub update: Option<Value>,
 }
 
@@ -406,6 +407,8 @@ pub struct Actor {
     pub user_id: String,
     pub handle: String,
     pub display_name: String,
+    /// Their profile photo, as authors' (`null` for none).
+    pub avatar: Option<Avatar>,
 }
 
 /// The post a notification is about.
@@ -593,4 +596,184 @@ pub struct Invite {
 pub struct InviteCreator {
     pub user_id: String,
     pub handle: Option<String>,
+}
+
+// ----- blocking, reports, hiding -----
+
+/// `GET|POST|DELETE /api/v1/users/{handle}/block`.
+#[derive(Serialize, JsonSchema)]
+pub struct BlockState {
+    pub handle: String,
+    pub blocked: bool,
+}
+
+/// A user you block (`GET /api/v1/me/blocks`); empty handle and name for a user this
+/// node no longer holds.
+#[derive(Serialize, JsonSchema)]
+pub struct BlockedUser {
+    pub user_id: String,
+    pub handle: String,
+    pub display_name: String,
+    /// Milliseconds since the epoch.
+    pub since: u64,
+}
+
+/// `POST /api/v1/posts/{id}/report`.
+#[derive(Serialize, JsonSchema)]
+pub struct ReportFiled {
+    pub id: String,
+    pub post_id: String,
+    pub reason: String,
+    pub created_at: u64,
+}
+
+/// A report as admins see it (`GET /api/v1/admin/reports`).
+#[derive(Serialize, JsonSchema)]
+pub struct ReportRow {
+    pub id: String,
+    pub reason: String,
+    pub created_at: u64,
+    pub reporter: Author,
+    pub post_id: String,
+    pub post_author: Author,
+    /// The post as its readers see it; null when deleted or still arriving.
+    #[schemars(with = "Option<Post>")]
+    pub post: Option<Value>,
+    pub post_deleted: bool,
+    pub hidden: bool,
+    pub resolved: Option<ReportResolved>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ReportResolved {
+    pub by: Author,
+    pub at: u64,
+}
+
+/// `POST /api/v1/admin/posts/{id}/hide|unhide`.
+#[derive(Serialize, JsonSchema)]
+pub struct PostHidden {
+    pub post_id: String,
+    pub hidden: bool,
+}
+
+// ----- siblings and replication -----
+
+// Built by the replication service, which may not import the API: core/operator.rs.
+pub use crate::core::operator::{PairingCode, Peer, PeerRetired, ReplicationStatus, SiblingAddress};
+
+/// `GET /api/v1/node/replication`: figures while replication runs, else
+/// `{"replication": false}`.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ReplicationAnswer {
+    Running(ReplicationStatus),
+    Off(ReplicationOff),
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ReplicationOff {
+    /// Always false.
+    pub replication: bool,
+}
+
+// ----- updates -----
+
+pub use crate::core::update::{CheckRecord as UpdateCheckRecord, FailedBundle, InstallRecord as UpdateInstallRecord};
+//
+// The update service builds these answers as JSON values (it may not import the
+// API, and its records are its persisted state); the shapes below document them,
+// and wiring.rs checks what the service serializes against them.
+
+/// The state of software updates (`update` of `GET /api/v1/node`, `edgenode update
+/// status`).
+#[allow(dead_code)] // documentation of a service-built value, see above
+#[derive(Serialize, JsonSchema)]
+pub struct UpdateStatus {
+    /// RAUC is there.
+    pub available: bool,
+    /// Why updates are not available; null when they are.
+    pub message: Option<String>,
+    pub running_version: String,
+    /// `unavailable`, `idle`, `checking`, `downloading`, `installing` or
+    /// `awaiting_reboot`.
+    pub state: String,
+    /// The update manifest's URL; null: no automatic updates.
+    pub url: Option<String>,
+    /// `HH:MM-HH:MM`.
+    pub maintenance_window_utc: String,
+    /// RAUC's booted slot; null when RAUC cannot say.
+    pub booted_slot: Value,
+    pub slots: Vec<RaucSlot>,
+    pub last_check: Option<UpdateCheckRecord>,
+    pub next_check_at_unix: Option<u64>,
+    pub last_install: Option<UpdateInstallRecord>,
+    pub failed_bundles: Vec<FailedBundle>,
+}
+
+/// One slot as RAUC reports it; each field as RAUC gives it, null when it does not.
+#[allow(dead_code)] // documentation of a service-built value, see above
+#[derive(Serialize, JsonSchema)]
+pub struct RaucSlot {
+    pub name: String,
+    pub class: Value,
+    pub bootname: Value,
+    pub device: Value,
+    pub state: Value,
+    pub boot_status: Value,
+    pub version: Value,
+    pub installed_at: Value,
+    pub status: Value,
+}
+
+/// `POST /api/v1/node/update/check`: what the check decided.
+#[allow(dead_code)] // documentation of a service-built value, see above
+#[derive(Serialize, JsonSchema)]
+pub struct UpdateChecked {
+    /// As `last_check.outcome` of the update status.
+    pub outcome: String,
+    pub version: String,
+    pub running_version: String,
+    pub rollout_percent: u8,
+    pub published_at: String,
+}
+
+/// `POST /api/v1/node/update/install`.
+#[allow(dead_code)] // documentation of a service-built value, see above
+#[derive(Serialize, JsonSchema)]
+pub struct UpdateInstalled {
+    pub installed: UpdateInstallRecord,
+}
+
+// ----- nearby nodes, import -----
+
+/// `GET /api/v1/node/nearby`.
+#[derive(Serialize, JsonSchema)]
+pub struct Nearby {
+    /// Whether mDNS discovery runs on this node.
+    pub mdns: bool,
+    pub items: Vec<crate::discovery::NearbyNode>,
+}
+
+/// `POST /api/v1/me/import`.
+#[derive(Serialize, JsonSchema)]
+pub struct Imported {
+    pub posts: ImportCounts,
+    pub photos: ImportCounts,
+    pub not_imported: NotImported,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ImportCounts {
+    pub imported: usize,
+    /// Already there.
+    pub skipped: usize,
+}
+
+/// What an archive held that is not imported (only counted).
+#[derive(Serialize, JsonSchema)]
+pub struct NotImported {
+    pub comments: usize,
+    pub likes: usize,
+    pub follows: usize,
 }

@@ -197,11 +197,6 @@ pub(super) fn author(user_id: &str, user: Option<&User>) -> shapes::Author {
     }
 }
 
-/// `author` as a JSON value.
-pub(super) fn author_json(user_id: &str, user: Option<&User>) -> Value {
-    to_value(&author(user_id, user))
-}
-
 /// A profile photo as clients see it: its media id and where its square derivative
 /// (256 px JPEG) is served; `None` for none.
 pub(super) fn avatar(media_id: Option<&str>) -> Option<shapes::Avatar> {

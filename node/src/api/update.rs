@@ -46,9 +46,9 @@ pub fn check(api: &Api, call: &mut Call<'_>) -> ApiResult {
     ok_json(updates(api)?.check_now()?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InstallRequest {
+pub(super) struct InstallRequest {
     /// An absolute path on the node's machine, or an `https://` URL.
     source: String,
 }

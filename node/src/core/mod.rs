@@ -8,6 +8,7 @@
 pub mod fanout;
 pub mod hlc;
 pub mod model;
+pub mod operator;
 pub mod region;
 pub mod replication;
 pub mod search;

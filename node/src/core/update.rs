@@ -4,6 +4,7 @@
 //! maintenance window, and what the manifest at the update URL says. The driver is
 //! `services/update.rs`; times are unix seconds passed in, randomness a `u64` passed in.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -262,6 +263,59 @@ pub fn decide(
         return Decision::NotInRollout { bucket };
     }
     Decision::Install
+}
+
+// The records of checks and installs: the service keeps them in its state file, and
+// the API answers them as they are.
+
+/// What happened to the last install this box made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallOutcome {
+    /// Downloading or in `rauc install` (at a start: it was interrupted).
+    Installing,
+    /// Written to the inactive slot; the box boots it at the next reboot.
+    AwaitingReboot,
+    /// The box runs it.
+    Booted,
+    /// The box rebooted and came back on the old version: not marked good, rolled back.
+    BootFailed,
+    /// The download or `rauc install` failed; nothing changed.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "UpdateCheckRecord")]
+pub struct CheckRecord {
+    pub at_unix: u64,
+    /// `up_to_date`, `not_in_rollout`, `failed_before`, `awaiting_reboot`, `install`, `failed`.
+    pub outcome: String,
+    pub version: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "UpdateInstallRecord")]
+pub struct InstallRecord {
+    /// From the manifest, or `rauc info` for a bundle installed by hand (`None`: unknown).
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    /// The URL or file it came from.
+    pub source: String,
+    pub from_version: String,
+    pub started_at_unix: u64,
+    pub finished_at_unix: Option<u64>,
+    pub outcome: InstallOutcome,
+    pub message: String,
+    /// The kernel's boot id when it was installed: another one later means the box rebooted.
+    pub boot_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FailedBundle {
+    pub version: Option<String>,
+    pub sha256: String,
+    pub at_unix: u64,
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub const INSTANCE_NAME_BYTES_MAX: usize = 255;
 
 /// One node seen on the link, as `GET /api/v1/node/nearby` and `edgenode discover`
 /// show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NearbyNode {
     pub node_id: String,
     /// The mDNS instance name (the node's name, or `name (2)` after a clash).

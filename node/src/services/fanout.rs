@@ -111,6 +111,19 @@ struct MediaRequest {
     variant: String,
 }
 
+/// Makes the avatar derivative of a media id here if missing; whether it exists after.
+pub type AvatarMaker = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Why a remote avatar could not be fetched, shared by coalesced callers.
+#[derive(Debug, Clone)]
+enum AvatarFetchError {
+    Unknown(NodeId),
+    Failed(String),
+}
+
+/// A 256×256 JPEG is a few tens of kB; more is not an avatar.
+pub const AVATAR_BYTES_MAX: usize = 256 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutServiceError {
     #[error(transparent)]
@@ -166,6 +179,9 @@ pub struct Fanout {
     outbox: mpsc::Sender<(NodeId, Message)>,
     wake: Notify,
     media: RemoteMedia,
+    /// Makes the avatar derivative of a local photo if it is missing (the API's media
+    /// pipeline, set once the API exists), so other nodes can be given it.
+    avatar_maker: std::sync::OnceLock<AvatarMaker>,
     pub counters: FanoutCounters,
 }
 
@@ -213,6 +229,7 @@ impl Fanout {
             wake: Notify::new(),
             media: RemoteMedia::new(data_dir.join("remote-media"), settings),
             counters: FanoutCounters::default(),
+            avatar_maker: std::sync::OnceLock::new(),
         });
         services.register(SERVICE_FANOUT, Arc::new(FanoutService(fanout.clone())));
         services.register(SERVICE_PROFILE, Arc::new(ProfileService(fanout.clone())));
@@ -220,6 +237,13 @@ impl Fanout {
         tokio::spawn(send_loop(fanout.clone(), receiver));
         tokio::spawn(drive(fanout.clone()));
         Ok(fanout)
+    }
+
+    /// Lets this node give other nodes avatars it has not made yet (see `AvatarMaker`).
+    pub fn set_avatar_maker(&self, maker: AvatarMaker) {
+        if self.avatar_maker.set(maker).is_err() {
+            tracing::warn!("the avatar maker was set twice; the first one stays");
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -551,6 +575,65 @@ impl Fanout {
         }
     }
 
+    /// The avatar derivative of `media_id` as `node` serves it (avatars are public):
+    /// from the cache, else fetched from `node` over the link (one fetch per photo at a
+    /// time). `Ok(None)`: `node` says it is not an avatar there (or not made yet).
+    pub fn remote_avatar(&self, media_id: &str, node: NodeId) -> Result<Option<Vec<u8>>, FanoutServiceError> {
+        if !is_sha256_hex(media_id) {
+            return Ok(None);
+        }
+        // Only a sibling or configured neighbour is asked (or stands behind a cached copy).
+        if !self.link.neighbours().iter().any(|known| known.node_id == node) {
+            return Err(NeighbourError::Unknown(node).into());
+        }
+        // Cached by photo: the square is made from the photo alone, alike on every node.
+        if let Some(hit) = self.media.get_avatar(media_id) {
+            self.counters.media_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(hit));
+        }
+        let key = format!("{media_id}.avatar@{node}");
+        let (fetched, coalesced) = self.media.avatar_fetches.run(key, || self.fetch_avatar(node, media_id));
+        if coalesced {
+            self.counters.media_coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        fetched.map_err(|reason| match reason {
+            AvatarFetchError::Unknown(node) => NeighbourError::Unknown(node).into(),
+            AvatarFetchError::Failed(reason) => FanoutServiceError::BadAnswer { node, reason },
+        })
+    }
+
+    fn fetch_avatar(&self, node: NodeId, media_id: &str) -> Result<Option<Vec<u8>>, AvatarFetchError> {
+        let request = serde_json::to_vec(&MediaRequest { media_id: media_id.to_owned(), variant: "avatar".to_owned() })
+            .expect("requests serialize");
+        let timeout = Duration::from_millis(self.settings.call_timeout_ms);
+        let answer = self.runtime.block_on(self.link.call(node, SERVICE_MEDIA, &request, timeout));
+        self.peer_seen(
+            node,
+            !matches!(
+                answer,
+                Err(NeighbourError::Unreachable { .. } | NeighbourError::Down { .. } | NeighbourError::Timeout { .. })
+            ),
+        );
+        let bytes = match answer {
+            Ok(bytes) => bytes,
+            Err(NeighbourError::Refused { .. }) => return Ok(None),
+            Err(NeighbourError::Unknown(node)) => return Err(AvatarFetchError::Unknown(node)),
+            Err(error) => return Err(AvatarFetchError::Failed(error.to_string())),
+        };
+        if bytes.len() > AVATAR_BYTES_MAX {
+            return Err(AvatarFetchError::Failed(format!(
+                "the avatar of {media_id} has {} bytes; the limit is {AVATAR_BYTES_MAX}",
+                bytes.len()
+            )));
+        }
+        if !bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            return Err(AvatarFetchError::Failed(format!("the avatar of {media_id} is not a JPEG")));
+        }
+        self.media.put_avatar(media_id, &bytes);
+        self.counters.media_fetched.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(bytes))
+    }
+
     fn fetch_media(
         &self,
         home: NodeId,
@@ -868,10 +951,6 @@ impl NeighbourHandler for MediaService {
     /// it (public posts for anyone who may call us).
     fn handle(&self, from: NodeId, body: &[u8]) -> Result<Vec<u8>, Refusal> {
         let request: MediaRequest = serde_json::from_slice(body).map_err(|error| format!("a bad request: {error}"))?;
-        let kind = match BlobKind::from_name(&request.variant) {
-            Some(kind @ (BlobKind::Thumb | BlobKind::Display)) => kind,
-            _ => return Err(Refusal("only thumb and display are served to other nodes".to_owned())),
-        };
         let media_id = request.media_id.to_ascii_lowercase();
         let not_here = || format!("no photo {media_id} that your node may see");
         if !is_sha256_hex(&media_id) {
@@ -879,6 +958,25 @@ impl NeighbourHandler for MediaService {
         }
         let fanout = &self.0;
         let read = |error: StoreError| format!("this node cannot read its store: {error}");
+        if request.variant == "avatar" {
+            // Profiles are public: the avatar derivative of a photo that is some
+            // user's avatar here, the bytes alone, made now if it was never asked for.
+            if !fanout.store.is_avatar(&media_id).map_err(read)? {
+                return Err(Refusal(format!("{media_id} is not an avatar on this node")));
+            }
+            if !fanout.store.blobs.avatar_path(&media_id).is_file() {
+                if let Some(make) = fanout.avatar_maker.get() {
+                    make(&media_id);
+                }
+            }
+            let bytes = std::fs::read(fanout.store.blobs.avatar_path(&media_id))
+                .map_err(|_| Refusal(format!("the avatar of {media_id} is not made on this node yet")))?;
+            return Ok(bytes);
+        }
+        let kind = match BlobKind::from_name(&request.variant) {
+            Some(kind @ (BlobKind::Thumb | BlobKind::Display)) => kind,
+            _ => return Err(Refusal("only thumb, display and avatar are served to other nodes".to_owned())),
+        };
         let posts = fanout.store.posts_with_media(&media_id).map_err(read)?;
         let allowed = {
             let inner = fanout.lock();
@@ -911,6 +1009,7 @@ struct RemoteMedia {
     files_max: usize,
     bytes_max: u64,
     fetches: Coalescer<String, Result<(MediaInfo, Vec<u8>), String>>,
+    avatar_fetches: Coalescer<String, Result<Option<Vec<u8>>, AvatarFetchError>>,
     /// One eviction pass at a time.
     evicting: Mutex<()>,
 }
@@ -925,6 +1024,7 @@ impl RemoteMedia {
             files_max: settings.remote_media_files_max.max(2),
             bytes_max: settings.remote_media_bytes_max,
             fetches: Coalescer::default(),
+            avatar_fetches: Coalescer::default(),
             evicting: Mutex::new(()),
         }
     }
@@ -963,6 +1063,29 @@ impl RemoteMedia {
             .and_then(|()| write(format!("{}.{}", info.media_id, kind.name()), bytes));
         if let Err(error) = written {
             tracing::warn!(%error, media_id = info.media_id, "cannot cache a remote photo");
+        }
+        self.evict();
+    }
+
+    /// A cached avatar derivative: `<dir>/<media id>.avatar`, the bytes alone.
+    fn get_avatar(&self, media_id: &str) -> Option<Vec<u8>> {
+        let path = self.dir.join(format!("{media_id}.avatar"));
+        let bytes = std::fs::read(&path).ok()?;
+        if let Ok(file) = std::fs::File::options().write(true).open(&path) {
+            let _ = file.set_modified(crate::os::now_system_time());
+        }
+        Some(bytes)
+    }
+
+    fn put_avatar(&self, media_id: &str, bytes: &[u8]) {
+        let name = format!("{media_id}.avatar");
+        let temporary = self.dir.join(format!("{name}.{:016x}.tmp", random_u64()));
+        let written = crate::store::create_private_file(&temporary)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, bytes))
+            .and_then(|()| std::fs::rename(&temporary, self.dir.join(&name)));
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&temporary);
+            tracing::warn!(%error, media_id, "cannot cache a remote avatar");
         }
         self.evict();
     }
@@ -1039,6 +1162,26 @@ mod tests {
         let mut trailing = answer.clone();
         trailing.push(0);
         assert!(decode_media(&trailing, &media_id, &[BlobKind::Thumb]).is_err(), "bytes after the file");
+    }
+
+    #[test]
+    fn cached_avatars_are_read_back_and_count_toward_the_cache_limits() {
+        let dir = std::env::temp_dir().join(format!("edgenode-remote-avatars-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = FanoutSettings { remote_media_files_max: 2, ..FanoutSettings::default() };
+        let cache = RemoteMedia::new(dir.clone(), &settings);
+        let (first, second, third) = (format!("{:064x}", 1u8), format!("{:064x}", 2u8), format!("{:064x}", 3u8));
+        assert_eq!(cache.get_avatar(&first), None, "nothing cached yet");
+        cache.put_avatar(&first, b"\xff\xd8\xffone");
+        assert_eq!(cache.get_avatar(&first).as_deref(), Some(&b"\xff\xd8\xffone"[..]));
+        for media_id in [&second, &third] {
+            std::thread::sleep(Duration::from_millis(20));
+            cache.put_avatar(media_id, b"\xff\xd8\xff");
+        }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "the file limit holds for avatars too");
+        assert!(cache.get_avatar(&first).is_none(), "the oldest went");
+        assert!(cache.get_avatar(&third).is_some(), "the newest stays");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -27,10 +27,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::config::{Config, SiblingConfig};
 use crate::core::model::NodeId;
+use crate::core::operator::{
+    Connection, PairingCode, Peer, PeerRetired, ReplicationStatus, RetiredMark, RetiredPeer, SiblingAddress,
+    SiblingPeer, SiblingSource,
+};
 use crate::core::replication::{ReplicaConfig, ShardId};
 use crate::exposition;
 use crate::identity::Identity;
@@ -481,14 +485,14 @@ impl Siblings {
     }
 
     /// The siblings this node replicates with: `[{id, peer_address}]` (public).
-    pub fn sibling_list(&self) -> Vec<Value> {
+    pub fn sibling_list(&self) -> Vec<SiblingAddress> {
         let running = self.running.blocking_lock();
         let siblings = running.as_ref().map(|running| running.siblings.as_slice()).unwrap_or_default();
         siblings
             .iter()
             .filter_map(|sibling| {
                 let id = node_id_of(sibling)?;
-                Some(json!({"id": id.to_string(), "peer_address": sibling.address}))
+                Some(SiblingAddress { id: id.to_string(), peer_address: sibling.address.clone() })
             })
             .collect()
     }
@@ -501,7 +505,7 @@ impl Siblings {
     }
 
     /// Every sibling with its connection state and counters (`edgenode peer list`).
-    pub fn peers(&self) -> Vec<Value> {
+    pub fn peers(&self) -> Vec<Peer> {
         let running = self.running.blocking_lock();
         let Some(running) = running.as_ref() else { return Vec::new() };
         let handle = running.driver.handle();
@@ -516,40 +520,43 @@ impl Siblings {
             .map(|(peer, lag)| {
                 let paired = running.siblings.iter().find(|sibling| node_id_of(sibling) == Some(peer.node_id));
                 let trust = self.trust.peer(peer.node_id).unwrap_or_default();
-                json!({
-                    "node_id": peer.node_id.to_string(),
-                    "address": peer.address,
-                    "pin": peer.pin,
-                    "state": if peer.connected { "connected" } else { "disconnected" },
-                    "connected": peer.connected,
-                    "last_contact_ms_ago": peer.last_contact_ms_ago,
-                    "lag_entries": lag,
-                    "trust": trust.score,
-                    "trust_tier": trust.tier(),
-                    "trust_events": trust.counts,
-                    "trust_recent": trust.recent,
-                    "placement_weight": running
+                let configured = paired.is_some_and(|sibling| {
+                    self.config.peers.siblings.iter().any(|config| config.node_id == sibling.node_id)
+                });
+                Peer::Sibling(SiblingPeer {
+                    node_id: peer.node_id.to_string(),
+                    address: peer.address,
+                    pin: peer.pin,
+                    state: if peer.connected { Connection::Connected } else { Connection::Disconnected },
+                    connected: peer.connected,
+                    last_contact_ms_ago: peer.last_contact_ms_ago,
+                    lag_entries: lag,
+                    trust: trust.score,
+                    trust_tier: trust.tier(),
+                    trust_events: trust.counts,
+                    trust_recent: trust.recent,
+                    placement_weight: running
                         .placement_weights
                         .iter()
                         .find(|(node_id, _)| *node_id == peer.node_id)
                         .map(|(_, weight)| *weight),
-                    "source": if paired.is_some_and(|sibling| self.config.peers.siblings.iter().any(|c| c.node_id == sibling.node_id)) { "config" } else { "paired" },
-                    "bytes_in": peer.bytes_in,
-                    "bytes_out": peer.bytes_out,
-                    "frames_in": peer.frames_in,
-                    "frames_out": peer.frames_out,
-                    "bad_frames": peer.bad_frames,
-                    "frames_dropped": peer.frames_dropped,
-                    "connection_bytes_sent": peer.connection_bytes_sent,
-                    "connection_bytes_received": peer.connection_bytes_received,
+                    source: if configured { SiblingSource::Config } else { SiblingSource::Paired },
+                    bytes_in: peer.bytes_in,
+                    bytes_out: peer.bytes_out,
+                    frames_in: peer.frames_in,
+                    frames_out: peer.frames_out,
+                    bad_frames: peer.bad_frames,
+                    frames_dropped: peer.frames_dropped,
+                    connection_bytes_sent: peer.connection_bytes_sent,
+                    connection_bytes_received: peer.connection_bytes_received,
                 })
             })
-            .chain(self.retired_json())
+            .chain(self.retired_peers())
             .collect()
     }
 
     /// Retired siblings as `peer list` shows them (state `retired`).
-    fn retired_json(&self) -> Vec<Value> {
+    fn retired_peers(&self) -> Vec<Peer> {
         let retired = read_retired(&self.config.data_dir).unwrap_or_else(|error| {
             tracing::error!(%error, "cannot read the retired siblings");
             Vec::new()
@@ -557,14 +564,14 @@ impl Siblings {
         retired
             .into_iter()
             .map(|node| {
-                json!({
-                    "node_id": node.node_id.to_string(),
-                    "pin": node.pin,
-                    "state": "retired",
-                    "connected": false,
-                    "retired_at_ms": node.retired_at_ms,
-                    "retired_by": node.retired_by.to_string(),
-                    "source": "retired",
+                Peer::Retired(RetiredPeer {
+                    node_id: node.node_id.to_string(),
+                    pin: node.pin,
+                    state: RetiredMark::Retired,
+                    connected: false,
+                    retired_at_ms: node.retired_at_ms,
+                    retired_by: node.retired_by.to_string(),
+                    source: RetiredMark::Retired,
                 })
             })
             .collect()
@@ -575,7 +582,7 @@ impl Siblings {
     /// forgets it, its key is refused), and announced to the siblings. A sibling
     /// connected now is refused unless `force`. Retiring a retired node again changes
     /// nothing (`already_retired`).
-    pub fn retire(&self, node_id: NodeId, force: bool) -> Result<Value> {
+    pub fn retire(&self, node_id: NodeId, force: bool) -> Result<PeerRetired> {
         let own_id = self.store.node_id();
         if node_id == own_id {
             return Err(ReplicationError::RetireOwnNode { node_id });
@@ -617,19 +624,19 @@ impl Siblings {
     }
 
     /// A one-time pairing code for `edgenode peer join` on the other node.
-    pub fn start_pairing(&self) -> Result<Value> {
+    pub fn start_pairing(&self) -> Result<PairingCode> {
         let running = self.running.blocking_lock();
         let Some(running) = running.as_ref() else { return Err(ReplicationError::Stopped) };
         let code = running.driver.start_pairing();
         let addresses = crate::link::pairing::dialable_addresses(self.peer_address);
-        Ok(json!({
-            "code": code.as_str(),
-            "expires_in_seconds": crate::link::pairing::PAIRING_CODE_LIFETIME_MS / 1000,
-            "peer_address": addresses.first(),
-            "peer_addresses": addresses,
-            "node_id": self.store.node_id().to_string(),
-            "pin": self.identity.pin,
-        }))
+        Ok(PairingCode {
+            code: code.as_str().to_owned(),
+            expires_in_seconds: crate::link::pairing::PAIRING_CODE_LIFETIME_MS / 1000,
+            peer_address: addresses.first().cloned(),
+            peer_addresses: addresses,
+            node_id: self.store.node_id().to_string(),
+            pin: self.identity.pin.clone(),
+        })
     }
 
     /// Joins the node at `address` with the code it showed; both sides then list
@@ -775,7 +782,7 @@ impl Siblings {
     }
 
     /// Replication figures for operators and tests.
-    pub fn status(&self) -> StoreResult<Value> {
+    pub fn status(&self) -> StoreResult<ReplicationStatus> {
         let (records, tombstones, digest) = self.store.replication_digest()?;
         let media_missing = self.store.missing_media_count()?;
         let (epoch, log_end, stats) = match self.node() {
@@ -783,31 +790,31 @@ impl Siblings {
                 .read(|node| (node.durable().log.epoch(), node.durable().log.end_seq(), format!("{:?}", node.stats()))),
             None => (0, 0, String::new()),
         };
-        Ok(json!({
-            "node_id": self.store.node_id().to_string(),
-            "peer_address": self.peer_address.to_string(),
-            "records": records - tombstones,
-            "tombstones": tombstones,
-            "digest": format!("{digest:016x}"),
-            "media_missing": media_missing,
-            "epoch": epoch,
-            "log_end": log_end,
-            "stats": stats,
-            "peers": self.peers(),
-        }))
+        Ok(ReplicationStatus {
+            node_id: self.store.node_id().to_string(),
+            peer_address: self.peer_address.to_string(),
+            records: records - tombstones,
+            tombstones,
+            digest: format!("{digest:016x}"),
+            media_missing,
+            epoch,
+            log_end,
+            stats,
+            peers: self.peers(),
+        })
     }
 }
 
 /// `retire`'s answer.
-fn retired_answer(node: &RetiredNode, already_retired: bool, siblings_left: usize) -> Value {
-    json!({
-        "node_id": node.node_id.to_string(),
-        "pin": node.pin,
-        "retired_at_ms": node.retired_at_ms,
-        "retired_by": node.retired_by.to_string(),
-        "already_retired": already_retired,
-        "siblings_left": siblings_left,
-    })
+fn retired_answer(node: &RetiredNode, already_retired: bool, siblings_left: usize) -> PeerRetired {
+    PeerRetired {
+        node_id: node.node_id.to_string(),
+        pin: node.pin.clone(),
+        retired_at_ms: node.retired_at_ms,
+        retired_by: node.retired_by.to_string(),
+        already_retired,
+        siblings_left: siblings_left as u64,
+    }
 }
 
 /// The `retired-siblings` call: a sibling tells which nodes it retired (JSON list of
