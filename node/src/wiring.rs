@@ -15,7 +15,7 @@ use crate::core::region::Region;
 use crate::services::fanout::{Fanout, FanoutServiceError};
 use crate::services::replication::Siblings;
 use crate::services::search::{SearchError, SearchLinks, SearchService};
-use crate::store::fanout::RemoteProfile;
+use crate::store::fanout::{RemoteFollowRequest, RemoteProfile};
 use crate::store::{BlobKind, MediaInfo, StoreError};
 
 impl ports::Replication for Siblings {
@@ -115,6 +115,32 @@ impl ports::Fanout for Fanout {
 
     fn remote_avatar(&self, media_id: &str, node: NodeId) -> Result<Option<Vec<u8>>, ports::RemoteError> {
         Ok(Fanout::remote_avatar(self, media_id, node)?)
+    }
+
+    fn follow_requests(&self, followee: &str) -> Result<Vec<RemoteFollowRequest>, ports::RemoteError> {
+        Ok(Fanout::follow_requests(self, followee)?)
+    }
+
+    fn answer_follow(
+        &self,
+        followee: &str,
+        handle: &str,
+        node: NodeId,
+        approved: bool,
+    ) -> Result<Option<RemoteFollowRequest>, ports::RemoteError> {
+        Ok(Fanout::answer_follow(self, followee, handle, node, approved)?)
+    }
+
+    fn audience_changed(&self, author: &str) {
+        Fanout::audience_changed(self, author)
+    }
+
+    fn lock_changed(&self, author: &str) {
+        Fanout::lock_changed(self, author)
+    }
+
+    fn remember_profile(&self, user: &RemoteUser) -> Result<(), ports::RemoteError> {
+        Ok(Fanout::remember_profile(self, user)?)
     }
 }
 

@@ -282,9 +282,9 @@ fn a_sibling_user_followed_by_remote_handle_is_in_the_feed_once_per_post() {
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 0], "a full last page has a cursor");
 }
 
-/// Followers on other nodes cannot be approved yet, so a locked author's
-/// followers-only posts never leave the author's node (and its siblings); public ones
-/// still go.
+/// Until a locked author approves a follower on another node, that node is sent none
+/// of the author's followers-only posts (not even ahead of time); public ones still
+/// go. Approvals: remote_people.rs.
 #[test]
 fn a_locked_authors_followers_only_posts_go_to_no_other_node() {
     let [node1, node2] = neighbours(["locked-1", "locked-2"]);

@@ -9,7 +9,7 @@ use crate::core::fanout::{FeedEntry, RemoteUser};
 use crate::core::model::{NodeId, Version};
 use crate::core::operator::{PairingCode, Peer, PeerRetired, ReplicationStatus, SiblingAddress};
 use crate::core::region::Region;
-use crate::store::fanout::RemoteProfile;
+use crate::store::fanout::{RemoteFollowRequest, RemoteProfile};
 use crate::store::{BlobKind, MediaInfo, StoreError};
 
 /// Sibling replication: its state for admins, pairing, and where a
@@ -111,6 +111,26 @@ pub trait Fanout: Send + Sync {
     /// The avatar derivative of `media_id` as `node` serves it, cached here (`None`:
     /// not an avatar there).
     fn remote_avatar(&self, media_id: &str, node: NodeId) -> Result<Option<Vec<u8>>, RemoteError>;
+    /// Follows of `followee` (a locked user of this node) by users of other nodes
+    /// that wait for an answer.
+    fn follow_requests(&self, followee: &str) -> Result<Vec<RemoteFollowRequest>, RemoteError>;
+    /// `followee` answers the follow of `handle` (or user id) of `node`; `None`: no
+    /// such follower.
+    fn answer_follow(
+        &self,
+        followee: &str,
+        handle: &str,
+        node: NodeId,
+        approved: bool,
+    ) -> Result<Option<RemoteFollowRequest>, RemoteError>;
+    /// `author` blocked or unblocked someone: what their followers on other nodes may
+    /// see is decided again.
+    fn audience_changed(&self, author: &str);
+    /// `author` locked or unlocked their account: followers on other nodes with no
+    /// answer yet are approved (as local ones are), then all are judged again.
+    fn lock_changed(&self, author: &str);
+    /// Keeps how to show a remote user (handle, home, avatar), durable on return.
+    fn remember_profile(&self, user: &RemoteUser) -> Result<(), RemoteError>;
 }
 
 /// Why fan-out could not do what the API asked, as the API tells the cases apart.

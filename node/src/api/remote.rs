@@ -41,7 +41,7 @@ fn unreachable(node: NodeId, error: &RemoteError) -> ApiError {
 }
 
 impl Api {
-    fn fanout(&self) -> Result<&dyn Fanout, ApiError> {
+    pub(super) fn fanout(&self) -> Result<&dyn Fanout, ApiError> {
         self.fanout.as_deref().ok_or_else(|| ApiError::unavailable("fan-out across nodes is not running on this node"))
     }
 
@@ -60,7 +60,7 @@ impl Api {
 
     /// The remote user: as last resolved if this node follows them (known without a
     /// call), else asked of `node`.
-    fn remote_user(&self, handle: &str, node: NodeId, fresh: bool) -> Result<RemoteUser, ApiError> {
+    pub(super) fn remote_user(&self, handle: &str, node: NodeId, fresh: bool) -> Result<RemoteUser, ApiError> {
         let fanout = self.fanout()?;
         if !fresh {
             if let Some(profile) = fanout.known_profile(handle, node) {
@@ -71,7 +71,7 @@ impl Api {
                     bio: String::new(),
                     created_at: 0,
                     home: profile.home,
-                    avatar: None,
+                    avatar: profile.avatar,
                 });
             }
         }
@@ -112,9 +112,14 @@ impl Api {
                 None => shapes::PostPhoto::NotHere(shapes::MediaReference { id: media_id.clone(), pending: None }),
             })
             .collect();
+        // Their avatar as last resolved, loaded through this node like a remote profile's.
+        let avatar = profile.as_ref().and_then(|profile| {
+            let media_id = profile.avatar.as_ref()?;
+            Some(shapes::Avatar { id: media_id.clone(), url: avatar_url(media_id, profile.home) })
+        });
         Some(to_value(&shapes::RemotePost {
             id: post.post_id.clone(),
-            author: shapes::RemoteAuthor { user_id: post.author_id.clone(), handle, display_name, avatar: None },
+            author: shapes::RemoteAuthor { user_id: post.author_id.clone(), handle, display_name, avatar },
             caption: post.caption.clone(),
             media,
             visibility: post.visibility.into(),
@@ -131,6 +136,12 @@ impl Api {
 /// `GET /api/v1/users/{handle}@{node id}`.
 pub(super) fn get_user(api: &Api, call: &mut Call<'_>, handle: &str, node: NodeId) -> ApiResult {
     let user = api.remote_user(handle, node, true)?;
+    if let Some(fanout) = api.fanout.as_deref().filter(|fanout| fanout.profile(&user.user_id).is_some()) {
+        // A followed or blocked user: feed items show what their profile says now.
+        if let Err(error) = fanout.remember_profile(&user) {
+            tracing::warn!(%error, "cannot keep a remote user's profile");
+        }
+    }
     let followed_by_me =
         call.viewer_id().is_some_and(|viewer| api.fanout().is_ok_and(|f| f.follows(viewer, &user.user_id)));
     shapes::ok(&shapes::RemoteProfile {
@@ -165,6 +176,9 @@ pub(super) fn set_follow(api: &Api, call: &mut Call<'_>, handle: &str, node: Nod
     let fanout = api.fanout()?;
     // Following asks the node (the user must exist); unfollowing works offline.
     let user = api.remote_user(handle, node, following)?;
+    if following {
+        api.refuse_if_blocked(&follower, &user.user_id)?;
+    }
     let version = api.store.set_follow(&follower, &user.user_id, following)?;
     fanout.follow_remote(&follower, &user, version, following).map_err(|error| match error {
         RemoteError::Refused(reason) => ApiError::bad_request("cannot_follow", reason),
@@ -180,6 +194,10 @@ pub(super) fn user_posts(api: &Api, call: &mut Call<'_>, handle: &str, node: Nod
     let cursor = call.query("cursor");
     let user = api.remote_user(handle, node, false)?;
     let fanout = api.fanout()?;
+    // Nobody sees the posts of an author they block.
+    if api.viewer_blocks(call.viewer_id(), &user.user_id)? {
+        return shapes::ok(&shapes::Page::<Value> { items: Vec::new(), next_cursor: None });
+    }
     let entries: Vec<FeedEntry> = fanout
         .posts_of(&user.user_id, call.viewer_id(), usize::MAX)
         .into_iter()

@@ -54,11 +54,8 @@ fn admin_id(call: &Call<'_>, what: &str) -> Result<String, ApiError> {
 
 fn set_block(api: &Api, call: &mut Call<'_>, blocking: bool) -> ApiResult {
     let blocker = call.user()?.user_id.clone();
-    if api.remote_handle(call.param(0)).is_some() {
-        return Err(ApiError::bad_request(
-            "remote_block_unsupported",
-            "blocking users of other nodes is not supported yet; block them where their account lives",
-        ));
+    if let Some((handle, node)) = api.remote_handle(call.param(0)) {
+        return set_remote_block(api, &blocker, &handle, node, blocking);
     }
     let blocked = api.user_by_handle(call.param(0))?;
     if blocked.user_id == blocker {
@@ -66,6 +63,38 @@ fn set_block(api: &Api, call: &mut Call<'_>, blocking: bool) -> ApiResult {
     }
     api.store.set_block(&blocker, &blocked.user_id, blocking)?;
     shapes::ok(&BlockState { handle: blocked.handle, blocked: blocking })
+}
+
+/// Blocks (or unblocks) `handle@node`, a user of another node, known by the id their
+/// node gave (a followed user or a follower is known here; anyone else is asked of
+/// `node`). The blocker's follow of them ends (its subscription too); their follow
+/// of the blocker lives on their node, so the fan-out here stops sending them
+/// anything and their node is told (`Audience::Nothing`); unblocking lets their
+/// follow give again what it would.
+fn set_remote_block(
+    api: &Api,
+    blocker: &str,
+    handle: &str,
+    node: crate::core::model::NodeId,
+    blocking: bool,
+) -> ApiResult {
+    let fanout = api.fanout()?;
+    let user = api.remote_user(handle, node, false)?;
+    let unavailable = |error: super::ports::RemoteError| match error {
+        super::ports::RemoteError::Store(error) => ApiError::from(error),
+        error => ApiError::unavailable(error.to_string()),
+    };
+    if fanout.profile(&user.user_id).is_none() {
+        // So the list of blocks can name them.
+        fanout.remember_profile(&user).map_err(unavailable)?;
+    }
+    if blocking && api.store.follow_status(blocker, &user.user_id)?.is_some() {
+        let version = api.store.set_follow(blocker, &user.user_id, false)?;
+        fanout.follow_remote(blocker, &user, version, false).map_err(unavailable)?;
+    }
+    api.store.set_block(blocker, &user.user_id, blocking)?;
+    fanout.audience_changed(blocker);
+    shapes::ok(&BlockState { handle: format!("{}@{}", user.handle, user.home), blocked: blocking })
 }
 
 /// `POST /api/v1/users/{handle}/block`: also ends the follows between you, both ways.
@@ -81,6 +110,11 @@ pub fn unblock(api: &Api, call: &mut Call<'_>) -> ApiResult {
 /// `GET /api/v1/users/{handle}/block`: whether the caller blocks them.
 pub fn block_status(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let viewer = call.user()?.user_id.clone();
+    if let Some((handle, node)) = api.remote_handle(call.param(0)) {
+        let user = api.remote_user(&handle, node, false)?;
+        let blocked = api.store.blocks(&viewer, &user.user_id)?;
+        return shapes::ok(&BlockState { handle: format!("{}@{}", user.handle, user.home), blocked });
+    }
     let user = api.user_by_handle(call.param(0))?;
     let blocked = api.store.blocks(&viewer, &user.user_id)?;
     shapes::ok(&BlockState { handle: user.handle, blocked })
@@ -95,13 +129,15 @@ pub fn list_blocks(api: &Api, call: &mut Call<'_>) -> ApiResult {
     let blocked = api.store.blocked_users(&user_id, cursor.as_deref(), limit)?;
     let mut items = Vec::with_capacity(blocked.len());
     for entry in &blocked {
-        let user = api.store.user(&entry.user_id)?;
-        items.push(BlockedUser {
-            user_id: entry.user_id.clone(),
-            handle: user.as_ref().map(|user| user.handle.clone()).unwrap_or_default(),
-            display_name: user.as_ref().map(|user| user.display_name.clone()).unwrap_or_default(),
-            since: entry.since,
-        });
+        let (handle, display_name) = match api.store.user(&entry.user_id)? {
+            Some(user) => (user.handle, user.display_name),
+            // A user of another node: `handle@<node id>` as fan-out keeps them.
+            None => match api.fanout.as_deref().and_then(|fanout| fanout.profile(&entry.user_id)) {
+                Some(profile) => (format!("{}@{}", profile.handle, profile.home), profile.handle),
+                None => Default::default(),
+            },
+        };
+        items.push(BlockedUser { user_id: entry.user_id.clone(), handle, display_name, since: entry.since });
     }
     let next_cursor = (blocked.len() == limit).then(|| blocked.last().map(|entry| entry.user_id.clone())).flatten();
     shapes::ok(&Page { items, next_cursor })
@@ -203,6 +239,8 @@ fn set_hidden(api: &Api, call: &mut Call<'_>, hidden: bool) -> ApiResult {
     let admin = admin_id(call, if hidden { "hide posts" } else { "unhide posts" })?;
     let post = api.store.post(call.param(0))?.ok_or_else(|| ApiError::not_found("post"))?;
     api.store.set_post_hidden(&post, &admin, hidden)?;
+    // Withdrawn from (or given back to) other nodes' feed caches, as an edit would be.
+    api.fanout_post_changed(&post.author_id, &post.post_id);
     shapes::ok(&PostHidden { post_id: post.post_id, hidden })
 }
 

@@ -69,6 +69,8 @@ pub struct Items<T> {
 pub struct NodeAbout {
     pub node_id: String,
     pub name: String,
+    /// The release the node runs: the appliance image's version
+    /// (/usr/lib/edgenode/version), or edgenode's own off an image.
     pub version: &'static str,
     pub region: String,
     pub roles: Vec<String>,
@@ -259,7 +261,9 @@ pub struct RemoteAuthor {
     /// `handle@<node id>`, or the user id while this node knows no profile.
     pub handle: String,
     pub display_name: String,
-    /// Always null: avatars of other nodes are not fetched yet.
+    /// Their profile photo as this node last resolved it (when they were followed or
+    /// their profile was viewed), loaded through this node
+    /// (`/api/v1/media/{id}/avatar?node=<node id>`); null when they have none.
     pub avatar: Option<Avatar>,
 }
 

@@ -484,6 +484,11 @@ pub fn edit_profile(api: &Api, call: &mut Call<'_>) -> ApiResult {
         }
         other => other,
     };
+    // Whether the account was locked before, when the edit may change it.
+    let was_locked = match change.locked {
+        Some(_) => api.store.user(&user_id)?.map(|user| user.locked),
+        None => None,
+    };
     let edit = ProfileEdit {
         display_name: change.display_name.as_deref().map(checked_display_name).transpose().map_err(invalid)?,
         bio: change.bio.as_deref().map(checked_bio).transpose().map_err(invalid)?,
@@ -498,6 +503,13 @@ pub fn edit_profile(api: &Api, call: &mut Call<'_>) -> ApiResult {
         api.store.update_profile(&user_id, edit)?
     };
     let user = user.ok_or_else(|| ApiError::not_found("user"))?;
+    if was_locked.is_some_and(|was_locked| was_locked != user.locked) {
+        // Followers on other nodes: kept (or let in) as local ones are; from now on a
+        // locked account's followers-only posts go only to those it approved.
+        if let Some(fanout) = api.fanout.as_deref() {
+            fanout.lock_changed(&user_id);
+        }
+    }
     shapes::ok(&profile_json(api, &user, Some(&user_id))?)
 }
 
@@ -519,8 +531,27 @@ pub fn follow_requests(api: &Api, call: &mut Call<'_>) -> ApiResult {
             since: request.since,
         });
     }
-    let next_cursor =
-        (requests.len() == limit).then(|| requests.last().map(|request| request.follower_id.clone())).flatten();
+    // Users of other nodes whose follow fan-out brought here, as `handle@<node id>`
+    // (their user id when their node is older than follow requests), in the same
+    // user-id order and pages.
+    if let Some(fanout) = api.fanout.as_deref() {
+        let remote = fanout.follow_requests(&user_id).map_err(|error| ApiError::unavailable(error.to_string()))?;
+        for request in remote {
+            if cursor.as_deref().is_some_and(|after| request.user_id.as_str() <= after) {
+                continue;
+            }
+            let handle = request.handle.unwrap_or_else(|| request.user_id.clone());
+            items.push(shapes::FollowRequest {
+                user_id: request.user_id,
+                handle: format!("{handle}@{}", request.home),
+                display_name: handle,
+                since: request.since,
+            });
+        }
+        items.sort_by(|left, right| left.user_id.cmp(&right.user_id));
+        items.truncate(limit);
+    }
+    let next_cursor = (items.len() == limit).then(|| items.last().map(|item| item.user_id.clone())).flatten();
     shapes::ok(&shapes::Page { items, next_cursor })
 }
 
@@ -528,11 +559,15 @@ pub fn follow_requests(api: &Api, call: &mut Call<'_>) -> ApiResult {
 /// them. Rejecting also removes an approved follower.
 fn answer_follow(api: &Api, call: &mut Call<'_>, approved: bool) -> ApiResult {
     let user_id = call.user()?.user_id.clone();
-    if api.remote_handle(call.param(0)).is_some() {
-        return Err(ApiError::bad_request(
-            "remote_follow_requests_unsupported",
-            "follow requests from users of other nodes are not supported yet",
-        ));
+    if let Some((handle, node)) = api.remote_handle(call.param(0)) {
+        // A user of another node: their follow came by fan-out, the answer goes back.
+        let answered = api
+            .fanout()?
+            .answer_follow(&user_id, &handle, node, approved)
+            .map_err(|error| ApiError::unavailable(error.to_string()))?
+            .ok_or_else(|| ApiError::not_found("follow request"))?;
+        let handle = answered.handle.unwrap_or(answered.user_id);
+        return shapes::ok(&shapes::FollowAnswered { handle: format!("{handle}@{node}"), approved });
     }
     let follower = api.user_by_handle(call.param(0))?;
     if !api.store.answer_follow(&user_id, &follower.user_id, approved)? {

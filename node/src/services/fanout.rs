@@ -39,6 +39,17 @@
 //! queued for sending, and before a follow is acknowledged. If saving fails nothing
 //! is sent; the core resends or pulls later.
 //!
+//! Who may see what (`core::fanout::Audience`): a follow from another node is judged
+//! when it arrives and again whenever the author blocks or unblocks, answers a follow
+//! request, or locks or unlocks (hooks from the API), and at every reconcile (changes
+//! made on a sibling arrive by replication): nothing if the author blocks the
+//! follower, public posts only while a locked author has not approved them (or their
+//! node is older than audiences), followers posts too otherwise. Follow requests
+//! from other nodes are the subscribers a locked author has not answered; an answer
+//! is the same replicated FollowDecision a local follower's is, dated by the follow's
+//! version. A post an admin hid is fanned out as a removal, versioned by the newer of
+//! the post and the decision, so hiding and unhiding reach caches like edits.
+//!
 //! Peers up and down: the core sends only to peers it was told are up. A peer is up
 //! once it answered a call (a message or a probe) or called us; it is down after a
 //! call to it failed (unreachable or timed out). Peers that matter (homes of followed
@@ -70,15 +81,18 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use crate::coalesce::Coalescer;
 use crate::config::FanoutSettings;
 use crate::core::fanout::{
-    FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, RemoteUser, FANOUT_PROTOCOL_VERSION,
+    Audience, FanoutConfig, FanoutError, FanoutNode, FanoutState, FeedEntry, Message, RemoteUser,
+    FANOUT_PROTOCOL_VERSION,
 };
-use crate::core::model::{may_view, NodeId, Post, Version, Visibility};
+use crate::core::model::{
+    follow_counts, follow_pending, follow_unanswered, may_view, NodeId, Post, Record, Version, Visibility,
+};
 use crate::exposition;
 use crate::link::neighbours::{NeighbourError, NeighbourHandler, NeighbourLink, NeighbourServices, Refusal};
 use crate::os;
 use crate::services::media_fetch::{decode_media, encode_media};
 use crate::store::blobs::is_sha256_hex;
-use crate::store::fanout::RemoteProfile;
+use crate::store::fanout::{RemoteFollowRequest, RemoteProfile};
 use crate::store::{hex, BlobKind, MediaInfo, Store, StoreError};
 
 /// Neighbour service names.
@@ -342,12 +356,16 @@ impl Fanout {
         if !self.homed_here(author_id) {
             return;
         }
-        let known: BTreeMap<String, Version> = {
+        let (known, removed): (BTreeMap<String, Version>, std::collections::BTreeSet<String>) = {
             let inner = self.lock();
             let ledger = inner.node.state().ledgers.get(author_id);
-            ledger
+            let known = ledger
                 .map(|ledger| ledger.entries.values().map(|e| (e.post_id.clone(), e.version)).collect())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            let removed = ledger
+                .map(|ledger| ledger.entries.values().filter(|e| e.is_removal()).map(|e| e.post_id.clone()).collect())
+                .unwrap_or_default();
+            (known, removed)
         };
         let newest = match self.store.posts_by_author(author_id, None, RECONCILE_POSTS_MAX, |_| true) {
             Ok(posts) => posts,
@@ -362,24 +380,35 @@ impl Fanout {
         post_ids.dedup();
         let mut changes = Vec::new();
         for post_id in post_ids {
-            match self.store.post_record(&post_id) {
-                Ok(Some(record)) if known.get(&post_id).is_none_or(|version| *version < record.version) => {
-                    changes.push((post_id, record))
+            let (version, body) = match self
+                .store
+                .post_record(&post_id)
+                .and_then(|record| record.map(|record| self.fanned_out(record)).transpose())
+            {
+                Ok(Some(fanned)) => fanned,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(%error, post_id, "cannot read a post to reconcile fan-out");
+                    continue;
                 }
-                Ok(_) => {}
-                Err(error) => tracing::error!(%error, post_id, "cannot read a post to reconcile fan-out"),
+            };
+            let newer = known.get(&post_id).is_none_or(|known| *known < version);
+            // Kept as a removal by a node from before locked authors' followers-only
+            // posts were kept (`FanoutNode::local_post` takes the post in).
+            let kept_as_removal = removed.contains(&post_id)
+                && body.as_ref().is_some_and(|post| post.visibility == Visibility::Followers);
+            if newer || kept_as_removal {
+                changes.push((post_id, version, body));
             }
         }
         if changes.is_empty() {
             return;
         }
-        changes.sort_by_key(|(_, record)| record.version);
+        changes.sort_by_key(|(_, version, _)| *version);
         let count = changes.len();
-        let locked = self.author_locked(author_id);
         let stepped = self.step(|node, now| {
-            for (post_id, record) in changes {
-                let body = fanned_out(locked, record.body);
-                if let Err(error) = node.local_post(now, author_id, &post_id, record.version, body) {
+            for (post_id, version, body) in changes {
+                if let Err(error) = node.local_post(now, author_id, &post_id, version, body) {
                     tracing::error!(%error, "fan-out refused a post");
                 }
             }
@@ -390,7 +419,9 @@ impl Fanout {
         }
     }
 
-    /// Reconciles every local author with followers elsewhere (on a blocking thread).
+    /// Reconciles every local author with followers elsewhere, and judges their
+    /// followers again (blocks and approvals made on a sibling arrive by replication)
+    /// (on a blocking thread).
     fn reconcile_followed_authors(&self) {
         let authors: Vec<String> = self
             .lock()
@@ -403,19 +434,137 @@ impl Fanout {
             .collect();
         for author in authors {
             self.reconcile(&author);
+            self.audience_changed(&author);
         }
     }
 
-    /// Whether `user_id` approves their followers (a locked account).
-    fn author_locked(&self, user_id: &str) -> bool {
-        match self.store.user(user_id) {
-            Ok(user) => user.is_some_and(|user| user.locked),
-            Err(error) => {
-                // Unknown: treated as locked, so nothing leaves that should not.
-                tracing::error!(%error, "cannot read a post's author for fan-out");
-                true
+    /// What a follower of `author` on another node may see of them: nothing if the
+    /// author blocks them; public posts only while a locked author has not approved
+    /// the follow made at `follow_version`, or when the follower's node cannot keep
+    /// followers apart (`hears_audience`); else followers-only posts too. A store
+    /// that cannot be read gives public posts only.
+    fn judge(&self, author: &str, follower: &str, follow_version: Version, hears_audience: bool) -> Audience {
+        let judged = || -> Result<Audience, StoreError> {
+            if self.store.blocks(author, follower)? {
+                return Ok(Audience::Nothing);
+            }
+            let locked = self.store.user(author)?.is_some_and(|user| user.locked);
+            let decision = self.store.follow_decision(author, follower)?;
+            let counts = follow_counts(follow_version.at.physical_ms(), locked, decision.as_ref());
+            Ok(if counts && (!locked || hears_audience) { Audience::Followers } else { Audience::Public })
+        };
+        judged().unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot judge a follower for fan-out; public posts only");
+            Audience::Public
+        })
+    }
+
+    /// `author` (homed here) blocked or unblocked someone, answered a follow request,
+    /// or locked or unlocked their account: each follower on another node is judged
+    /// again, and told when what they may see changed.
+    pub fn audience_changed(&self, author: &str) {
+        let followers = self.lock().node.remote_followers(author);
+        if followers.is_empty() {
+            return;
+        }
+        let judged: Vec<(String, Audience)> = followers
+            .into_iter()
+            .map(|(follower, subscriber)| {
+                let sees = self.judge(author, &follower, subscriber.version, subscriber.hears_audience);
+                (follower, sees)
+            })
+            .collect();
+        let stepped = self.step(|node, _| {
+            for (follower, sees) in judged {
+                node.set_audience(author, &follower, sees);
+            }
+        });
+        if let Err(error) = stepped {
+            tracing::error!(%error, "fan-out could not save its followers' audiences");
+        }
+    }
+
+    /// `author` locked or unlocked their account: their followers on other nodes with
+    /// no answer yet are approved (locking keeps the followers one has, unlocking
+    /// lets in everyone who asked, as for local followers), then all are judged again.
+    pub fn lock_changed(&self, author: &str) {
+        let followers = self.lock().node.remote_followers(author);
+        for (follower, subscriber) in followers {
+            let since = subscriber.version.at.physical_ms();
+            let approved = || -> Result<(), StoreError> {
+                let decision = self.store.follow_decision(author, &follower)?;
+                if follow_unanswered(since, decision.as_ref()) && !self.store.blocks(author, &follower)? {
+                    self.store.answer_remote_follow(author, &follower, since, true)?;
+                }
+                Ok(())
+            };
+            if let Err(error) = approved() {
+                tracing::error!(%error, "cannot approve a follower of another node");
             }
         }
+        self.audience_changed(author);
+    }
+
+    /// Follows of `author` (homed here) by users of other nodes that wait for the
+    /// locked account's answer (blocked followers are not asking).
+    pub fn follow_requests(&self, author: &str) -> Result<Vec<RemoteFollowRequest>, FanoutServiceError> {
+        let followers = self.lock().node.remote_followers(author);
+        if followers.is_empty() || !self.store.user(author)?.is_some_and(|user| user.locked) {
+            return Ok(Vec::new());
+        }
+        let mut requests = Vec::new();
+        for (follower, subscriber) in followers {
+            if self.store.blocks(author, &follower)? {
+                continue;
+            }
+            let since = subscriber.version.at.physical_ms();
+            let decision = self.store.follow_decision(author, &follower)?;
+            if follow_pending(since, true, decision.as_ref()) {
+                requests.push(RemoteFollowRequest {
+                    user_id: follower,
+                    handle: subscriber.handle.clone(),
+                    home: subscriber.home,
+                    since,
+                });
+            }
+        }
+        Ok(requests)
+    }
+
+    /// `author` answers the follow of `handle` (or their user id) of node `home`:
+    /// the FollowDecision is written, then the follower is judged again. `None` when
+    /// no such user of that node follows `author`.
+    pub fn answer_follow(
+        &self,
+        author: &str,
+        handle: &str,
+        home: NodeId,
+        approved: bool,
+    ) -> Result<Option<RemoteFollowRequest>, FanoutServiceError> {
+        let found = self.lock().node.remote_followers(author).into_iter().find(|(follower, subscriber)| {
+            subscriber.home == home && (subscriber.handle.as_deref() == Some(handle) || follower == handle)
+        });
+        let Some((follower, subscriber)) = found else { return Ok(None) };
+        let since = subscriber.version.at.physical_ms();
+        self.store.answer_remote_follow(author, &follower, since, approved)?;
+        self.audience_changed(author);
+        Ok(Some(RemoteFollowRequest { user_id: follower, handle: subscriber.handle, home, since }))
+    }
+
+    /// Keeps how to show a remote user (a followed or blocked one): handle, home and
+    /// avatar, durable before it is used.
+    pub fn remember_profile(&self, user: &RemoteUser) -> Result<(), FanoutServiceError> {
+        let profile = RemoteProfile {
+            user_id: user.user_id.clone(),
+            handle: user.handle.clone(),
+            home: user.home,
+            avatar: user.avatar.clone(),
+        };
+        if self.lock().profiles.get(&profile.user_id) != Some(&profile) {
+            self.store.fanout_save_profile(&profile)?;
+            self.lock().profiles.insert(profile.user_id.clone(), profile);
+        }
+        Ok(())
     }
 
     fn homed_here(&self, user_id: &str) -> bool {
@@ -429,8 +578,20 @@ impl Fanout {
         }
     }
 
-    /// A post of `author_id` was created, edited or deleted through this node: if the
-    /// author is homed here, its stored record goes to `local_post`.
+    /// A post record as fan-out carries it: a post an admin hid goes as a removal,
+    /// and the entry's version is the newer of the post's and the admins' decision's,
+    /// so hiding and unhiding reach followers' caches (last writer wins per post) as
+    /// an edit does.
+    fn fanned_out(&self, record: Record<Post>) -> Result<(Version, Option<Post>), StoreError> {
+        let Some(post) = record.body else { return Ok((record.version, None)) };
+        let moderation = self.store.post_moderation_record(&post.author_id, &post.post_id)?;
+        let Some(moderation) = moderation else { return Ok((record.version, Some(post))) };
+        let hidden = moderation.body.as_ref().is_some_and(|decision| decision.hidden);
+        Ok((record.version.max(moderation.version), (!hidden).then_some(post)))
+    }
+
+    /// A post of `author_id` was created, edited, deleted, hidden or unhidden through
+    /// this node: if the author is homed here, its stored record goes to `local_post`.
     pub fn post_changed(&self, author_id: &str, post_id: &str) {
         if !self.homed_here(author_id) {
             return;
@@ -443,8 +604,14 @@ impl Fanout {
                 return;
             }
         };
-        let body = fanned_out(self.author_locked(author_id), record.body);
-        let stepped = self.step(|node, now| node.local_post(now, author_id, post_id, record.version, body));
+        let (version, body) = match self.fanned_out(record) {
+            Ok(fanned) => fanned,
+            Err(error) => {
+                tracing::error!(%error, post_id, "cannot read a post's moderation for fan-out");
+                return;
+            }
+        };
+        let stepped = self.step(|node, now| node.local_post(now, author_id, post_id, version, body));
         match stepped {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "fan-out refused a post"),
@@ -460,13 +627,11 @@ impl Fanout {
         version: Version,
         active: bool,
     ) -> Result<(), FanoutServiceError> {
-        let profile =
-            RemoteProfile { user_id: author.user_id.clone(), handle: author.handle.clone(), home: author.home };
-        if self.lock().profiles.get(&profile.user_id) != Some(&profile) {
-            self.store.fanout_save_profile(&profile)?;
-            self.lock().profiles.insert(profile.user_id.clone(), profile);
-        }
-        self.step(|node, now| node.local_follow(now, follower, &author.user_id, author.home, version, active))??;
+        self.remember_profile(author)?;
+        let handle = self.store.user(follower)?.map(|user| user.handle);
+        self.step(|node, now| {
+            node.local_follow(now, follower, &author.user_id, author.home, version, active, handle.as_deref())
+        })??;
         Ok(())
     }
 
@@ -507,11 +672,24 @@ impl Fanout {
         self.lock().profiles.get(user_id).cloned()
     }
 
-    /// A remote user known here by `handle`, homed at or resolved through `node`.
+    /// A remote user known here by `handle`, homed at or resolved through `node`:
+    /// one followed or blocked from here, else a follower of a user of this node.
     pub fn known_profile(&self, handle: &str, node: NodeId) -> Option<RemoteProfile> {
         let inner = self.lock();
         let mut known = inner.profiles.values().filter(|profile| profile.handle == handle);
-        known.clone().find(|profile| profile.home == node).or_else(|| known.next()).cloned()
+        let remembered = known.clone().find(|profile| profile.home == node).or_else(|| known.next()).cloned();
+        remembered.or_else(|| {
+            inner.node.state().subscribers.values().flat_map(|followers| followers.iter()).find_map(
+                |(follower, subscriber)| {
+                    (subscriber.home == node && subscriber.handle.as_deref() == Some(handle)).then(|| RemoteProfile {
+                        user_id: follower.clone(),
+                        handle: handle.to_owned(),
+                        home: node,
+                        avatar: None,
+                    })
+                },
+            )
+        })
     }
 
     pub fn follows(&self, follower: &str, author: &str) -> bool {
@@ -907,8 +1085,15 @@ impl NeighbourHandler for FanoutService {
             Message::Snapshot { author, entries, .. } => (Some(author.clone()), photos_of(entries)),
             _ => (None, Vec::new()),
         };
+        // A follow is judged against the author's blocks and approvals before the step.
+        let sees = match &envelope.message {
+            Message::Subscribe { author, follower, version, hears_audience, .. } => {
+                fanout.judge(author, follower, *version, *hears_audience)
+            }
+            _ => Audience::Followers,
+        };
         fanout
-            .step(|node, now| node.on_message(from, envelope.message, now))
+            .step(|node, now| node.on_message_judged(from, envelope.message, now, sees))
             .map_err(|error| format!("this node cannot save fan-out state: {error}"))?;
         if let Some(author) = author.filter(|_| !media.is_empty()) {
             fanout.prefetch(from, &author, media);
@@ -977,15 +1162,20 @@ impl NeighbourHandler for MediaService {
             Some(kind @ (BlobKind::Thumb | BlobKind::Display)) => kind,
             _ => return Err(Refusal("only thumb, display and avatar are served to other nodes".to_owned())),
         };
-        let posts = fanout.store.posts_with_media(&media_id).map_err(read)?;
+        let mut posts = fanout.store.posts_with_media(&media_id).map_err(read)?;
+        // A post an admin hid gives its photos to nobody on other nodes.
+        let mut shown = Vec::with_capacity(posts.len());
+        for post in posts.drain(..) {
+            if !fanout.store.post_moderation(&post).map_err(read)?.is_some_and(|moderation| moderation.hidden) {
+                shown.push(post);
+            }
+        }
+        let posts = shown;
         let allowed = {
             let inner = fanout.lock();
-            let subscribers = &inner.node.state().subscribers;
             posts.iter().any(|post| match post.visibility {
                 Visibility::Public => true,
-                Visibility::Followers => subscribers
-                    .get(&post.author_id)
-                    .is_some_and(|followers| followers.values().any(|s| s.active && s.home == from)),
+                Visibility::Followers => inner.node.home_sees(&post.author_id, from) == Audience::Followers,
                 Visibility::Private => false,
             })
         };
@@ -1117,14 +1307,6 @@ impl RemoteMedia {
             }
         }
     }
-}
-
-/// What fan-out carries of a post: a follower on another node cannot be approved yet
-/// (follow requests are answered for this node's and its siblings' users), so a
-/// locked author's followers-only posts go to no other node; an edit that makes a
-/// post followers-only takes it back from their caches, as a delete does.
-fn fanned_out(author_locked: bool, post: Option<Post>) -> Option<Post> {
-    post.filter(|post| !(author_locked && post.visibility == Visibility::Followers))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The fan-out service's durable state (`core::fanout::FanoutState`) in redb, one row
 //! per subscriber, ledger, subscription and cache, plus the profiles of remote users
-//! this node follows (handle and home, learned when they were followed).
+//! this node follows or blocks (handle, home and avatar, learned when they were
+//! followed or blocked, refreshed when their profile is asked for).
 //!
 //! A save writes only the rows that differ between the state last saved and the new
 //! one, in one transaction (redb commits durably), so a step costs what it changed.
@@ -52,6 +53,21 @@ pub struct RemoteProfile {
     pub handle: String,
     /// The node that answers for them (where their follows are routed).
     pub home: NodeId,
+    /// Their profile photo's media id as last resolved (absent in rows from before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+}
+
+/// A follow of a locked user of this node by a user of another node, waiting for an
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFollowRequest {
+    pub user_id: String,
+    /// Their handle on their node (absent when their node is older than requests).
+    pub handle: Option<String>,
+    pub home: NodeId,
+    /// When the follow was made (ms).
+    pub since: u64,
 }
 
 /// The rows of `after` that differ from `before` (with their bytes), and those gone
@@ -177,11 +193,27 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::fanout::Audience;
     use crate::core::hlc::Timestamp;
     use crate::core::model::Version;
 
     fn version(at: u64) -> Version {
         Version { at: Timestamp(at), origin: NodeId(7) }
+    }
+
+    fn subscriber(home: NodeId, version: Version) -> Subscriber {
+        Subscriber { home, version, active: true, handle: None, hears_audience: false, sees: Audience::Public }
+    }
+
+    /// Rows written before followers' audiences were kept are read as public-only
+    /// (the fan-out service judges every follower again at start).
+    #[test]
+    fn subscriber_rows_from_before_audiences_read_as_public() {
+        let row = br#"{"format":1,"value":{"home":"0000000000000001","version":{"at":3,"origin":"0000000000000007"},"active":true}}"#;
+        assert_eq!(decode::<Subscriber>(row).unwrap(), subscriber(NodeId(1), version(3)));
+        let profile = br#"{"format":1,"value":{"user_id":"u","handle":"bob","home":"0000000000000003"}}"#;
+        let read: RemoteProfile = decode(profile).unwrap();
+        assert_eq!(read.avatar, None, "profiles saved before avatars were kept have none");
     }
 
     /// Rows written by this format stay readable (a layout change needs a reader).
@@ -191,7 +223,14 @@ mod tests {
         let subscription: Subscription = decode(row).unwrap();
         assert_eq!(
             subscription,
-            Subscription { author_home: NodeId(3), version: version(4), active: true, acked: false }
+            Subscription {
+                author_home: NodeId(3),
+                version: version(4),
+                active: true,
+                acked: false,
+                handle: None,
+                sees: None,
+            }
         );
         assert_eq!(encode(&subscription), row.to_vec());
         assert!(decode::<Subscription>(br#"{"format":2,"value":{}}"#).is_err());
@@ -206,21 +245,24 @@ mod tests {
         assert_eq!(empty, FanoutState::default());
         assert!(profiles.is_empty());
         let mut state = FanoutState::default();
-        state
-            .subscribers
-            .entry("bob".into())
-            .or_default()
-            .insert("alice".into(), Subscriber { home: NodeId(1), version: version(3), active: true });
+        state.subscribers.entry("bob".into()).or_default().insert("alice".into(), subscriber(NodeId(1), version(3)));
         state.subscriptions.insert(
             ("alice".into(), "carol".into()),
-            Subscription { author_home: NodeId(3), version: version(4), active: true, acked: false },
+            Subscription {
+                author_home: NodeId(3),
+                version: version(4),
+                active: true,
+                acked: false,
+                handle: None,
+                sees: None,
+            },
         );
         state.ledgers.insert("bob".into(), Ledger::default());
         store.fanout_save(&FanoutState::default(), &state).unwrap();
         let mut next = state.clone();
         next.subscriptions.clear();
         store.fanout_save(&state, &next).unwrap();
-        let profile = RemoteProfile { user_id: "carol".into(), handle: "carol".into(), home: NodeId(3) };
+        let profile = RemoteProfile { user_id: "carol".into(), handle: "carol".into(), home: NodeId(3), avatar: None };
         store.fanout_save_profile(&profile).unwrap();
         drop(store);
         let store = Store::open(&dir).unwrap();

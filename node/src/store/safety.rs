@@ -208,6 +208,19 @@ impl Store {
         })
     }
 
+    /// The admins' last decision on the post `post_id` of `author_id` as stored, with
+    /// its version (fan-out dates a hidden post's removal by it).
+    pub fn post_moderation_record(
+        &self,
+        author_id: &str,
+        post_id: &str,
+    ) -> StoreResult<Option<Record<PostModeration>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(POST_MODERATION)?;
+        let record = table.get((author_id, post_id))?;
+        record.map(|bytes| super::decode::<Record<PostModeration>>(bytes.value())).transpose()
+    }
+
     /// Whether moderation lets `viewer` see `post` (on top of `may_view`): a hidden
     /// post only its author and admins, nobody the posts of an author they block
     /// (`core::model::moderation_allows`). One read transaction.

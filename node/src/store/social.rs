@@ -266,6 +266,30 @@ impl Store {
         })
     }
 
+    /// The followee's answer to `follower`'s follows, if any (`follow_counts` says
+    /// whether it answers a given one).
+    pub fn follow_decision(&self, followee_id: &str, follower_id: &str) -> StoreResult<Option<FollowDecision>> {
+        let txn = self.db.begin_read()?;
+        let decisions = txn.open_table(FOLLOW_DECISIONS)?;
+        Ok(match decisions.get((followee_id, follower_id))? {
+            Some(bytes) => live::<FollowDecision>(bytes.value())?,
+            None => None,
+        })
+    }
+
+    /// The followee answers the follow of a user of another node, made at
+    /// `follow_since` (ms; that node keeps the Follow record, fan-out told us of it):
+    /// the same replicated FollowDecision a local follower's answer is.
+    pub fn answer_remote_follow(
+        &self,
+        followee_id: &str,
+        follower_id: &str,
+        follow_since: u64,
+        approved: bool,
+    ) -> StoreResult<()> {
+        self.write(|tx| write_decision(tx, followee_id, follower_id, follow_since, approved))
+    }
+
     // ----- likes and comments -----
 
     pub fn set_like(&self, post_id: &str, user_id: &str, liked: bool) -> StoreResult<()> {

@@ -31,6 +31,16 @@
 //!   after it was dropped for room). A pulls in full when it never synced, when its
 //!   follows of U changed, and when a removal left a truncated cache with fewer than `K`
 //!   entries (older posts must come back into the newest `K`).
+//! - Audience: the author side keeps, per subscriber, what the driver judged they may
+//!   see (`Audience`: nothing when the author blocks them, public posts only while a
+//!   locked author has not approved them, followers posts too) and tells their node
+//!   (`SubscribeAck.sees`, with each change and in every `Snapshot.audience`). A node
+//!   is sent per post what its most-allowed follower may see (a followers post as a
+//!   removal to a node that may see public posts only, nothing to a node whose
+//!   followers may see nothing); a node that does not keep audiences apart (older,
+//!   `hears_audience: false`) gets followers posts only if all its followers may see
+//!   them. The follower side shows followers posts only to followers whose audience
+//!   allows them, and a changed audience refills the cache with a full pull.
 //! - No thundering herd: B answers pulls through a token bucket
 //!   (`pulls_answered_burst`, one more per `pull_refill_interval_ms`) and refuses the
 //!   rest with `RateLimited{retry_after_ms}`; A retries after that plus its own jitter.
@@ -53,8 +63,10 @@
 //!    `Followers` posts; a follower node turns a `Private` live entry into a removal
 //!    and drops entries not authored by the author they came for.
 //! 2. **Followers-only stays with followers.** Pushes and snapshots go only to nodes
-//!    the author's home holds an active subscriber from; queries apply `may_view`
-//!    with "follows" = an active local subscription.
+//!    the author's home holds an active subscriber from, and followers posts only to
+//!    nodes with one allowed to see them; queries apply `may_view` with "follows" =
+//!    an active local subscription whose audience is `Followers` (or, from an older
+//!    author node that never says, an acknowledged one).
 //! 3. **Deleted stays deleted.** A removal beats every older version of its post. It
 //!    is kept while newer than `as_of`, or replaced by a push floor when dropped for
 //!    room; a full snapshot leaves it out and drops what it replaced.
@@ -84,4 +96,4 @@ pub mod wire;
 pub use node::{
     AuthorCache, FanoutConfig, FanoutError, FanoutNode, FanoutState, FanoutStats, Ledger, Subscriber, Subscription,
 };
-pub use wire::{FeedEntry, Message, Refusal, RemoteUser, UserId, FANOUT_PROTOCOL_VERSION};
+pub use wire::{Audience, FeedEntry, Message, Refusal, RemoteUser, UserId, FANOUT_PROTOCOL_VERSION};

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::wire::{FeedEntry, Message, Refusal, UserId};
+use super::wire::{Audience, FeedEntry, Message, Refusal, UserId};
 use crate::core::hlc::Timestamp;
 use crate::core::model::{may_view, NodeId, Post, Version, Visibility};
 
@@ -96,6 +96,20 @@ pub struct Subscriber {
     pub home: NodeId,
     pub version: Version,
     pub active: bool,
+    /// The follower's handle on their node, as it said (absent from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// Their node keeps followers' audiences apart (`Message::Subscribe`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hears_audience: bool,
+    /// What the driver decided they may see (`set_audience`). Rows from before it was
+    /// kept read as `Public`; the driver judges every follower again at start.
+    #[serde(default = "public_audience")]
+    pub sees: Audience,
+}
+
+fn public_audience() -> Audience {
+    Audience::Public
 }
 
 /// Follower side: one local user's follow (or unfollow) of an author, LWW on
@@ -107,6 +121,24 @@ pub struct Subscription {
     pub active: bool,
     /// The author's home stored this version durably (always true for local authors).
     pub acked: bool,
+    /// The follower's handle, sent with the follow (a locked author's requests show it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// What the author's home lets this follower see; `None` until it says (an older
+    /// home never does: an acknowledged follow then counts, as it always did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sees: Option<Audience>,
+}
+
+impl Subscription {
+    /// Whether this follow lets the follower see the author's followers-only posts.
+    fn counts(&self) -> bool {
+        self.active
+            && match self.sees {
+                Some(sees) => sees == Audience::Followers,
+                None => self.acked,
+            }
+    }
 }
 
 /// Author side: what followers of one local author may see.
@@ -248,6 +280,27 @@ fn successor(version: Version) -> Version {
     Version { at: Timestamp(version.at.0.saturating_add(1)), origin: NodeId(0) }
 }
 
+/// What the author side sends a node that may see `level` of an author in place of
+/// `entry`: nothing, the entry, or (a followers-only post for a node that may see
+/// public posts only) a removal at its version, so a copy it had goes.
+fn entry_for(entry: &FeedEntry, level: Audience) -> Option<FeedEntry> {
+    match level {
+        Audience::Nothing => None,
+        Audience::Public if entry.post.as_ref().is_some_and(|post| post.visibility == Visibility::Followers) => {
+            Some(FeedEntry { post: None, ..entry.clone() })
+        }
+        Audience::Public | Audience::Followers => Some(entry.clone()),
+    }
+}
+
+/// What a `Subscribe` says of its follower besides the follow, and the driver's
+/// judgement of it.
+struct SubscribeFrom {
+    handle: Option<String>,
+    hears_audience: bool,
+    sees: Audience,
+}
+
 /// splitmix64's finaliser: stretches the randomness the driver passes in.
 fn mix(value: u64) -> u64 {
     let mut mixed = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -352,13 +405,18 @@ impl FanoutNode {
                 });
             }
         }
+        let visible = post.filter(|post| post.visibility != Visibility::Private);
         let ledger = self.state.ledgers.entry(author.to_string()).or_default();
         let existing = ledger.entries.get(post_id);
-        if existing.is_some_and(|existing| existing.version >= version) {
+        // A removal and a live post at one version: the ledger of a node from before
+        // followers-only posts of locked authors were kept (as removals); the post is
+        // taken in, and homes that may see it get it by their next full pull.
+        let kept_as_removal =
+            existing.is_some_and(|existing| existing.version == version && existing.is_removal()) && visible.is_some();
+        if existing.is_some_and(|existing| existing.version >= version) && !kept_as_removal {
             return Ok(());
         }
         let was_live = existing.is_some_and(|existing| !existing.is_removal());
-        let visible = post.filter(|post| post.visibility != Visibility::Private);
         if visible.is_none() && existing.is_none() {
             // Never shown to followers (private from the start): nothing to take back.
             return Ok(());
@@ -385,6 +443,8 @@ impl FanoutNode {
     /// A local user follows (`active`) or unfollows `author`, homed at `author_home`,
     /// at `version` (the follow record's). Acknowledge to the client once `state()`
     /// is durable; the author's home learns it by a `Subscribe` resent until acked.
+    /// (`follower_handle` goes with the follow, for a locked author's requests.)
+    #[allow(clippy::too_many_arguments)] // each is one fact of the follow; a struct would only rename them
     pub fn local_follow(
         &mut self,
         now: u64,
@@ -393,6 +453,7 @@ impl FanoutNode {
         author_home: NodeId,
         version: Version,
         active: bool,
+        follower_handle: Option<&str>,
     ) -> Result<(), FanoutError> {
         if follower == author {
             return Err(FanoutError::SelfFollow { user: follower.into() });
@@ -409,7 +470,14 @@ impl FanoutNode {
         if local && !active {
             self.state.subscriptions.remove(&key);
         } else {
-            let subscription = Subscription { author_home, version, active, acked: local };
+            let subscription = Subscription {
+                author_home,
+                version,
+                active,
+                acked: local,
+                handle: follower_handle.map(str::to_owned),
+                sees: None,
+            };
             self.state.subscriptions.insert(key.clone(), subscription);
         }
         if !local {
@@ -471,12 +539,32 @@ impl FanoutNode {
         self.outbox.retain(|(to, _)| *to != peer);
     }
 
+    /// A message from `from`; a `Subscribe` is judged to let its follower see
+    /// everything (`Audience::Followers`): see `on_message_judged`.
     pub fn on_message(&mut self, from: NodeId, message: Message, now: u64) {
+        self.on_message_judged(from, message, now, Audience::Followers)
+    }
+
+    /// A message from `from`, with the driver's judgement of a `Subscribe` in it:
+    /// what its follower may see of the author (the author's blocks and approvals,
+    /// which the driver reads from the store before the step).
+    pub fn on_message_judged(&mut self, from: NodeId, message: Message, now: u64, sees: Audience) {
         match message {
-            Message::Subscribe { follower, follower_home, author, version, active } => {
-                self.on_subscribe(from, follower, follower_home, author, version, active)
+            Message::Subscribe {
+                follower,
+                follower_home,
+                author,
+                version,
+                active,
+                follower_handle,
+                hears_audience,
+            } => {
+                // Another node's word, shown in follow requests: a handle as ours are, or none.
+                let handle = follower_handle.filter(|handle| crate::core::text::check_handle(handle).is_ok());
+                let about = SubscribeFrom { handle, hears_audience, sees };
+                self.on_subscribe(from, follower, follower_home, author, version, active, about)
             }
-            Message::SubscribeAck { follower, author, version } => {
+            Message::SubscribeAck { follower, author, version, sees } => {
                 let key = (follower, author);
                 if let Some(subscription) = self.state.subscriptions.get_mut(&key) {
                     if subscription.version == version && subscription.author_home == from {
@@ -484,6 +572,8 @@ impl FanoutNode {
                         self.subscribe_sent_at.remove(&key);
                         if !subscription.active {
                             self.state.subscriptions.remove(&key);
+                        } else if let Some(sees) = sees {
+                            self.apply_sees(&key, sees, now);
                         }
                     }
                 }
@@ -492,7 +582,7 @@ impl FanoutNode {
             Message::Pull { author, pull_id, since, entries_max } => {
                 self.on_pull(from, author, pull_id, since, entries_max, now)
             }
-            Message::Snapshot { author, pull_id, since, as_of, truncated, entries } => {
+            Message::Snapshot { author, pull_id, since, as_of, truncated, entries, audience } => {
                 let Some(in_flight) = self.take_in_flight(from, &author, pull_id) else { return };
                 if since.is_some() && since != in_flight.since {
                     self.stats.answers_stale += 1;
@@ -500,6 +590,15 @@ impl FanoutNode {
                 }
                 self.apply_snapshot(&author, since, as_of, truncated, entries);
                 self.stats.snapshots_applied += 1;
+                for (follower, sees) in audience {
+                    let key = (follower, author.clone());
+                    let ours = self.state.subscriptions.get(&key).is_some_and(|subscription| {
+                        subscription.acked && subscription.active && subscription.author_home == from
+                    });
+                    if ours {
+                        self.apply_sees(&key, sees, now);
+                    }
+                }
                 let next = if self.wants_full(&author) {
                     now.saturating_add(self.jitter(self.config.pull_jitter_ms))
                 } else {
@@ -610,11 +709,78 @@ impl FanoutNode {
     // ----- queries ----------------------------------------------------------------
 
     /// Whether local user `follower` actively follows `author`.
+    /// Whether local user `follower` follows `author` so that they may see the
+    /// author's followers-only posts: an active follow the author's home lets count
+    /// (not blocked, approved if the account is locked).
     pub fn follows(&self, follower: &str, author: &str) -> bool {
+        self.state.subscriptions.get(&(follower.to_string(), author.to_string())).is_some_and(Subscription::counts)
+    }
+
+    /// Author side: what the home node `home` may be sent of `author`'s posts, from
+    /// the audiences of the active followers there. A node that keeps followers
+    /// apart gets what its most-allowed follower may see (it shows each only theirs);
+    /// an older node gets followers-only posts only if every follower there may see
+    /// them, and nothing only if none may see anything.
+    pub fn home_sees(&self, author: &str, home: NodeId) -> Audience {
+        self.homes_see(author).get(&home).copied().unwrap_or(Audience::Nothing)
+    }
+
+    /// `home_sees` for every home of an active follower of `author`, in one pass.
+    fn homes_see(&self, author: &str) -> BTreeMap<NodeId, Audience> {
+        // Per home: the most and the least any follower there may see, and whether
+        // all of them keep audiences apart.
+        let mut homes: BTreeMap<NodeId, (Audience, Audience, bool)> = BTreeMap::new();
+        let active = self.state.subscribers.get(author).into_iter().flat_map(|followers| followers.values());
+        for subscriber in active.filter(|subscriber| subscriber.active) {
+            let (most, least, all_hear) =
+                homes.entry(subscriber.home).or_insert((subscriber.sees, subscriber.sees, true));
+            *most = (*most).max(subscriber.sees);
+            *least = (*least).min(subscriber.sees);
+            *all_hear &= subscriber.hears_audience;
+        }
+        homes
+            .into_iter()
+            .map(|(home, (most, least, all_hear))| {
+                (home, if all_hear { most } else { most.min(Audience::Public).max(least) })
+            })
+            .collect()
+    }
+
+    /// Author side: the active followers of `author` homed elsewhere, with what each
+    /// may see (`(follower, subscriber)`), for the driver to judge again.
+    pub fn remote_followers(&self, author: &str) -> Vec<(UserId, Subscriber)> {
         self.state
-            .subscriptions
-            .get(&(follower.to_string(), author.to_string()))
-            .is_some_and(|subscription| subscription.active)
+            .subscribers
+            .get(author)
+            .into_iter()
+            .flat_map(|followers| followers.iter())
+            .filter(|(_, subscriber)| subscriber.active && subscriber.home != self.id)
+            .map(|(follower, subscriber)| (follower.clone(), subscriber.clone()))
+            .collect()
+    }
+
+    /// Author side: the driver's judgement of what `follower` may see of `author` (a
+    /// block, an approval, a lock changed). A change is told to their node, which
+    /// refills its cache of the author; pushes and pulls follow it at once.
+    pub fn set_audience(&mut self, author: &str, follower: &str, sees: Audience) {
+        let Some(subscriber) = self.state.subscribers.get_mut(author).and_then(|followers| followers.get_mut(follower))
+        else {
+            return;
+        };
+        if subscriber.sees == sees {
+            return;
+        }
+        subscriber.sees = sees;
+        let (home, version) = (subscriber.home, subscriber.version);
+        if home != self.id {
+            let ack = Message::SubscribeAck {
+                follower: follower.to_string(),
+                author: author.to_string(),
+                version,
+                sees: Some(sees),
+            };
+            self.send(home, ack);
+        }
     }
 
     /// The feed of local user `user`: posts of the authors they follow, anywhere in
@@ -626,12 +792,13 @@ impl FanoutNode {
             .subscriptions
             .range((user.to_string(), String::new())..)
             .take_while(|((follower, _), _)| follower == user)
-            .filter(|(_, subscription)| subscription.active);
-        for ((_, author), _) in followed {
+            .filter(|(_, subscription)| subscription.active && subscription.sees != Some(Audience::Nothing));
+        for ((_, author), subscription) in followed {
+            let counts = subscription.counts();
             feed.extend(
                 self.newest_entries(author)
                     .into_iter()
-                    .filter(|entry| entry.post.as_ref().is_some_and(|post| may_view(post, Some(user), true))),
+                    .filter(|entry| entry.post.as_ref().is_some_and(|post| may_view(post, Some(user), counts))),
             );
         }
         feed.sort_by(|left, right| right.age_key().cmp(&left.age_key()));
@@ -667,6 +834,7 @@ impl FanoutNode {
 
     // ----- author side ------------------------------------------------------------
 
+    #[allow(clippy::too_many_arguments)]
     fn on_subscribe(
         &mut self,
         from: NodeId,
@@ -675,6 +843,7 @@ impl FanoutNode {
         author: UserId,
         version: Version,
         active: bool,
+        about: SubscribeFrom,
     ) {
         if follower_home != from {
             // A node speaks only for its own users.
@@ -691,30 +860,34 @@ impl FanoutNode {
                     self.stats.subscribes_refused += 1;
                     return;
                 }
-                let subscriber = Subscriber { home: from, version, active };
+                let subscriber = Subscriber {
+                    home: from,
+                    version,
+                    active,
+                    handle: about.handle,
+                    hears_audience: about.hears_audience,
+                    sees: about.sees,
+                };
                 self.state.subscribers.entry(author.clone()).or_default().insert(follower.clone(), subscriber);
                 self.stats.subscribes_applied += 1;
             }
         }
-        self.send(from, Message::SubscribeAck { follower, author, version });
+        let sees = self.state.subscribers.get(&author).and_then(|followers| followers.get(&follower)).map(|s| s.sees);
+        self.send(from, Message::SubscribeAck { follower, author, version, sees });
     }
 
     /// Sends `entry` of `author` to the home of every active follower (other nodes,
     /// connected ones; the rest pull when they come back).
     fn push(&mut self, author: &str, entry: FeedEntry) {
-        let homes: BTreeSet<NodeId> = self
-            .state
-            .subscribers
-            .get(author)
+        let homes: Vec<(NodeId, Audience)> = self
+            .homes_see(author)
             .into_iter()
-            .flat_map(|followers| followers.values())
-            .filter(|subscriber| subscriber.active && subscriber.home != self.id)
-            .map(|subscriber| subscriber.home)
-            .filter(|home| self.peers_up.contains(home))
+            .filter(|(home, _)| *home != self.id && self.peers_up.contains(home))
             .collect();
-        for home in homes {
+        for (home, sees) in homes {
+            let Some(entry) = entry_for(&entry, sees) else { continue };
             self.stats.pushes_sent += 1;
-            self.send(home, Message::FeedPush { author: author.to_string(), entry: entry.clone() });
+            self.send(home, Message::FeedPush { author: author.to_string(), entry });
         }
     }
 
@@ -776,21 +949,42 @@ impl FanoutNode {
             self.send(from, Message::PullRefused { author, pull_id, refusal });
             return;
         }
-        let message = self.snapshot_for(author, pull_id, since, entries_max);
+        let message = self.snapshot_for(author, from, pull_id, since, entries_max);
         self.send(from, message);
     }
 
     /// The answer to a pull: a delta when `since` is recent enough and the changes
     /// fit one snapshot, else the newest entries.
-    fn snapshot_for(&mut self, author: UserId, pull_id: u64, since: Option<Version>, entries_max: u32) -> Message {
+    fn snapshot_for(
+        &mut self,
+        author: UserId,
+        to: NodeId,
+        pull_id: u64,
+        since: Option<Version>,
+        entries_max: u32,
+    ) -> Message {
+        let level = self.home_sees(&author, to);
+        let audience: Vec<(UserId, Audience)> = self
+            .state
+            .subscribers
+            .get(&author)
+            .into_iter()
+            .flat_map(|followers| followers.iter())
+            .filter(|(_, subscriber)| subscriber.active && subscriber.home == to)
+            .map(|(follower, subscriber)| (follower.clone(), subscriber.sees))
+            .collect();
         let config = &self.config;
         let empty = Ledger::default();
         let ledger = self.state.ledgers.get(&author).unwrap_or(&empty);
         let as_of = ledger.changed_through.unwrap_or(VERSION_ZERO);
         let delta_allowed = since.filter(|since| ledger.full_below.is_none_or(|floor| *since >= floor));
         if let Some(since) = delta_allowed {
-            let mut changes: Vec<FeedEntry> =
-                ledger.entries.values().filter(|entry| entry.version > since).cloned().collect();
+            let mut changes: Vec<FeedEntry> = ledger
+                .entries
+                .values()
+                .filter(|entry| entry.version > since)
+                .filter_map(|entry| entry_for(entry, level))
+                .collect();
             if changes.len() <= config.snapshot_entries_max {
                 changes.sort_by_key(|entry| entry.version);
                 self.stats.snapshots_delta_sent += 1;
@@ -801,19 +995,45 @@ impl FanoutNode {
                     as_of,
                     truncated: false,
                     entries: changes,
+                    audience,
                 };
             }
         }
-        let mut live: Vec<FeedEntry> = ledger.entries.values().filter(|entry| !entry.is_removal()).cloned().collect();
+        let mut live: Vec<FeedEntry> = ledger
+            .entries
+            .values()
+            .filter_map(|entry| entry_for(entry, level))
+            .filter(|entry| !entry.is_removal())
+            .collect();
         live.sort_by(|left, right| right.age_key().cmp(&left.age_key()));
         let limit = (entries_max as usize).clamp(1, config.snapshot_entries_max);
         let truncated = live.len() > limit;
         live.truncate(limit);
         self.stats.snapshots_full_sent += 1;
-        Message::Snapshot { author, pull_id, since: None, as_of, truncated, entries: live }
+        Message::Snapshot { author, pull_id, since: None, as_of, truncated, entries: live, audience }
     }
 
     // ----- follower side ----------------------------------------------------------
+
+    /// What the author's home now lets a local follower see: a change refills the
+    /// cache of the author (what was withheld comes, what is no longer allowed goes:
+    /// a full snapshot replaces the cache) soon.
+    fn apply_sees(&mut self, key: &(UserId, UserId), sees: Audience, now: u64) {
+        let Some(subscription) = self.state.subscriptions.get_mut(key) else { return };
+        if subscription.sees == Some(sees) {
+            return;
+        }
+        let first = subscription.sees.is_none();
+        subscription.sees = Some(sees);
+        if first && sees == Audience::Followers {
+            // The first word from a home that keeps audiences: nothing was withheld.
+            return;
+        }
+        if let Some(cache) = self.state.caches.get_mut(&key.1) {
+            cache.full_wanted = true;
+        }
+        self.reconcile_cache(&key.1, now);
+    }
 
     fn send_subscribe(&mut self, now: u64, key: &(UserId, UserId)) {
         let Some(subscription) = self.state.subscriptions.get(key) else { return };
@@ -826,6 +1046,8 @@ impl FanoutNode {
             author: key.1.clone(),
             version: subscription.version,
             active: subscription.active,
+            follower_handle: subscription.handle.clone(),
+            hears_audience: true,
         };
         let home = subscription.author_home;
         self.subscribe_sent_at.insert(key.clone(), now);
@@ -1138,7 +1360,7 @@ mod tests {
 
         fn follow(&mut self, node: usize, follower: &str, author: &str, author_node: usize, active: bool) {
             let version = self.version(node);
-            self.nodes[node].local_follow(self.now, follower, author, id(author_node), version, active).unwrap();
+            self.nodes[node].local_follow(self.now, follower, author, id(author_node), version, active, None).unwrap();
         }
 
         fn post(&mut self, node: usize, author: &str, post_id: &str, visibility: Visibility, caption: &str) {
@@ -1171,6 +1393,66 @@ mod tests {
 
     fn is_push(message: &Message) -> bool {
         matches!(message, Message::FeedPush { .. })
+    }
+
+    /// The author side's judgement per follower: a node with one approved and one
+    /// waiting follower holds followers-only posts but shows them to the approved
+    /// one only; a blocked follower is shown nothing; a judgement that changes back
+    /// brings everything back (a full pull); a lost acknowledgement of a change is
+    /// mended by the audience a pull answer carries.
+    #[test]
+    fn each_follower_sees_what_the_author_side_judged() {
+        let mut world = World::new(2);
+        world.follow(0, "fan", "author", 1, true);
+        world.follow(0, "waiting", "author", 1, true);
+        world.run(1_000);
+        assert_eq!(world.nodes[1].home_sees("author", id(0)), Audience::Followers, "the simulator's default");
+        world.nodes[1].set_audience("author", "waiting", Audience::Public);
+        world.deliver(|_| false);
+        world.post(1, "author", "p1", Visibility::Public, "open");
+        world.post(1, "author", "p2", Visibility::Followers, "inner");
+        world.deliver(|_| false);
+        assert_eq!(world.feed(0, "fan"), ["inner", "open"]);
+        assert_eq!(world.feed(0, "waiting"), ["open"], "followers-only posts for the approved follower only");
+        assert_eq!(world.nodes[0].posts_of("author", Some("waiting"), 10).len(), 1);
+
+        // Blocked: nothing for them; the node still gets what the other may see.
+        world.nodes[1].set_audience("author", "waiting", Audience::Nothing);
+        world.nodes[1].set_audience("author", "fan", Audience::Public);
+        world.run(2_000);
+        assert!(world.feed(0, "waiting").is_empty(), "a blocked follower is shown nothing");
+        assert_eq!(world.feed(0, "fan"), ["open"]);
+        let cached = &world.nodes[0].state().caches["author"].entries;
+        assert!(cached.values().all(|entry| entry.post.as_ref().is_none_or(|post| post.caption == "open")));
+        world.post(1, "author", "p3", Visibility::Followers, "inner two");
+        world.deliver(|_| false);
+        assert!(world.nodes[0].state().caches["author"].entries.get("p3").is_none_or(FeedEntry::is_removal));
+
+        // Judged back, with the acknowledgement lost: the next pull carries it.
+        world.nodes[1].set_audience("author", "fan", Audience::Followers);
+        world.deliver(|message| matches!(message, Message::SubscribeAck { .. }));
+        assert_eq!(world.feed(0, "fan"), ["open"], "not told yet");
+        world.run(25_000);
+        assert_eq!(world.feed(0, "fan"), ["inner two", "inner", "open"]);
+        assert!(world.feed(0, "waiting").is_empty());
+    }
+
+    #[test]
+    fn a_node_that_cannot_keep_followers_apart_gets_what_all_its_followers_may_see() {
+        let mut world = World::new(2);
+        world.follow(0, "fan", "author", 1, true);
+        world.run(1_000);
+        let subscriber = |world: &mut World| {
+            world.nodes[1].state.subscribers.get_mut("author").unwrap().get_mut("fan").unwrap().hears_audience = false;
+        };
+        subscriber(&mut world);
+        assert_eq!(world.nodes[1].home_sees("author", id(0)), Audience::Followers);
+        world.nodes[1].set_audience("author", "fan", Audience::Nothing);
+        assert_eq!(world.nodes[1].home_sees("author", id(0)), Audience::Nothing);
+        world.follow(0, "other", "author", 1, true);
+        world.run(1_000);
+        world.nodes[1].state.subscribers.get_mut("author").unwrap().get_mut("other").unwrap().hears_audience = false;
+        assert_eq!(world.nodes[1].home_sees("author", id(0)), Audience::Public, "one blocked, one not: public only");
     }
 
     #[test]
@@ -1342,6 +1624,7 @@ mod tests {
                 as_of: entry.version,
                 truncated: true,
                 entries: vec![entry],
+                audience: Vec::new(),
             },
             Message::PullRefused {
                 author: "a".into(),

@@ -177,7 +177,9 @@ impl Sim {
         let now = self.world.local_time(home);
         let version = Version { at: self.nodes[home].clock.tick(now), origin: self.ids[home] };
         let author_home = self.ids[self.homes[author]];
-        self.fanout(home).local_follow(now, &user(follower), &user(author), author_home, version, active).expect("ok");
+        self.fanout(home)
+            .local_follow(now, &user(follower), &user(author), author_home, version, active, None)
+            .expect("ok");
         self.follows.insert((follower, author), active);
         self.report.follow_writes += 1;
         self.flush(home);

@@ -16,6 +16,21 @@ pub const FANOUT_PROTOCOL_VERSION: u8 = 1;
 /// A user id (`User::user_id`).
 pub type UserId = String;
 
+/// What the author's home lets one follower see of the author, decided there (the
+/// author's blocks, a locked account's approvals): nothing, public posts only, or
+/// followers-only posts too. Ordered from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// The author blocks the follower: nothing is sent on their behalf.
+    Nothing,
+    /// The author's account is locked and has not approved the follow (or the
+    /// follower's node cannot keep approvals apart): public posts only.
+    Public,
+    /// Followers-only posts too.
+    Followers,
+}
+
 /// A remote user as their node describes them (the answer of its `profile` service).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RemoteUser {
@@ -74,19 +89,33 @@ pub enum Message {
     /// Follower → author's home: `follower` (homed at `follower_home`, the sender)
     /// follows `author` (`active`) or stopped (`!active`). LWW on `version` per
     /// (follower, author); resent until acknowledged.
+    ///
+    /// `follower_handle` (what a locked author's follow requests show) and
+    /// `hears_audience` (the sender keeps each follower's `Audience` apart, so it may
+    /// be given a locked author's followers-only posts for approved followers only)
+    /// are absent from older nodes: no handle, and an older node is sent a locked
+    /// author's public posts only. Older nodes ignore both fields.
     Subscribe {
         follower: UserId,
         follower_home: NodeId,
         author: UserId,
         version: Version,
         active: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        follower_handle: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hears_audience: bool,
     },
     /// Author's home → follower's home: the subscription at `version` (or a newer one)
-    /// is stored durably.
+    /// is stored durably. `sees`: what that follower may see of the author now; sent
+    /// again when it changes (a block, an approval). Absent from older nodes, whose
+    /// acknowledged follows count as before.
     SubscribeAck {
         follower: UserId,
         author: UserId,
         version: Version,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sees: Option<Audience>,
     },
     /// Author's home → each node with an active follower of `author`: one change.
     /// Best effort: a lost push is mended by the next pull.
@@ -113,6 +142,10 @@ pub enum Message {
         as_of: Version,
         truncated: bool,
         entries: Vec<FeedEntry>,
+        /// What each follower on the puller's node may see of the author now (mends a
+        /// lost `SubscribeAck`). Absent from older nodes.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        audience: Vec<(UserId, Audience)>,
     },
     PullRefused {
         author: UserId,
@@ -131,5 +164,42 @@ impl Message {
             Message::Snapshot { .. } => "snapshot",
             Message::PullRefused { .. } => "pull_refused",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages of nodes from before audiences decode (the fields are absent), and
+    /// the fields added since are plain optional fields, which an older node's serde
+    /// skips as unknown (its `Message` has no `deny_unknown_fields`): no version bump.
+    #[test]
+    fn messages_decode_across_the_audience_fields_both_ways() {
+        let old_subscribe = r#"{"Subscribe":{"follower":"f","follower_home":"0000000000000002","author":"a","version":{"at":5,"origin":"0000000000000002"},"active":true}}"#;
+        match serde_json::from_str::<Message>(old_subscribe).unwrap() {
+            Message::Subscribe { follower_handle, hears_audience, .. } => {
+                assert_eq!((follower_handle, hears_audience), (None, false))
+            }
+            other => panic!("a subscribe, not {other:?}"),
+        }
+        let old_ack =
+            r#"{"SubscribeAck":{"follower":"f","author":"a","version":{"at":5,"origin":"0000000000000002"}}}"#;
+        assert!(matches!(serde_json::from_str::<Message>(old_ack).unwrap(), Message::SubscribeAck { sees: None, .. }));
+
+        /// The acknowledgement as a node from before audiences declares it.
+        #[derive(Deserialize)]
+        enum OldMessage {
+            SubscribeAck {
+                #[allow(dead_code)]
+                follower: UserId,
+            },
+        }
+        let version = Version { at: crate::core::hlc::Timestamp(5), origin: NodeId(2) };
+        let new_ack =
+            Message::SubscribeAck { follower: "f".into(), author: "a".into(), version, sees: Some(Audience::Nothing) };
+        let text = serde_json::to_string(&new_ack).unwrap();
+        assert!(text.contains(r#""sees":"nothing""#), "{text}");
+        assert!(serde_json::from_str::<OldMessage>(&text).is_ok(), "an older node reads it: {text}");
     }
 }
