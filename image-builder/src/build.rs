@@ -2,14 +2,26 @@
 //! devices: mmdebstrap makes the root tree, `mkfs.ext4 -d` and `mkfs.vfat` + `mcopy`
 //! make each file system as a file, `sfdisk` writes the GPT into the image file and
 //! `dd` places the file systems. Partition layout (GPT, fixed UUIDs so builds are
-//! reproducible):
+//! reproducible), x86_64:
 //!
 //! | # | label          | what                                                        |
 //! |---|----------------|-------------------------------------------------------------|
-//! | 1 | edgenode-boot  | ESP (x86_64: systemd-boot, kernel, initrd) or RASPIFIRM (Pi) |
+//! | 1 | edgenode-boot  | ESP: systemd-boot, each slot's kernel and initrd             |
 //! | 2 | edgenode-root-a| root file system, mounted read-only (slot A, booted first)  |
 //! | 3 | edgenode-root-b| same size, empty until an update writes it (slot B)         |
 //! | 4 | edgenode-data  | /var (ext4): /var/lib/edgenode; grows to fill the disk      |
+//!
+//! rpi-arm64: the firmware's tryboot A/B switches whole FAT boot partitions, so each
+//! slot has its own (`autoboot.txt` numbers them 2 and 3):
+//!
+//! | # | label              | what                                                    |
+//! |---|--------------------|---------------------------------------------------------|
+//! | 1 | edgenode-autoboot  | FAT `RASPIFIRM`: autoboot.txt, slot states, edgenode.toml; /boot/firmware |
+//! | 2 | edgenode-boot-a    | FAT: slot A's firmware, kernel, initrd, dtbs, config.txt, cmdline.txt |
+//! | 3 | edgenode-boot-b    | FAT, empty until an update writes it with root B        |
+//! | 4 | edgenode-root-a    | root file system of slot A                              |
+//! | 5 | edgenode-root-b    | root file system of slot B                              |
+//! | 6 | edgenode-data      | /var, as on x86_64                                      |
 //!
 //! Updates (see `update`): RAUC writes the slot not booted; the root slots are half as
 //! large again as the first build's file system, so later releases fit. On x86_64 the
@@ -39,6 +51,21 @@ const BOOT_UUID: &str = "6E6F6465-0001-4000-8000-000000000001";
 const ROOT_A_UUID: &str = "6E6F6465-0002-4000-8000-000000000002";
 const ROOT_B_UUID: &str = "6E6F6465-0003-4000-8000-000000000003";
 const DATA_UUID: &str = "6E6F6465-0004-4000-8000-000000000004";
+/// rpi-arm64: the autoboot partition and the slots' boot partitions.
+const PI_AUTOBOOT_UUID: &str = "6E6F6465-0005-4000-8000-000000000005";
+const PI_BOOT_A_UUID: &str = "6E6F6465-0006-4000-8000-000000000006";
+const PI_BOOT_B_UUID: &str = "6E6F6465-0007-4000-8000-000000000007";
+/// Holds two small text files and the provisioning file; FAT32's smallest comfortable size.
+const PI_AUTOBOOT_PARTITION_MIB: u64 = 64;
+/// autoboot.txt's numbers for the slots' boot partitions (their places in the GPT).
+pub const PI_BOOT_PARTITION_A: u32 = 2;
+pub const PI_BOOT_PARTITION_B: u32 = 3;
+/// A Pi slot's boot partition; a bundle's boot image must fit it.
+pub const PI_BOOT_SLOT_BYTES: u64 = BOOT_PARTITION_MIB * MIB;
+/// What rauc-boot-pi keeps beside autoboot.txt: each slot's state for `rauc status`.
+pub const PI_SLOT_STATES_FILE: &str = "edgenode-slots.txt";
+/// A new image: slot A good, slot B empty.
+pub const PI_SLOT_STATES_NEW: &str = "A good\nB bad\n";
 /// ext4 file system UUIDs (not partition UUIDs), fixed for reproducible builds.
 const ROOT_FS_UUID: &str = "6e6f6465-0102-4000-8000-000000000002";
 const DATA_FS_UUID: &str = "6e6f6465-0104-4000-8000-000000000004";
@@ -198,11 +225,22 @@ pub fn build(options: &BuildOptions) -> Result<()> {
     let boot_tree = work.join("boot");
     fs::create_dir_all(&boot_tree)?;
     populate_boot(options.target, &rootfs, &boot_tree, &options.version)?;
-    if let Some(text) = &provisioning {
-        fs::write(boot_tree.join(crate::provisioning::FILE_NAME), text)?;
-    }
     let boot_image = work.join("boot.img");
-    make_vfat(options.target, &boot_tree, &boot_image, source_date_epoch)?;
+    // rpi-arm64: boot.img is slot A's boot partition (and what a bundle carries); the
+    // provisioning file goes on the autoboot partition, which every slot mounts.
+    let (pi_autoboot_image, pi_empty_boot_image) = (work.join("autoboot.img"), work.join("boot-empty.img"));
+    match options.target {
+        Target::X86_64 => {
+            if let Some(text) = &provisioning {
+                fs::write(boot_tree.join(crate::provisioning::FILE_NAME), text)?;
+            }
+            make_vfat(options.target, &boot_tree, &boot_image, source_date_epoch)?;
+        }
+        Target::RpiArm64 => {
+            make_vfat(options.target, &boot_tree, &boot_image, source_date_epoch)?;
+            make_pi_boot_partitions(work, provisioning.as_deref(), source_date_epoch)?;
+        }
+    }
 
     phases.begin("root and data file systems (ext4, no loop devices)");
     // /var lives on the data partition: move its content there.
@@ -229,14 +267,32 @@ pub fn build(options: &BuildOptions) -> Result<()> {
     make_ext4(&var_tree, &data_image, data_bytes, "edgenode-data", DATA_FS_UUID, source_date_epoch)?;
 
     phases.begin("disk image (GPT with sfdisk, file systems with dd)");
-    assemble(&options.out, &boot_image, &root_image, slot_bytes, &data_image, data_bytes)?;
+    let layout = layout(options.target, slot_bytes, data_bytes);
+    let images: Vec<(&Path, &str)> = match options.target {
+        // Root slot B stays empty until an update writes it.
+        Target::X86_64 => {
+            vec![(&boot_image, "edgenode-boot"), (&root_image, "edgenode-root-a"), (&data_image, "edgenode-data")]
+        }
+        Target::RpiArm64 => vec![
+            (&pi_autoboot_image, "edgenode-autoboot"),
+            (&boot_image, "edgenode-boot-a"),
+            (&pi_empty_boot_image, "edgenode-boot-b"),
+            (&root_image, "edgenode-root-a"),
+            (&data_image, "edgenode-data"),
+        ],
+    };
+    assemble(&options.out, &layout, &images)?;
 
     phases.begin("done");
     let size = fs::metadata(&options.out)?.len();
     eprintln!(
-        "image: {} ({} MiB; boot {BOOT_PARTITION_MIB} MiB, root slots 2 × {} MiB ({} MiB used), data {} MiB growing on first boot) in {:.0} s",
+        "image: {} ({} MiB; boot {}, root slots 2 × {} MiB ({} MiB used), data {} MiB growing on first boot) in {:.0} s",
         options.out.display(),
         size / MIB,
+        match options.target {
+            Target::X86_64 => format!("{BOOT_PARTITION_MIB} MiB"),
+            Target::RpiArm64 => format!("{PI_AUTOBOOT_PARTITION_MIB} MiB autoboot + 2 × {BOOT_PARTITION_MIB} MiB"),
+        },
         slot_bytes / MIB,
         root_bytes / MIB,
         data_bytes / MIB,
@@ -612,6 +668,11 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
         install(&systemd_dir.join("libexec").join(script), &format!("/usr/libexec/edgenode/{script}"), 0o755)?;
     }
     copy_tree(&systemd_dir.join("system"), &rootfs.join("usr/lib/systemd/system"))?;
+    if target == Target::RpiArm64 {
+        // The tryboot A/B units (rauc-boot-pi) and the hardware watchdog, Pi only.
+        copy_tree(&systemd_dir.join("rpi-arm64/system"), &rootfs.join("usr/lib/systemd/system"))?;
+        copy_tree(&systemd_dir.join("rpi-arm64/system.conf.d"), &rootfs.join("usr/lib/systemd/system.conf.d"))?;
+    }
     for (dir, to) in [
         ("journald.conf.d", "usr/lib/systemd/journald.conf.d"),
         ("timesyncd.conf.d", "usr/lib/systemd/timesyncd.conf.d"),
@@ -640,12 +701,18 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
     write("/etc/machine-id", "")?;
     let _ = fs::remove_file(rootfs.join("var/lib/dbus/machine-id"));
     let boot_mount = "/boot/firmware";
+    // rpi-arm64: the autoboot partition (autoboot.txt, edgenode.toml), which both slots
+    // share; a slot's own boot partition is written only by RAUC and rauc-boot-pi.
+    let boot_partition = match target {
+        Target::X86_64 => "edgenode-boot",
+        Target::RpiArm64 => "edgenode-autoboot",
+    };
     write(
         "/etc/fstab",
         &format!(
             "# Root is mounted read-only from the kernel command line (slot A or B).\n\
              PARTLABEL=edgenode-data  /var  ext4  defaults,noatime,commit=60  0  2\n\
-             PARTLABEL=edgenode-boot  {boot_mount}  vfat  umask=0077,noatime,flush  0  2\n\
+             PARTLABEL={boot_partition}  {boot_mount}  vfat  umask=0077,noatime,flush  0  2\n\
              tmpfs  /tmp  tmpfs  mode=1777,nosuid,nodev,size=25%  0  0\n"
         ),
     )?;
@@ -716,6 +783,13 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
     run(&mut enable)?;
     // Off by default; provisioning turns it on through the condition above.
     run(Command::new("systemctl").arg(format!("--root={}", rootfs.display())).args(["enable", "ssh.service"]))?;
+    if target == Target::RpiArm64 {
+        run(Command::new("systemctl").arg(format!("--root={}", rootfs.display())).args([
+            "enable",
+            "edgenode-tryboot-check.service",
+            "edgenode-tryboot-bless.service",
+        ]))?;
+    }
     if target == Target::X86_64 {
         run(Command::new("systemctl")
             .arg(format!("--root={}", rootfs.display()))
@@ -786,8 +860,28 @@ fn kernel_options(target: Target) -> String {
         // cmdline.txt does; `serial0` is a Raspberry Pi OS alias it does not know.
         Target::RpiArm64 => "console=tty1 console=ttyS1,115200",
     };
-    format!("ro rootwait {console} systemd.show_status=auto systemd.gpt_auto=0")
+    let options = format!("ro rootwait {console} systemd.show_status=auto systemd.gpt_auto=0");
+    match target {
+        Target::X86_64 => options,
+        // A panic resets the board after 10 s, which ends a trial boot (tryboot is
+        // one-shot: the reset boots the old slot).
+        Target::RpiArm64 => options + " panic=10",
+    }
 }
+
+/// autoboot.txt on the Pi's first partition (the firmware's tryboot A/B): `[all]` names
+/// the boot partition that boots, `[tryboot]` the one a `reboot "0 tryboot"` boots once;
+/// the same one when nothing is on trial. rauc-boot-pi writes the same text.
+pub fn pi_autoboot_txt(boot_partition: u32, tryboot_partition: u32) -> String {
+    format!("[all]\ntryboot_a_b=1\nboot_partition={boot_partition}\n[tryboot]\nboot_partition={tryboot_partition}\n")
+}
+
+/// A Pi slot's config.txt: the firmware (start4.elf) reads it from the slot's own boot
+/// partition (tryboot_a_b=1: never tryboot.txt).
+const PI_CONFIG_TXT: &str =
+    "# Edgenode on Raspberry Pi 4 (Debian's kernel and raspi-firmware); one per slot's boot partition\n\
+     arm_64bit=1\nenable_uart=1\nupstream_kernel=1\nkernel=vmlinuz\ninitramfs initrd.img followkernel\n\
+     disable_overscan=1\n[pi4]\nmax_framebuffers=2\n";
 
 fn populate_boot(target: Target, rootfs: &Path, boot_tree: &Path, version: &str) -> Result<()> {
     let (kernel, initrd) = kernel_and_initrd(rootfs)?;
@@ -828,27 +922,60 @@ fn populate_boot(target: Target, rootfs: &Path, boot_tree: &Path, version: &str)
             fs::copy(&kernel, boot_tree.join("vmlinuz"))?;
             fs::copy(&initrd, boot_tree.join("initrd.img"))?;
             fs::write(boot_tree.join("cmdline.txt"), kernel_command_line(target) + "\n")?;
-            fs::write(
-                boot_tree.join("config.txt"),
-                "# Edgenode on Raspberry Pi 4 (Debian's kernel and raspi-firmware)\n\
-                 arm_64bit=1\nenable_uart=1\nupstream_kernel=1\nkernel=vmlinuz\ninitramfs initrd.img followkernel\n\
-                 disable_overscan=1\n[pi4]\nmax_framebuffers=2\n",
-            )?;
+            fs::write(boot_tree.join("config.txt"), PI_CONFIG_TXT)?;
+            // What the firmware looks for to call a FAT partition bootable (Pi 4).
+            ensure!(boot_tree.join("start4.elf").is_file(), "raspi-firmware put no start4.elf in /boot/firmware");
         }
     }
     Ok(())
 }
 
+/// A FAT file system of the image: label, volume id (fixed, for reproducible builds), size.
+#[derive(Debug, Clone, Copy)]
+struct Fat {
+    label: &'static str,
+    volume_id: &'static str,
+    mib: u64,
+}
+
+const X86_ESP_FAT: Fat = Fat { label: "EDGEBOOT", volume_id: "6e6f6465", mib: BOOT_PARTITION_MIB };
+/// A slot's boot partition; the same image goes to either slot, so it names neither.
+const PI_BOOT_FAT: Fat = Fat { label: "EDGEBOOT", volume_id: "6e6f6465", mib: BOOT_PARTITION_MIB };
+/// RASPIFIRM, the name provisioning.md tells owners to put edgenode.toml on.
+const PI_AUTOBOOT_FAT: Fat = Fat { label: "RASPIFIRM", volume_id: "6e6f6401", mib: PI_AUTOBOOT_PARTITION_MIB };
+
+/// rpi-arm64: WORK/autoboot.img (autoboot.txt with nothing on trial, the slots' states,
+/// the provisioning file) and WORK/boot-empty.img, slot B's boot partition until an
+/// update writes it.
+fn make_pi_boot_partitions(work: &Path, provisioning: Option<&str>, source_date_epoch: u64) -> Result<()> {
+    let autoboot_tree = work.join("autoboot");
+    fs::create_dir_all(&autoboot_tree)?;
+    fs::write(autoboot_tree.join("autoboot.txt"), pi_autoboot_txt(PI_BOOT_PARTITION_A, PI_BOOT_PARTITION_A))?;
+    fs::write(autoboot_tree.join(PI_SLOT_STATES_FILE), PI_SLOT_STATES_NEW)?;
+    if let Some(text) = provisioning {
+        fs::write(autoboot_tree.join(crate::provisioning::FILE_NAME), text)?;
+    }
+    make_vfat_sized(&autoboot_tree, &work.join("autoboot.img"), PI_AUTOBOOT_FAT, source_date_epoch)?;
+    let empty_tree = work.join("boot-empty");
+    fs::create_dir_all(&empty_tree)?;
+    make_vfat_sized(&empty_tree, &work.join("boot-empty.img"), PI_BOOT_FAT, source_date_epoch)
+}
+
+/// The boot partition's file system (rpi-arm64: slot A's boot partition).
 fn make_vfat(target: Target, tree: &Path, image: &Path, source_date_epoch: u64) -> Result<()> {
-    let label = match target {
-        Target::X86_64 => "EDGEBOOT",
-        Target::RpiArm64 => "RASPIFIRM",
+    let fat = match target {
+        Target::X86_64 => X86_ESP_FAT,
+        Target::RpiArm64 => PI_BOOT_FAT,
     };
+    make_vfat_sized(tree, image, fat, source_date_epoch)
+}
+
+fn make_vfat_sized(tree: &Path, image: &Path, fat: Fat, source_date_epoch: u64) -> Result<()> {
     touch_tree(tree, source_date_epoch)?;
     run(Command::new("mkfs.vfat")
-        .args(["-F", "32", "-n", label, "-i", "6e6f6465", "--invariant", "-C"])
+        .args(["-F", "32", "-n", fat.label, "-i", fat.volume_id, "--invariant", "-C"])
         .arg(image)
-        .arg((BOOT_PARTITION_MIB * 1024).to_string()))?;
+        .arg((fat.mib * 1024).to_string()))?;
     let mut entries: Vec<PathBuf> =
         fs::read_dir(tree)?.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect();
     entries.sort();
@@ -894,18 +1021,31 @@ struct Partition {
     uuid: &'static str,
 }
 
-fn layout(root_bytes: u64, data_bytes: u64) -> Layout {
-    // ESP type on x86_64; the Pi firmware reads the first FAT partition of any type.
+fn layout(target: Target, root_bytes: u64, data_bytes: u64) -> Layout {
+    // ESP type on x86_64; the Pi firmware reads FAT partitions of either type.
     let esp = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+    let basic_data = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
     let linux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
     let mut start_bytes = MIB;
     let mut partitions = Vec::new();
-    for (name, size_bytes, type_guid, uuid) in [
-        ("edgenode-boot", BOOT_PARTITION_MIB * MIB, esp, BOOT_UUID),
-        ("edgenode-root-a", root_bytes, linux, ROOT_A_UUID),
-        ("edgenode-root-b", root_bytes, linux, ROOT_B_UUID),
-        ("edgenode-data", data_bytes, linux, DATA_UUID),
-    ] {
+    let table = match target {
+        Target::X86_64 => vec![
+            ("edgenode-boot", BOOT_PARTITION_MIB * MIB, esp, BOOT_UUID),
+            ("edgenode-root-a", root_bytes, linux, ROOT_A_UUID),
+            ("edgenode-root-b", root_bytes, linux, ROOT_B_UUID),
+            ("edgenode-data", data_bytes, linux, DATA_UUID),
+        ],
+        // autoboot.txt names the boot partitions by number: 2 and 3 (PI_BOOT_PARTITION_*).
+        Target::RpiArm64 => vec![
+            ("edgenode-autoboot", PI_AUTOBOOT_PARTITION_MIB * MIB, esp, PI_AUTOBOOT_UUID),
+            ("edgenode-boot-a", BOOT_PARTITION_MIB * MIB, basic_data, PI_BOOT_A_UUID),
+            ("edgenode-boot-b", BOOT_PARTITION_MIB * MIB, basic_data, PI_BOOT_B_UUID),
+            ("edgenode-root-a", root_bytes, linux, ROOT_A_UUID),
+            ("edgenode-root-b", root_bytes, linux, ROOT_B_UUID),
+            ("edgenode-data", data_bytes, linux, DATA_UUID),
+        ],
+    };
+    for (name, size_bytes, type_guid, uuid) in table {
         partitions.push(Partition { name, start_bytes, size_bytes, type_guid, uuid });
         start_bytes += size_bytes;
     }
@@ -929,8 +1069,8 @@ fn sfdisk_script(layout: &Layout) -> String {
     script
 }
 
-fn assemble(out: &Path, boot: &Path, root: &Path, root_bytes: u64, data: &Path, data_bytes: u64) -> Result<()> {
-    let layout = layout(root_bytes, data_bytes);
+/// The disk image: the GPT of LAYOUT, and each (file system image, partition name).
+fn assemble(out: &Path, layout: &Layout, images: &[(&Path, &str)]) -> Result<()> {
     let _ = fs::remove_file(out);
     fs::File::create(out)?.set_len(layout.total_bytes)?;
     let mut sfdisk = Command::new("sfdisk")
@@ -939,16 +1079,23 @@ fn assemble(out: &Path, boot: &Path, root: &Path, root_bytes: u64, data: &Path, 
         .stdin(std::process::Stdio::piped())
         .spawn()
         .context("cannot run sfdisk (apt-get install fdisk)")?;
-    std::io::Write::write_all(sfdisk.stdin.as_mut().expect("piped"), sfdisk_script(&layout).as_bytes())?;
+    std::io::Write::write_all(sfdisk.stdin.as_mut().expect("piped"), sfdisk_script(layout).as_bytes())?;
     let status = sfdisk.wait()?;
     ensure!(status.success(), "sfdisk failed: {status}");
-    // Root slot B stays empty until an update writes it.
-    for (image, index) in [(boot, 0), (root, 1), (data, 3)] {
+    for (image, name) in images {
+        let partition =
+            layout.partitions.iter().find(|partition| partition.name == *name).expect("a partition of the layout");
+        let image_bytes = fs::metadata(image).with_context(|| format!("cannot read {}", image.display()))?.len();
+        ensure!(
+            image_bytes <= partition.size_bytes,
+            "{} ({image_bytes} bytes) does not fit partition {name}",
+            image.display()
+        );
         run(Command::new("dd")
             .arg(format!("if={}", image.display()))
             .arg(format!("of={}", out.display()))
             .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
-            .arg(format!("seek={}", layout.partitions[index].start_bytes / MIB)))?;
+            .arg(format!("seek={}", partition.start_bytes / MIB)))?;
     }
     Ok(())
 }
@@ -984,7 +1131,7 @@ mod tests {
 
     #[test]
     fn partitions_are_mib_aligned_in_order_with_equal_root_slots() {
-        let layout = layout(885 * MIB, 137 * MIB);
+        let layout = layout(Target::X86_64, 885 * MIB, 137 * MIB);
         let names: Vec<&str> = layout.partitions.iter().map(|partition| partition.name).collect();
         assert_eq!(names, ["edgenode-boot", "edgenode-root-a", "edgenode-root-b", "edgenode-data"]);
         for pair in layout.partitions.windows(2) {
@@ -996,6 +1143,182 @@ mod tests {
         assert_eq!(layout.total_bytes, data.start_bytes + data.size_bytes + MIB, "room for the backup GPT");
         let script = sfdisk_script(&layout);
         assert!(script.contains("start=2048, size=524288, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
+    }
+
+    #[test]
+    fn pi_layout_has_an_autoboot_partition_and_a_boot_partition_per_slot() {
+        let layout = layout(Target::RpiArm64, 885 * MIB, 137 * MIB);
+        let names: Vec<&str> = layout.partitions.iter().map(|partition| partition.name).collect();
+        assert_eq!(
+            names,
+            [
+                "edgenode-autoboot",
+                "edgenode-boot-a",
+                "edgenode-boot-b",
+                "edgenode-root-a",
+                "edgenode-root-b",
+                "edgenode-data"
+            ]
+        );
+        // autoboot.txt's boot_partition numbers are places in this table, counted from 1.
+        assert_eq!(layout.partitions[PI_BOOT_PARTITION_A as usize - 1].name, "edgenode-boot-a");
+        assert_eq!(layout.partitions[PI_BOOT_PARTITION_B as usize - 1].name, "edgenode-boot-b");
+        for pair in layout.partitions.windows(2) {
+            assert_eq!(pair[0].start_bytes + pair[0].size_bytes, pair[1].start_bytes, "no gaps, no overlap");
+        }
+        assert!(layout.partitions.iter().all(|partition| partition.start_bytes % MIB == 0));
+        assert_eq!(layout.partitions[1].size_bytes, layout.partitions[2].size_bytes, "equal boot slots");
+        assert_eq!(layout.partitions[3].size_bytes, layout.partitions[4].size_bytes, "equal root slots");
+        let uuids: std::collections::BTreeSet<&str> =
+            layout.partitions.iter().map(|partition| partition.uuid).collect();
+        assert_eq!(uuids.len(), 6, "every partition has its own UUID");
+        let script = sfdisk_script(&layout);
+        assert!(script.contains("start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), "{script}");
+        assert!(script.contains("name=\"edgenode-boot-b\""));
+        // x86_64 keeps its four partitions.
+        assert_eq!(
+            layout_names(Target::X86_64),
+            ["edgenode-boot", "edgenode-root-a", "edgenode-root-b", "edgenode-data"]
+        );
+    }
+
+    fn layout_names(target: Target) -> Vec<&'static str> {
+        layout(target, 885 * MIB, 137 * MIB).partitions.iter().map(|partition| partition.name).collect()
+    }
+
+    #[test]
+    fn pi_autoboot_txt_is_the_firmwares_tryboot_a_b_form() {
+        assert_eq!(
+            pi_autoboot_txt(PI_BOOT_PARTITION_A, PI_BOOT_PARTITION_B),
+            "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n"
+        );
+        // A new image: nothing on trial.
+        assert_eq!(
+            pi_autoboot_txt(PI_BOOT_PARTITION_A, PI_BOOT_PARTITION_A),
+            "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=2\n"
+        );
+        assert!(pi_autoboot_txt(2, 2).len() <= 512, "the firmware reads at most 512 bytes of autoboot.txt");
+        assert_eq!(PI_SLOT_STATES_NEW, "A good\nB bad\n");
+        assert!(PI_CONFIG_TXT.lines().any(|line| line == "kernel=vmlinuz"));
+        assert!(!PI_CONFIG_TXT.contains("tryboot"), "tryboot_a_b=1: the slot's own config.txt, no tryboot.txt");
+    }
+
+    /// A miniature rpi-arm64 disk made by the build's own steps (boot files from a
+    /// stand-in root, FAT and ext4 images, the GPT, dd), read back as the firmware
+    /// would find it: partition numbers, autoboot.txt, slot A's cmdline.txt.
+    #[test]
+    #[ignore = "system tier: needs dosfstools, mtools, fdisk, e2fsprogs (seconds, no root)"]
+    fn pi_disk_holds_autoboot_and_slot_a_as_the_firmware_reads_them() {
+        struct Cleanup(PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = fs::remove_dir_all(&self.0);
+            }
+        }
+        let work = std::env::temp_dir().join(format!("image-builder-pi-disk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&work);
+        let _cleanup = Cleanup(work.clone());
+        let epoch = DEFAULT_SOURCE_DATE_EPOCH;
+        // What mmdebstrap and raspi-firmware leave in the root: kernel, initrd, firmware.
+        let rootfs = work.join("rootfs");
+        fs::create_dir_all(rootfs.join("boot/firmware")).unwrap();
+        fs::write(rootfs.join("boot/vmlinuz-6.1.0-28-arm64"), "kernel").unwrap();
+        fs::write(rootfs.join("boot/initrd.img-6.1.0-28-arm64"), "initrd").unwrap();
+        for file in ["start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb", "vmlinuz-6.1.0-28-arm64"] {
+            fs::write(rootfs.join("boot/firmware").join(file), file).unwrap();
+        }
+        let boot_tree = work.join("boot");
+        populate_boot(Target::RpiArm64, &rootfs, &boot_tree, "1.0.0").unwrap();
+        make_vfat(Target::RpiArm64, &boot_tree, &work.join("boot.img"), epoch).unwrap();
+        make_pi_boot_partitions(&work, Some("[identity]\nname = \"pi-box\"\n"), epoch).unwrap();
+        for (name, label, uuid) in [("root", "edgenode-root", ROOT_FS_UUID), ("data", "edgenode-data", DATA_FS_UUID)] {
+            let tree = work.join(format!("{name}-tree"));
+            fs::create_dir_all(&tree).unwrap();
+            fs::write(tree.join("marker"), name).unwrap();
+            make_ext4(&tree, &work.join(format!("{name}.img")), 8 * MIB, label, uuid, epoch).unwrap();
+        }
+        let layout = layout(Target::RpiArm64, 16 * MIB, 8 * MIB);
+        let disk = work.join("disk.img");
+        let (autoboot, boot_a, boot_b, root, data) = (
+            work.join("autoboot.img"),
+            work.join("boot.img"),
+            work.join("boot-empty.img"),
+            work.join("root.img"),
+            work.join("data.img"),
+        );
+        let images: Vec<(&Path, &str)> = vec![
+            (&autoboot, "edgenode-autoboot"),
+            (&boot_a, "edgenode-boot-a"),
+            (&boot_b, "edgenode-boot-b"),
+            (&root, "edgenode-root-a"),
+            (&data, "edgenode-data"),
+        ];
+        assemble(&disk, &layout, &images).unwrap();
+
+        // The GPT as the bootloader numbers it: "disk.imgN : start=…, uuid=…, name=…".
+        let dump = Command::new("sfdisk").arg("--dump").arg(&disk).output().unwrap();
+        let dump = String::from_utf8(dump.stdout).unwrap();
+        let mut numbered: Vec<(u32, String, String, u64)> = dump
+            .lines()
+            .filter_map(|line| line.split_once(" : "))
+            .map(|(device, fields)| {
+                let digits = device.len() - device.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+                let number: u32 = device[device.len() - digits..].parse().unwrap();
+                let field = |key: &str| -> String {
+                    fields
+                        .split(',')
+                        .find_map(|part| part.trim().strip_prefix(key))
+                        .unwrap_or_default()
+                        .trim()
+                        .trim_matches('"')
+                        .to_owned()
+                };
+                let start: u64 = field("start=").parse().unwrap();
+                (number, field("name="), field("uuid="), start * SECTOR_BYTES)
+            })
+            .collect();
+        numbered.sort();
+        let names: Vec<(u32, &str)> = numbered.iter().map(|(number, name, _, _)| (*number, name.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                (1, "edgenode-autoboot"),
+                (2, "edgenode-boot-a"),
+                (3, "edgenode-boot-b"),
+                (4, "edgenode-root-a"),
+                (5, "edgenode-root-b"),
+                (6, "edgenode-data")
+            ],
+            "{dump}"
+        );
+        let offset = |number: u32| numbered[number as usize - 1].3;
+        let fat = |number: u32| format!("{}@@{}", disk.display(), offset(number));
+        let mtools = |program: &str, args: &[&str]| -> String {
+            let output = Command::new(program).env("MTOOLS_SKIP_CHECK", "1").args(args).output().unwrap();
+            assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).unwrap()
+        };
+        assert_eq!(
+            mtools("mtype", &["-i", &fat(1), "::autoboot.txt"]),
+            pi_autoboot_txt(PI_BOOT_PARTITION_A, PI_BOOT_PARTITION_A)
+        );
+        assert_eq!(mtools("mtype", &["-i", &fat(1), &format!("::{PI_SLOT_STATES_FILE}")]), PI_SLOT_STATES_NEW);
+        assert!(
+            mtools("mtype", &["-i", &fat(1), "::edgenode.toml"]).contains("pi-box"),
+            "provisioning on the autoboot partition"
+        );
+        assert!(mtools("mlabel", &["-s", "-i", &fat(1), "::"]).contains("RASPIFIRM"));
+        // Slot A's boot partition names slot A's root by the GPT's own partition UUID.
+        let cmdline = mtools("mtype", &["-i", &fat(2), "::cmdline.txt"]);
+        let root_a_uuid = numbered[3].2.to_lowercase();
+        assert!(cmdline.starts_with(&format!("root=PARTUUID={root_a_uuid} ro ")), "{cmdline}");
+        assert!(cmdline.trim_end().ends_with(" rauc.slot=A"), "{cmdline}");
+        let files = mtools("mdir", &["-b", "-i", &fat(2), "::"]);
+        for file in ["start4.elf", "config.txt", "cmdline.txt", "vmlinuz", "initrd.img", "bcm2711-rpi-4-b.dtb"] {
+            assert!(files.lines().any(|line| line.ends_with(&format!("/{file}"))), "{file} missing on boot-a: {files}");
+        }
+        assert!(!files.contains("vmlinuz-"), "versioned kernel copies are dropped: {files}");
+        assert_eq!(mtools("mdir", &["-b", "-i", &fat(3), "::"]).trim(), "", "boot-b: empty FAT until an update");
     }
 
     #[test]
@@ -1011,6 +1334,8 @@ mod tests {
         assert!(command_line.starts_with("root=PARTUUID=6e6f6465-0002-4000-8000-000000000002 ro "));
         assert!(command_line.contains("console=ttyS1,115200"));
         assert!(!command_line.contains("serial0"));
+        assert!(command_line.ends_with(" panic=10 rauc.slot=A"), "a panic resets, which ends a trial: {command_line}");
+        assert!(!kernel_command_line(Target::X86_64).contains("panic="), "x86_64 unchanged");
     }
 
     #[test]

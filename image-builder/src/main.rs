@@ -60,6 +60,10 @@ enum Command {
         /// Or an ext4 root file system image (a build's WORK/root.img).
         #[arg(long)]
         rootfs: Option<PathBuf>,
+        /// rpi-arm64 with --rootfs: the slot's boot partition, a FAT image (a build's
+        /// WORK/boot.img); with --image it is taken from the image.
+        #[arg(long)]
+        bootfs: Option<PathBuf>,
         /// The bundle's version, shown by `rauc info` and `edgenode update status`.
         #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
         version: String,
@@ -115,13 +119,13 @@ fn main() -> Result<()> {
             let options = BuildOptions { target, out, provision, mirror, binaries, work_dir, deb_cache, keys, version };
             build::build(&options).context("image build failed")
         }
-        Command::Bundle { target, image, rootfs, version, keys, out } => {
+        Command::Bundle { target, image, rootfs, bootfs, version, keys, out } => {
             let source = match (image, rootfs) {
                 (Some(image), _) => RootSource::Image(image),
                 (None, Some(rootfs)) => RootSource::Rootfs(rootfs),
                 (None, None) => unreachable!("clap requires --image or --rootfs"),
             };
-            update::bundle(&BundleOptions { target, source, version, keys, out }).context("bundle failed")
+            update::bundle(&BundleOptions { target, source, bootfs, version, keys, out }).context("bundle failed")
         }
     }
 }

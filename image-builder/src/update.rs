@@ -9,7 +9,9 @@
 //! leave DIR.
 //!
 //! Boot side (x86_64): RAUC's custom backend `rauc-boot` (systemd/libexec) keeps the
-//! slots' states in systemd-boot's entry names with boot counting.
+//! slots' states in systemd-boot's entry names with boot counting. rpi-arm64: a slot is
+//! a root file system and its own FAT boot partition, written together (`bootfs` slots
+//! with `parent=`); `rauc-boot-pi` switches them with the firmware's tryboot A/B.
 
 use std::fs;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -44,8 +46,8 @@ pub fn system_conf(target: Target) -> String {
         // systemd-boot's boot counting; RAUC's `efi` backend would switch EFI BootNext/
         // BootOrder entries, which know nothing of systemd-boot's tries.
         Target::X86_64 => "bootloader=custom",
-        // The Pi firmware's tryboot is not wired to RAUC yet (hardware.md): its
-        // backend refuses installs, before anything is written, with a clear message.
+        // The Pi firmware's tryboot A/B (autoboot.txt); bookworm's RAUC (1.8) has no
+        // backend for it.
         Target::RpiArm64 => "bootloader=custom",
     };
     let handler = match target {
@@ -53,6 +55,15 @@ pub fn system_conf(target: Target) -> String {
         Target::RpiArm64 => {
             "\n[handlers]\nbootloader-custom-backend=/usr/libexec/edgenode/rauc-boot-pi\n\
              pre-install=/usr/libexec/edgenode/rauc-boot-pi\n"
+        }
+    };
+    // A slot's boot partition goes with its root: RAUC writes both of the slot not
+    // booted, from the bundle's bootfs and rootfs images.
+    let boot_slots = match target {
+        Target::X86_64 => "",
+        Target::RpiArm64 => {
+            "\n[slot.bootfs.0]\ndevice=/dev/disk/by-partlabel/edgenode-boot-a\ntype=vfat\nparent=rootfs.0\n\
+             \n[slot.bootfs.1]\ndevice=/dev/disk/by-partlabel/edgenode-boot-b\ntype=vfat\nparent=rootfs.1\n"
         }
     };
     format!(
@@ -77,7 +88,8 @@ pub fn system_conf(target: Target) -> String {
          [slot.rootfs.1]\n\
          device=/dev/disk/by-partlabel/edgenode-root-b\n\
          type=ext4\n\
-         bootname=B\n",
+         bootname=B\n\
+         {boot_slots}",
         compatible = compatible(target)
     )
 }
@@ -204,6 +216,9 @@ pub enum RootSource {
 pub struct BundleOptions {
     pub target: Target,
     pub source: RootSource,
+    /// rpi-arm64: the slot's boot partition as a FAT image (a build's `WORK/boot.img`);
+    /// taken from the image's edgenode-boot-a when the source is an image.
+    pub bootfs: Option<PathBuf>,
     pub version: String,
     pub keys: PathBuf,
     pub out: PathBuf,
@@ -235,11 +250,37 @@ pub fn bundle(options: &BundleOptions) -> Result<()> {
             }
             RootSource::Image(image) => extract_slot_a(image, &rootfs)?,
         }
+        let boot_image = match options.target {
+            Target::X86_64 => {
+                ensure!(
+                    options.bootfs.is_none(),
+                    "x86_64 bundles carry no boot partition: the kernel is in the root file system"
+                );
+                ""
+            }
+            Target::RpiArm64 => {
+                let bootfs = content.join("bootfs.vfat");
+                match (&options.bootfs, &options.source) {
+                    (Some(path), _) => {
+                        check_pi_bootfs(path)?;
+                        if fs::hard_link(path, &bootfs).is_err() {
+                            fs::copy(path, &bootfs)?;
+                        }
+                    }
+                    (None, RootSource::Image(image)) => extract_partition(image, "edgenode-boot-a", &bootfs)?,
+                    (None, RootSource::Rootfs(_)) => bail!(
+                        "an rpi-arm64 bundle carries the slot's boot partition too: give --bootfs \
+                         (the build's WORK/boot.img), or --image"
+                    ),
+                }
+                "\n[image.bootfs]\nfilename=bootfs.vfat\n"
+            }
+        };
         fs::write(
             content.join("manifest.raucm"),
             format!(
                 "[update]\ncompatible={}\nversion={}\ndescription=Edgenode {} for {}\n\n\
-                 [bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.ext4\n",
+                 [bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.ext4\n{boot_image}",
                 compatible(options.target),
                 options.version,
                 options.version,
@@ -307,8 +348,64 @@ fn extract_slot_a(image: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies the whole partition NAME of a disk image (a Pi slot's FAT boot partition).
+fn extract_partition(image: &Path, name: &str, to: &Path) -> Result<()> {
+    let output = Command::new("sfdisk").arg("--dump").arg(image).output().context("cannot run sfdisk")?;
+    ensure!(
+        output.status.success(),
+        "sfdisk --dump {} failed: {}",
+        image.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dump = String::from_utf8_lossy(&output.stdout);
+    let (Some(start_bytes), Some(size_bytes)) = (partition_start_bytes(&dump, name), partition_size_bytes(&dump, name))
+    else {
+        bail!("{} has no partition {name}: not an Edgenode rpi-arm64 image", image.display())
+    };
+    let mut disk = fs::File::open(image)?;
+    disk.seek(SeekFrom::Start(start_bytes))?;
+    let mut out = fs::File::create(to)?;
+    let copied = std::io::copy(&mut disk.take(size_bytes), &mut out)?;
+    ensure!(copied == size_bytes, "{} ends inside {name}", image.display());
+    out.sync_all()?;
+    drop(out);
+    check_pi_bootfs(to)
+}
+
+/// A Pi slot's boot partition image: a FAT file system that fits the image's boot slots.
+fn check_pi_bootfs(path: &Path) -> Result<()> {
+    let bytes = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+    ensure!(
+        bytes <= crate::build::PI_BOOT_SLOT_BYTES,
+        "{} ({bytes} bytes) is larger than a boot slot ({} bytes)",
+        path.display(),
+        crate::build::PI_BOOT_SLOT_BYTES
+    );
+    let mut boot_sector = [0u8; 512];
+    fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut boot_sector))
+        .with_context(|| format!("{} is too short for a FAT file system", path.display()))?;
+    ensure!(is_fat(&boot_sector), "{} is not a FAT file system", path.display());
+    Ok(())
+}
+
+fn is_fat(boot_sector: &[u8; 512]) -> bool {
+    boot_sector[510..512] == [0x55, 0xAA] && (&boot_sector[82..87] == b"FAT32" || &boot_sector[54..57] == b"FAT")
+}
+
+/// The size of the partition named NAME in `sfdisk --dump` output, in bytes.
+fn partition_size_bytes(dump: &str, name: &str) -> Option<u64> {
+    partition_field_bytes(dump, name, "size=")
+}
+
 /// The start of the partition named NAME in `sfdisk --dump` output, in bytes.
 fn partition_start_bytes(dump: &str, name: &str) -> Option<u64> {
+    partition_field_bytes(dump, name, "start=")
+}
+
+/// A field counted in sectors (`start=`, `size=`) of the partition named NAME in
+/// `sfdisk --dump` output, in bytes.
+fn partition_field_bytes(dump: &str, name: &str, field: &str) -> Option<u64> {
     let sector_bytes = dump
         .lines()
         .find_map(|line| line.strip_prefix("sector-size:"))
@@ -316,8 +413,8 @@ fn partition_start_bytes(dump: &str, name: &str) -> Option<u64> {
         .unwrap_or(512u64);
     dump.lines().filter(|line| line.contains(&format!("name=\"{name}\""))).find_map(|line| {
         let fields = line.split_once(':')?.1;
-        let start = fields.split(',').find_map(|field| field.trim().strip_prefix("start="))?;
-        Some(start.trim().parse::<u64>().ok()? * sector_bytes)
+        let sectors = fields.split(',').find_map(|part| part.trim().strip_prefix(field))?;
+        Some(sectors.trim().parse::<u64>().ok()? * sector_bytes)
     })
 }
 
@@ -353,10 +450,34 @@ mod tests {
         assert!(conf.contains("bootloader-custom-backend=/usr/libexec/edgenode/rauc-boot\n"));
         assert!(conf.contains("device=/dev/disk/by-partlabel/edgenode-root-a\ntype=ext4\nbootname=A\n"));
         assert!(conf.contains("device=/dev/disk/by-partlabel/edgenode-root-b\ntype=ext4\nbootname=B\n"));
+        assert!(!conf.contains("bootfs"), "x86_64: the kernel is in the root slot");
         let pi = system_conf(Target::RpiArm64);
         assert!(pi.contains("compatible=edgenode-rpi-arm64\n"));
         assert!(pi.contains("bootloader-custom-backend=/usr/libexec/edgenode/rauc-boot-pi\n"));
         assert!(pi.contains("pre-install=/usr/libexec/edgenode/rauc-boot-pi\n"));
+        // Each boot partition is the child of its root slot: written with it, named by it.
+        for (index, letter) in [(0, 'a'), (1, 'b')] {
+            let section = format!(
+                "[slot.bootfs.{index}]\ndevice=/dev/disk/by-partlabel/edgenode-boot-{letter}\ntype=vfat\nparent=rootfs.{index}\n"
+            );
+            assert!(pi.contains(&section), "{section} missing in:\n{pi}");
+        }
+        assert_eq!(pi.matches("bootname=").count(), 2, "only the parents have boot names");
+    }
+
+    #[test]
+    fn pi_partitions_are_found_whole_in_sfdisk_output() {
+        let dump = "label: gpt\nunit: sectors\nsector-size: 512\n\n\
+                    d.img2 : start=      133120, size=      524288, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=\"edgenode-boot-a\"\n";
+        assert_eq!(partition_start_bytes(dump, "edgenode-boot-a"), Some(133_120 * 512));
+        assert_eq!(partition_size_bytes(dump, "edgenode-boot-a"), Some(256 * 1024 * 1024));
+        assert_eq!(partition_size_bytes(dump, "edgenode-boot-b"), None);
+        let mut sector = [0u8; 512];
+        assert!(!is_fat(&sector));
+        sector[510] = 0x55;
+        sector[511] = 0xAA;
+        sector[82..87].copy_from_slice(b"FAT32");
+        assert!(is_fat(&sector));
     }
 
     #[test]
