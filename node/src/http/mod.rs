@@ -97,6 +97,7 @@ pub struct Listeners {
     tcp: tokio::net::TcpListener,
     tls_acceptor: tokio_rustls::TlsAcceptor,
     quic: quinn::Endpoint,
+    quic_configs: h3::ServerConfigs,
     /// The address both are bound to (with the real port when 0 was asked for).
     pub local_addr: SocketAddr,
 }
@@ -112,7 +113,7 @@ pub async fn bind(
 ) -> Result<Listeners, NetError> {
     let tls_acceptor =
         tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::https_server_config(certificates.clone())?));
-    let quic_config = h3::server_config(certificates, limits)?;
+    let quic_configs = h3::server_configs(certificates, limits)?;
     let (tcp, udp) = match bind_sockets(listen).await {
         Err(NetError::Listen { source, .. })
             if listen.ip() == IpAddr::from(Ipv6Addr::UNSPECIFIED) && ipv6_unavailable(&source) =>
@@ -125,10 +126,14 @@ pub async fn bind(
     };
     let local_addr =
         tcp.local_addr().map_err(|source| NetError::Listen { address: listen, protocol: "TCP", source })?;
-    let quic =
-        quinn::Endpoint::new(identity.quic_endpoint_config(), Some(quic_config), udp, Arc::new(quinn::TokioRuntime))
-            .map_err(|source| NetError::Listen { address: local_addr, protocol: "UDP", source })?;
-    Ok(Listeners { tcp, tls_acceptor, quic, local_addr })
+    let quic = quinn::Endpoint::new(
+        identity.quic_endpoint_config(),
+        Some(quic_configs.base()),
+        udp,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| NetError::Listen { address: local_addr, protocol: "UDP", source })?;
+    Ok(Listeners { tcp, tls_acceptor, quic, quic_configs, local_addr })
 }
 
 async fn bind_sockets(listen: SocketAddr) -> Result<(tokio::net::TcpListener, std::net::UdpSocket), NetError> {
@@ -164,13 +169,16 @@ pub async fn serve<S: Service>(
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
-    let Listeners { tcp, tls_acceptor, quic, local_addr } = listeners;
+    let Listeners { tcp, tls_acceptor, quic, quic_configs, local_addr } = listeners;
     // One budget for TCP and QUIC connections together, and one for request bodies.
     let slots = Arc::new(Slots::new(&limits));
     let bodies = Arc::new(BodyBudget::new(&limits));
     let shared = Shared { service, limits, slots, bodies, shutdown };
     tracing::debug!(%local_addr, "serving HTTPS and HTTP/3");
-    tokio::join!(https::serve(tcp, tls_acceptor, local_addr.port(), shared.clone()), h3::serve(quic, shared));
+    tokio::join!(
+        https::serve(tcp, tls_acceptor, local_addr.port(), shared.clone()),
+        h3::serve(quic, quic_configs, shared)
+    );
     Ok(())
 }
 
