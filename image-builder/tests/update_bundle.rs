@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use edgenode::services::update::{check_verity_bundle, VerityParams};
 use image_builder::build::Target;
 use image_builder::update;
 
@@ -151,6 +152,10 @@ fn rauc_accepts_the_bundle_and_refuses_a_changed_byte_or_another_key() {
         "rauc extract refused the bundle: {}",
         String::from_utf8_lossy(&extracted.stderr)
     );
+    // What the node checks before `rauc install` (which would find a changed byte only
+    // mid-write): the whole payload and hash tree against the signed root hash.
+    let params = VerityParams::from_rauc_info(&String::from_utf8_lossy(&human.stdout)).unwrap().expect("verity");
+    check_verity_bundle(&good, &params).expect("the node's check accepts the bundle RAUC accepts");
     for (what, at) in
         [("start", 100), ("payload", length / 3), ("hash tree", length - 5000), ("signature", length - 200)]
     {
@@ -162,6 +167,10 @@ fn rauc_accepts_the_bundle_and_refuses_a_changed_byte_or_another_key() {
             "rauc extract accepted a bundle with one byte changed in its {what} (at {at})"
         );
         let _ = fs::remove_dir_all(dir.join("extracted-tampered"));
+        if what != "signature" {
+            let refused = check_verity_bundle(&tampered, &params).expect_err(what);
+            assert!(refused.to_string().contains("changed"), "{what}: {refused}");
+        }
     }
     let tampered = dir.join("tampered.raucb");
     flip_byte(&good, &tampered, length - 200);

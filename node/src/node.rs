@@ -66,6 +66,13 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Only in the rollback drill's build (node/Cargo.toml).
+    #[cfg(feature = "rollback-drill")]
+    #[error(
+        "rollback drill: the database was migrated to schema {}; this build now fails as a bad release would",
+        crate::store::SCHEMA_VERSION
+    )]
+    RollbackDrill,
     #[error(transparent)]
     Transports(#[from] NetError),
     #[error(transparent)]
@@ -93,6 +100,15 @@ pub enum NodeError {
 /// `edgenode serve`: starts the node, announces it (the ready line on stdout, files in
 /// the data dir for the CLI and the test harness, `READY=1` to systemd), serves until
 /// SIGTERM or Ctrl-C, and stops it.
+/// The rollback drill's build stops here, its database migrated (node/Cargo.toml);
+/// any other build goes on.
+fn rollback_drill() -> Result<(), NodeError> {
+    #[cfg(feature = "rollback-drill")]
+    return Err(NodeError::RollbackDrill);
+    #[cfg(not(feature = "rollback-drill"))]
+    Ok(())
+}
+
 pub async fn serve(config: Config) -> Result<(), NodeError> {
     let data_dir = config.data_dir.clone();
     let mut node = Node::start(config).await?;
@@ -154,6 +170,7 @@ impl Node {
         let store =
             Store::open_as(&config.data_dir, NodeId::from_pin(&identity.pin), config.limits.database_cache_bytes)
                 .map_err(|source| NodeError::OpenStore { path: config.data_dir.clone(), source })?;
+        rollback_drill()?;
         let store = Arc::new(store);
         store.set_disk_reserve(config.limits.disk_free_bytes_min);
         let claim_code = claim_code(&config, &store)?;

@@ -1,5 +1,6 @@
 //! The only module that reads the wall clock or the OS random number generator;
-//! everything else gets time and randomness passed in.
+//! everything else gets time and randomness passed in. Also what the system says
+//! about the release it runs.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,4 +24,21 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 /// The wall clock as a file time (for marking a cached file as recently used).
 pub fn now_system_time() -> SystemTime {
     SystemTime::now()
+}
+
+/// Where an appliance image says which release it is (`image-builder build --version`).
+pub const RELEASE_VERSION_FILE: &str = "/usr/lib/edgenode/version";
+
+/// The release this box runs: the system image's version when the node runs from one
+/// (an update bundle carries a whole root file system, so the image, not the binary,
+/// is what an update changes), otherwise the binary's own version. Read once.
+pub fn release_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        std::fs::read_to_string(RELEASE_VERSION_FILE)
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|version| !version.is_empty())
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned())
+    })
 }

@@ -207,15 +207,33 @@ fn a_bundle_installed_by_hand_goes_to_rauc_and_the_box_reboots_inside_the_window
     let status = update(node.data_dir(), &["status", "--json"]).json();
     assert_eq!(status["last_install"]["outcome"], "awaiting_reboot", "{status}");
 
-    // A bundle RAUC refuses: exit 1, recorded as failed, and `status` exits 1.
-    std::fs::write(
-        &rauc,
-        "#!/bin/sh\n[ \"$1\" = install ] && { echo 'signature verification failed' >&2; exit 1; }\nexit 1\n",
-    )
-    .unwrap();
+    // Another stand-in RAUC, with the original answering what this one leaves to it.
+    std::fs::rename(&rauc, tools.join("rauc-ok")).unwrap();
+    let stand_in = |script: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&rauc, format!("#!/bin/sh\n{script}\nexec '{}' \"$@\"\n", tools.join("rauc-ok").display()))
+            .unwrap();
+        std::fs::set_permissions(&rauc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let installs = || std::fs::read_to_string(tools.join("rauc-calls")).unwrap().matches("install").count();
+
+    // A bundle whose signature RAUC refuses (`rauc info`): exit 1 with RAUC's reason,
+    // `rauc install` never runs, and the installed update still waits.
+    stand_in("[ \"$1\" = info ] && { echo 'signature verification failed' >&2; exit 1; }");
+    let installs_before = installs();
     let refused = update(node.data_dir(), &["install", bundle.to_str().unwrap()]);
     assert_eq!(refused.code, Some(1), "{}\n{}", refused.stdout, refused.stderr);
     assert!(refused.stderr.contains("signature verification failed"), "RAUC's reason is shown: {}", refused.stderr);
+    assert!(refused.stderr.contains("nothing written"), "{}", refused.stderr);
+    assert_eq!(installs(), installs_before, "rauc install ran");
+    let status = update(node.data_dir(), &["status", "--json"]).json();
+    assert_eq!(status["last_install"]["outcome"], "awaiting_reboot", "{status}");
+
+    // `rauc install` itself fails: exit 1, recorded as failed, and `status` exits 1.
+    stand_in("[ \"$1\" = install ] && { echo 'failed to write slot rootfs.1' >&2; exit 1; }");
+    let failed = update(node.data_dir(), &["install", bundle.to_str().unwrap()]);
+    assert_eq!(failed.code, Some(1), "{}\n{}", failed.stdout, failed.stderr);
+    assert!(failed.stderr.contains("failed to write slot"), "RAUC's reason is shown: {}", failed.stderr);
     let status = update(node.data_dir(), &["status", "--json"]);
     assert_eq!(status.code, Some(1), "the last install failed: {}", status.stdout);
     let status = status.json();

@@ -138,7 +138,7 @@ pub fn node(api: &Api, call: &mut Call<'_>) -> ApiResult {
     shapes::ok(&shapes::NodeAbout {
         node_id: api.store.node_id().to_string(),
         name: api.node.name.clone(),
-        version: env!("CARGO_PKG_VERSION"),
+        version: crate::os::release_version(),
         region: api.node.region.clone(),
         roles: api.node.roles.clone(),
         pin: api.node.pin.clone(),

@@ -162,7 +162,7 @@ fn status_from_files(config: &Config) -> Result<Value> {
     Ok(json!({
         "available": rauc.is_some(),
         "message": if rauc.is_some() { Value::Null } else { json!("updates not available on this system (no rauc)") },
-        "running_version": updater::RUNNING_VERSION,
+        "running_version": updater::running_version(),
         "state": if rauc.is_some() { "unknown (the node is not answering)" } else { "unavailable" },
         "url": config.update.url,
         "maintenance_window_utc": config.update.maintenance_window,

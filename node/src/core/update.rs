@@ -318,6 +318,135 @@ pub struct FailedBundle {
     pub at_unix: u64,
 }
 
+/// dm-verity's hash tree as RAUC lays out a verity bundle: `[payload][hash tree][CMS
+/// signature][signature length, u64 big-endian]`, the tree in dm-verity's format 1
+/// (SHA-256, 4096-byte blocks, the salt before each block hashed, 128 digests to a
+/// hash block, the top level stored first). The signed manifest holds the tree's root
+/// hash, salt and size. RAUC checks the payload only as it reads it, while it writes the
+/// slot, so a changed byte would stop an install half-way; checking the whole payload
+/// and tree against the signed root first means a bundle RAUC gets is whole.
+pub mod verity {
+    use sha2::{Digest as _, Sha256};
+
+    pub const BLOCK_BYTES: usize = 4096;
+    const DIGEST_BYTES: usize = 32;
+    const DIGESTS_PER_BLOCK: u64 = (BLOCK_BYTES / DIGEST_BYTES) as u64;
+
+    /// Where the levels of the tree of `data_blocks` blocks are.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Layout {
+        /// Hash blocks per level, the lowest (over the data) first.
+        level_blocks: Vec<u64>,
+    }
+
+    impl Layout {
+        /// `None` for fewer than 2 data blocks (a tree with no level; no bundle is that small).
+        pub fn new(data_blocks: u64) -> Option<Layout> {
+            if data_blocks < 2 {
+                return None;
+            }
+            let mut level_blocks = Vec::new();
+            let mut below = data_blocks;
+            loop {
+                let blocks = below.div_ceil(DIGESTS_PER_BLOCK);
+                level_blocks.push(blocks);
+                if blocks == 1 {
+                    return Some(Layout { level_blocks });
+                }
+                below = blocks;
+            }
+        }
+
+        pub fn tree_bytes(&self) -> u64 {
+            self.level_blocks.iter().sum::<u64>() * BLOCK_BYTES as u64
+        }
+
+        /// Offset in the tree of hash block `index` of `level` (0: the lowest).
+        pub fn offset(&self, level: usize, index: u64) -> u64 {
+            let above: u64 = self.level_blocks[level + 1..].iter().sum();
+            (above + index) * BLOCK_BYTES as u64
+        }
+    }
+
+    /// A hash block the tree needs, to compare with the one stored in the bundle.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct HashBlock {
+        pub level: usize,
+        pub index: u64,
+        pub bytes: Vec<u8>,
+    }
+
+    /// Builds the tree as the data blocks come, one at a time.
+    pub struct Hasher {
+        salt: Vec<u8>,
+        layout: Layout,
+        /// Per level, the digests gathered for its hash block being filled.
+        filling: Vec<Vec<u8>>,
+        /// Per level, hash blocks finished.
+        finished: Vec<u64>,
+        /// The top level's one block, once finished: the root hash is its digest.
+        top: Option<Vec<u8>>,
+    }
+
+    impl Hasher {
+        pub fn new(salt: Vec<u8>, layout: Layout) -> Hasher {
+            let levels = layout.level_blocks.len();
+            Hasher { salt, layout, filling: vec![Vec::new(); levels], finished: vec![0; levels], top: None }
+        }
+
+        fn digest(&self, block: &[u8]) -> [u8; DIGEST_BYTES] {
+            let mut hasher = Sha256::new();
+            hasher.update(&self.salt);
+            hasher.update(block);
+            hasher.finalize().into()
+        }
+
+        /// Adds the next data block (`BLOCK_BYTES` long); returns the hash blocks it completed.
+        pub fn push(&mut self, data_block: &[u8]) -> Vec<HashBlock> {
+            debug_assert_eq!(data_block.len(), BLOCK_BYTES);
+            let digest = self.digest(data_block);
+            let mut done = Vec::new();
+            self.add(0, &digest, &mut done);
+            done
+        }
+
+        fn add(&mut self, level: usize, digest: &[u8], done: &mut Vec<HashBlock>) {
+            self.filling[level].extend_from_slice(digest);
+            if self.filling[level].len() == BLOCK_BYTES {
+                self.complete(level, done);
+            }
+        }
+
+        fn complete(&mut self, level: usize, done: &mut Vec<HashBlock>) {
+            let mut bytes = std::mem::take(&mut self.filling[level]);
+            bytes.resize(BLOCK_BYTES, 0);
+            let index = self.finished[level];
+            self.finished[level] += 1;
+            if level + 1 < self.layout.level_blocks.len() {
+                let digest = self.digest(&bytes);
+                done.push(HashBlock { level, index, bytes });
+                self.add(level + 1, &digest, done);
+            } else {
+                self.top = Some(bytes.clone());
+                done.push(HashBlock { level, index, bytes });
+            }
+        }
+
+        /// After the last data block: the partly filled hash blocks (zero-padded), and
+        /// the root hash.
+        pub fn finish(mut self) -> (Vec<HashBlock>, [u8; DIGEST_BYTES]) {
+            let mut done = Vec::new();
+            for level in 0..self.layout.level_blocks.len() {
+                if !self.filling[level].is_empty() {
+                    self.complete(level, &mut done);
+                }
+            }
+            let root = self.digest(self.top.as_deref().unwrap_or_default());
+            (done, root)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,5 +640,69 @@ mod tests {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         }
+    }
+
+    #[test]
+    fn the_verity_tree_is_built_as_its_definition_says() {
+        use super::verity::{Hasher, Layout, BLOCK_BYTES};
+        let digest = |salt: &[u8], block: &[u8]| -> Vec<u8> {
+            let mut hasher = Sha256::new();
+            hasher.update(salt);
+            hasher.update(block);
+            hasher.finalize().to_vec()
+        };
+        let salt = b"a salt of some bytes".to_vec();
+        for data_blocks in [2u64, 128, 129, 300, 128 * 128 + 1] {
+            let data: Vec<Vec<u8>> =
+                (0..data_blocks).map(|index| vec![(index % 251) as u8 ^ (index / 251) as u8; BLOCK_BYTES]).collect();
+            // The definition: digests of the level below, 128 to a zero-padded block, up to one block.
+            let mut levels: Vec<Vec<Vec<u8>>> = Vec::new();
+            let mut digests: Vec<Vec<u8>> = data.iter().map(|block| digest(&salt, block)).collect();
+            loop {
+                let blocks: Vec<Vec<u8>> = digests
+                    .chunks(128)
+                    .map(|chunk| {
+                        let mut block = chunk.concat();
+                        block.resize(BLOCK_BYTES, 0);
+                        block
+                    })
+                    .collect();
+                digests = blocks.iter().map(|block| digest(&salt, block)).collect();
+                let top = blocks.len() == 1;
+                levels.push(blocks);
+                if top {
+                    break;
+                }
+            }
+            let want_root = digest(&salt, &levels.last().unwrap()[0]);
+
+            let layout = Layout::new(data_blocks).unwrap();
+            let want_bytes: usize = levels.iter().map(|level| level.len() * BLOCK_BYTES).sum();
+            assert_eq!(layout.tree_bytes(), want_bytes as u64, "{data_blocks} blocks");
+            assert_eq!(layout.offset(levels.len() - 1, 0), 0, "the top level is stored first");
+            let mut hasher = Hasher::new(salt.clone(), layout.clone());
+            let mut blocks = Vec::new();
+            for block in &data {
+                blocks.extend(hasher.push(block));
+            }
+            let (rest, root) = hasher.finish();
+            blocks.extend(rest);
+            assert_eq!(root.to_vec(), want_root, "{data_blocks} blocks");
+            assert_eq!(blocks.len(), levels.iter().map(Vec::len).sum::<usize>());
+            let mut stored = vec![0u8; want_bytes];
+            for block in &blocks {
+                assert_eq!(
+                    block.bytes, levels[block.level][block.index as usize],
+                    "{data_blocks}: {}/{}",
+                    block.level, block.index
+                );
+                let at = layout.offset(block.level, block.index) as usize;
+                stored[at..at + BLOCK_BYTES].copy_from_slice(&block.bytes);
+            }
+            // Laid out top first: the offsets cover the tree without overlap.
+            let laid_out: Vec<u8> = levels.iter().rev().flatten().flatten().copied().collect();
+            assert_eq!(stored, laid_out, "{data_blocks} blocks");
+        }
+        assert!(Layout::new(1).is_none());
     }
 }

@@ -39,8 +39,11 @@ pub const STATE_FILE: &str = "update-state.json";
 /// Downloads go here, in the data dir (an update never writes the data partition
 /// otherwise; the file is removed once RAUC has it).
 const DOWNLOAD_DIR: &str = "update";
-/// The running binary's version: what a manifest's `version` is compared with.
-pub const RUNNING_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The release this box runs (`os::release_version`): what a manifest's `version` and
+/// an installed bundle's are compared with.
+pub fn running_version() -> &'static str {
+    os::release_version()
+}
 /// A manifest is a few hundred bytes.
 const MANIFEST_BYTES_MAX: usize = 64 * 1024;
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -109,6 +112,22 @@ impl UpdateState {
                 install.outcome = InstallOutcome::Failed;
                 install.message = "interrupted (the node stopped during the install); nothing was booted".to_owned();
             }
+            // The new version started (and said so), but the box is back on the old one:
+            // its health check failed after the start, or someone rolled it back by hand.
+            // Either way this bundle is not installed again by itself.
+            InstallOutcome::Booted
+                if rebooted
+                    && install.from_version == running_version
+                    && install.version.as_deref() != Some(running_version) =>
+            {
+                install.outcome = InstallOutcome::BootFailed;
+                install.message = format!(
+                    "the box booted {} and came back on {running_version}: its slot was not marked good (or was \
+                     rolled back by hand)",
+                    install.version.as_deref().unwrap_or("the new bundle")
+                );
+                self.remember_failed(now);
+            }
             InstallOutcome::AwaitingReboot if rebooted => {
                 if install.version.as_deref() == Some(running_version) {
                     install.outcome = InstallOutcome::Booted;
@@ -119,21 +138,25 @@ impl UpdateState {
                         "the box rebooted into {} and came back on {running_version}: the new slot was not marked good",
                         install.version.as_deref().unwrap_or("the new bundle")
                     );
-                    if let Some(sha256) = install.sha256.clone() {
-                        self.failed_bundles.push(FailedBundle {
-                            version: install.version.clone(),
-                            sha256,
-                            at_unix: now,
-                        });
-                        let excess = self.failed_bundles.len().saturating_sub(FAILED_BUNDLES_MAX);
-                        self.failed_bundles.drain(..excess);
-                    }
+                    self.remember_failed(now);
                 }
-                install.finished_at_unix = Some(now);
+                if let Some(install) = &mut self.last_install {
+                    install.finished_at_unix = Some(now);
+                }
             }
             _ => {}
         }
         self.last_install.as_ref().map(|install| install.outcome) != Some(before)
+    }
+
+    /// The last install's bundle joins the ones never installed again.
+    fn remember_failed(&mut self, now: u64) {
+        let Some(install) = &self.last_install else { return };
+        if let Some(sha256) = install.sha256.clone() {
+            self.failed_bundles.push(FailedBundle { version: install.version.clone(), sha256, at_unix: now });
+            let excess = self.failed_bundles.len().saturating_sub(FAILED_BUNDLES_MAX);
+            self.failed_bundles.drain(..excess);
+        }
     }
 }
 
@@ -201,7 +224,7 @@ impl UpdateService {
         let rauc = find_program(&settings.rauc_command);
         let mut state = UpdateState::load(data_dir);
         let now = os::unix_seconds() as u64;
-        if state.reconcile(RUNNING_VERSION, &boot_id(), now) {
+        if state.reconcile(running_version(), &boot_id(), now) {
             if let Some(install) = &state.last_install {
                 match install.outcome {
                     InstallOutcome::BootFailed => tracing::error!(message = %install.message, "an update did not boot"),
@@ -274,7 +297,7 @@ impl UpdateService {
         json!({
             "available": self.rauc.is_some(),
             "message": if self.rauc.is_some() { Value::Null } else { json!("updates not available on this system (no rauc)") },
-            "running_version": RUNNING_VERSION,
+            "running_version": running_version(),
             "state": phase.label(),
             "url": self.settings.url,
             "maintenance_window_utc": self.settings.maintenance_window,
@@ -343,7 +366,7 @@ impl UpdateService {
             version: expected.map(|manifest| manifest.version.clone()),
             sha256: expected.map(|manifest| manifest.sha256.clone()),
             source: source.to_owned(),
-            from_version: RUNNING_VERSION.to_owned(),
+            from_version: running_version().to_owned(),
             started_at_unix: now,
             finished_at_unix: None,
             outcome: InstallOutcome::Installing,
@@ -433,6 +456,12 @@ impl UpdateService {
             record.version = rauc_bundle_version(rauc, &bundle).await;
         }
         self.set_phase(Phase::Installing);
+        if let Err(error) = check_bundle(rauc, &bundle).await {
+            if bundle == downloaded {
+                let _ = std::fs::remove_file(&downloaded);
+            }
+            return Err(UpdateError::Failed(format!("{error}: refused, nothing written")));
+        }
         *rauc_started = true;
         self.update_state(|state| state.last_install = Some(record.clone()));
         let outcome = run(rauc, &["install".as_ref(), bundle.as_os_str()], RAUC_INSTALL_TIMEOUT).await;
@@ -452,6 +481,12 @@ impl UpdateService {
                 install.outcome == InstallOutcome::AwaitingReboot && install.boot_id == boot_id()
             });
         if !awaiting || !self.window.contains(Self::now()) {
+            return;
+        }
+        if boot_id().is_empty() {
+            // Without it a reboot into the update cannot be told from one not taken yet:
+            // rebooting again at every start would loop.
+            tracing::error!("cannot tell this boot's id (EDGENODE_BOOT_ID, /proc/sys/kernel/random/boot_id): not rebooting into the update by itself");
             return;
         }
         {
@@ -520,7 +555,7 @@ impl UpdateService {
                 .and_then(|install| install.sha256.clone());
             (failed, pending)
         };
-        let decision = decide(self.node_id, RUNNING_VERSION, &manifest, &failed, pending.as_deref());
+        let decision = decide(self.node_id, running_version(), &manifest, &failed, pending.as_deref());
         let (outcome, install) = match decision {
             Decision::UpToDate => ("up_to_date", false),
             Decision::NotInRollout { .. } => ("not_in_rollout", false),
@@ -546,7 +581,7 @@ impl UpdateService {
             let _ = answer.send(Ok(json!({
                 "outcome": outcome,
                 "version": manifest.version,
-                "running_version": RUNNING_VERSION,
+                "running_version": running_version(),
                 "rollout_percent": manifest.rollout_percent,
                 "published_at": manifest.published_at,
             })));
@@ -883,6 +918,135 @@ async fn rauc_bundle_version(rauc: &Path, bundle: &Path) -> Option<String> {
     serde_json::from_str::<Value>(&text).ok()?["version"].as_str().map(str::to_owned)
 }
 
+/// Why a bundle was refused before RAUC wrote anything.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BundleRefused(pub String);
+
+/// A verity bundle's parameters, from its signed manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerityParams {
+    pub salt: Vec<u8>,
+    pub root: [u8; 32],
+    pub tree_bytes: u64,
+}
+
+impl VerityParams {
+    /// From `rauc info`'s readable output (its JSON leaves them out); `None`: not a
+    /// verity bundle (a plain one, which RAUC checks whole before it writes).
+    pub fn from_rauc_info(text: &str) -> Result<Option<VerityParams>, BundleRefused> {
+        let field = |name: &str| {
+            text.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == name).then(|| value.trim().trim_matches('\'').to_owned())
+            })
+        };
+        if field("Bundle Format").as_deref() != Some("verity") {
+            return Ok(None);
+        }
+        let refused = |reason: String| BundleRefused(format!("rauc info: {reason}"));
+        let hex = |name: &str| -> Result<Vec<u8>, BundleRefused> {
+            let text = field(name).ok_or_else(|| refused(format!("no {name}")))?;
+            let not_hex = || refused(format!("{name} is not hex: {text}"));
+            if text.len() % 2 != 0 {
+                return Err(not_hex());
+            }
+            (0..text.len())
+                .step_by(2)
+                .map(|at| u8::from_str_radix(&text[at..at + 2], 16).map_err(|_| not_hex()))
+                .collect()
+        };
+        let root: [u8; 32] =
+            hex("Verity Hash")?.try_into().map_err(|_| refused("Verity Hash is not 32 bytes".to_owned()))?;
+        let tree_bytes = field("Verity Size")
+            .and_then(|size| size.parse().ok())
+            .ok_or_else(|| refused("no Verity Size".to_owned()))?;
+        Ok(Some(VerityParams { salt: hex("Verity Salt")?, root, tree_bytes }))
+    }
+}
+
+/// Before RAUC writes anything: `rauc info` checks the signature against the system's
+/// keyring, and for a verity bundle the whole payload and hash tree are checked against
+/// the signed root hash here (RAUC checks them only as it reads, mid-write).
+async fn check_bundle(rauc: &Path, bundle: &Path) -> Result<(), String> {
+    let info = run(rauc, &["info".as_ref(), bundle.as_os_str()], RAUC_STATUS_TIMEOUT)
+        .await
+        .map_err(|error| format!("rauc info: {error}"))?;
+    let Some(params) = VerityParams::from_rauc_info(&info).map_err(|refused| refused.to_string())? else {
+        return Ok(());
+    };
+    let bundle = bundle.to_owned();
+    tokio::task::spawn_blocking(move || check_verity_bundle(&bundle, &params))
+        .await
+        .map_err(|error| format!("the bundle check stopped: {error}"))?
+        .map_err(|refused| refused.to_string())
+}
+
+/// The payload and hash tree of a verity bundle at `path`, against its signed `params`.
+pub fn check_verity_bundle(path: &Path, params: &VerityParams) -> Result<(), BundleRefused> {
+    check_verity_payload(path, params).map_err(BundleRefused)
+}
+
+fn check_verity_payload(path: &Path, params: &VerityParams) -> Result<(), String> {
+    use crate::core::update::verity::{Hasher, Layout, BLOCK_BYTES};
+    use std::io::Read as _;
+    use std::os::unix::fs::FileExt as _;
+    let fail = |what: String| Err(format!("{}: {what}", path.display()));
+    let io = |error: std::io::Error| format!("{}: {error}", path.display());
+    let file = std::fs::File::open(path).map_err(io)?;
+    let length = file.metadata().map_err(io)?.len();
+    let mut tail = [0u8; 8];
+    if length < 8 {
+        return fail("too short for a bundle".to_owned());
+    }
+    file.read_exact_at(&mut tail, length - 8).map_err(io)?;
+    let signature_bytes = u64::from_be_bytes(tail);
+    let Some(payload_bytes) = length
+        .checked_sub(8)
+        .and_then(|rest| rest.checked_sub(signature_bytes))
+        .and_then(|rest| rest.checked_sub(params.tree_bytes))
+    else {
+        return fail("its sizes do not add up (signature, hash tree)".to_owned());
+    };
+    let layout = match Layout::new(payload_bytes / BLOCK_BYTES as u64) {
+        Some(layout) if payload_bytes % BLOCK_BYTES as u64 == 0 && layout.tree_bytes() == params.tree_bytes => layout,
+        _ => {
+            return fail(format!(
+                "a payload of {payload_bytes} bytes does not go with a hash tree of {} bytes",
+                params.tree_bytes
+            ))
+        }
+    };
+    let mut hasher = Hasher::new(params.salt.clone(), layout.clone());
+    let mut stored = vec![0u8; BLOCK_BYTES];
+    let mut compare = |blocks: Vec<crate::core::update::verity::HashBlock>| -> Result<(), String> {
+        for block in blocks {
+            file.read_exact_at(&mut stored, payload_bytes + layout.offset(block.level, block.index)).map_err(io)?;
+            if stored != block.bytes {
+                return Err(format!(
+                    "{}: hash tree block {} of level {} does not match the payload: changed",
+                    path.display(),
+                    block.index,
+                    block.level
+                ));
+            }
+        }
+        Ok(())
+    };
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file.try_clone().map_err(io)?);
+    let mut block = vec![0u8; BLOCK_BYTES];
+    for _ in 0..payload_bytes / BLOCK_BYTES as u64 {
+        reader.read_exact(&mut block).map_err(io)?;
+        compare(hasher.push(&block))?;
+    }
+    let (rest, root) = hasher.finish();
+    compare(rest)?;
+    if root != params.root {
+        return fail("the payload does not match the signed root hash: changed".to_owned());
+    }
+    Ok(())
+}
+
 /// `command` when it is a path to an executable file, else the executable of that
 /// name in one of the PATH's directories.
 pub fn find_program(command: &str) -> Option<PathBuf> {
@@ -900,8 +1064,17 @@ pub fn find_program(command: &str) -> Option<PathBuf> {
 }
 
 /// The kernel's id of this boot (changes at every boot).
+/// The kernel's id of this boot: what tells a restart of the node from a reboot of the
+/// box. Under systemd the unit passes it (`EDGENODE_BOOT_ID=%b`: edgenode.service's
+/// `ProcSubset=pid` hides /proc/sys); otherwise /proc/sys/kernel/random/boot_id. Empty
+/// when neither says.
 fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|id| id.trim().to_owned()).unwrap_or_default()
+    std::env::var("EDGENODE_BOOT_ID")
+        .ok()
+        .filter(|id| !id.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
+        .map(|id| id.trim().replace('-', ""))
+        .unwrap_or_default()
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -954,6 +1127,17 @@ mod tests {
         assert_eq!(state.last_install.as_ref().unwrap().outcome, InstallOutcome::BootFailed);
         assert_eq!(state.failed_bundles.len(), 1, "that bundle is never installed again");
         assert!(state.last_install.as_ref().unwrap().message.contains("came back on 0.1.0"));
+
+        // The new version started (booted), then the box came back on the old one.
+        let mut state = UpdateState {
+            last_install: Some(install("0.2.0", InstallOutcome::AwaitingReboot, "boot-1")),
+            ..Default::default()
+        };
+        assert!(state.reconcile("0.2.0", "boot-2", 10));
+        assert!(!state.reconcile("0.2.0", "boot-2", 11), "the same boot again: nothing new");
+        assert!(state.reconcile("0.1.0", "boot-3", 12));
+        assert_eq!(state.last_install.as_ref().unwrap().outcome, InstallOutcome::BootFailed);
+        assert_eq!(state.failed_bundles.len(), 1, "that bundle is never installed again");
 
         let mut state = UpdateState {
             last_install: Some(install("0.2.0", InstallOutcome::Installing, "boot-1")),
