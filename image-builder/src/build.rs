@@ -680,6 +680,7 @@ fn customize(target: Target, rootfs: &Path, binaries: &Path) -> Result<()> {
         ("network", "usr/lib/systemd/network"),
         ("sysusers.d", "usr/lib/sysusers.d"),
         ("tmpfiles.d", "usr/lib/tmpfiles.d"),
+        ("sysctl.d", "usr/lib/sysctl.d"),
     ] {
         copy_tree(&systemd_dir.join(dir), &rootfs.join(to))?;
     }

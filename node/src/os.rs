@@ -1,6 +1,6 @@
 //! The only module that reads the wall clock or the OS random number generator;
 //! everything else gets time and randomness passed in. Also what the system says
-//! about the release it runs.
+//! about the release it runs, and the kernel's socket buffers.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,4 +41,18 @@ pub fn release_version() -> &'static str {
             .filter(|version| !version.is_empty())
             .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned())
     })
+}
+
+/// Asks the kernel for UDP socket buffers of `bytes` each way. A QUIC endpoint's default
+/// receive buffer (208 KiB) overflows while the node is busy: many clients' datagrams,
+/// or a sibling's burst, arrive faster than one core reads them, the kernel drops them,
+/// and QUIC takes the drops for congestion (retransmits, backs off). The kernel caps the
+/// size at `net.core.rmem_max` / `wmem_max`, which the appliance raises
+/// (systemd/sysctl.d). Returns what the kernel granted (receive, send), which Linux
+/// reports doubled for its own bookkeeping.
+pub fn enlarge_udp_buffers(socket: &std::net::UdpSocket, bytes: usize) -> std::io::Result<(usize, usize)> {
+    let state = quinn::udp::UdpSocketState::new(socket.into())?;
+    state.set_recv_buffer_size(socket.into(), bytes)?;
+    state.set_send_buffer_size(socket.into(), bytes)?;
+    Ok((state.recv_buffer_size(socket.into())?, state.send_buffer_size(socket.into())?))
 }

@@ -313,16 +313,11 @@ impl PeerEndpoint {
 
 /// Socket buffers for a sibling's full speed: with the kernel's default receive
 /// buffer (208 KiB) a burst of a catch-up overflows it, and QUIC backs off on the
-/// losses (a cold catch-up stalled for seconds). The kernel caps the size at
-/// `net.core.rmem_max` / `wmem_max`; the appliance raises those.
+/// losses (a cold catch-up stalled for seconds).
 const PEER_SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 fn enlarge_socket_buffers(socket: &std::net::UdpSocket) {
-    let enlarged = quinn::udp::UdpSocketState::new(socket.into()).and_then(|state| {
-        state.set_recv_buffer_size(socket.into(), PEER_SOCKET_BUFFER_BYTES)?;
-        state.set_send_buffer_size(socket.into(), PEER_SOCKET_BUFFER_BYTES)
-    });
-    if let Err(error) = enlarged {
+    if let Err(error) = crate::os::enlarge_udp_buffers(socket, PEER_SOCKET_BUFFER_BYTES) {
         tracing::debug!(%error, "cannot enlarge the peer socket's buffers; keeping the kernel's");
     }
 }
