@@ -123,6 +123,10 @@ fn transport_config(limits: &TransportLimits, datagram_bytes_max: u16) -> quinn:
         // Clients keep connections alive if they want to; the server lets idle ones go.
         .keep_alive_interval(None)
         .datagram_receive_buffer_size(None)
+        // A response's packets carry that response until it is done, not a slice of every
+        // response in flight, so a feed's thumbnails arrive whole one after another. p99 of
+        // 20,000 thumbnails over 32 connections x 8 streams (bench/serving): 29 -> 22 ms.
+        .send_fairness(false)
         .mtu_discovery_config(Some(mtu_discovery));
     transport
 }
