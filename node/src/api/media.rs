@@ -388,11 +388,7 @@ impl Api {
     /// cache when it holds a proof for it; `None` sends the request the long way.
     /// Never blocks.
     pub fn serve_cached(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
-        if !(head.method == Method::GET || head.method == Method::HEAD) || head.headers.contains_key(header::RANGE) {
-            return None;
-        }
-        let (media_id, variant) = head.uri.path().strip_prefix("/api/v1/media/")?.split_once('/')?;
-        let kind = BlobKind::from_name(variant).filter(|kind| *kind != BlobKind::Original)?;
+        let (media_id, kind) = cached_variant(head)?;
         let if_none_match = head.headers.get(header::IF_NONE_MATCH).and_then(|value| value.to_str().ok());
         let epoch = self.store.visibility_epoch();
         let response = self.public_media.answer(&head.method, media_id, kind, if_none_match, epoch)?;
@@ -401,6 +397,23 @@ impl Api {
         self.metrics.record_request(DOWNLOAD_ROUTE, &head.method, transport, response.status(), elapsed);
         Some(response)
     }
+
+    /// Whether `serve_cached` may answer this request once the photo's answer is cached
+    /// (it is, after the first request, when the photo is public).
+    pub fn cacheable(&self, head: &http::request::Parts) -> bool {
+        cached_variant(head).is_some()
+    }
+}
+
+/// The photo and variant of a request `serve_cached` may answer: `GET`/`HEAD` of a
+/// whole `thumb` or `display`.
+fn cached_variant(head: &http::request::Parts) -> Option<(&str, BlobKind)> {
+    if !(head.method == Method::GET || head.method == Method::HEAD) || head.headers.contains_key(header::RANGE) {
+        return None;
+    }
+    let (media_id, variant) = head.uri.path().strip_prefix("/api/v1/media/")?.split_once('/')?;
+    let kind = BlobKind::from_name(variant).filter(|kind| *kind != BlobKind::Original)?;
+    Some((media_id, kind))
 }
 
 /// `GET /api/v1/media/{id}/{variant}`.

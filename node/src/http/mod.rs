@@ -2,6 +2,7 @@
 //! TLS identity, and systemd notifications. Transports only adapt; `api` decides.
 
 mod body;
+mod fills;
 mod h3;
 mod https;
 mod metrics_listener;
@@ -39,6 +40,11 @@ pub trait Service: Send + Sync + 'static {
     fn serve_cached(&self, _head: &http::request::Parts) -> Option<Response<Bytes>> {
         None
     }
+    /// Whether `serve_cached` may answer this request once the answer is made: misses of
+    /// such requests are made once and waited for (`fills.rs`), not once per request.
+    fn cacheable(&self, _head: &http::request::Parts) -> bool {
+        false
+    }
     /// How to read the body of this request, from its head alone (route, credentials,
     /// declared length). Blocking: transports call it from `spawn_blocking`, and only
     /// for requests that carry a body.
@@ -52,6 +58,10 @@ pub trait Service: Send + Sync + 'static {
 impl Service for crate::api::Api {
     fn serve_cached(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
         crate::api::Api::serve_cached(self, head)
+    }
+
+    fn cacheable(&self, head: &http::request::Parts) -> bool {
+        crate::api::Api::cacheable(self, head)
     }
 
     fn plan_body(&self, head: &http::request::Parts) -> BodyPlan {
@@ -193,7 +203,7 @@ pub async fn serve<S: Service>(
     // One budget for TCP and QUIC connections together, and one for request bodies.
     let slots = Arc::new(Slots::new(&limits));
     let bodies = Arc::new(BodyBudget::new(&limits));
-    let shared = Shared { service, limits, slots, bodies, shutdown };
+    let shared = Shared { service, limits, slots, bodies, fills: Arc::default(), shutdown };
     tracing::debug!(%local_addr, "serving HTTPS and HTTP/3");
     tokio::join!(
         https::serve(tcp, tls_acceptor, local_addr.port(), shared.clone()),
@@ -208,6 +218,7 @@ struct Shared<S> {
     limits: Limits,
     slots: Arc<Slots>,
     bodies: Arc<BodyBudget>,
+    fills: Arc<fills::Fills>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -218,6 +229,7 @@ impl<S> Clone for Shared<S> {
             limits: self.limits.clone(),
             slots: self.slots.clone(),
             bodies: self.bodies.clone(),
+            fills: self.fills.clone(),
             shutdown: self.shutdown.clone(),
         }
     }
@@ -254,8 +266,20 @@ impl<S: Service> Shared<S> {
             if let Some(response) = self.service.serve_cached(&head) {
                 return Answer::Served(response);
             }
+            let mut filling = None;
+            if self.service.cacheable(&head) {
+                filling = self.fills.fill_or_wait(head.uri.path()).await;
+                if filling.is_none() {
+                    if let Some(response) = self.service.serve_cached(&head) {
+                        return Answer::Served(response);
+                    }
+                }
+            }
             let request = Request::from_parts(head, RequestBody::Memory(Bytes::new()));
-            return Answer::Served(call_service(&self.service, request).await);
+            let response = call_service(&self.service, request).await;
+            // The answer is cached now if it can be: requests waiting for it may look.
+            drop(filling);
+            return Answer::Served(response);
         }
         let service = self.service.clone();
         let planned = tokio::task::spawn_blocking(move || {
@@ -425,20 +449,36 @@ pub(crate) mod tests {
     const STUB_UPLOAD_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
     /// Answers `<method> <path> <transport> <client ip> <body bytes>`; `/slow` takes
-    /// half a second.
+    /// half a second. `/cached` is cacheable: made the long way (100 ms, counted in
+    /// `cached_made`) until made once, then answered from "memory".
     struct Stub {
         metrics: Metrics,
         spool: TempDir,
         uploads: crate::api::UploadTickets,
+        cached_made: std::sync::atomic::AtomicUsize,
     }
 
     impl Default for Stub {
         fn default() -> Stub {
-            Stub { metrics: Metrics::default(), spool: TempDir::new("spool"), uploads: Default::default() }
+            Stub {
+                metrics: Metrics::default(),
+                spool: TempDir::new("spool"),
+                uploads: Default::default(),
+                cached_made: Default::default(),
+            }
         }
     }
 
     impl Service for Stub {
+        fn serve_cached(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
+            let made = self.cached_made.load(std::sync::atomic::Ordering::SeqCst) > 0;
+            (self.cacheable(head) && made).then(|| Response::new(Bytes::from_static(b"from the cache")))
+        }
+
+        fn cacheable(&self, head: &http::request::Parts) -> bool {
+            head.uri.path() == "/cached"
+        }
+
         fn plan_body(&self, head: &http::request::Parts) -> BodyPlan {
             if head.uri.path() == "/upload" {
                 let ticket = self.uploads.take("someone", 8, 8).unwrap();
@@ -456,6 +496,11 @@ pub(crate) mod tests {
         fn handle(&self, request: Request<RequestBody>) -> Response<Bytes> {
             if request.uri().path() == "/slow" {
                 std::thread::sleep(Duration::from_millis(500));
+            }
+            if request.uri().path() == "/cached" {
+                std::thread::sleep(Duration::from_millis(100));
+                self.cached_made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return Response::new(Bytes::from_static(b"made"));
             }
             let transport = request.extensions().get::<Transport>().copied();
             let client = request.extensions().get::<ClientAddr>().map(|client| client.0.ip());
@@ -645,6 +690,36 @@ pub(crate) mod tests {
     }
 
     const ALT_SVC_NAME: http::header::HeaderName = http::header::ALT_SVC;
+
+    /// A burst of requests for one cacheable answer that is not cached yet (a feed page
+    /// after a restart) makes it once; the others wait for it and answer from the cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_misses_for_one_cacheable_answer_makes_it_once() {
+        let server = start_server(Limits::default()).await;
+        let tls = tls_connect(server.address, &server.pin, ALPN_H2).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        let burst: Vec<_> = (0..24)
+            .map(|_| {
+                let mut sender = sender.clone();
+                tokio::spawn(async move {
+                    reply_of(sender.send_request(request(Method::GET, "https://localhost/cached", b"")).await.unwrap())
+                        .await
+                })
+            })
+            .collect();
+        let mut texts = Vec::new();
+        for reply in burst {
+            let reply = reply.await.unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+            texts.push(reply.text().to_owned());
+        }
+        assert_eq!(server.service.cached_made.load(std::sync::atomic::Ordering::SeqCst), 1, "{texts:?}");
+        assert_eq!(texts.iter().filter(|text| *text == "made").count(), 1, "{texts:?}");
+        assert_eq!(texts.iter().filter(|text| *text == "from the cache").count(), 23, "{texts:?}");
+        stop(server).await;
+    }
 
     fn assert_body_too_large(reply: &Reply) {
         assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
