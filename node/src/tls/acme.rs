@@ -84,25 +84,34 @@ pub enum AcmeError {
     Timeout,
 }
 
-/// Keeps a certificate for `config.domains` from the ACME server: loads the last one
-/// from `<data_dir>/acme/` at start, orders one when there is none or it is near
-/// expiry, answers HTTP-01 through `certificates.challenges()`, presents it with
-/// `certificates.set_named(Source::Acme, …)`, retries with backoff when the server
-/// cannot be reached (the node keeps serving meanwhile), until `stop` turns true.
-pub async fn run(
+/// Keeps a certificate for `config.domains` from the ACME server: presents the last
+/// one from `<data_dir>/acme/` when called, then returns the task that orders one when
+/// there is none or it is near expiry, answers HTTP-01 through
+/// `certificates.challenges()`, presents it with `certificates.set_named(Source::Acme,
+/// …)`, and retries with backoff when the server cannot be reached (the node keeps
+/// serving meanwhile), until `stop` turns true.
+///
+/// The stored certificate is presented before the task is spawned, so before the node
+/// answers its first handshake: a task that loaded it on its first poll let a restarted
+/// box show its own CA's certificate for its public name for a few milliseconds, which
+/// a phone takes for an attack.
+pub fn run(
     config: AcmeConfig,
     data_dir: PathBuf,
     certificates: Arc<ServingCertificates>,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let span = tracing::info_span!("acme", directory = %config.directory_url);
-    keep_certificate(config, data_dir.join(DIR_NAME), certificates, stop).instrument(span).await;
+    let dir = data_dir.join(DIR_NAME);
+    let stored = span.in_scope(|| load_stored(&dir, &certificates));
+    keep_certificate(config, dir, certificates, stored, stop).instrument(span)
 }
 
 async fn keep_certificate(
     config: AcmeConfig,
     dir: PathBuf,
     certificates: Arc<ServingCertificates>,
+    stored: Option<CertificateSummary>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     if config.challenge != CHALLENGE_HTTP_01 {
@@ -120,7 +129,7 @@ async fn keep_certificate(
         );
         return;
     }
-    let mut current = load_stored(&dir, &certificates);
+    let mut current = stored;
     let mut failures: u32 = 0;
     let mut just_ordered = false;
     loop {
@@ -923,6 +932,30 @@ mod tests {
     fn serving_certificates(dir: &crate::test_support::TempDir) -> Arc<ServingCertificates> {
         let identity = crate::identity::Identity::load_or_create(dir.path(), "test").unwrap();
         Arc::new(ServingCertificates::start(dir.path(), &identity, "test", "0000000000000001").unwrap())
+    }
+
+    #[test]
+    fn the_stored_certificate_is_presented_before_the_task_first_runs() {
+        let dir = crate::test_support::TempDir::new("acme-stored");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let certificate =
+            rcgen::CertificateParams::new(vec!["box.test".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let stored = dir.path().join(DIR_NAME);
+        std::fs::create_dir_all(&stored).unwrap();
+        std::fs::write(stored.join(CERTIFICATE_FILE_NAME), certificate.pem()).unwrap();
+        std::fs::write(stored.join(KEY_FILE_NAME), key.serialize_pem()).unwrap();
+        let certificates = serving_certificates(&dir);
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        // Neither spawned nor polled: what the node's first handshake would find.
+        let _task = run(
+            acme_config("https://127.0.0.1:1/dir", "http-01"),
+            dir.path().to_owned(),
+            certificates.clone(),
+            stopped,
+        );
+        let named = crate::locking::read(&certificates.named);
+        assert_eq!(named.len(), 1, "the stored certificate is presented when run is called");
+        assert_eq!(named[0].certified.end_entity_cert().unwrap().as_ref(), certificate.der().as_ref());
     }
 
     #[tokio::test]

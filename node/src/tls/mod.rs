@@ -163,23 +163,29 @@ impl ServingCertificates {
         }
     }
 
-    /// Keeps the serving certificate current and the operator's files loaded until
-    /// `stop` turns true.
-    pub async fn keep_current(
+    /// Loads the operator's files when called (so the node's first handshake presents
+    /// them, as `acme::run` does with its stored certificate), then returns the task that
+    /// keeps the serving certificate current and the files loaded until `stop` turns true.
+    pub fn keep_current(
         self: Arc<Self>,
         private_key: PrivateKeyDer<'static>,
         files: Option<(PathBuf, PathBuf)>,
         mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut loaded: Option<(SystemTime, SystemTime)> = None;
-        loop {
-            self.refresh_own(private_key.clone_key());
-            if let Some((cert_file, key_file)) = &files {
-                self.reload_files(cert_file, key_file, &mut loaded);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(CHECK_INTERVAL_MS)) => {}
-                _ = stop.wait_for(|stopped| *stopped) => return,
+        if let Some((cert_file, key_file)) = &files {
+            self.reload_files(cert_file, key_file, &mut loaded);
+        }
+        async move {
+            loop {
+                self.refresh_own(private_key.clone_key());
+                if let Some((cert_file, key_file)) = &files {
+                    self.reload_files(cert_file, key_file, &mut loaded);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(CHECK_INTERVAL_MS)) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                }
             }
         }
     }
@@ -346,6 +352,27 @@ mod tests {
         assert_eq!(https.alpn_protocols, vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]);
         let quic = quic_server_config(certificates).unwrap();
         assert_eq!(quic.alpn_protocols, vec![ALPN_H3.to_vec()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_operators_files_are_presented_before_the_keeping_task_first_runs() {
+        let dir = temp_dir("files-at-start");
+        let certificates = certificates(&dir);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let certificate =
+            rcgen::CertificateParams::new(vec!["photos.example.org".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let (cert_file, key_file) = (dir.join("own.crt"), dir.join("own.key"));
+        std::fs::write(&cert_file, certificate.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let identity = Identity::load_or_create(&dir, "garden").unwrap();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        // Neither spawned nor polled: what the node's first handshake would find.
+        let _task = certificates.clone().keep_current(identity.private_key(), Some((cert_file, key_file)), stopped);
+        let named = read(&certificates.named);
+        assert_eq!(named.len(), 1, "the operator's files are presented when keep_current is called");
+        assert_eq!(named[0].certified.end_entity_cert().unwrap().as_ref(), certificate.der().as_ref());
+        drop(named);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
