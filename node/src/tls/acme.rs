@@ -937,13 +937,13 @@ mod tests {
     #[test]
     fn the_stored_certificate_is_presented_before_the_task_first_runs() {
         let dir = crate::test_support::TempDir::new("acme-stored");
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let certificate =
-            rcgen::CertificateParams::new(vec!["box.test".to_owned()]).unwrap().self_signed(&key).unwrap();
         let stored = dir.path().join(DIR_NAME);
         std::fs::create_dir_all(&stored).unwrap();
-        std::fs::write(stored.join(CERTIFICATE_FILE_NAME), certificate.pem()).unwrap();
-        std::fs::write(stored.join(KEY_FILE_NAME), key.serialize_pem()).unwrap();
+        let certificate = crate::tls::tests::write_self_signed(
+            "box.test",
+            &stored.join(CERTIFICATE_FILE_NAME),
+            &stored.join(KEY_FILE_NAME),
+        );
         let certificates = serving_certificates(&dir);
         let (_stop, stopped) = tokio::sync::watch::channel(false);
         // Neither spawned nor polled: what the node's first handshake would find.

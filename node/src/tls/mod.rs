@@ -163,9 +163,10 @@ impl ServingCertificates {
         }
     }
 
-    /// Loads the operator's files when called (so the node's first handshake presents
-    /// them, as `acme::run` does with its stored certificate), then returns the task that
-    /// keeps the serving certificate current and the files loaded until `stop` turns true.
+    /// Checks the serving certificate and loads the operator's files when called (so the
+    /// node's first handshake presents them, as `acme::run` does with its stored
+    /// certificate), then returns the task that checks again every `CHECK_INTERVAL_MS`
+    /// until `stop` turns true.
     pub fn keep_current(
         self: Arc<Self>,
         private_key: PrivateKeyDer<'static>,
@@ -173,19 +174,20 @@ impl ServingCertificates {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut loaded: Option<(SystemTime, SystemTime)> = None;
-        if let Some((cert_file, key_file)) = &files {
-            self.reload_files(cert_file, key_file, &mut loaded);
-        }
+        let check = move |certificates: &Self, loaded: &mut Option<(SystemTime, SystemTime)>| {
+            certificates.refresh_own(private_key.clone_key());
+            if let Some((cert_file, key_file)) = &files {
+                certificates.reload_files(cert_file, key_file, loaded);
+            }
+        };
+        check(&self, &mut loaded);
         async move {
             loop {
-                self.refresh_own(private_key.clone_key());
-                if let Some((cert_file, key_file)) = &files {
-                    self.reload_files(cert_file, key_file, &mut loaded);
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(CHECK_INTERVAL_MS)) => {}
                     _ = stop.wait_for(|stopped| *stopped) => return,
                 }
+                check(&self, &mut loaded);
             }
         }
     }
@@ -344,6 +346,16 @@ mod tests {
         dir
     }
 
+    /// Writes a self-signed certificate for `name` and its key as PEM files, as an
+    /// operator's script or the ACME task leaves them.
+    pub(super) fn write_self_signed(name: &str, cert_file: &Path, key_file: &Path) -> rcgen::Certificate {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let certificate = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+        std::fs::write(cert_file, certificate.pem()).unwrap();
+        std::fs::write(key_file, key.serialize_pem()).unwrap();
+        certificate
+    }
+
     #[test]
     fn server_configs_offer_the_right_protocols() {
         let dir = temp_dir("configs");
@@ -359,12 +371,8 @@ mod tests {
     fn the_operators_files_are_presented_before_the_keeping_task_first_runs() {
         let dir = temp_dir("files-at-start");
         let certificates = certificates(&dir);
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let certificate =
-            rcgen::CertificateParams::new(vec!["photos.example.org".to_owned()]).unwrap().self_signed(&key).unwrap();
         let (cert_file, key_file) = (dir.join("own.crt"), dir.join("own.key"));
-        std::fs::write(&cert_file, certificate.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let certificate = write_self_signed("photos.example.org", &cert_file, &key_file);
         let identity = Identity::load_or_create(&dir, "garden").unwrap();
         let (_stop, stopped) = tokio::sync::watch::channel(false);
         // Neither spawned nor polled: what the node's first handshake would find.
@@ -380,12 +388,8 @@ mod tests {
     fn the_operators_files_are_presented_for_their_names_and_a_broken_pair_keeps_the_last() {
         let dir = temp_dir("files");
         let certificates = certificates(&dir);
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let certificate =
-            rcgen::CertificateParams::new(vec!["photos.example.org".to_owned()]).unwrap().self_signed(&key).unwrap();
         let (cert_file, key_file) = (dir.join("own.crt"), dir.join("own.key"));
-        std::fs::write(&cert_file, certificate.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let certificate = write_self_signed("photos.example.org", &cert_file, &key_file);
         let mut loaded = None;
         certificates.reload_files(&cert_file, &key_file, &mut loaded);
         assert!(loaded.is_some());
