@@ -14,6 +14,7 @@ use quinn::{IdleTimeout, VarInt};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use super::quic_streams;
 use super::{
     annotate, body_expected, finish_response, shutdown_requested, Activity, BodySource, ConnectionSlot, FileChunks,
     NetError, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
@@ -31,8 +32,8 @@ const CLOSE_TIMEOUT_MS: u64 = 1000;
 /// delivered (see `linger`).
 const LINGER_MAX_MS: u64 = 2000;
 
-type H3Connection = ::h3::server::Connection<h3_quinn::Connection, Bytes>;
-type H3RequestStream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type H3Connection = ::h3::server::Connection<quic_streams::Connection, Bytes>;
+type H3RequestStream = RequestStream<quic_streams::BidiStream, Bytes>;
 
 /// The UDP payload quinn's path MTU discovery stops at where the interface towards a
 /// client is unknown: quinn's own default, Ethernet's 1,500 less the IPv6 and UDP headers.
@@ -228,7 +229,7 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, configs: Server
     let header_bytes_max = u64::try_from(shared.limits.header_bytes_max).unwrap_or(u64::MAX);
     let h3_connection: Result<H3Connection, _> = ::h3::server::builder()
         .max_field_section_size(header_bytes_max)
-        .build(h3_quinn::Connection::new(connection))
+        .build(quic_streams::Connection::new(connection))
         .await;
     let mut h3_connection = match h3_connection {
         Ok(h3_connection) => h3_connection,
@@ -324,7 +325,7 @@ fn log_connection_end(error: &ConnectionError) {
 }
 
 async fn serve_request<S: Service>(
-    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    resolver: RequestResolver<quic_streams::Connection, Bytes>,
     remote: SocketAddr,
     shared: Shared<S>,
     activity: Arc<Activity>,
@@ -342,11 +343,8 @@ async fn serve_request<S: Service>(
     let is_head = head.method == http::Method::HEAD;
     let expected = body_expected(&head, None);
     let answer = shared.serve_request(head, expected, &mut StreamSource(&mut stream), &activity).await;
-    // A refused or cut-short body is not read further. RFC 9114 §4.1 has the server ask
-    // the client to stop sending (STOP_SENDING); h3-quinn's `stop_sending` panics
-    // whenever a read of the stream is in flight (which h3 may start on its own), and
-    // a panic aborts the node. Dropping the request stream after the answer makes
-    // quinn send STOP_SENDING itself, so the client stops all the same.
+    // A refused or cut-short body is not read further: dropping the request stream after
+    // the answer makes quinn send STOP_SENDING (RFC 9114 §4.1), so the client stops.
     let mut response = answer.into_response();
     finish_response(&mut response);
     if is_head {
@@ -376,12 +374,12 @@ async fn send_response(stream: &mut H3RequestStream, mut response: Response<Byte
     let (parts, body) = response.into_parts();
     stream.send_response(Response::from_parts(parts, ())).await?;
     if !body.is_empty() {
-        stream.send_data(body).await?;
+        quic_streams::send_body(stream, body).await?;
     }
     if let Some(mut file) = file {
         while let Some(chunk) = file.next().await {
             match chunk {
-                Ok(chunk) => stream.send_data(chunk).await?,
+                Ok(chunk) => quic_streams::send_body(stream, chunk).await?,
                 Err(error) => {
                     tracing::error!(%error, "reading a file being sent failed");
                     stream.stop_stream(Code::H3_INTERNAL_ERROR);

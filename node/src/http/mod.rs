@@ -7,6 +7,7 @@ mod h3;
 mod https;
 mod metrics_listener;
 mod onboarding_listener;
+mod quic_streams;
 mod slots;
 pub mod systemd;
 
