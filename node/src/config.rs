@@ -308,7 +308,7 @@ pub struct Limits {
     pub disk_free_bytes_min: u64,
     /// Largest image, in declared pixels.
     pub image_pixels_max: u64,
-    /// Image conversions running at once.
+    /// Image conversions running at once (one small image, ≤ 0.1 MP, may run beside them).
     pub media_workers: usize,
     /// Decoded pixel buffers alive at once, in bytes.
     pub media_decoded_bytes_in_flight_max: u64,

@@ -153,7 +153,8 @@ const UPLOAD_COPIES: u64 = 2;
 /// most `limits.workers` conversions run at once and at most
 /// `decoded_bytes_in_flight_max` bytes of decoded pixels are alive at once (a job
 /// reserves its estimated decoded size before decoding; a job larger than the whole
-/// budget runs alone). Thread-safe; share it via `Arc`. Call it from a blocking thread
+/// budget runs alone; a small image has one slot more, so it never waits behind a large
+/// one). Thread-safe; share it via `Arc`. Call it from a blocking thread
 /// (`tokio::task::spawn_blocking`), never from an async task.
 #[derive(Debug)]
 pub struct Pipeline {
