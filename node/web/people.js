@@ -374,7 +374,8 @@ export function followRequestsView({ view, signal }) {
 
 /**
  * Block / Unblock for someone else's profile. Asks the node whether you block them
- * (the profile does not say), and asks once more before blocking.
+ * (the profile does not say), and asks once more before blocking. Draws nothing until
+ * the node answers: a "Block" drawn before that could stand while a block does.
  */
 export function blockControl(user, signal) {
   const wrapper = h('div', { class: 'block-control row' });
@@ -408,12 +409,14 @@ export function blockControl(user, signal) {
     wrapper.replaceChildren(h('span', { class: 'confirm' }, `Block @${user.handle}? Follows between you end.`), yes, no);
     no.focus();
   };
-  idle();
   api('GET', `/api/v1/users/${encodeURIComponent(user.handle)}/block`, { signal, background: true }).then((answer) => {
     if (signal.aborted) return;
     blocked = answer.blocked;
     idle();
-  }, () => {});
+  }, () => {
+    // Unknown: offer Block, whose answer says the state either way.
+    if (!signal.aborted) idle();
+  });
   return wrapper;
 }
 
