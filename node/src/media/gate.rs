@@ -15,7 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// Jobs reserving at most this go by the express lane. Every job reserves about 3 MiB of
 /// fixed slack (encoders, colour transform), so this admits images up to about 0.1 MP.
 /// The lane's one slot may hold this on top of the main budget.
-pub const EXPRESS_BYTES_MAX: u64 = 4 * 1024 * 1024;
+const EXPRESS_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 /// What the gate is holding right now; cheap to read for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
