@@ -20,13 +20,12 @@ use std::io::Cursor;
 
 use image::ColorType;
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::codecs::jpeg::{JpegDecoder, JpegEncoder};
+use edgenode_pixels::{encode_jpeg_rgb8, resize_rgb8};
+use image::codecs::jpeg::JpegDecoder;
 use image::codecs::png::PngDecoder;
 use image::codecs::webp::WebPDecoder;
 use image::metadata::Orientation;
-use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageError, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageError, RgbImage};
 
 use super::colour::{self, Samples, ToSrgb};
 use super::header::{self, Declared};
@@ -50,10 +49,10 @@ const DISPLAY_JPEG_QUALITY: u8 = 82;
 const THUMB_JPEG_QUALITY: u8 = 80;
 const BLURHASH_COMPONENTS_X: u32 = 4;
 const BLURHASH_COMPONENTS_Y: u32 = 3;
-/// Lanczos3 is the sharpest of the usual filters for downscaling. With fast_image_resize's
-/// SIMD it took 30–50 ms for 12 MP → 1080 px on the 2-core x86 dev box (CatmullRom: ~18 ms,
-/// the image crate's own Lanczos3: ~400 ms), against ~130–200 ms for decoding the JPEG.
-const RESIZE: ResizeAlg = ResizeAlg::Convolution(FilterType::Lanczos3);
+// Resizing is Lanczos3 (edgenode_pixels::resize_rgb8), the sharpest of the usual filters
+// for downscaling. With fast_image_resize's SIMD it took 30–50 ms for 12 MP → 1080 px on
+// the 2-core x86 dev box (CatmullRom: ~18 ms, the image crate's own Lanczos3: ~400 ms),
+// against ~130–200 ms for decoding the JPEG.
 
 /// A decoder whose header has been read, ready to decode pixels.
 pub(crate) type OpenDecoder<'a> = Box<dyn ImageDecoder + 'a>;
@@ -398,14 +397,9 @@ fn resize_to_fit(source: &RgbImage, edge: u32) -> Result<RgbImage, MediaError> {
     if (target_width, target_height) == (width, height) {
         return Ok(source.clone());
     }
-    let source_view = ImageRef::new(width, height, source.as_raw(), PixelType::U8x3)
-        .map_err(|error| internal("resize source", error))?;
-    let mut target = Image::new(target_width, target_height, PixelType::U8x3);
-    Resizer::new()
-        .resize(&source_view, &mut target, &ResizeOptions::new().resize_alg(RESIZE))
+    let resized = resize_rgb8(source.as_raw(), (width, height), (target_width, target_height))
         .map_err(|error| internal("resize", error))?;
-    RgbImage::from_raw(target_width, target_height, target.into_vec())
-        .ok_or_else(|| internal("resize", "buffer size mismatch"))
+    RgbImage::from_raw(target_width, target_height, resized).ok_or_else(|| internal("resize", "buffer size mismatch"))
 }
 
 fn orient(image: RgbImage, orientation: Orientation) -> RgbImage {
@@ -415,10 +409,8 @@ fn orient(image: RgbImage, orientation: Orientation) -> RgbImage {
 }
 
 fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Variant, MediaError> {
-    let mut bytes = Vec::new();
     // A fresh encoder writes SOI, JFIF APP0, tables and the scan: no EXIF, ICC or XMP.
-    JpegEncoder::new_with_quality(&mut bytes, quality)
-        .encode(image.as_raw(), image.width(), image.height(), ExtendedColorType::Rgb8)
+    let bytes = encode_jpeg_rgb8(image.as_raw(), image.width(), image.height(), quality)
         .map_err(|error| internal("jpeg encode", error))?;
     Ok(Variant { bytes, width: image.width(), height: image.height() })
 }

@@ -4,8 +4,7 @@
 //! photos with camera-like metadata through it. It only writes, so it costs nothing at
 //! run time.
 
-use image::codecs::jpeg::JpegEncoder;
-use image::{ExtendedColorType, RgbImage};
+use image::RgbImage;
 
 /// `Make` written into IFD0, so tests can check that tags other than GPS survive.
 pub const TEST_CAMERA_MAKE: &str = "Edgenode test camera";
@@ -35,10 +34,8 @@ pub fn jpeg_with_exif(
     pixels: impl Fn(u32, u32) -> [u8; 3],
 ) -> Vec<u8> {
     let image = RgbImage::from_fn(width, height, |x, y| image::Rgb(pixels(x, y)));
-    let mut jpeg = Vec::new();
-    JpegEncoder::new_with_quality(&mut jpeg, 92)
-        .encode(image.as_raw(), width, height, ExtendedColorType::Rgb8)
-        .expect("test image dimensions fit JPEG");
+    let jpeg =
+        edgenode_pixels::encode_jpeg_rgb8(image.as_raw(), width, height, 92).expect("test image dimensions fit JPEG");
     insert_exif_app1(&jpeg, &tiff_exif(ByteOrder::Little, orientation, gps))
 }
 
