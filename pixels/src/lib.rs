@@ -14,8 +14,9 @@ use image::codecs::jpeg::JpegEncoder;
 use image::error::{ParameterError, ParameterErrorKind};
 use image::{ExtendedColorType, ImageError};
 
-/// Lanczos3 is the sharpest of the usual filters for downscaling; fast_image_resize runs
-/// it with SIMD, at a cost close to bilinear's.
+/// Lanczos3 is the sharpest of the usual filters for downscaling. With fast_image_resize's
+/// SIMD it took 30–50 ms for 12 MP → 1080 px on the 2-core x86 dev box (CatmullRom: ~18 ms,
+/// the image crate's own Lanczos3: ~400 ms), against ~130–200 ms for decoding the JPEG.
 const RESIZE: ResizeAlg = ResizeAlg::Convolution(FilterType::Lanczos3);
 
 /// A baseline JPEG of `rgb` (`width`×`height` pixels, 3 bytes each, rows top to bottom):
@@ -51,12 +52,10 @@ pub fn resize_rgb8(
     rgb: &[u8],
     (width, height): (u32, u32),
     (to_width, to_height): (u32, u32),
-) -> Result<Vec<u8>, String> {
-    let source = ImageRef::new(width, height, rgb, PixelType::U8x3).map_err(|error| error.to_string())?;
+) -> Result<Vec<u8>, ResizeFailed> {
+    let source = ImageRef::new(width, height, rgb, PixelType::U8x3)?;
     let mut target = Image::new(to_width, to_height, PixelType::U8x3);
-    Resizer::new()
-        .resize(&source, &mut target, &ResizeOptions::new().resize_alg(RESIZE))
-        .map_err(|error| error.to_string())?;
+    Resizer::new().resize(&source, &mut target, &ResizeOptions::new().resize_alg(RESIZE))?;
     Ok(target.into_vec())
 }
 

@@ -49,10 +49,6 @@ const DISPLAY_JPEG_QUALITY: u8 = 82;
 const THUMB_JPEG_QUALITY: u8 = 80;
 const BLURHASH_COMPONENTS_X: u32 = 4;
 const BLURHASH_COMPONENTS_Y: u32 = 3;
-// Resizing is Lanczos3 (edgenode_pixels::resize_rgb8), the sharpest of the usual filters
-// for downscaling. With fast_image_resize's SIMD it took 30–50 ms for 12 MP → 1080 px on
-// the 2-core x86 dev box (CatmullRom: ~18 ms, the image crate's own Lanczos3: ~400 ms),
-// against ~130–200 ms for decoding the JPEG.
 
 /// A decoder whose header has been read, ready to decode pixels.
 pub(crate) type OpenDecoder<'a> = Box<dyn ImageDecoder + 'a>;
@@ -391,6 +387,7 @@ pub(crate) fn fit(width: u32, height: u32, edge: u32) -> (u32, u32) {
     }
 }
 
+/// `source` scaled down (Lanczos3, `edgenode_pixels::resize_rgb8`) to fit `edge`.
 fn resize_to_fit(source: &RgbImage, edge: u32) -> Result<RgbImage, MediaError> {
     let (width, height) = source.dimensions();
     let (target_width, target_height) = fit(width, height, edge);
