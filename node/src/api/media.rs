@@ -361,12 +361,12 @@ pub fn avatar(api: &Api, call: &mut Call<'_>) -> ApiResult {
         tracing::error!(%error, media_id, "avatar file unreadable");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the avatar file could not be read")
     })?;
-    let etag = format!("\"{}\"", hex(&Sha256::digest(&bytes)));
+    let etag = super::etag::of_bytes(&bytes);
     let builder = Response::builder()
         .header(header::ETAG, header_value(&etag))
         .header(header::CACHE_CONTROL, MEDIA_CACHE_CONTROL)
         .header(header::CONTENT_TYPE, "image/jpeg");
-    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| etag_matches(tags, &etag)) {
+    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| super::etag::matches(tags, &etag)) {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
     }
     Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))
@@ -374,11 +374,6 @@ pub fn avatar(api: &Api, call: &mut Call<'_>) -> ApiResult {
 
 /// Media bytes never change under one URL (content-addressed).
 pub const MEDIA_CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
-
-/// Whether an `If-None-Match` list names `etag` (or `*`).
-pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*")
-}
 
 /// The route table's pattern of `download`, the label `serve_cached` answers under.
 pub(super) const DOWNLOAD_ROUTE: &str = "/api/v1/media/{id}/{variant}";
@@ -437,14 +432,14 @@ pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
         info = api.rebuild_derivatives(&info)?;
     }
     let blob = info.blob(kind);
-    let etag = format!("\"{}\"", blob.sha256);
+    let etag = super::etag::from_sha256_hex(&blob.sha256);
     let content_type = if kind == BlobKind::Original { info.mime.as_str() } else { "image/jpeg" };
     let builder = Response::builder()
         .header(header::ETAG, header_value(&etag))
         .header(header::CACHE_CONTROL, MEDIA_CACHE_CONTROL)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_TYPE, content_type);
-    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| etag_matches(tags, &etag)) {
+    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| super::etag::matches(tags, &etag)) {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
     }
     let read_failed = |error: std::io::Error| {

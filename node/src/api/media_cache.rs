@@ -68,7 +68,7 @@ impl PublicMediaCache {
             .header(header::ACCEPT_RANGES, "bytes")
             .header(header::CONTENT_TYPE, entry.content_type);
         let etag = entry.etag.to_str().unwrap_or_default();
-        if if_none_match.is_some_and(|tags| super::media::etag_matches(tags, etag)) {
+        if if_none_match.is_some_and(|tags| super::etag::matches(tags, etag)) {
             return Some(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
         }
         let body = if method == Method::HEAD { Bytes::new() } else { entry.body.clone() };

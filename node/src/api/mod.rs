@@ -6,6 +6,7 @@
 mod accounts;
 mod backup;
 mod body;
+mod etag;
 mod export;
 mod media;
 mod media_cache;

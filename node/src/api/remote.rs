@@ -219,15 +219,12 @@ pub(super) fn download(api: &Api, call: &mut Call<'_>, media_id: &str, kind: Blo
         ApiError::new(StatusCode::BAD_GATEWAY, "node_unreachable", format!("the photo's node did not give it: {error}"))
     })?;
     let Some((info, bytes)) = found else { return Err(ApiError::not_found("media")) };
-    let etag = format!("\"{}\"", info.blob(kind).sha256);
+    let etag = super::etag::from_sha256_hex(&info.blob(kind).sha256);
     let builder = Response::builder()
         .header(header::ETAG, header_value(&etag))
-        .header(header::CACHE_CONTROL, "private, max-age=31536000, immutable")
+        .header(header::CACHE_CONTROL, super::media::MEDIA_CACHE_CONTROL)
         .header(header::CONTENT_TYPE, "image/jpeg");
-    if call
-        .header(header::IF_NONE_MATCH)
-        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
-    {
+    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| super::etag::matches(tags, &etag)) {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
     }
     Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))
@@ -250,12 +247,12 @@ pub(super) fn avatar(api: &Api, call: &mut Call<'_>, media_id: &str, node: NodeI
         unreachable(node, &error)
     })?;
     let Some(bytes) = found else { return Err(ApiError::not_found("media")) };
-    let etag = format!("\"{}\"", crate::store::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+    let etag = super::etag::of_bytes(&bytes);
     let builder = Response::builder()
         .header(header::ETAG, header_value(&etag))
         .header(header::CACHE_CONTROL, super::media::MEDIA_CACHE_CONTROL)
         .header(header::CONTENT_TYPE, "image/jpeg");
-    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| super::media::etag_matches(tags, &etag)) {
+    if call.header(header::IF_NONE_MATCH).is_some_and(|tags| super::etag::matches(tags, &etag)) {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
     }
     Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))

@@ -101,7 +101,7 @@ fn build() -> &'static Build {
                     Ok(text) if text.contains(BUILD_MARK) => Bytes::from(text.replace(BUILD_MARK, &id)),
                     _ => Bytes::from_static(source.bytes),
                 };
-                let etag = format!("\"{}\"", &hex(&Sha256::digest(&body))[..32]);
+                let etag = super::etag::of_bytes(&body);
                 WebFile {
                     path: source.path,
                     content_type: source.content_type,
@@ -135,7 +135,7 @@ fn serve(call: &Call<'_>, path: &str) -> ApiResult {
         .ok_or_else(|| ApiError::not_found(&format!("web app file {path}")))?;
     let versioned = call.query("v").is_some_and(|version| version == build.id);
     let cache_control = if versioned && !file.fixed_url { CACHE_FOREVER } else { REVALIDATE };
-    let not_modified = call.header(header::IF_NONE_MATCH).is_some_and(|tags| etag_matches(tags, &file.etag));
+    let not_modified = call.header(header::IF_NONE_MATCH).is_some_and(|tags| super::etag::matches(tags, &file.etag));
     let mut response = Response::builder()
         .status(if not_modified { StatusCode::NOT_MODIFIED } else { StatusCode::OK })
         .header(header::CONTENT_TYPE, file.content_type)
@@ -154,12 +154,6 @@ fn serve(call: &Call<'_>, path: &str) -> ApiResult {
     }
     let body = if not_modified { Bytes::new() } else { file.body.clone() };
     Ok(response.body(body).expect("static response parts are valid"))
-}
-
-/// `If-None-Match: "a", W/"b"` or `*` against our strong tag (weak comparison, as
-/// RFC 9110 asks for If-None-Match).
-fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub struct BlobInfo {
     pub width: u32,
     pub height: u32,
     pub bytes: u64,
-    /// SHA-256 hex of the stored file: the strong ETag.
+    /// SHA-256 hex of the stored file; its strong ETag is made from it (api/etag.rs).
     pub sha256: String,
 }
 
