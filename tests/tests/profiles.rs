@@ -214,6 +214,47 @@ fn profiles_are_edited_shown_everywhere_and_guarded_over_every_transport() {
     }
 }
 
+/// Avatars are fetched beside every post of a feed, so after the first request one is
+/// answered from the node's memory. That answer is the long way's (bytes, ETag, HEAD,
+/// no ranges offered), and it ends with the avatar: a replaced avatar is nobody's to see
+/// at once, over every transport.
+#[test]
+fn an_avatar_answered_from_memory_is_gone_once_replaced() {
+    let node = Node::start(NodeOptions::default());
+    let client = Client::new(&node, Transport::Http2);
+    let admin = client.claim_admin(&node, "admin");
+    let ada = client.join(&client.create_invite(&admin), "ada");
+    let first = id_of(&client.upload_jpeg(&ada, &sideways_photo(7)));
+    expect_status("setting the avatar", edit_profile(&client, Some(&ada), &json!({"avatar": first})), 200);
+    let path = format!("/api/v1/media/{first}/avatar");
+    let mut etags = Vec::new();
+    for transport in [Transport::Http1, Transport::Http2, Transport::Http3] {
+        let client = Client::new(&node, transport);
+        for round in 0..3 {
+            let what = format!("{transport:?}, anonymous fetch {round}");
+            etags.push(expect_square_avatar(&client, ANONYMOUS, &first, &what));
+            let whole = client.request("GET", &path, None, &[], Vec::new());
+            assert_eq!(whole.header("accept-ranges"), None, "{what}: the avatar route offers no ranges");
+            assert_eq!(whole.header("cache-control"), Some("private, max-age=31536000, immutable"), "{what}");
+            let head = client.request("HEAD", &path, None, &[], Vec::new());
+            assert_eq!(head.status, 200, "{what}: HEAD");
+            assert!(head.body.is_empty(), "{what}: HEAD has no body");
+            assert_eq!(head.header("content-length"), Some(whole.body.len().to_string().as_str()), "{what}: HEAD");
+        }
+    }
+    assert!(etags.windows(2).all(|pair| pair[0] == pair[1]), "one ETag from memory and from disk: {etags:?}");
+
+    let second = id_of(&client.upload_jpeg(&ada, &sideways_photo(8)));
+    expect_status("replacing the avatar", edit_profile(&client, Some(&ada), &json!({"avatar": second})), 200);
+    for transport in [Transport::Http1, Transport::Http2, Transport::Http3] {
+        let client = Client::new(&node, transport);
+        let what = format!("{transport:?}: the replaced avatar");
+        expect_error_response(&what, &client.fetch_media(ANONYMOUS, &first, "avatar"), 404, "not_found");
+        expect_square_avatar(&client, ANONYMOUS, &second, &format!("{transport:?}: the new avatar"));
+        expect_square_avatar(&client, Some(&ada), &first, &format!("{transport:?}: its owner still sees the old one"));
+    }
+}
+
 #[test]
 fn a_profile_edit_through_one_sibling_is_served_by_the_other() {
     let [harbour, mut hill] = preloaded_siblings(["profile-harbour", "profile-hill"]);

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
+use super::media_cache::{Cached, CACHED_VARIANT_BYTES_MAX};
 use super::{header_value, shapes, Api, ApiError, ApiResult, Call, RequestBody, ResponseFile};
 use crate::core::model::may_view;
 use crate::media::Processed;
@@ -331,8 +332,11 @@ impl Api {
 /// anyone while it is some user's avatar (profiles are public) and for its owners
 /// always; 404 otherwise, as for hidden media. Made the first time this node is asked
 /// for it, so every replica holding the photo serves it without anything replicated
-/// beyond the photo and the User record.
+/// beyond the photo and the User record. One that is someone's avatar is then answered
+/// from the public media cache, like a public post's thumbnail.
 pub fn avatar(api: &Api, call: &mut Call<'_>) -> ApiResult {
+    // Read before the visibility check: a proof made now holds while it is unchanged.
+    let epoch = api.store.visibility_epoch();
     let media_id = call.param(0).to_ascii_lowercase();
     if !is_sha256_hex(&media_id) {
         return Err(ApiError::not_found("media"));
@@ -348,7 +352,8 @@ pub fn avatar(api: &Api, call: &mut Call<'_>) -> ApiResult {
         Some(viewer) => api.store.owns_media(&media_id, viewer)?,
         None => false,
     };
-    if !owner && !api.store.is_avatar(&media_id)? {
+    let is_avatar = api.store.is_avatar(&media_id)?;
+    if !owner && !is_avatar {
         return Err(ApiError::not_found("media"));
     }
     // Its owner record can replicate here before its files do.
@@ -362,6 +367,10 @@ pub fn avatar(api: &Api, call: &mut Call<'_>) -> ApiResult {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the avatar file could not be read")
     })?;
     let etag = super::etag::of_bytes(&bytes);
+    let bytes = Bytes::from(bytes);
+    if is_avatar && bytes.len() <= CACHED_VARIANT_BYTES_MAX {
+        api.public_media.insert(&media_id, Cached::Avatar, bytes.clone(), header_value(&etag), "image/jpeg", epoch);
+    }
     let builder = Response::builder()
         .header(header::ETAG, header_value(&etag))
         .header(header::CACHE_CONTROL, MEDIA_CACHE_CONTROL)
@@ -369,27 +378,30 @@ pub fn avatar(api: &Api, call: &mut Call<'_>) -> ApiResult {
     if call.header(header::IF_NONE_MATCH).is_some_and(|tags| super::etag::matches(tags, &etag)) {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Bytes::new()).expect("valid response"));
     }
-    Ok(builder.status(StatusCode::OK).body(Bytes::from(bytes)).expect("valid response"))
+    Ok(builder.status(StatusCode::OK).body(bytes).expect("valid response"))
 }
 
 /// Media bytes never change under one URL (content-addressed).
 pub const MEDIA_CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
 
-/// The route table's pattern of `download`, the label `serve_cached` answers under.
+/// The route table's patterns of `download` and `avatar`, the labels `serve_cached`
+/// answers under.
 pub(super) const DOWNLOAD_ROUTE: &str = "/api/v1/media/{id}/{variant}";
+pub(super) const AVATAR_ROUTE: &str = "/api/v1/media/{id}/avatar";
 
 impl Api {
-    /// Answers `GET`/`HEAD /api/v1/media/{id}/thumb|display` from the public media
-    /// cache when it holds a proof for it; `None` sends the request the long way.
+    /// Answers `GET`/`HEAD /api/v1/media/{id}/thumb|display|avatar` from the public
+    /// media cache when it holds a proof for it; `None` sends the request the long way.
     /// Never blocks.
     pub fn serve_cached(&self, head: &http::request::Parts) -> Option<Response<Bytes>> {
-        let (media_id, kind) = cached_variant(head)?;
+        let (media_id, cached) = cached_variant(head)?;
         let if_none_match = head.headers.get(header::IF_NONE_MATCH).and_then(|value| value.to_str().ok());
         let epoch = self.store.visibility_epoch();
-        let response = self.public_media.answer(&head.method, media_id, kind, if_none_match, epoch)?;
+        let response = self.public_media.answer(&head.method, media_id, cached, if_none_match, epoch)?;
         let transport = head.extensions.get::<super::Transport>().copied();
         let elapsed = super::metrics::request_elapsed(&head.extensions);
-        self.metrics.record_request(DOWNLOAD_ROUTE, &head.method, transport, response.status(), elapsed);
+        let route = if cached == Cached::Avatar { AVATAR_ROUTE } else { DOWNLOAD_ROUTE };
+        self.metrics.record_request(route, &head.method, transport, response.status(), elapsed);
         Some(response)
     }
 
@@ -401,14 +413,17 @@ impl Api {
 }
 
 /// The photo and variant of a request `serve_cached` may answer: `GET`/`HEAD` of a
-/// whole `thumb` or `display`.
-fn cached_variant(head: &http::request::Parts) -> Option<(&str, BlobKind)> {
+/// whole `thumb` or `display`, or of an `avatar` of this node's (no `?node=`).
+fn cached_variant(head: &http::request::Parts) -> Option<(&str, Cached)> {
     if !(head.method == Method::GET || head.method == Method::HEAD) || head.headers.contains_key(header::RANGE) {
         return None;
     }
     let (media_id, variant) = head.uri.path().strip_prefix("/api/v1/media/")?.split_once('/')?;
-    let kind = BlobKind::from_name(variant).filter(|kind| *kind != BlobKind::Original)?;
-    Some((media_id, kind))
+    let cached = match variant {
+        "avatar" if head.uri.query().is_none() => Cached::Avatar,
+        _ => Cached::variant(BlobKind::from_name(variant)?)?,
+    };
+    Some((media_id, cached))
 }
 
 /// `GET /api/v1/media/{id}/{variant}`.
@@ -463,7 +478,7 @@ pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
             .header(header::CONTENT_RANGE, header_value(&format!("bytes */{}", blob.bytes)))
             .body(Bytes::new())
             .expect("valid response")),
-        Some(RangeRequest::Ignored) | None if blob.bytes > super::media_cache::CACHED_VARIANT_BYTES_MAX as u64 => {
+        Some(RangeRequest::Ignored) | None if blob.bytes > CACHED_VARIANT_BYTES_MAX as u64 => {
             // Large files go out in chunks as the client takes them, never whole.
             let file = std::fs::File::open(api.store.blobs.path(&media_id, kind)).map_err(read_failed)?;
             let length = file.metadata().map_err(read_failed)?.len();
@@ -476,11 +491,11 @@ pub fn download(api: &Api, call: &mut Call<'_>) -> ApiResult {
         }
         Some(RangeRequest::Ignored) | None => {
             let bytes = Bytes::from(api.store.blobs.read(&media_id, kind).map_err(read_failed)?);
-            let proved_public = kind != BlobKind::Original
-                && bytes.len() <= super::media_cache::CACHED_VARIANT_BYTES_MAX
-                && (call.viewer.is_none() || api.may_fetch(&media_id, kind, None)?);
-            if proved_public {
-                api.public_media.insert(&media_id, kind, bytes.clone(), header_value(&etag), "image/jpeg", epoch);
+            let cached = Cached::variant(kind).filter(|_| bytes.len() <= CACHED_VARIANT_BYTES_MAX);
+            if let Some(cached) = cached {
+                if call.viewer.is_none() || api.may_fetch(&media_id, kind, None)? {
+                    api.public_media.insert(&media_id, cached, bytes.clone(), header_value(&etag), "image/jpeg", epoch);
+                }
             }
             Ok(builder.status(StatusCode::OK).body(bytes).expect("valid response"))
         }
