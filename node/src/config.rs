@@ -323,8 +323,8 @@ pub struct Limits {
     /// After a few seconds' grace, a request body must arrive at least this fast on
     /// average, or the request ends with 408 and its connection closes.
     pub body_bytes_per_second_min: u64,
-    /// Photos anyone may see (thumbnails above all), kept in memory and answered
-    /// without a disk read or a database transaction.
+    /// Photos anyone may see (thumbnails and avatars above all), kept in memory and
+    /// answered without a disk read or a database transaction.
     pub public_media_cache_bytes: usize,
     /// Total size of request headers.
     pub header_bytes_max: usize,
