@@ -35,6 +35,9 @@ pub struct NodeOptions {
     /// Where the data lives (e.g. a small file system the test mounted); default: a
     /// fresh temporary dir.
     pub data_dir: Option<PathBuf>,
+    /// A program started in place of the edgenode binary with the same arguments (a
+    /// wrapper script that sets a umask, say); default: `edgenode_binary()`.
+    pub program: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -44,6 +47,7 @@ impl Default for NodeOptions {
             claim_code: CLAIM_CODE.to_owned(),
             config_toml: None,
             data_dir: None,
+            program: None,
         }
     }
 }
@@ -195,8 +199,6 @@ impl Drop for Node {
     }
 }
 
-/// The `edgenode` binary that cargo built: `EDGENODE_BIN`, else
-/// `$CARGO_TARGET_DIR/debug/edgenode`, else `<workspace>/target/debug/edgenode`.
 /// Sends SIGTERM to a node process we started and waits up to `TERMINATE_TIMEOUT`
 /// for it to exit; `None` (after killing it) when it did not.
 pub fn terminate_child(child: &mut Child) -> Option<ExitStatus> {
@@ -216,6 +218,8 @@ pub fn terminate_child(child: &mut Child) -> Option<ExitStatus> {
     }
 }
 
+/// The `edgenode` binary that cargo built: `EDGENODE_BIN`, else
+/// `$CARGO_TARGET_DIR/debug/edgenode`, else `<workspace>/target/debug/edgenode`.
 pub fn edgenode_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("EDGENODE_BIN") {
         return PathBuf::from(path);
@@ -253,7 +257,7 @@ fn spawn_until_ready(
     config_file: Option<&Path>,
     stderr_buffer: &Arc<Mutex<Vec<u8>>>,
 ) -> (Child, ReadyLine) {
-    let binary = edgenode_binary();
+    let binary = options.program.clone().unwrap_or_else(edgenode_binary);
     let mut command = Command::new(&binary);
     command
         .arg("serve")

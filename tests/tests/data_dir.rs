@@ -28,14 +28,13 @@ fn every_file_is_0600_and_every_dir_0700_whatever_the_umask_and_prior_modes() {
     set_mode(&data_dir.join("operator-notes.txt"), 0o644);
     set_mode(&data_dir.join("media"), 0o755);
 
-    // The node runs under umask 022 through a shell, as from an operator's login. This
-    // file is its own test binary: nothing else here reads EDGENODE_BIN meanwhile.
+    // The node runs under umask 022 through a shell, as from an operator's login.
     let wrapper = scratch.join("edgenode-with-umask-022");
     std::fs::write(&wrapper, format!("#!/bin/sh\numask 022\nexec '{}' \"$@\"\n", edgenode_binary().display())).unwrap();
     set_mode(&wrapper, 0o755);
-    std::env::set_var("EDGENODE_BIN", &wrapper);
 
-    let node = Node::start(NodeOptions { data_dir: Some(data_dir.clone()), ..NodeOptions::default() });
+    let node =
+        Node::start(NodeOptions { data_dir: Some(data_dir.clone()), program: Some(wrapper), ..NodeOptions::default() });
     let client = Client::new(&node, Transport::Http2);
     let alice = client.claim_admin(&node, "alice");
     client.upload_jpeg(&alice, &distinct_photo(7));

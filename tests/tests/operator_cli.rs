@@ -165,8 +165,8 @@ fn status_with_a_config_it_cannot_read_exits_2() {
 
 #[test]
 fn the_configs_log_level_decides_what_the_node_logs() {
-    // RUST_LOG wins over log_level; this test is about log_level. The nodes of this
-    // file's other tests do not read it.
+    // RUST_LOG wins over log_level; this test is about log_level. Other tests' nodes
+    // started from now on lose it too: only how much they log changes.
     std::env::remove_var("RUST_LOG");
     let mut debug = Node::start(NodeOptions::with_config("log_level = \"debug\"\n"));
     let mut quiet = Node::start(NodeOptions::with_config("log_level = \"warn\"\n"));

@@ -6,13 +6,11 @@
 //! Each test is one acceptance check of the discovery issue and prints what it
 //! measured (`check N: …`); run with `--nocapture` to see the numbers.
 
-#[path = "../system/lab.rs"]
-mod lab;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use lab::{browse, discover, eventually, names_of, nodes_in, Lab, LabNode, Probe};
+use crate::lab;
+use crate::lab::{browse, discover, eventually, names_of, nodes_in, Lab, LabNode, Probe};
 use serde_json::Value;
 
 const EDGENODE_SERVICE: &str = "_edgenode._udp.local.";

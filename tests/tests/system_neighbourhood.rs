@@ -16,19 +16,15 @@
 //! as root, with the tools `tests/system/install-deps` installs; add `--nocapture`
 //! for the figures.
 
-#[path = "../system/lab.rs"]
-mod lab;
-#[path = "../system/siblings.rs"]
-mod siblings;
-
 use std::time::{Duration, Instant};
 
+use crate::lab;
+use crate::lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
+use crate::lab_siblings::{admin_handle, log_in, peer_address, Sibling};
 use edgenode_tests::faults::corrupt_media_files;
 use edgenode_tests::fixtures::distinct_photo;
 use edgenode_tests::steps::PASSWORD;
-use lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
 use serde_json::{json, Value};
-use siblings::{admin_handle, log_in, peer_address, Sibling};
 
 /// Each user's data on two siblings (ash and beech keep each other's users).
 const REPLICAS: usize = 2;

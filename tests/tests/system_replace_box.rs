@@ -14,21 +14,19 @@
 //!
 //! `#[ignore]`d: run as root with `--include-ignored` (tools: tests/system/install-deps).
 
-#[path = "../system/lab.rs"]
-mod lab;
-#[path = "../system/siblings.rs"]
-mod siblings;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use crate::lab;
+use crate::lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
+use crate::lab_siblings::{
+    admin_handle, expect_status, log_in, peers_config, percent_encode, start_paired, text_field,
+};
 use edgenode_tests::fixtures::{distinct_photo, sha256_hex};
 use edgenode_tests::node::edgenode_binary;
 use edgenode_tests::steps::PASSWORD;
-use lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
 use serde_json::{json, Value};
-use siblings::{admin_handle, expect_status, log_in, peers_config, percent_encode, start_paired, text_field};
 
 /// Three siblings, three replicas: every live sibling holds every user.
 const REPLICAS: usize = 3;
@@ -254,7 +252,7 @@ fn a_new_box_takes_over_the_users_of_a_dead_one_once_it_is_retired() {
     println!("done in {} s", started.elapsed().as_secs());
 }
 
-/// The three siblings started paired (`siblings::start_paired`); returns once all
+/// The three siblings started paired (`lab_siblings::start_paired`); returns once all
 /// see each other connected.
 fn start_siblings(hosts: &[Host]) -> Vec<LabNode> {
     let (nodes, _configs) = start_paired(hosts, &NODE_NAMES, REPLICAS);

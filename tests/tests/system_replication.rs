@@ -9,22 +9,18 @@
 //! curl inside each node's own namespace, so a node stays reachable to its clients
 //! while its cable is pulled out of the switch.
 
-#[path = "../system/lab.rs"]
-mod lab;
-#[path = "../system/siblings.rs"]
-mod siblings;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::lab;
+use crate::lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
+use crate::lab_siblings::{admin_handle, expect_status, log_in, percent_encode, start_paired, text_field};
 use edgenode_tests::fixtures::{distinct_photo, sha256_hex};
 use edgenode_tests::steps::PASSWORD;
-use lab::{eventually, Endpoint, Host, Lab, LabNode, ADMIN_PASSWORD};
 use serde_json::{json, Value};
-use siblings::{admin_handle, expect_status, log_in, percent_encode, start_paired, text_field};
 
 /// Three siblings, three replicas: every node holds everything.
 const REPLICAS: usize = 3;
