@@ -16,8 +16,8 @@ use tracing::Instrument as _;
 
 use super::quic_streams;
 use super::{
-    annotate, body_expected, finish_response, shutdown_requested, Activity, BodySource, ConnectionSlot, FileChunks,
-    NetError, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
+    annotate, body_expected, finish_response, shutdown_requested, Activity, Answer, BodySource, ConnectionSlot,
+    FileChunks, NetError, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
 };
 use crate::api::Transport;
 use crate::config::Limits;
@@ -342,7 +342,10 @@ async fn serve_request<S: Service>(
     annotate(&mut head, Transport::Http3, remote);
     let is_head = head.method == http::Method::HEAD;
     let expected = body_expected(&head, None);
-    let answer = shared.serve_request(head, expected, &mut StreamSource(&mut stream), &activity).await;
+    let answer = match shared.answer_from_memory(&head, expected) {
+        Some(response) => Answer::Served(response),
+        None => Box::pin(shared.serve_request(head, expected, &mut StreamSource(&mut stream), &activity)).await,
+    };
     // A refused or cut-short body is not read further: dropping the request stream after
     // the answer makes quinn send STOP_SENDING (RFC 9114 §4.1), so the client stops.
     let mut response = answer.into_response();

@@ -2,6 +2,7 @@
 //! serving HTTP/1.1 or HTTP/2 as negotiated by ALPN, adapted to the blocking service.
 
 use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tracing::Instrument as _;
 
 use super::{
@@ -184,9 +186,7 @@ impl<S: Service> Connection<S> {
         let service = {
             let activity = activity.clone();
             let shared = shared.clone();
-            hyper::service::service_fn(move |request| {
-                handle_request(request, shared.clone(), remote, activity.clone(), alt_svc.clone())
-            })
+            hyper::service::service_fn(move |request| answer(request, &shared, remote, &activity, &alt_svc))
         };
         let connection = builders.for_alpn(alpn.as_deref()).serve_connection(io, service);
         tokio::pin!(connection);
@@ -231,37 +231,67 @@ impl<S: Service> Connection<S> {
     }
 }
 
+/// What `answer` gives hyper: the answer made, or the long way to one.
+type Answering = Either<
+    Ready<Result<Response<Answered>, Infallible>>,
+    Pin<Box<dyn Future<Output = Result<Response<Answered>, Infallible>> + Send>>,
+>;
+
+/// A request's answer: at once from memory when the service has it there, otherwise
+/// the long way, boxed (`Shared::answer_from_memory` says why).
+fn answer<S: Service>(
+    request: Request<Incoming>,
+    shared: &Shared<S>,
+    remote: SocketAddr,
+    activity: &Arc<Activity>,
+    alt_svc: &HeaderValue,
+) -> Answering {
+    let transport = if request.version() == http::Version::HTTP_2 { Transport::Http2 } else { Transport::Http1 };
+    let (mut head, body) = request.into_parts();
+    annotate(&mut head, transport, remote);
+    let expected = body_expected(&head, Some(body.is_end_stream()));
+    if let Some(response) = shared.answer_from_memory(&head, expected) {
+        return Either::Left(ready(Ok(finish(response, body, alt_svc.clone(), false))));
+    }
+    let (shared, activity, alt_svc) = (shared.clone(), activity.clone(), alt_svc.clone());
+    Either::Right(Box::pin(handle_request(head, body, expected, shared, activity, alt_svc)))
+}
+
 /// Reads the body as the service plans it, calls the service, adds `alt-svc`.
 async fn handle_request<S: Service>(
-    request: Request<Incoming>,
+    head: http::request::Parts,
+    mut body: Incoming,
+    expected: bool,
     shared: Shared<S>,
-    remote: SocketAddr,
     activity: Arc<Activity>,
     alt_svc: HeaderValue,
 ) -> Result<Response<Answered>, Infallible> {
-    let transport = if request.version() == http::Version::HTTP_2 { Transport::Http2 } else { Transport::Http1 };
+    let transport = head.extensions.get::<Transport>().copied();
     // From here the connection is busy; a slow body is bounded by the minimum rate.
     let _handler = activity.handler_started();
-    let (mut head, mut body) = request.into_parts();
-    annotate(&mut head, transport, remote);
-    let expected = body_expected(&head, Some(body.is_end_stream()));
     // A client that sent `Expect: 100-continue` waits for our answer and has sent no
     // body; reading would make hyper send `100 Continue`.
     let expects_continue = head.headers.contains_key(http::header::EXPECT);
     let mut source = IncomingSource(&mut body);
     let answer = shared.serve_request(head, expected, &mut source, &activity).await;
-    let close = matches!(answer, Answer::Failed(_));
-    if transport == Transport::Http1 && matches!(answer, Answer::Refused(_)) && !expects_continue {
+    let http1 = transport == Some(Transport::Http1);
+    let close = http1 && matches!(answer, Answer::Failed(_));
+    if http1 && matches!(answer, Answer::Refused(_)) && !expects_continue {
         drain_refused_body(&mut body).await;
     }
-    let mut response = answer.into_response();
+    Ok(finish(answer.into_response(), body, alt_svc, close))
+}
+
+/// The response as hyper sends it: `nosniff` and `alt-svc` added, `Connection: close`
+/// when the HTTP/1 connection is to close, a file answer as chunks.
+fn finish(mut response: Response<Bytes>, body: Incoming, alt_svc: HeaderValue, close: bool) -> Response<Answered> {
     finish_response(&mut response);
     response.headers_mut().insert(ALT_SVC, alt_svc);
-    if close && transport == Transport::Http1 {
+    if close {
         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
     let file = response.extensions_mut().remove::<ResponseFile>().map(FileChunks::new);
-    Ok(response.map(|data| Answered { data: Some(data).filter(|data| !data.is_empty()), file, _request_body: body }))
+    response.map(|data| Answered { data: Some(data).filter(|data| !data.is_empty()), file, _request_body: body })
 }
 
 /// A response body that keeps the request's body open until the response is sent:
