@@ -8,6 +8,7 @@ use std::time::Duration;
 use ::h3::error::{Code, ConnectionError, StreamError};
 use ::h3::server::{RequestResolver, RequestStream};
 use bytes::{Buf as _, Bytes};
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::Response;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, VarInt};
@@ -17,7 +18,7 @@ use tracing::Instrument as _;
 use super::quic_streams;
 use super::{
     annotate, body_expected, finish_response, shutdown_requested, Activity, Answer, BodySource, ConnectionSlot,
-    FileChunks, NetError, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
+    FileChunks, HandlerRunning, NetError, ResponseFile, Service, Shared, TransportError, HANDSHAKE_TIMEOUT_MS,
 };
 use crate::api::Transport;
 use crate::config::Limits;
@@ -238,6 +239,12 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, configs: Server
             return;
         }
     };
+    // Requests are read, and those answered from memory answered, in this task: their
+    // writes reach quinn one after another before its connection driver (woken by the
+    // first) packs them, 8-10 datagrams per send call rather than one response's 4-5.
+    // bench/serving: HTTP/3 node CPU per thumbnail 37 µs against 45 with a task each.
+    // The long way gets a task of its own, so its work can run on another core.
+    let mut quick = FuturesUnordered::new();
     let mut requests = JoinSet::new();
     // QUIC's own idle timeout does not fire while the client sends keep-alives, so an
     // idle connection could hold its slot forever: close one that has had no request
@@ -250,8 +257,7 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, configs: Server
             accepted = h3_connection.accept() => match accepted {
                 Ok(Some(resolver)) => {
                     last_request = tokio::time::Instant::now();
-                    let (shared, activity) = (shared.clone(), activity.clone());
-                    requests.spawn(serve_request(resolver, remote, shared, activity).in_current_span());
+                    quick.push(answer_from_memory(resolver, remote, &shared, &activity));
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -259,13 +265,19 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, configs: Server
                     break;
                 }
             },
+            Some(answered) = quick.next(), if !quick.is_empty() => {
+                last_request = tokio::time::Instant::now();
+                if let Some(request) = answered {
+                    requests.spawn(serve_request(request, shared.clone(), activity.clone()).in_current_span());
+                }
+            }
             Some(joined) = requests.join_next(), if !requests.is_empty() => {
                 last_request = tokio::time::Instant::now();
                 if let Err(error) = joined {
                     tracing::error!(%error, "an HTTP/3 request task failed");
                 }
             }
-            () = sleep_until_or_forever(idle_at), if requests.is_empty() => {
+            () = sleep_until_or_forever(idle_at), if quick.is_empty() && requests.is_empty() => {
                 tracing::debug!("closing idle HTTP/3 connection");
                 quic_connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
                 break;
@@ -287,6 +299,11 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, configs: Server
                 }
                 break;
             }
+        }
+    }
+    while let Some(answered) = quick.next().await {
+        if let Some(request) = answered {
+            requests.spawn(serve_request(request, shared.clone(), activity.clone()).in_current_span());
         }
     }
     while requests.join_next().await.is_some() {}
@@ -324,37 +341,60 @@ fn log_connection_end(error: &ConnectionError) {
     }
 }
 
-async fn serve_request<S: Service>(
+/// A request whose headers are read and which memory could not answer.
+struct LongWay {
+    head: http::request::Parts,
+    stream: H3RequestStream,
+    body_expected: bool,
+    _handler: HandlerRunning,
+}
+
+/// Reads a request's headers and answers it if `Shared::answer_from_memory` can; gives
+/// it back otherwise, for `serve_request`.
+async fn answer_from_memory<S: Service>(
     resolver: RequestResolver<quic_streams::Connection, Bytes>,
     remote: SocketAddr,
-    shared: Shared<S>,
-    activity: Arc<Activity>,
-) {
+    shared: &Shared<S>,
+    activity: &Arc<Activity>,
+) -> Option<LongWay> {
     let (request, mut stream) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,
         Err(error) => {
             tracing::debug!(%error, "reading HTTP/3 request headers failed");
-            return;
+            return None;
         }
     };
-    let _handler = activity.handler_started();
+    let handler = activity.handler_started();
     let (mut head, ()) = request.into_parts();
     annotate(&mut head, Transport::Http3, remote);
+    let body_expected = body_expected(&head, None);
+    match shared.answer_from_memory(&head, body_expected) {
+        Some(response) => {
+            respond(&mut stream, head.method == http::Method::HEAD, Answer::Served(response)).await;
+            None
+        }
+        None => Some(LongWay { head, stream, body_expected, _handler: handler }),
+    }
+}
+
+/// The long way of `Shared::serve_request`, on a task of its own.
+async fn serve_request<S: Service>(request: LongWay, shared: Shared<S>, activity: Arc<Activity>) {
+    let LongWay { head, mut stream, body_expected, _handler } = request;
     let is_head = head.method == http::Method::HEAD;
-    let expected = body_expected(&head, None);
-    let answer = match shared.answer_from_memory(&head, expected) {
-        Some(response) => Answer::Served(response),
-        None => Box::pin(shared.serve_request(head, expected, &mut StreamSource(&mut stream), &activity)).await,
-    };
+    let answer = shared.serve_request(head, body_expected, &mut StreamSource(&mut stream), &activity).await;
     // A refused or cut-short body is not read further: dropping the request stream after
     // the answer makes quinn send STOP_SENDING (RFC 9114 §4.1), so the client stops.
+    respond(&mut stream, is_head, answer).await;
+}
+
+async fn respond(stream: &mut H3RequestStream, is_head: bool, answer: Answer) {
     let mut response = answer.into_response();
     finish_response(&mut response);
     if is_head {
         *response.body_mut() = Bytes::new();
         response.extensions_mut().remove::<ResponseFile>();
     }
-    if let Err(error) = send_response(&mut stream, response).await {
+    if let Err(error) = send_response(stream, response).await {
         tracing::debug!(%error, "sending an HTTP/3 response failed");
     }
 }

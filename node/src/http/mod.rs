@@ -24,7 +24,7 @@ use crate::api::{error_response, BodyPlan, ClientAddr, RequestBody, ResponseFile
 use crate::config::Limits;
 use crate::tls::ServingCertificates;
 use body::{BodyBudget, BodyError, BodySource, TransportError};
-use slots::{Activity, ConnectionSlot, Slots};
+use slots::{Activity, ConnectionSlot, HandlerRunning, Slots};
 
 pub use crate::identity::Identity;
 pub use metrics_listener::{bind_metrics, serve_metrics};
@@ -254,10 +254,10 @@ impl<S: Service> Shared<S> {
 
     /// The answer the service has in memory for a request without a body (public
     /// thumbnails, most of a feed's requests), made at once. Transports ask this first
-    /// and take the long way, `serve_request`, boxed, only without it, so that a request
-    /// answered from memory holds no future of that way's size: an HTTP/2 stream in
-    /// flight took 3.6 kB of the node's memory instead of 6.8 (bench/serving/run keeps
-    /// 256 in flight).
+    /// and take the long way, `serve_request`, only without it (https.rs boxed, h3.rs on
+    /// a task of its own), so that a request answered from memory holds no future of that
+    /// way's size: an HTTP/2 stream in flight took 3.6 kB of the node's memory instead of
+    /// 6.8 (bench/serving/run keeps 256 in flight).
     fn answer_from_memory(&self, head: &http::request::Parts, body_expected: bool) -> Option<Response<Bytes>> {
         if body_expected {
             return None;
@@ -733,7 +733,7 @@ pub(crate) mod tests {
         stop(server).await;
     }
 
-    /// Answers from memory skip the long way on HTTP/1.1 and HTTP/2 (https.rs) but not
+    /// Answers from memory skip the long way on every transport (https.rs, h3.rs) but not
     /// what every answer carries.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_from_memory_carry_what_every_answer_carries() {
@@ -907,6 +907,42 @@ pub(crate) mod tests {
         // The request task did not die, and others are served.
         let reply = http3_send(&server, http3_request(Method::GET, "/after"), b"").await;
         assert_eq!(reply.text(), "GET /after Some(Http3) Some(127.0.0.1) 0");
+        stop(server).await;
+    }
+
+    /// h3.rs answers from memory in the connection's task and takes the long way on a
+    /// task of its own: a request stalled on the long way holds up neither kind of answer
+    /// on the same connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_http3_request_holds_up_no_other_on_its_connection() {
+        let server = start_server(Limits::default()).await;
+        let (_endpoint, connection) = quic_connect(server.address, &server.pin).await.unwrap();
+        let (mut driver, mut sender) = ::h3::client::new(h3_quinn::Connection::new(connection)).await.unwrap();
+        let driver = tokio::spawn(async move { driver.wait_idle().await });
+        let mut declared = http3_request(Method::POST, "/echo");
+        declared.headers_mut().insert(http::header::CONTENT_LENGTH, 1000.into());
+        let mut stalled = sender.send_request(declared).await.unwrap();
+        stalled.send_data(Bytes::from_static(b"only ten b")).await.unwrap();
+        for (path, text) in
+            [("/cached", "made"), ("/cached", "from the cache"), ("/after", "GET /after Some(Http3) Some(127.0.0.1) 0")]
+        {
+            let mut stream = sender.send_request(http3_request(Method::GET, path)).await.unwrap();
+            stream.finish().await.unwrap();
+            let answered = async {
+                let response = stream.recv_response().await.unwrap();
+                let mut body = BytesMut::new();
+                while let Some(chunk) = stream.recv_data().await.unwrap() {
+                    body.put(chunk);
+                }
+                (response.status(), body.freeze())
+            };
+            let (status, body) =
+                tokio::time::timeout(Duration::from_secs(2), answered).await.expect("answered at once");
+            assert_eq!((status, std::str::from_utf8(&body).unwrap()), (StatusCode::OK, text));
+        }
+        let response = tokio::time::timeout(Duration::from_secs(15), stalled.recv_response()).await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        driver.abort();
         stop(server).await;
     }
 
