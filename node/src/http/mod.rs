@@ -661,12 +661,18 @@ pub(crate) mod tests {
             let _ = stream.send_data(Bytes::copy_from_slice(body)).await;
         }
         let _ = stream.finish().await;
+        let reply = http3_reply(&mut stream).await;
+        driver.abort();
+        reply
+    }
+
+    /// The answer on an HTTP/3 request stream whose request is sent.
+    async fn http3_reply<S: ::h3::quic::RecvStream>(stream: &mut ::h3::client::RequestStream<S, Bytes>) -> Reply {
         let response = stream.recv_response().await.unwrap();
         let mut body = BytesMut::new();
         while let Some(chunk) = stream.recv_data().await.unwrap() {
             body.put(chunk);
         }
-        driver.abort();
         Reply { status: response.status(), headers: response.headers().clone(), body: body.freeze() }
     }
 
@@ -890,31 +896,11 @@ pub(crate) mod tests {
         stop(server).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stalled_http3_body_gets_408_and_the_server_carries_on() {
-        let server = start_server(Limits::default()).await;
-        let (_endpoint, connection) = quic_connect(server.address, &server.pin).await.unwrap();
-        let (mut driver, mut sender) = ::h3::client::new(h3_quinn::Connection::new(connection)).await.unwrap();
-        let driver = tokio::spawn(async move { driver.wait_idle().await });
-        let mut declared = http3_request(Method::POST, "/echo");
-        declared.headers_mut().insert(http::header::CONTENT_LENGTH, 1000.into());
-        let mut stream = sender.send_request(declared).await.unwrap();
-        stream.send_data(Bytes::from_static(b"only ten b")).await.unwrap();
-        // ... and nothing more: the answer comes after the grace period.
-        let response = tokio::time::timeout(Duration::from_secs(15), stream.recv_response()).await.unwrap().unwrap();
-        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
-        driver.abort();
-        // The request task did not die, and others are served.
-        let reply = http3_send(&server, http3_request(Method::GET, "/after"), b"").await;
-        assert_eq!(reply.text(), "GET /after Some(Http3) Some(127.0.0.1) 0");
-        stop(server).await;
-    }
-
     /// h3.rs answers from memory in the connection's task and takes the long way on a
-    /// task of its own: a request stalled on the long way holds up neither kind of answer
-    /// on the same connection.
+    /// task of its own: a request whose body stalls holds up neither kind of answer on
+    /// its connection, gets 408 within seconds, and the server carries on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stalled_http3_request_holds_up_no_other_on_its_connection() {
+    async fn a_stalled_http3_body_gets_408_and_holds_up_nothing_else() {
         let server = start_server(Limits::default()).await;
         let (_endpoint, connection) = quic_connect(server.address, &server.pin).await.unwrap();
         let (mut driver, mut sender) = ::h3::client::new(h3_quinn::Connection::new(connection)).await.unwrap();
@@ -923,26 +909,23 @@ pub(crate) mod tests {
         declared.headers_mut().insert(http::header::CONTENT_LENGTH, 1000.into());
         let mut stalled = sender.send_request(declared).await.unwrap();
         stalled.send_data(Bytes::from_static(b"only ten b")).await.unwrap();
+        // ... and nothing more. Meanwhile, on the same connection:
         for (path, text) in
             [("/cached", "made"), ("/cached", "from the cache"), ("/after", "GET /after Some(Http3) Some(127.0.0.1) 0")]
         {
             let mut stream = sender.send_request(http3_request(Method::GET, path)).await.unwrap();
             stream.finish().await.unwrap();
-            let answered = async {
-                let response = stream.recv_response().await.unwrap();
-                let mut body = BytesMut::new();
-                while let Some(chunk) = stream.recv_data().await.unwrap() {
-                    body.put(chunk);
-                }
-                (response.status(), body.freeze())
-            };
-            let (status, body) =
-                tokio::time::timeout(Duration::from_secs(2), answered).await.expect("answered at once");
-            assert_eq!((status, std::str::from_utf8(&body).unwrap()), (StatusCode::OK, text));
+            let reply =
+                tokio::time::timeout(Duration::from_secs(2), http3_reply(&mut stream)).await.expect("answered at once");
+            assert_eq!((reply.status, reply.text()), (StatusCode::OK, text));
         }
+        // The stalled request's answer comes after the grace period.
         let response = tokio::time::timeout(Duration::from_secs(15), stalled.recv_response()).await.unwrap().unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
         driver.abort();
+        // The request task did not die, and others are served.
+        let reply = http3_send(&server, http3_request(Method::GET, "/after"), b"").await;
+        assert_eq!(reply.text(), "GET /after Some(Http3) Some(127.0.0.1) 0");
         stop(server).await;
     }
 
