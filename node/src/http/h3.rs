@@ -268,9 +268,7 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, configs: Server
             },
             Some(answered) = quick.next(), if !quick.is_empty() => {
                 last_request = tokio::time::Instant::now();
-                if let Some(request) = answered {
-                    requests.spawn(serve_request(request, shared.clone(), activity.clone()).in_current_span());
-                }
+                go_the_long_way(answered, &mut requests, &shared, &activity);
             }
             Some(joined) = requests.join_next(), if !requests.is_empty() => {
                 last_request = tokio::time::Instant::now();
@@ -303,9 +301,7 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, configs: Server
         }
     }
     while let Some(answered) = quick.next().await {
-        if let Some(request) = answered {
-            requests.spawn(serve_request(request, shared.clone(), activity.clone()).in_current_span());
-        }
+        go_the_long_way(answered, &mut requests, &shared, &activity);
     }
     while requests.join_next().await.is_some() {}
     linger(&quic_connection).await;
@@ -378,6 +374,18 @@ async fn answer_from_memory<S: Service>(
     }
 }
 
+/// Starts the long way's task for a request memory could not answer (`None`: answered).
+fn go_the_long_way<S: Service>(
+    request: Option<LongWay>,
+    requests: &mut JoinSet<()>,
+    shared: &Shared<S>,
+    activity: &Arc<Activity>,
+) {
+    if let Some(request) = request {
+        requests.spawn(serve_request(request, shared.clone(), activity.clone()).in_current_span());
+    }
+}
+
 /// The long way of `Shared::serve_request`, on a task of its own.
 async fn serve_request<S: Service>(request: LongWay, shared: Shared<S>, activity: Arc<Activity>) {
     let LongWay { head, mut stream, body_expected, _handler } = request;
@@ -388,6 +396,7 @@ async fn serve_request<S: Service>(request: LongWay, shared: Shared<S>, activity
     respond(&mut stream, is_head, answer).await;
 }
 
+/// Sends `answer` as every answer goes out (`nosniff`; no body for HEAD).
 async fn respond(stream: &mut H3RequestStream, is_head: bool, answer: Answer) {
     let mut response = answer.into_response();
     finish_response(&mut response);
